@@ -1,0 +1,91 @@
+/**
+ * Every error this project raises carries a stable code from this table, following
+ * Fastify's model: one module defines the codes, README.md lists each one with its
+ * meaning and fix (test/errors.test.ts checks that the two agree), and callers match
+ * on `err.code`, never on the message.
+ */
+
+export interface ErrorSpec {
+  /** What went wrong, for the docs table. */
+  readonly meaning: string;
+  /** What the user should do about it, for the docs table. */
+  readonly fix: string;
+  /** HTTP status the service answers with when this error reaches a client. */
+  readonly status: number;
+}
+
+export const ERROR_SPECS = {
+  SWIOTLB_POOL_FULL: {
+    meaning:
+      'No area of the pool has a free run of slots that fits the mapping with its alignment (the kernel logs "swiotlb buffer is full").',
+    fix: 'Grow the pool (`--pool-size`, `swiotlb=<nslabs>`), lower queue depth, or enable back-pressure waiting.',
+    status: 503,
+  },
+  SWIOTLB_MAPPING_TOO_LARGE: {
+    meaning:
+      'The mapping is larger than the max mapping size: one mapping never crosses a 128-slot segment (256 KiB less the min_align_mask padding).',
+    fix: 'Split the I/O into pieces no larger than the reported limit (Linux drivers use dma_max_mapping_size()).',
+    status: 413,
+  },
+  SWIOTLB_NOT_MAPPED: {
+    meaning: 'unmap or sync was given an address that is not a live mapping of this pool.',
+    fix: 'Pass the exact address map returned, and unmap each mapping once.',
+    status: 400,
+  },
+  SWIOTLB_BUFFER_OVERFLOW: {
+    meaning:
+      'unmap or sync asked for more bytes than the mapping holds (the kernel warns "Buffer overflow detected"); nothing was changed.',
+    fix: 'Use the size the mapping was created with, or a range inside it.',
+    status: 400,
+  },
+  SWIOTLB_INVALID_DIRECTION: {
+    meaning:
+      'The DMA direction is not one of bidirectional, to_device, from_device, or differs from the direction of the mapping (the DMA-API debug rule).',
+    fix: 'Use the direction the buffer was mapped with; only bidirectional mappings take any sync direction.',
+    status: 400,
+  },
+  SWIOTLB_INVALID_ARGUMENT: {
+    meaning:
+      'An address, size, mask or area number is not a non-negative integer in range (size 0 included).',
+    fix: 'Check the value named in the message.',
+    status: 400,
+  },
+  SWIOTLB_INVALID_GEOMETRY: {
+    meaning: 'The pool size, slot count, area count or base address cannot form a pool.',
+    fix: 'Use a size of at least one 128-slot segment, a base aligned to 2 KiB, and a positive area count.',
+    status: 500,
+  },
+  CLI_USAGE: {
+    meaning:
+      'The command line has an unknown command, an unknown flag, or a flag value that does not parse.',
+    fix: 'Run `swiotlb-mediator --help` or `swiotlb-mediator <command> --help`.',
+    status: 400,
+  },
+  REPLAY_BAD_LINE: {
+    meaning:
+      'A replay input line is not a JSON object with a known `op` and valid fields; the line is reported and the replay goes on.',
+    fix: 'Fix the line named by its number; see the replay format in README.md.',
+    status: 400,
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_SPECS;
+
+/** An error with a stable `code` from {@link ERROR_SPECS}. */
+export class MediatorError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = 'MediatorError';
+    this.code = code;
+    this.status = ERROR_SPECS[code].status;
+    this.details = details;
+  }
+}
+
+export function isMediatorError(err: unknown, code?: ErrorCode): err is MediatorError {
+  return err instanceof MediatorError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,31 @@
+export { type Bouncer, NO_COPY } from './bouncer.js';
+export {
+  type CopyDirection,
+  DmaAttr,
+  DmaDirection,
+  directionName,
+  IO_TLB_DEFAULT_SIZE,
+  IO_TLB_SEGSIZE,
+  IO_TLB_SHIFT,
+  IO_TLB_SIZE,
+  PAGE_SIZE,
+  parseDirection,
+} from './constants.js';
+export { MAP_COPY, syncForCpuCopies, syncForDeviceCopies, unmapCopies } from './dma-rules.js';
+export {
+  computeGeometry,
+  defaultAreaCount,
+  type Geometry,
+  type GeometryOptions,
+} from './geometry.js';
+export {
+  type AreaStats,
+  type AttachOptions,
+  type MapFailureReason,
+  type MapOptions,
+  type PoolOptions,
+  type PoolStats,
+  type SgEntry,
+  type SharedPool,
+  SwiotlbPool,
+} from './pool.js';
