@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { isMediatorError } from '../errors.js';
+import { replayCommand } from './replay-command.js';
+
+const HELP = `Usage: swiotlb-mediator <command> [options]
+
+Commands:
+  replay [FILE|-]   replay map/unmap/sync JSON lines against a Linux-faithful swiotlb pool
+
+Run "swiotlb-mediator <command> --help" for a command's options.
+  -h, --help        this help
+  -v, --version     print the version`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr };
+  try {
+    switch (command) {
+      case 'replay':
+        return await replayCommand(rest, io);
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        process.stdout.write(`${HELP}\n`);
+        return command === undefined ? 2 : 0;
+      case '-v':
+      case '--version':
+        process.stdout.write(`${version()}\n`);
+        return 0;
+      default:
+        process.stderr.write(`swiotlb-mediator: unknown command "${command}"\n\n${HELP}\n`);
+        return 2;
+    }
+  } catch (err) {
+    if (isMediatorError(err)) {
+      process.stderr.write(`swiotlb-mediator: ${err.code}: ${err.message}\n`);
+      return err.code === 'CLI_USAGE' ? 2 : 1;
+    }
+    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`swiotlb-mediator: ${(err as Error).message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(
+      `swiotlb-mediator: internal error: ${(err as Error).stack ?? String(err)}\n`,
+    );
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,147 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Replayer } from '../src/cli/replay.js';
+import { SwiotlbPool } from '../src/swiotlb/pool.js';
+
+const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
+
+function runCli(
+  args: string[],
+  input = '',
+): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    input,
+    encoding: 'utf8',
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function replay(lines: string[], slots = 256, areas = 1): Record<string, unknown>[] {
+  const r = new Replayer(SwiotlbPool.create({ slots, areas, area: 0 }));
+  return lines
+    .map((l, i) => r.handle(l, i + 1))
+    .filter((x): x is Record<string, unknown> => x !== undefined);
+}
+
+describe('Replayer', () => {
+  it('maps, unmaps and reports stats in the documented shapes', () => {
+    const out = replay([
+      '{"op":"map","id":"a","orig":"0x1234","size":100,"dir":"to_device","min_align_mask":4095}',
+      '{"op":"map","id":"b","orig":"0x1a34","size":100,"dir":"from_device","min_align_mask":4095,"alloc_align_mask":4095}',
+      '{"op":"stats"}',
+      '{"op":"unmap","id":"a"}',
+      '{"op":"unmap","id":"b"}',
+      '{"op":"stats"}',
+    ]);
+    expect(out[0]).toEqual({ id: 'a', ok: true, tlb_addr: '0x234', slots: 1 });
+    // b: 2 slots (one pad) at the next 4 KiB aligned slot after the cursor (1): slot 2.
+    expect(out[1]).toEqual({ id: 'b', ok: true, tlb_addr: '0x1a34', slots: 2 });
+    expect(out[2]).toMatchObject({
+      nslabs: 256,
+      used: 3,
+      used_hiwater: 3,
+      areas: [{ used: 3, index: 4 }],
+      largest_free_run: 128,
+    });
+    expect(out[3]).toEqual({ id: 'a', ok: true });
+    expect(out[5]).toMatchObject({ used: 0, used_hiwater: 3 });
+  });
+
+  it('reports pool errors with their codes and the kernel message', () => {
+    const out = replay(
+      [
+        '{"op":"map","id":"big","orig":"0x100000","size":204800,"dir":"to_device"}',
+        '{"op":"map","id":"x","orig":"0x200000","size":65536,"dir":"to_device"}',
+        '{"op":"map","id":"huge","orig":"0x0","size":262145,"dir":"to_device"}',
+        '{"op":"unmap","id":"big","size":300000}',
+        '{"op":"unmap","id":"nope"}',
+      ],
+      128,
+    );
+    expect(out[1]).toEqual({
+      id: 'x',
+      ok: false,
+      code: 'SWIOTLB_POOL_FULL',
+      error: 'swiotlb buffer is full (sz: 65536 bytes), total 128 (slots), used 100 (slots)',
+    });
+    expect(out[2]).toMatchObject({ id: 'huge', ok: false, code: 'SWIOTLB_MAPPING_TOO_LARGE' });
+    expect(out[3]).toMatchObject({ id: 'big', ok: false, code: 'SWIOTLB_BUFFER_OVERFLOW' });
+    expect(out[4]).toMatchObject({ id: 'nope', ok: false, code: 'SWIOTLB_NOT_MAPPED' });
+  });
+
+  it('names the line and the problem for malformed input, and goes on', () => {
+    const out = replay([
+      'not json',
+      '[1,2]',
+      '{"op":"fly"}',
+      '{"op":"map","id":"a","orig":"1234","size":10}',
+      '{"op":"map","id":"a","orig":"zz","size":10,"dir":"to_device"}',
+      '{"op":"map","id":"a","orig":"0x10","size":-4,"dir":"to_device"}',
+      '',
+      '{"op":"map","id":"a","orig":"0x10","size":4,"dir":"to_device"}',
+      '{"op":"map","id":"a","orig":"0x10","size":4,"dir":"to_device"}',
+    ]);
+    expect(out).toHaveLength(8); // the blank line gives no output
+    for (const [i, line] of [1, 2, 3, 4, 5, 6].entries()) {
+      expect(out[i]).toMatchObject({ line, ok: false, code: 'REPLAY_BAD_LINE' });
+      expect(String(out[i]!.error)).toMatch(new RegExp(`^line ${line}: `));
+    }
+    expect(String(out[3]!.error)).toContain('"dir"');
+    expect(String(out[4]!.error)).toContain('"orig"');
+    expect(String(out[5]!.error)).toContain('"size"');
+    expect(out[6]).toMatchObject({ id: 'a', ok: true });
+    expect(out[7]).toMatchObject({ line: 9, id: 'a', code: 'REPLAY_BAD_LINE' });
+  });
+
+  it('syncs partial ranges and rejects ranges past the mapping', () => {
+    const out = replay([
+      '{"op":"map","id":"a","orig":"0x4000","size":3000,"dir":"bidirectional"}',
+      '{"op":"sync_for_cpu","id":"a","offset":1000,"size":100}',
+      '{"op":"sync_for_device","id":"a","offset":2990,"size":100}',
+    ]);
+    expect(out[1]).toEqual({ id: 'a', ok: true });
+    expect(out[2]).toMatchObject({ id: 'a', ok: false, code: 'SWIOTLB_BUFFER_OVERFLOW' });
+  });
+});
+
+describe('replay command (process)', () => {
+  it('reads a file, writes one JSON line per input line, and logs the rounding on stderr', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'replay-'));
+    const file = join(dir, 'trace.jsonl');
+    writeFileSync(
+      file,
+      [
+        '{"op":"map","id":"a","orig":"0x1234","size":100,"dir":"to_device","min_align_mask":4095}',
+        '{"op":"stats"}',
+        'oops',
+      ].join('\n'),
+    );
+    const r = runCli(['replay', '--slots', '300', '--areas', '3', '--base', '0x80000000', file]);
+    expect(r.status).toBe(0);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toEqual({ id: 'a', ok: true, tlb_addr: '0x80000234', slots: 1 });
+    expect(lines[1]).toMatchObject({ nslabs: 512, used: 1 });
+    expect(lines[2]).toMatchObject({ line: 3, code: 'REPLAY_BAD_LINE' });
+    expect(r.stderr).toContain('area num 3 rounded up to 4');
+  });
+
+  it('reads stdin with "-" and refuses bad flags with exit 2', () => {
+    const ok = runCli(['replay', '--pool-size', '1MiB', '-'], '{"op":"stats"}\n');
+    expect(ok.status).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ nslabs: 512 });
+    const bad = runCli(['replay', '--pool-size', 'lots']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('--pool-size: "lots" is not a size');
+    const unknown = runCli(['replay', '--frobnicate']);
+    expect(unknown.status).toBe(2);
+    const missing = runCli(['replay', '/nonexistent/trace.jsonl']);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain('cannot read');
+  });
+});
