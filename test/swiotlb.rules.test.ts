@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
 import type { Bouncer } from '../src/swiotlb/bouncer.js';
-import { DmaDirection as D, DmaAttr } from '../src/swiotlb/constants.js';
+import { DmaDirection as D, DmaAttr, type DmaDirection } from '../src/swiotlb/constants.js';
 import { computeGeometry, roundUpPowerOfTwo } from '../src/swiotlb/geometry.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
 
