@@ -55,6 +55,23 @@ export const ERROR_SPECS = {
     fix: 'Use a size of at least one 128-slot segment, a base aligned to 2 KiB, and a positive area count.',
     status: 500,
   },
+  DMA_BAD_ADDRESS: {
+    meaning:
+      "A guest buffer given to the DMA API is not entirely inside that guest's private memory (or the memory size is not valid).",
+    fix: 'Pass a guest-physical address and length inside the guest memory (base, size) you configured.',
+    status: 400,
+  },
+  COPY_ENGINE_CLOSED: {
+    meaning: 'A copy was asked of a copy engine that is closing or closed.',
+    fix: 'Stop submitting I/O before close(); create a new engine to continue.',
+    status: 503,
+  },
+  COPY_WORKER_CRASHED: {
+    meaning:
+      'The copy worker that held this copy died before finishing it; the mapping was released and the worker replaced.',
+    fix: "Retry the I/O. If it repeats, look for the worker's error in the log.",
+    status: 500,
+  },
   CLI_USAGE: {
     meaning:
       'The command line has an unknown command, an unknown flag, or a flag value that does not parse.',

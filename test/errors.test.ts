@@ -9,8 +9,8 @@ function readmeErrorTable(): Map<string, { meaning: string; fix: string }> {
   if (section === undefined) throw new Error('README.md has no "## Error codes" section');
   const rows = new Map<string, { meaning: string; fix: string }>();
   for (const line of section.split('\n')) {
-    const m = /^\| `([A-Z0-9_]+)` \| (.*) \| (.*) \|$/.exec(line);
-    if (m) rows.set(m[1]!, { meaning: m[2]!, fix: m[3]! });
+    const m = /^\|\s*`([A-Z0-9_]+)`\s*\|(.*)\|(.*)\|\s*$/.exec(line);
+    if (m) rows.set(m[1]!, { meaning: m[2]!.trim(), fix: m[3]!.trim() });
   }
   return rows;
 }

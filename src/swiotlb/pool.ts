@@ -19,16 +19,16 @@ import {
   AREA_CONTENDED,
   AREA_INDEX,
   AREA_LOCK,
+  AREA_MAPS,
   AREA_STRIDE,
+  AREA_UNMAPS,
   AREA_USED,
   G_FAIL_FULL,
   G_FAIL_INVALID,
   G_FAIL_TOO_LARGE,
   G_HIWATER,
-  G_MAPS,
   G_SYNCS,
   G_TOTAL_USED,
-  G_UNMAPS,
   INVALID_PHYS_ADDR,
   type MetadataViews,
   metadataBytes,
@@ -59,6 +59,12 @@ export interface MapOptions {
    * @default the handle's area
    */
   area?: number;
+  /**
+   * Who maps (a guest id, when several guests share one pool). unmap and sync
+   * must name the same owner, so one guest can never unmap or sync another's slots.
+   * @default 0
+   */
+  owner?: number;
 }
 
 /** Everything a thread needs to attach to the same pool. Only the guest side gets `meta`. */
@@ -115,7 +121,7 @@ export interface PoolStats {
   largest_free_run: number;
   /** Map failures by reason. Counters wrap modulo 2^32. */
   map_failures: { full: number; too_large: number; invalid: number };
-  /** Successful maps, unmaps and syncs. Counters wrap modulo 2^32. */
+  /** Successful maps, unmaps and syncs. Per-area counters wrap modulo 2^32. */
   maps: number;
   unmaps: number;
   syncs: number;
@@ -251,24 +257,24 @@ export class SwiotlbPool {
    * size larger than the mapping or a direction other than the mapping's is an
    * error that changes nothing.
    */
-  unmap(tlbAddr: number, size: number, dir: DmaDirection, attrs = 0): void {
-    const head = this.claim(tlbAddr, size, dir);
+  unmap(tlbAddr: number, size: number, dir: DmaDirection, attrs = 0, owner = 0): void {
+    const head = this.beginUnmap(tlbAddr, size, dir, owner);
     if (unmapCopies(dir, attrs)) {
       this.bouncer.bounce(Dir.FROM_DEVICE, this.m.origAddr[head]!, tlbAddr, size);
     }
-    this.releaseClaimed(head);
+    this.finishUnmap(head);
   }
 
   /** swiotlb_sync_single_for_device(): copies [tlbAddr, tlbAddr+size) to the pool unless FROM_DEVICE. */
-  syncForDevice(tlbAddr: number, size: number, dir: DmaDirection): void {
-    const origAddr = this.resolve(tlbAddr, size, dir);
+  syncForDevice(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): void {
+    const origAddr = this.resolve(tlbAddr, size, dir, owner);
     Atomics.add(this.m.control, this.g + G_SYNCS, 1);
     if (syncForDeviceCopies(dir)) this.bouncer.bounce(Dir.TO_DEVICE, origAddr, tlbAddr, size);
   }
 
   /** swiotlb_sync_single_for_cpu(): copies [tlbAddr, tlbAddr+size) back unless TO_DEVICE. */
-  syncForCpu(tlbAddr: number, size: number, dir: DmaDirection): void {
-    const origAddr = this.resolve(tlbAddr, size, dir);
+  syncForCpu(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): void {
+    const origAddr = this.resolve(tlbAddr, size, dir, owner);
     Atomics.add(this.m.control, this.g + G_SYNCS, 1);
     if (syncForCpuCopies(dir)) this.bouncer.bounce(Dir.FROM_DEVICE, origAddr, tlbAddr, size);
   }
@@ -284,21 +290,31 @@ export class SwiotlbPool {
       for (const e of entries) out.push(this.map(e.addr, e.length, dir, opts));
     } catch (err) {
       const attrs = (opts.attrs ?? 0) | DmaAttr.SKIP_CPU_SYNC;
-      for (let i = 0; i < out.length; i++) this.unmap(out[i]!, entries[i]!.length, dir, attrs);
+      for (let i = 0; i < out.length; i++) {
+        this.unmap(out[i]!, entries[i]!.length, dir, attrs, opts.owner ?? 0);
+      }
       throw err;
     }
     return out;
   }
 
   /** dma_unmap_sg(): unmaps each entry; `lengths[i]` is the length entry i was mapped with. */
-  unmapSg(tlbAddrs: readonly number[], lengths: readonly number[], dir: DmaDirection, attrs = 0) {
+  unmapSg(
+    tlbAddrs: readonly number[],
+    lengths: readonly number[],
+    dir: DmaDirection,
+    attrs = 0,
+    owner = 0,
+  ): void {
     if (tlbAddrs.length !== lengths.length) {
       throw invalidArg('unmapSg needs one length per address', {
         addresses: tlbAddrs.length,
         lengths: lengths.length,
       });
     }
-    for (let i = 0; i < tlbAddrs.length; i++) this.unmap(tlbAddrs[i]!, lengths[i]!, dir, attrs);
+    for (let i = 0; i < tlbAddrs.length; i++) {
+      this.unmap(tlbAddrs[i]!, lengths[i]!, dir, attrs, owner);
+    }
   }
 
   // ---------------------------------------------------------------------------
@@ -316,7 +332,8 @@ export class SwiotlbPool {
     const minAlignMask = opts.minAlignMask ?? 0;
     let allocAlignMask = opts.allocAlignMask ?? 0;
     const startArea = opts.area ?? this.area;
-    this.checkMapArgs(origAddr, size, dir, minAlignMask, allocAlignMask, startArea);
+    const owner = opts.owner ?? 0;
+    this.checkMapArgs(origAddr, size, dir, minAlignMask, allocAlignMask, startArea, owner);
 
     if (size > this.maxMappingSize(minAlignMask)) {
       this.countFailure('too_large');
@@ -358,6 +375,7 @@ export class SwiotlbPool {
         offset >>> IO_TLB_SHIFT,
         size,
         dir,
+        owner,
       );
       if (slotIndex >= 0) break;
       if (++a >= nareas) a = 0;
@@ -365,7 +383,6 @@ export class SwiotlbPool {
     if (slotIndex < 0) return -1;
 
     this.incUsedAndHiwater(nslots);
-    Atomics.add(this.m.control, this.g + G_MAPS, 1);
     const padSlots = offset >>> IO_TLB_SHIFT;
     offset &= IO_TLB_SIZE - 1;
     return this.geometry.base + (slotIndex + padSlots) * IO_TLB_SIZE + offset;
@@ -375,8 +392,8 @@ export class SwiotlbPool {
    * Validates an unmap and frees the slots without copying (the copy engine copies
    * back first, then calls this). Same errors as {@link unmap}, same "changes nothing".
    */
-  release(tlbAddr: number, size: number, dir: DmaDirection): void {
-    this.releaseClaimed(this.claim(tlbAddr, size, dir));
+  release(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): void {
+    this.finishUnmap(this.beginUnmap(tlbAddr, size, dir, owner));
   }
 
   /**
@@ -385,8 +402,8 @@ export class SwiotlbPool {
    * (what swiotlb_bounce() computes from the slot's orig_addr).
    * @throws SWIOTLB_NOT_MAPPED, SWIOTLB_BUFFER_OVERFLOW, SWIOTLB_INVALID_DIRECTION
    */
-  resolve(tlbAddr: number, size: number, dir: DmaDirection): number {
-    const head = this.headOfAddress(tlbAddr);
+  resolve(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): number {
+    const head = this.headOfAddress(tlbAddr, owner);
     const headTlb = this.headTlbAddr(head);
     const mapSize = this.m.mapSize[head]!;
     if (!Number.isSafeInteger(size) || size <= 0) {
@@ -438,6 +455,8 @@ export class SwiotlbPool {
     const { nareas, areaNslabs } = this.geometry;
     const areas: AreaStats[] = [];
     let largest = 0;
+    let maps = 0;
+    let unmaps = 0;
     for (let a = 0; a < nareas; a++) {
       const lockWord = a * AREA_STRIDE + AREA_LOCK;
       acquire(c, lockWord);
@@ -454,6 +473,8 @@ export class SwiotlbPool {
           contended: c[a * AREA_STRIDE + AREA_CONTENDED]! >>> 0,
           largest_free_run: areaLargest,
         });
+        maps += c[a * AREA_STRIDE + AREA_MAPS]! >>> 0;
+        unmaps += c[a * AREA_STRIDE + AREA_UNMAPS]! >>> 0;
       } finally {
         release(c, lockWord);
       }
@@ -474,8 +495,8 @@ export class SwiotlbPool {
         too_large: Atomics.load(c, g + G_FAIL_TOO_LARGE) >>> 0,
         invalid: Atomics.load(c, g + G_FAIL_INVALID) >>> 0,
       },
-      maps: Atomics.load(c, g + G_MAPS) >>> 0,
-      unmaps: Atomics.load(c, g + G_UNMAPS) >>> 0,
+      maps,
+      unmaps,
       syncs: Atomics.load(c, g + G_SYNCS) >>> 0,
     };
   }
@@ -507,6 +528,7 @@ export class SwiotlbPool {
     padSlots: number,
     mappingSize: number,
     dir: DmaDirection,
+    owner: number,
   ): number {
     const c = this.m.control;
     const list = this.m.list;
@@ -555,6 +577,7 @@ export class SwiotlbPool {
       }
       c[word + AREA_INDEX] = index + nslots >= areaNslabs ? 0 : index + nslots;
       c[word + AREA_USED] = c[word + AREA_USED]! + nslots;
+      c[word + AREA_MAPS] = c[word + AREA_MAPS]! + 1;
 
       // The mapping's own records (swiotlb_tbl_map_single() after find_slots).
       const head = slotIndex + padSlots;
@@ -565,6 +588,7 @@ export class SwiotlbPool {
         m.headOf[head + i] = head;
       }
       m.mapDir[head] = dir;
+      m.mapOwner[head] = owner;
       m.headOffset[head] = slotOffset;
       Atomics.store(m.mapSize, head, mappingSize); // publishes the mapping
       return slotIndex;
@@ -574,12 +598,14 @@ export class SwiotlbPool {
   }
 
   /**
-   * Validates an unmap of (tlbAddr, size, dir) and takes the mapping out of reach of
-   * any other unmap or sync (mapSize -> 0) so that a concurrent double unmap
-   * cannot free it twice. Returns the head slot. Throws and changes nothing on error.
+   * First half of an unmap for callers that copy back themselves (the copy engine):
+   * validates (tlbAddr, size, dir, owner) and takes the mapping out of reach of any
+   * other unmap or sync (mapSize -> 0), so that a concurrent double unmap cannot
+   * free it twice. Returns a handle (the head slot) for {@link mappedOrigAddr} and
+   * {@link finishUnmap}, which the caller must call. Throws and changes nothing on error.
    */
-  private claim(tlbAddr: number, size: number, dir: DmaDirection): number {
-    const head = this.headOfAddress(tlbAddr);
+  beginUnmap(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): number {
+    const head = this.headOfAddress(tlbAddr, owner);
     if (this.headTlbAddr(head) !== tlbAddr) {
       throw this.notMapped(tlbAddr, 'is inside a mapping, not its start');
     }
@@ -601,8 +627,13 @@ export class SwiotlbPool {
     return head;
   }
 
-  /** swiotlb_release_slots() for a mapping taken by {@link claim}. */
-  private releaseClaimed(head: number): void {
+  /** The original address of the mapping whose unmap {@link beginUnmap} began. */
+  mappedOrigAddr(head: number): number {
+    return this.m.origAddr[head]!;
+  }
+
+  /** swiotlb_release_slots() for a mapping whose unmap {@link beginUnmap} began. */
+  finishUnmap(head: number): void {
     const m = this.m;
     const c = m.control;
     const list = m.list;
@@ -621,6 +652,7 @@ export class SwiotlbPool {
         m.headOf[i] = -1;
         m.mapDir[i] = 0;
         m.headOffset[i] = 0;
+        m.mapOwner[i] = 0;
       }
       for (
         let i = index - 1;
@@ -630,15 +662,15 @@ export class SwiotlbPool {
         list[i] = ++count;
       }
       c[word + AREA_USED] = c[word + AREA_USED]! - nslots;
+      c[word + AREA_UNMAPS] = c[word + AREA_UNMAPS]! + 1;
     } finally {
       release(c, word + AREA_LOCK);
     }
     Atomics.sub(c, this.g + G_TOTAL_USED, nslots);
-    Atomics.add(c, this.g + G_UNMAPS, 1);
   }
 
-  /** The head slot of the live mapping that contains `addr`, or SWIOTLB_NOT_MAPPED. */
-  private headOfAddress(addr: number): number {
+  /** The head slot of the live mapping of `owner` that contains `addr`, or SWIOTLB_NOT_MAPPED. */
+  private headOfAddress(addr: number, owner: number): number {
     if (!Number.isSafeInteger(addr) || !this.contains(addr)) {
       throw this.notMapped(addr, 'is outside the pool');
     }
@@ -649,6 +681,8 @@ export class SwiotlbPool {
     }
     const headTlb = this.headTlbAddr(head);
     if (addr < headTlb) throw this.notMapped(addr, 'is in the padding before a mapping');
+    if (this.m.mapOwner[head] !== owner)
+      throw this.notMapped(addr, `is not mapped by owner ${owner}`);
     return head;
   }
 
@@ -694,8 +728,12 @@ export class SwiotlbPool {
     minAlignMask: number,
     allocAlignMask: number,
     area: number,
+    owner: number,
   ): void {
     try {
+      if (!Number.isInteger(owner) || owner < 0 || owner > 0x7fff_ffff) {
+        throw invalidArg(`owner ${String(owner)} must be a non-negative 31-bit integer`, { owner });
+      }
       if (!Number.isSafeInteger(origAddr) || origAddr < 0) {
         throw invalidArg(
           `original address ${String(origAddr)} must be a non-negative integer below 2^53`,

@@ -1,0 +1,471 @@
+import { availableParallelism } from 'node:os';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { MediatorError } from '../errors.js';
+import { type CopyDirection, DmaDirection } from '../swiotlb/constants.js';
+import { Fifo } from '../util/fifo.js';
+import { workerScript } from '../util/worker-script.js';
+import {
+  D_DIR,
+  D_GUEST_OFFSET,
+  D_GUEST_REGION,
+  D_LENGTH,
+  D_POOL_OFFSET,
+  D_POOL_REGION,
+  descriptorIndex,
+  RING_HEAD,
+  RING_SLEEPING,
+  RING_STOP,
+  RING_TAIL,
+  RING_THREAD,
+  ringBytes,
+  type ServeTask,
+} from '../workers/copy-ring.js';
+import {
+  type CopyStatsSnapshot,
+  CopyStatsWriter,
+  readCopyStats,
+  statsLayout,
+} from '../workers/copy-stats.js';
+
+export interface CopyEngineOptions {
+  /**
+   * Copy worker threads. 0 copies everything inline on the calling thread.
+   * @default the number of CPUs, at most 4
+   */
+  workers?: number;
+  /**
+   * Copies shorter than this are done inline on the calling thread: a 4 KiB copy
+   * costs 0.2-0.8 us, handing it to a worker and hearing back costs more
+   * (bench/copy.bench.ts measures both). Longer copies go to the workers.
+   * @default 32768
+   */
+  inlineThreshold?: number;
+  /**
+   * Copies of at least this many bytes are split in page-aligned parts, one per
+   * worker, so that one large copy keeps every core busy.
+   * @default 131072
+   */
+  splitThreshold?: number;
+  /**
+   * Descriptors per worker ring (a power of two). A full ring queues further
+   * copies in the engine until the worker catches up.
+   * @default 1024
+   */
+  ringCapacity?: number;
+  /**
+   * Memory regions (guest memories and pools) the engine can register.
+   * @default 64
+   */
+  maxRegions?: number;
+  /**
+   * How long an idle worker polls its ring before it sleeps, in microseconds.
+   * Bounded so that an idle engine burns no core.
+   * @default 50
+   */
+  spinMicros?: number;
+}
+
+/** One caller's copy, possibly split over several rings. */
+interface Join {
+  remaining: number;
+  failed: boolean;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+interface Pending {
+  /** HEAD value after this descriptor: done when TAIL has reached it. */
+  end: number;
+  bytes: number;
+  join: Join;
+}
+
+interface Deferred {
+  dir: CopyDirection;
+  guestRegion: number;
+  guestOffset: number;
+  poolRegion: number;
+  poolOffset: number;
+  length: number;
+  join: Join;
+}
+
+interface Ring {
+  readonly index: number;
+  readonly header: Int32Array;
+  readonly port: MessagePort;
+  head: number;
+  outstandingBytes: number;
+  readonly pending: Fifo<Pending>;
+  armed: boolean;
+  dead: boolean;
+  task: Promise<unknown> | undefined;
+}
+
+const TWO_POW_32 = 2 ** 32;
+
+/**
+ * The trusted DMA engine: copies between guest memory and pools.
+ *
+ * How: short copies inline on the caller's thread; the rest on long-lived worker
+ * threads (piscina manages them: start, replacement, shutdown), each serving one
+ * descriptor ring in shared memory (see copy-ring.ts). There is no piscina task
+ * per copy. Copies at or above `splitThreshold` are split across all workers.
+ * Completions come back through Atomics.waitAsync on each ring's TAIL, so the
+ * main thread never blocks and never polls.
+ *
+ * Accounting: per region (guest) and direction, bytes, copies and time, plus a
+ * size histogram, in shared Float64 blocks written by each copying thread alone
+ * (copy-stats.ts); {@link stats} reads them.
+ */
+export class CopyEngine {
+  readonly workers: number;
+  readonly inlineThreshold: number;
+  readonly splitThreshold: number;
+  private readonly capacity: number;
+  private readonly maxRegions: number;
+  private readonly spinMicros: number;
+  private readonly regions: (Buffer | undefined)[];
+  private readonly regionBuffers: (SharedArrayBuffer | undefined)[];
+  private nextRegion = 0;
+  private readonly statsBuffer: SharedArrayBuffer;
+  private readonly statsBlocks: number;
+  private readonly inlineStats: CopyStatsWriter;
+  private readonly piscina: Piscina | undefined;
+  private readonly rings: Ring[] = [];
+  private readonly backlog = new Fifo<Deferred>();
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
+  private closing = false;
+  private closed = false;
+  private crashes = 0;
+
+  constructor(opts: CopyEngineOptions = {}) {
+    this.workers = opts.workers ?? Math.min(4, availableParallelism());
+    this.inlineThreshold = opts.inlineThreshold ?? 32 * 1024;
+    this.splitThreshold = opts.splitThreshold ?? 128 * 1024;
+    this.capacity = opts.ringCapacity ?? 1024;
+    this.maxRegions = opts.maxRegions ?? 64;
+    this.spinMicros = opts.spinMicros ?? 50;
+    if (!Number.isInteger(this.workers) || this.workers < 0 || this.workers > 64) {
+      throw new RangeError(`workers must be an integer from 0 to 64, got ${this.workers}`);
+    }
+    if (this.capacity < 2 || (this.capacity & (this.capacity - 1)) !== 0) {
+      throw new RangeError(`ringCapacity must be a power of two >= 2, got ${this.capacity}`);
+    }
+    this.regions = new Array(this.maxRegions);
+    this.regionBuffers = new Array(this.maxRegions);
+    this.statsBlocks = this.workers + 1;
+    this.statsBuffer = new SharedArrayBuffer(statsLayout(this.statsBlocks, this.maxRegions).bytes);
+    this.inlineStats = new CopyStatsWriter(this.statsBuffer, this.statsBlocks, this.maxRegions, 0);
+    if (this.workers > 0) {
+      const script = workerScript('copy-worker');
+      this.piscina = new Piscina({
+        filename: script.filename,
+        ...(script.env ? { env: script.env } : {}),
+        minThreads: this.workers,
+        maxThreads: this.workers,
+        concurrentTasksPerWorker: 1,
+        idleTimeout: Number.POSITIVE_INFINITY,
+      });
+      for (let i = 0; i < this.workers; i++) this.rings.push(this.startRing(i));
+    }
+  }
+
+  /** Makes a SharedArrayBuffer (guest memory or pool bytes) copyable; returns its region id. */
+  registerRegion(buffer: SharedArrayBuffer): number {
+    const id = this.nextRegion;
+    if (id >= this.maxRegions) {
+      throw new RangeError(`copy engine: more than ${this.maxRegions} regions (raise maxRegions)`);
+    }
+    if (buffer.byteLength > TWO_POW_32) {
+      throw new RangeError(
+        'copy engine: regions are limited to 4 GiB (descriptor offsets are 32-bit)',
+      );
+    }
+    this.nextRegion++;
+    this.regions[id] = Buffer.from(buffer);
+    this.regionBuffers[id] = buffer;
+    for (const ring of this.rings) ring.port.postMessage({ id, buffer });
+    return id;
+  }
+
+  /**
+   * Copies `length` bytes between a guest region and a pool region: TO_DEVICE
+   * guest -> pool, FROM_DEVICE pool -> guest. Returns undefined when the copy was
+   * done inline (already complete), else a promise of its completion. Ranges must
+   * already be validated by the caller (the DMA API validates them against the
+   * mapping); they are checked again here.
+   * @throws COPY_ENGINE_CLOSED; the promise rejects with COPY_WORKER_CRASHED
+   */
+  copy(
+    dir: CopyDirection,
+    guestRegion: number,
+    guestOffset: number,
+    poolRegion: number,
+    poolOffset: number,
+    length: number,
+  ): Promise<void> | undefined {
+    if (this.closing) {
+      throw new MediatorError('COPY_ENGINE_CLOSED', 'copy engine is closed or closing');
+    }
+    const guest = this.regions[guestRegion];
+    const pool = this.regions[poolRegion];
+    if (
+      guest === undefined ||
+      pool === undefined ||
+      !(length > 0) ||
+      guestOffset < 0 ||
+      poolOffset < 0 ||
+      guestOffset + length > guest.length ||
+      poolOffset + length > pool.length
+    ) {
+      throw new RangeError(
+        `copy engine: bad copy (regions ${guestRegion}/${poolRegion}, offsets ${guestOffset}/${poolOffset}, length ${length})`,
+      );
+    }
+    if (this.workers === 0 || length < this.inlineThreshold) {
+      const t0 = performance.now();
+      if (dir === DmaDirection.TO_DEVICE)
+        guest.copy(pool, poolOffset, guestOffset, guestOffset + length);
+      else pool.copy(guest, guestOffset, poolOffset, poolOffset + length);
+      // The main thread is this block's only writer and its only reader: no seqlock needed.
+      this.inlineStats.add(guestRegion, dir, length, (performance.now() - t0) * 1e6);
+      return undefined;
+    }
+    return new Promise<void>((resolve, reject) => {
+      const parts =
+        length >= this.splitThreshold && this.workers > 1
+          ? Math.min(this.workers, Math.floor(length / 4096))
+          : 1;
+      const join: Join = { remaining: parts, failed: false, resolve, reject };
+      this.inFlight++;
+      // Page-aligned parts; the last takes the remainder.
+      const part = parts === 1 ? length : Math.ceil(length / parts / 4096) * 4096;
+      for (let i = 0, off = 0; i < parts; i++, off += part) {
+        const len = i === parts - 1 ? length - off : part;
+        this.enqueue({
+          dir,
+          guestRegion,
+          guestOffset: guestOffset + off,
+          poolRegion,
+          poolOffset: poolOffset + off,
+          length: len,
+          join,
+        });
+      }
+    });
+  }
+
+  /** Copy accounting so far (bytes, copies, time by region and direction; size histogram). */
+  stats(): CopyStatsSnapshot {
+    return readCopyStats(this.statsBuffer, this.statsBlocks, this.maxRegions);
+  }
+
+  /** Worker crashes seen (each one replaced). */
+  get workerCrashes(): number {
+    return this.crashes;
+  }
+
+  /** Copies accepted and not finished yet. */
+  get pendingCopies(): number {
+    return this.inFlight;
+  }
+
+  /**
+   * Fault injection: terminates the thread serving ring `index` as a crash would.
+   * Its in-flight copies fail with COPY_WORKER_CRASHED and a new worker takes over.
+   */
+  async crashWorker(index: number): Promise<void> {
+    const ring = this.rings[index];
+    if (!ring || !this.piscina) throw new RangeError(`no copy worker ${index}`);
+    const tid = await this.waitForThreadId(ring);
+    const thread = this.piscina.threads.find((t) => t.threadId === tid);
+    if (!thread) throw new Error(`copy worker ${index} (thread ${tid}) not found`);
+    await thread.terminate();
+    await ring.task?.catch(() => undefined);
+  }
+
+  /**
+   * Stops taking copies (COPY_ENGINE_CLOSED), waits for every accepted copy to
+   * finish, stops the workers and destroys the thread pool. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closing = true;
+    if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.closed = true;
+    for (const ring of this.rings) {
+      Atomics.store(ring.header, RING_STOP, 1);
+      Atomics.notify(ring.header, RING_HEAD);
+    }
+    await Promise.all(this.rings.map((r) => r.task?.catch(() => undefined)));
+    for (const ring of this.rings) ring.port.close();
+    await this.piscina?.destroy();
+  }
+
+  // ---------------------------------------------------------------------------
+
+  private startRing(index: number): Ring {
+    const sab = new SharedArrayBuffer(ringBytes(this.capacity));
+    const { port1, port2 } = new MessageChannel();
+    const ring: Ring = {
+      index,
+      header: new Int32Array(sab),
+      port: port1,
+      head: 0,
+      outstandingBytes: 0,
+      pending: new Fifo<Pending>(this.capacity),
+      armed: false,
+      dead: false,
+      task: undefined,
+    };
+    const regions: { id: number; buffer: SharedArrayBuffer }[] = [];
+    for (let id = 0; id < this.nextRegion; id++)
+      regions.push({ id, buffer: this.regionBuffers[id]! });
+    const task: ServeTask = {
+      ring: sab,
+      capacity: this.capacity,
+      stats: this.statsBuffer,
+      blocks: this.statsBlocks,
+      block: index + 1,
+      maxRegions: this.maxRegions,
+      regions,
+      port: port2,
+      spinMicros: this.spinMicros,
+    };
+    ring.task = this.piscina!.run(task, { transferList: [port2] as never });
+    ring.task.then(
+      () => {
+        if (!this.closed) this.ringDied(ring, new Error('copy worker returned unexpectedly'));
+      },
+      (err: unknown) => {
+        if (!this.closed) this.ringDied(ring, err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+    return ring;
+  }
+
+  private enqueue(d: Deferred): void {
+    const ring = this.pickRing();
+    if (ring === undefined) {
+      this.backlog.push(d);
+      return;
+    }
+    this.submit(ring, d);
+  }
+
+  /** The live ring with room and the fewest bytes outstanding. */
+  private pickRing(): Ring | undefined {
+    let best: Ring | undefined;
+    for (const ring of this.rings) {
+      if (ring.dead) continue;
+      if (((ring.head - Atomics.load(ring.header, RING_TAIL)) | 0) >= this.capacity) continue;
+      if (best === undefined || ring.outstandingBytes < best.outstandingBytes) best = ring;
+    }
+    return best;
+  }
+
+  private submit(ring: Ring, d: Deferred): void {
+    const h = ring.header;
+    const i = descriptorIndex(ring.head, this.capacity);
+    h[i + D_DIR] = d.dir;
+    h[i + D_GUEST_REGION] = d.guestRegion;
+    h[i + D_GUEST_OFFSET] = d.guestOffset | 0;
+    h[i + D_POOL_REGION] = d.poolRegion;
+    h[i + D_POOL_OFFSET] = d.poolOffset | 0;
+    h[i + D_LENGTH] = d.length | 0;
+    ring.head = (ring.head + 1) | 0;
+    ring.outstandingBytes += d.length;
+    ring.pending.push({ end: ring.head, bytes: d.length, join: d.join });
+    Atomics.store(h, RING_HEAD, ring.head);
+    if (Atomics.load(h, RING_SLEEPING)) Atomics.notify(h, RING_HEAD);
+    this.arm(ring);
+  }
+
+  /** Completes what the worker finished and, while copies remain, waits for more. */
+  private arm(ring: Ring): void {
+    if (ring.armed || ring.dead) return;
+    const tail = Atomics.load(ring.header, RING_TAIL);
+    this.completeUpTo(ring, tail);
+    if (ring.pending.isEmpty()) return;
+    ring.armed = true;
+    const waited = Atomics.waitAsync(ring.header, RING_TAIL, tail);
+    const again = () => {
+      ring.armed = false;
+      this.arm(ring);
+      this.drainBacklog();
+    };
+    if (waited.async) waited.value.then(again);
+    else queueMicrotask(again);
+  }
+
+  private completeUpTo(ring: Ring, tail: number): void {
+    for (let p = ring.pending.peek(); p !== undefined; p = ring.pending.peek()) {
+      if (((tail - p.end) | 0) < 0) break;
+      ring.pending.shift();
+      ring.outstandingBytes -= p.bytes;
+      this.partDone(p.join, undefined);
+    }
+  }
+
+  private partDone(join: Join, err: Error | undefined): void {
+    if (err && !join.failed) {
+      join.failed = true;
+      join.reject(err);
+    }
+    if (--join.remaining === 0) {
+      if (!join.failed) join.resolve();
+      if (--this.inFlight === 0 && this.idleWaiters.length > 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+      }
+    }
+  }
+
+  private drainBacklog(): void {
+    while (!this.backlog.isEmpty()) {
+      const ring = this.pickRing();
+      if (ring === undefined) return;
+      this.submit(ring, this.backlog.shift()!);
+    }
+  }
+
+  /** A worker died (crash, termination) while serving `ring`: fail its copies, replace it. */
+  private ringDied(ring: Ring, cause: Error): void {
+    if (ring.dead) return;
+    ring.dead = true;
+    this.crashes++;
+    this.completeUpTo(ring, Atomics.load(ring.header, RING_TAIL));
+    const err = new MediatorError(
+      'COPY_WORKER_CRASHED',
+      `copy worker ${ring.index} died with copies in flight: ${cause.message}`,
+      { worker: ring.index },
+    );
+    for (let p = ring.pending.shift(); p !== undefined; p = ring.pending.shift()) {
+      this.partDone(p.join, err);
+    }
+    new CopyStatsWriter(
+      this.statsBuffer,
+      this.statsBlocks,
+      this.maxRegions,
+      ring.index + 1,
+    ).repairAfterCrash();
+    Atomics.notify(ring.header, RING_TAIL); // lets a pending waitAsync on the dead ring settle
+    ring.port.close();
+    if (!this.closing || this.inFlight > 0 || !this.backlog.isEmpty()) {
+      this.rings[ring.index] = this.startRing(ring.index);
+      this.drainBacklog();
+    }
+  }
+
+  private async waitForThreadId(ring: Ring): Promise<number> {
+    for (;;) {
+      const tid = Atomics.load(ring.header, RING_THREAD);
+      if (tid !== 0) return tid;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}

@@ -1,0 +1,277 @@
+import { MediatorError } from '../errors.js';
+import { DmaDirection as Dir, DmaAttr, type DmaDirection } from '../swiotlb/constants.js';
+import { syncForCpuCopies, syncForDeviceCopies, unmapCopies } from '../swiotlb/dma-rules.js';
+import type { SgEntry, SwiotlbPool } from '../swiotlb/pool.js';
+import type { CopyEngine } from './copy-engine.js';
+import type { GuestMemory } from './guest-memory.js';
+
+/**
+ * The guest's DMA API (include/linux/dma-mapping.h, streaming mappings), in the two
+ * modes the mediator compares:
+ * - bounce: every buffer is placed in the shared pool by the Linux-faithful
+ *   allocator and copied by the copy engine at the steps Linux copies (dma-rules.ts);
+ *   the device address is the bounce address;
+ * - direct: no isolation, no pool, no copy; the device address is the guest address.
+ */
+export interface GuestDma {
+  readonly mode: 'bounce' | 'direct';
+  readonly guest: GuestMemory;
+  /** The largest buffer one mapping can take (dma_max_mapping_size()). */
+  maxMappingSize(): number;
+  mapSingle(addr: number, size: number, dir: DmaDirection, attrs?: number): Promise<number>;
+  unmapSingle(dmaAddr: number, size: number, dir: DmaDirection, attrs?: number): Promise<void>;
+  syncSingleForCpu(dmaAddr: number, size: number, dir: DmaDirection): Promise<void>;
+  syncSingleForDevice(dmaAddr: number, size: number, dir: DmaDirection): Promise<void>;
+  mapSg(entries: readonly SgEntry[], dir: DmaDirection, attrs?: number): Promise<number[]>;
+  unmapSg(
+    dmaAddrs: readonly number[],
+    lengths: readonly number[],
+    dir: DmaDirection,
+    attrs?: number,
+  ): Promise<void>;
+}
+
+export interface BounceDmaOptions {
+  /**
+   * The device's min_align_mask (NVMe: 4095).
+   * @default 0
+   */
+  minAlignMask?: number;
+  /**
+   * alloc_align_mask for every mapping.
+   * @default 0
+   */
+  allocAlignMask?: number;
+  /**
+   * The pool area this user's maps start in (a queue picks its own).
+   * @default the pool handle's area
+   */
+  area?: number;
+  /**
+   * Owner id recorded with each mapping, so that guests sharing a pool cannot unmap
+   * or sync each other's slots.
+   * @default the guest's region id in the copy engine
+   */
+  owner?: number;
+}
+
+/** What a bounce-mode DMA user needs: its guest and pool registered with one engine. */
+export interface BounceContext {
+  guest: GuestMemory;
+  guestRegion: number;
+  pool: SwiotlbPool;
+  poolRegion: number;
+  engine: CopyEngine;
+}
+
+export class BounceDma implements GuestDma {
+  readonly mode = 'bounce' as const;
+  readonly guest: GuestMemory;
+  private readonly pool: SwiotlbPool;
+  private readonly engine: CopyEngine;
+  private readonly guestRegion: number;
+  private readonly poolRegion: number;
+  private readonly mapOpts: {
+    minAlignMask: number;
+    allocAlignMask: number;
+    area: number;
+    owner: number;
+  };
+
+  constructor(ctx: BounceContext, opts: BounceDmaOptions = {}) {
+    this.guest = ctx.guest;
+    this.pool = ctx.pool;
+    this.engine = ctx.engine;
+    this.guestRegion = ctx.guestRegion;
+    this.poolRegion = ctx.poolRegion;
+    this.mapOpts = {
+      minAlignMask: opts.minAlignMask ?? 0,
+      allocAlignMask: opts.allocAlignMask ?? 0,
+      area: opts.area ?? ctx.pool.area,
+      owner: opts.owner ?? ctx.guestRegion,
+    };
+    const g = this.guest;
+    const p = this.pool.geometry;
+    if (g.base < p.base + p.bytes && p.base < g.base + g.size) {
+      throw new MediatorError(
+        'DMA_BAD_ADDRESS',
+        `guest memory [0x${g.base.toString(16)}, +${g.size}) overlaps the pool [0x${p.base.toString(16)}, +${p.bytes})`,
+      );
+    }
+  }
+
+  maxMappingSize(): number {
+    return this.pool.maxMappingSize(this.mapOpts.minAlignMask);
+  }
+
+  async mapSingle(addr: number, size: number, dir: DmaDirection, attrs = 0): Promise<number> {
+    const guestOffset = this.guest.offsetOf(addr, size);
+    const opts = this.mapOpts;
+    const tlbAddr = this.pool.tryAllocate(addr, size, dir, opts);
+    if (tlbAddr < 0) {
+      this.pool.countFailure('full');
+      throw this.pool.fullError(this.pool.paddedSize(addr, size, opts));
+    }
+    void attrs; // map copies for every direction, whatever the attributes (dma-rules.ts)
+    try {
+      const pending = this.engine.copy(
+        Dir.TO_DEVICE,
+        this.guestRegion,
+        guestOffset,
+        this.poolRegion,
+        this.pool.offsetOf(tlbAddr),
+        size,
+      );
+      if (pending) await pending;
+    } catch (err) {
+      this.pool.release(tlbAddr, size, dir, opts.owner);
+      throw err;
+    }
+    return tlbAddr;
+  }
+
+  async unmapSingle(dmaAddr: number, size: number, dir: DmaDirection, attrs = 0): Promise<void> {
+    const head = this.pool.beginUnmap(dmaAddr, size, dir, this.mapOpts.owner);
+    try {
+      if (unmapCopies(dir, attrs)) {
+        const origAddr = this.pool.mappedOrigAddr(head);
+        const pending = this.engine.copy(
+          Dir.FROM_DEVICE,
+          this.guestRegion,
+          origAddr - this.guest.base,
+          this.poolRegion,
+          this.pool.offsetOf(dmaAddr),
+          size,
+        );
+        if (pending) await pending;
+      }
+    } finally {
+      this.pool.finishUnmap(head);
+    }
+  }
+
+  async syncSingleForCpu(dmaAddr: number, size: number, dir: DmaDirection): Promise<void> {
+    const origAddr = this.pool.resolve(dmaAddr, size, dir, this.mapOpts.owner);
+    if (!syncForCpuCopies(dir)) return;
+    const pending = this.engine.copy(
+      Dir.FROM_DEVICE,
+      this.guestRegion,
+      origAddr - this.guest.base,
+      this.poolRegion,
+      this.pool.offsetOf(dmaAddr),
+      size,
+    );
+    if (pending) await pending;
+  }
+
+  async syncSingleForDevice(dmaAddr: number, size: number, dir: DmaDirection): Promise<void> {
+    const origAddr = this.pool.resolve(dmaAddr, size, dir, this.mapOpts.owner);
+    if (!syncForDeviceCopies(dir)) return;
+    const pending = this.engine.copy(
+      Dir.TO_DEVICE,
+      this.guestRegion,
+      origAddr - this.guest.base,
+      this.poolRegion,
+      this.pool.offsetOf(dmaAddr),
+      size,
+    );
+    if (pending) await pending;
+  }
+
+  /**
+   * Maps every entry; when one fails, every entry already mapped is unmapped with
+   * SKIP_CPU_SYNC (dma_direct_map_sg()) and the error is thrown: nothing stays mapped.
+   */
+  async mapSg(entries: readonly SgEntry[], dir: DmaDirection, attrs = 0): Promise<number[]> {
+    const settled = await Promise.allSettled(
+      entries.map((e) => this.mapSingle(e.addr, e.length, dir, attrs)),
+    );
+    const firstFailure = settled.find((s) => s.status === 'rejected');
+    if (firstFailure === undefined) {
+      return settled.map((s) => (s as PromiseFulfilledResult<number>).value);
+    }
+    await Promise.all(
+      settled.map((s, i) =>
+        s.status === 'fulfilled'
+          ? this.unmapSingle(s.value, entries[i]!.length, dir, attrs | DmaAttr.SKIP_CPU_SYNC)
+          : undefined,
+      ),
+    );
+    throw (firstFailure as PromiseRejectedResult).reason;
+  }
+
+  async unmapSg(
+    dmaAddrs: readonly number[],
+    lengths: readonly number[],
+    dir: DmaDirection,
+    attrs = 0,
+  ): Promise<void> {
+    checkSgLengths(dmaAddrs, lengths);
+    const results = await Promise.allSettled(
+      dmaAddrs.map((a, i) => this.unmapSingle(a, lengths[i]!, dir, attrs)),
+    );
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+}
+
+/** No isolation: the device is handed guest memory and guest addresses. The baseline. */
+export class DirectDma implements GuestDma {
+  readonly mode = 'direct' as const;
+
+  constructor(readonly guest: GuestMemory) {}
+
+  maxMappingSize(): number {
+    return this.guest.size;
+  }
+
+  async mapSingle(addr: number, size: number, dir: DmaDirection): Promise<number> {
+    this.guest.offsetOf(addr, size);
+    checkDirection(dir);
+    return addr;
+  }
+
+  async unmapSingle(dmaAddr: number, size: number, dir: DmaDirection): Promise<void> {
+    this.guest.offsetOf(dmaAddr, size);
+    checkDirection(dir);
+  }
+
+  async syncSingleForCpu(dmaAddr: number, size: number, dir: DmaDirection): Promise<void> {
+    this.guest.offsetOf(dmaAddr, size);
+    checkDirection(dir);
+  }
+
+  async syncSingleForDevice(dmaAddr: number, size: number, dir: DmaDirection): Promise<void> {
+    this.guest.offsetOf(dmaAddr, size);
+    checkDirection(dir);
+  }
+
+  async mapSg(entries: readonly SgEntry[], dir: DmaDirection): Promise<number[]> {
+    checkDirection(dir);
+    return entries.map((e) => {
+      this.guest.offsetOf(e.addr, e.length);
+      return e.addr;
+    });
+  }
+
+  async unmapSg(dmaAddrs: readonly number[], lengths: readonly number[], dir: DmaDirection) {
+    checkSgLengths(dmaAddrs, lengths);
+    checkDirection(dir);
+    for (let i = 0; i < dmaAddrs.length; i++) this.guest.offsetOf(dmaAddrs[i]!, lengths[i]!);
+  }
+}
+
+function checkDirection(dir: number): void {
+  if (dir !== Dir.BIDIRECTIONAL && dir !== Dir.TO_DEVICE && dir !== Dir.FROM_DEVICE) {
+    throw new MediatorError('SWIOTLB_INVALID_DIRECTION', `invalid DMA direction ${dir}`, { dir });
+  }
+}
+
+function checkSgLengths(addrs: readonly number[], lengths: readonly number[]): void {
+  if (addrs.length !== lengths.length) {
+    throw new MediatorError('SWIOTLB_INVALID_ARGUMENT', 'unmapSg needs one length per address', {
+      addresses: addrs.length,
+      lengths: lengths.length,
+    });
+  }
+}

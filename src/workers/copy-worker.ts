@@ -1,0 +1,105 @@
+import { receiveMessageOnPort, threadId } from 'node:worker_threads';
+import { DmaDirection } from '../swiotlb/constants.js';
+import {
+  D_DIR,
+  D_GUEST_OFFSET,
+  D_GUEST_REGION,
+  D_LENGTH,
+  D_POOL_OFFSET,
+  D_POOL_REGION,
+  descriptorIndex,
+  type RegionMessage,
+  RING_HEAD,
+  RING_SLEEPING,
+  RING_STOP,
+  RING_TAIL,
+  RING_THREAD,
+  type ServeTask,
+} from './copy-ring.js';
+import { CopyStatsWriter } from './copy-stats.js';
+
+/**
+ * A copy worker: the trusted DMA engine. It serves one descriptor ring for as long
+ * as the ring lives (one long-lived piscina task per worker thread, not one task
+ * per copy: a task round trip costs 28-83 us here, a 4 KiB copy 0.2-0.8 us).
+ * It copies between guest memory and pool buffers it was given, and sleeps in
+ * Atomics.wait when there is nothing to do.
+ */
+export default function serve(task: ServeTask): { copies: number } {
+  const ring = new Int32Array(task.ring);
+  const capacity = task.capacity;
+  const port = task.port;
+  const regions: (Buffer | undefined)[] = new Array(task.maxRegions);
+  for (const r of task.regions) regions[r.id] = Buffer.from(r.buffer);
+  const stats = new CopyStatsWriter(task.stats, task.blocks, task.maxRegions, task.block);
+  const spinMs = task.spinMicros / 1000;
+  Atomics.store(ring, RING_THREAD, threadId);
+
+  const region = (id: number): Buffer => {
+    let buf = regions[id];
+    while (buf === undefined) {
+      // The main thread posts a region before the first descriptor that names it,
+      // so the message is already queued on the port.
+      const msg = receiveMessageOnPort(port);
+      if (msg === undefined) throw new Error(`copy worker: unknown region ${id}`);
+      const reg = msg.message as RegionMessage;
+      regions[reg.id] = Buffer.from(reg.buffer);
+      buf = regions[id];
+    }
+    return buf;
+  };
+
+  let total = 0;
+  let tail = Atomics.load(ring, RING_TAIL);
+  for (;;) {
+    let head = Atomics.load(ring, RING_HEAD);
+    if (head === tail) {
+      if (Atomics.load(ring, RING_STOP)) break;
+      // Poll briefly (a busy producer refills within microseconds), then sleep.
+      const until = performance.now() + spinMs;
+      while (head === tail && performance.now() < until) head = Atomics.load(ring, RING_HEAD);
+      if (head === tail) {
+        Atomics.store(ring, RING_SLEEPING, 1);
+        head = Atomics.load(ring, RING_HEAD);
+        if (head === tail && !Atomics.load(ring, RING_STOP)) Atomics.wait(ring, RING_HEAD, tail);
+        Atomics.store(ring, RING_SLEEPING, 0);
+        continue;
+      }
+    }
+    stats.begin();
+    while (tail !== head) {
+      const d = descriptorIndex(tail, capacity);
+      const dir = ring[d + D_DIR]!;
+      const guestRegion = ring[d + D_GUEST_REGION]!;
+      const guestOffset = ring[d + D_GUEST_OFFSET]! >>> 0;
+      const poolOffset = ring[d + D_POOL_OFFSET]! >>> 0;
+      const length = ring[d + D_LENGTH]! >>> 0;
+      const guest = region(guestRegion);
+      const pool = region(ring[d + D_POOL_REGION]!);
+      const t0 = performance.now();
+      if (dir === DmaDirection.TO_DEVICE) {
+        checkRange(guest, guestOffset, length);
+        checkRange(pool, poolOffset, length);
+        guest.copy(pool, poolOffset, guestOffset, guestOffset + length);
+      } else {
+        checkRange(pool, poolOffset, length);
+        checkRange(guest, guestOffset, length);
+        pool.copy(guest, guestOffset, poolOffset, poolOffset + length);
+      }
+      stats.add(guestRegion, dir, length, (performance.now() - t0) * 1e6);
+      tail = (tail + 1) | 0;
+      total++;
+    }
+    stats.end();
+    Atomics.store(ring, RING_TAIL, tail);
+    Atomics.notify(ring, RING_TAIL);
+  }
+  return { copies: total };
+}
+
+/** Descriptors come from trusted code that validated them; this guards against our own bugs. */
+function checkRange(buf: Buffer, offset: number, length: number): void {
+  if (offset + length > buf.length) {
+    throw new Error(`copy worker: [${offset}, +${length}) outside a region of ${buf.length} bytes`);
+  }
+}
