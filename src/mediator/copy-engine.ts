@@ -268,6 +268,11 @@ export class CopyEngine {
     return this.crashes;
   }
 
+  /** Worker threads running now (0 once closed). */
+  get liveWorkers(): number {
+    return this.piscina?.threads.length ?? 0;
+  }
+
   /** Copies accepted and not finished yet. */
   get pendingCopies(): number {
     return this.inFlight;
