@@ -72,6 +72,57 @@ export const ERROR_SPECS = {
     fix: "Retry the I/O. If it repeats, look for the worker's error in the log.",
     status: 500,
   },
+  MEDIATOR_BAD_CONFIG: {
+    meaning:
+      'A guest, pool, device or queue setting cannot be used (a queue size that is not a power of two, guest memory too small for the devices, an unknown device kind...).',
+    fix: 'Correct the setting named in the message.',
+    status: 500,
+  },
+  MEDIATOR_DEVICE_FAULT: {
+    meaning:
+      'The device backend broke the virtio contract for this request (used id not in flight, used length larger than the writable buffers, a completion twice); the request failed and the fault was counted.',
+    fix: 'The device backend is buggy or hostile: check its fault counters; reset it or take it out of service.',
+    status: 502,
+  },
+  MEDIATOR_DEVICE_TIMEOUT: {
+    meaning: 'The device did not complete the request in time; the device is reset.',
+    fix: 'Check the device backend; raise the request timeout if it is only slow.',
+    status: 504,
+  },
+  MEDIATOR_DEVICE_RESET: {
+    meaning: 'The device was reset while this request was in flight; the request did not complete.',
+    fix: 'Retry the request.',
+    status: 503,
+  },
+  MEDIATOR_IO_ERROR: {
+    meaning:
+      'The device completed the request with VIRTIO_BLK_S_IOERR (for example a sector beyond the end of the disk).',
+    fix: 'Check the sector range against the device capacity.',
+    status: 416,
+  },
+  MEDIATOR_UNSUPPORTED: {
+    meaning:
+      'The device completed the request with VIRTIO_BLK_S_UNSUPP: it does not implement that request type.',
+    fix: 'Use a request type the device supports.',
+    status: 501,
+  },
+  MEDIATOR_BACKPRESSURE_TIMEOUT: {
+    meaning:
+      'The request waited for pool slots (back-pressure) longer than the configured wait and gave up; nothing was mapped.',
+    fix: 'Retry later, lower the offered load, or grow the pool; the pool metrics show how full it ran.',
+    status: 503,
+  },
+  MEDIATOR_REQUEST_TOO_LARGE: {
+    meaning:
+      'The request can never fit: it is larger than the device allows per request, or than the whole pool.',
+    fix: 'Split the I/O into smaller requests.',
+    status: 413,
+  },
+  MEDIATOR_CLOSED: {
+    meaning: 'The device or mediator is shutting down and takes no new requests.',
+    fix: 'Send the request to a running instance.',
+    status: 503,
+  },
   CLI_USAGE: {
     meaning:
       'The command line has an unknown command, an unknown flag, or a flag value that does not parse.',

@@ -29,6 +29,38 @@ export interface GuestDma {
     dir: DmaDirection,
     attrs?: number,
   ): Promise<void>;
+  /**
+   * The pipeline's path (no allocation beyond the caller's arrays): places the `n`
+   * buffers all at once or none (returns false when the pool is full, having
+   * placed nothing), writing the device addresses to `out`. No copies yet.
+   */
+  tryPlace(n: number, b: DmaBatch): boolean;
+  /** The map copies of a placed batch; undefined when already done inline. */
+  copyIn(n: number, b: DmaBatch): Promise<unknown> | undefined;
+  /**
+   * Unmaps a placed batch: copies back what Linux copies back (unless `attrs` has
+   * SKIP_CPU_SYNC), then frees every buffer, even when a copy fails.
+   */
+  release(n: number, b: DmaBatch, attrs: number): Promise<void> | undefined;
+}
+
+/** A request's buffers, in preallocated arrays reused from request to request. */
+export interface DmaBatch {
+  /** Guest addresses. */
+  addrs: Float64Array;
+  sizes: Uint32Array;
+  dirs: Uint8Array;
+  /** Device addresses, filled by tryPlace. */
+  out: Float64Array;
+}
+
+export function createBatch(capacity: number): DmaBatch {
+  return {
+    addrs: new Float64Array(capacity),
+    sizes: new Uint32Array(capacity),
+    dirs: new Uint8Array(capacity),
+    out: new Float64Array(capacity),
+  };
 }
 
 export interface BounceDmaOptions {
@@ -200,6 +232,90 @@ export class BounceDma implements GuestDma {
     throw (firstFailure as PromiseRejectedResult).reason;
   }
 
+  tryPlace(n: number, b: DmaBatch): boolean {
+    const opts = this.mapOpts;
+    let i = 0;
+    try {
+      for (; i < n; i++) {
+        const addr = b.addrs[i]!;
+        const size = b.sizes[i]!;
+        this.guest.offsetOf(addr, size);
+        const tlb = this.pool.tryAllocate(addr, size, b.dirs[i] as DmaDirection, opts);
+        if (tlb < 0) break;
+        b.out[i] = tlb;
+      }
+    } catch (err) {
+      this.releasePlaced(i, b);
+      throw err;
+    }
+    if (i === n) return true;
+    this.releasePlaced(i, b);
+    return false;
+  }
+
+  copyIn(n: number, b: DmaBatch): Promise<unknown> | undefined {
+    let pending: Promise<void>[] | undefined;
+    for (let i = 0; i < n; i++) {
+      const p = this.engine.copy(
+        Dir.TO_DEVICE,
+        this.guestRegion,
+        b.addrs[i]! - this.guest.base,
+        this.poolRegion,
+        this.pool.offsetOf(b.out[i]!),
+        b.sizes[i]!,
+      );
+      if (p) (pending ??= []).push(p);
+    }
+    return pending === undefined ? undefined : Promise.all(pending);
+  }
+
+  release(n: number, b: DmaBatch, attrs: number): Promise<void> | undefined {
+    const owner = this.mapOpts.owner;
+    let pending: Promise<void>[] | undefined;
+    let firstError: unknown;
+    const heads: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const dir = b.dirs[i] as DmaDirection;
+      const tlb = b.out[i]!;
+      const head = this.pool.beginUnmap(tlb, b.sizes[i]!, dir, owner);
+      heads.push(head);
+      if (!unmapCopies(dir, attrs)) continue;
+      try {
+        const p = this.engine.copy(
+          Dir.FROM_DEVICE,
+          this.guestRegion,
+          this.pool.mappedOrigAddr(head) - this.guest.base,
+          this.poolRegion,
+          this.pool.offsetOf(tlb),
+          b.sizes[i]!,
+        );
+        if (p) (pending ??= []).push(p);
+      } catch (err) {
+        firstError ??= err;
+      }
+    }
+    const finish = () => {
+      for (const h of heads) this.pool.finishUnmap(h);
+    };
+    if (pending === undefined) {
+      finish();
+      if (firstError !== undefined) throw firstError;
+      return undefined;
+    }
+    return Promise.allSettled(pending).then((results) => {
+      finish();
+      const failed = results.find((r) => r.status === 'rejected');
+      if (firstError !== undefined) throw firstError;
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    });
+  }
+
+  private releasePlaced(count: number, b: DmaBatch): void {
+    for (let k = 0; k < count; k++) {
+      this.pool.release(b.out[k]!, b.sizes[k]!, b.dirs[k] as DmaDirection, this.mapOpts.owner);
+    }
+  }
+
   async unmapSg(
     dmaAddrs: readonly number[],
     lengths: readonly number[],
@@ -252,6 +368,22 @@ export class DirectDma implements GuestDma {
       this.guest.offsetOf(e.addr, e.length);
       return e.addr;
     });
+  }
+
+  tryPlace(n: number, b: DmaBatch): boolean {
+    for (let i = 0; i < n; i++) {
+      this.guest.offsetOf(b.addrs[i]!, b.sizes[i]!);
+      b.out[i] = b.addrs[i]!;
+    }
+    return true;
+  }
+
+  copyIn(): undefined {
+    return undefined;
+  }
+
+  release(): undefined {
+    return undefined;
   }
 
   async unmapSg(dmaAddrs: readonly number[], lengths: readonly number[], dir: DmaDirection) {

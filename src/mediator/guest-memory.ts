@@ -29,6 +29,7 @@ export class GuestMemory {
   readonly size: number;
   readonly buffer: SharedArrayBuffer;
   readonly bytes: Uint8Array;
+  private reserved = 0;
 
   constructor(opts: GuestMemoryOptions = {}) {
     const size = opts.size ?? DEFAULT_GUEST_MEMORY_SIZE;
@@ -49,6 +50,30 @@ export class GuestMemory {
     this.size = size;
     this.buffer = new SharedArrayBuffer(size);
     this.bytes = new Uint8Array(this.buffer);
+  }
+
+  /**
+   * Sets aside `length` bytes of guest memory for the driver (request headers,
+   * data buffers, direct-mode virtqueues) and returns their guest address. A bump
+   * allocator: reservations are made at set-up and last as long as the guest.
+   * @throws MEDIATOR_BAD_CONFIG when guest memory is too small
+   */
+  reserve(length: number, align = 4096): number {
+    const start = Math.ceil(this.reserved / align) * align;
+    if (start + length > this.size) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `guest memory of ${this.size} bytes is too small: ${start + length} bytes needed for queues and request buffers`,
+        { size: this.size, needed: start + length },
+      );
+    }
+    this.reserved = start + length;
+    return this.base + start;
+  }
+
+  /** Bytes reserved so far. */
+  get reservedBytes(): number {
+    return this.reserved;
   }
 
   /** Offset of [addr, addr+length) in {@link bytes}; throws DMA_BAD_ADDRESS if it is not all inside. */

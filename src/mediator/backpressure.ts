@@ -1,0 +1,152 @@
+import { MediatorError } from '../errors.js';
+import type { SwiotlbPool } from '../swiotlb/pool.js';
+import { Fifo } from '../util/fifo.js';
+
+export interface BackpressureOptions {
+  /**
+   * What a request does when the pool has no room for its buffers:
+   * `fail` is Linux (the map fails at once with "swiotlb buffer is full");
+   * `wait` queues it, first come first served, until slots are freed or `waitMs` passes
+   * (what DMA_ATTR_MAY_BLOCK proposed for Linux and never merged).
+   * @default 'wait'
+   */
+  policy?: 'fail' | 'wait';
+  /**
+   * Longest wait for slots before the request gives up with MEDIATOR_BACKPRESSURE_TIMEOUT.
+   * @default 5000
+   */
+  waitMs?: number;
+}
+
+interface Waiter {
+  tryPlace: () => boolean;
+  resolve: () => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout | undefined;
+  since: number;
+  done: boolean;
+}
+
+export interface BackpressureStats {
+  /** Requests that had to wait for slots. */
+  waits: number;
+  /** Total time spent waiting, seconds. */
+  waitSeconds: number;
+  /** Waits that gave up. */
+  timeouts: number;
+  /** Requests waiting now. */
+  waiting: number;
+}
+
+/**
+ * Admission to one pool for the request pipeline. A request places all its
+ * buffers at once (tryPlace) or waits. Waiters are served strictly in order: while
+ * anyone waits, a newcomer queues behind even if it would fit, so a large request
+ * is never starved by a stream of small ones. Whoever frees slots calls
+ * {@link released}, which lets waiters in from the front until one does not fit.
+ */
+export class PoolGate {
+  readonly policy: 'fail' | 'wait';
+  readonly waitMs: number;
+  private readonly waiters = new Fifo<Waiter>();
+  private readonly counters: BackpressureStats = {
+    waits: 0,
+    waitSeconds: 0,
+    timeouts: 0,
+    waiting: 0,
+  };
+
+  constructor(
+    readonly pool: SwiotlbPool,
+    opts: BackpressureOptions = {},
+  ) {
+    this.policy = opts.policy ?? 'wait';
+    this.waitMs = opts.waitMs ?? 5000;
+  }
+
+  /**
+   * Runs `tryPlace` now if nobody waits and it succeeds; otherwise fails fast
+   * (policy fail: `fullError()` in the kernel's words) or waits its turn.
+   * Resolves once `tryPlace` has returned true.
+   */
+  admit(tryPlace: () => boolean, fullError: () => MediatorError): Promise<void> | undefined {
+    if (this.waiters.isEmpty() && tryPlace()) return undefined;
+    if (this.policy === 'fail') {
+      this.pool.countFailure('full');
+      return Promise.reject(fullError());
+    }
+    this.counters.waits++;
+    this.counters.waiting++;
+    return new Promise<void>((resolve, reject) => {
+      const w: Waiter = {
+        tryPlace,
+        resolve,
+        reject,
+        timer: undefined,
+        since: performance.now(),
+        done: false,
+      };
+      w.timer = setTimeout(() => this.expire(w), this.waitMs);
+      this.waiters.push(w);
+    });
+  }
+
+  /** Slots were freed: let waiters in, in order, until one does not fit. */
+  released(): void {
+    for (let w = this.waiters.peek(); w !== undefined; w = this.waiters.peek()) {
+      if (w.done) {
+        this.waiters.shift();
+        continue;
+      }
+      let placed: boolean;
+      try {
+        placed = w.tryPlace();
+      } catch (err) {
+        this.waiters.shift();
+        this.settle(w);
+        w.reject(err as Error);
+        continue;
+      }
+      if (!placed) return;
+      this.waiters.shift();
+      this.settle(w);
+      w.resolve();
+    }
+  }
+
+  /** Fails every waiter (shutdown). */
+  rejectAll(err: Error): void {
+    for (let w = this.waiters.shift(); w !== undefined; w = this.waiters.shift()) {
+      if (w.done) continue;
+      this.settle(w);
+      w.reject(err);
+    }
+  }
+
+  stats(): BackpressureStats {
+    return { ...this.counters };
+  }
+
+  private settle(w: Waiter): void {
+    w.done = true;
+    if (w.timer) clearTimeout(w.timer);
+    this.counters.waiting--;
+    this.counters.waitSeconds += (performance.now() - w.since) / 1000;
+  }
+
+  private expire(w: Waiter): void {
+    if (w.done) return;
+    this.settle(w);
+    this.counters.timeouts++;
+    this.pool.countFailure('full');
+    w.reject(
+      new MediatorError(
+        'MEDIATOR_BACKPRESSURE_TIMEOUT',
+        `gave up after waiting ${this.waitMs} ms for pool slots (${this.pool.used()} of ${this.pool.geometry.nslabs} slots in use)`,
+        { waitMs: this.waitMs },
+      ),
+    );
+    // The head may have been this waiter: the next one may fit.
+    this.released();
+  }
+}

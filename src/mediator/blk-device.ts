@@ -1,0 +1,923 @@
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { MediatorError } from '../errors.js';
+import { DmaAttr, DmaDirection } from '../swiotlb/constants.js';
+import type { SwiotlbPool } from '../swiotlb/pool.js';
+import { Fifo } from '../util/fifo.js';
+import { workerScript } from '../util/worker-script.js';
+import {
+  BLK_HEADER_BYTES,
+  SECTOR_SIZE,
+  VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+} from '../workers/blk-backend.js';
+import type { ChaosOptions } from '../workers/chaos.js';
+import type { DeviceWorkerData } from '../workers/device-worker.js';
+import type { PoolGate } from './backpressure.js';
+import type { CopyEngine } from './copy-engine.js';
+import { BounceDma, createBatch, DirectDma, type DmaBatch, type GuestDma } from './dma.js';
+import type { GuestMemory } from './guest-memory.js';
+import { FAULT_KINDS, type FaultKind, GuestVirtqueue, type UsedSink } from './virtqueue.js';
+import { layoutAt, NOTIFY_COMPLETION, NOTIFY_STOP, virtqueueBytes } from './virtqueue-layout.js';
+
+export type DeviceKind = 'null' | 'ram-blk' | 'file-blk' | 'chaos';
+export const DEVICE_KINDS: readonly DeviceKind[] = ['null', 'ram-blk', 'file-blk', 'chaos'];
+
+export interface BlockDeviceOptions {
+  /** Device name, e.g. "blk0". */
+  id: string;
+  kind: DeviceKind;
+  /**
+   * Disk size in bytes (ram-blk, file-blk, chaos; the null device reports it too).
+   * @default 268435456 (256 MiB)
+   */
+  capacity?: number;
+  /**
+   * Virtqueues; each has its own device thread and starts its maps in its own pool area.
+   * @default 1
+   */
+  queues?: number;
+  /**
+   * Descriptors per virtqueue (a power of two).
+   * @default 256
+   */
+  queueSize?: number;
+  /**
+   * Requests in flight per queue (queue depth). Capped so that every request's
+   * descriptor chain fits in the queue.
+   * @default 32
+   */
+  depth?: number;
+  /**
+   * Largest data transfer of one request, in bytes (a multiple of 512).
+   * @default 1048576
+   */
+  maxRequestBytes?: number;
+  /**
+   * A request the device has not completed after this long fails with
+   * MEDIATOR_DEVICE_TIMEOUT and the device is reset.
+   * @default 5000
+   */
+  timeoutMs?: number;
+  /** file-blk: path of the backing file (created when missing, grown to `capacity`). */
+  file?: string;
+  /**
+   * file-blk: `durable` syncs every write before it completes; `none` only on FLUSH.
+   * @default 'durable'
+   */
+  sync?: 'durable' | 'none';
+  /** chaos: seed and fault rates. */
+  chaos?: ChaosOptions;
+  /**
+   * GET_ID answer (20 bytes at most).
+   * @default the device id
+   */
+  serial?: string;
+  /**
+   * How long a device thread polls its queue before sleeping, in microseconds.
+   * @default 50
+   */
+  spinMicros?: number;
+}
+
+/** Where the device's buffers go: the bounce path or direct. */
+export interface DeviceContext {
+  mode: 'bounce' | 'direct';
+  guest: GuestMemory;
+  /** bounce: the pool the device sees, its gate, and the copy engine with both registered. */
+  pool?: SwiotlbPool;
+  gate?: PoolGate;
+  engine?: CopyEngine;
+  guestRegion?: number;
+  poolRegion?: number;
+  /**
+   * The device's min_align_mask (NVMe-like devices: 4095).
+   * @default 0
+   */
+  minAlignMask?: number;
+}
+
+export type BlkOp = 'read' | 'write' | 'flush' | 'get_id';
+export const BLK_OPS: readonly BlkOp[] = ['read', 'write', 'flush', 'get_id'];
+export type Outcome = 'ok' | 'ioerr' | 'unsupp' | 'fault' | 'timeout' | 'reset' | 'full' | 'error';
+export const OUTCOMES: readonly Outcome[] = [
+  'ok',
+  'ioerr',
+  'unsupp',
+  'fault',
+  'timeout',
+  'reset',
+  'full',
+  'error',
+];
+
+/** Owner id of virtqueue memory in the pool: no guest can unmap it. */
+const QUEUE_OWNER = 0x7fff_fff0;
+
+interface Request {
+  readonly slot: number;
+  readonly ctlAddr: number;
+  readonly dataAddr: number;
+  readonly batch: DmaBatch;
+  readonly writes: Uint8Array;
+  n: number;
+  head: number;
+  submittedAt: number;
+  /** Timed out: its buffers stay mapped (quarantined) until the device thread is stopped. */
+  quarantined: boolean;
+  busy: boolean;
+  complete: ((len: number) => void) | undefined;
+  fail: ((err: Error) => void) | undefined;
+}
+
+interface Queue {
+  readonly index: number;
+  readonly dma: GuestDma;
+  readonly vq: GuestVirtqueue;
+  readonly memory: SharedArrayBuffer;
+  readonly memBase: number;
+  /** Pool address of the queue memory (bounce) or -1. */
+  readonly poolAddr: number;
+  readonly requests: Request[];
+  readonly freeSlots: number[];
+  readonly slotWaiters: Fifo<(slot: number) => void>;
+  readonly byHead: (Request | undefined)[];
+  worker: Worker | undefined;
+  armed: boolean;
+  sink: UsedSink;
+}
+
+export interface DeviceStats {
+  id: string;
+  kind: DeviceKind;
+  mode: 'bounce' | 'direct';
+  capacity: number;
+  queues: { index: number; size: number; depth: number; inFlight: number; waiting: number }[];
+  /** Requests finished, by op and outcome. */
+  requests: Record<BlkOp, Record<Outcome, number>>;
+  inFlight: number;
+  /** Device misbehaviour detected, by kind. */
+  faults: Record<FaultKind, number>;
+  timeouts: number;
+  resets: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+function zeroOutcomes(): Record<Outcome, number> {
+  return Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as Record<Outcome, number>;
+}
+
+/**
+ * A virtio-blk device as the guest drives it: its virtqueues placed by the host in
+ * the memory the device may see, one untrusted device thread per queue, and the
+ * request pipeline (map, build the chain, notify, await and validate the used
+ * entry, unmap, complete).
+ */
+export class BlockDevice {
+  readonly id: string;
+  readonly kind: DeviceKind;
+  readonly mode: 'bounce' | 'direct';
+  readonly capacity: number;
+  readonly maxRequestBytes: number;
+  readonly depth: number;
+  readonly queueSize: number;
+  readonly timeoutMs: number;
+  private readonly ctx: DeviceContext;
+  private readonly opts: BlockDeviceOptions;
+  private readonly queues: Queue[] = [];
+  private readonly segmentBytes: number;
+  private readonly maxDescs: number;
+  private readonly backing: SharedArrayBuffer | undefined;
+  private fd: number | undefined;
+  private nextQueue = 0;
+  private closing = false;
+  private resetting: Promise<void> | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
+  private readonly counters: {
+    requests: Record<BlkOp, Record<Outcome, number>>;
+    faults: Record<FaultKind, number>;
+    timeouts: number;
+    resets: number;
+    bytesRead: number;
+    bytesWritten: number;
+    inFlight: number;
+  };
+  private idleWaiters: (() => void)[] = [];
+  private readonly guestView: DataView;
+
+  constructor(ctx: DeviceContext, opts: BlockDeviceOptions) {
+    this.ctx = ctx;
+    this.opts = opts;
+    this.guestView = new DataView(ctx.guest.buffer);
+    this.id = opts.id;
+    this.kind = opts.kind;
+    this.mode = ctx.mode;
+    if (!DEVICE_KINDS.includes(opts.kind)) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${opts.id}: kind "${String(opts.kind)}" is not one of ${DEVICE_KINDS.join(', ')}`,
+      );
+    }
+    this.capacity = opts.capacity ?? 256 * 2 ** 20;
+    if (!Number.isSafeInteger(this.capacity) || this.capacity <= 0 || this.capacity % SECTOR_SIZE) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${opts.id}: capacity ${this.capacity} must be a positive multiple of 512`,
+      );
+    }
+    this.maxRequestBytes = opts.maxRequestBytes ?? 2 ** 20;
+    if (this.maxRequestBytes <= 0 || this.maxRequestBytes % SECTOR_SIZE) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${opts.id}: maxRequestBytes ${this.maxRequestBytes} must be a positive multiple of 512`,
+      );
+    }
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.queueSize = opts.queueSize ?? 256;
+    const queues = opts.queues ?? 1;
+    if (!Number.isInteger(queues) || queues < 1 || queues > 64) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${opts.id}: queues must be from 1 to 64`,
+      );
+    }
+    if (ctx.mode === 'bounce' && (!ctx.pool || !ctx.engine || !ctx.gate)) {
+      throw new MediatorError('MEDIATOR_BAD_CONFIG', `device ${opts.id}: bounce mode needs a pool`);
+    }
+    // Data segments: each one mapping, so at most the max mapping size, in whole sectors.
+    const maxMap =
+      ctx.mode === 'bounce'
+        ? ctx.pool!.maxMappingSize(ctx.minAlignMask ?? 0)
+        : this.maxRequestBytes;
+    this.segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
+    this.maxDescs = 2 + Math.ceil(this.maxRequestBytes / this.segmentBytes);
+    const wanted = opts.depth ?? 32;
+    this.depth = Math.max(1, Math.min(wanted, Math.floor(this.queueSize / this.maxDescs)));
+    this.counters = {
+      requests: Object.fromEntries(BLK_OPS.map((op) => [op, zeroOutcomes()])) as Record<
+        BlkOp,
+        Record<Outcome, number>
+      >,
+      faults: Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<FaultKind, number>,
+      timeouts: 0,
+      resets: 0,
+      bytesRead: 0,
+      bytesWritten: 0,
+      inFlight: 0,
+    };
+    if (opts.kind === 'ram-blk' || opts.kind === 'chaos') {
+      this.backing = new SharedArrayBuffer(this.capacity);
+    }
+    if (opts.kind === 'file-blk') this.fd = this.openFile();
+    for (let q = 0; q < queues; q++) this.queues.push(this.setupQueue(q));
+    this.sweeper = setInterval(() => this.sweep(), Math.max(5, this.timeoutMs / 4));
+    this.sweeper.unref();
+  }
+
+  /** Reads `length` bytes at `sector`; returns a copy of them (or nothing with `copyOut: false`). */
+  async read(
+    sector: number,
+    length: number,
+    copyOut = true,
+    queue?: number,
+  ): Promise<Buffer | undefined> {
+    let out: Buffer | undefined;
+    await this.submit(VIRTIO_BLK_T_IN, sector, length, queue, undefined, (view) => {
+      if (copyOut) out = Buffer.from(view);
+    });
+    return out;
+  }
+
+  /** Writes `data` (or, given a length, whatever the guest buffer holds: a synthetic I/O) at `sector`. */
+  async write(sector: number, data: Uint8Array | number, queue?: number): Promise<void> {
+    const length = typeof data === 'number' ? data : data.length;
+    await this.submit(
+      VIRTIO_BLK_T_OUT,
+      sector,
+      length,
+      queue,
+      typeof data === 'number' ? undefined : data,
+    );
+  }
+
+  async flush(queue?: number): Promise<void> {
+    await this.submit(VIRTIO_BLK_T_FLUSH, 0, 0, queue);
+  }
+
+  /** VIRTIO_BLK_T_GET_ID: the device's serial. */
+  async getId(queue?: number): Promise<string> {
+    let id = '';
+    await this.submit(VIRTIO_BLK_T_GET_ID, 0, VIRTIO_BLK_ID_BYTES, queue, undefined, (view) => {
+      const end = view.indexOf(0);
+      id = Buffer.from(view.subarray(0, end < 0 ? view.length : end)).toString('latin1');
+    });
+    return id;
+  }
+
+  get queueCount(): number {
+    return this.queues.length;
+  }
+
+  stats(): DeviceStats {
+    const c = this.counters;
+    return {
+      id: this.id,
+      kind: this.kind,
+      mode: this.mode,
+      capacity: this.capacity,
+      queues: this.queues.map((q) => ({
+        index: q.index,
+        size: this.queueSize,
+        depth: this.depth,
+        inFlight: q.vq.inFlight,
+        waiting: q.slotWaiters.length,
+      })),
+      requests: structuredClone(c.requests),
+      inFlight: c.inFlight,
+      faults: { ...c.faults },
+      timeouts: c.timeouts,
+      resets: c.resets,
+      bytesRead: c.bytesRead,
+      bytesWritten: c.bytesWritten,
+    };
+  }
+
+  /** What each device thread was given (for the isolation test and diagnostics). */
+  workerData(queue = 0): DeviceWorkerData {
+    return this.makeWorkerData(this.queues[queue]!);
+  }
+
+  /**
+   * Stops every device thread, fails the requests in flight (MEDIATOR_DEVICE_RESET;
+   * timed-out ones were failed already), frees their buffers without copying
+   * anything back, clears the rings and starts fresh device threads. The disk
+   * content survives. Requests queued for a slot go on afterwards.
+   */
+  reset(): Promise<void> {
+    this.resetting ??= this.doReset().finally(() => {
+      this.resetting = undefined;
+    });
+    return this.resetting;
+  }
+
+  /**
+   * Takes no new requests (MEDIATOR_CLOSED), waits for those in flight (bounded
+   * by the request timeout), stops the device threads, frees the queue memory and
+   * closes the backing file.
+   */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    for (const q of this.queues) {
+      for (let w = q.slotWaiters.shift(); w !== undefined; w = q.slotWaiters.shift()) w(-1);
+    }
+    if (this.counters.inFlight > 0) {
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+    if (this.resetting) await this.resetting;
+    if (this.sweeper) clearInterval(this.sweeper);
+    await Promise.all(this.queues.map((q) => this.stopWorker(q, true)));
+    for (const q of this.queues) {
+      if (q.poolAddr >= 0) {
+        this.ctx.pool!.release(
+          q.poolAddr,
+          q.vq.layout.bytes,
+          DmaDirection.BIDIRECTIONAL,
+          QUEUE_OWNER,
+        );
+      }
+    }
+    if (this.fd !== undefined) {
+      closeSync(this.fd);
+      this.fd = undefined;
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // The request pipeline
+  // ---------------------------------------------------------------------------
+
+  private async submit(
+    type: number,
+    sector: number,
+    length: number,
+    queueIndex: number | undefined,
+    data?: Uint8Array,
+    onData?: (view: Uint8Array) => void,
+  ): Promise<void> {
+    const op: BlkOp =
+      type === VIRTIO_BLK_T_IN
+        ? 'read'
+        : type === VIRTIO_BLK_T_OUT
+          ? 'write'
+          : type === VIRTIO_BLK_T_FLUSH
+            ? 'flush'
+            : 'get_id';
+    if (this.closing) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
+    if (!Number.isSafeInteger(sector) || sector < 0) {
+      throw new MediatorError(
+        'SWIOTLB_INVALID_ARGUMENT',
+        `sector ${String(sector)} must be a non-negative integer`,
+      );
+    }
+    if (
+      !Number.isSafeInteger(length) ||
+      length < 0 ||
+      length % (op === 'get_id' ? 1 : SECTOR_SIZE)
+    ) {
+      throw new MediatorError(
+        'SWIOTLB_INVALID_ARGUMENT',
+        `length ${String(length)} must be a multiple of 512`,
+      );
+    }
+    if (length > this.maxRequestBytes) {
+      throw new MediatorError(
+        'MEDIATOR_REQUEST_TOO_LARGE',
+        `request of ${length} bytes exceeds the device's ${this.maxRequestBytes}-byte limit per request`,
+        { length, limit: this.maxRequestBytes },
+      );
+    }
+    const q = this.pickQueue(queueIndex);
+    const slot = q.freeSlots.pop() ?? (await this.waitSlot(q));
+    if (slot < 0) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
+    const req = q.requests[slot]!;
+    req.busy = true;
+    this.counters.inFlight++;
+    let outcome: Outcome = 'error';
+    try {
+      await this.execute(q, req, type, sector, length, data);
+      outcome = 'ok';
+      const guest = this.ctx.guest;
+      if (onData) {
+        const off = req.dataAddr - guest.base;
+        onData(guest.bytes.subarray(off, off + length));
+      }
+      if (op === 'read') this.counters.bytesRead += length;
+      if (op === 'write') this.counters.bytesWritten += length;
+    } catch (err) {
+      outcome = outcomeOf(err);
+      throw err;
+    } finally {
+      this.counters.requests[op][outcome]++;
+      if (!req.quarantined) this.freeSlot(q, req);
+      if (--this.counters.inFlight === 0 && this.idleWaiters.length > 0) {
+        const w = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const f of w) f();
+      }
+    }
+  }
+
+  private async execute(
+    q: Queue,
+    req: Request,
+    type: number,
+    sector: number,
+    length: number,
+    data: Uint8Array | undefined,
+  ): Promise<void> {
+    const guest = this.ctx.guest;
+    const ctl = req.ctlAddr - guest.base;
+    const g = guest.bytes;
+    // struct virtio_blk_req header, little endian; status preset to a value no device sends.
+    const view = this.guestView;
+    view.setUint32(ctl, type, true);
+    view.setUint32(ctl + 4, 0, true);
+    view.setUint32(ctl + 8, sector % 2 ** 32, true);
+    view.setUint32(ctl + 12, Math.floor(sector / 2 ** 32), true);
+    g[ctl + BLK_HEADER_BYTES] = 0xff;
+    if (data) g.set(data, req.dataAddr - guest.base);
+
+    const b = req.batch;
+    const dataDir = type === VIRTIO_BLK_T_OUT ? DmaDirection.TO_DEVICE : DmaDirection.FROM_DEVICE;
+    let n = 0;
+    b.addrs[n] = req.ctlAddr;
+    b.sizes[n] = BLK_HEADER_BYTES;
+    b.dirs[n] = DmaDirection.TO_DEVICE;
+    req.writes[n++] = 0;
+    for (let off = 0; off < length; off += this.segmentBytes) {
+      b.addrs[n] = req.dataAddr + off;
+      b.sizes[n] = Math.min(this.segmentBytes, length - off);
+      b.dirs[n] = dataDir;
+      req.writes[n++] = dataDir === DmaDirection.FROM_DEVICE ? 1 : 0;
+    }
+    b.addrs[n] = req.ctlAddr + BLK_HEADER_BYTES;
+    b.sizes[n] = 1;
+    b.dirs[n] = DmaDirection.FROM_DEVICE;
+    req.writes[n++] = 1;
+    req.n = n;
+
+    const dma = q.dma;
+    if (this.mode === 'bounce') {
+      const gate = this.ctx.gate!;
+      const admitted = gate.admit(
+        () => dma.tryPlace(n, b),
+        () => this.ctx.pool!.fullError(this.paddedTotal(n, b)),
+      );
+      if (admitted) await admitted;
+      try {
+        const copying = dma.copyIn(n, b);
+        if (copying) await copying;
+      } catch (err) {
+        await this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+        throw err;
+      }
+    } else {
+      dma.tryPlace(n, b);
+    }
+
+    let usedLen: number;
+    try {
+      usedLen = await new Promise<number>((resolve, reject) => {
+        req.complete = resolve;
+        req.fail = reject;
+        const head = q.vq.addChain(n, b.out, b.sizes, req.writes);
+        if (head < 0) {
+          reject(new Error(`device ${this.id}: no free descriptors (depth accounting is wrong)`));
+          return;
+        }
+        req.head = head;
+        req.submittedAt = performance.now();
+        q.byHead[head] = req;
+        q.vq.publish();
+        this.arm(q);
+      });
+    } catch (err) {
+      req.complete = undefined;
+      req.fail = undefined;
+      // Timed out: the device may still write into these slots, so they stay
+      // mapped until reset() has stopped the device thread.
+      if (!req.quarantined) await this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+      throw err;
+    }
+    req.complete = undefined;
+    req.fail = undefined;
+    void usedLen; // buffers are copied back whole, as swiotlb does; the length was validated
+    await this.releaseBuffers(q, req, 0);
+    const status = g[ctl + BLK_HEADER_BYTES]!;
+    if (status === VIRTIO_BLK_S_OK) return;
+    if (status === VIRTIO_BLK_S_IOERR) {
+      throw new MediatorError(
+        'MEDIATOR_IO_ERROR',
+        `device ${this.id}: I/O error at sector ${sector} (+${length} bytes)`,
+        {
+          sector,
+          length,
+        },
+      );
+    }
+    if (status === VIRTIO_BLK_S_UNSUPP) {
+      throw new MediatorError(
+        'MEDIATOR_UNSUPPORTED',
+        `device ${this.id}: request type ${type} not supported`,
+      );
+    }
+    this.counters.faults.bad_status++;
+    throw new MediatorError(
+      'MEDIATOR_DEVICE_FAULT',
+      `device ${this.id}: status byte ${status} is not a virtio-blk status`,
+      { kind: 'bad_status' },
+    );
+  }
+
+  private async releaseBuffers(q: Queue, req: Request, attrs: number): Promise<void> {
+    try {
+      const p = q.dma.release(req.n, req.batch, attrs);
+      if (p) await p;
+    } finally {
+      this.ctx.gate?.released();
+    }
+  }
+
+  private paddedTotal(n: number, b: DmaBatch): number {
+    let total = 0;
+    for (let i = 0; i < n; i++) total += this.ctx.pool!.paddedSize(b.addrs[i]!, b.sizes[i]!);
+    return total;
+  }
+
+  private pickQueue(index: number | undefined): Queue {
+    if (index !== undefined) {
+      const q = this.queues[index];
+      if (!q)
+        throw new MediatorError(
+          'SWIOTLB_INVALID_ARGUMENT',
+          `device ${this.id} has no queue ${index}`,
+        );
+      return q;
+    }
+    // The queue with a free slot, starting after the last one used (round robin).
+    for (let k = 0; k < this.queues.length; k++) {
+      const q = this.queues[(this.nextQueue + k) % this.queues.length]!;
+      if (q.freeSlots.length > 0) {
+        this.nextQueue = (q.index + 1) % this.queues.length;
+        return q;
+      }
+    }
+    const q = this.queues[this.nextQueue]!;
+    this.nextQueue = (this.nextQueue + 1) % this.queues.length;
+    return q;
+  }
+
+  private waitSlot(q: Queue): Promise<number> {
+    return new Promise<number>((resolve) => q.slotWaiters.push(resolve));
+  }
+
+  private freeSlot(q: Queue, req: Request): void {
+    req.busy = false;
+    req.quarantined = false;
+    const waiter = q.slotWaiters.shift();
+    if (waiter) waiter(req.slot);
+    else q.freeSlots.push(req.slot);
+  }
+
+  /** Completes what the device finished and, while requests remain, waits for more. */
+  private arm(q: Queue): void {
+    if (q.armed) return;
+    const { array, index } = q.vq.completionWord();
+    const seen = Atomics.load(array, index);
+    q.vq.poll(q.sink);
+    if (q.vq.inFlight === 0 || q.worker === undefined) return;
+    q.armed = true;
+    const waited = Atomics.waitAsync(array, index, seen);
+    const again = () => {
+      q.armed = false;
+      this.arm(q);
+    };
+    if (waited.async) waited.value.then(again);
+    else queueMicrotask(again);
+  }
+
+  private makeSink(q: Queue): UsedSink {
+    return {
+      complete: (head, len) => {
+        const req = q.byHead[head];
+        q.byHead[head] = undefined;
+        req?.complete?.(len);
+      },
+      fault: (kind, head, detail) => {
+        this.counters.faults[kind]++;
+        if (head === undefined) return;
+        const req = q.byHead[head];
+        q.byHead[head] = undefined;
+        req?.fail?.(
+          new MediatorError('MEDIATOR_DEVICE_FAULT', `device ${this.id}: ${detail}`, { kind }),
+        );
+      },
+    };
+  }
+
+  /** Fails requests older than the timeout and resets the device. */
+  private sweep(): void {
+    const now = performance.now();
+    let expired = false;
+    for (const q of this.queues) {
+      for (let h = 0; h < q.byHead.length; h++) {
+        const req = q.byHead[h];
+        if (req === undefined || req.quarantined || now - req.submittedAt < this.timeoutMs)
+          continue;
+        req.quarantined = true;
+        expired = true;
+        this.counters.timeouts++;
+        this.counters.faults.timeout++;
+        req.fail?.(
+          new MediatorError(
+            'MEDIATOR_DEVICE_TIMEOUT',
+            `device ${this.id}: no completion after ${this.timeoutMs} ms; resetting the device`,
+          ),
+        );
+      }
+    }
+    if (expired) void this.reset();
+  }
+
+  private async doReset(): Promise<void> {
+    this.counters.resets++;
+    await Promise.all(this.queues.map((q) => this.stopWorker(q, false)));
+    for (const q of this.queues) {
+      for (let h = 0; h < q.byHead.length; h++) {
+        const req = q.byHead[h];
+        if (req === undefined) continue;
+        q.byHead[h] = undefined;
+        if (req.quarantined) {
+          // Its submitter gave up already: free its buffers and slot here.
+          await this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC).catch(() => undefined);
+          this.freeSlot(q, req);
+        } else {
+          req.fail?.(new MediatorError('MEDIATOR_DEVICE_RESET', `device ${this.id} was reset`));
+        }
+      }
+      q.vq.reset();
+      if (!this.closing) q.worker = this.startWorker(q);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Set-up
+  // ---------------------------------------------------------------------------
+
+  private openFile(): number {
+    const path = this.opts.file;
+    if (!path) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${this.id}: file-blk needs a backing file path`,
+      );
+    }
+    let fd: number;
+    try {
+      fd = openSync(path, existsSync(path) ? 'r+' : 'w+');
+      if (fstatSync(fd).size < this.capacity) ftruncateSync(fd, this.capacity);
+    } catch (err) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${this.id}: cannot open backing file ${path}: ${(err as Error).message}`,
+      );
+    }
+    return fd;
+  }
+
+  private setupQueue(index: number): Queue {
+    const ctx = this.ctx;
+    const bytes = virtqueueBytes(this.queueSize);
+    let memory: SharedArrayBuffer;
+    let memBase: number;
+    let base: number;
+    let poolAddr = -1;
+    let dma: GuestDma;
+    if (ctx.mode === 'bounce') {
+      const pool = ctx.pool!;
+      const area = index % pool.geometry.nareas;
+      // dma_alloc_coherent() from the restricted pool: page aligned, no bounce.
+      try {
+        poolAddr = pool.tryAllocate(0, bytes, DmaDirection.BIDIRECTIONAL, {
+          allocAlignMask: 4095,
+          owner: QUEUE_OWNER,
+          area,
+        });
+      } catch (err) {
+        throw new MediatorError(
+          'MEDIATOR_BAD_CONFIG',
+          `device ${this.id}: a queue of ${this.queueSize} descriptors (${bytes} bytes) cannot be placed in the pool: ${(err as Error).message}`,
+        );
+      }
+      if (poolAddr < 0) {
+        throw new MediatorError(
+          'MEDIATOR_BAD_CONFIG',
+          `device ${this.id}: the pool has no room for queue ${index} (${bytes} bytes)`,
+        );
+      }
+      memory = pool.share().data;
+      memBase = pool.geometry.base;
+      base = poolAddr;
+      dma = new BounceDma(
+        {
+          guest: ctx.guest,
+          guestRegion: ctx.guestRegion!,
+          pool,
+          poolRegion: ctx.poolRegion!,
+          engine: ctx.engine!,
+        },
+        { minAlignMask: ctx.minAlignMask ?? 0, area },
+      );
+    } else {
+      memory = ctx.guest.buffer;
+      memBase = ctx.guest.base;
+      base = ctx.guest.reserve(bytes, 4096);
+      dma = new DirectDma(ctx.guest);
+    }
+    const layout = layoutAt(base, this.queueSize);
+    const vq = new GuestVirtqueue(memory, memBase, layout);
+    const ctlBase = ctx.guest.reserve(this.depth * 64, 4096);
+    const dataBase = ctx.guest.reserve(this.depth * this.maxRequestBytes, 4096);
+    const requests: Request[] = [];
+    for (let s = 0; s < this.depth; s++) {
+      requests.push({
+        slot: s,
+        ctlAddr: ctlBase + s * 64,
+        dataAddr: dataBase + s * this.maxRequestBytes,
+        batch: createBatch(this.maxDescs),
+        writes: new Uint8Array(this.maxDescs),
+        n: 0,
+        head: -1,
+        submittedAt: 0,
+        quarantined: false,
+        busy: false,
+        complete: undefined,
+        fail: undefined,
+      });
+    }
+    const q: Queue = {
+      index,
+      dma,
+      vq,
+      memory,
+      memBase,
+      poolAddr,
+      requests,
+      freeSlots: Array.from({ length: this.depth }, (_, i) => this.depth - 1 - i),
+      slotWaiters: new Fifo(),
+      byHead: new Array(this.queueSize),
+      worker: undefined,
+      armed: false,
+      sink: undefined as unknown as UsedSink,
+    };
+    q.sink = this.makeSink(q);
+    q.worker = this.startWorker(q);
+    return q;
+  }
+
+  private makeWorkerData(q: Queue): DeviceWorkerData {
+    const l = q.vq.layout;
+    const data: DeviceWorkerData = {
+      kind: this.kind,
+      memory: q.memory,
+      memBase: q.memBase,
+      queue: { size: l.size, desc: l.desc, avail: l.avail, used: l.used, notify: l.notify },
+      serial: (this.opts.serial ?? this.id).slice(0, VIRTIO_BLK_ID_BYTES),
+      spinMicros: this.opts.spinMicros ?? 50,
+    };
+    if (this.backing) data.backing = this.backing;
+    if (this.fd !== undefined) {
+      data.file = {
+        fd: this.fd,
+        capacity: this.capacity,
+        durable: (this.opts.sync ?? 'durable') === 'durable',
+      };
+    }
+    if (this.kind === 'chaos') {
+      // Each queue thread, and each thread after a reset, gets its own reproducible stream.
+      const seed = (this.opts.chaos?.seed ?? 1) + q.index * 7919 + this.counters.resets * 104729;
+      data.chaos = { ...this.opts.chaos, seed };
+    }
+    return data;
+  }
+
+  private startWorker(q: Queue): Worker {
+    const script = workerScript('device-worker');
+    const worker = new Worker(script.filename, {
+      workerData: this.makeWorkerData(q),
+      ...(script.env ? { env: script.env } : {}),
+    });
+    worker.unref();
+    worker.on('error', () => {
+      // A device thread that dies is a device that stopped answering: reset it.
+      if (q.worker === worker && !this.closing) void this.reset();
+    });
+    worker.on('exit', () => {
+      if (q.worker === worker && !this.closing && !this.resetting) void this.reset();
+    });
+    return worker;
+  }
+
+  /** Stops a queue's device thread: asks it to finish (clean) or terminates it. */
+  private async stopWorker(q: Queue, clean: boolean): Promise<void> {
+    const worker = q.worker;
+    q.worker = undefined;
+    if (!worker) return;
+    const words = new Int32Array(q.memory);
+    const notify = (q.vq.layout.notify - q.memBase) >>> 2;
+    if (clean) {
+      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+      Atomics.store(words, notify + NOTIFY_STOP, 1);
+      Atomics.add(words, notify, 1);
+      Atomics.notify(words, notify, 1);
+      const timer = setTimeout(() => void worker.terminate(), 2000);
+      await exited;
+      clearTimeout(timer);
+    } else {
+      await worker.terminate();
+    }
+    Atomics.store(words, notify + NOTIFY_STOP, 0);
+    // Wakes a waitAsync on the completion word so nothing waits on a dead thread.
+    Atomics.notify(words, notify + NOTIFY_COMPLETION);
+    q.armed = false;
+  }
+}
+
+function outcomeOf(err: unknown): Outcome {
+  const code = (err as { code?: string }).code;
+  switch (code) {
+    case 'MEDIATOR_IO_ERROR':
+      return 'ioerr';
+    case 'MEDIATOR_UNSUPPORTED':
+      return 'unsupp';
+    case 'MEDIATOR_DEVICE_FAULT':
+      return 'fault';
+    case 'MEDIATOR_DEVICE_TIMEOUT':
+      return 'timeout';
+    case 'MEDIATOR_DEVICE_RESET':
+      return 'reset';
+    case 'SWIOTLB_POOL_FULL':
+    case 'MEDIATOR_BACKPRESSURE_TIMEOUT':
+      return 'full';
+    default:
+      return 'error';
+  }
+}

@@ -1,0 +1,124 @@
+import type { BlockStore } from './block-store.js';
+
+/**
+ * virtio-blk request handling (VIRTIO 1.2, section 5.2.6) on device-visible memory.
+ *
+ *   struct virtio_blk_req {
+ *     le32 type;        // IN 0, OUT 1, FLUSH 4, GET_ID 8
+ *     le32 reserved;
+ *     le64 sector;      // 512-byte units
+ *     u8 data[];        // device-writable for IN and GET_ID, readable for OUT
+ *     u8 status;        // OK 0, IOERR 1, UNSUPP 2 (device-writable)
+ *   };
+ *
+ * Laid out by the driver as: one readable header descriptor, data descriptors,
+ * one writable status descriptor.
+ */
+export const VIRTIO_BLK_T_IN = 0;
+export const VIRTIO_BLK_T_OUT = 1;
+export const VIRTIO_BLK_T_FLUSH = 4;
+export const VIRTIO_BLK_T_GET_ID = 8;
+export const VIRTIO_BLK_S_OK = 0;
+export const VIRTIO_BLK_S_IOERR = 1;
+export const VIRTIO_BLK_S_UNSUPP = 2;
+export const VIRTIO_BLK_ID_BYTES = 20;
+export const SECTOR_SIZE = 512;
+export const BLK_HEADER_BYTES = 16;
+
+/** One chain as the device walked it: offsets in device-visible memory. */
+export interface Chain {
+  count: number;
+  offsets: Float64Array;
+  lens: Uint32Array;
+  writable: Uint8Array;
+}
+
+export interface BlkBackend {
+  /** Handles one request; returns the used length (bytes written into the chain). */
+  handle(mem: Buffer, chain: Chain): number;
+}
+
+/** A virtio-blk device on a store. `serial` answers GET_ID (up to 20 bytes, NUL padded). */
+export class BlkDevice implements BlkBackend {
+  private readonly id: Buffer;
+
+  constructor(
+    private readonly store: BlockStore | undefined,
+    serial: string,
+  ) {
+    this.id = Buffer.alloc(VIRTIO_BLK_ID_BYTES);
+    this.id.write(serial.slice(0, VIRTIO_BLK_ID_BYTES), 'latin1');
+  }
+
+  /** Completes a request whose handling threw with IOERR; returns the used length. */
+  fail(mem: Buffer, chain: Chain): number {
+    const last = chain.count - 1;
+    if (last < 0 || !chain.writable[last] || chain.lens[last]! < 1) return 0;
+    mem[chain.offsets[last]!] = VIRTIO_BLK_S_IOERR;
+    return 1;
+  }
+
+  handle(mem: Buffer, chain: Chain): number {
+    const n = chain.count;
+    if (n < 2) return 0;
+    const statusAt = n - 1;
+    if (!chain.writable[statusAt] || chain.lens[statusAt]! < 1) return 0;
+    const statusOff = chain.offsets[statusAt]!;
+    if (chain.writable[0] || chain.lens[0]! < BLK_HEADER_BYTES) {
+      mem[statusOff] = VIRTIO_BLK_S_IOERR;
+      return 1;
+    }
+    const h = chain.offsets[0]!;
+    const type = mem.readUInt32LE(h);
+    const sector = mem.readUInt32LE(h + 8) + mem.readUInt32LE(h + 12) * 2 ** 32;
+    let status = VIRTIO_BLK_S_OK;
+    let written = 0;
+    switch (type) {
+      case VIRTIO_BLK_T_IN:
+      case VIRTIO_BLK_T_OUT: {
+        const isRead = type === VIRTIO_BLK_T_IN;
+        let total = 0;
+        for (let i = 1; i < statusAt; i++) {
+          if ((chain.writable[i] === 1) !== isRead) status = VIRTIO_BLK_S_IOERR;
+          total += chain.lens[i]!;
+        }
+        const store = this.store;
+        const start = sector * SECTOR_SIZE;
+        if (status !== VIRTIO_BLK_S_OK || total % SECTOR_SIZE !== 0) {
+          status = VIRTIO_BLK_S_IOERR;
+        } else if (store !== undefined) {
+          if (!Number.isSafeInteger(start) || start + total > store.capacity) {
+            status = VIRTIO_BLK_S_IOERR;
+          } else {
+            let pos = start;
+            for (let i = 1; i < statusAt; i++) {
+              const len = chain.lens[i]!;
+              if (isRead) store.read(mem, chain.offsets[i]!, pos, len);
+              else store.write(mem, chain.offsets[i]!, pos, len);
+              pos += len;
+            }
+            if (isRead) written = total;
+          }
+        }
+        break;
+      }
+      case VIRTIO_BLK_T_FLUSH:
+        this.store?.flush();
+        break;
+      case VIRTIO_BLK_T_GET_ID: {
+        if (statusAt < 2 || !chain.writable[1]) {
+          status = VIRTIO_BLK_S_IOERR;
+          break;
+        }
+        const len = Math.min(VIRTIO_BLK_ID_BYTES, chain.lens[1]!);
+        this.id.copy(mem, chain.offsets[1]!, 0, len);
+        written = len;
+        break;
+      }
+      default:
+        status = VIRTIO_BLK_S_UNSUPP;
+    }
+    mem[statusOff] = status;
+    return written + 1;
+  }
+}
