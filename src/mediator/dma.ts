@@ -264,7 +264,10 @@ export class BounceDma implements GuestDma {
         this.pool.offsetOf(b.out[i]!),
         b.sizes[i]!,
       );
-      if (p) (pending ??= []).push(p);
+      if (p) {
+        pending ??= [];
+        pending.push(p);
+      }
     }
     return pending === undefined ? undefined : Promise.all(pending);
   }
@@ -289,7 +292,10 @@ export class BounceDma implements GuestDma {
           this.pool.offsetOf(tlb),
           b.sizes[i]!,
         );
-        if (p) (pending ??= []).push(p);
+        if (p) {
+          pending ??= [];
+          pending.push(p);
+        }
       } catch (err) {
         firstError ??= err;
       }
