@@ -149,6 +149,9 @@ interface Queue {
   readonly slotWaiters: Fifo<(slot: number) => void>;
   readonly byHead: (Request | undefined)[];
   worker: Worker | undefined;
+  /** The device thread has started serving (timeouts count from then). */
+  ready: Promise<void>;
+  isReady: boolean;
   armed: boolean;
   sink: UsedSink;
 }
@@ -319,6 +322,11 @@ export class BlockDevice {
       id = Buffer.from(view.subarray(0, end < 0 ? view.length : end)).toString('latin1');
     });
     return id;
+  }
+
+  /** Resolves when every queue's device thread is serving. */
+  async ready(): Promise<void> {
+    await Promise.all(this.queues.map((q) => q.ready));
   }
 
   get queueCount(): number {
@@ -678,6 +686,7 @@ export class BlockDevice {
     const now = performance.now();
     let expired = false;
     for (const q of this.queues) {
+      if (!q.isReady) continue;
       for (let h = 0; h < q.byHead.length; h++) {
         const req = q.byHead[h];
         if (req === undefined || req.quarantined || now - req.submittedAt < this.timeoutMs)
@@ -825,6 +834,8 @@ export class BlockDevice {
       slotWaiters: new Fifo(),
       byHead: new Array(this.queueSize),
       worker: undefined,
+      ready: Promise.resolve(),
+      isReady: false,
       armed: false,
       sink: undefined as unknown as UsedSink,
     };
@@ -866,6 +877,18 @@ export class BlockDevice {
       ...(script.env ? { env: script.env } : {}),
     });
     worker.unref();
+    q.isReady = false;
+    q.ready = new Promise<void>((resolve) => {
+      worker.on('message', (msg: { type?: string }) => {
+        if (msg.type !== 'ready') return;
+        q.isReady = true;
+        // Requests queued while the thread started are timed from now.
+        const now = performance.now();
+        for (const req of q.byHead) if (req) req.submittedAt = Math.max(req.submittedAt, now);
+        resolve();
+      });
+      worker.once('exit', () => resolve());
+    });
     worker.on('error', () => {
       // A device thread that dies is a device that stopped answering: reset it.
       if (q.worker === worker && !this.closing) void this.reset();

@@ -105,6 +105,7 @@ function run(data: DeviceWorkerData): void {
   };
 
   const spinMs = data.spinMicros / 1000;
+  parentPort?.postMessage({ type: 'ready' });
   for (;;) {
     let avail = Atomics.load(u16, availWord + 1);
     if (avail === lastAvail) {

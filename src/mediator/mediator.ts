@@ -1,0 +1,135 @@
+import { MediatorError } from '../errors.js';
+import type { GeometryOptions } from '../swiotlb/geometry.js';
+import { SwiotlbPool } from '../swiotlb/pool.js';
+import { type BackpressureOptions, PoolGate } from './backpressure.js';
+import { BlockDevice, type BlockDeviceOptions } from './blk-device.js';
+import { CopyEngine, type CopyEngineOptions } from './copy-engine.js';
+import { GuestMemory, type GuestMemoryOptions } from './guest-memory.js';
+
+export interface PoolSpec extends GeometryOptions {
+  name: string;
+  backpressure?: BackpressureOptions;
+}
+
+export interface GuestSpec extends GuestMemoryOptions {
+  name: string;
+}
+
+export interface DeviceSpec extends BlockDeviceOptions {
+  /** The guest that drives the device. */
+  guest: string;
+  /** The pool the device sees (bounce mode). */
+  pool: string;
+  /**
+   * The device's min_align_mask (NVMe-like: 4095).
+   * @default 0
+   */
+  minAlignMask?: number;
+}
+
+export interface MediatorSpec {
+  /**
+   * `bounce` isolates (devices see only the pool); `direct` hands devices guest memory.
+   * @default 'bounce'
+   */
+  mode?: 'bounce' | 'direct';
+  copy?: CopyEngineOptions;
+  pools: PoolSpec[];
+  guests: GuestSpec[];
+  devices: DeviceSpec[];
+}
+
+export interface PoolEntry {
+  name: string;
+  pool: SwiotlbPool;
+  gate: PoolGate;
+  region: number;
+}
+
+export interface GuestEntry {
+  name: string;
+  memory: GuestMemory;
+  region: number;
+}
+
+/**
+ * Guests, pools and devices wired together with one copy engine. Everything the
+ * service, the benchmarks and the tests run is one of these.
+ */
+export class Mediator {
+  readonly mode: 'bounce' | 'direct';
+  readonly engine: CopyEngine;
+  readonly pools = new Map<string, PoolEntry>();
+  readonly guests = new Map<string, GuestEntry>();
+  readonly devices = new Map<string, BlockDevice>();
+  private closed = false;
+
+  constructor(spec: MediatorSpec) {
+    this.mode = spec.mode ?? 'bounce';
+    this.engine = new CopyEngine(spec.copy);
+    try {
+      for (const p of spec.pools) {
+        if (this.pools.has(p.name)) throw badConfig(`pool "${p.name}" is defined twice`);
+        const pool = SwiotlbPool.create({ ...p, area: 0 });
+        this.pools.set(p.name, {
+          name: p.name,
+          pool,
+          gate: new PoolGate(pool, p.backpressure),
+          region: this.engine.registerRegion(pool.share().data),
+        });
+      }
+      for (const g of spec.guests) {
+        if (this.guests.has(g.name)) throw badConfig(`guest "${g.name}" is defined twice`);
+        const memory = new GuestMemory(g);
+        this.guests.set(g.name, {
+          name: g.name,
+          memory,
+          region: this.engine.registerRegion(memory.buffer),
+        });
+      }
+      for (const d of spec.devices) {
+        if (this.devices.has(d.id)) throw badConfig(`device "${d.id}" is defined twice`);
+        const guest = this.guests.get(d.guest);
+        if (!guest) throw badConfig(`device "${d.id}": no guest named "${d.guest}"`);
+        const pool = this.pools.get(d.pool);
+        if (!pool) throw badConfig(`device "${d.id}": no pool named "${d.pool}"`);
+        const device = new BlockDevice(
+          {
+            mode: this.mode,
+            guest: guest.memory,
+            guestRegion: guest.region,
+            pool: pool.pool,
+            poolRegion: pool.region,
+            gate: pool.gate,
+            engine: this.engine,
+            minAlignMask: d.minAlignMask ?? 0,
+          },
+          d,
+        );
+        this.devices.set(d.id, device);
+      }
+    } catch (err) {
+      void this.close();
+      throw err;
+    }
+  }
+
+  device(id: string): BlockDevice | undefined {
+    return this.devices.get(id);
+  }
+
+  /** Closes every device (finishing in-flight I/O), then the copy engine. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...this.devices.values()].map((d) => d.close()));
+    for (const p of this.pools.values()) {
+      p.gate.rejectAll(new MediatorError('MEDIATOR_CLOSED', 'the mediator is closing'));
+    }
+    await this.engine.close();
+  }
+}
+
+function badConfig(message: string): MediatorError {
+  return new MediatorError('MEDIATOR_BAD_CONFIG', message);
+}

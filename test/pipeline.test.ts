@@ -1,0 +1,396 @@
+/**
+ * Virtqueues in the pool, device threads, and the request pipeline, end to end.
+ */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { isMediatorError } from '../src/errors.js';
+import type { DeviceKind } from '../src/mediator/blk-device.js';
+import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
+
+const MiB = 2 ** 20;
+
+function randomBytes(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed | 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+function spec(
+  mode: 'bounce' | 'direct',
+  devices: Partial<DeviceSpec>[],
+  extra: Partial<MediatorSpec> = {},
+): MediatorSpec {
+  return {
+    mode,
+    copy: { workers: 2, inlineThreshold: 16 * 1024 },
+    pools: [{ name: 'p0', size: 16 * MiB, areas: 2 }],
+    guests: [{ name: 'g0', size: 96 * MiB }],
+    devices: devices.map((d, i) => ({
+      id: `d${i}`,
+      kind: 'ram-blk' as DeviceKind,
+      guest: 'g0',
+      pool: 'p0',
+      capacity: 8 * MiB,
+      ...d,
+    })),
+    ...extra,
+  };
+}
+
+async function withMediator<T>(s: MediatorSpec, fn: (m: Mediator) => Promise<T>): Promise<T> {
+  const m = new Mediator(s);
+  try {
+    return await fn(m);
+  } finally {
+    await m.close();
+  }
+}
+
+describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
+  it('ram-blk and file-blk: random data written then read back byte for byte, depth 1 and 64', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'blk-'));
+    const file = join(dir, 'disk.img');
+    await withMediator(
+      spec(mode, [
+        { kind: 'ram-blk', depth: 1 },
+        { kind: 'file-blk', file, sync: 'durable', depth: 64, queueSize: 512 },
+      ]),
+      async (m) => {
+        for (const id of ['d0', 'd1']) {
+          const dev = m.device(id)!;
+          const sizes = [512, 4096, 65_536, 300 * 1024, MiB];
+          const writes = sizes.map((size, i) => ({
+            sector: i * 2048 + 3,
+            data: randomBytes(size, i + 1),
+          }));
+          // Queue depth: everything in flight at once (serialised by the device on depth 1).
+          await Promise.all(writes.map((w) => dev.write(w.sector, w.data)));
+          const back = await Promise.all(writes.map((w) => dev.read(w.sector, w.data.length)));
+          for (const [i, w] of writes.entries()) {
+            expect(Buffer.compare(back[i]!, w.data), `${id} write ${i}`).toBe(0);
+          }
+          await dev.flush();
+          expect(await dev.getId()).toBe(id);
+          const s = dev.stats();
+          expect(s.requests.write.ok).toBe(sizes.length);
+          expect(s.requests.read.ok).toBe(sizes.length);
+          expect(s.inFlight).toBe(0);
+        }
+        // Everything the file-blk device acknowledged is in the file.
+        const onDisk = readFileSync(file);
+        const w = randomBytes(65_536, 3);
+        expect(
+          Buffer.compare(onDisk.subarray((2 * 2048 + 3) * 512, (2 * 2048 + 3) * 512 + w.length), w),
+        ).toBe(0);
+        expect(m.device('d1')!.depth).toBe(64);
+        expect(m.device('d0')!.depth).toBe(1);
+      },
+    );
+  });
+
+  it('out-of-range sectors complete with IOERR; the null device does no data work', async () => {
+    await withMediator(spec(mode, [{ kind: 'ram-blk' }, { kind: 'null' }]), async (m) => {
+      const dev = m.device('d0')!;
+      const lastSector = dev.capacity / 512;
+      await expect(dev.read(lastSector, 512)).rejects.toMatchObject({ code: 'MEDIATOR_IO_ERROR' });
+      await expect(dev.write(lastSector - 1, Buffer.alloc(1024))).rejects.toMatchObject({
+        code: 'MEDIATOR_IO_ERROR',
+      });
+      await dev.write(lastSector - 1, Buffer.alloc(512, 7));
+      expect(dev.stats().requests.read.ioerr).toBe(1);
+      const nul = m.device('d1')!;
+      await nul.write(0, randomBytes(4096, 9));
+      await nul.read(0, 4096, false);
+      await nul.flush();
+      expect(nul.stats().requests.write.ok).toBe(1);
+    });
+  });
+
+  it('several guests, several devices and queues per guest', async () => {
+    await withMediator(
+      {
+        mode,
+        copy: { workers: 2 },
+        pools: [
+          { name: 'shared', size: 8 * MiB, areas: 2 },
+          { name: 'restricted', size: 2 * MiB, areas: 1, base: 0x4000_0000 },
+        ],
+        guests: [
+          { name: 'a', size: 48 * MiB },
+          { name: 'b', size: 48 * MiB, base: 2 ** 34 },
+        ],
+        devices: [
+          {
+            id: 'a0',
+            kind: 'ram-blk',
+            guest: 'a',
+            pool: 'shared',
+            queues: 2,
+            capacity: 4 * MiB,
+            maxRequestBytes: 256 * 1024,
+          },
+          {
+            id: 'a1',
+            kind: 'ram-blk',
+            guest: 'a',
+            pool: 'restricted',
+            capacity: 4 * MiB,
+            depth: 8,
+          },
+          {
+            id: 'b0',
+            kind: 'ram-blk',
+            guest: 'b',
+            pool: 'shared',
+            queues: 2,
+            capacity: 4 * MiB,
+            maxRequestBytes: 256 * 1024,
+          },
+        ],
+      },
+      async (m) => {
+        const jobs = ['a0', 'a1', 'b0'].flatMap((id, d) =>
+          Array.from({ length: 24 }, async (_, i) => {
+            const dev = m.device(id)!;
+            const data = randomBytes(8192 * (1 + (i % 4)), d * 100 + i);
+            await dev.write(i * 64, data);
+            const back = await dev.read(i * 64, data.length);
+            expect(Buffer.compare(back!, data)).toBe(0);
+          }),
+        );
+        await Promise.all(jobs);
+        expect(m.device('a0')!.queueCount).toBe(2);
+      },
+    );
+  });
+});
+
+describe('isolation', () => {
+  it('a device thread is given the pool and its own disk, never guest memory or allocator metadata', async () => {
+    const devices = [
+      { kind: 'ram-blk' as const, queues: 2, maxRequestBytes: 256 * 1024 },
+      { kind: 'null' as const, maxRequestBytes: 256 * 1024 },
+    ];
+    await withMediator(spec('bounce', devices), async (m) => {
+      const guest = m.guests.get('g0')!.memory.buffer;
+      const pool = m.pools.get('p0')!.pool.share();
+      for (const dev of m.devices.values()) {
+        for (let q = 0; q < dev.queueCount; q++) {
+          const data = dev.workerData(q);
+          const buffers: SharedArrayBuffer[] = [];
+          const walk = (v: unknown): void => {
+            if (v instanceof SharedArrayBuffer) buffers.push(v);
+            else if (typeof v === 'function') throw new Error('a function in workerData');
+            else if (v && typeof v === 'object') for (const x of Object.values(v)) walk(x);
+          };
+          walk(data);
+          expect(buffers).toContain(pool.data);
+          expect(buffers).not.toContain(guest);
+          expect(buffers).not.toContain(pool.meta);
+          for (const b of buffers) expect(b === pool.data || b === data.backing).toBe(true);
+          expect(data.memory).toBe(pool.data);
+        }
+      }
+      // The queues themselves are inside the pool the device sees.
+      const vqBytes = m.device('d0')!.workerData(0).queue;
+      expect(vqBytes.desc).toBeGreaterThanOrEqual(pool.geometry.base);
+      expect(vqBytes.notify).toBeLessThan(pool.geometry.base + pool.geometry.bytes);
+    });
+  });
+
+  it('a hostile device, a long seeded run: guest memory outside the I/O buffers intact, every fault counted', async () => {
+    const s = spec('bounce', [
+      {
+        kind: 'chaos',
+        chaos: { seed: 42 },
+        timeoutMs: 100,
+        depth: 16,
+        maxRequestBytes: 64 * 1024,
+        capacity: 4 * MiB,
+      },
+    ]);
+    await withMediator(s, async (m) => {
+      const guest = m.guests.get('g0')!.memory;
+      const reserved = guest.reservedBytes;
+      // Everything the driver did not reserve for its buffers is guest-private data.
+      guest.bytes.fill(0x3c, reserved);
+      const dev = m.device('d0')!;
+      let ok = 0;
+      const failures = new Map<string, number>();
+      const total = 800;
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          while (next < total) {
+            const i = next++;
+            const size = 512 * (1 + (i % 64));
+            try {
+              if (i % 2) await dev.write(i % 4096, randomBytes(size, i));
+              else await dev.read(i % 4096, size);
+              ok++;
+            } catch (err) {
+              expect(isMediatorError(err), String(err)).toBe(true);
+              const code = (err as { code: string }).code;
+              failures.set(code, (failures.get(code) ?? 0) + 1);
+            }
+          }
+        }),
+      );
+      const stats = dev.stats();
+      const faults = Object.values(stats.faults).reduce((a, b) => a + b, 0);
+      const context = JSON.stringify({ ok, failures: [...failures], stats });
+      expect(ok + [...failures.values()].reduce((a, b) => a + b, 0)).toBe(total);
+      expect(faults, context).toBeGreaterThan(0);
+      expect(
+        stats.faults.used_len + stats.faults.used_id + stats.faults.double_completion,
+        context,
+      ).toBeGreaterThan(0);
+      expect(stats.timeouts, context).toBeGreaterThan(0);
+      expect(stats.resets, context).toBeGreaterThan(0);
+      expect(failures.get('MEDIATOR_DEVICE_FAULT') ?? 0).toBe(
+        stats.requests.read.fault + stats.requests.write.fault,
+      );
+      const untouched = guest.bytes.subarray(reserved);
+      expect(untouched.every((b) => b === 0x3c)).toBe(true);
+      // After the run the device still serves, and only the queue memory stays in the pool.
+      await dev.reset();
+      expect(m.pools.get('p0')!.pool.used()).toBeLessThanOrEqual(8);
+    });
+  });
+});
+
+describe('back-pressure', () => {
+  const load = async (m: Mediator) => {
+    const dev = m.device('d0')!;
+    return Promise.allSettled(
+      Array.from({ length: 48 }, (_, i) => dev.write(i * 128, randomBytes(64 * 1024, i))),
+    );
+  };
+
+  it('wait mode: a pool much smaller than the load completes everything', async () => {
+    const s = spec(
+      'bounce',
+      [{ kind: 'ram-blk', queues: 2, depth: 32, maxRequestBytes: 64 * 1024 }],
+      {
+        pools: [
+          { name: 'p0', slots: 256, areas: 2, backpressure: { policy: 'wait', waitMs: 20_000 } },
+        ],
+      },
+    );
+    await withMediator(s, async (m) => {
+      const results = await load(m);
+      expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+      const gate = m.pools.get('p0')!.gate.stats();
+      expect(gate.waits).toBeGreaterThan(0);
+      expect(gate.waiting).toBe(0);
+      const back = await m.device('d0')!.read(5 * 128, 64 * 1024);
+      expect(Buffer.compare(back!, randomBytes(64 * 1024, 5))).toBe(0);
+    });
+  });
+
+  it('fail-fast mode: the same load fails some requests with the kernel message', async () => {
+    const s = spec(
+      'bounce',
+      [{ kind: 'ram-blk', queues: 2, depth: 32, maxRequestBytes: 64 * 1024 }],
+      {
+        pools: [{ name: 'p0', slots: 256, areas: 2, backpressure: { policy: 'fail' } }],
+      },
+    );
+    await withMediator(s, async (m) => {
+      const results = await load(m);
+      const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(rejected.length).toBeGreaterThan(0);
+      for (const r of rejected) {
+        expect(r.reason.code).toBe('SWIOTLB_POOL_FULL');
+        expect(r.reason.message).toMatch(
+          /^swiotlb buffer is full \(sz: \d+ bytes\), total 256 \(slots\), used \d+ \(slots\)$/,
+        );
+      }
+      expect(m.pools.get('p0')!.pool.stats().map_failures.full).toBe(rejected.length);
+    });
+  });
+
+  it('a request larger than the device allows fails at once', async () => {
+    await withMediator(
+      spec('bounce', [{ kind: 'ram-blk', maxRequestBytes: 64 * 1024 }]),
+      async (m) => {
+        await expect(m.device('d0')!.write(0, 128 * 1024)).rejects.toMatchObject({
+          code: 'MEDIATOR_REQUEST_TOO_LARGE',
+        });
+      },
+    );
+  });
+});
+
+describe('a device that stops answering', () => {
+  it('times its requests out, is reset without restarting, and frees every slot', async () => {
+    const s = spec('bounce', [
+      {
+        kind: 'chaos',
+        chaos: {
+          seed: 7,
+          drop: 1,
+          double: 0,
+          badId: 0,
+          badLen: 0,
+          scribble: 0,
+          corruptDesc: 0,
+          jumpIdx: 0,
+        },
+        timeoutMs: 100,
+      },
+    ]);
+    await withMediator(s, async (m) => {
+      const dev = m.device('d0')!;
+      const pool = m.pools.get('p0')!.pool;
+      const baseline = pool.used();
+      const results = await Promise.allSettled(
+        Array.from({ length: 8 }, (_, i) => dev.write(i, 4096)),
+      );
+      for (const r of results) {
+        expect(r.status).toBe('rejected');
+        expect((r as PromiseRejectedResult).reason.code).toBe('MEDIATOR_DEVICE_TIMEOUT');
+      }
+      await dev.reset();
+      expect(dev.stats().timeouts).toBe(8);
+      expect(dev.stats().resets).toBeGreaterThanOrEqual(1);
+      expect(pool.used()).toBe(baseline);
+    });
+  });
+
+  it('a manual reset fails the requests in flight with MEDIATOR_DEVICE_RESET', async () => {
+    const s = spec('bounce', [
+      {
+        kind: 'chaos',
+        chaos: {
+          seed: 7,
+          drop: 1,
+          double: 0,
+          badId: 0,
+          badLen: 0,
+          scribble: 0,
+          corruptDesc: 0,
+          jumpIdx: 0,
+        },
+        timeoutMs: 60_000,
+      },
+    ]);
+    await withMediator(s, async (m) => {
+      const dev = m.device('d0')!;
+      const pending = Promise.allSettled([dev.read(0, 4096), dev.read(8, 4096)]);
+      await new Promise((r) => setTimeout(r, 50));
+      await dev.reset();
+      for (const r of await pending) {
+        expect((r as PromiseRejectedResult).reason.code).toBe('MEDIATOR_DEVICE_RESET');
+      }
+    });
+  });
+});
