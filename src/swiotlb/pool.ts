@@ -648,12 +648,13 @@ export class SwiotlbPool {
         list[i] = ++count;
         m.origAddr[i] = INVALID_PHYS_ADDR;
         m.allocSize[i] = 0;
-        m.padSlots[i] = 0;
         m.headOf[i] = -1;
-        m.mapDir[i] = 0;
-        m.headOffset[i] = 0;
-        m.mapOwner[i] = 0;
       }
+      // Set on the head slot only (see layout.ts).
+      m.padSlots[head] = 0;
+      m.mapDir[head] = 0;
+      m.headOffset[head] = 0;
+      m.mapOwner[head] = 0;
       for (
         let i = index - 1;
         (i & (IO_TLB_SEGSIZE - 1)) !== IO_TLB_SEGSIZE - 1 && list[i]! > 0;

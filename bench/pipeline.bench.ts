@@ -1,0 +1,148 @@
+/**
+ * The cost of isolation, end to end: the same virtio-blk workload through the
+ * mediator in bounce mode (buffers bounced through the swiotlb pool, the device
+ * sees only the pool) and in direct mode (the device is handed guest memory),
+ * measured side by side in one run.
+ *
+ *   npm run bench:pipeline [-- --duration 0.6] [--depth 32] [--json]
+ *
+ * For the null device (no data work: pure mediation cost) and ram-blk, 4 KiB and
+ * 64 KiB, reads and writes, queue depth 32: IOPS, GB/s, p50/p99 completion
+ * latency, and bounce / direct. Ratios only: the machines are shared and noisy.
+ */
+import { parseArgs } from 'node:util';
+import type { DeviceKind } from '../src/mediator/blk-device.js';
+import { Mediator } from '../src/mediator/mediator.js';
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '0.6' },
+    warmup: { type: 'string', default: '0.2' },
+    depth: { type: 'string', default: '32' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const duration = Number(values.duration) * 1000;
+const warmup = Number(values.warmup) * 1000;
+const depth = Number(values.depth);
+
+interface Result {
+  device: DeviceKind;
+  op: 'read' | 'write';
+  size: number;
+  mode: 'bounce' | 'direct';
+  iops: number;
+  gbps: number;
+  p50_us: number;
+  p99_us: number;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function runCase(
+  device: DeviceKind,
+  op: 'read' | 'write',
+  size: number,
+  mode: 'bounce' | 'direct',
+): Promise<Result> {
+  const m = new Mediator({
+    mode,
+    pools: [{ name: 'pool', size: 64 * 2 ** 20 }],
+    guests: [{ name: 'guest', size: 256 * 2 ** 20 }],
+    devices: [
+      {
+        id: 'dev',
+        kind: device,
+        guest: 'guest',
+        pool: 'pool',
+        capacity: 64 * 2 ** 20,
+        depth,
+        queueSize: 256,
+        maxRequestBytes: Math.max(size, 64 * 1024),
+      },
+    ],
+  });
+  try {
+    const dev = m.device('dev')!;
+    await dev.ready();
+    const sectors = (64 * 2 ** 20 - size) / 512;
+    const latencies = new Float64Array(4_000_000);
+    let count = 0;
+    let recording = false;
+    let stop = false;
+    const loop = async (seed: number) => {
+      let lba = (seed * 7919) % sectors;
+      while (!stop) {
+        lba = (lba + 4099 * (size / 512)) % sectors;
+        const t0 = performance.now();
+        if (op === 'write') await dev.write(lba, size);
+        else await dev.read(lba, size, false);
+        if (recording && count < latencies.length) latencies[count++] = performance.now() - t0;
+      }
+    };
+    const loops = Array.from({ length: depth }, (_, i) => loop(i));
+    await new Promise((r) => setTimeout(r, warmup));
+    recording = true;
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, duration));
+    const done = count;
+    const elapsed = (performance.now() - t0) / 1000;
+    recording = false;
+    stop = true;
+    await Promise.all(loops);
+    const sorted = latencies.slice(0, done).sort();
+    return {
+      device,
+      op,
+      size,
+      mode,
+      iops: Math.round(done / elapsed),
+      gbps: (done * size) / elapsed / 1e9,
+      p50_us: percentile(sorted, 50) * 1000,
+      p99_us: percentile(sorted, 99) * 1000,
+    };
+  } finally {
+    await m.close();
+  }
+}
+
+const results: Result[] = [];
+const ratios: Record<string, { iops: number; p99: number }> = {};
+const log = (line: string) => {
+  if (!values.json) console.log(line);
+};
+log('device   op    size   mode        IOPS     GB/s   p50 us   p99 us');
+for (const device of ['null', 'ram-blk'] as const) {
+  for (const size of [4096, 65536]) {
+    for (const op of ['write', 'read'] as const) {
+      const pair: Result[] = [];
+      for (const mode of ['bounce', 'direct'] as const) {
+        const r = await runCase(device, op, size, mode);
+        pair.push(r);
+        results.push(r);
+        log(
+          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${mode.padEnd(7)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)}`,
+        );
+      }
+      const [b, d] = pair as [Result, Result];
+      const key = `${device}/${op}/${size}`;
+      ratios[key] = { iops: +(b.iops / d.iops).toFixed(3), p99: +(b.p99_us / d.p99_us).toFixed(3) };
+      log(`${' '.repeat(22)}bounce / direct: IOPS ${ratios[key].iops}, p99 ${ratios[key].p99}`);
+    }
+  }
+}
+const nullBounce4k = results.find(
+  (r) => r.device === 'null' && r.size === 4096 && r.mode === 'bounce' && r.op === 'write',
+);
+const ram64 = ratios['ram-blk/write/65536'];
+log('');
+log(
+  `target: null 4 KiB bounce >= 200k IOPS: ${nullBounce4k?.iops} (${(nullBounce4k?.iops ?? 0) >= 200_000 ? 'met' : 'not met'})`,
+);
+log(
+  `target: ram-blk 64 KiB bounce / direct >= 0.7: write ${ram64?.iops}, read ${ratios['ram-blk/read/65536']?.iops}`,
+);
+if (values.json) console.log(JSON.stringify({ results, bounce_over_direct: ratios }));
