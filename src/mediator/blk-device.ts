@@ -1,6 +1,7 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
+import { BucketHistogram, LATENCY_BUCKETS_SECONDS } from '../metrics/bucket-histogram.js';
 import { DmaAttr, DmaDirection } from '../swiotlb/constants.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import { Fifo } from '../util/fifo.js';
@@ -216,11 +217,16 @@ export class BlockDevice {
   };
   private idleWaiters: (() => void)[] = [];
   private readonly guestView: DataView;
+  /** Completion latency (seconds) of finished requests, by op; read at scrape time. */
+  readonly latency: Record<BlkOp, BucketHistogram>;
 
   constructor(ctx: DeviceContext, opts: BlockDeviceOptions) {
     this.ctx = ctx;
     this.opts = opts;
     this.guestView = new DataView(ctx.guest.buffer);
+    this.latency = Object.fromEntries(
+      BLK_OPS.map((op) => [op, new BucketHistogram(LATENCY_BUCKETS_SECONDS)]),
+    ) as Record<BlkOp, BucketHistogram>;
     this.id = opts.id;
     this.kind = opts.kind;
     this.mode = ctx.mode;
@@ -458,6 +464,7 @@ export class BlockDevice {
     const slot = q.freeSlots.pop() ?? (await this.waitSlot(q));
     if (slot < 0) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
     const req = q.requests[slot]!;
+    const started = performance.now();
     req.busy = true;
     this.counters.inFlight++;
     let outcome: Outcome = 'error';
@@ -476,6 +483,7 @@ export class BlockDevice {
       throw err;
     } finally {
       this.counters.requests[op][outcome]++;
+      this.latency[op].observe((performance.now() - started) / 1000);
       if (!req.quarantined) this.freeSlot(q, req);
       if (--this.counters.inFlight === 0 && this.idleWaiters.length > 0) {
         const w = this.idleWaiters;
