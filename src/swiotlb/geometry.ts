@@ -21,7 +21,9 @@ export interface GeometryOptions {
   areas?: number;
   /**
    * Address of the pool's first byte in guest-physical space (io_tlb_mem.start).
-   * Must be a multiple of 2 KiB. Alignment rules apply to `base + offset`.
+   * Must be a multiple of 2 KiB. Alignment rules apply to `base + offset`; Linux
+   * pools are page aligned, and with a base that is not, page-aligned mappings
+   * start on odd slots, so a full 256 KiB mapping can never be placed.
    * @default 0
    */
   base?: number;

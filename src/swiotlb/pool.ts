@@ -405,7 +405,11 @@ export class SwiotlbPool {
   resolve(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): number {
     const head = this.headOfAddress(tlbAddr, owner);
     const headTlb = this.headTlbAddr(head);
-    const mapSize = this.m.mapSize[head]!;
+    // Read once: a concurrent unmap of the same mapping (a caller bug) must read as
+    // "not mapped", never as a size of 0 or an original address of -1.
+    const mapSize = Atomics.load(this.m.mapSize, head);
+    const origAddr = this.m.origAddr[head]!;
+    if (mapSize <= 0 || origAddr < 0) throw this.notMapped(tlbAddr, 'was unmapped concurrently');
     if (!Number.isSafeInteger(size) || size <= 0) {
       throw invalidArg(`size ${String(size)} must be a positive integer`, { size });
     }
@@ -418,7 +422,7 @@ export class SwiotlbPool {
         { tlbAddr, size, available: mapSize - within },
       );
     }
-    return this.m.origAddr[head]! + within;
+    return origAddr + within;
   }
 
   /** Counts a map failure that a caller of {@link tryAllocate} decided is final. */
@@ -610,6 +614,7 @@ export class SwiotlbPool {
       throw this.notMapped(tlbAddr, 'is inside a mapping, not its start');
     }
     const mapSize = Atomics.load(this.m.mapSize, head);
+    if (mapSize <= 0) throw this.notMapped(tlbAddr, 'was unmapped concurrently');
     if (!Number.isSafeInteger(size) || size <= 0) {
       throw invalidArg(`size ${String(size)} must be a positive integer`, { size });
     }

@@ -1,0 +1,1081 @@
+/**
+ * Property tests of the swiotlb pool against a reference model kept here.
+ *
+ * The model knows which slots each live mapping occupies (derived from the
+ * returned bounce address alone), the per-area next-fit cursors and counters,
+ * and replays Linux's swiotlb_search_pool_area() (kernel/dma/swiotlb.c, 6.10)
+ * over its own occupancy map to predict the exact slot every map takes, or
+ * that it fails. After every step the pool's stats and its metadata buffer are
+ * compared with the model.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { type ErrorCode, isMediatorError } from '../src/errors.js';
+import type { Bouncer } from '../src/swiotlb/bouncer.js';
+import {
+  type CopyDirection,
+  DmaAttr,
+  DmaDirection,
+  IO_TLB_SEGSIZE,
+  IO_TLB_SHIFT,
+  IO_TLB_SIZE,
+  PAGE_SIZE,
+} from '../src/swiotlb/constants.js';
+import type { Geometry } from '../src/swiotlb/geometry.js';
+import {
+  AREA_CONTENDED,
+  AREA_INDEX,
+  AREA_LOCK,
+  AREA_MAPS,
+  AREA_STRIDE,
+  AREA_UNMAPS,
+  AREA_USED,
+  G_FAIL_FULL,
+  G_FAIL_INVALID,
+  G_FAIL_TOO_LARGE,
+  G_HIWATER,
+  G_SYNCS,
+  G_TOTAL_USED,
+  INVALID_PHYS_ADDR,
+  type MetadataViews,
+  metadataViews,
+} from '../src/swiotlb/layout.js';
+import { type SharedPool, SwiotlbPool } from '../src/swiotlb/pool.js';
+
+// ---------------------------------------------------------------------------
+// Arithmetic of the kernel, written out independently of src/
+// ---------------------------------------------------------------------------
+
+const TWO_POW_32 = 2 ** 32;
+
+/** addr & mask on the low 32 bits (masks here are below 2^31). */
+function low(addr: number, mask: number): number {
+  return ((addr % TWO_POW_32) & mask) >>> 0;
+}
+
+function alignUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+/** What swiotlb_tbl_map_single() + swiotlb_search_pool_area() derive from one request. */
+interface Placement {
+  /** swiotlb_align_offset(dev, alloc_align_mask, orig_addr). */
+  readonly offset: number;
+  /** ALIGN(mapping_size + offset, alloc_align_mask + 1). */
+  readonly allocSize: number;
+  readonly nslots: number;
+  readonly padSlots: number;
+  /** tlb_addr & 2047. */
+  readonly headOffset: number;
+  /** The alignment the search demands of the allocation's first slot address. */
+  readonly searchAlignMask: number;
+  readonly iotlbAlignMask: number;
+  readonly stride: number;
+}
+
+function placement(
+  orig: number,
+  size: number,
+  minAlignMask: number,
+  allocAlignMask: number,
+): Placement {
+  const offset = low(orig, minAlignMask) & (allocAlignMask | (IO_TLB_SIZE - 1));
+  const allocSize = alignUp(size + offset, allocAlignMask + 1);
+  let searchAlignMask = allocAlignMask;
+  if (allocAlignMask === 0 && minAlignMask === 0 && allocSize >= PAGE_SIZE) {
+    searchAlignMask = PAGE_SIZE - 1;
+  }
+  searchAlignMask |= IO_TLB_SIZE - 1;
+  const iotlbAlignMask = minAlignMask & ~searchAlignMask;
+  return {
+    offset,
+    allocSize,
+    nslots: Math.ceil(allocSize / IO_TLB_SIZE),
+    padSlots: offset >> IO_TLB_SHIFT,
+    headOffset: offset & (IO_TLB_SIZE - 1),
+    searchAlignMask,
+    iotlbAlignMask,
+    stride: (Math.max(searchAlignMask, iotlbAlignMask) >> IO_TLB_SHIFT) + 1,
+  };
+}
+
+/** A slot whose address the search accepts as the first slot of this allocation. */
+function slotAcceptable(geometry: Geometry, slot: number, orig: number, p: Placement): boolean {
+  const addr = geometry.base + slot * IO_TLB_SIZE;
+  if (low(addr, p.searchAlignMask) !== 0) return false;
+  return orig === 0 || low(addr, p.iotlbAlignMask) === low(orig, p.iotlbAlignMask);
+}
+
+// ---------------------------------------------------------------------------
+// The reference model
+// ---------------------------------------------------------------------------
+
+interface Live {
+  readonly id: number;
+  readonly tlb: number;
+  readonly orig: number;
+  readonly size: number;
+  readonly dir: DmaDirection;
+  readonly owner: number;
+  /** First slot of the allocation (padding included). */
+  readonly start: number;
+  readonly nslots: number;
+  readonly p: Placement;
+}
+
+class Model {
+  readonly geometry: Geometry;
+  /** Mapping id per slot; 0 = free. Built only from the bounce addresses the pool returned. */
+  readonly owner: Int32Array;
+  readonly cursor: number[];
+  readonly areaUsed: number[];
+  readonly areaMaps: number[];
+  readonly areaUnmaps: number[];
+  readonly live = new Map<number, Live>();
+  /** Bounce addresses that were live once and are not now. */
+  readonly stale = new Set<number>();
+  used = 0;
+  hiwater = 0;
+  maps = 0;
+  unmaps = 0;
+  full = 0;
+  tooLarge = 0;
+  invalid = 0;
+  private nextId = 1;
+
+  constructor(geometry: Geometry) {
+    this.geometry = geometry;
+    this.owner = new Int32Array(geometry.nslabs);
+    this.cursor = new Array<number>(geometry.nareas).fill(0);
+    this.areaUsed = new Array<number>(geometry.nareas).fill(0);
+    this.areaMaps = new Array<number>(geometry.nareas).fill(0);
+    this.areaUnmaps = new Array<number>(geometry.nareas).fill(0);
+  }
+
+  /** freeRun() of every slot, in one pass. */
+  freeRuns(): Int32Array {
+    const n = this.geometry.nslabs;
+    const out = new Int32Array(n);
+    for (let s = n - 1; s >= 0; s--) {
+      const segmentEnd = (s + 1) % IO_TLB_SEGSIZE === 0 || s === n - 1;
+      out[s] = this.owner[s] !== 0 ? 0 : 1 + (segmentEnd ? 0 : out[s + 1]!);
+    }
+    return out;
+  }
+
+  /** Free slots from `slot` up to the first used one or the segment end (the kernel's list[]). */
+  freeRun(slot: number): number {
+    const end = Math.min(
+      (Math.floor(slot / IO_TLB_SEGSIZE) + 1) * IO_TLB_SEGSIZE,
+      this.geometry.nslabs,
+    );
+    let n = 0;
+    for (let s = slot; s < end && this.owner[s] === 0; s++) n++;
+    return n;
+  }
+
+  /**
+   * swiotlb_find_slots() over the model: the first slot the kernel's search
+   * would take, starting in `startArea`, or -1. Does not change the model.
+   */
+  predict(startArea: number, orig: number, p: Placement): { slot: number; area: number } {
+    const { nareas } = this.geometry;
+    let a = startArea;
+    do {
+      const slot = this.searchArea(a, orig, p);
+      if (slot >= 0) return { slot, area: a };
+      if (++a >= nareas) a = 0;
+    } while (a !== startArea);
+    return { slot: -1, area: -1 };
+  }
+
+  private searchArea(a: number, orig: number, p: Placement): number {
+    const n = this.geometry.areaNslabs;
+    if (p.nslots > n - this.areaUsed[a]!) return -1;
+    const wrap = (i: number): number => (i >= n ? 0 : i);
+    let index = this.cursor[a]!;
+    for (let checked = 0; checked < n; ) {
+      const slot = a * n + index;
+      if (!slotAcceptable(this.geometry, slot, orig, p)) {
+        index = wrap(index + 1);
+        checked += 1;
+        continue;
+      }
+      if (this.freeRun(slot) >= p.nslots) return slot;
+      index = wrap(index + p.stride);
+      checked += p.stride;
+    }
+    return -1;
+  }
+
+  add(m: Omit<Live, 'id'>, area: number): Live {
+    const live: Live = { ...m, id: this.nextId++ };
+    for (let s = live.start; s < live.start + live.nslots; s++) {
+      if (this.owner[s] !== 0) {
+        throw new Error(
+          `slot ${s} handed out twice: mapping at 0x${live.tlb.toString(16)} overlaps live mapping #${this.owner[s]}`,
+        );
+      }
+      this.owner[s] = live.id;
+    }
+    const n = this.geometry.areaNslabs;
+    const index = live.start - area * n;
+    this.cursor[area] = index + live.nslots >= n ? 0 : index + live.nslots;
+    this.areaUsed[area]! += live.nslots;
+    this.areaMaps[area]!++;
+    this.used += live.nslots;
+    this.hiwater = Math.max(this.hiwater, this.used);
+    this.maps++;
+    this.live.set(live.tlb, live);
+    this.stale.delete(live.tlb);
+    return live;
+  }
+
+  remove(live: Live): void {
+    for (let s = live.start; s < live.start + live.nslots; s++) this.owner[s] = 0;
+    const area = Math.floor(live.start / this.geometry.areaNslabs);
+    this.areaUsed[area]! -= live.nslots;
+    this.areaUnmaps[area]!++;
+    this.used -= live.nslots;
+    this.unmaps++;
+    this.live.delete(live.tlb);
+    this.stale.add(live.tlb);
+  }
+
+  pick(n: number): Live | undefined {
+    if (this.live.size === 0) return undefined;
+    const all = [...this.live.values()];
+    return all[n % all.length];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers on the pool's buffers
+// ---------------------------------------------------------------------------
+
+interface BounceCall {
+  dir: CopyDirection;
+  orig: number;
+  tlb: number;
+  length: number;
+}
+
+class RecordingBouncer implements Bouncer {
+  calls: BounceCall[] = [];
+  bounce(dir: CopyDirection, orig: number, tlb: number, length: number): void {
+    this.calls.push({ dir, orig, tlb, length });
+  }
+  take(): BounceCall[] {
+    const out = this.calls;
+    this.calls = [];
+    return out;
+  }
+}
+
+function snapshot(shared: SharedPool): Uint8Array {
+  return new Uint8Array(shared.meta.slice(0));
+}
+
+interface Excluded {
+  /** Words of every area's block, zeroed in the copy (AREA_*). */
+  readonly area?: readonly number[];
+  /** Pool-wide words, zeroed in the copy (G_*). */
+  readonly global?: readonly number[];
+}
+
+/** A copy of the metadata bytes with the `exclude`d control words zeroed. */
+function normalized(shared: SharedPool, exclude: Excluded): Uint8Array {
+  const copy = new SharedArrayBuffer(shared.meta.byteLength);
+  new Uint8Array(copy).set(new Uint8Array(shared.meta));
+  const v = metadataViews(copy, shared.geometry);
+  for (let a = 0; a < shared.geometry.nareas; a++) {
+    for (const w of exclude.area ?? []) v.control[a * AREA_STRIDE + w] = 0;
+  }
+  for (const w of exclude.global ?? []) v.control[v.globalBase + w] = 0;
+  return new Uint8Array(copy);
+}
+
+/**
+ * What legitimately differs from a fresh pool once everything is unmapped: the
+ * next-fit cursors, used_hiwater and the counters. (Single-threaded, no lock is
+ * ever contended, so CONTENDED stays in the comparison.)
+ */
+const CURSORS_AND_COUNTERS: Excluded = {
+  area: [AREA_INDEX, AREA_MAPS, AREA_UNMAPS],
+  global: [G_HIWATER, G_FAIL_FULL, G_FAIL_TOO_LARGE, G_FAIL_INVALID, G_SYNCS],
+};
+
+/** Names the metadata field and element at a byte offset, for failure messages. */
+function describeOffset(geometry: Geometry, byteOffset: number): string {
+  const v = metadataViews(new SharedArrayBuffer(metaLength(geometry)), geometry);
+  const fields = Object.entries(v).filter(
+    (e): e is [string, ArrayBufferView & { BYTES_PER_ELEMENT: number }] => typeof e[1] === 'object',
+  );
+  for (const [name, view] of fields) {
+    if (byteOffset >= view.byteOffset && byteOffset < view.byteOffset + view.byteLength) {
+      return `${name}[${Math.floor((byteOffset - view.byteOffset) / view.BYTES_PER_ELEMENT)}]`;
+    }
+  }
+  return `padding byte ${byteOffset}`;
+}
+
+function metaLength(geometry: Geometry): number {
+  return SwiotlbPool.create({
+    slots: geometry.nslabs,
+    areas: geometry.nareas,
+    base: geometry.base,
+  }).share().meta.byteLength;
+}
+
+function expectSameBytes(
+  actual: Uint8Array,
+  expected: Uint8Array,
+  geometry: Geometry,
+  what: string,
+): void {
+  expect(actual.length).toBe(expected.length);
+  for (let i = 0; i < actual.length; i++) {
+    if (actual[i] !== expected[i]) {
+      throw new Error(
+        `${what}: metadata byte ${i} (${describeOffset(geometry, i)}) is ${actual[i]}, expected ${expected[i]}`,
+      );
+    }
+  }
+}
+
+function expectError(fn: () => unknown, code: ErrorCode): void {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (err) {
+    thrown = err;
+  }
+  if (!isMediatorError(thrown, code)) {
+    throw new Error(`expected ${code}, got ${thrown === undefined ? 'no error' : String(thrown)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The checks made after every step
+// ---------------------------------------------------------------------------
+
+function checkPool(pool: SwiotlbPool, model: Model): void {
+  const g = pool.geometry;
+  const stats = pool.stats();
+
+  // Live mappings never overlap: rebuild occupancy from the live set alone.
+  const seen = new Int32Array(g.nslabs);
+  let liveSlots = 0;
+  for (const m of model.live.values()) {
+    for (let s = m.start; s < m.start + m.nslots; s++) {
+      if (seen[s] !== 0) throw new Error(`mappings #${seen[s]} and #${m.id} share slot ${s}`);
+      seen[s] = m.id;
+    }
+    liveSlots += m.nslots;
+  }
+
+  expect(stats.used).toBe(liveSlots);
+  expect(stats.used).toBe(model.used);
+  expect(pool.used()).toBe(liveSlots);
+  expect(stats.areas.reduce((sum, a) => sum + a.used, 0)).toBe(stats.used);
+  expect(stats.areas.map((a) => a.used)).toEqual(model.areaUsed);
+  expect(stats.areas.map((a) => a.index)).toEqual(model.cursor);
+  expect(stats.areas.every((a) => a.contended === 0)).toBe(true);
+  expect(stats.used_hiwater).toBeGreaterThanOrEqual(stats.used);
+  expect(stats.used_hiwater).toBe(model.hiwater);
+  expect(stats.maps).toBe(model.maps);
+  expect(stats.unmaps).toBe(model.unmaps);
+  expect(stats.map_failures).toEqual({
+    full: model.full,
+    too_large: model.tooLarge,
+    invalid: model.invalid,
+  });
+  expect(stats.nslabs).toBe(g.nslabs);
+  expect(stats.transient_nslabs).toBe(0);
+
+  // Largest free runs, per area and overall, from the model's occupancy.
+  const runs = model.freeRuns();
+  let largest = 0;
+  for (let a = 0; a < g.nareas; a++) {
+    let areaLargest = 0;
+    for (let s = a * g.areaNslabs; s < (a + 1) * g.areaNslabs; s++) {
+      areaLargest = Math.max(areaLargest, runs[s]!);
+    }
+    expect(stats.areas[a]!.largest_free_run).toBe(areaLargest);
+    largest = Math.max(largest, areaLargest);
+  }
+  expect(stats.largest_free_run).toBe(largest);
+
+  checkMetadata(metadataViews(pool.share().meta, g), model, runs);
+}
+
+/** The per-slot records of layout.ts agree with the model, slot by slot. */
+function checkMetadata(v: MetadataViews, model: Model, runs: Int32Array): void {
+  const g = model.geometry;
+  const c = v.control;
+  for (let a = 0; a < g.nareas; a++) {
+    expect(c[a * AREA_STRIDE + AREA_LOCK], `area ${a} lock`).toBe(0);
+    expect(c[a * AREA_STRIDE + AREA_USED]).toBe(model.areaUsed[a]);
+    expect(c[a * AREA_STRIDE + AREA_CONTENDED]).toBe(0);
+    expect(c[a * AREA_STRIDE + AREA_MAPS], `area ${a} maps`).toBe(model.areaMaps[a]);
+    expect(c[a * AREA_STRIDE + AREA_UNMAPS], `area ${a} unmaps`).toBe(model.areaUnmaps[a]);
+  }
+  expect(c[v.globalBase + G_TOTAL_USED]).toBe(model.used);
+
+  const fail = (s: number, what: string, got: unknown, want: unknown): never => {
+    throw new Error(`slot ${s}: ${what} is ${String(got)}, expected ${String(want)}`);
+  };
+  const role = new Int8Array(g.nslabs); // 0 free, 1 padding, 2 data
+  for (const m of model.live.values()) {
+    const head = m.start + m.p.padSlots;
+    for (let s = m.start; s < head; s++) role[s] = 1;
+    for (let s = head; s < m.start + m.nslots; s++) role[s] = 2;
+    if (v.mapSize[head] !== m.size) fail(head, 'mapSize', v.mapSize[head], m.size);
+    if (v.mapDir[head] !== m.dir) fail(head, 'mapDir', v.mapDir[head], m.dir);
+    if (v.mapOwner[head] !== m.owner) fail(head, 'mapOwner', v.mapOwner[head], m.owner);
+    if (v.headOffset[head] !== m.p.headOffset) {
+      fail(head, 'headOffset', v.headOffset[head], m.p.headOffset);
+    }
+    if (v.padSlots[head] !== m.p.padSlots) fail(head, 'padSlots', v.padSlots[head], m.p.padSlots);
+    for (let s = m.start; s < m.start + m.nslots; s++) {
+      const allocSize = m.p.allocSize - (m.p.headOffset + (s - m.start) * IO_TLB_SIZE);
+      if (v.allocSize[s] !== allocSize) fail(s, 'allocSize', v.allocSize[s], allocSize);
+    }
+    for (let s = head; s < m.start + m.nslots; s++) {
+      if (v.headOf[s] !== head) fail(s, 'headOf', v.headOf[s], head);
+      const orig = m.orig + (s - head) * IO_TLB_SIZE;
+      if (v.origAddr[s] !== orig) fail(s, 'origAddr', v.origAddr[s], orig);
+    }
+  }
+  for (let s = 0; s < g.nslabs; s++) {
+    const list = role[s] === 0 ? runs[s]! : 0;
+    if (v.list[s] !== list) fail(s, 'list', v.list[s], list);
+    if (role[s] !== 2) {
+      if (v.headOf[s] !== -1) fail(s, 'headOf', v.headOf[s], -1);
+      if (v.origAddr[s] !== INVALID_PHYS_ADDR) fail(s, 'origAddr', v.origAddr[s], 'invalid');
+      if (v.mapSize[s] !== 0) fail(s, 'mapSize', v.mapSize[s], 0);
+    } else if (v.headOf[s] !== s && v.mapSize[s] !== 0) {
+      fail(s, 'mapSize of a non-head slot', v.mapSize[s], 0);
+    }
+    if (role[s] === 0) {
+      if (v.allocSize[s] !== 0) fail(s, 'allocSize', v.allocSize[s], 0);
+      if (v.padSlots[s] !== 0) fail(s, 'padSlots', v.padSlots[s], 0);
+      if (v.mapDir[s] !== 0) fail(s, 'mapDir', v.mapDir[s], 0);
+      if (v.headOffset[s] !== 0) fail(s, 'headOffset', v.headOffset[s], 0);
+      if (v.mapOwner[s] !== 0) fail(s, 'mapOwner', v.mapOwner[s], 0);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Generators
+// ---------------------------------------------------------------------------
+
+const MIN_ALIGN_MASKS = [0, 4095, 2047, 511] as const;
+const ALLOC_ALIGN_MASKS = [0, 2047, 4095, 8191] as const;
+const DIRECTIONS = [
+  DmaDirection.BIDIRECTIONAL,
+  DmaDirection.TO_DEVICE,
+  DmaDirection.FROM_DEVICE,
+] as const;
+/** 0, a 2 KiB-aligned base that is not 4 KiB-aligned, and one above 2^32. */
+const BASES = [0, 0x1800, 2 ** 32 + 0x8000] as const;
+
+interface PoolConfig {
+  slots: number;
+  areas: number;
+  base: number;
+}
+
+const poolConfigArb: fc.Arbitrary<PoolConfig> = fc.record({
+  slots: fc.integer({ min: 256, max: 2048 }),
+  areas: fc.constantFrom(1, 2, 4),
+  base: fc.constantFrom(...BASES),
+});
+
+const origArb: fc.Arbitrary<number> = fc.oneof(
+  fc.constant(0),
+  fc.nat({ max: 0xffff_ffff }),
+  fc
+    .tuple(fc.nat({ max: 2 ** 20 - 1 }), fc.nat({ max: 2 ** 20 - 1 }))
+    .map(([hi, lo]) => hi * 2 ** 20 + lo),
+  fc.constantFrom(0xfa0, 0x7ff, 0x800, 0xfff, 2 ** 32 - 1, 2 ** 32, 2 ** 40 - 1, 2 ** 40 - 0x1060),
+);
+
+/** A size request, clamped later to the max mapping size of its min_align_mask. */
+const sizeArb: fc.Arbitrary<number> = fc.oneof(
+  fc.constantFrom(1, 2047, 2048, 2049, 4095, 4096, 4097, 8192, 65536),
+  fc.integer({ min: 1, max: 4096 }),
+  fc.integer({ min: 1, max: 65536 }),
+  fc.integer({ min: 1, max: 262144 }),
+  fc.constant(Number.POSITIVE_INFINITY),
+);
+
+interface MapCmd {
+  kind: 'map';
+  orig: number;
+  size: number;
+  dir: DmaDirection;
+  minAlignMask: number;
+  allocAlignMask: number;
+  area: number;
+  owner: number;
+}
+
+const mapCmdArb: fc.Arbitrary<MapCmd> = fc.record({
+  kind: fc.constant('map' as const),
+  orig: origArb,
+  size: sizeArb,
+  dir: fc.constantFrom(...DIRECTIONS),
+  minAlignMask: fc.constantFrom(...MIN_ALIGN_MASKS),
+  allocAlignMask: fc.constantFrom(...ALLOC_ALIGN_MASKS),
+  area: fc.nat({ max: 3 }),
+  owner: fc.constantFrom(0, 0, 1, 7),
+});
+
+interface UnmapCmd {
+  kind: 'unmap';
+  pick: number;
+  /** Bytes less than the mapping size to unmap with (0 mostly, as Linux drivers do). */
+  shrink: number;
+  skipSync: boolean;
+}
+
+const unmapCmdArb: fc.Arbitrary<UnmapCmd> = fc.record({
+  kind: fc.constant('unmap' as const),
+  pick: fc.nat(),
+  shrink: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, fc.nat({ max: 70000 })),
+  skipSync: fc.boolean(),
+});
+
+type BadVariant =
+  | 'outside'
+  | 'free-slot'
+  | 'interior'
+  | 'stale'
+  | 'overflow'
+  | 'wrong-dir'
+  | 'wrong-owner'
+  | 'bad-size';
+
+interface BadUnmapCmd {
+  kind: 'bad-unmap';
+  variant: BadVariant;
+  pick: number;
+  extra: number;
+}
+
+const badUnmapCmdArb: fc.Arbitrary<BadUnmapCmd> = fc.record({
+  kind: fc.constant('bad-unmap' as const),
+  variant: fc.constantFrom<BadVariant>(
+    'outside',
+    'free-slot',
+    'interior',
+    'stale',
+    'overflow',
+    'wrong-dir',
+    'wrong-owner',
+    'bad-size',
+  ),
+  pick: fc.nat(),
+  extra: fc.nat(),
+});
+
+type Cmd = MapCmd | UnmapCmd | BadUnmapCmd;
+
+const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
+  { arbitrary: mapCmdArb, weight: 6 },
+  { arbitrary: unmapCmdArb, weight: 3 },
+  { arbitrary: badUnmapCmdArb, weight: 1 },
+);
+
+// ---------------------------------------------------------------------------
+// Running a sequence
+// ---------------------------------------------------------------------------
+
+class Harness {
+  readonly pool: SwiotlbPool;
+  readonly model: Model;
+  readonly bouncer = new RecordingBouncer();
+
+  constructor(cfg: PoolConfig) {
+    this.pool = SwiotlbPool.create({ ...cfg, bouncer: this.bouncer, area: 0 });
+    this.model = new Model(this.pool.geometry);
+  }
+
+  get geometry(): Geometry {
+    return this.pool.geometry;
+  }
+
+  map(cmd: MapCmd): void {
+    const { pool, model } = this;
+    const g = this.geometry;
+    const size = Math.min(cmd.size, pool.maxMappingSize(cmd.minAlignMask));
+    const area = cmd.area % g.nareas;
+    const p = placement(cmd.orig, size, cmd.minAlignMask, cmd.allocAlignMask);
+    // Sizes up to the max mapping size always fit one segment with these masks.
+    expect(p.nslots).toBeLessThanOrEqual(IO_TLB_SEGSIZE);
+    const wasEmpty = model.used === 0;
+    const before = snapshot(pool.share());
+
+    let tlb = -1;
+    let error: unknown;
+    try {
+      tlb = pool.map(cmd.orig, size, cmd.dir, {
+        minAlignMask: cmd.minAlignMask,
+        allocAlignMask: cmd.allocAlignMask,
+        area,
+        owner: cmd.owner,
+      });
+    } catch (err) {
+      error = err;
+    }
+    const predicted = model.predict(area, cmd.orig, p);
+
+    if (error !== undefined) {
+      if (!isMediatorError(error, 'SWIOTLB_POOL_FULL')) throw error;
+      // A full pool is plausible only when the kernel's search finds nothing either...
+      expect(predicted.slot, 'pool full, but the kernel search finds a slot').toBe(-1);
+      // ...and never on an empty pool when an aligned run of a segment fits (areas of
+      // two or more segments: there the search's wrap-around gap cannot hide every
+      // candidate; see the one-segment case in the tests below).
+      if (wasEmpty && g.areaNslabs >= 2 * IO_TLB_SEGSIZE) {
+        let fits = false;
+        for (let s = 0; s < IO_TLB_SEGSIZE && !fits; s++) {
+          fits = slotAcceptable(g, s, cmd.orig, p) && s + p.nslots <= IO_TLB_SEGSIZE;
+        }
+        expect(fits, 'pool full while empty, but an aligned run fits a segment').toBe(false);
+      }
+      expect(error.message).toBe(
+        `swiotlb buffer is full (sz: ${p.allocSize} bytes), total ${g.nslabs} (slots), used ${model.used} (slots)`,
+      );
+      expect(this.bouncer.take()).toEqual([]);
+      model.full++;
+      // A failed search changes nothing but the failure counter.
+      expectSameBytes(
+        normalized(pool.share(), { global: [G_FAIL_FULL] }),
+        normalizedBytes(before, pool.share(), { global: [G_FAIL_FULL] }),
+        g,
+        'after a full-pool failure',
+      );
+      return;
+    }
+
+    // Everything below is derived from the returned address alone.
+    expect(Number.isSafeInteger(tlb), 'bounce address is an integer').toBe(true);
+    expect(pool.contains(tlb), 'bounce address inside the pool').toBe(true);
+    const start = Math.floor((tlb - g.base) / IO_TLB_SIZE) - (p.offset >> IO_TLB_SHIFT);
+    const nslots = p.nslots;
+    expect(start, 'allocation start slot').toBeGreaterThanOrEqual(0);
+    expect(start + nslots, 'allocation end slot').toBeLessThanOrEqual(g.nslabs);
+    // One segment, one area.
+    expect(Math.floor(start / IO_TLB_SEGSIZE), 'allocation crosses a segment').toBe(
+      Math.floor((start + nslots - 1) / IO_TLB_SEGSIZE),
+    );
+    expect(Math.floor(start / g.areaNslabs), 'allocation crosses an area').toBe(
+      Math.floor((start + nslots - 1) / g.areaNslabs),
+    );
+    // The bounce address keeps the original's low min_align_mask bits. (Linux skips
+    // the iotlb_align_mask check for orig_addr 0, so only the in-slot offset holds there.)
+    if (cmd.orig !== 0) {
+      expect(low(tlb, cmd.minAlignMask), 'min_align_mask bits of the bounce address').toBe(
+        low(cmd.orig, cmd.minAlignMask),
+      );
+    } else {
+      expect(low(tlb, IO_TLB_SIZE - 1), 'in-slot offset for orig_addr 0').toBe(0);
+    }
+    // The allocation starts aligned.
+    const startAddr = g.base + start * IO_TLB_SIZE;
+    expect(low(startAddr, p.searchAlignMask), 'allocation start alignment').toBe(0);
+    expect(tlb, 'bounce address = allocation start + offset').toBe(startAddr + p.offset);
+    // The data fits in the allocation.
+    expect(tlb + size, 'mapping end').toBeLessThanOrEqual(startAddr + nslots * IO_TLB_SIZE);
+    // Map copies original -> bounce for every direction.
+    expect(this.bouncer.take()).toEqual([
+      { dir: DmaDirection.TO_DEVICE, orig: cmd.orig, tlb, length: size },
+    ]);
+
+    // Exactly where Linux's search would have put it.
+    expect(
+      { slot: start, area: Math.floor(start / g.areaNslabs) },
+      'placement differs from the kernel search',
+    ).toEqual(predicted);
+
+    model.add(
+      { tlb, orig: cmd.orig, size, dir: cmd.dir, owner: cmd.owner, start, nslots, p },
+      Math.floor(start / g.areaNslabs),
+    );
+  }
+
+  unmap(cmd: UnmapCmd): void {
+    const m = this.model.pick(cmd.pick);
+    if (m === undefined) return;
+    this.unmapLive(m, Math.max(1, m.size - cmd.shrink), cmd.skipSync);
+  }
+
+  unmapLive(m: Live, size: number, skipSync: boolean): void {
+    const attrs = skipSync ? DmaAttr.SKIP_CPU_SYNC : 0;
+    this.pool.unmap(m.tlb, size, m.dir, attrs, m.owner);
+    const copies =
+      !skipSync && (m.dir === DmaDirection.FROM_DEVICE || m.dir === DmaDirection.BIDIRECTIONAL);
+    expect(this.bouncer.take()).toEqual(
+      copies ? [{ dir: DmaDirection.FROM_DEVICE, orig: m.orig, tlb: m.tlb, length: size }] : [],
+    );
+    this.model.remove(m);
+  }
+
+  /** A wrong unmap: the right error code, and not one byte of metadata changed. */
+  badUnmap(cmd: BadUnmapCmd): void {
+    const { pool, model } = this;
+    const g = this.geometry;
+    const m = model.pick(cmd.pick);
+    let addr: number;
+    let size = 1;
+    let dir: number = DmaDirection.BIDIRECTIONAL;
+    let owner = m?.owner ?? 0;
+    let code: ErrorCode = 'SWIOTLB_NOT_MAPPED';
+    switch (cmd.variant) {
+      case 'outside': {
+        const outside = [
+          g.base + g.bytes,
+          g.base + g.bytes + cmd.extra,
+          g.base - 1 - (cmd.extra % (g.base + 1)),
+          -1,
+          g.base + 0.5,
+          Number.NaN,
+          2 ** 53,
+        ];
+        addr = outside[cmd.extra % outside.length]!;
+        if (addr >= g.base && addr < g.base + g.bytes && Number.isInteger(addr)) return;
+        break;
+      }
+      case 'free-slot': {
+        const slot = cmd.extra % g.nslabs;
+        if (model.owner[slot] !== 0) return;
+        addr = g.base + slot * IO_TLB_SIZE + (cmd.extra % IO_TLB_SIZE);
+        break;
+      }
+      case 'interior': {
+        // Any address of the allocation (padding, data, alignment slack) but its start.
+        if (m === undefined) return;
+        const startAddr = g.base + m.start * IO_TLB_SIZE;
+        addr = startAddr + (cmd.extra % (m.nslots * IO_TLB_SIZE));
+        if (addr === m.tlb) addr = m.tlb + 1;
+        break;
+      }
+      case 'stale': {
+        const stale = [...model.stale];
+        if (stale.length === 0) return;
+        addr = stale[cmd.extra % stale.length]!;
+        if (model.live.has(addr)) return;
+        break;
+      }
+      case 'overflow': {
+        if (m === undefined) return;
+        addr = m.tlb;
+        dir = m.dir;
+        size = m.size + 1 + (cmd.extra % 300000);
+        code = 'SWIOTLB_BUFFER_OVERFLOW';
+        break;
+      }
+      case 'wrong-dir': {
+        if (m === undefined) return;
+        addr = m.tlb;
+        size = m.size;
+        const wrong = [DmaDirection.NONE, 7, -1];
+        if (m.dir !== DmaDirection.BIDIRECTIONAL) {
+          wrong.push(
+            m.dir === DmaDirection.TO_DEVICE ? DmaDirection.FROM_DEVICE : DmaDirection.TO_DEVICE,
+            DmaDirection.BIDIRECTIONAL,
+          );
+        }
+        dir = wrong[cmd.extra % wrong.length]!;
+        code = 'SWIOTLB_INVALID_DIRECTION';
+        break;
+      }
+      case 'wrong-owner': {
+        // Another guest's mapping is "not mapped" for this one.
+        if (m === undefined) return;
+        addr = m.tlb;
+        dir = m.dir;
+        size = m.size;
+        owner = m.owner + 1 + (cmd.extra % 3);
+        break;
+      }
+      case 'bad-size': {
+        if (m === undefined) return;
+        addr = m.tlb;
+        dir = m.dir;
+        size = [0, -1, 1.5, Number.NaN][cmd.extra % 4]!;
+        code = 'SWIOTLB_INVALID_ARGUMENT';
+        break;
+      }
+    }
+    const before = snapshot(pool.share());
+    const data = pool.data.slice();
+    expectError(() => pool.unmap(addr, size, dir as DmaDirection, 0, owner), code);
+    expectError(() => pool.release(addr, size, dir as DmaDirection, owner), code);
+    expectError(() => pool.beginUnmap(addr, size, dir as DmaDirection, owner), code);
+    expectSameBytes(snapshot(pool.share()), before, g, `after a ${cmd.variant} unmap`);
+    expect(Buffer.compare(pool.data, data)).toBe(0);
+    expect(this.bouncer.take()).toEqual([]);
+  }
+
+  run(cmd: Cmd): void {
+    if (cmd.kind === 'map') this.map(cmd);
+    else if (cmd.kind === 'unmap') this.unmap(cmd);
+    else this.badUnmap(cmd);
+  }
+
+  /** Unmaps everything left, in an order given by `order`. */
+  drain(order: readonly number[]): void {
+    let i = 0;
+    while (this.model.live.size > 0) {
+      const m = this.model.pick(order.length === 0 ? 0 : order[i++ % order.length]!)!;
+      this.unmapLive(m, m.size, i % 3 === 0);
+      checkPool(this.pool, this.model);
+    }
+  }
+
+  /** The metadata of an empty pool is byte for byte a fresh pool's, cursors and counters aside. */
+  expectFresh(): void {
+    const g = this.geometry;
+    const fresh = SwiotlbPool.create({ slots: g.nslabs, areas: g.nareas, base: g.base });
+    expect({ ...fresh.geometry, adjustments: [] }).toEqual({ ...g, adjustments: [] });
+    expectSameBytes(
+      normalized(this.pool.share(), CURSORS_AND_COUNTERS),
+      normalized(fresh.share(), CURSORS_AND_COUNTERS),
+      g,
+      'after unmapping everything',
+    );
+  }
+}
+
+/** `normalized` for a snapshot taken earlier. */
+function normalizedBytes(bytes: Uint8Array, shared: SharedPool, exclude: Excluded): Uint8Array {
+  return normalized({ ...shared, meta: toShared(bytes) }, exclude);
+}
+
+function toShared(bytes: Uint8Array): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer(bytes.byteLength);
+  new Uint8Array(sab).set(bytes);
+  return sab;
+}
+
+// ---------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------
+
+describe('swiotlb pool: random map/unmap sequences against a model', () => {
+  it('keeps every invariant after every step and ends as fresh', () => {
+    fc.assert(
+      fc.property(
+        poolConfigArb,
+        fc.array(cmdArb, { minLength: 1, maxLength: 150, size: 'max' }),
+        fc.array(fc.nat(), { maxLength: 16 }),
+        (cfg, cmds, order) => {
+          const h = new Harness(cfg);
+          checkPool(h.pool, h.model);
+          for (const cmd of cmds) {
+            h.run(cmd);
+            checkPool(h.pool, h.model);
+          }
+          h.drain(order);
+          expect(h.pool.stats().used).toBe(0);
+          h.expectFresh();
+        },
+      ),
+      { numRuns: 80, seed: 0x5107_1b },
+    );
+  });
+
+  it('fills small pools to failure and recovers (mostly large, aligned maps)', () => {
+    const bigMapArb = mapCmdArb.map((c) => ({ ...c, size: Math.max(c.size, 16384) }));
+    fc.assert(
+      fc.property(
+        fc.record({
+          slots: fc.constantFrom(256, 512),
+          areas: fc.constantFrom(1, 2, 4),
+          base: fc.constantFrom(...BASES),
+        }),
+        fc.array(
+          fc.oneof(
+            { arbitrary: bigMapArb, weight: 8 },
+            { arbitrary: mapCmdArb, weight: 4 },
+            { arbitrary: unmapCmdArb, weight: 3 },
+          ),
+          { minLength: 10, maxLength: 80, size: 'max' },
+        ),
+        (cfg, cmds) => {
+          const h = new Harness(cfg);
+          for (const cmd of cmds) {
+            h.run(cmd);
+            checkPool(h.pool, h.model);
+          }
+          h.drain([]);
+          h.expectFresh();
+        },
+      ),
+      { numRuns: 80, seed: 0xf011 },
+    );
+  });
+});
+
+describe('swiotlb pool: errors change nothing', () => {
+  it('wrong unmaps throw the right code and leave the metadata bytes unchanged', () => {
+    fc.assert(
+      fc.property(
+        poolConfigArb,
+        fc.array(mapCmdArb, { minLength: 0, maxLength: 12 }),
+        fc.array(unmapCmdArb, { maxLength: 4 }),
+        fc.array(badUnmapCmdArb, { minLength: 1, maxLength: 8 }),
+        (cfg, maps, unmaps, bad) => {
+          const h = new Harness(cfg);
+          for (const cmd of maps) h.map(cmd);
+          for (const cmd of unmaps) h.unmap(cmd);
+          for (const cmd of bad) h.badUnmap(cmd);
+          checkPool(h.pool, h.model);
+          // A double unmap: the second one is NOT_MAPPED and changes nothing.
+          const m = h.model.pick(0);
+          if (m !== undefined) {
+            h.unmapLive(m, m.size, false);
+            const before = snapshot(h.pool.share());
+            expectError(() => h.pool.unmap(m.tlb, m.size, m.dir, 0, m.owner), 'SWIOTLB_NOT_MAPPED');
+            expectSameBytes(snapshot(h.pool.share()), before, h.geometry, 'after a double unmap');
+          }
+          h.drain([]);
+          h.expectFresh();
+        },
+      ),
+      { numRuns: 200, seed: 0xe770 },
+    );
+  });
+
+  it('rejected maps change nothing but their failure counter', () => {
+    const badMapArb = fc.record({
+      variant: fc.constantFrom(
+        'too-large',
+        'size',
+        'orig',
+        'min-mask',
+        'alloc-mask',
+        'dir',
+        'area',
+        'owner',
+      ),
+      minAlignMask: fc.constantFrom(...MIN_ALIGN_MASKS),
+      extra: fc.nat({ max: 100000 }),
+    });
+    fc.assert(
+      fc.property(
+        poolConfigArb,
+        fc.array(mapCmdArb, { maxLength: 8 }),
+        badMapArb,
+        (cfg, maps, bad) => {
+          const h = new Harness(cfg);
+          for (const cmd of maps) h.map(cmd);
+          const pool = h.pool;
+          let orig = 0x1234;
+          let size = 100;
+          let dir: number = DmaDirection.TO_DEVICE;
+          let minAlignMask: number = bad.minAlignMask;
+          let allocAlignMask = 0;
+          let area = 0;
+          let owner = 0;
+          let code: ErrorCode = 'SWIOTLB_INVALID_ARGUMENT';
+          let counter: number = G_FAIL_INVALID;
+          switch (bad.variant) {
+            case 'too-large':
+              size = pool.maxMappingSize(minAlignMask) + 1 + bad.extra;
+              code = 'SWIOTLB_MAPPING_TOO_LARGE';
+              counter = G_FAIL_TOO_LARGE;
+              break;
+            case 'size':
+              size = [0, -1, 0.5, Number.NaN, 2 ** 53][bad.extra % 5]!;
+              break;
+            case 'orig':
+              orig = [-1, 0.5, Number.NaN, 2 ** 53, 2 ** 53 - 10][bad.extra % 5]!;
+              break;
+            case 'min-mask':
+              minAlignMask = [4096, -1, 0.5, 2 ** 32, 6][bad.extra % 5]!;
+              break;
+            case 'alloc-mask':
+              allocAlignMask = [4096, -1, 1.5, 2 ** 32, 10][bad.extra % 5]!;
+              break;
+            case 'dir':
+              dir = [DmaDirection.NONE, 4, -1][bad.extra % 3]!;
+              code = 'SWIOTLB_INVALID_DIRECTION';
+              break;
+            case 'area':
+              area = [h.geometry.nareas, -1, 0.5][bad.extra % 3]!;
+              break;
+            case 'owner':
+              owner = [-1, 0.5, 2 ** 31, Number.NaN][bad.extra % 4]!;
+              break;
+          }
+          const before = snapshot(pool.share());
+          expectError(
+            () =>
+              pool.map(orig, size, dir as DmaDirection, {
+                minAlignMask,
+                allocAlignMask,
+                area,
+                owner,
+              }),
+            code,
+          );
+          expect(h.bouncer.take()).toEqual([]);
+          const counters = pool.stats().map_failures;
+          if (counter === G_FAIL_TOO_LARGE) h.model.tooLarge++;
+          else h.model.invalid++;
+          expect(counters).toEqual({
+            full: h.model.full,
+            too_large: h.model.tooLarge,
+            invalid: h.model.invalid,
+          });
+          expectSameBytes(
+            normalized(pool.share(), { global: [counter] }),
+            normalizedBytes(before, pool.share(), { global: [counter] }),
+            h.geometry,
+            `after a rejected map (${bad.variant})`,
+          );
+          checkPool(pool, h.model);
+          h.drain([]);
+          h.expectFresh();
+        },
+      ),
+      { numRuns: 150, seed: 0xbad },
+    );
+  });
+});
+
+describe('swiotlb pool: search corner cases the model pins down', () => {
+  it('an empty one-segment area can miss the only aligned run behind its cursor (as Linux does)', () => {
+    // base 0x1800 is slot 3 of a 4 KiB grid: slot s is 4 KiB-aligned when s is odd.
+    // A 126-slot mapping with alloc_align_mask 4095 fits only at slot 1 (slot 3 would
+    // cross the segment end). With the cursor at 2 the search checks 2, then 3, 5,
+    // ..., 127 by the stride of 2, wraps to 0 having counted 128 slots and gives up
+    // without looking at slot 1: swiotlb_search_pool_area() does the same.
+    const h = new Harness({ slots: 128, areas: 1, base: 0x1800 });
+    const small: MapCmd = {
+      kind: 'map',
+      orig: 0,
+      size: 1,
+      dir: DmaDirection.TO_DEVICE,
+      minAlignMask: 0,
+      allocAlignMask: 0,
+      area: 0,
+      owner: 0,
+    };
+    h.map(small);
+    h.map(small);
+    h.drain([]);
+    expect(h.pool.stats().areas[0]!.index).toBe(2);
+    const big: MapCmd = { ...small, size: 126 * IO_TLB_SIZE, allocAlignMask: 4095 };
+    expect(placement(0, big.size, 0, 4095).nslots).toBe(126);
+    expect(h.pool.stats().largest_free_run).toBe(IO_TLB_SEGSIZE);
+    h.map(big);
+    expect(h.model.full).toBe(1);
+    checkPool(h.pool, h.model);
+  });
+});
