@@ -123,6 +123,66 @@ export const ERROR_SPECS = {
     fix: 'Send the request to a running instance.',
     status: 503,
   },
+  HTTP_NOT_FOUND: {
+    meaning: 'No route of the HTTP API matches the method and path.',
+    fix: 'See the HTTP API in README.md (every path starts with /v1/, except /healthz and /readyz).',
+    status: 404,
+  },
+  HTTP_UNKNOWN_DEVICE: {
+    meaning: 'The device id in the URL is not one of the configured devices.',
+    fix: 'GET /v1/devices lists the devices; check the id against the config.',
+    status: 404,
+  },
+  HTTP_UNKNOWN_POOL: {
+    meaning: 'The pool name in the URL is not one of the configured pools.',
+    fix: 'GET /v1/pools lists the pools; check the name against the config.',
+    status: 404,
+  },
+  HTTP_INVALID_PARAMETER: {
+    meaning:
+      'A path, query or JSON parameter is missing or not valid: lba must be a non-negative integer, count an integer of at least 1, op "read" or "write", size a positive multiple of 512.',
+    fix: 'Correct the parameter named in the message; nothing was done.',
+    status: 400,
+  },
+  HTTP_BAD_BODY: {
+    meaning:
+      'The request body cannot be used: block data must be a non-empty multiple of 512 bytes, and a JSON body must parse.',
+    fix: 'Send whole 512-byte sectors (or valid JSON); nothing was written.',
+    status: 400,
+  },
+  HTTP_OUT_OF_RANGE: {
+    meaning:
+      'The sectors asked for (lba plus count, or lba plus the body length) go past the end of the device.',
+    fix: 'Stay below the device capacity: GET /v1/devices gives it, and the Content-Range header of the answer gives it in bytes.',
+    status: 416,
+  },
+  HTTP_BODY_TOO_LARGE: {
+    meaning: 'The request body is larger than the configured limit (http.bodyLimit).',
+    fix: 'Send less per request, or raise http.bodyLimit in the config.',
+    status: 413,
+  },
+  HTTP_UNSUPPORTED_MEDIA_TYPE: {
+    meaning:
+      'The Content-Type does not fit the route: block writes take application/octet-stream, synthetic I/O takes application/json.',
+    fix: 'Set the Content-Type the route expects (curl: -H "Content-Type: application/octet-stream").',
+    status: 415,
+  },
+  HTTP_BAD_REQUEST: {
+    meaning: 'The HTTP request itself is malformed (a bad URL encoding, a bad Content-Length...).',
+    fix: 'Fix the client; the message says what the HTTP layer refused.',
+    status: 400,
+  },
+  HTTP_NOT_READY: {
+    meaning:
+      'The service is starting (its device threads are not serving yet) or draining for shutdown.',
+    fix: 'Wait for GET /readyz to answer 200, or send the request to another instance.',
+    status: 503,
+  },
+  HTTP_INTERNAL: {
+    meaning: 'An unexpected error inside the service; it was logged with its stack.',
+    fix: 'Report it with the log line; the service keeps running.',
+    status: 500,
+  },
   CLI_USAGE: {
     meaning:
       'The command line has an unknown command, an unknown flag, or a flag value that does not parse.',

@@ -2,10 +2,12 @@
 import { readFileSync } from 'node:fs';
 import { isMediatorError } from '../errors.js';
 import { replayCommand } from './replay-command.js';
+import { serveCommand } from './serve.js';
 
 const HELP = `Usage: swiotlb-mediator <command> [options]
 
 Commands:
+  serve             run the mediator as an HTTP service (embedded default, or --config FILE)
   replay [FILE|-]   replay map/unmap/sync JSON lines against a Linux-faithful swiotlb pool
 
 Run "swiotlb-mediator <command> --help" for a command's options.
@@ -24,6 +26,8 @@ export async function main(argv: string[]): Promise<number> {
   const io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr };
   try {
     switch (command) {
+      case 'serve':
+        return await serveCommand(rest, io);
       case 'replay':
         return await replayCommand(rest, io);
       case undefined:

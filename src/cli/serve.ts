@@ -1,0 +1,144 @@
+import { constants } from 'node:os';
+import type { Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { type ConfigOverride, loadConfig } from '../config/load.js';
+import { isMediatorError } from '../errors.js';
+import { startServer } from '../server/run.js';
+
+export const SERVE_HELP = `Usage: swiotlb-mediator serve [options]
+
+Runs the mediator as an HTTP service. Without --config it runs the embedded
+default: one guest, a 64 MiB pool, a ram-blk device "blk0" (256 MiB), a null
+device "null0", bounce mode, on 127.0.0.1:8080. Flags override the config file.
+
+Options:
+  --config FILE           JSON config file (see README.md, "Configuration")
+  --host ADDR             address to listen on (http.host)
+  --port N                TCP port, 0 for any free one (http.port)
+  --mode bounce|direct    bounce isolates devices behind the pool; direct does not (mode)
+  --log-level LEVEL       fatal, error, warn, info, debug, trace or silent (logLevel)
+  --body-limit SIZE       largest request body, e.g. 4MiB (http.bodyLimit)
+  --shutdown-timeout MS   longest graceful shutdown (http.shutdownTimeoutMs)
+  --copy-workers N        copy worker threads, 0 for inline copies (copy.workers)
+  --print-config          print the resolved configuration as JSON and exit
+  -h, --help              this help
+
+Logs are pino JSON lines on stdout: one at start-up saying where it listens and
+what it runs, nothing per request at the default level (info).
+SIGTERM or SIGINT shuts it down gracefully (in-flight I/O finishes, file-backed
+devices are flushed; exit status 0); a second signal exits at once (one sent
+within 300 ms of the first counts as the same: Ctrl+C under npm arrives twice).
+Exit status: 0 after a clean shutdown, 1 when it cannot start or the shutdown
+ran out of time, 2 on bad flags.`;
+
+export interface ServeIo {
+  stdout: Writable;
+  stderr: Writable;
+}
+
+/** Signals this close after the first are the same one delivered twice. */
+const DUPLICATE_SIGNAL_MS = 300;
+
+/** A numeric flag as a number when it looks like one, else as given (validation names it). */
+function numeric(value: string): number | string {
+  return /^\s*\d+\s*$/.test(value) ? Number(value) : value;
+}
+
+/**
+ * `serve`: loads the config, starts the service, and runs until SIGTERM/SIGINT;
+ * resolves the exit status once it has shut down.
+ */
+export async function serveCommand(argv: string[], io: ServeIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      config: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      mode: { type: 'string' },
+      'log-level': { type: 'string' },
+      'body-limit': { type: 'string' },
+      'shutdown-timeout': { type: 'string' },
+      'copy-workers': { type: 'string' },
+      'print-config': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    io.stdout.write(`${SERVE_HELP}\n`);
+    return 0;
+  }
+  if (positionals.length > 0) {
+    io.stderr.write(`serve: takes no arguments, got "${positionals.join(' ')}" (see --help)\n`);
+    return 2;
+  }
+  const overrides: ConfigOverride[] = [];
+  const flag = (name: string, path: string[], value: unknown) => {
+    if (value !== undefined) overrides.push({ path, value, flag: `--${name}` });
+  };
+  flag('host', ['http', 'host'], values.host);
+  flag('port', ['http', 'port'], values.port === undefined ? undefined : numeric(values.port));
+  flag('mode', ['mode'], values.mode);
+  flag('log-level', ['logLevel'], values['log-level']);
+  flag('body-limit', ['http', 'bodyLimit'], values['body-limit']);
+  flag(
+    'shutdown-timeout',
+    ['http', 'shutdownTimeoutMs'],
+    values['shutdown-timeout'] === undefined ? undefined : numeric(values['shutdown-timeout']),
+  );
+  flag(
+    'copy-workers',
+    ['copy', 'workers'],
+    values['copy-workers'] === undefined ? undefined : numeric(values['copy-workers']),
+  );
+
+  // A wrong config throws MEDIATOR_BAD_CONFIG with one message; main prints it.
+  const config = loadConfig({ file: values.config, overrides });
+  if (values['print-config']) {
+    io.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+    return 0;
+  }
+
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await startServer(config, { logger: { level: config.logLevel } });
+  } catch (err) {
+    if (isMediatorError(err)) throw err;
+    io.stderr.write(
+      `serve: cannot listen on ${config.http.host}:${config.http.port}: ${(err as Error).message}\n`,
+    );
+    return 1;
+  }
+  const log = server.app.log;
+
+  return await new Promise<number>((resolve) => {
+    let firstAt: number | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (firstAt !== undefined) {
+        // One Ctrl+C under `npm start` arrives twice (from the terminal and
+        // forwarded by npm): only a signal sent later counts as the second.
+        if (performance.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
+        log.warn({ signal }, `${signal} again: exiting at once`);
+        process.exit(128 + (constants.signals[signal] ?? 1));
+      }
+      firstAt = performance.now();
+      log.info(
+        { signal, inFlight: server.service.inFlightRequests },
+        `${signal}: shutting down (in-flight I/O finishes, file-backed devices are flushed; at most ${config.http.shutdownTimeoutMs} ms)`,
+      );
+      void server.shutdown().then((clean) => {
+        if (clean) log.info('stopped');
+        else log.error(`shutdown did not finish within ${config.http.shutdownTimeoutMs} ms`);
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+        // Exit even if some handle lingers; normally the loop is already empty.
+        setTimeout(() => process.exit(clean ? 0 : 1), 2000).unref();
+        resolve(clean ? 0 : 1);
+      });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

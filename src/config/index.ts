@@ -1,0 +1,25 @@
+export {
+  type ConfigOverride,
+  formatIssue,
+  formatPath,
+  type LoadConfigOptions,
+  loadConfig,
+  parseConfig,
+  toMediatorSpec,
+} from './load.js';
+export {
+  type BackpressureConfig,
+  type ChaosConfig,
+  type ConfigFile,
+  type CopyConfig,
+  type DeviceConfig,
+  deviceGuestBytes,
+  type GuestConfig,
+  type HttpConfig,
+  LOG_LEVELS,
+  type LogLevel,
+  MAX_BOUNCE_QUEUE_SIZE,
+  type PoolConfig,
+  type ServiceConfig,
+  serviceConfigSchema,
+} from './schema.js';

@@ -1,0 +1,201 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { z } from 'zod';
+import { MediatorError } from '../errors.js';
+import type { MediatorSpec } from '../mediator/mediator.js';
+import { type ServiceConfig, serviceConfigSchema } from './schema.js';
+
+/** A value set on the command line, which wins over the file. */
+export interface ConfigOverride {
+  /** Where it goes in the config, e.g. ["http", "port"]. */
+  path: readonly string[];
+  value: unknown;
+  /** The flag it came from, named in an error message, e.g. "--port". */
+  flag: string;
+}
+
+export interface LoadConfigOptions {
+  /** Path of a JSON config file; without it, the embedded default (`{}`). */
+  file?: string | undefined;
+  /** Command-line values, applied over the file. */
+  overrides?: readonly ConfigOverride[];
+  /**
+   * Folder that relative `file` paths of file-blk devices are resolved against.
+   * @default the config file's folder, else the working folder
+   */
+  baseDir?: string;
+}
+
+function badConfig(message: string, details?: Record<string, unknown>): MediatorError {
+  return new MediatorError('MEDIATOR_BAD_CONFIG', message, details);
+}
+
+/** `devices[0].queueSize`, `http.port`; "config" for the root. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out;
+}
+
+function showValue(value: unknown): string {
+  if (value === undefined) return 'a missing value';
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/** One issue as a sentence: the field (its path), the value, and what is allowed. */
+export function formatIssue(
+  issue: z.core.$ZodIssue,
+  flagOf: (path: string) => string | undefined = () => undefined,
+): string {
+  if (issue.code === 'unrecognized_keys') {
+    const where = formatPath(issue.path);
+    const keys = issue.keys.map((k) => (where ? `${where}.${k}` : k));
+    return `${keys.join(', ')}: unknown field${keys.length > 1 ? 's' : ''}; the fields of ${where || 'the config'} are ${issue.message}`;
+  }
+  const path = formatPath(issue.path);
+  const flag = flagOf(path);
+  const field = path === '' ? '' : flag ? `${path} (${flag}): ` : `${path}: `;
+  return `${field}${showValue(issue.input)} is not allowed; expected ${issue.message}`;
+}
+
+/**
+ * Validates a config object (a parsed file, with the overrides applied) and
+ * fills in every default. A wrong config throws MEDIATOR_BAD_CONFIG with one
+ * message naming the field, its value and what is allowed.
+ */
+export function parseConfig(
+  raw: unknown,
+  opts: { overrides?: readonly ConfigOverride[]; baseDir?: string; source?: string } = {},
+): ServiceConfig {
+  const source = opts.source ?? 'config';
+  const overrides = opts.overrides ?? [];
+  let input = raw;
+  if (overrides.length > 0 && isPlainObject(raw)) {
+    input = structuredClone(raw);
+    for (const o of overrides) setPath(input as Record<string, unknown>, o.path, o.value);
+  }
+  const result = serviceConfigSchema.safeParse(input, { reportInput: true });
+  if (!result.success) {
+    const flags = new Map(overrides.map((o) => [o.path.join('.'), o.flag]));
+    const issues = result.error.issues;
+    const first = formatIssue(issues[0]!, (p) => flags.get(p));
+    const more =
+      issues.length > 1
+        ? ` (and ${issues.length - 1} more: ${issues
+            .slice(1, 4)
+            .map((i) => formatPath(i.path) || 'config')
+            .join(', ')}${issues.length > 4 ? ', ...' : ''})`
+        : '';
+    throw badConfig(`${source}: ${first}${more}`, {
+      issues: issues.map((i) => ({ path: formatPath(i.path), message: formatIssue(i) })),
+    });
+  }
+  const config = result.data;
+  const baseDir = opts.baseDir ?? process.cwd();
+  for (const d of config.devices) if (d.file !== undefined) d.file = resolve(baseDir, d.file);
+  return config;
+}
+
+/** Reads, validates and resolves the configuration (file, then overrides, then defaults). */
+export function loadConfig(opts: LoadConfigOptions = {}): ServiceConfig {
+  let raw: unknown = {};
+  let source = 'config';
+  if (opts.file !== undefined) {
+    source = `config file ${opts.file}`;
+    let text: string;
+    try {
+      text = readFileSync(opts.file, 'utf8');
+    } catch (err) {
+      throw badConfig(`${source}: cannot be read: ${(err as Error).message}`);
+    }
+    raw = parseJson(text, source);
+  }
+  return parseConfig(raw, {
+    overrides: opts.overrides ?? [],
+    baseDir:
+      opts.baseDir ?? (opts.file !== undefined ? dirname(resolve(opts.file)) : process.cwd()),
+    source,
+  });
+}
+
+function parseJson(text: string, source: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    const message = (err as Error).message;
+    const at = /position (\d+)/.exec(message);
+    let where = '';
+    if (at) {
+      const pos = Number(at[1]);
+      const before = text.slice(0, pos).split('\n');
+      where = ` (line ${before.length}, column ${before.at(-1)!.length + 1})`;
+    }
+    throw badConfig(`${source}: is not valid JSON${where}: ${message}`);
+  }
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (!isPlainObject(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path.at(-1)!] = value;
+}
+
+/** The mediator a resolved configuration describes. */
+export function toMediatorSpec(config: ServiceConfig): MediatorSpec {
+  return {
+    mode: config.mode,
+    copy: {
+      workers: config.copy.workers,
+      inlineThreshold: config.copy.inlineThreshold,
+      splitThreshold: config.copy.splitThreshold,
+      ringCapacity: config.copy.ringCapacity,
+      spinMicros: config.copy.spinMicros,
+      // One region per pool and per guest.
+      maxRegions: Math.max(64, config.pools.length + config.guests.length),
+    },
+    pools: config.pools.map((p) => ({
+      name: p.name,
+      size: p.size,
+      ...(p.slots !== undefined ? { slots: p.slots } : {}),
+      areas: p.areas,
+      base: p.base,
+      backpressure: { policy: p.backpressure.policy, waitMs: p.backpressure.waitMs },
+    })),
+    guests: config.guests.map((g) => ({ name: g.name, size: g.memory, base: g.base })),
+    devices: config.devices.map((d) => ({
+      id: d.id,
+      kind: d.kind,
+      guest: d.guest,
+      pool: d.pool,
+      capacity: d.capacity,
+      queues: d.queues,
+      queueSize: d.queueSize,
+      depth: d.depth,
+      maxRequestBytes: d.maxRequestBytes,
+      timeoutMs: d.timeoutMs,
+      sync: d.sync,
+      minAlignMask: d.minAlignMask,
+      serial: d.serial,
+      spinMicros: d.spinMicros,
+      ...(d.file !== undefined ? { file: d.file } : {}),
+      ...(d.chaos !== undefined ? { chaos: { ...d.chaos } } : {}),
+    })),
+  };
+}

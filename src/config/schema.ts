@@ -1,0 +1,696 @@
+/**
+ * The service's configuration: what a JSON config file may hold, every field with
+ * its default, and the checks that refuse a config the mediator cannot run.
+ *
+ * The TypeScript interfaces below describe the configuration once resolved
+ * (every default filled in, sizes in bytes). A config file may leave out any
+ * field, and may write sizes as strings such as "64MiB" (src/util/size.ts) and
+ * addresses as hex strings such as "0x80000000". An empty file (`{}`) is the
+ * embedded default: one guest, a 64 MiB pool, a ram-blk device `blk0` of
+ * 256 MiB, a null device `null0`, bounce mode, listening on 127.0.0.1:8080.
+ */
+import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+import { DEVICE_KINDS, type DeviceKind } from '../mediator/blk-device.js';
+import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
+import { MAX_QUEUE_SIZE, virtqueueBytes } from '../mediator/virtqueue-layout.js';
+import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
+import { computeGeometry, defaultAreaCount } from '../swiotlb/geometry.js';
+import { formatSize, parseSize } from '../util/size.js';
+import { DEFAULT_CHAOS } from '../workers/chaos.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+const SECTOR = 512;
+/** The largest mapping a pool can place: one 128-slot segment (256 KiB). */
+const SEGMENT_BYTES = IO_TLB_SIZE * IO_TLB_SEGSIZE;
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** HTTP settings. */
+export interface HttpConfig {
+  /**
+   * Address to listen on. `0.0.0.0` or `::` listens on every interface.
+   * @default "127.0.0.1"
+   */
+  host: string;
+  /**
+   * TCP port; 0 picks a free one (the start-up log line says which).
+   * @default 8080
+   */
+  port: number;
+  /**
+   * Largest request body accepted, in bytes (a larger one gets 413).
+   * @default 1048576 ("1MiB")
+   */
+  bodyLimit: number;
+  /**
+   * On SIGTERM/SIGINT, the longest the service takes to finish in-flight I/O,
+   * flush file-backed devices and close; past it, it exits anyway (status 1).
+   * @default 10000
+   */
+  shutdownTimeoutMs: number;
+  /**
+   * `Retry-After` (seconds) sent with 503 answers (back-pressure gave up, pool
+   * full, draining).
+   * @default 1
+   */
+  retryAfterSeconds: number;
+}
+
+/** The copy workers: the trusted DMA engine that bounces data between guests and pools. */
+export interface CopyConfig {
+  /**
+   * Copy worker threads; 0 copies everything inline on the main thread.
+   * @default the number of CPUs, at most 4
+   */
+  workers: number;
+  /**
+   * Copies shorter than this are done inline on the main thread.
+   * @default 32768 ("32KiB")
+   */
+  inlineThreshold: number;
+  /**
+   * Copies of at least this size are split across every worker.
+   * @default 131072 ("128KiB")
+   */
+  splitThreshold: number;
+  /**
+   * Copy descriptors per worker ring (a power of two).
+   * @default 1024
+   */
+  ringCapacity: number;
+  /**
+   * How long an idle copy worker polls before sleeping, in microseconds.
+   * @default 20
+   */
+  spinMicros: number;
+}
+
+/** What a request does when its pool has no room for its buffers. */
+export interface BackpressureConfig {
+  /**
+   * `fail`: fail at once with the kernel's "swiotlb buffer is full" (503);
+   * `wait`: queue, first come first served, for up to `waitMs`.
+   * @default "wait"
+   */
+  policy: 'fail' | 'wait';
+  /**
+   * Longest wait for pool slots before the request gives up (503 with Retry-After).
+   * @default 5000
+   */
+  waitMs: number;
+}
+
+/** A swiotlb pool: the only memory a device backend sees (in bounce mode). */
+export interface PoolConfig {
+  /**
+   * Name devices refer to.
+   * @default "pool0" for the first pool, "pool1" for the second...
+   */
+  name: string;
+  /**
+   * Pool size in bytes, rounded up to whole 128-slot segments as the kernel does.
+   * @default 67108864 ("64MiB", 32768 slots)
+   */
+  size: number;
+  /**
+   * Pool size in 2 KiB slots (the kernel's nslabs, `swiotlb=<nslabs>`); overrides `size`.
+   * @default unset: derived from `size`
+   */
+  slots?: number | undefined;
+  /**
+   * Areas (each with its own lock and next-fit cursor), rounded up to a power of two.
+   * @default the number of CPUs rounded up to a power of two
+   */
+  areas: number;
+  /**
+   * Guest-physical address of the pool's first byte (a multiple of 2 KiB).
+   * @default 0
+   */
+  base: number;
+  /** Back-pressure: what a request does when the pool is full. */
+  backpressure: BackpressureConfig;
+}
+
+/** A guest: a tenant with private memory that only the guest side touches. */
+export interface GuestConfig {
+  /**
+   * Name devices refer to.
+   * @default "guest0" for the first guest, "guest1" for the second...
+   */
+  name: string;
+  /**
+   * Size of the guest's private memory, in bytes. In the file, `"auto"` (the
+   * default) sizes it to what its devices need: per queue, `depth` request
+   * buffers of `maxRequestBytes` and their headers (and, in direct mode, the
+   * virtqueues), rounded up to a MiB.
+   * @default "auto"
+   */
+  memory: number;
+  /**
+   * Guest-physical address of its first byte; keep it clear of the pools.
+   * @default 4294967296 ("0x100000000", 4 GiB)
+   */
+  base: number;
+}
+
+/** The hostile device's fault rates (kind `chaos` only). */
+export interface ChaosConfig {
+  /** @default 1 */
+  seed: number;
+  /** Probability that a request is never completed. @default 0.02 */
+  drop: number;
+  /** Probability that a request is completed twice. @default 0.03 */
+  double: number;
+  /** Probability that the used id names another chain. @default 0.03 */
+  badId: number;
+  /** Probability that the used length exceeds the chain's writable bytes. @default 0.03 */
+  badLen: number;
+  /** Probability of random writes anywhere in the device-visible memory. @default 0.05 */
+  scribble: number;
+  /** Probability that the chain's descriptors are overwritten. @default 0.05 */
+  corruptDesc: number;
+  /** Probability that used->idx jumps. @default 0.01 */
+  jumpIdx: number;
+}
+
+/** A virtio-blk device, driven by a guest, seeing a pool. */
+export interface DeviceConfig {
+  /**
+   * Device id, used in URLs (`/v1/devices/<id>/...`).
+   * @default "dev0" for the first device, "dev1" for the second...
+   */
+  id: string;
+  /**
+   * `ram-blk` (a disk in memory), `file-blk` (a disk in a file), `null` (does no
+   * data work: writes are dropped, reads leave the buffer as it was) or `chaos`
+   * (a hostile ram-blk that breaks the virtio contract at the `chaos` rates).
+   * @default "ram-blk"
+   */
+  kind: DeviceKind;
+  /**
+   * The guest that drives it.
+   * @default the first guest
+   */
+  guest: string;
+  /**
+   * The pool it sees (bounce mode).
+   * @default the first pool
+   */
+  pool: string;
+  /**
+   * Disk size in bytes (a multiple of 512).
+   * @default 268435456 ("256MiB")
+   */
+  capacity: number;
+  /**
+   * Virtqueues, each with its own device thread.
+   * @default 1
+   */
+  queues: number;
+  /**
+   * Descriptors per virtqueue (a power of two; at most 8192 in bounce mode, where
+   * a queue must fit one 256 KiB pool segment).
+   * @default 256
+   */
+  queueSize: number;
+  /**
+   * Requests in flight per queue (capped so every request's chain fits the queue).
+   * @default 32
+   */
+  depth: number;
+  /**
+   * Largest data transfer of one request (a multiple of 512).
+   * @default 1048576 ("1MiB")
+   */
+  maxRequestBytes: number;
+  /**
+   * A request not completed after this long fails (504) and the device is reset.
+   * @default 5000
+   */
+  timeoutMs: number;
+  /**
+   * file-blk: the backing file, created when missing and grown to `capacity`.
+   * A relative path is relative to the config file's folder (the working folder
+   * when there is no config file).
+   * @default "<id>.img"
+   */
+  file?: string | undefined;
+  /**
+   * file-blk: `durable` syncs (fdatasync) every write before it is acknowledged;
+   * `none` syncs only on flush (and at shutdown).
+   * @default "durable"
+   */
+  sync: 'durable' | 'none';
+  /**
+   * The device's DMA min_align_mask (NVMe: 4095): 0 or 2^k - 1, at most 65535.
+   * @default 0
+   */
+  minAlignMask: number;
+  /**
+   * The GET_ID answer (at most 20 characters).
+   * @default the device id
+   */
+  serial: string;
+  /**
+   * How long a device thread polls its queue before sleeping, in microseconds.
+   * @default 50
+   */
+  spinMicros: number;
+  /** kind `chaos`: seed and fault rates. */
+  chaos?: ChaosConfig | undefined;
+}
+
+/** The whole service. */
+export interface ServiceConfig {
+  /**
+   * `bounce` isolates (devices see only their pool; data is copied);
+   * `direct` hands devices guest memory (no isolation, no copies).
+   * @default "bounce"
+   */
+  mode: 'bounce' | 'direct';
+  /**
+   * pino log level. Nothing is logged per request at `info`.
+   * @default "info"
+   */
+  logLevel: LogLevel;
+  http: HttpConfig;
+  copy: CopyConfig;
+  /** @default one pool, "pool0", of 64 MiB */
+  pools: PoolConfig[];
+  /** @default one guest, "guest0", memory "auto" */
+  guests: GuestConfig[];
+  /** @default a ram-blk "blk0" of 256 MiB and a null device "null0" */
+  devices: DeviceConfig[];
+}
+
+// ---------------------------------------------------------------------------
+// Leaf schemas: each carries one description of what it allows, which is what
+// an error message says.
+// ---------------------------------------------------------------------------
+
+function showSize(bytes: number): string {
+  if (bytes >= 2 ** 40 && bytes % 2 ** 40 === 0) return `${bytes / 2 ** 40}TiB`;
+  if (bytes >= GiB && bytes % GiB === 0) return `${bytes / GiB}GiB`;
+  const s = formatSize(bytes);
+  return s.endsWith('iB') ? s : `${bytes} bytes`;
+}
+
+function sizeField(min: number, max: number, multipleOf = 1) {
+  const allowed = `a size such as "64MiB" or a number of bytes, from ${showSize(min)} to ${showSize(max)}${multipleOf > 1 ? `, a multiple of ${multipleOf}` : ''}`;
+  return z.union([z.number(), z.string()], { error: allowed }).transform((v, ctx) => {
+    const n = parseSize(v);
+    if (n === undefined || n < min || n > max || n % multipleOf !== 0) {
+      ctx.issues.push({ code: 'custom', message: allowed, input: v });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
+
+function intField(min: number, max: number) {
+  return z
+    .number({ error: `an integer from ${min} to ${max}` })
+    .int()
+    .min(min)
+    .max(max);
+}
+
+function powerOfTwoField(min: number, max: number) {
+  return z
+    .number({ error: `a power of two from ${min} to ${max}` })
+    .int()
+    .min(min)
+    .max(max)
+    .refine((n) => (n & (n - 1)) === 0);
+}
+
+function numberField(min: number, max: number) {
+  return z
+    .number({ error: `a number from ${min} to ${max}` })
+    .min(min)
+    .max(max);
+}
+
+/** A guest-physical address: a number or a string ("0x80000000", "2147483648"). */
+function addressField(multipleOf: number) {
+  const allowed = `an address (a number, or a string such as "0x80000000") from 0 to 2^52, a multiple of ${multipleOf}`;
+  return z.union([z.number(), z.string()], { error: allowed }).transform((v, ctx) => {
+    const n =
+      typeof v === 'number'
+        ? v
+        : /^\s*(0x[0-9a-f]+|\d+)\s*$/i.test(v)
+          ? Number(v.trim())
+          : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < 0 || n > 2 ** 52 || n % multipleOf !== 0) {
+      ctx.issues.push({ code: 'custom', message: allowed, input: v });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
+
+function enumField<const T extends readonly [string, ...string[]]>(values: T) {
+  return z.enum(values, { error: `one of ${values.map((v) => JSON.stringify(v)).join(', ')}` });
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+function nameField() {
+  return z
+    .string({
+      error: 'a name of 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit',
+    })
+    .regex(NAME_RE);
+}
+
+/** An object that refuses fields it does not know, listing those it does. */
+function objectField<T extends z.core.$ZodLooseShape>(shape: T) {
+  const known = Object.keys(shape).join(', ');
+  return z.strictObject(shape, {
+    error: (iss) => (iss.code === 'unrecognized_keys' ? known : 'a JSON object'),
+  });
+}
+
+function listField<T extends z.ZodType>(item: T, min: number, max: number) {
+  return z
+    .array(item, { error: `a list of ${min} to ${max} entries` })
+    .min(min)
+    .max(max);
+}
+
+// ---------------------------------------------------------------------------
+// The file format.
+// ---------------------------------------------------------------------------
+
+const DEFAULT_DEVICE_SIZE = 256 * MiB;
+
+const httpSchema = objectField({
+  host: z.string({ error: 'a host name or IP address' }).min(1).max(255).default('127.0.0.1'),
+  port: intField(0, 65535).default(8080),
+  bodyLimit: sizeField(SECTOR, GiB).default(MiB),
+  shutdownTimeoutMs: intField(100, 600_000).default(10_000),
+  retryAfterSeconds: intField(0, 3600).default(1),
+});
+
+const copySchema = objectField({
+  workers: intField(0, 64).optional(),
+  inlineThreshold: sizeField(0, GiB).default(32 * KiB),
+  splitThreshold: sizeField(4 * KiB, GiB).default(128 * KiB),
+  ringCapacity: powerOfTwoField(2, 65536).default(1024),
+  spinMicros: intField(0, 100_000).default(20),
+});
+
+const backpressureSchema = objectField({
+  policy: enumField(['wait', 'fail']).default('wait'),
+  waitMs: intField(0, 600_000).default(5000),
+});
+
+const poolSchema = objectField({
+  name: nameField().optional(),
+  size: sizeField(SEGMENT_BYTES, GiB).default(64 * MiB),
+  slots: intField(IO_TLB_SEGSIZE, GiB / IO_TLB_SIZE).optional(),
+  areas: intField(1, 1024).optional(),
+  base: addressField(IO_TLB_SIZE).default(0),
+  backpressure: backpressureSchema.prefault({}),
+});
+
+const guestSchema = objectField({
+  name: nameField().optional(),
+  memory: z
+    .union([z.literal('auto'), sizeField(MiB, MAX_GUEST_MEMORY_SIZE)], {
+      error: `"auto", or a size such as "512MiB" from 1MiB to ${showSize(MAX_GUEST_MEMORY_SIZE)}`,
+    })
+    .default('auto'),
+  base: addressField(4096).default(2 ** 32),
+});
+
+const chaosSchema = objectField({
+  seed: intField(0, 2 ** 32 - 1).optional(),
+  drop: numberField(0, 1).optional(),
+  double: numberField(0, 1).optional(),
+  badId: numberField(0, 1).optional(),
+  badLen: numberField(0, 1).optional(),
+  scribble: numberField(0, 1).optional(),
+  corruptDesc: numberField(0, 1).optional(),
+  jumpIdx: numberField(0, 1).optional(),
+});
+
+const deviceSchema = objectField({
+  id: nameField().optional(),
+  kind: enumField(DEVICE_KINDS as readonly DeviceKind[] as [DeviceKind, ...DeviceKind[]]).default(
+    'ram-blk',
+  ),
+  guest: nameField().optional(),
+  pool: nameField().optional(),
+  capacity: sizeField(SECTOR, 2 ** 50, SECTOR).default(DEFAULT_DEVICE_SIZE),
+  queues: intField(1, 64).default(1),
+  queueSize: powerOfTwoField(2, MAX_QUEUE_SIZE).default(256),
+  depth: intField(1, 4096).default(32),
+  maxRequestBytes: sizeField(SECTOR, 64 * MiB, SECTOR).default(MiB),
+  timeoutMs: intField(1, 3_600_000).default(5000),
+  file: z.string({ error: 'a file path' }).min(1).optional(),
+  sync: enumField(['durable', 'none']).default('durable'),
+  minAlignMask: z
+    .number({ error: 'a DMA alignment mask: 0 or 2^k - 1 (1, 3, 7... 4095...), at most 65535' })
+    .int()
+    .min(0)
+    .max(65535)
+    .refine((n) => (n & (n + 1)) === 0)
+    .default(0),
+  serial: z.string({ error: 'a string of at most 20 characters' }).max(20).optional(),
+  spinMicros: intField(0, 100_000).default(50),
+  chaos: chaosSchema.optional(),
+});
+
+const DEFAULT_DEVICES = [
+  { id: 'blk0', kind: 'ram-blk', capacity: DEFAULT_DEVICE_SIZE },
+  { id: 'null0', kind: 'null' },
+] as const;
+
+const fileSchema = objectField({
+  mode: enumField(['bounce', 'direct']).default('bounce'),
+  logLevel: enumField(LOG_LEVELS).default('info'),
+  http: httpSchema.prefault({}),
+  copy: copySchema.prefault({}),
+  pools: listField(poolSchema, 1, 64).prefault([{}]),
+  guests: listField(guestSchema, 1, 32).prefault([{}]),
+  devices: listField(deviceSchema, 0, 64).prefault([...DEFAULT_DEVICES]),
+});
+
+/** A config file as written: every field optional. */
+export type ConfigFile = z.input<typeof fileSchema>;
+type Parsed = z.output<typeof fileSchema>;
+
+// ---------------------------------------------------------------------------
+// Cross-field checks and resolution of the defaults that depend on other fields.
+// ---------------------------------------------------------------------------
+
+/** How much guest memory one device reserves, as BlockDevice lays it out. */
+export function deviceGuestBytes(
+  d: Pick<DeviceConfig, 'queues' | 'queueSize' | 'depth' | 'maxRequestBytes' | 'minAlignMask'>,
+  mode: 'bounce' | 'direct',
+): { bytes: number; depth: number } {
+  const align = (n: number) => Math.ceil(n / 4096) * 4096;
+  const maxMap =
+    mode === 'bounce'
+      ? SEGMENT_BYTES - (d.minAlignMask ? Math.ceil(d.minAlignMask / IO_TLB_SIZE) * IO_TLB_SIZE : 0)
+      : d.maxRequestBytes;
+  const segment = Math.floor(maxMap / SECTOR) * SECTOR;
+  const maxDescs = 2 + Math.ceil(d.maxRequestBytes / segment);
+  const depth = Math.max(1, Math.min(d.depth, Math.floor(d.queueSize / maxDescs)));
+  const perQueue =
+    align(depth * 64) +
+    align(depth * d.maxRequestBytes) +
+    (mode === 'direct' ? align(virtqueueBytes(d.queueSize)) : 0);
+  return { bytes: perQueue * d.queues, depth };
+}
+
+/** The largest queue size whose virtqueue fits one pool segment (bounce mode). */
+export const MAX_BOUNCE_QUEUE_SIZE = (() => {
+  let n = MAX_QUEUE_SIZE;
+  while (n > 2 && virtqueueBytes(n) > SEGMENT_BYTES) n /= 2;
+  return n;
+})();
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}
+
+export const serviceConfigSchema = fileSchema
+  .superRefine((c, ctx) => {
+    // Only lists that passed their own checks are cross-checked.
+    if (c.pools.length === 0 || c.guests.length === 0) return;
+    const issue = (path: (string | number)[], input: unknown, message: string) =>
+      ctx.addIssue({ code: 'custom', path, input, message });
+    const unique = (list: 'pools' | 'guests' | 'devices', names: string[]) => {
+      const seen = new Map<string, number>();
+      names.forEach((name, i) => {
+        const first = seen.get(name);
+        if (first !== undefined) {
+          issue(
+            [list, i, list === 'devices' ? 'id' : 'name'],
+            name,
+            `a name no other entry of ${list} has ("${name}" is ${list}[${first}])`,
+          );
+        } else seen.set(name, i);
+      });
+    };
+    const poolNames = c.pools.map((p, i) => p.name ?? `pool${i}`);
+    const guestNames = c.guests.map((g, i) => g.name ?? `guest${i}`);
+    unique('pools', poolNames);
+    unique('guests', guestNames);
+    unique(
+      'devices',
+      c.devices.map((d, i) => d.id ?? `dev${i}`),
+    );
+    const poolRanges: { name: string; start: number; end: number }[] = [];
+    c.pools.forEach((p, i) => {
+      try {
+        const g = computeGeometry({ size: p.size, slots: p.slots, areas: p.areas, base: p.base });
+        poolRanges.push({ name: poolNames[i]!, start: g.base, end: g.base + g.bytes });
+      } catch (err) {
+        const field = p.slots !== undefined ? 'slots' : p.areas !== undefined ? 'areas' : 'size';
+        issue(
+          ['pools', i, field],
+          p[field],
+          `a pool geometry that works: ${(err as Error).message}`,
+        );
+      }
+    });
+    const needed = new Map<string, { bytes: number; parts: string[] }>();
+    c.devices.forEach((d, i) => {
+      const id = d.id ?? `dev${i}`;
+      const guest = d.guest ?? guestNames[0]!;
+      const pool = d.pool ?? poolNames[0]!;
+      if (!guestNames.includes(guest)) {
+        issue(
+          ['devices', i, 'guest'],
+          d.guest,
+          `the name of a configured guest (${guestNames.map((n) => `"${n}"`).join(', ')})`,
+        );
+      }
+      if (!poolNames.includes(pool)) {
+        issue(
+          ['devices', i, 'pool'],
+          d.pool,
+          `the name of a configured pool (${poolNames.map((n) => `"${n}"`).join(', ')})`,
+        );
+      }
+      if (d.file !== undefined && d.kind !== 'file-blk') {
+        issue(
+          ['devices', i, 'file'],
+          d.file,
+          `no file: only a file-blk device has a backing file (this one is ${d.kind})`,
+        );
+      }
+      if (d.chaos !== undefined && d.kind !== 'chaos') {
+        issue(
+          ['devices', i, 'chaos'],
+          d.chaos,
+          `no chaos settings: only a chaos device takes them (this one is ${d.kind})`,
+        );
+      }
+      if (c.mode === 'bounce' && d.queueSize > MAX_BOUNCE_QUEUE_SIZE) {
+        issue(
+          ['devices', i, 'queueSize'],
+          d.queueSize,
+          `at most ${MAX_BOUNCE_QUEUE_SIZE} in bounce mode (a virtqueue must fit one 256 KiB pool segment)`,
+        );
+      }
+      const { bytes, depth } = deviceGuestBytes(d, c.mode);
+      const entry = needed.get(guest) ?? { bytes: 0, parts: [] };
+      entry.bytes += bytes;
+      entry.parts.push(
+        `${id}: ${d.queues} queue${d.queues > 1 ? 's' : ''} x ${depth} requests x ${formatSize(d.maxRequestBytes)}`,
+      );
+      needed.set(guest, entry);
+    });
+    c.guests.forEach((g, i) => {
+      const need = needed.get(guestNames[i]!) ?? { bytes: 0, parts: [] };
+      const size = g.memory === 'auto' ? autoMemory(need.bytes) : g.memory;
+      const why = `its devices need ${need.bytes} bytes for request buffers and queues (${need.parts.join('; ')})`;
+      const shown = g.memory === 'auto' ? 'auto' : formatSize(g.memory);
+      if (size > MAX_GUEST_MEMORY_SIZE) {
+        issue(
+          ['guests', i, 'memory'],
+          shown,
+          `a guest memory of at most ${showSize(MAX_GUEST_MEMORY_SIZE)}, but ${why}: lower their depth, maxRequestBytes or queues, or spread them over more guests`,
+        );
+        return;
+      }
+      if (size < need.bytes) {
+        issue(
+          ['guests', i, 'memory'],
+          shown,
+          `at least ${formatSize(autoMemory(need.bytes))} (or "auto"): ${why}`,
+        );
+        return;
+      }
+      for (const p of poolRanges) {
+        if (g.base < p.end && p.start < g.base + size) {
+          issue(
+            ['guests', i, 'base'],
+            g.base,
+            `an address range clear of pool "${p.name}" (${hex(p.start)}-${hex(p.end - 1)}); guest memory is ${hex(g.base)}-${hex(g.base + size - 1)}`,
+          );
+        }
+      }
+    });
+  })
+  .transform((c: Parsed): ServiceConfig => {
+    const poolNames = c.pools.map((p, i) => p.name ?? `pool${i}`);
+    const guestNames = c.guests.map((g, i) => g.name ?? `guest${i}`);
+    const devices: DeviceConfig[] = c.devices.map((d, i) => {
+      const id = d.id ?? `dev${i}`;
+      const out: DeviceConfig = {
+        id,
+        kind: d.kind,
+        guest: d.guest ?? guestNames[0]!,
+        pool: d.pool ?? poolNames[0]!,
+        capacity: d.capacity,
+        queues: d.queues,
+        queueSize: d.queueSize,
+        depth: d.depth,
+        maxRequestBytes: d.maxRequestBytes,
+        timeoutMs: d.timeoutMs,
+        sync: d.sync,
+        minAlignMask: d.minAlignMask,
+        serial: d.serial ?? id.slice(0, 20),
+        spinMicros: d.spinMicros,
+      };
+      if (d.kind === 'file-blk') out.file = d.file ?? `${id}.img`;
+      if (d.kind === 'chaos') out.chaos = { seed: 1, ...DEFAULT_CHAOS, ...d.chaos };
+      return out;
+    });
+    const guests: GuestConfig[] = c.guests.map((g, i) => {
+      const name = guestNames[i]!;
+      const need = devices
+        .filter((d) => d.guest === name)
+        .reduce((sum, d) => sum + deviceGuestBytes(d, c.mode).bytes, 0);
+      return { name, memory: g.memory === 'auto' ? autoMemory(need) : g.memory, base: g.base };
+    });
+    return {
+      mode: c.mode,
+      logLevel: c.logLevel,
+      http: c.http,
+      copy: { ...c.copy, workers: c.copy.workers ?? Math.min(4, availableParallelism()) },
+      pools: c.pools.map((p, i) => ({
+        name: poolNames[i]!,
+        size: p.size,
+        ...(p.slots !== undefined ? { slots: p.slots } : {}),
+        areas: p.areas ?? defaultAreaCount(),
+        base: p.base,
+        backpressure: p.backpressure,
+      })),
+      guests,
+      devices,
+    };
+  });
+
+/** Guest memory "auto": what the devices need, rounded up to a MiB, at least 1 MiB. */
+function autoMemory(needed: number): number {
+  return Math.max(MiB, Math.ceil(needed / MiB) * MiB);
+}

@@ -1,0 +1,124 @@
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import type { ServiceConfig } from '../config/schema.js';
+import { formatSize } from '../util/size.js';
+import { type BuildServerOptions, buildServer } from './app.js';
+import { Service } from './service.js';
+
+export interface RunningServer {
+  readonly app: FastifyInstance;
+  readonly service: Service;
+  /** Where it listens, e.g. "http://127.0.0.1:8080". */
+  readonly url: string;
+  /**
+   * Graceful shutdown: stop accepting, let in-flight I/O finish, flush
+   * file-backed devices, close the mediator. Resolves `true` when all of it
+   * finished within `http.shutdownTimeoutMs`, `false` when the time ran out
+   * (connections were then cut). Calling it again returns the same promise.
+   */
+  shutdown(): Promise<boolean>;
+}
+
+export interface StartServerOptions {
+  /** Fastify's logger option; the CLI passes `{ level }` (pino JSON on stdout). */
+  logger?: FastifyServerOptions['logger'];
+  /** Extra routes (see BuildServerOptions.extend). */
+  extend?: BuildServerOptions['extend'];
+}
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(
+      readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+    ) as { version?: string };
+    return pkg.version ?? '?';
+  } catch {
+    return '?';
+  }
+}
+
+/** What runs, in one line: mode, pools, guests, devices, copy workers. */
+export function describeService(config: ServiceConfig, service?: Service): string {
+  const pools = config.pools.map((p) => {
+    const entry = service?.mediator.pools.get(p.name);
+    const g = entry?.pool.geometry;
+    const slots = g ? `${g.nslabs} slots, ${g.nareas} areas` : `${p.areas} areas`;
+    return `${p.name} ${formatSize(g?.bytes ?? p.size)} (${slots}, ${p.backpressure.policy === 'wait' ? `wait ${p.backpressure.waitMs} ms` : 'fail fast'})`;
+  });
+  const guests = config.guests.map((g) => `${g.name} ${formatSize(g.memory)}`);
+  const devices = config.devices.map((d) => {
+    const what = [d.kind, formatSize(d.capacity)];
+    if (d.queues > 1) what.push(`${d.queues} queues`);
+    if (d.kind === 'file-blk') what.push(`${d.file}, sync ${d.sync}`);
+    return `${d.id} (${what.join(', ')})`;
+  });
+  return `${config.mode} mode; pools: ${pools.join(', ')}; guests: ${guests.join(', ')}; devices: ${devices.join(', ')}; copy workers: ${config.copy.workers}`;
+}
+
+function within<T>(promise: Promise<T>, ms: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), Math.max(0, ms));
+    promise.then(
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+    );
+  });
+}
+
+/**
+ * Builds the mediator and the HTTP API, and listens. Logs one line (pino,
+ * info) saying where it listens and what it runs. The service turns ready
+ * (GET /readyz 200) once every device thread serves: `service.started`.
+ * @throws MEDIATOR_BAD_CONFIG when the mediator refuses the configuration;
+ *   the listen error (EADDRINUSE...) when it cannot listen
+ */
+export async function startServer(
+  config: ServiceConfig,
+  opts: StartServerOptions = {},
+): Promise<RunningServer> {
+  const service = new Service(config);
+  const app = buildServer(service, {
+    logger: opts.logger ?? false,
+    ...(opts.extend ? { extend: opts.extend } : {}),
+  });
+  let url: string;
+  try {
+    url = await app.listen({
+      host: config.http.host,
+      port: config.http.port,
+      listenTextResolver: (address) =>
+        `swiotlb-mediator ${version()} listening on ${address}: ${describeService(config, service)}`,
+    });
+  } catch (err) {
+    await app.close().catch(() => undefined);
+    await service.close();
+    throw err;
+  }
+  let shuttingDown: Promise<boolean> | undefined;
+  const shutdown = (): Promise<boolean> => {
+    shuttingDown ??= (async () => {
+      const deadline = performance.now() + config.http.shutdownTimeoutMs;
+      const left = () => deadline - performance.now();
+      service.drain();
+      // Stops accepting connections; idle keep-alive ones are closed, busy ones
+      // close after their answer (Connection: close while draining).
+      const httpClosed = app.close();
+      let clean = await within(service.idle(), left());
+      if (!(await within(httpClosed, left()))) {
+        clean = false;
+        app.server.closeAllConnections();
+        await within(httpClosed, 1000);
+      }
+      if (!(await within(service.close(app.log), left()))) clean = false;
+      return clean;
+    })();
+    return shuttingDown;
+  };
+  return { app, service, url, shutdown };
+}

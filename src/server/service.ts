@@ -1,0 +1,149 @@
+import { toMediatorSpec } from '../config/load.js';
+import type { DeviceConfig, ServiceConfig } from '../config/schema.js';
+import { isMediatorError, MediatorError } from '../errors.js';
+import type { BlockDevice } from '../mediator/blk-device.js';
+import { Mediator } from '../mediator/mediator.js';
+
+/**
+ * `starting`: device threads are coming up (I/O is queued, /readyz says 503);
+ * `ready`: serving; `draining`: shutting down, no new I/O; `closed`.
+ */
+export type ServiceState = 'starting' | 'ready' | 'draining' | 'closed';
+
+export interface ServiceLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/**
+ * The running mediator as the HTTP layer sees it: its devices and pools, whether
+ * it takes I/O, and the I/O in flight (so that shutdown can let it finish).
+ */
+export class Service {
+  readonly config: ServiceConfig;
+  readonly mediator: Mediator;
+  /** Resolves once every device thread serves; the state is then `ready`. */
+  readonly started: Promise<void>;
+  private current: ServiceState = 'starting';
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
+  private closing: Promise<void> | undefined;
+  private readonly deviceConfigs: Map<string, DeviceConfig>;
+
+  /**
+   * Builds the mediator a configuration describes (pools, guests, copy workers,
+   * devices and their threads).
+   * @throws MEDIATOR_BAD_CONFIG when the mediator refuses the configuration
+   */
+  constructor(config: ServiceConfig) {
+    this.config = config;
+    this.deviceConfigs = new Map(config.devices.map((d) => [d.id, d]));
+    try {
+      this.mediator = new Mediator(toMediatorSpec(config));
+    } catch (err) {
+      const message = (err as Error).message;
+      if (isMediatorError(err, 'MEDIATOR_BAD_CONFIG')) {
+        throw new MediatorError(
+          'MEDIATOR_BAD_CONFIG',
+          `config: ${message}`,
+          err.details ? { ...err.details } : undefined,
+        );
+      }
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `config: the mediator cannot be built: ${message}`,
+        { cause: (err as { code?: string }).code ?? (err as Error).name },
+      );
+    }
+    this.started = Promise.all([...this.mediator.devices.values()].map((d) => d.ready())).then(
+      () => {
+        if (this.current === 'starting') this.current = 'ready';
+      },
+    );
+  }
+
+  get state(): ServiceState {
+    return this.current;
+  }
+
+  /** I/O requests running now. */
+  get inFlightRequests(): number {
+    return this.inFlight;
+  }
+
+  device(id: string): BlockDevice | undefined {
+    return this.mediator.devices.get(id);
+  }
+
+  deviceConfig(id: string): DeviceConfig | undefined {
+    return this.deviceConfigs.get(id);
+  }
+
+  /** Whether new I/O is refused (draining or closed). */
+  get refusing(): boolean {
+    return this.current === 'draining' || this.current === 'closed';
+  }
+
+  /**
+   * Runs one I/O, counted as in flight until it settles.
+   * @throws MEDIATOR_CLOSED while draining or closed
+   */
+  async run<T>(io: () => Promise<T>): Promise<T> {
+    if (this.refusing) {
+      throw new MediatorError(
+        'MEDIATOR_CLOSED',
+        'the service is shutting down and takes no new I/O',
+      );
+    }
+    this.inFlight++;
+    try {
+      return await io();
+    } finally {
+      if (--this.inFlight === 0 && this.idleWaiters.length > 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+      }
+    }
+  }
+
+  /** Stops taking new I/O; what is in flight goes on. */
+  drain(): void {
+    if (this.current === 'starting' || this.current === 'ready') this.current = 'draining';
+  }
+
+  /** Resolves when no I/O is in flight. */
+  idle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Drains, waits for the I/O in flight, flushes every file-backed device (so
+   * writes acknowledged under `sync: "none"` reach stable storage too), then
+   * closes the mediator (device threads, backing files, copy workers).
+   */
+  close(log?: ServiceLog): Promise<void> {
+    this.closing ??= this.doClose(log);
+    return this.closing;
+  }
+
+  private async doClose(log?: ServiceLog): Promise<void> {
+    this.drain();
+    await this.idle();
+    for (const device of this.mediator.devices.values()) {
+      if (device.kind !== 'file-blk') continue;
+      try {
+        await device.flush();
+      } catch (err) {
+        log?.error(
+          { device: device.id, code: (err as { code?: string }).code, err },
+          `flush of ${device.id} failed at shutdown`,
+        );
+      }
+    }
+    await this.mediator.close();
+    this.current = 'closed';
+  }
+}

@@ -1,0 +1,369 @@
+/**
+ * The configuration: defaults, the embedded default, overrides, and one clear
+ * message for every kind of wrong config.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serveCommand } from '../src/cli/serve.js';
+import { loadConfig, parseConfig, toMediatorSpec } from '../src/config/index.js';
+import { isMediatorError } from '../src/errors.js';
+import { startServer } from '../src/server/index.js';
+import { defaultAreaCount } from '../src/swiotlb/geometry.js';
+import { OCTET, randomBytes } from './helpers/http.js';
+
+const MiB = 2 ** 20;
+
+function refusal(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(isMediatorError(err, 'MEDIATOR_BAD_CONFIG'), String(err)).toBe(true);
+    const message = (err as Error).message;
+    expect(message).not.toContain('\n');
+    return message;
+  }
+  throw new Error('the config was accepted');
+}
+
+describe('the embedded default', () => {
+  it('is one guest, a 64 MiB pool, ram-blk blk0 of 256 MiB, null0, bounce mode, 127.0.0.1:8080', () => {
+    const c = parseConfig({});
+    expect(c.mode).toBe('bounce');
+    expect(c.logLevel).toBe('info');
+    expect(c.http).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      bodyLimit: MiB,
+      shutdownTimeoutMs: 10_000,
+      retryAfterSeconds: 1,
+    });
+    expect(c.copy.workers).toBe(Math.min(4, availableParallelism()));
+    const spec = toMediatorSpec(c);
+    expect(spec.mode).toBe('bounce');
+    expect(spec.pools).toEqual([
+      {
+        name: 'pool0',
+        size: 64 * MiB,
+        areas: defaultAreaCount(),
+        base: 0,
+        backpressure: { policy: 'wait', waitMs: 5000 },
+      },
+    ]);
+    expect(spec.guests).toHaveLength(1);
+    expect(spec.guests[0]).toMatchObject({ name: 'guest0', base: 2 ** 32 });
+    // "auto": the request buffers of both devices (2 x 32 x 1 MiB) and their headers.
+    expect(spec.guests[0]!.size).toBe(65 * MiB);
+    expect(spec.devices.map((d) => [d.id, d.kind, d.capacity, d.guest, d.pool])).toEqual([
+      ['blk0', 'ram-blk', 256 * MiB, 'guest0', 'pool0'],
+      ['null0', 'null', 256 * MiB, 'guest0', 'pool0'],
+    ]);
+    expect(spec.devices[0]).toMatchObject({
+      queues: 1,
+      queueSize: 256,
+      depth: 32,
+      maxRequestBytes: MiB,
+      timeoutMs: 5000,
+      minAlignMask: 0,
+    });
+  });
+
+  it('starts and serves I/O', async () => {
+    const server = await startServer(parseConfig({ http: { port: 0 }, logLevel: 'silent' }));
+    try {
+      await server.service.started;
+      expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+      const data = randomBytes(4096, 3);
+      const put = await fetch(`${server.url}/v1/devices/blk0/blocks/10`, {
+        method: 'PUT',
+        headers: OCTET,
+        body: data,
+      });
+      expect(put.status).toBe(200);
+      const back = await fetch(`${server.url}/v1/devices/blk0/blocks/10?count=8`);
+      expect(Buffer.compare(Buffer.from(await back.arrayBuffer()), data)).toBe(0);
+      const pool = (await (await fetch(`${server.url}/v1/pool`)).json()) as { nslabs: number };
+      expect(pool.nslabs).toBe(32768);
+    } finally {
+      expect(await server.shutdown()).toBe(true);
+    }
+  });
+});
+
+describe('sizes, addresses and defaults', () => {
+  it('sizes accept "64MiB"-style strings and numbers; addresses hex strings', () => {
+    const c = parseConfig({
+      http: { bodyLimit: '4M' },
+      copy: { inlineThreshold: '16k', workers: 0 },
+      pools: [{ name: 'p', size: '8MiB', base: '0x80000000', areas: 1 }],
+      guests: [{ name: 'g', memory: '1.5GiB', base: '0x200000000' }],
+      devices: [{ capacity: 1_048_576, maxRequestBytes: '128KiB' }],
+    });
+    expect(c.http.bodyLimit).toBe(4 * MiB);
+    expect(c.copy.inlineThreshold).toBe(16 * 1024);
+    expect(c.pools[0]).toMatchObject({ name: 'p', size: 8 * MiB, base: 0x8000_0000, areas: 1 });
+    expect(c.guests[0]).toMatchObject({ memory: 1.5 * 1024 * MiB, base: 2 ** 33 });
+    expect(c.devices[0]).toMatchObject({
+      id: 'dev0',
+      kind: 'ram-blk',
+      guest: 'g',
+      pool: 'p',
+      capacity: MiB,
+      maxRequestBytes: 128 * 1024,
+      serial: 'dev0',
+    });
+  });
+
+  it('"auto" guest memory follows the devices; file-blk gets a file next to the config', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    try {
+      const path = join(dir, 'c.json');
+      writeFileSync(
+        path,
+        JSON.stringify({
+          mode: 'direct',
+          devices: [
+            { id: 'a', kind: 'file-blk', queues: 2, depth: 4, maxRequestBytes: '256KiB' },
+            { id: 'b', kind: 'file-blk', file: 'sub/b.img', depth: 2 },
+            { id: 'c', kind: 'chaos', chaos: { seed: 9, drop: 0.5 } },
+          ],
+        }),
+      );
+      const c = loadConfig({ file: path });
+      expect(c.devices[0]!.file).toBe(join(dir, 'a.img'));
+      expect(c.devices[1]!.file).toBe(join(dir, 'sub', 'b.img'));
+      expect(c.devices[0]!.sync).toBe('durable');
+      expect(c.devices[2]!.chaos).toMatchObject({ seed: 9, drop: 0.5, double: 0.03 });
+      // a: 2 x 4 x 256 KiB, b: 2 x 1 MiB, c: 32 x 1 MiB, plus headers and queues.
+      expect(c.guests[0]!.memory).toBe(37 * MiB);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('command-line values override the file and are named in errors', () => {
+    const c = parseConfig(
+      { http: { port: 1234, host: '0.0.0.0' }, mode: 'bounce' },
+      {
+        overrides: [
+          { path: ['http', 'port'], value: 0, flag: '--port' },
+          { path: ['mode'], value: 'direct', flag: '--mode' },
+          { path: ['copy', 'workers'], value: 1, flag: '--copy-workers' },
+        ],
+      },
+    );
+    expect(c.http).toMatchObject({ port: 0, host: '0.0.0.0' });
+    expect(c.mode).toBe('direct');
+    expect(c.copy.workers).toBe(1);
+    expect(
+      refusal(() =>
+        parseConfig({}, { overrides: [{ path: ['mode'], value: 'isolated', flag: '--mode' }] }),
+      ),
+    ).toBe('config: mode (--mode): "isolated" is not allowed; expected one of "bounce", "direct"');
+  });
+
+  it('serve --print-config prints the resolved configuration', async () => {
+    let out = '';
+    const stdout = new Writable({
+      write(chunk, _enc, done) {
+        out += String(chunk);
+        done();
+      },
+    });
+    const code = await serveCommand(['--print-config', '--port', '9999', '--body-limit', '2MiB'], {
+      stdout,
+      stderr: stdout,
+    });
+    expect(code).toBe(0);
+    const printed = JSON.parse(out) as ReturnType<typeof parseConfig>;
+    expect(printed.http).toMatchObject({ port: 9999, bodyLimit: 2 * MiB });
+    expect(printed.devices.map((d) => d.id)).toEqual(['blk0', 'null0']);
+  });
+});
+
+describe('README', () => {
+  it('the example config of the "Configuration" section is valid', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const section = readme.split(/^## Configuration$/m)[1]!.split(/^## /m)[0]!;
+    const json = /```json\n([\s\S]*?)```/.exec(section)![1]!;
+    const c = parseConfig(JSON.parse(json), { baseDir: '/srv' });
+    expect(c.pools.map((p) => p.name)).toEqual(['shared', 'nvme']);
+    expect(c.devices.map((d) => [d.id, d.kind, d.pool, d.guest])).toEqual([
+      ['blk0', 'ram-blk', 'shared', 'vm0'],
+      ['disk', 'file-blk', 'nvme', 'vm0'],
+      ['null0', 'null', 'shared', 'vm0'],
+    ]);
+    expect(c.devices[1]).toMatchObject({ file: '/srv/disk.img', minAlignMask: 4095 });
+  });
+});
+
+describe('a wrong config gets one message: the field, the value, what is allowed', () => {
+  const cases: [string, unknown, string][] = [
+    ['not an object', [], 'config: [] is not allowed; expected a JSON object'],
+    [
+      'unknown top-level field',
+      { port: 80 },
+      'config: port: unknown field; the fields of the config are mode, logLevel, http, copy, pools, guests, devices',
+    ],
+    [
+      'unknown nested field',
+      { http: { prot: 80 } },
+      'config: http.prot: unknown field; the fields of http are host, port, bodyLimit, shutdownTimeoutMs, retryAfterSeconds',
+    ],
+    [
+      'wrong type',
+      { http: { port: '80' } },
+      'config: http.port: "80" is not allowed; expected an integer from 0 to 65535',
+    ],
+    [
+      'out of range',
+      { http: { port: 70000 } },
+      'config: http.port: 70000 is not allowed; expected an integer from 0 to 65535',
+    ],
+    [
+      'bad enum',
+      { mode: 'isolated' },
+      'config: mode: "isolated" is not allowed; expected one of "bounce", "direct"',
+    ],
+    [
+      'unknown device kind',
+      { devices: [{ kind: 'nvme' }] },
+      'config: devices[0].kind: "nvme" is not allowed; expected one of "null", "ram-blk", "file-blk", "chaos"',
+    ],
+    [
+      'size that does not parse',
+      { pools: [{ size: '64 parsecs' }] },
+      'config: pools[0].size: "64 parsecs" is not allowed; expected a size such as "64MiB" or a number of bytes, from 256KiB to 1GiB',
+    ],
+    [
+      'size too small',
+      { pools: [{ size: '64KiB' }] },
+      'config: pools[0].size: "64KiB" is not allowed; expected a size such as "64MiB" or a number of bytes, from 256KiB to 1GiB',
+    ],
+    [
+      'size not a multiple of 512',
+      { devices: [{ capacity: '1000' }] },
+      'config: devices[0].capacity: "1000" is not allowed; expected a size such as "64MiB" or a number of bytes, from 512 bytes to 1024TiB, a multiple of 512',
+    ],
+    [
+      'queue size not a power of two',
+      { devices: [{ queueSize: 100 }] },
+      'config: devices[0].queueSize: 100 is not allowed; expected a power of two from 2 to 32768',
+    ],
+    [
+      'queue too large for the pool in bounce mode',
+      { devices: [{ queueSize: 16384 }] },
+      'config: devices[0].queueSize: 16384 is not allowed; expected at most 8192 in bounce mode (a virtqueue must fit one 256 KiB pool segment)',
+    ],
+    [
+      'bad min_align_mask',
+      { devices: [{ minAlignMask: 4096 }] },
+      'config: devices[0].minAlignMask: 4096 is not allowed; expected a DMA alignment mask: 0 or 2^k - 1 (1, 3, 7... 4095...), at most 65535',
+    ],
+    [
+      'pool base not 2 KiB aligned',
+      { pools: [{ base: '0x801' }] },
+      'config: pools[0].base: "0x801" is not allowed; expected an address (a number, or a string such as "0x80000000") from 0 to 2^52, a multiple of 2048',
+    ],
+    [
+      'bad name',
+      { devices: [{ id: 'my disk' }] },
+      'config: devices[0].id: "my disk" is not allowed; expected a name of 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit',
+    ],
+    [
+      'duplicate device id',
+      { devices: [{ id: 'a' }, { id: 'a', kind: 'null' }] },
+      'config: devices[1].id: "a" is not allowed; expected a name no other entry of devices has ("a" is devices[0])',
+    ],
+    [
+      'unknown pool',
+      { devices: [{ pool: 'p9' }] },
+      'config: devices[0].pool: "p9" is not allowed; expected the name of a configured pool ("pool0")',
+    ],
+    [
+      'unknown guest',
+      { guests: [{ name: 'g' }], devices: [{ guest: 'h' }] },
+      'config: devices[0].guest: "h" is not allowed; expected the name of a configured guest ("g")',
+    ],
+    [
+      'a file for a device that has none',
+      { devices: [{ kind: 'ram-blk', file: 'x.img' }] },
+      'config: devices[0].file: "x.img" is not allowed; expected no file: only a file-blk device has a backing file (this one is ram-blk)',
+    ],
+    [
+      'chaos settings on a device that is not chaos',
+      { devices: [{ kind: 'null', chaos: { drop: 1 } }] },
+      'config: devices[0].chaos: {"drop":1} is not allowed; expected no chaos settings: only a chaos device takes them (this one is null)',
+    ],
+    [
+      'a chaos rate out of range',
+      { devices: [{ kind: 'chaos', chaos: { drop: 2 } }] },
+      'config: devices[0].chaos.drop: 2 is not allowed; expected a number from 0 to 1',
+    ],
+    [
+      'guest memory too small',
+      { guests: [{ memory: '8MiB' }] },
+      'config: guests[0].memory: "8MiB" is not allowed; expected at least 65MiB (or "auto"): its devices need 67117056 bytes for request buffers and queues (blk0: 1 queue x 32 requests x 1MiB; null0: 1 queue x 32 requests x 1MiB)',
+    ],
+    [
+      'guest memory "auto" beyond what a guest can have',
+      { devices: [{ queues: 64, depth: 64, maxRequestBytes: '2MiB', queueSize: 1024 }] },
+      'config: guests[0].memory: "auto" is not allowed; expected a guest memory of at most 4194240KiB, but its devices need 8590196736 bytes for request buffers and queues (dev0: 64 queues x 64 requests x 2MiB): lower their depth, maxRequestBytes or queues, or spread them over more guests',
+    ],
+    [
+      'guest memory overlapping a pool',
+      { guests: [{ base: 0 }] },
+      'config: guests[0].base: 0 is not allowed; expected an address range clear of pool "pool0" (0x0-0x3ffffff); guest memory is 0x0-0x40fffff',
+    ],
+    [
+      'no pools',
+      { pools: [] },
+      'config: pools: [] is not allowed; expected a list of 1 to 64 entries',
+    ],
+    [
+      'several problems: the first, and where the others are',
+      { mode: 'x', logLevel: 'loud', http: { port: -1 } },
+      'config: mode: "x" is not allowed; expected one of "bounce", "direct" (and 2 more: logLevel, http.port)',
+    ],
+  ];
+
+  it.each(cases)('%s', (_name, raw, message) => {
+    expect(refusal(() => parseConfig(raw))).toBe(message);
+  });
+
+  describe('files', () => {
+    let dir: string;
+    beforeAll(() => {
+      dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    });
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('a missing file', () => {
+      const path = join(dir, 'missing.json');
+      expect(refusal(() => loadConfig({ file: path }))).toMatch(
+        new RegExp(`^config file ${path}: cannot be read: ENOENT`),
+      );
+    });
+
+    it('a file that is not JSON says where', () => {
+      const path = join(dir, 'broken.json');
+      writeFileSync(path, '{\n  "mode": "bounce",\n  "http": { port: 80 }\n}\n');
+      expect(refusal(() => loadConfig({ file: path }))).toMatch(
+        new RegExp(`^config file ${path}: is not valid JSON \\(line 3, column 13\\): `),
+      );
+    });
+
+    it('a wrong value in a file names the file and the field', () => {
+      const path = join(dir, 'wrong.json');
+      writeFileSync(
+        path,
+        JSON.stringify({ devices: [{ id: 'd', kind: 'file-blk', sync: 'sometimes' }] }),
+      );
+      expect(refusal(() => loadConfig({ file: path }))).toBe(
+        `config file ${path}: devices[0].sync: "sometimes" is not allowed; expected one of "durable", "none"`,
+      );
+    });
+  });
+});
