@@ -1,0 +1,221 @@
+/**
+ * End to end with a real Prometheus: the service and Prometheus on loopback, load
+ * driven over HTTP, then every PromQL expression of the dashboard evaluated through
+ * Prometheus' HTTP API must return data, and every alert expression must evaluate.
+ *
+ * Runs whenever `prometheus` is on PATH; without it the test skips and says why,
+ * except under CI=true, where it fails (.ci/run installs Debian's prometheus).
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { parseConfig } from '../src/config/index.js';
+import { type RunningServer, startServer } from '../src/server/index.js';
+import { OCTET, randomBytes } from './helpers/http.js';
+
+const DIR = fileURLToPath(new URL('../dashboards/', import.meta.url));
+const probe = spawnSync('prometheus', ['--version'], { encoding: 'utf8' });
+const hasPrometheus = probe.error === undefined && probe.status === 0;
+const inCI = process.env.CI === 'true';
+const why = `prometheus is not on PATH (${probe.error?.message ?? `exit ${probe.status}`}); install Debian's "prometheus" package`;
+if (!hasPrometheus && inCI) {
+  throw new Error(`${why}. CI=true: the Prometheus end-to-end test must run, not skip.`);
+}
+
+interface Target {
+  expr: string;
+  refId: string;
+}
+interface Panel {
+  type: string;
+  title: string;
+  targets?: Target[];
+  panels?: Panel[];
+}
+
+const dashboard = JSON.parse(readFileSync(join(DIR, 'grafana-dashboard.json'), 'utf8')) as {
+  panels: Panel[];
+};
+const alerts = (
+  parseYaml(readFileSync(join(DIR, 'alerts.yml'), 'utf8')) as {
+    groups: { rules: { alert?: string; expr: string }[] }[];
+  }
+).groups.flatMap((g) => g.rules);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
+}
+
+describe.skipIf(!hasPrometheus)(
+  `with a real Prometheus${hasPrometheus ? '' : ` (skipped: ${why})`}`,
+  () => {
+    let server: RunningServer;
+    let prometheus: ChildProcess;
+    let promUrl: string;
+    let instance: string;
+    let promLog = '';
+
+    const query = async (
+      expr: string,
+    ): Promise<{ status: string; data?: { result: unknown[] }; error?: string }> => {
+      const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);
+      return (await res.json()) as { status: string; data?: { result: unknown[] }; error?: string };
+    };
+
+    beforeAll(async () => {
+      server = await startServer(
+        parseConfig({
+          http: { port: 0 },
+          logLevel: 'silent',
+          pools: [{ name: 'default', size: '8MiB' }],
+          devices: [
+            { id: 'blk0', kind: 'ram-blk', capacity: '16MiB' },
+            { id: 'null0', kind: 'null' },
+          ],
+        }),
+      );
+      await server.service.started;
+      instance = new URL(server.url).host;
+      const dir = mkdtempSync(join(tmpdir(), 'prom-e2e-'));
+      const port = await freePort();
+      promUrl = `http://127.0.0.1:${port}`;
+      writeFileSync(
+        join(dir, 'prometheus.yml'),
+        [
+          'global:',
+          '  scrape_interval: 1s',
+          '  evaluation_interval: 1s',
+          `rule_files: [${JSON.stringify(join(DIR, 'alerts.yml'))}]`,
+          'scrape_configs:',
+          '  - job_name: swiotlb-mediator',
+          '    static_configs:',
+          `      - targets: [${JSON.stringify(instance)}]`,
+          '',
+        ].join('\n'),
+      );
+      prometheus = spawn(
+        'prometheus',
+        [
+          `--config.file=${join(dir, 'prometheus.yml')}`,
+          `--storage.tsdb.path=${join(dir, 'data')}`,
+          `--web.listen-address=127.0.0.1:${port}`,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      prometheus.stdout?.on('data', (d) => {
+        promLog += String(d);
+      });
+      prometheus.stderr?.on('data', (d) => {
+        promLog += String(d);
+      });
+      // Wait until Prometheus answers and has scraped the service.
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        try {
+          const up = await query('up{job="swiotlb-mediator"} == 1');
+          if (up.status === 'success' && (up.data?.result.length ?? 0) > 0) break;
+        } catch {
+          // not listening yet
+        }
+        if (Date.now() > deadline)
+          throw new Error(`Prometheus did not scrape the service:\n${promLog.slice(-3000)}`);
+        await sleep(250);
+      }
+      // Load: real blocks and synthetic I/O on both devices, for a few scrapes.
+      const loadUntil = Date.now() + 4000;
+      let i = 0;
+      while (Date.now() < loadUntil) {
+        const data = randomBytes(8192, i);
+        await Promise.all([
+          fetch(`${server.url}/v1/devices/blk0/blocks/${(i * 16) % 4096}`, {
+            method: 'PUT',
+            headers: OCTET,
+            body: data,
+          }),
+          fetch(`${server.url}/v1/devices/blk0/blocks/${(i * 16) % 4096}?count=16`),
+          fetch(`${server.url}/v1/devices/null0/io`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ op: i % 2 ? 'read' : 'write', size: 65536, lba: 0 }),
+          }),
+          fetch(`${server.url}/v1/devices/blk0/io`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ op: 'read', size: 262144, lba: 0 }),
+          }),
+        ]);
+        i++;
+      }
+      await sleep(2500); // two more scrapes after the load
+    }, 120_000);
+
+    afterAll(async () => {
+      if (prometheus && prometheus.exitCode === null) {
+        const exited = new Promise((r) => prometheus.once('exit', r));
+        prometheus.kill('SIGTERM');
+        await Promise.race([exited, sleep(10_000)]);
+        if (prometheus.exitCode === null) prometheus.kill('SIGKILL');
+      }
+      if (server) await server.shutdown();
+    }, 30_000);
+
+    it('every dashboard expression returns data', async () => {
+      const vars: Record<string, string> = {
+        job: 'swiotlb-mediator',
+        instance,
+        __rate_interval: '30s',
+        __interval: '5s',
+        __range: '5m',
+      };
+      const panels = dashboard.panels.flatMap((p) => [p, ...(p.panels ?? [])]);
+      const exprs = panels.flatMap((p) =>
+        (p.targets ?? []).map((t) => ({
+          where: `${p.title} / ${t.refId}`,
+          expr: t.expr.replace(/\$\{(\w+)(?::\w+)?\}|\$(\w+)/g, (m, a?: string, b?: string) => {
+            const v = vars[(a ?? b)!];
+            if (v === undefined) throw new Error(`unknown variable ${m}`);
+            return v;
+          }),
+        })),
+      );
+      expect(exprs.length).toBeGreaterThan(10);
+      const empty: string[] = [];
+      for (const e of exprs) {
+        const r = await query(e.expr);
+        expect(r.status, `${e.where}: ${e.expr}: ${r.error}`).toBe('success');
+        if ((r.data?.result.length ?? 0) === 0) empty.push(`${e.where}: ${e.expr}`);
+      }
+      expect(empty).toEqual([]);
+    });
+
+    it('every alert expression evaluates, and Prometheus loaded every rule', async () => {
+      expect(alerts.length).toBeGreaterThanOrEqual(5);
+      for (const a of alerts) {
+        const r = await query(a.expr);
+        expect(r.status, `${a.alert}: ${r.error}`).toBe('success');
+      }
+      const rules = (await (await fetch(`${promUrl}/api/v1/rules`)).json()) as {
+        data: { groups: { rules: { name: string; health: string; lastError?: string }[] }[] };
+      };
+      const loaded = rules.data.groups.flatMap((g) => g.rules);
+      expect(loaded.map((r) => r.name).sort()).toEqual(alerts.map((a) => a.alert).sort());
+      for (const r of loaded) expect(r.health, `${r.name}: ${r.lastError}`).not.toBe('err');
+    });
+  },
+);
