@@ -11,7 +11,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { DEVICE_KINDS, type DeviceKind } from '../mediator/blk-device.js';
+import { DEVICE_KINDS, type DeviceKind, deviceGuestLayout } from '../mediator/blk-device.js';
 import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
 import { MAX_QUEUE_SIZE, virtqueueBytes } from '../mediator/virtqueue-layout.js';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
@@ -493,19 +493,8 @@ export function deviceGuestBytes(
   d: Pick<DeviceConfig, 'queues' | 'queueSize' | 'depth' | 'maxRequestBytes' | 'minAlignMask'>,
   mode: 'bounce' | 'direct',
 ): { bytes: number; depth: number } {
-  const align = (n: number) => Math.ceil(n / 4096) * 4096;
-  const maxMap =
-    mode === 'bounce'
-      ? SEGMENT_BYTES - (d.minAlignMask ? Math.ceil(d.minAlignMask / IO_TLB_SIZE) * IO_TLB_SIZE : 0)
-      : d.maxRequestBytes;
-  const segment = Math.floor(maxMap / SECTOR) * SECTOR;
-  const maxDescs = 2 + Math.ceil(d.maxRequestBytes / segment);
-  const depth = Math.max(1, Math.min(d.depth, Math.floor(d.queueSize / maxDescs)));
-  const perQueue =
-    align(depth * 64) +
-    align(depth * d.maxRequestBytes) +
-    (mode === 'direct' ? align(virtqueueBytes(d.queueSize)) : 0);
-  return { bytes: perQueue * d.queues, depth };
+  const layout = deviceGuestLayout(d, mode);
+  return { bytes: layout.bytes, depth: layout.depth };
 }
 
 /** The largest queue size whose virtqueue fits one pool segment (bounce mode). */

@@ -2,7 +2,7 @@ import { closeSync, existsSync, fstatSync, ftruncateSync, openSync } from 'node:
 import { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
 import { BucketHistogram, LATENCY_BUCKETS_SECONDS } from '../metrics/bucket-histogram.js';
-import { DmaAttr, DmaDirection } from '../swiotlb/constants.js';
+import { DmaAttr, DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import { Fifo } from '../util/fifo.js';
 import { workerScript } from '../util/worker-script.js';
@@ -117,6 +117,45 @@ export const OUTCOMES: readonly Outcome[] = [
   'full',
   'error',
 ];
+
+export interface DeviceShape {
+  queues: number;
+  queueSize: number;
+  /** Requested queue depth (before the cap). */
+  depth: number;
+  maxRequestBytes: number;
+  minAlignMask: number;
+}
+
+/**
+ * How a device uses guest memory, worked out before it exists (the config checks
+ * guest memory sizes with it, and the device lays itself out with it):
+ * - data is split in segments of at most the max mapping size (bounce mode), in
+ *   whole sectors; a request's chain is header + segments + status;
+ * - queue depth is capped so that every chain fits in the queue;
+ * - per queue, guest memory holds 64 bytes of header and status per request
+ *   slot, one data buffer of maxRequestBytes per slot, and (direct mode) the
+ *   virtqueue itself, each reservation 4 KiB aligned.
+ */
+export function deviceGuestLayout(
+  d: DeviceShape,
+  mode: 'bounce' | 'direct',
+): { segmentBytes: number; maxDescs: number; depth: number; bytesPerQueue: number; bytes: number } {
+  const maxMap =
+    mode === 'bounce'
+      ? IO_TLB_SIZE * IO_TLB_SEGSIZE -
+        (d.minAlignMask ? Math.ceil(d.minAlignMask / IO_TLB_SIZE) * IO_TLB_SIZE : 0)
+      : d.maxRequestBytes;
+  const segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
+  const maxDescs = 2 + Math.ceil(d.maxRequestBytes / segmentBytes);
+  const depth = Math.max(1, Math.min(d.depth, Math.floor(d.queueSize / maxDescs)));
+  const page = (n: number) => Math.ceil(n / 4096) * 4096;
+  const bytesPerQueue =
+    page(depth * 64) +
+    page(depth * d.maxRequestBytes) +
+    (mode === 'direct' ? page(virtqueueBytes(d.queueSize)) : 0);
+  return { segmentBytes, maxDescs, depth, bytesPerQueue, bytes: bytesPerQueue * d.queues };
+}
 
 /** Owner id of virtqueue memory in the pool: no guest can unmap it. */
 const QUEUE_OWNER = 0x7fff_fff0;
@@ -262,15 +301,19 @@ export class BlockDevice {
     if (ctx.mode === 'bounce' && (!ctx.pool || !ctx.engine || !ctx.gate)) {
       throw new MediatorError('MEDIATOR_BAD_CONFIG', `device ${opts.id}: bounce mode needs a pool`);
     }
-    // Data segments: each one mapping, so at most the max mapping size, in whole sectors.
-    const maxMap =
-      ctx.mode === 'bounce'
-        ? ctx.pool!.maxMappingSize(ctx.minAlignMask ?? 0)
-        : this.maxRequestBytes;
-    this.segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
-    this.maxDescs = 2 + Math.ceil(this.maxRequestBytes / this.segmentBytes);
-    const wanted = opts.depth ?? 32;
-    this.depth = Math.max(1, Math.min(wanted, Math.floor(this.queueSize / this.maxDescs)));
+    const layout = deviceGuestLayout(
+      {
+        queues,
+        queueSize: this.queueSize,
+        depth: opts.depth ?? 32,
+        maxRequestBytes: this.maxRequestBytes,
+        minAlignMask: ctx.minAlignMask ?? 0,
+      },
+      ctx.mode,
+    );
+    this.segmentBytes = layout.segmentBytes;
+    this.maxDescs = layout.maxDescs;
+    this.depth = layout.depth;
     this.counters = {
       requests: Object.fromEntries(BLK_OPS.map((op) => [op, zeroOutcomes()])) as Record<
         BlkOp,
