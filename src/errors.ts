@@ -195,6 +195,18 @@ export const ERROR_SPECS = {
     fix: 'Fix the line named by its number; see the replay format in README.md.',
     status: 400,
   },
+  JOB_BAD_FILE: {
+    meaning:
+      'A fio job file cannot be used: a line is not INI syntax, a value does not parse (a size, a number, an rw or bssplit value), or a setting is out of range.',
+    fix: 'Correct the line or option named in the message; see "bench" in README.md for the options understood.',
+    status: 400,
+  },
+  JOB_UNSUPPORTED_OPTION: {
+    meaning:
+      'The fio job file uses options this runner cannot honour (for example filename, direct, rate, verify); they are listed by name, nothing was run.',
+    fix: 'Remove the options named in the message, or replace them with what the runner understands (device, mode, pool_size...); see "bench" in README.md.',
+    status: 400,
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_SPECS;

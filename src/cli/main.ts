@@ -1,14 +1,18 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { isMediatorError } from '../errors.js';
+import { benchCommand } from './bench.js';
 import { replayCommand } from './replay-command.js';
 import { serveCommand } from './serve.js';
+import { sizeCommand } from './size.js';
 
 const HELP = `Usage: swiotlb-mediator <command> [options]
 
 Commands:
   serve             run the mediator as an HTTP service (embedded default, or --config FILE)
   replay [FILE|-]   replay map/unmap/sync JSON lines against a Linux-faithful swiotlb pool
+  bench --job FILE  run a fio job file in-process; IOPS, latency, pool use (--json: fio-shaped)
+  size --job FILE   pool sizing advice for a fio job (swiotlb=, device tree, service config)
 
 Run "swiotlb-mediator <command> --help" for a command's options.
   -h, --help        this help
@@ -30,6 +34,10 @@ export async function main(argv: string[]): Promise<number> {
         return await serveCommand(rest, io);
       case 'replay':
         return await replayCommand(rest, io);
+      case 'bench':
+        return await benchCommand(rest, io);
+      case 'size':
+        return await sizeCommand(rest, io);
       case undefined:
       case '-h':
       case '--help':
@@ -47,7 +55,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (isMediatorError(err)) {
       process.stderr.write(`swiotlb-mediator: ${err.code}: ${err.message}\n`);
-      return err.code === 'CLI_USAGE' ? 2 : 1;
+      return err.code === 'CLI_USAGE' || err.code.startsWith('JOB_') ? 2 : 1;
     }
     if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`swiotlb-mediator: ${(err as Error).message}\n`);

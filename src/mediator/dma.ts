@@ -52,6 +52,8 @@ export interface DmaBatch {
   dirs: Uint8Array;
   /** Device addresses, filled by tryPlace. */
   out: Float64Array;
+  /** Scratch for release(). */
+  heads: Int32Array;
 }
 
 export function createBatch(capacity: number): DmaBatch {
@@ -60,6 +62,7 @@ export function createBatch(capacity: number): DmaBatch {
     sizes: new Uint32Array(capacity),
     dirs: new Uint8Array(capacity),
     out: new Float64Array(capacity),
+    heads: new Int32Array(capacity),
   };
 }
 
@@ -276,12 +279,13 @@ export class BounceDma implements GuestDma {
     const owner = this.mapOpts.owner;
     let pending: Promise<void>[] | undefined;
     let firstError: unknown;
-    const heads: number[] = [];
+    const heads = b.heads;
+    let begun = 0;
     for (let i = 0; i < n; i++) {
       const dir = b.dirs[i] as DmaDirection;
       const tlb = b.out[i]!;
       const head = this.pool.beginUnmap(tlb, b.sizes[i]!, dir, owner);
-      heads.push(head);
+      heads[begun++] = head;
       if (!unmapCopies(dir, attrs)) continue;
       try {
         const p = this.engine.copy(
@@ -301,7 +305,7 @@ export class BounceDma implements GuestDma {
       }
     }
     const finish = () => {
-      for (const h of heads) this.pool.finishUnmap(h);
+      for (let k = 0; k < begun; k++) this.pool.finishUnmap(heads[k]!);
     };
     if (pending === undefined) {
       finish();

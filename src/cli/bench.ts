@@ -1,0 +1,115 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { MediatorError } from '../errors.js';
+import { type JobFile, parseJobFile } from '../workload/fio-job.js';
+import { renderHtml } from '../workload/html.js';
+import { Progress } from '../workload/progress.js';
+import { buildReport, formatReport } from '../workload/report.js';
+import { runMode } from '../workload/runner.js';
+
+export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--html FILE] [--mode MODE]
+
+Runs a fio job file in-process against the mediator and reports IOPS, bandwidth,
+completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
+and the mediator's view: bytes bounced by direction, pool high-water, map
+failures, back-pressure waits. Mode "both" runs bounce then direct and prints
+bounce / direct for IOPS, bandwidth and p99.
+
+fio options understood: rw (read, write, randread, randwrite, randrw, rw,
+readwrite), bs, bssplit, rwmixread, rwmixwrite, iodepth, numjobs, size,
+io_size, runtime, time_based, ramp_time, number_ios, randseed; and this
+project's: mode (bounce|direct|both), device (null|ram-blk|file-blk),
+pool_size, areas, min_align_mask, copy_workers, backpressure (wait|fail).
+ioengine, direct, filename, name, group_reporting... are ignored with a
+warning; any other option is an error (JOB_UNSUPPORTED_OPTION).
+
+Options:
+  --job FILE        the fio job file (required)
+  --json            print the report as fio-shaped JSON on stdout (progress stays on stderr)
+  --html FILE       also write a self-contained HTML page with charts
+  --mode MODE       override the job file's mode: bounce, direct or both
+  --quiet           no progress output
+  -h, --help        this help
+
+Progress goes to stderr: a bar on a terminal, a plain line every second otherwise.`;
+
+export interface BenchIo {
+  stdout: Writable;
+  stderr: Writable & { isTTY?: boolean };
+}
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(
+      readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+    ) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** Reads and parses a job file; a missing file is JOB_BAD_FILE. */
+export function readJobFile(path: string): JobFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new MediatorError('JOB_BAD_FILE', `cannot read ${path}: ${(err as Error).message}`);
+  }
+  return parseJobFile(text, path);
+}
+
+export async function benchCommand(argv: string[], io: BenchIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      job: { type: 'string' },
+      json: { type: 'boolean' },
+      html: { type: 'string' },
+      mode: { type: 'string' },
+      quiet: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    io.stdout.write(`${BENCH_HELP}\n`);
+    return 0;
+  }
+  if (positionals.length > 0) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      `bench: takes no arguments, got "${positionals.join(' ')}"`,
+    );
+  }
+  if (!values.job) throw new MediatorError('CLI_USAGE', 'bench: --job FILE is required');
+  if (values.mode && !['bounce', 'direct', 'both'].includes(values.mode)) {
+    throw new MediatorError('CLI_USAGE', `--mode: "${values.mode}" is not bounce, direct or both`);
+  }
+  const jf = readJobFile(values.job);
+  if (values.mode) jf.settings.mode = values.mode as JobFile['settings']['mode'];
+  for (const w of jf.warnings) io.stderr.write(`bench: warning: ${w}\n`);
+
+  const progress = values.quiet ? undefined : new Progress(io.stderr);
+  const modes: ('bounce' | 'direct')[] =
+    jf.settings.mode === 'both' ? ['bounce', 'direct'] : [jf.settings.mode];
+  const results = [];
+  for (const mode of modes) {
+    const r = await runMode(jf, mode, progress ? { onProgress: (p) => progress.update(p) } : {});
+    progress?.done(
+      `bench: ${mode} done: ${r.total.all.total_ios} I/Os in ${(r.total.runtimeMs / 1000).toFixed(2)} s`,
+    );
+    results.push(r);
+  }
+  const report = buildReport(jf, results, version());
+  if (values.html) {
+    writeFileSync(values.html, renderHtml(report, `swiotlb-mediator bench: ${values.job}`));
+    io.stderr.write(`bench: wrote ${values.html}\n`);
+  }
+  if (values.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else io.stdout.write(formatReport(report));
+  return 0;
+}

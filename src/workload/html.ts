@@ -1,0 +1,204 @@
+/**
+ * A self-contained HTML page for a bench report: inline SVG charts drawn here
+ * (no scripts, no network): throughput over time, latency distribution, pool
+ * occupancy over time, and bounce vs direct side by side.
+ */
+import type { BenchReport } from './report.js';
+import { formatBytes, formatCount, formatNs } from './report.js';
+
+const W = 640;
+const H = 220;
+const PAD = { l: 64, r: 16, t: 16, b: 32 };
+const COLORS = { bounce: '#c0392b', direct: '#2471a3' } as const;
+
+function esc(s: string): string {
+  return s.replace(
+    /[&<>"]/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c] ?? c,
+  );
+}
+
+interface Series {
+  name: string;
+  color: string;
+  points: [number, number][];
+}
+
+function lineChart(
+  title: string,
+  series: Series[],
+  fmtX: (x: number) => string,
+  fmtY: (y: number) => string,
+  opts: { logX?: boolean; yMax?: number } = {},
+): string {
+  const all = series.flatMap((s) => s.points);
+  if (all.length === 0) return `<h3>${esc(title)}</h3><p>no data</p>`;
+  const tx = (x: number) => (opts.logX ? Math.log10(Math.max(x, 1)) : x);
+  const xs = all.map((p) => tx(p[0]));
+  const xMin = Math.min(...xs);
+  const xMax = Math.max(...xs, xMin + 1e-9);
+  const yMax = opts.yMax ?? Math.max(...all.map((p) => p[1]), 1e-9);
+  const sx = (x: number) => PAD.l + ((tx(x) - xMin) / (xMax - xMin)) * (W - PAD.l - PAD.r);
+  const sy = (y: number) => H - PAD.b - (y / yMax) * (H - PAD.t - PAD.b);
+  const parts: string[] = [];
+  for (let i = 0; i <= 4; i++) {
+    const y = (yMax * i) / 4;
+    parts.push(
+      `<line x1="${PAD.l}" x2="${W - PAD.r}" y1="${sy(y)}" y2="${sy(y)}" stroke="#ddd"/>`,
+      `<text x="${PAD.l - 4}" y="${sy(y) + 4}" text-anchor="end">${esc(fmtY(y))}</text>`,
+    );
+  }
+  for (let i = 0; i <= 4; i++) {
+    const xv = xMin + ((xMax - xMin) * i) / 4;
+    const x = opts.logX ? 10 ** xv : xv;
+    parts.push(
+      `<text x="${sx(x)}" y="${H - PAD.b + 16}" text-anchor="middle">${esc(fmtX(x))}</text>`,
+    );
+  }
+  series.forEach((s, i) => {
+    const d = s.points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(' ');
+    parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${d}"/>`);
+    parts.push(
+      `<text x="${W - PAD.r - 4}" y="${PAD.t + 14 * (i + 1)}" text-anchor="end" fill="${s.color}">${esc(s.name)}</text>`,
+    );
+  });
+  return `<h3>${esc(title)}</h3><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${parts.join('')}</svg>`;
+}
+
+function barChart(title: string, groups: { label: string; bounce: number; direct: number }[]) {
+  const max = Math.max(1e-9, ...groups.flatMap((g) => [g.bounce, g.direct]));
+  const bw = (W - PAD.l - PAD.r) / Math.max(1, groups.length);
+  const parts: string[] = [];
+  groups.forEach((g, i) => {
+    const x0 = PAD.l + i * bw;
+    (['bounce', 'direct'] as const).forEach((m, k) => {
+      const h = (g[m] / max) * (H - PAD.t - PAD.b);
+      const x = x0 + bw * 0.15 + k * bw * 0.35;
+      parts.push(
+        `<rect x="${x}" y="${H - PAD.b - h}" width="${bw * 0.3}" height="${h}" fill="${COLORS[m]}"/>`,
+      );
+    });
+    parts.push(
+      `<text x="${x0 + bw / 2}" y="${H - PAD.b + 16}" text-anchor="middle">${esc(g.label)}</text>`,
+    );
+  });
+  parts.push(
+    `<text x="${W - PAD.r}" y="${PAD.t + 12}" text-anchor="end" fill="${COLORS.bounce}">bounce</text>`,
+  );
+  parts.push(
+    `<text x="${W - PAD.r}" y="${PAD.t + 26}" text-anchor="end" fill="${COLORS.direct}">direct</text>`,
+  );
+  return `<h3>${esc(title)}</h3><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${parts.join('')}</svg>`;
+}
+
+export function renderHtml(report: BenchReport, title: string): string {
+  const modes = (['bounce', 'direct'] as const).filter((m) => report.total[m]);
+  const sections: string[] = [];
+
+  sections.push(
+    lineChart(
+      'Throughput over time',
+      modes.map((m) => ({
+        name: m,
+        color: COLORS[m],
+        points: (report.timeline[m] ?? []).map(
+          (s) => [s.t_ms / 1000, s.bw_bytes] as [number, number],
+        ),
+      })),
+      (x) => `${x.toFixed(1)}s`,
+      (y) => `${formatBytes(y)}/s`,
+    ),
+  );
+  sections.push(
+    lineChart(
+      'Completion latency distribution (share of I/Os per bin)',
+      modes.map((m) => {
+        const bins = report.latency_histogram[m] ?? [];
+        const total = bins.reduce((s, b) => s + b.count, 0) || 1;
+        return {
+          name: m,
+          color: COLORS[m],
+          points: bins.map((b) => [b.le_ns, (b.count / total) * 100] as [number, number]),
+        };
+      }),
+      (x) => formatNs(x),
+      (y) => `${y.toFixed(1)}%`,
+      { logX: true },
+    ),
+  );
+  const bounceMed = report.mediator.bounce;
+  if (bounceMed) {
+    sections.push(
+      lineChart(
+        `Pool occupancy over time (bounce; ${bounceMed.pool.nslabs} slots)`,
+        [
+          {
+            name: 'used slots (peak per interval)',
+            color: COLORS.bounce,
+            points: (report.timeline.bounce ?? []).map(
+              (s) => [s.t_ms / 1000, s.pool_used_slots] as [number, number],
+            ),
+          },
+        ],
+        (x) => `${x.toFixed(1)}s`,
+        (y) => `${Math.round(y)}`,
+        { yMax: bounceMed.pool.nslabs },
+      ),
+    );
+  }
+  const b = report.total.bounce;
+  const d = report.total.direct;
+  if (b && d) {
+    sections.push(
+      barChart('Bounce vs direct: IOPS', [
+        { label: 'read', bounce: b.read.iops, direct: d.read.iops },
+        { label: 'write', bounce: b.write.iops, direct: d.write.iops },
+        { label: 'all', bounce: b.all.iops, direct: d.all.iops },
+      ]),
+      barChart('Bounce vs direct: p99 completion latency', [
+        {
+          label: 'read',
+          bounce: b.read.clat_ns.percentile['99.000000']!,
+          direct: d.read.clat_ns.percentile['99.000000']!,
+        },
+        {
+          label: 'write',
+          bounce: b.write.clat_ns.percentile['99.000000']!,
+          direct: d.write.clat_ns.percentile['99.000000']!,
+        },
+        {
+          label: 'all',
+          bounce: b.all.clat_ns.percentile['99.000000']!,
+          direct: d.all.clat_ns.percentile['99.000000']!,
+        },
+      ]),
+    );
+  }
+
+  const rows = modes
+    .map((m) => {
+      const t = report.total[m]!;
+      const med = report.mediator[m]!;
+      return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(t.all.clat_ns.percentile['50.000000']!)}</td><td>${formatNs(t.all.clat_ns.percentile['99.000000']!)}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.waits}</td></tr>`;
+    })
+    .join('');
+  const c = report.comparison?.bounce_over_direct.all;
+  const ratio = c
+    ? `<p><b>bounce ÷ direct</b>: IOPS ${c.iops ?? 'n/a'}, bandwidth ${c.bw_bytes ?? 'n/a'}, p99 ${c.clat_p99_ns ?? 'n/a'}</p>`
+    : '';
+  const warnings = report.warnings.length
+    ? `<ul>${report.warnings.map((w) => `<li>${esc(w)}</li>`).join('')}</ul>`
+    : '';
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
+<style>body{font-family:sans-serif;max-width:720px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style>
+</head><body>
+<h1>${esc(title)}</h1>
+<p>${esc(report.time)} — ${esc(report['fio version'])}, mode ${report.mode}</p>
+${warnings}
+<table><tr><th>mode</th><th>IOPS</th><th>bandwidth</th><th>p50</th><th>p99</th><th>pool high-water</th><th>map failures</th><th>bounced to/from device</th><th>back-pressure waits</th></tr>${rows}</table>
+${ratio}
+${sections.join('\n')}
+</body></html>
+`;
+}

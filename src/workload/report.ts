@@ -1,0 +1,215 @@
+/**
+ * The bench report: fio-shaped JSON (`jobs[].read` / `jobs[].write` with `iops`,
+ * `bw_bytes`, `io_bytes`, `runtime`, `clat_ns`...) plus `total`, `mediator`,
+ * `comparison` (mode both), `timeline` and `latency_histogram`, keyed by mode;
+ * and the same as text.
+ */
+import type { JobFile } from './fio-job.js';
+import type { DirectionResult, MediatorView, ModeResult, Sample, TotalResult } from './runner.js';
+
+export interface FioJobEntry {
+  jobname: string;
+  groupid: number;
+  /** Clone number within the section (fio numbers clones of one section the same way). */
+  jobnum: number;
+  mode: 'bounce' | 'direct';
+  device: string;
+  queue: number;
+  /** 0, or 5 (EIO) when any I/O failed; `errors` counts them by code. */
+  error: number;
+  errors: Record<string, number>;
+  'job options': Record<string, string>;
+  read: DirectionResult;
+  write: DirectionResult;
+  job_runtime: number;
+}
+
+export interface Ratio {
+  iops: number | null;
+  bw_bytes: number | null;
+  clat_p99_ns: number | null;
+}
+
+export interface BenchReport {
+  'fio version': string;
+  timestamp: number;
+  timestamp_ms: number;
+  time: string;
+  'global options': Record<string, string>;
+  mode: 'bounce' | 'direct' | 'both';
+  jobs: FioJobEntry[];
+  total: Partial<Record<'bounce' | 'direct', TotalResult>>;
+  mediator: Partial<Record<'bounce' | 'direct', MediatorView>>;
+  /** Mode both: bounce ÷ direct (below 1 for IOPS and bandwidth is the cost of isolation). */
+  comparison?: {
+    bounce_over_direct: { all: Ratio; read: Ratio; write: Ratio };
+  };
+  timeline: Partial<Record<'bounce' | 'direct', Sample[]>>;
+  latency_histogram: Partial<Record<'bounce' | 'direct', { le_ns: number; count: number }[]>>;
+  warnings: string[];
+}
+
+function ratio(a: number, b: number): number | null {
+  if (!(b > 0)) return null;
+  return Math.round((a / b) * 10000) / 10000;
+}
+
+function dirRatio(b: DirectionResult, d: DirectionResult): Ratio {
+  return {
+    iops: ratio(b.iops, d.iops),
+    bw_bytes: ratio(b.bw_bytes, d.bw_bytes),
+    clat_p99_ns: ratio(b.clat_ns.percentile['99.000000']!, d.clat_ns.percentile['99.000000']!),
+  };
+}
+
+export function buildReport(jf: JobFile, results: ModeResult[], version: string): BenchReport {
+  const now = Date.now();
+  const report: BenchReport = {
+    'fio version': `swiotlb-mediator-${version}`,
+    timestamp: Math.floor(now / 1000),
+    timestamp_ms: now,
+    time: new Date(now).toString(),
+    'global options': jf.globalOptions,
+    mode: jf.settings.mode,
+    jobs: [],
+    total: {},
+    mediator: {},
+    timeline: {},
+    latency_histogram: {},
+    warnings: [...jf.warnings],
+  };
+  results.forEach((r, groupid) => {
+    for (const c of r.clones) {
+      const errors = Object.values(c.errors).reduce((s, n) => s + n, 0);
+      report.jobs.push({
+        jobname: c.jobname,
+        groupid,
+        jobnum: c.clone,
+        mode: r.mode,
+        device: c.device,
+        queue: c.queue,
+        error: errors > 0 ? 5 : 0,
+        errors: c.errors,
+        'job options': jf.jobs[c.job]!.options,
+        read: c.read,
+        write: c.write,
+        job_runtime: Math.round(c.runtimeMs),
+      });
+    }
+    report.total[r.mode] = r.total;
+    report.mediator[r.mode] = r.mediator;
+    report.timeline[r.mode] = r.timeline;
+    report.latency_histogram[r.mode] = r.histogram;
+    for (const w of r.warnings) report.warnings.push(`${r.mode}: ${w}`);
+  });
+  const b = report.total.bounce;
+  const d = report.total.direct;
+  if (b && d) {
+    report.comparison = {
+      bounce_over_direct: {
+        all: {
+          iops: ratio(b.all.iops, d.all.iops),
+          bw_bytes: ratio(b.all.bw_bytes, d.all.bw_bytes),
+          clat_p99_ns: ratio(
+            b.all.clat_ns.percentile['99.000000']!,
+            d.all.clat_ns.percentile['99.000000']!,
+          ),
+        },
+        read: dirRatio(b.read, d.read),
+        write: dirRatio(b.write, d.write),
+      },
+    };
+  }
+  return report;
+}
+
+// ---------------------------------------------------------------------------
+// Text
+// ---------------------------------------------------------------------------
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let u = 0;
+  let v = n;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v >= 100 || u === 0 ? v.toFixed(0) : v.toFixed(1)}${units[u]}`;
+}
+
+export function formatCount(n: number): string {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  return n.toFixed(n >= 100 ? 0 : 1);
+}
+
+export function formatNs(ns: number): string {
+  if (ns >= 1e9) return `${(ns / 1e9).toFixed(2)}s`;
+  if (ns >= 1e6) return `${(ns / 1e6).toFixed(2)}ms`;
+  if (ns >= 1e3) return `${(ns / 1e3).toFixed(1)}us`;
+  return `${Math.round(ns)}ns`;
+}
+
+function dirLine(label: string, d: DirectionResult): string[] {
+  if (d.total_ios === 0) return [];
+  const p = d.clat_ns.percentile;
+  return [
+    `  ${label}: IOPS=${formatCount(d.iops)}, BW=${formatBytes(d.bw_bytes)}/s (${formatBytes(d.io_bytes)}/${d.runtime}msec), ios=${d.total_ios}`,
+    `    clat: min=${formatNs(d.clat_ns.min)}, mean=${formatNs(d.clat_ns.mean)}, p50=${formatNs(p['50.000000']!)}, p90=${formatNs(p['90.000000']!)}, p99=${formatNs(p['99.000000']!)}, p99.9=${formatNs(p['99.900000']!)}, max=${formatNs(d.clat_ns.max)}`,
+  ];
+}
+
+export function formatReport(report: BenchReport): string {
+  const out: string[] = [];
+  for (const w of report.warnings) out.push(`warning: ${w}`);
+  if (report.warnings.length) out.push('');
+  for (const mode of ['bounce', 'direct'] as const) {
+    const total = report.total[mode];
+    const med = report.mediator[mode];
+    if (!total || !med) continue;
+    out.push(`=== ${mode} mode ===`);
+    for (const j of report.jobs.filter((x) => x.mode === mode)) {
+      out.push(
+        `${j.jobname}: (clone ${j.jobnum}, ${j.device} queue ${j.queue}): err=${j.error}${j.error ? ` ${JSON.stringify(j.errors)}` : ''}`,
+      );
+      out.push(...dirLine('read ', j.read), ...dirLine('write', j.write));
+    }
+    out.push('total:');
+    out.push(...dirLine('read ', total.read), ...dirLine('write', total.write));
+    out.push(
+      `  all  : IOPS=${formatCount(total.all.iops)}, BW=${formatBytes(total.all.bw_bytes)}/s, p99=${formatNs(total.all.clat_ns.percentile['99.000000']!)}`,
+    );
+    const p = med.pool;
+    out.push('mediator:');
+    out.push(
+      `  pool ${p.name}: ${p.nslabs} slots (${formatBytes(p.bytes)}), ${p.nareas} areas; high-water ${p.used_hiwater_slots} slots (${p.used_hiwater_percent}%, queues hold ${p.queue_slots}); map failures full=${p.map_failures.full} too_large=${p.map_failures.too_large}`,
+    );
+    out.push(
+      `  bounced: to_device ${formatBytes(med.bounced_bytes.to_device)} (${med.copies.to_device} copies), from_device ${formatBytes(med.bounced_bytes.from_device)} (${med.copies.from_device} copies); copy workers ${med.copy_workers}`,
+    );
+    out.push(
+      `  back-pressure (${med.backpressure.policy}): ${med.backpressure.waits} waits, ${(med.backpressure.wait_seconds * 1000).toFixed(1)} ms waited, ${med.backpressure.timeouts} timeouts`,
+    );
+    out.push('');
+  }
+  const c = report.comparison?.bounce_over_direct;
+  if (c) {
+    const f = (v: number | null) => (v === null ? 'n/a' : v.toFixed(3));
+    out.push('bounce / direct (the cost of isolation):');
+    out.push(
+      `  all  : IOPS ${f(c.all.iops)}, BW ${f(c.all.bw_bytes)}, p99 ${f(c.all.clat_p99_ns)}`,
+    );
+    if (c.read.iops !== null) {
+      out.push(
+        `  read : IOPS ${f(c.read.iops)}, BW ${f(c.read.bw_bytes)}, p99 ${f(c.read.clat_p99_ns)}`,
+      );
+    }
+    if (c.write.iops !== null) {
+      out.push(
+        `  write: IOPS ${f(c.write.iops)}, BW ${f(c.write.bw_bytes)}, p99 ${f(c.write.clat_p99_ns)}`,
+      );
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
