@@ -496,7 +496,7 @@ async function measure(
       errors: Object.fromEntries(c.errors),
     };
   });
-  const runtimeMs = Math.max(1, ...results.map((r) => r.runtimeMs));
+  const runtimeMs = Math.max(1, Math.round(Math.max(...results.map((r) => r.runtimeMs))));
   const readSorted = sortedLatencies(clones.map((c) => c.read.lat));
   const writeSorted = sortedLatencies(clones.map((c) => c.write.lat));
   const allSorted = sortedLatencies(clones.flatMap((c) => [c.read.lat, c.write.lat]));

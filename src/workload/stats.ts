@@ -95,7 +95,9 @@ export interface FioDirection {
 }
 
 export function fioDirection(ios: number, bytes: number, runtimeMs: number, sorted: Float64Array) {
-  const seconds = runtimeMs / 1000;
+  // Rates come from the runtime as reported (whole ms), so iops × runtime = total_ios.
+  const runtime = Math.max(1, Math.round(runtimeMs));
+  const seconds = runtime / 1000;
   const clat = clatSummary(sorted);
   const out: FioDirection = {
     io_bytes: bytes,
@@ -103,7 +105,7 @@ export function fioDirection(ios: number, bytes: number, runtimeMs: number, sort
     bw_bytes: seconds > 0 ? Math.round(bytes / seconds) : 0,
     bw: seconds > 0 ? Math.round(bytes / 1024 / seconds) : 0,
     iops: seconds > 0 ? Math.round((ios / seconds) * 1000) / 1000 : 0,
-    runtime: Math.round(runtimeMs),
+    runtime,
     total_ios: ios,
     short_ios: 0,
     drop_ios: 0,

@@ -1,0 +1,356 @@
+/**
+ * Pool sizing by simulation: the job's allocation pattern replayed against the
+ * Linux-faithful pool (placement only: no copies, no threads, no clock), so the
+ * same job, seed and step count always give the same answer.
+ *
+ * What is placed, as BlockDevice places it in bounce mode:
+ * - per queue (one per numjobs clone), its virtqueue: dma_alloc_coherent() from
+ *   the pool, page aligned, for the whole run, starting in area q mod nareas;
+ * - per request: the 16-byte virtio-blk header, the data split at the max mapping
+ *   size (256 KiB less the min_align_mask padding), and the 1-byte status, each
+ *   its own mapping (with the device's min_align_mask), all or nothing; the guest
+ *   buffers sit where the device puts them (header at slot*64 of a page-aligned
+ *   block, data at slot*maxRequestBytes), so min_align_mask padding is the real one.
+ *
+ * Each clone keeps `iodepth` requests (capped as the device caps it) live or
+ * waiting. A step completes the live request due first (completions come out of
+ * order), unmaps it, lets waiters in first come first served (as the
+ * back-pressure gate does), and issues that slot's next request. Completions come
+ * in simulated time: each request's service time is exponential with a mean of
+ * 1 + size/16 KiB units, so large requests stay mapped longer (as their copies do). A request that
+ * finds no room waits; had the pool the Linux policy (fail), it would have failed:
+ * that count is `map_failures`.
+ */
+import { deviceGuestLayout } from '../mediator/blk-device.js';
+import { virtqueueBytes } from '../mediator/virtqueue-layout.js';
+import { DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
+import { computeGeometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
+import { SwiotlbPool } from '../swiotlb/pool.js';
+import { type FioJob, type JobFile, jobDirections, pickSize, prng } from './fio-job.js';
+import { defaultAreas, maxRequestBytesFor, queueSizeFor } from './runner.js';
+
+export interface SimOptions {
+  /** Pool slots (rounded as the kernel rounds them). */
+  slots: number;
+  areas: number;
+  /** Completions simulated after the queues first fill. @default 4000 */
+  steps?: number;
+  /** @default 1 */
+  seed?: number;
+}
+
+export interface SimResult {
+  nslabs: number;
+  nareas: number;
+  bytes: number;
+  /** Slots the virtqueues hold. */
+  queue_slots: number;
+  /** False when the virtqueues themselves do not fit: the device could not start. */
+  queues_fit: boolean;
+  /** Requests issued. */
+  requests: number;
+  /** Requests that found no room while nobody waited: what Linux would fail. */
+  map_failures: number;
+  /** Requests that had to wait for room (back-pressure policy wait). */
+  waits: number;
+  /** Longest waiting line. */
+  max_waiting: number;
+  /** Every request waited and none was live: the pool cannot hold even one request. */
+  stalled: boolean;
+  used_hiwater: number;
+  used_hiwater_percent: number;
+}
+
+interface CloneShape {
+  job: FioJob;
+  queue: number;
+  depth: number;
+  segment: number;
+  maxReq: number;
+  ctlBase: number;
+  dataBase: number;
+}
+
+interface Req {
+  clone: number;
+  slot: number;
+  len: number;
+  isRead: boolean;
+  tlb: number[];
+  sizes: number[];
+  dirs: DmaDirection[];
+  /** Simulated completion time (set when it goes live). */
+  doneAt: number;
+}
+
+function shapes(jf: JobFile): CloneShape[] {
+  const out: CloneShape[] = [];
+  let next = 2 ** 32;
+  const page = (n: number) => Math.ceil(n / 4096) * 4096;
+  for (const job of jf.jobs) {
+    const maxReq = maxRequestBytesFor(job);
+    const layout = deviceGuestLayout(
+      {
+        queues: job.numjobs,
+        queueSize: queueSizeFor(job, maxReq),
+        depth: job.iodepth,
+        maxRequestBytes: maxReq,
+        minAlignMask: job.minAlignMask,
+      },
+      'bounce',
+    );
+    for (let q = 0; q < job.numjobs; q++) {
+      const ctlBase = next;
+      next += page(layout.depth * 64);
+      const dataBase = next;
+      next += page(layout.depth * maxReq);
+      out.push({
+        job,
+        queue: q,
+        depth: layout.depth,
+        segment: layout.segmentBytes,
+        maxReq,
+        ctlBase,
+        dataBase,
+      });
+    }
+  }
+  return out;
+}
+
+/** One deterministic simulation at one pool geometry. */
+export function simulate(jf: JobFile, opts: SimOptions): SimResult {
+  const steps = opts.steps ?? 4000;
+  const rand = prng(opts.seed ?? 1);
+  const pool = SwiotlbPool.create({ slots: opts.slots, areas: opts.areas, area: 0 });
+  const { nslabs, nareas, bytes } = pool.geometry;
+  const clones = shapes(jf);
+  const result: SimResult = {
+    nslabs,
+    nareas,
+    bytes,
+    queue_slots: 0,
+    queues_fit: true,
+    requests: 0,
+    map_failures: 0,
+    waits: 0,
+    max_waiting: 0,
+    stalled: false,
+    used_hiwater: 0,
+    used_hiwater_percent: 0,
+  };
+  const finish = () => {
+    result.used_hiwater = pool.stats().used_hiwater;
+    result.used_hiwater_percent = Math.round((result.used_hiwater / nslabs) * 10000) / 100;
+    return result;
+  };
+
+  for (const c of clones) {
+    const qb = virtqueueBytes(queueSizeFor(c.job, c.maxReq));
+    const addr = pool.tryAllocate(0, qb, DmaDirection.BIDIRECTIONAL, {
+      allocAlignMask: 4095,
+      area: c.queue % nareas,
+    });
+    if (addr < 0) {
+      result.queues_fit = false;
+      result.stalled = true;
+      return finish();
+    }
+  }
+  result.queue_slots = pool.used();
+
+  const newReq = (clone: number, slot: number): Req => {
+    const job = clones[clone]!.job;
+    const d = jobDirections(job.rw);
+    const isRead = d.read && (!d.write || rand() * 100 < job.rwmixread);
+    const len = pickSize(isRead ? job.bs.read : job.bs.write, rand());
+    result.requests++;
+    return { clone, slot, len, isRead, tlb: [], sizes: [], dirs: [], doneAt: 0 };
+  };
+
+  const place = (r: Req): boolean => {
+    const c = clones[r.clone]!;
+    const ctl = c.ctlBase + r.slot * 64;
+    const data = c.dataBase + r.slot * c.maxReq;
+    const dataDir = r.isRead ? DmaDirection.FROM_DEVICE : DmaDirection.TO_DEVICE;
+    const parts: [number, number, DmaDirection][] = [[ctl, 16, DmaDirection.TO_DEVICE]];
+    for (let off = 0; off < r.len; off += c.segment) {
+      parts.push([data + off, Math.min(c.segment, r.len - off), dataDir]);
+    }
+    parts.push([ctl + 16, 1, DmaDirection.FROM_DEVICE]);
+    const opts = { minAlignMask: c.job.minAlignMask, area: c.queue % nareas };
+    for (const [addr, size, dir] of parts) {
+      const tlb = pool.tryAllocate(addr, size, dir, opts);
+      if (tlb < 0) {
+        release(r);
+        return false;
+      }
+      r.tlb.push(tlb);
+      r.sizes.push(size);
+      r.dirs.push(dir);
+    }
+    return true;
+  };
+  const release = (r: Req) => {
+    for (let i = 0; i < r.tlb.length; i++) pool.release(r.tlb[i]!, r.sizes[i]!, r.dirs[i]!);
+    r.tlb.length = 0;
+    r.sizes.length = 0;
+    r.dirs.length = 0;
+  };
+
+  const live: Req[] = [];
+  let now = 0;
+  // Service time grows with the size (the copies): big requests stay live longer,
+  // so at any moment the live set leans to them, as in the real pipeline.
+  const goLive = (r: Req) => {
+    r.doneAt = now + (1 + r.len / 16384) * -Math.log(1 - rand());
+    live.push(r);
+  };
+  const waiting: Req[] = [];
+  let head = 0; // waiting[head..] is the line
+  const arrive = (r: Req) => {
+    if (head === waiting.length && place(r)) {
+      goLive(r);
+      return;
+    }
+    if (head === waiting.length) result.map_failures++;
+    result.waits++;
+    waiting.push(r);
+    result.max_waiting = Math.max(result.max_waiting, waiting.length - head);
+  };
+  const letIn = () => {
+    while (head < waiting.length && place(waiting[head]!)) goLive(waiting[head++]!);
+    if (head > 1024 && head * 2 > waiting.length) {
+      waiting.splice(0, head);
+      head = 0;
+    }
+  };
+
+  const maxDepth = Math.max(...clones.map((c) => c.depth));
+  for (let s = 0; s < maxDepth; s++) {
+    for (let c = 0; c < clones.length; c++) if (s < clones[c]!.depth) arrive(newReq(c, s));
+  }
+  for (let step = 0; step < steps; step++) {
+    if (live.length === 0) {
+      result.stalled = true;
+      break;
+    }
+    let i = 0;
+    for (let k = 1; k < live.length; k++) if (live[k]!.doneAt < live[i]!.doneAt) i = k;
+    const done = live[i]!;
+    now = done.doneAt;
+    live[i] = live[live.length - 1]!;
+    live.pop();
+    release(done);
+    letIn();
+    arrive(newReq(done.clone, done.slot));
+  }
+  return finish();
+}
+
+function ok(r: SimResult): boolean {
+  return r.queues_fit && !r.stalled && r.map_failures === 0;
+}
+
+const MAX_POOL_SLOTS = 2 ** 30 / IO_TLB_SIZE;
+
+/**
+ * The smallest pool (in steps of nareas segments, as the geometry rounds) with no
+ * map failure at `areas`, or undefined when even 1 GiB fails.
+ */
+export function minimalSlots(
+  jf: JobFile,
+  areas: number,
+  sim: { steps?: number; seed?: number } = {},
+): number | undefined {
+  const unit = roundUpPowerOfTwo(areas) * IO_TLB_SEGSIZE;
+  const run = (units: number) => ok(simulate(jf, { ...sim, slots: units * unit, areas }));
+  let lo = 0; // fails (or nothing)
+  let hi = 1;
+  const maxUnits = Math.floor(MAX_POOL_SLOTS / unit);
+  while (!run(hi)) {
+    lo = hi;
+    if (hi >= maxUnits) return undefined;
+    hi = Math.min(maxUnits, hi * 2);
+  }
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (run(mid)) hi = mid;
+    else lo = mid;
+  }
+  return hi * unit;
+}
+
+/** Slots after the kernel's rounding for `areas`. */
+export function roundedSlots(slots: number, areas: number): number {
+  return computeGeometry({ slots, areas }).nslabs;
+}
+
+export interface SizingAdvice {
+  margin: number;
+  areas: number;
+  /** Smallest pool with no failures at `areas`. */
+  minimal_slots: number | undefined;
+  /** minimal + margin, rounded to whole segments per area. */
+  recommended_slots: number | undefined;
+  /** The same for one area (what a restricted-dma-pool gets: Linux gives it one area). */
+  one_area: { minimal_slots: number | undefined; recommended_slots: number | undefined };
+  /** Per area count tried: the smallest pool with no failures. */
+  by_areas: { areas: number; minimal_slots: number | undefined }[];
+  /** Simulations at a range of sizes around the recommendation, at `areas`. */
+  table: SimResult[];
+  steps: number;
+  seed: number;
+}
+
+export function adviseSize(
+  jf: JobFile,
+  opts: { margin?: number; steps?: number; seed?: number; areas?: number } = {},
+): SizingAdvice {
+  const margin = opts.margin ?? 0.25;
+  const steps = opts.steps ?? 4000;
+  const seed = opts.seed ?? 1;
+  const sim = { steps, seed };
+  const areas = opts.areas ?? jf.settings.areas ?? defaultAreas(jf);
+  const withMargin = (min: number | undefined, a: number) =>
+    min === undefined ? undefined : roundedSlots(Math.ceil(min * (1 + margin)), a);
+
+  const counts = new Set<number>([1, areas]);
+  const maxAreas = roundUpPowerOfTwo(jf.jobs.reduce((s, j) => s + j.numjobs, 0));
+  for (let a = 2; a <= maxAreas; a *= 2) counts.add(a);
+  const by_areas = [...counts]
+    .sort((a, b) => a - b)
+    .map((a) => ({ areas: a, minimal_slots: minimalSlots(jf, a, sim) }));
+  const minimal = by_areas.find((b) => b.areas === areas)!.minimal_slots;
+  const minimalOne = by_areas.find((b) => b.areas === 1)!.minimal_slots;
+  const recommended = withMargin(minimal, areas);
+
+  const sizes = new Set<number>();
+  if (minimal !== undefined) {
+    for (const f of [0.5, 0.75, 1, 1 + margin, 1.5, 2]) {
+      const s = roundedSlots(Math.max(IO_TLB_SEGSIZE, Math.ceil(minimal * f)), areas);
+      if (s <= MAX_POOL_SLOTS) sizes.add(s);
+    }
+    if (recommended !== undefined) {
+      sizes.add(recommended);
+      sizes.add(roundedSlots(Math.floor(recommended * 0.75), areas));
+    }
+  }
+  if (jf.settings.poolSize !== undefined) {
+    sizes.add(roundedSlots(Math.ceil(jf.settings.poolSize / IO_TLB_SIZE), areas));
+  }
+  const table = [...sizes]
+    .sort((a, b) => a - b)
+    .map((slots) => simulate(jf, { ...sim, slots, areas }));
+  return {
+    margin,
+    areas,
+    minimal_slots: minimal,
+    recommended_slots: recommended,
+    one_area: { minimal_slots: minimalOne, recommended_slots: withMargin(minimalOne, 1) },
+    by_areas,
+    table,
+    steps,
+    seed,
+  };
+}

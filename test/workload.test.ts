@@ -1,0 +1,326 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { isMediatorError } from '../src/errors.js';
+import { parseFioTime, parseJobFile } from '../src/workload/fio-job.js';
+import { renderHtml } from '../src/workload/html.js';
+import { Progress } from '../src/workload/progress.js';
+import { buildReport } from '../src/workload/report.js';
+import { runJobFile } from '../src/workload/runner.js';
+import { adviseSize, roundedSlots, simulate } from '../src/workload/sizing.js';
+
+const run = promisify(execFile);
+const ROOT = new URL('..', import.meta.url).pathname;
+
+function caught(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected an error');
+}
+
+describe('fio job files', () => {
+  it('parses fio syntax: comments, sizes, bssplit, bare time_based, sections inheriting [global]', () => {
+    const jf = parseJobFile(`
+; comment
+# another comment
+[global]
+bs=4k
+iodepth=16
+size=1m
+time_based
+runtime=2m ; inline comment
+ioengine=libaio
+group_reporting
+
+[a]
+rw=randread
+
+[b]
+rw=readwrite
+bssplit=4k/50:64k/50
+rwmixread=70
+numjobs=3
+size=1g
+
+[global]
+iodepth=4
+
+[c]
+rw=randwrite
+bs=512,8k
+number_ios=100
+time_based=0
+`);
+    expect(jf.jobs.map((j) => j.name)).toEqual(['a', 'b', 'c']);
+    const [a, b, c] = jf.jobs as [(typeof jf.jobs)[0], (typeof jf.jobs)[0], (typeof jf.jobs)[0]];
+    expect(a.rw).toBe('randread');
+    expect(a.bs.read).toEqual([{ size: 4096, percent: 100 }]);
+    expect(a.iodepth).toBe(16);
+    expect(a.size).toBe(2 ** 20);
+    expect(a.timeBased).toBe(true);
+    expect(a.runtime).toBe(120);
+    expect(b.rw).toBe('rw');
+    expect(b.bs.read).toEqual([
+      { size: 4096, percent: 50 },
+      { size: 65536, percent: 50 },
+    ]);
+    expect(b.rwmixread).toBe(70);
+    expect(b.numjobs).toBe(3);
+    expect(b.size).toBe(2 ** 30);
+    // A later [global] applies to the jobs after it only.
+    expect(b.iodepth).toBe(16);
+    expect(c.iodepth).toBe(4);
+    expect(c.bs.read[0]!.size).toBe(512);
+    expect(c.bs.write[0]!.size).toBe(8192);
+    expect(c.numberIos).toBe(100);
+    expect(c.timeBased).toBe(false);
+    expect(jf.warnings.join('\n')).toMatch(/ioengine/);
+    expect(jf.warnings.join('\n')).toMatch(/group_reporting/);
+    expect(parseFioTime('500ms')).toBe(0.5);
+    expect(parseFioTime('30s')).toBe(30);
+    expect(parseFioTime('10')).toBe(10);
+  });
+
+  it('bssplit entries without a percentage share the rest; read,write splits', () => {
+    const jf = parseJobFile('[x]\nrw=randrw\nbssplit=4k/50:8k:16k,64k/100\n');
+    expect(jf.jobs[0]!.bs.read.map((e) => [e.size, e.percent])).toEqual([
+      [4096, 50],
+      [8192, 25],
+      [16384, 25],
+    ]);
+    expect(jf.jobs[0]!.bs.write).toEqual([{ size: 65536, percent: 100 }]);
+  });
+
+  it('reports unsupported options by name, all of them', () => {
+    const err = caught(() =>
+      parseJobFile('[global]\nverify=crc32c\n[x]\nrw=read\nrate=10m\nfsync=1\n', 'j.fio'),
+    );
+    expect(isMediatorError(err, 'JOB_UNSUPPORTED_OPTION')).toBe(true);
+    const msg = (err as Error).message;
+    expect(msg).toMatch(/verify \(line 2\)/);
+    expect(msg).toMatch(/rate \(line 5\)/);
+    expect(msg).toMatch(/fsync \(line 6\)/);
+  });
+
+  it('rejects values that do not parse, with JOB_BAD_FILE', () => {
+    for (const text of [
+      '[x]\nrw=trim\n',
+      '[x]\nbs=4q\n',
+      '[x]\nbs=1000\n',
+      '[x]\nbssplit=4k/60:8k/60\n',
+      '[x]\ntime_based\n',
+      '[x]\nmode=sideways\n',
+      '[x]\nmin_align_mask=4000\n',
+      'rw=read\n',
+      '[global]\nbs=4k\n',
+      '[a]\nmode=bounce\n[b]\nmode=direct\n',
+    ]) {
+      const err = caught(() => parseJobFile(text));
+      expect(isMediatorError(err, 'JOB_BAD_FILE'), text).toBe(true);
+    }
+  });
+});
+
+const SHORT_JOB = `
+[global]
+size=8m
+iodepth=4
+number_ios=400
+copy_workers=0
+pool_size=4m
+
+[reader]
+rw=randread
+bs=4k
+numjobs=2
+
+[writer]
+rw=write
+bssplit=4k/50:64k/50
+`;
+
+function checkDirection(d: Record<string, unknown>) {
+  for (const k of ['iops', 'bw_bytes', 'io_bytes', 'runtime', 'total_ios', 'clat_ns']) {
+    expect(d, k).toHaveProperty(k);
+  }
+  const clat = d.clat_ns as Record<string, unknown>;
+  for (const k of ['min', 'max', 'mean']) expect(clat).toHaveProperty(k);
+  const pct = clat.percentile as Record<string, number>;
+  for (const k of ['50.000000', '90.000000', '99.000000', '99.900000']) {
+    expect(pct).toHaveProperty(k);
+  }
+}
+
+describe('bench runner', () => {
+  it('runs a short job in bounce, direct and both; numbers agree with the counters', async () => {
+    for (const mode of ['bounce', 'direct', 'both'] as const) {
+      const jf = parseJobFile(SHORT_JOB.replace('[global]', `[global]\nmode=${mode}`));
+      const results = await runJobFile(jf);
+      const report = JSON.parse(JSON.stringify(buildReport(jf, results, 'test')));
+      const modes = mode === 'both' ? ['bounce', 'direct'] : [mode];
+      expect(report.jobs).toHaveLength(3 * modes.length);
+      for (const job of report.jobs) {
+        expect(typeof job.jobname).toBe('string');
+        checkDirection(job.read);
+        checkDirection(job.write);
+        expect(job.error).toBe(0);
+        const d = job.jobname === 'reader' ? job.read : job.write;
+        expect(d.total_ios).toBe(400);
+        // IOPS × runtime ≈ I/Os (runtime is rounded to the ms)
+        expect(Math.abs((d.iops * d.runtime) / 1000 - d.total_ios)).toBeLessThanOrEqual(
+          d.total_ios * 0.01 + 1,
+        );
+        expect(d.clat_ns.min).toBeLessThanOrEqual(d.clat_ns.percentile['50.000000']);
+        expect(d.clat_ns.percentile['99.000000']).toBeLessThanOrEqual(d.clat_ns.max);
+      }
+      for (const m of modes) {
+        const total = report.total[m];
+        expect(total.read.total_ios).toBe(800);
+        expect(total.write.total_ios).toBe(400);
+        expect(total.all.total_ios).toBe(1200);
+        const med = report.mediator[m];
+        expect(med.pool).toHaveProperty('used_hiwater_slots');
+        expect(med.pool).toHaveProperty('used_hiwater_percent');
+        expect(med.pool.map_failures).toEqual({ full: 0, too_large: 0, invalid: 0 });
+        expect(med.backpressure).toHaveProperty('waits');
+        expect(med.backpressure).toHaveProperty('wait_seconds');
+        if (m === 'bounce') {
+          // Reads copy back what was read; writes copy the data in.
+          expect(med.bounced_bytes.from_device).toBeGreaterThanOrEqual(total.read.io_bytes);
+          expect(med.bounced_bytes.to_device).toBeGreaterThanOrEqual(total.write.io_bytes);
+          expect(med.pool.used_hiwater_slots).toBeGreaterThan(med.pool.queue_slots);
+        } else {
+          expect(med.bounced_bytes).toEqual({ to_device: 0, from_device: 0 });
+        }
+      }
+      if (mode === 'both') {
+        const c = report.comparison.bounce_over_direct;
+        expect(c.all.iops).toBeGreaterThan(0);
+        expect(c.all.bw_bytes).toBeGreaterThan(0);
+        expect(c.all.clat_p99_ns).toBeGreaterThan(0);
+        const html = renderHtml(report, 'test');
+        expect(html).toMatch(/<svg/);
+        expect(html).not.toMatch(/https?:\/\//);
+      } else {
+        expect(report.comparison).toBeUndefined();
+      }
+    }
+  });
+});
+
+describe('progress', () => {
+  const snap = {
+    mode: 'bounce' as const,
+    ramping: false,
+    elapsedMs: 1500,
+    fraction: 0.5,
+    ios: 1000,
+    bytes: 4096000,
+    iops: 2000,
+    bwBytes: 8192000,
+  };
+  it('draws a bar in place on a terminal, plain lines otherwise', () => {
+    const tty = Object.assign(new PassThrough(), { isTTY: true });
+    let out = '';
+    tty.on('data', (b: Buffer) => {
+      out += b.toString();
+    });
+    const p = new Progress(tty);
+    p.update(snap);
+    p.done('finished');
+    expect(out.startsWith('\r\u001b[K')).toBe(true);
+    expect(out).toMatch(/\[#{12}-{12}\]/);
+    const plain = new PassThrough();
+    let lines = '';
+    plain.on('data', (b: Buffer) => {
+      lines += b.toString();
+    });
+    const q = new Progress(plain);
+    q.update(snap);
+    q.update({ ...snap, elapsedMs: 1600 }); // within a second: no new line
+    q.done('finished');
+    expect(lines).toBe('bench: bounce 1.5s 50%: 2000 IOPS, 7.8MiB/s, 1000 I/Os done\nfinished\n');
+  });
+});
+
+describe('pool sizing', () => {
+  const FILLING = `
+[global]
+areas=1
+[mix]
+rw=randrw
+bssplit=4k/50:64k/30:256k/20
+iodepth=32
+numjobs=4
+min_align_mask=4095
+`;
+
+  it('the recommended pool has no map failures; one 25% smaller does', () => {
+    const jf = parseJobFile(FILLING);
+    const advice = adviseSize(jf, { steps: 3000, seed: 7 });
+    const rec = advice.recommended_slots!;
+    expect(rec).toBeGreaterThan(advice.minimal_slots!);
+    const at = simulate(jf, { slots: rec, areas: 1, steps: 3000, seed: 7 });
+    expect(at.map_failures).toBe(0);
+    expect(at.waits).toBe(0);
+    const smaller = roundedSlots(Math.floor(rec * 0.75), 1);
+    expect(smaller).toBeLessThan(rec);
+    const under = simulate(jf, { slots: smaller, areas: 1, steps: 3000, seed: 7 });
+    expect(under.map_failures).toBeGreaterThan(0);
+    // Deterministic: the same seed gives the same answer.
+    expect(simulate(jf, { slots: smaller, areas: 1, steps: 3000, seed: 7 })).toEqual(under);
+  });
+});
+
+describe('CLI', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'workload-test-'));
+  const cli = (args: string[]) =>
+    run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      cwd: ROOT,
+      maxBuffer: 64 * 2 ** 20,
+    });
+
+  it('bench --json prints only the report on stdout; progress stays on stderr', async () => {
+    const job = join(dir, 'short.fio');
+    writeFileSync(
+      job,
+      '[global]\nioengine=psync\nmode=both\ncopy_workers=0\nsize=4m\n[j]\nrw=randread\nbs=4k\niodepth=2\ntime_based\nruntime=1500ms\n',
+    );
+    const html = join(dir, 'out.html');
+    const { stdout, stderr } = await cli(['bench', '--job', job, '--json', '--html', html]);
+    const report = JSON.parse(stdout);
+    expect(report.jobs[0].jobname).toBe('j');
+    expect(report.jobs[0].read.clat_ns.percentile['99.000000']).toBeGreaterThan(0);
+    expect(report.comparison.bounce_over_direct).toHaveProperty('all');
+    expect(stderr).toMatch(/ioengine/);
+    expect(stderr).toMatch(/bench: bounce /);
+    // Not a terminal: plain lines, no carriage returns nor escape sequences.
+    expect(stderr.includes('\r')).toBe(false);
+    expect(stderr.includes('\u001b[')).toBe(false);
+    expect(readFileSync(html, 'utf8')).toMatch(/<svg/);
+  });
+
+  it('bench reports an unsupported option with its code and exit status 2', async () => {
+    const job = join(dir, 'bad.fio');
+    writeFileSync(job, '[j]\nrw=read\nverify=md5\n');
+    const err = await cli(['bench', '--job', job]).catch((e: unknown) => e);
+    expect((err as { code: number }).code).toBe(2);
+    expect((err as { stderr: string }).stderr).toMatch(/JOB_UNSUPPORTED_OPTION.*verify/);
+  });
+
+  it('size --json gives swiotlb=, a restricted-dma-pool node and a config', async () => {
+    const { stdout } = await cli(['size', '--job', 'bench/jobs/database.fio', '--json']);
+    const advice = JSON.parse(stdout);
+    expect(advice.kernel_parameter).toMatch(/^swiotlb=\d+,\d+$/);
+    expect(advice.device_tree).toMatch(/compatible = "restricted-dma-pool"/);
+    expect(advice.device_tree).not.toMatch(/^\s*(no-map|reusable);/m);
+    expect(advice.config.pools[0].areas).toBe(advice.areas);
+  });
+});
