@@ -8,20 +8,9 @@ import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
 import type { DeviceKind } from '../src/mediator/blk-device.js';
 import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
+import { randomBytes } from './helpers/http.js';
 
 const MiB = 2 ** 20;
-
-function randomBytes(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 function spec(
   mode: 'bounce' | 'direct',

@@ -59,6 +59,11 @@ export interface CopyEngineOptions {
    */
   maxRegions?: number;
   /**
+   * Bytes queued on a worker before further copies go to the next worker.
+   * @default 262144
+   */
+  spillBytes?: number;
+  /**
    * Count and time the copies done inline on the calling thread. Off only to
    * measure what the accounting costs (bench:metrics); worker copies are always
    * counted, off the main thread.
@@ -144,6 +149,7 @@ export class CopyEngine {
   private readonly maxRegions: number;
   private readonly spinMicros: number;
   private readonly pollMs: number;
+  private readonly spillBytes: number;
   /** Whether inline copies are counted and timed (see CopyEngineOptions.accounting). */
   readonly accounting: boolean;
   private readonly regions: (Buffer | undefined)[];
@@ -169,6 +175,7 @@ export class CopyEngine {
     this.maxRegions = opts.maxRegions ?? 64;
     this.spinMicros = opts.spinMicros ?? 20;
     this.pollMs = (opts.pollMicros ?? 200) / 1000;
+    this.spillBytes = opts.spillBytes ?? 256 * 1024;
     this.accounting = opts.accounting ?? true;
     if (!Number.isInteger(this.workers) || this.workers < 0 || this.workers > 64) {
       throw new RangeError(`workers must be an integer from 0 to 64, got ${this.workers}`);
@@ -403,11 +410,18 @@ export class CopyEngine {
   }
 
   /** The live ring with room and the fewest bytes outstanding. */
+  /**
+   * Packs work onto the first workers and spills to the next only when they are
+   * backed up by `spillBytes`: a worker with a queue stays awake and copies back
+   * to back, while spreading a light load over all of them would make each one
+   * sleep and be woken for every copy (a futex wake-up costs more than a 64 KiB copy).
+   */
   private pickRing(): Ring | undefined {
     let best: Ring | undefined;
     for (const ring of this.rings) {
       if (ring.dead) continue;
       if (((ring.head - Atomics.load(ring.header, RING_TAIL)) | 0) >= this.capacity) continue;
+      if (ring.outstandingBytes < this.spillBytes) return ring;
       if (best === undefined || ring.outstandingBytes < best.outstandingBytes) best = ring;
     }
     return best;

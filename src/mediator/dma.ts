@@ -1,5 +1,10 @@
 import { MediatorError } from '../errors.js';
-import { DmaDirection as Dir, DmaAttr, type DmaDirection } from '../swiotlb/constants.js';
+import {
+  type CopyDirection,
+  DmaDirection as Dir,
+  DmaAttr,
+  type DmaDirection,
+} from '../swiotlb/constants.js';
 import { syncForCpuCopies, syncForDeviceCopies, unmapCopies } from '../swiotlb/dma-rules.js';
 import type { SgEntry, SwiotlbPool } from '../swiotlb/pool.js';
 import type { CopyEngine } from './copy-engine.js';
@@ -186,31 +191,30 @@ export class BounceDma implements GuestDma {
   }
 
   async syncSingleForCpu(dmaAddr: number, size: number, dir: DmaDirection): Promise<void> {
-    const origAddr = this.pool.resolve(dmaAddr, size, dir, this.mapOpts.owner);
-    if (!syncForCpuCopies(dir)) return;
-    const pending = this.engine.copy(
-      Dir.FROM_DEVICE,
-      this.guestRegion,
-      origAddr - this.guest.base,
-      this.poolRegion,
-      this.pool.offsetOf(dmaAddr),
-      size,
-    );
-    if (pending) await pending;
+    await this.sync(dmaAddr, size, dir, syncForCpuCopies(dir) ? Dir.FROM_DEVICE : undefined);
   }
 
   async syncSingleForDevice(dmaAddr: number, size: number, dir: DmaDirection): Promise<void> {
+    await this.sync(dmaAddr, size, dir, syncForDeviceCopies(dir) ? Dir.TO_DEVICE : undefined);
+  }
+
+  /** Validates a (partial) sync against the live mapping, then copies in `copy`'s direction, if any. */
+  private sync(
+    dmaAddr: number,
+    size: number,
+    dir: DmaDirection,
+    copy: CopyDirection | undefined,
+  ): Promise<void> | undefined {
     const origAddr = this.pool.resolve(dmaAddr, size, dir, this.mapOpts.owner);
-    if (!syncForDeviceCopies(dir)) return;
-    const pending = this.engine.copy(
-      Dir.TO_DEVICE,
+    if (copy === undefined) return undefined;
+    return this.engine.copy(
+      copy,
       this.guestRegion,
       origAddr - this.guest.base,
       this.poolRegion,
       this.pool.offsetOf(dmaAddr),
       size,
     );
-    if (pending) await pending;
   }
 
   /**

@@ -15,8 +15,10 @@
  * - every other option this runner does not implement is an ERROR
  *   (JOB_UNSUPPORTED_OPTION) that lists each one by name and line.
  */
+
 import { MediatorError } from '../errors.js';
 import { parseSize } from '../util/size.js';
+import { mulberry32 } from '../workers/chaos.js';
 
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw';
 export type RunMode = 'bounce' | 'direct' | 'both';
@@ -534,16 +536,7 @@ export function maxBlockSize(job: FioJob): number {
 }
 
 /** A small deterministic PRNG (mulberry32): same seed, same sequence. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const prng = mulberry32;
 
 /** Picks a block size from a split with a uniform random number in [0, 1). */
 export function pickSize(split: readonly BsSplitEntry[], r: number): number {
