@@ -26,7 +26,11 @@
  *   npm run bench:copy -- [--duration S] [--warmup S] [--rounds N] [--json]
  *       [--sizes 512,4k,64k,256k] [--workers 1,2,0] [--concurrency 32]
  *       [--inline-threshold BYTES] [--split-threshold BYTES] [--spin-micros US]
- *       [--ring-capacity N] [--guest-mib MIB]
+ *       [--poll-micros US] [--spill-bytes BYTES] [--ring-capacity N] [--guest-mib MIB]
+ *       [--watchdog S]
+ *
+ * The engine options left out keep the engine's defaults. --watchdog: when no I/O
+ * completes for that many seconds, print the rings' state and exit with code 2.
  */
 import { parseArgs } from 'node:util';
 import { CopyEngine, type CopyEngineOptions } from '../src/mediator/copy-engine.js';
@@ -36,6 +40,11 @@ import { DmaDirection, SwiotlbPool } from '../src/swiotlb/index.js';
 import { formatSize, parseSize } from '../src/util/size.js';
 
 const GB = 1e9;
+
+/** Completed engine I/Os, for the watchdog. */
+let progress = 0;
+/** What the bench is doing, for the watchdog's message. */
+let phase = 'starting';
 /** Pool slot (IO_TLB_SIZE): the allocator places mappings in whole slots. */
 const SLOT = 2048;
 
@@ -150,6 +159,7 @@ async function engineWindow(
     while (!stop) {
       const tlb = await dma.mapSingle(guestBase + guest.next(), size, DmaDirection.TO_DEVICE);
       await dma.unmapSingle(tlb, size, DmaDirection.TO_DEVICE);
+      progress++;
       if ((++ios & 7) === 0 && performance.now() >= end) stop = true;
     }
   };
@@ -192,6 +202,78 @@ function list<T>(name: string, value: string, parse: (s: string) => T | undefine
   });
 }
 
+/**
+ * Waits until every copy worker has taken a copy (each boots tsx first): bursts of
+ * 64 concurrent copies, enough queued bytes for the engine to spill past its first
+ * workers. Straight engine copies into the (still empty) pool: nothing is mapped.
+ */
+async function bootWorkers(
+  engine: CopyEngine,
+  guestRegion: number,
+  poolRegion: number,
+  poolBytes: number,
+): Promise<void> {
+  const burst = 64;
+  const length = Math.min(Math.max(engine.inlineThreshold, 4096), Math.floor(poolBytes / burst));
+  for (let round = 0; round < 200; round++) {
+    const copies: (Promise<void> | undefined)[] = [];
+    for (let i = 0; i < burst; i++) {
+      const off = i * length;
+      copies.push(engine.copy(DmaDirection.TO_DEVICE, guestRegion, off, poolRegion, off, length));
+    }
+    await Promise.all(copies);
+    if (engine.stats().byWriter.every((w, i) => i === 0 || w.copies > 0)) return;
+  }
+  console.error(`warning: workers=${engine.workers}: not every copy worker took a warm-up copy`);
+}
+
+/** The engine's internals, read only to explain a stall (they are private). */
+interface EngineInternals {
+  rings: {
+    index: number;
+    header: Int32Array;
+    head: number;
+    pending: { length: number };
+    armed: boolean;
+    dead: boolean;
+    outstandingBytes: number;
+  }[];
+  backlog: { length: number };
+}
+
+/**
+ * A lost completion would leave the engine windows waiting for ever: when no I/O
+ * completes for `seconds` while the engine runs, prints the rings' state and exits.
+ */
+function startWatchdog(seconds: number, current: () => CopyEngine | undefined): void {
+  let last = progress;
+  let still = 0;
+  setInterval(() => {
+    const engine = current();
+    if (engine === undefined || progress !== last) {
+      last = progress;
+      still = 0;
+      return;
+    }
+    if (++still < seconds) return;
+    const e = engine as unknown as EngineInternals;
+    console.error(
+      `copy bench: no I/O completed for ${seconds} s during ${phase} (workers=${engine.workers}, ` +
+        `${engine.pendingCopies} copies pending, backlog ${e.backlog.length}); rings:`,
+    );
+    for (const r of e.rings) {
+      const h = r.header;
+      console.error(
+        `  ring ${r.index}: head ${r.head} HEAD ${Atomics.load(h, 0)} TAIL ${Atomics.load(h, 1)} ` +
+          `SLEEPING ${Atomics.load(h, 2)} STOP ${Atomics.load(h, 3)} thread ${Atomics.load(h, 4)}; ` +
+          `pending ${r.pending.length}, armed ${r.armed}, dead ${r.dead}, ` +
+          `outstanding ${r.outstandingBytes} B`,
+      );
+    }
+    process.exit(2);
+  }, 1000).unref();
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -207,6 +289,9 @@ async function main(): Promise<void> {
       'split-threshold': { type: 'string' },
       'spin-micros': { type: 'string' },
       'ring-capacity': { type: 'string' },
+      'spill-bytes': { type: 'string' },
+      'poll-micros': { type: 'string' },
+      watchdog: { type: 'string', default: '10' },
     },
   });
   const durationMs = positive('duration', values.duration) * 1000;
@@ -225,6 +310,9 @@ async function main(): Promise<void> {
   if (splitThreshold !== undefined) tuning.splitThreshold = splitThreshold;
   if (values['spin-micros'] !== undefined) tuning.spinMicros = Number(values['spin-micros']);
   if (values['ring-capacity'] !== undefined) tuning.ringCapacity = Number(values['ring-capacity']);
+  const spillBytes = bytesOption('spill-bytes', values['spill-bytes']);
+  if (spillBytes !== undefined) tuning.spillBytes = spillBytes;
+  if (values['poll-micros'] !== undefined) tuning.pollMicros = Number(values['poll-micros']);
 
   const started = performance.now();
   const guest = new GuestMemory({ size: positive('guest-mib', values['guest-mib']) * 2 ** 20 });
@@ -244,25 +332,22 @@ async function main(): Promise<void> {
   );
 
   const results: Result[] = [];
-  const thresholds: Record<number, { inline: number; split: number }> = {};
+  let running: CopyEngine | undefined;
+  startWatchdog(positive('watchdog', values.watchdog), () => running);
+  let thresholds: { inline: number; split: number } | undefined;
   for (const workers of workerCounts) {
     const engine = new CopyEngine({ ...tuning, workers });
-    thresholds[workers] = { inline: engine.inlineThreshold, split: engine.splitThreshold };
+    running = engine;
+    thresholds = { inline: engine.inlineThreshold, split: engine.splitThreshold };
     const guestRegion = engine.registerRegion(guest.buffer);
     const poolRegion = engine.registerRegion(pool.share().data);
     const dma = new BounceDma({ guest, guestRegion, pool, poolRegion, engine });
-    if (workers > 0) {
-      // Waits until every worker has booted (tsx loads each one): one copy long
-      // enough to go to the workers and, with several, to be split over all of them.
-      const length = Math.min(
-        pool.geometry.bytes,
-        Math.max(engine.inlineThreshold, engine.splitThreshold, workers * 4096),
-      );
-      await engine.copy(DmaDirection.TO_DEVICE, guestRegion, 0, poolRegion, 0, length);
-    }
+    phase = 'worker start-up';
+    if (workers > 0) await bootWorkers(engine, guestRegion, poolRegion, pool.geometry.bytes);
     try {
       for (const size of sizes) {
         console.error(`  workers=${workers} ${formatSize(size)}...`);
+        phase = `the ${formatSize(size)} case`;
         // One walk through guest memory shared by raw and engine windows: neither
         // reads what the other just pulled into the cache.
         const guestCursor = new Cursor(size, size, guest.size);
@@ -321,6 +406,7 @@ async function main(): Promise<void> {
         });
       }
     } finally {
+      running = undefined;
       await engine.close();
     }
   }
@@ -365,9 +451,13 @@ async function main(): Promise<void> {
     );
   }
   console.log('');
-  for (const [w, t] of Object.entries(thresholds)) {
+  const t = thresholds;
+  const given = Object.entries(tuning).map(([k, v]) => `${k}=${v}`);
+  if (t) {
     console.log(
-      `workers=${w}: inlineThreshold ${formatSize(t.inline)}, splitThreshold ${formatSize(t.split)}`,
+      `engine: inlineThreshold ${formatSize(t.inline)}, splitThreshold ${formatSize(t.split)}; ` +
+        `options given: ${given.length > 0 ? given.join(', ') : 'none (defaults)'}; ` +
+        `${concurrency} I/Os in flight`,
     );
   }
 

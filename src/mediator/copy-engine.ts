@@ -31,7 +31,9 @@ import {
 export interface CopyEngineOptions {
   /**
    * Copy worker threads. 0 copies everything inline on the calling thread.
-   * @default the number of CPUs, at most 4
+   * One core is left to the calling thread, which maps, polls and copies inline:
+   * on 2 cores, two workers plus the main thread measured slower than one worker.
+   * @default the number of CPUs - 1 (at least 1, at most 4)
    */
   workers?: number;
   /**
@@ -43,7 +45,9 @@ export interface CopyEngineOptions {
   inlineThreshold?: number;
   /**
    * Copies of at least this many bytes are split in page-aligned parts, one per
-   * worker, so that one large copy keeps every core busy.
+   * worker, so that one large copy keeps every core busy. Only when nothing else
+   * is in flight: under load each worker already has whole copies to do, and a
+   * split copy would wait for the slowest of its parts.
    * @default 131072
    */
   splitThreshold?: number;
@@ -73,7 +77,9 @@ export interface CopyEngineOptions {
   /**
    * After a completion, how long the engine keeps looking for the next one on each
    * event-loop turn before it sleeps until a worker notifies, in microseconds.
-   * @default 200
+   * Polling needs a core of its own: with as many workers as cores it costs the
+   * workers more than it saves (measured), so it is off then.
+   * @default 200, or 0 when workers >= the number of CPUs
    */
   pollMicros?: number;
   /**
@@ -126,6 +132,8 @@ interface Ring {
 const TWO_POW_32 = 2 ** 32;
 /** Copies up to this size are byte loops and are not timed (measured: a loop wins up to ~32 B). */
 const TINY_COPY = 32;
+/** One inline copy in this many is timed (a power of two). */
+const INLINE_TIME_SAMPLE = 8;
 
 /**
  * The trusted DMA engine: copies between guest memory and pools.
@@ -149,6 +157,7 @@ export class CopyEngine {
   private readonly maxRegions: number;
   private readonly spinMicros: number;
   private readonly pollMs: number;
+  private inlineSample = 0;
   private readonly spillBytes: number;
   /** Whether inline copies are counted and timed (see CopyEngineOptions.accounting). */
   readonly accounting: boolean;
@@ -168,13 +177,13 @@ export class CopyEngine {
   private crashes = 0;
 
   constructor(opts: CopyEngineOptions = {}) {
-    this.workers = opts.workers ?? Math.min(4, availableParallelism());
+    this.workers = opts.workers ?? Math.max(1, Math.min(4, availableParallelism() - 1));
     this.inlineThreshold = opts.inlineThreshold ?? 32 * 1024;
     this.splitThreshold = opts.splitThreshold ?? 128 * 1024;
     this.capacity = opts.ringCapacity ?? 1024;
     this.maxRegions = opts.maxRegions ?? 64;
     this.spinMicros = opts.spinMicros ?? 20;
-    this.pollMs = (opts.pollMicros ?? 200) / 1000;
+    this.pollMs = (opts.pollMicros ?? (this.workers >= availableParallelism() ? 0 : 200)) / 1000;
     this.spillBytes = opts.spillBytes ?? 256 * 1024;
     this.accounting = opts.accounting ?? true;
     if (!Number.isInteger(this.workers) || this.workers < 0 || this.workers > 64) {
@@ -264,10 +273,12 @@ export class CopyEngine {
         // Request headers and status bytes: a loop beats Buffer.copy's call
         // overhead, and timing them would cost more than the copy.
         for (let i = 0; i < length; i++) dst[to + i] = src[from + i]!;
-      } else if (this.accounting) {
+      } else if (this.accounting && (++this.inlineSample & (INLINE_TIME_SAMPLE - 1)) === 0) {
+        // Timing costs two performance.now() calls (~100-200 ns, half a 4 KiB
+        // copy): time one copy in INLINE_TIME_SAMPLE and count it for all of them.
         const t0 = performance.now();
         src.copy(dst, to, from, from + length);
-        nanos = (performance.now() - t0) * 1e6;
+        nanos = (performance.now() - t0) * 1e6 * INLINE_TIME_SAMPLE;
       } else {
         src.copy(dst, to, from, from + length);
       }
@@ -277,7 +288,7 @@ export class CopyEngine {
     }
     return new Promise<void>((resolve, reject) => {
       const parts =
-        length >= this.splitThreshold && this.workers > 1
+        length >= this.splitThreshold && this.workers > 1 && this.inFlight === 0
           ? Math.min(this.workers, Math.floor(length / 4096))
           : 1;
       const join: Join = { remaining: parts, failed: false, resolve, reject };
