@@ -40,7 +40,7 @@ describe('the embedded default', () => {
       shutdownTimeoutMs: 10_000,
       retryAfterSeconds: 1,
     });
-    expect(c.copy.workers).toBe(Math.min(4, availableParallelism()));
+    expect(c.copy.workers).toBe(Math.max(1, Math.min(4, availableParallelism() - 1)));
     const spec = toMediatorSpec(c);
     expect(spec.mode).toBe('bounce');
     expect(spec.pools).toEqual([

@@ -64,7 +64,7 @@ export interface HttpConfig {
 export interface CopyConfig {
   /**
    * Copy worker threads; 0 copies everything inline on the main thread.
-   * @default the number of CPUs, at most 4
+   * @default the number of CPUs - 1 (at least 1, at most 4): one core stays with the main thread
    */
   workers: number;
   /**
@@ -665,7 +665,10 @@ export const serviceConfigSchema = fileSchema
       mode: c.mode,
       logLevel: c.logLevel,
       http: c.http,
-      copy: { ...c.copy, workers: c.copy.workers ?? Math.min(4, availableParallelism()) },
+      copy: {
+        ...c.copy,
+        workers: c.copy.workers ?? Math.max(1, Math.min(4, availableParallelism() - 1)),
+      },
       pools: c.pools.map((p, i) => ({
         name: poolNames[i]!,
         size: p.size,
