@@ -2,8 +2,7 @@ import { closeSync, existsSync, fstatSync, ftruncateSync, openSync } from 'node:
 import { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
 import { BucketHistogram, LATENCY_BUCKETS_SECONDS } from '../metrics/bucket-histogram.js';
-import { DmaAttr, DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
-import type { SwiotlbPool } from '../swiotlb/pool.js';
+import { DmaAttr, DmaDirection } from '../swiotlb/constants.js';
 import { Fifo } from '../util/fifo.js';
 import { workerScript } from '../util/worker-script.js';
 import {
@@ -18,158 +17,23 @@ import {
   VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT,
 } from '../workers/blk-backend.js';
-import type { ChaosOptions } from '../workers/chaos.js';
 import type { DeviceWorkerData } from '../workers/device-worker.js';
-import type { PoolGate } from './backpressure.js';
-import type { CopyEngine } from './copy-engine.js';
+import {
+  BLK_OPS,
+  type BlkOp,
+  type BlockDeviceOptions,
+  DEVICE_KINDS,
+  type DeviceContext,
+  type DeviceKind,
+  deviceGuestLayout,
+  OUTCOMES,
+  type Outcome,
+} from './blk-options.js';
 import { BounceDma, createBatch, DirectDma, type DmaBatch, type GuestDma } from './dma.js';
-import type { GuestMemory } from './guest-memory.js';
 import { FAULT_KINDS, type FaultKind, GuestVirtqueue, type UsedSink } from './virtqueue.js';
 import { layoutAt, NOTIFY_COMPLETION, NOTIFY_STOP, virtqueueBytes } from './virtqueue-layout.js';
 
-export type DeviceKind = 'null' | 'ram-blk' | 'file-blk' | 'chaos';
-export const DEVICE_KINDS: readonly DeviceKind[] = ['null', 'ram-blk', 'file-blk', 'chaos'];
-
-export interface BlockDeviceOptions {
-  /** Device name, e.g. "blk0". */
-  id: string;
-  kind: DeviceKind;
-  /**
-   * Disk size in bytes (ram-blk, file-blk, chaos; the null device reports it too).
-   * @default 268435456 (256 MiB)
-   */
-  capacity?: number;
-  /**
-   * Virtqueues; each has its own device thread and starts its maps in its own pool area.
-   * @default 1
-   */
-  queues?: number;
-  /**
-   * Descriptors per virtqueue (a power of two).
-   * @default 256
-   */
-  queueSize?: number;
-  /**
-   * Requests in flight per queue (queue depth). Capped so that every request's
-   * descriptor chain fits in the queue.
-   * @default 32
-   */
-  depth?: number;
-  /**
-   * Largest data transfer of one request, in bytes (a multiple of 512).
-   * @default 1048576
-   */
-  maxRequestBytes?: number;
-  /**
-   * A request the device has not completed after this long fails with
-   * MEDIATOR_DEVICE_TIMEOUT and the device is reset.
-   * @default 5000
-   */
-  timeoutMs?: number;
-  /** file-blk: path of the backing file (created when missing, grown to `capacity`). */
-  file?: string;
-  /**
-   * file-blk: `durable` syncs every write before it completes; `none` only on FLUSH.
-   * @default 'durable'
-   */
-  sync?: 'durable' | 'none';
-  /** chaos: seed and fault rates. */
-  chaos?: ChaosOptions;
-  /**
-   * GET_ID answer (20 bytes at most).
-   * @default the device id
-   */
-  serial?: string;
-  /**
-   * Record each request's latency in {@link BlockDevice.latency} (for the metrics).
-   * Off only to measure what that costs (bench:metrics).
-   * @default true
-   */
-  recordLatency?: boolean;
-  /**
-   * After a completion, how long the driver keeps looking for the next one on each
-   * event-loop turn before it sleeps until the device notifies, in microseconds.
-   * 0 never polls. Measured here (null device, 4 KiB, depth 32): 200 us gives
-   * about 20% more IOPS than sleeping at once; an idle queue costs nothing.
-   * @default 200
-   */
-  pollMicros?: number;
-  /**
-   * How long a device thread polls its queue before sleeping, in microseconds.
-   * @default 10
-   */
-  spinMicros?: number;
-}
-
-/** Where the device's buffers go: the bounce path or direct. */
-export interface DeviceContext {
-  mode: 'bounce' | 'direct';
-  guest: GuestMemory;
-  /** bounce: the pool the device sees, its gate, and the copy engine with both registered. */
-  pool?: SwiotlbPool;
-  gate?: PoolGate;
-  engine?: CopyEngine;
-  guestRegion?: number;
-  poolRegion?: number;
-  /**
-   * The device's min_align_mask (NVMe-like devices: 4095).
-   * @default 0
-   */
-  minAlignMask?: number;
-}
-
-export type BlkOp = 'read' | 'write' | 'flush' | 'get_id';
-export const BLK_OPS: readonly BlkOp[] = ['read', 'write', 'flush', 'get_id'];
-export type Outcome = 'ok' | 'ioerr' | 'unsupp' | 'fault' | 'timeout' | 'reset' | 'full' | 'error';
-export const OUTCOMES: readonly Outcome[] = [
-  'ok',
-  'ioerr',
-  'unsupp',
-  'fault',
-  'timeout',
-  'reset',
-  'full',
-  'error',
-];
-
-export interface DeviceShape {
-  queues: number;
-  queueSize: number;
-  /** Requested queue depth (before the cap). */
-  depth: number;
-  maxRequestBytes: number;
-  minAlignMask: number;
-}
-
-/**
- * How a device uses guest memory, worked out before it exists (the config checks
- * guest memory sizes with it, and the device lays itself out with it):
- * - data is split in segments of at most the max mapping size (bounce mode), in
- *   whole sectors; a request's chain is header + segments + status;
- * - queue depth is capped so that every chain fits in the queue;
- * - per queue, guest memory holds 64 bytes of header and status per request
- *   slot, one data buffer of maxRequestBytes per slot, and (direct mode) the
- *   virtqueue itself, each reservation 4 KiB aligned.
- */
-export function deviceGuestLayout(
-  d: DeviceShape,
-  mode: 'bounce' | 'direct',
-): { segmentBytes: number; maxDescs: number; depth: number; bytesPerQueue: number; bytes: number } {
-  const maxMap =
-    mode === 'bounce'
-      ? IO_TLB_SIZE * IO_TLB_SEGSIZE -
-        (d.minAlignMask ? Math.ceil(d.minAlignMask / IO_TLB_SIZE) * IO_TLB_SIZE : 0)
-      : d.maxRequestBytes;
-  const segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
-  const maxDescs = 2 + Math.ceil(d.maxRequestBytes / segmentBytes);
-  const depth = Math.max(1, Math.min(d.depth, Math.floor(d.queueSize / maxDescs)));
-  const page = (n: number) => Math.ceil(n / 4096) * 4096;
-  const bytesPerQueue =
-    page(depth * 64) +
-    page(depth * d.maxRequestBytes) +
-    (mode === 'direct' ? page(virtqueueBytes(d.queueSize)) : 0);
-  return { segmentBytes, maxDescs, depth, bytesPerQueue, bytes: bytesPerQueue * d.queues };
-}
+export * from './blk-options.js';
 
 /** Owner id of virtqueue memory in the pool: no guest can unmap it. */
 const QUEUE_OWNER = 0x7fff_fff0;
