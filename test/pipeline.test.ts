@@ -320,20 +320,23 @@ describe('back-pressure', () => {
 });
 
 describe('a device that stops answering', () => {
+  /** A chaos device that takes every request and completes none. */
+  const NEVER_ANSWERS = {
+    seed: 7,
+    drop: 1,
+    double: 0,
+    badId: 0,
+    badLen: 0,
+    scribble: 0,
+    corruptDesc: 0,
+    jumpIdx: 0,
+  };
+
   it('times its requests out, is reset without restarting, and frees every slot', async () => {
     const s = spec('bounce', [
       {
         kind: 'chaos',
-        chaos: {
-          seed: 7,
-          drop: 1,
-          double: 0,
-          badId: 0,
-          badLen: 0,
-          scribble: 0,
-          corruptDesc: 0,
-          jumpIdx: 0,
-        },
+        chaos: NEVER_ANSWERS,
         timeoutMs: 100,
       },
     ]);
@@ -359,16 +362,7 @@ describe('a device that stops answering', () => {
     const s = spec('bounce', [
       {
         kind: 'chaos',
-        chaos: {
-          seed: 7,
-          drop: 1,
-          double: 0,
-          badId: 0,
-          badLen: 0,
-          scribble: 0,
-          corruptDesc: 0,
-          jumpIdx: 0,
-        },
+        chaos: NEVER_ANSWERS,
         timeoutMs: 60_000,
       },
     ]);
