@@ -398,12 +398,12 @@ export class BlockDevice {
     const slot = q.freeSlots.pop() ?? (await this.waitSlot(q));
     if (slot < 0) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
     const req = q.requests[slot]!;
-    const started = this.recordLatency ? performance.now() : 0;
+    const started = performance.now();
     req.busy = true;
     this.counters.inFlight++;
     let outcome: Outcome = 'error';
     try {
-      await this.execute(q, req, type, sector, length, data);
+      await this.execute(q, req, type, sector, length, data, started);
       outcome = 'ok';
       const guest = this.ctx.guest;
       if (onData) {
@@ -434,8 +434,12 @@ export class BlockDevice {
     sector: number,
     length: number,
     data: Uint8Array | undefined,
+    started: number,
   ): Promise<void> {
     const guest = this.ctx.guest;
+    // The device's clock for this request: from its slot, or from when it got pool
+    // slots if it had to wait for them (so back-pressure never reads as a timeout).
+    let since = started;
     const ctl = req.ctlAddr - guest.base;
     const g = guest.bytes;
     // struct virtio_blk_req header, little endian; status preset to a value no device sends.
@@ -470,7 +474,10 @@ export class BlockDevice {
     if (this.mode === 'bounce') {
       const gate = this.ctx.gate!;
       const admitted = gate.admit(req.place, req.fullError);
-      if (admitted) await admitted;
+      if (admitted) {
+        await admitted;
+        since = performance.now();
+      }
       try {
         const copying = dma.copyIn(n, b);
         if (copying) await copying;
@@ -493,7 +500,7 @@ export class BlockDevice {
           return;
         }
         req.head = head;
-        req.submittedAt = performance.now();
+        req.submittedAt = since;
         q.byHead[head] = req;
         this.schedulePublish(q);
       });
