@@ -86,31 +86,19 @@ interface Phase {
   name: string;
   request: autocannon.Request;
 }
+/** A synthetic I/O phase: POST /io, no body transfer, the mediation alone. */
+const synthetic = (op: 'read' | 'write'): Phase => ({
+  name: `synthetic ${op} (POST /io)`,
+  request: {
+    method: 'POST',
+    path: '/v1/devices/blk0/io',
+    headers: { 'content-type': 'application/json' },
+    setupRequest: (req) => ({ ...req, body: JSON.stringify({ op, size, lba: nextLba() }) }),
+  },
+});
 const phases: Phase[] = [
-  {
-    name: 'synthetic write (POST /io)',
-    request: {
-      method: 'POST',
-      path: '/v1/devices/blk0/io',
-      headers: { 'content-type': 'application/json' },
-      setupRequest: (req) => ({
-        ...req,
-        body: JSON.stringify({ op: 'write', size, lba: nextLba() }),
-      }),
-    },
-  },
-  {
-    name: 'synthetic read (POST /io)',
-    request: {
-      method: 'POST',
-      path: '/v1/devices/blk0/io',
-      headers: { 'content-type': 'application/json' },
-      setupRequest: (req) => ({
-        ...req,
-        body: JSON.stringify({ op: 'read', size, lba: nextLba() }),
-      }),
-    },
-  },
+  synthetic('write'),
+  synthetic('read'),
   {
     name: 'block write (PUT /blocks)',
     request: {

@@ -68,6 +68,15 @@ function parseDir(value: unknown, fallback?: DmaDirection): DmaDirection {
   return dir;
 }
 
+function notMapped(id: string): ReplayOutput {
+  return {
+    id,
+    ok: false,
+    code: 'SWIOTLB_NOT_MAPPED',
+    error: `id ${JSON.stringify(id)} is not mapped`,
+  };
+}
+
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
@@ -157,14 +166,7 @@ export class Replayer {
 
   private unmap(rec: Record<string, unknown>, id: string): ReplayOutput {
     const m = this.live.get(id);
-    if (!m) {
-      return {
-        id,
-        ok: false,
-        code: 'SWIOTLB_NOT_MAPPED',
-        error: `id ${JSON.stringify(id)} is not mapped`,
-      };
-    }
+    if (!m) return notMapped(id);
     const size = parseInteger(rec.size, 'size', m.size);
     const dir = parseDir(rec.dir, m.dir);
     const attrs = parseInteger(rec.attrs, 'attrs', 0);
@@ -179,14 +181,7 @@ export class Replayer {
     op: 'sync_for_device' | 'sync_for_cpu',
   ): ReplayOutput {
     const m = this.live.get(id);
-    if (!m) {
-      return {
-        id,
-        ok: false,
-        code: 'SWIOTLB_NOT_MAPPED',
-        error: `id ${JSON.stringify(id)} is not mapped`,
-      };
-    }
+    if (!m) return notMapped(id);
     const offset = parseInteger(rec.offset, 'offset', 0);
     const size = parseInteger(rec.size, 'size', m.size - offset);
     const dir = parseDir(rec.dir, m.dir);
