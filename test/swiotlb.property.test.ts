@@ -39,8 +39,10 @@ import {
   INVALID_PHYS_ADDR,
   type MetadataViews,
   metadataViews,
+  readSlot,
 } from '../src/swiotlb/layout.js';
 import { type SharedPool, SwiotlbPool } from '../src/swiotlb/pool.js';
+import { freeRun } from '../src/swiotlb/slot-bitmap.js';
 
 // ---------------------------------------------------------------------------
 // Arithmetic of the kernel, written out independently of src/
@@ -430,39 +432,42 @@ function checkMetadata(v: MetadataViews, model: Model, runs: Int32Array): void {
     const head = m.start + m.p.padSlots;
     for (let s = m.start; s < head; s++) role[s] = 1;
     for (let s = head; s < m.start + m.nslots; s++) role[s] = 2;
-    if (v.mapSize[head] !== m.size) fail(head, 'mapSize', v.mapSize[head], m.size);
-    if (v.mapDir[head] !== m.dir) fail(head, 'mapDir', v.mapDir[head], m.dir);
-    if (v.mapOwner[head] !== m.owner) fail(head, 'mapOwner', v.mapOwner[head], m.owner);
-    if (v.headOffset[head] !== m.p.headOffset) {
-      fail(head, 'headOffset', v.headOffset[head], m.p.headOffset);
-    }
-    if (v.padSlots[head] !== m.p.padSlots) fail(head, 'padSlots', v.padSlots[head], m.p.padSlots);
+    const h = readSlot(v, head);
+    if (h.mapSize !== m.size) fail(head, 'mapSize', h.mapSize, m.size);
+    if (h.mapDir !== m.dir) fail(head, 'mapDir', h.mapDir, m.dir);
+    if (h.mapOwner !== m.owner) fail(head, 'mapOwner', h.mapOwner, m.owner);
+    if (h.headOffset !== m.p.headOffset) fail(head, 'headOffset', h.headOffset, m.p.headOffset);
+    if (h.padSlots !== m.p.padSlots) fail(head, 'padSlots', h.padSlots, m.p.padSlots);
     for (let s = m.start; s < m.start + m.nslots; s++) {
       const allocSize = m.p.allocSize - (m.p.headOffset + (s - m.start) * IO_TLB_SIZE);
-      if (v.allocSize[s] !== allocSize) fail(s, 'allocSize', v.allocSize[s], allocSize);
+      const got = readSlot(v, s).allocSize;
+      if (got !== allocSize) fail(s, 'allocSize', got, allocSize);
     }
     for (let s = head; s < m.start + m.nslots; s++) {
-      if (v.headOf[s] !== head) fail(s, 'headOf', v.headOf[s], head);
+      const r = readSlot(v, s);
+      if (r.headOf !== head) fail(s, 'headOf', r.headOf, head);
       const orig = m.orig + (s - head) * IO_TLB_SIZE;
-      if (v.origAddr[s] !== orig) fail(s, 'origAddr', v.origAddr[s], orig);
+      if (r.origAddr !== orig) fail(s, 'origAddr', r.origAddr, orig);
     }
   }
   for (let s = 0; s < g.nslabs; s++) {
     const list = role[s] === 0 ? runs[s]! : 0;
-    if (v.list[s] !== list) fail(s, 'list', v.list[s], list);
+    const got = freeRun(v.usedBits, s);
+    if (got !== list) fail(s, 'list (free run)', got, list);
+    const r = readSlot(v, s);
     if (role[s] !== 2) {
-      if (v.headOf[s] !== -1) fail(s, 'headOf', v.headOf[s], -1);
-      if (v.origAddr[s] !== INVALID_PHYS_ADDR) fail(s, 'origAddr', v.origAddr[s], 'invalid');
-      if (v.mapSize[s] !== 0) fail(s, 'mapSize', v.mapSize[s], 0);
-    } else if (v.headOf[s] !== s && v.mapSize[s] !== 0) {
-      fail(s, 'mapSize of a non-head slot', v.mapSize[s], 0);
+      if (r.headOf !== -1) fail(s, 'headOf', r.headOf, -1);
+      if (r.origAddr !== INVALID_PHYS_ADDR) fail(s, 'origAddr', r.origAddr, 'invalid');
+      if (r.mapSize !== 0) fail(s, 'mapSize', r.mapSize, 0);
+    } else if (r.headOf !== s && r.mapSize !== 0) {
+      fail(s, 'mapSize of a non-head slot', r.mapSize, 0);
     }
     if (role[s] === 0) {
-      if (v.allocSize[s] !== 0) fail(s, 'allocSize', v.allocSize[s], 0);
-      if (v.padSlots[s] !== 0) fail(s, 'padSlots', v.padSlots[s], 0);
-      if (v.mapDir[s] !== 0) fail(s, 'mapDir', v.mapDir[s], 0);
-      if (v.headOffset[s] !== 0) fail(s, 'headOffset', v.headOffset[s], 0);
-      if (v.mapOwner[s] !== 0) fail(s, 'mapOwner', v.mapOwner[s], 0);
+      if (r.allocSize !== 0) fail(s, 'allocSize', r.allocSize, 0);
+      if (r.padSlots !== 0) fail(s, 'padSlots', r.padSlots, 0);
+      if (r.mapDir !== 0) fail(s, 'mapDir', r.mapDir, 0);
+      if (r.headOffset !== 0) fail(s, 'headOffset', r.headOffset, 0);
+      if (r.mapOwner !== 0) fail(s, 'mapOwner', r.mapOwner, 0);
     }
   }
 }

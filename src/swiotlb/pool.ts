@@ -23,17 +23,26 @@ import {
   AREA_STRIDE,
   AREA_UNMAPS,
   AREA_USED,
+  allocSizeAt,
   G_FAIL_FULL,
   G_FAIL_INVALID,
   G_FAIL_TOO_LARGE,
   G_HIWATER,
   G_SYNCS,
   G_TOTAL_USED,
+  headOfAt,
+  headOffsetAt,
   INVALID_PHYS_ADDR,
   type MetadataViews,
+  mapDirAt,
+  mapOwnerAt,
+  mapSizeAt,
   metadataBytes,
   metadataViews,
+  origAddrAt,
+  padSlotsAt,
 } from './layout.js';
+import { freeRun, largestFreeRun, markFree, markUsed } from './slot-bitmap.js';
 
 /** Per-mapping options: the device's DMA constraints and attributes. */
 export interface MapOptions {
@@ -137,13 +146,20 @@ export type MapFailureReason = 'full' | 'too_large' | 'invalid';
 
 const TWO_POW_32 = 0x1_0000_0000;
 
-/** The low 32 bits of a (up to 53-bit) address, masked: addr & mask for masks that fit 32 bits. */
+/**
+ * addr & mask for a (up to 53-bit) address and a mask that fits 32 bits: `&`
+ * converts with ToInt32, which is the value modulo 2^32 for any safe integer, so
+ * no `%` (a floating-point remainder, a tenth of a 4 KiB map's cost) is needed.
+ */
 function maskLow(addr: number, mask: number): number {
-  return ((addr % TWO_POW_32) & mask) >>> 0;
+  return (addr & mask) >>> 0;
 }
 
 function nrSlots(bytes: number): number {
-  return Math.ceil(bytes / IO_TLB_SIZE);
+  // A huge alloc_align_mask can make an allocation size above 2^31: no shift then.
+  return bytes < 0x4000_0000
+    ? (bytes + IO_TLB_SIZE - 1) >>> IO_TLB_SHIFT
+    : Math.ceil(bytes / IO_TLB_SIZE);
 }
 
 function isMask(mask: number): boolean {
@@ -169,7 +185,8 @@ function invalidArg(message: string, details: Record<string, unknown>): Mediator
  *
  * Invariants (checked by test/swiotlb.property.test.ts):
  * - list[s] = number of free slots from s up to the first used slot or the segment
- *   end, whichever is nearer; list[s] = 0 iff s is used.
+ *   end, whichever is nearer; list[s] = 0 iff s is used. (The kernel stores list[];
+ *   here it is computed from a used-slot bitmap, see slot-bitmap.ts.)
  * - a mapping's slots are contiguous and lie in one segment and one area;
  * - the sum of area used = TOTAL_USED = number of slots with list = 0.
  */
@@ -260,7 +277,7 @@ export class SwiotlbPool {
   unmap(tlbAddr: number, size: number, dir: DmaDirection, attrs = 0, owner = 0): void {
     const head = this.beginUnmap(tlbAddr, size, dir, owner);
     if (unmapCopies(dir, attrs)) {
-      this.bouncer.bounce(Dir.FROM_DEVICE, this.m.origAddr[head]!, tlbAddr, size);
+      this.bouncer.bounce(Dir.FROM_DEVICE, this.m.slotF64[origAddrAt(head)]!, tlbAddr, size);
     }
     this.finishUnmap(head);
   }
@@ -407,8 +424,8 @@ export class SwiotlbPool {
     const headTlb = this.headTlbAddr(head);
     // Read once: a concurrent unmap of the same mapping (a caller bug) must read as
     // "not mapped", never as a size of 0 or an original address of -1.
-    const mapSize = Atomics.load(this.m.mapSize, head);
-    const origAddr = this.m.origAddr[head]!;
+    const mapSize = Atomics.load(this.m.slotI32, mapSizeAt(head));
+    const origAddr = this.m.slotF64[origAddrAt(head)]!;
     if (mapSize <= 0 || origAddr < 0) throw this.notMapped(tlbAddr, 'was unmapped concurrently');
     if (!Number.isSafeInteger(size) || size <= 0) {
       throw invalidArg(`size ${String(size)} must be a positive integer`, { size });
@@ -466,11 +483,7 @@ export class SwiotlbPool {
       acquire(c, lockWord);
       let areaLargest = 0;
       try {
-        const end = (a + 1) * areaNslabs;
-        for (let s = a * areaNslabs; s < end; s++) {
-          const l = this.m.list[s]!;
-          if (l > areaLargest) areaLargest = l;
-        }
+        areaLargest = largestFreeRun(this.m.usedBits, a * areaNslabs, (a + 1) * areaNslabs);
         areas.push({
           used: c[a * AREA_STRIDE + AREA_USED]!,
           index: c[a * AREA_STRIDE + AREA_INDEX]!,
@@ -535,7 +548,7 @@ export class SwiotlbPool {
     owner: number,
   ): number {
     const c = this.m.control;
-    const list = this.m.list;
+    const used = this.m.usedBits;
     const areaNslabs = this.geometry.areaNslabs;
     const base = this.geometry.base;
     const word = areaIndex * AREA_STRIDE;
@@ -556,7 +569,7 @@ export class SwiotlbPool {
           checked++;
           continue;
         }
-        if (list[candidate]! >= nslots) {
+        if (freeRun(used, candidate) >= nslots) {
           slotIndex = candidate;
           break;
         }
@@ -567,17 +580,9 @@ export class SwiotlbPool {
 
       const m = this.m;
       const end = slotIndex + nslots;
+      markUsed(used, slotIndex, nslots);
       for (let i = slotIndex; i < end; i++) {
-        list[i] = 0;
-        m.allocSize[i] = allocSize - (slotOffset + (i - slotIndex) * IO_TLB_SIZE);
-      }
-      let count = 0;
-      for (
-        let i = slotIndex - 1;
-        (i & (IO_TLB_SEGSIZE - 1)) !== IO_TLB_SEGSIZE - 1 && list[i]! > 0;
-        i--
-      ) {
-        list[i] = ++count;
+        m.slotI32[allocSizeAt(i)] = allocSize - (slotOffset + (i - slotIndex) * IO_TLB_SIZE);
       }
       c[word + AREA_INDEX] = index + nslots >= areaNslabs ? 0 : index + nslots;
       c[word + AREA_USED] = c[word + AREA_USED]! + nslots;
@@ -585,16 +590,16 @@ export class SwiotlbPool {
 
       // The mapping's own records (swiotlb_tbl_map_single() after find_slots).
       const head = slotIndex + padSlots;
-      m.padSlots[head] = padSlots;
+      m.slotU8[padSlotsAt(head)] = padSlots;
       const dataSlots = nslots - padSlots;
       for (let i = 0; i < dataSlots; i++) {
-        m.origAddr[head + i] = origAddr + i * IO_TLB_SIZE;
-        m.headOf[head + i] = head;
+        m.slotF64[origAddrAt(head + i)] = origAddr + i * IO_TLB_SIZE;
+        m.slotI32[headOfAt(head + i)] = head;
       }
-      m.mapDir[head] = dir;
-      m.mapOwner[head] = owner;
-      m.headOffset[head] = slotOffset;
-      Atomics.store(m.mapSize, head, mappingSize); // publishes the mapping
+      m.slotU8[mapDirAt(head)] = dir;
+      m.slotI32[mapOwnerAt(head)] = owner;
+      m.slotU16[headOffsetAt(head)] = slotOffset;
+      Atomics.store(m.slotI32, mapSizeAt(head), mappingSize); // publishes the mapping
       return slotIndex;
     } finally {
       release(c, word + AREA_LOCK);
@@ -613,7 +618,7 @@ export class SwiotlbPool {
     if (this.headTlbAddr(head) !== tlbAddr) {
       throw this.notMapped(tlbAddr, 'is inside a mapping, not its start');
     }
-    const mapSize = Atomics.load(this.m.mapSize, head);
+    const mapSize = Atomics.load(this.m.slotI32, mapSizeAt(head));
     if (mapSize <= 0) throw this.notMapped(tlbAddr, 'was unmapped concurrently');
     if (!Number.isSafeInteger(size) || size <= 0) {
       throw invalidArg(`size ${String(size)} must be a positive integer`, { size });
@@ -626,7 +631,7 @@ export class SwiotlbPool {
       );
     }
     this.checkDirection(dir, head);
-    if (Atomics.compareExchange(this.m.mapSize, head, mapSize, 0) !== mapSize) {
+    if (Atomics.compareExchange(this.m.slotI32, mapSizeAt(head), mapSize, 0) !== mapSize) {
       throw this.notMapped(tlbAddr, 'was unmapped concurrently');
     }
     return head;
@@ -634,39 +639,30 @@ export class SwiotlbPool {
 
   /** The original address of the mapping whose unmap {@link beginUnmap} began. */
   mappedOrigAddr(head: number): number {
-    return this.m.origAddr[head]!;
+    return this.m.slotF64[origAddrAt(head)]!;
   }
 
   /** swiotlb_release_slots() for a mapping whose unmap {@link beginUnmap} began. */
   finishUnmap(head: number): void {
     const m = this.m;
     const c = m.control;
-    const list = m.list;
-    const offset = m.headOffset[head]!;
-    const index = head - m.padSlots[head]!;
-    const nslots = nrSlots(m.allocSize[index]! + offset);
+    const offset = m.slotU16[headOffsetAt(head)]!;
+    const index = head - m.slotU8[padSlotsAt(head)]!;
+    const nslots = nrSlots(m.slotI32[allocSizeAt(index)]! + offset);
     const word = Math.floor(index / this.geometry.areaNslabs) * AREA_STRIDE;
     if (acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
     try {
-      let count = index + nslots < alignUp(index + 1, IO_TLB_SEGSIZE) ? list[index + nslots]! : 0;
+      markFree(m.usedBits, index, nslots);
       for (let i = index + nslots - 1; i >= index; i--) {
-        list[i] = ++count;
-        m.origAddr[i] = INVALID_PHYS_ADDR;
-        m.allocSize[i] = 0;
-        m.headOf[i] = -1;
+        m.slotF64[origAddrAt(i)] = INVALID_PHYS_ADDR;
+        m.slotI32[allocSizeAt(i)] = 0;
+        m.slotI32[headOfAt(i)] = -1;
       }
       // Set on the head slot only (see layout.ts).
-      m.padSlots[head] = 0;
-      m.mapDir[head] = 0;
-      m.headOffset[head] = 0;
-      m.mapOwner[head] = 0;
-      for (
-        let i = index - 1;
-        (i & (IO_TLB_SEGSIZE - 1)) !== IO_TLB_SEGSIZE - 1 && list[i]! > 0;
-        i--
-      ) {
-        list[i] = ++count;
-      }
+      m.slotU8[padSlotsAt(head)] = 0;
+      m.slotU8[mapDirAt(head)] = 0;
+      m.slotU16[headOffsetAt(head)] = 0;
+      m.slotI32[mapOwnerAt(head)] = 0;
       c[word + AREA_USED] = c[word + AREA_USED]! - nslots;
       c[word + AREA_UNMAPS] = c[word + AREA_UNMAPS]! + 1;
     } finally {
@@ -681,23 +677,27 @@ export class SwiotlbPool {
       throw this.notMapped(addr, 'is outside the pool');
     }
     const slot = Math.floor((addr - this.geometry.base) / IO_TLB_SIZE);
-    const head = this.m.headOf[slot]!;
-    if (head < 0 || head >= this.geometry.nslabs || Atomics.load(this.m.mapSize, head) <= 0) {
+    const head = this.m.slotI32[headOfAt(slot)]!;
+    if (
+      head < 0 ||
+      head >= this.geometry.nslabs ||
+      Atomics.load(this.m.slotI32, mapSizeAt(head)) <= 0
+    ) {
       throw this.notMapped(addr, 'is not mapped');
     }
     const headTlb = this.headTlbAddr(head);
     if (addr < headTlb) throw this.notMapped(addr, 'is in the padding before a mapping');
-    if (this.m.mapOwner[head] !== owner)
+    if (this.m.slotI32[mapOwnerAt(head)] !== owner)
       throw this.notMapped(addr, `is not mapped by owner ${owner}`);
     return head;
   }
 
   private headTlbAddr(head: number): number {
-    return this.geometry.base + head * IO_TLB_SIZE + this.m.headOffset[head]!;
+    return this.geometry.base + head * IO_TLB_SIZE + this.m.slotU16[headOffsetAt(head)]!;
   }
 
   private checkDirection(dir: DmaDirection, head: number): void {
-    const mapped = this.m.mapDir[head]!;
+    const mapped = this.m.slotU8[mapDirAt(head)]!;
     if (!isValidMappingDirection(dir)) {
       throw new MediatorError(
         'SWIOTLB_INVALID_DIRECTION',
@@ -815,11 +815,10 @@ function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
 
-/** swiotlb_init_io_tlb_pool(): every slot free, list counting down to each segment's end. */
+/** swiotlb_init_io_tlb_pool(): every slot free (usedBits starts zeroed). */
 function initMetadata(m: MetadataViews, geometry: Geometry): void {
   for (let i = 0; i < geometry.nslabs; i++) {
-    m.list[i] = Math.min(IO_TLB_SEGSIZE - (i & (IO_TLB_SEGSIZE - 1)), geometry.nslabs - i);
-    m.origAddr[i] = INVALID_PHYS_ADDR;
-    m.headOf[i] = -1;
+    m.slotF64[origAddrAt(i)] = INVALID_PHYS_ADDR;
+    m.slotI32[headOfAt(i)] = -1;
   }
 }
