@@ -9,9 +9,12 @@
  *           all of guest memory; destinations walk through one pool area in
  *           slot-rounded steps, as the next-fit allocator places them). The
  *           physical limit of one thread.
- *   engine  BounceDma.mapSingle(TO_DEVICE) + unmapSingle(TO_DEVICE): one copy per
- *           I/O (guest -> pool at map; TO_DEVICE unmap copies nothing), with
- *           --concurrency async loops in flight so that the workers stay busy.
+ *   engine  map + copy + unmap of one TO_DEVICE buffer per I/O (guest -> pool at
+ *           map; a TO_DEVICE unmap copies nothing), with --concurrency loops in
+ *           flight so that the workers stay busy. --api batch (default): through
+ *           BounceDma.tryPlace/copyIn/release, the path every virtqueue request
+ *           takes (no promise when the copy is inline); --api promise: through
+ *           the promise API mapSingle/unmapSingle (two promises per I/O).
  * ratio = engine GB/s / raw GB/s. The path each size took (inline on the main
  * thread or on the workers) is read from engine.stats().byWriter over the
  * measured windows (block 0 = inline, 1.. = workers).
@@ -27,14 +30,14 @@
  *       [--sizes 512,4k,64k,256k] [--workers 1,2,0] [--concurrency 32]
  *       [--inline-threshold BYTES] [--split-threshold BYTES] [--spin-micros US]
  *       [--poll-micros US] [--spill-bytes BYTES] [--ring-capacity N] [--guest-mib MIB]
- *       [--watchdog S]
+ *       [--watchdog S] [--api batch|promise]
  *
  * The engine options left out keep the engine's defaults. --watchdog: when no I/O
  * completes for that many seconds, print the rings' state and exit with code 2.
  */
 import { parseArgs } from 'node:util';
 import { CopyEngine, type CopyEngineOptions } from '../src/mediator/copy-engine.js';
-import { BounceDma } from '../src/mediator/dma.js';
+import { BounceDma, createBatch, type DmaBatch } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
 import { DmaDirection, SwiotlbPool } from '../src/swiotlb/index.js';
 import { formatSize, parseSize } from '../src/util/size.js';
@@ -146,6 +149,7 @@ async function engineWindow(
   size: number,
   ms: number,
   concurrency: number,
+  api: 'batch' | 'promise',
 ): Promise<Window> {
   const cpu0 = process.cpuUsage();
   const elu0 = performance.eventLoopUtilization();
@@ -153,7 +157,7 @@ async function engineWindow(
   const end = t0 + ms;
   let ios = 0;
   let stop = false;
-  const loop = async (): Promise<void> => {
+  const promiseLoop = async (): Promise<void> => {
     // Inline copies never yield to the event loop (only to microtasks), so no timer
     // can end the window: the loops read the clock, every 8th I/O.
     while (!stop) {
@@ -163,6 +167,26 @@ async function engineWindow(
       if ((++ios & 7) === 0 && performance.now() >= end) stop = true;
     }
   };
+  // One I/O through the pipeline's batch path; a promise only when a copy went to a worker.
+  const batchIo = (b: DmaBatch): Promise<void> | undefined => {
+    b.addrs[0] = guestBase + guest.next();
+    if (!dma.tryPlace(1, b)) throw new Error('copy bench: the pool is full');
+    const copied = dma.copyIn(1, b);
+    if (copied) return copied.then(() => dma.release(1, b, 0));
+    return dma.release(1, b, 0);
+  };
+  const batchLoop = async (): Promise<void> => {
+    const b = createBatch(1);
+    b.sizes[0] = size;
+    b.dirs[0] = DmaDirection.TO_DEVICE;
+    while (!stop) {
+      const pending = batchIo(b);
+      if (pending) await pending;
+      progress++;
+      if ((++ios & 7) === 0 && performance.now() >= end) stop = true;
+    }
+  };
+  const loop = api === 'batch' ? batchLoop : promiseLoop;
   await Promise.all(Array.from({ length: concurrency }, loop));
   return {
     bytes: ios * size,
@@ -292,12 +316,15 @@ async function main(): Promise<void> {
       'spill-bytes': { type: 'string' },
       'poll-micros': { type: 'string' },
       watchdog: { type: 'string', default: '10' },
+      api: { type: 'string', default: 'batch' },
     },
   });
   const durationMs = positive('duration', values.duration) * 1000;
   const warmupMs = positive('warmup', values.warmup) * 1000;
   const rounds = Math.round(positive('rounds', values.rounds));
   const concurrency = Math.round(positive('concurrency', values.concurrency));
+  const api = values.api;
+  if (api !== 'batch' && api !== 'promise') throw new Error('--api must be batch or promise');
   const sizes = list('sizes', values.sizes, (s) => parseSize(s) || undefined);
   const workerCounts = list('workers', values.workers, (s) => {
     const n = Number(s);
@@ -353,7 +380,7 @@ async function main(): Promise<void> {
         const guestCursor = new Cursor(size, size, guest.size);
         const rawPool = new Cursor(Math.ceil(size / SLOT) * SLOT, size, areaBytes);
         rawWindow(guest.bytes, rawDst, guestCursor, rawPool, size, warmupMs);
-        await engineWindow(dma, guest.base, guestCursor, size, warmupMs, concurrency);
+        await engineWindow(dma, guest.base, guestCursor, size, warmupMs, concurrency, api);
 
         let raw = EMPTY;
         let eng = EMPTY;
@@ -372,6 +399,7 @@ async function main(): Promise<void> {
               size,
               durationMs / rounds,
               concurrency,
+              api,
             ),
           );
         }

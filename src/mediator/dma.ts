@@ -308,20 +308,21 @@ export class BounceDma implements GuestDma {
         firstError ??= err;
       }
     }
-    const finish = () => {
-      for (let k = 0; k < begun; k++) this.pool.finishUnmap(heads[k]!);
-    };
     if (pending === undefined) {
-      finish();
+      this.finishUnmaps(begun, heads);
       if (firstError !== undefined) throw firstError;
       return undefined;
     }
     return Promise.allSettled(pending).then((results) => {
-      finish();
+      this.finishUnmaps(begun, heads);
       const failed = results.find((r) => r.status === 'rejected');
       if (firstError !== undefined) throw firstError;
       if (failed) throw (failed as PromiseRejectedResult).reason;
     });
+  }
+
+  private finishUnmaps(count: number, heads: Int32Array): void {
+    for (let k = 0; k < count; k++) this.pool.finishUnmap(heads[k]!);
   }
 
   private releasePlaced(count: number, b: DmaBatch): void {
