@@ -85,6 +85,36 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
     );
   });
 
+  it('with polling off, every completion goes through the sleep and notify handshakes and none is lost', async () => {
+    // No polling anywhere: the device thread sleeps on its doorbell as soon as its
+    // queue is empty, the copy worker on its ring, and the guest side waits on the
+    // completion words after every completion. A lost wake-up hangs this test.
+    const s = spec(mode, [{ kind: 'ram-blk', depth: 16, pollMicros: 0, spinMicros: 0 }], {
+      copy: { workers: 1, inlineThreshold: 2048, pollMicros: 0, spinMicros: 0 },
+    });
+    await withMediator(s, async (m) => {
+      const dev = m.device('d0')!;
+      let requests = 0;
+      for (let round = 0; round < 24; round++) {
+        const inFlight = 1 + (round % 16);
+        const writes = Array.from({ length: inFlight }, (_, i) => ({
+          sector: (round * 16 + i) * 16,
+          data: randomBytes(4096 + 512 * ((round + i) % 8), round * 100 + i),
+        }));
+        await Promise.all(writes.map((w) => dev.write(w.sector, w.data)));
+        const back = await Promise.all(writes.map((w) => dev.read(w.sector, w.data.length)));
+        for (const [i, w] of writes.entries()) {
+          expect(Buffer.compare(back[i]!, w.data), `round ${round} request ${i}`).toBe(0);
+        }
+        requests += inFlight;
+      }
+      const st = dev.stats();
+      expect(st.requests.write.ok).toBe(requests);
+      expect(st.requests.read.ok).toBe(requests);
+      expect(st.inFlight).toBe(0);
+    });
+  });
+
   it('out-of-range sectors complete with IOERR; the null device does no data work', async () => {
     await withMediator(spec(mode, [{ kind: 'ram-blk' }, { kind: 'null' }]), async (m) => {
       const dev = m.device('d0')!;

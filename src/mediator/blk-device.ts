@@ -607,8 +607,6 @@ export class BlockDevice {
   /** Completes what the device finished and, while requests remain, waits for more. */
   private arm(q: Queue): void {
     if (q.armed) return;
-    const { array, index } = q.vq.completionWord();
-    const seen = Atomics.load(array, index);
     const now = performance.now();
     if (q.vq.poll(q.sink) > 0) q.lastCompletion = now;
     if (q.vq.inFlight === 0 || q.worker === undefined) return;
@@ -620,7 +618,15 @@ export class BlockDevice {
       setImmediate(q.rearm);
       return;
     }
-    const waited = Atomics.waitAsync(array, index, seen);
+    // Announce the wait before the last look (the device notifies only a waiting
+    // driver; see virtqueue-layout.ts), so a completion in between is never missed.
+    const seen = q.vq.beginWait();
+    if (q.vq.poll(q.sink) > 0) {
+      q.lastCompletion = now;
+      queueMicrotask(q.rearm);
+      return;
+    }
+    const waited = Atomics.waitAsync(q.vq.notifyWords, q.vq.completionIndex, seen);
     if (waited.async) waited.value.then(q.rearm);
     else queueMicrotask(q.rearm);
   }
@@ -815,6 +821,7 @@ export class BlockDevice {
     q.sink = this.makeSink(q);
     q.rearm = () => {
       q.armed = false;
+      q.vq.endWait();
       this.arm(q);
     };
     q.publishNow = () => {

@@ -15,6 +15,9 @@ import { MediatorError } from '../errors.js';
  *                         DEVICE_SLEEPING device sets it before it waits on DOORBELL
  *                         COMPLETION      device -> guest: bumped after publishing used entries
  *                         STOP            host -> device: finish and exit (clean shutdown)
+ *                         DRIVER_WAITING  guest sets it before it waits on COMPLETION; the
+ *                                         device notifies COMPLETION only while it is set
+ *                                         (the guest polls otherwise)
  *
  * Rules: both indices are free-running 16-bit counters; ring slots are idx mod size.
  * Everything here is device-writable, so the guest reads each field once and
@@ -29,6 +32,7 @@ export const NOTIFY_DOORBELL = 0;
 export const NOTIFY_DEVICE_SLEEPING = 1;
 export const NOTIFY_COMPLETION = 2;
 export const NOTIFY_STOP = 3;
+export const NOTIFY_DRIVER_WAITING = 4;
 const NOTIFY_WORDS = 16;
 
 export const MAX_QUEUE_SIZE = 32768;

@@ -2,6 +2,7 @@ import {
   NOTIFY_COMPLETION,
   NOTIFY_DEVICE_SLEEPING,
   NOTIFY_DOORBELL,
+  NOTIFY_DRIVER_WAITING,
   type VirtqueueLayout,
   VRING_DESC_F_NEXT,
   VRING_DESC_F_WRITE,
@@ -218,12 +219,30 @@ export class GuestVirtqueue {
     if (this.state[head] === 1) this.release(head);
   }
 
-  /** The word the device bumps after publishing used entries (for Atomics.waitAsync). */
-  completionWord(): { array: Int32Array; index: number } {
-    return {
-      array: this.i32,
-      index: ((this.layout.notify - this.memBase) >>> 2) + NOTIFY_COMPLETION,
-    };
+  /** The notification words, as Int32 (for Atomics.waitAsync on {@link completionIndex}). */
+  get notifyWords(): Int32Array {
+    return this.i32;
+  }
+
+  /** Index in {@link notifyWords} of the word the device bumps after publishing used entries. */
+  get completionIndex(): number {
+    return ((this.layout.notify - this.memBase) >>> 2) + NOTIFY_COMPLETION;
+  }
+
+  /**
+   * Tells the device the driver is about to wait on the completion word, and
+   * returns the word's value to wait on. Poll once more after this and before
+   * waiting: a completion published before the device saw the flag is found then.
+   */
+  beginWait(): number {
+    const n = (this.layout.notify - this.memBase) >>> 2;
+    Atomics.store(this.i32, n + NOTIFY_DRIVER_WAITING, 1);
+    return Atomics.load(this.i32, n + NOTIFY_COMPLETION);
+  }
+
+  /** The driver is polling again: completions need no notify. */
+  endWait(): void {
+    Atomics.store(this.i32, ((this.layout.notify - this.memBase) >>> 2) + NOTIFY_DRIVER_WAITING, 0);
   }
 
   private readonly chainDescs: Uint16Array[] = [];

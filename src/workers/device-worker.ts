@@ -3,6 +3,7 @@ import {
   NOTIFY_COMPLETION,
   NOTIFY_DEVICE_SLEEPING,
   NOTIFY_DOORBELL,
+  NOTIFY_DRIVER_WAITING,
   NOTIFY_STOP,
   VRING_DESC_F_NEXT,
   VRING_DESC_F_WRITE,
@@ -104,6 +105,37 @@ function run(data: DeviceWorkerData): void {
     usedIdx = (usedIdx + 1) & 0xffff;
   };
 
+  /** Handles the chain at `head` and pushes its used entry (or, as chaos, worse). */
+  const serve = (head: number): void => {
+    let written = 0;
+    if (walk(head)) {
+      try {
+        written = device.handle(mem, chain);
+      } catch (err) {
+        // A store error (EIO, ENOSPC...) is the request's IOERR, not the thread's death.
+        written = device.fail(mem, chain);
+        parentPort?.postMessage({ type: 'io-error', message: (err as Error).message });
+      }
+    }
+    if (chaos === undefined) {
+      pushUsed(head, written);
+      return;
+    }
+    // The hostile device: everything it can do to the memory it sees.
+    const r = chaos.rates;
+    if (chaos.roll(r.corruptDesc)) {
+      const w = descWord + (head & mask) * 4;
+      for (let k = 0; k < 4; k++) u32[w + k] = Math.floor(chaos.random() * U32);
+    }
+    if (chaos.roll(r.scribble)) chaos.scribble(mem);
+    if (chaos.roll(r.drop)) return;
+    const id = chaos.roll(r.badId) ? chaos.int(size * 2) : head;
+    const len = chaos.roll(r.badLen) ? chainWritable + 1 + chaos.int(1 << 20) : written;
+    pushUsed(id, len);
+    if (chaos.roll(r.double)) pushUsed(id, len);
+    if (chaos.roll(r.jumpIdx)) usedIdx = (usedIdx + 1 + chaos.int(size * 4)) & 0xffff;
+  };
+
   const spinMs = data.spinMicros / 1000;
   parentPort?.postMessage({ type: 'ready' });
   for (;;) {
@@ -129,38 +161,17 @@ function run(data: DeviceWorkerData): void {
     while (lastAvail !== avail) {
       const head = u16[availWord + 2 + (lastAvail & mask)]!;
       lastAvail = (lastAvail + 1) & 0xffff;
-      const ok = walk(head);
-      let written = 0;
-      if (ok) {
-        try {
-          written = device.handle(mem, chain);
-        } catch (err) {
-          // A store error (EIO, ENOSPC...) is the request's IOERR, not the thread's death.
-          written = device.fail(mem, chain);
-          parentPort?.postMessage({ type: 'io-error', message: (err as Error).message });
-        }
+      serve(head);
+      // Each request is completed as soon as it is done, not after the whole batch:
+      // the guest side unmaps and submits the next ones while this thread works,
+      // and it sees new requests here without going back to sleep.
+      Atomics.store(u16, usedWord16 + 1, usedIdx);
+      Atomics.add(i32, notify + NOTIFY_COMPLETION, 1);
+      if (Atomics.load(i32, notify + NOTIFY_DRIVER_WAITING) !== 0) {
+        Atomics.notify(i32, notify + NOTIFY_COMPLETION);
       }
-      if (chaos === undefined) {
-        pushUsed(head, written);
-        continue;
-      }
-      // The hostile device: everything it can do to the memory it sees.
-      const r = chaos.rates;
-      if (chaos.roll(r.corruptDesc)) {
-        const w = descWord + (head & mask) * 4;
-        for (let k = 0; k < 4; k++) u32[w + k] = Math.floor(chaos.random() * U32);
-      }
-      if (chaos.roll(r.scribble)) chaos.scribble(mem);
-      if (chaos.roll(r.drop)) continue;
-      const id = chaos.roll(r.badId) ? chaos.int(size * 2) : head;
-      const len = chaos.roll(r.badLen) ? chainWritable + 1 + chaos.int(1 << 20) : written;
-      pushUsed(id, len);
-      if (chaos.roll(r.double)) pushUsed(id, len);
-      if (chaos.roll(r.jumpIdx)) usedIdx = (usedIdx + 1 + chaos.int(size * 4)) & 0xffff;
+      if (lastAvail === avail) avail = Atomics.load(u16, availWord + 1);
     }
-    Atomics.store(u16, usedWord16 + 1, usedIdx);
-    Atomics.add(i32, notify + NOTIFY_COMPLETION, 1);
-    Atomics.notify(i32, notify + NOTIFY_COMPLETION);
   }
   store?.close();
 }
