@@ -457,10 +457,18 @@ export class CopyEngine {
 
   /** Completes what the worker finished and, while copies remain, waits for more. */
   private arm(ring: Ring): void {
-    if (ring.armed || ring.dead) return;
+    if (ring.dead) return;
     const tail = Atomics.load(ring.header, RING_TAIL);
+    // Completions are reaped on every submit too (as io_uring reaps at submit): a
+    // busy caller then hears of finished copies without an event-loop turn, which
+    // costs a poll syscall.
+    const done = this.completeUpTo(ring, tail);
+    if (ring.armed) {
+      if (done > 0) ring.lastCompletion = performance.now();
+      return;
+    }
     const now = performance.now();
-    if (this.completeUpTo(ring, tail) > 0) ring.lastCompletion = now;
+    if (done > 0) ring.lastCompletion = now;
     if (ring.pending.isEmpty()) return;
     ring.armed = true;
     // Hybrid polling: while copies complete, look again on the next event-loop turn

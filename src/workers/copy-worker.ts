@@ -66,7 +66,6 @@ export default function serve(task: ServeTask): { copies: number } {
         continue;
       }
     }
-    stats.begin();
     while (tail !== head) {
       const d = descriptorIndex(tail, capacity);
       const dir = ring[d + D_DIR]!;
@@ -86,13 +85,19 @@ export default function serve(task: ServeTask): { copies: number } {
         checkRange(guest, guestOffset, length);
         pool.copy(guest, guestOffset, poolOffset, poolOffset + length);
       }
+      // One seqlock section per copy: a worker that never runs dry must not keep a
+      // scrape waiting for an even sequence number.
+      stats.begin();
       stats.add(guestRegion, dir, length, (performance.now() - t0) * 1e6);
+      stats.end();
       tail = (tail + 1) | 0;
       total++;
+      // Each copy is published as soon as it is done: the main thread can unmap and
+      // submit the next I/O while this worker copies the rest of the batch.
+      Atomics.store(ring, RING_TAIL, tail);
+      Atomics.notify(ring, RING_TAIL);
+      if (tail === head) head = Atomics.load(ring, RING_HEAD);
     }
-    stats.end();
-    Atomics.store(ring, RING_TAIL, tail);
-    Atomics.notify(ring, RING_TAIL);
   }
   return { copies: total };
 }
