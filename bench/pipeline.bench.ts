@@ -5,6 +5,9 @@
  * measured side by side in one run.
  *
  *   npm run bench:pipeline [-- --duration 0.6] [--depth 32] [--json]
+ *       [--devices null,ram-blk] [--sizes 4k,64k] [--ops write,read]
+ *       [--modes bounce,direct] [--copy-workers N] [--inline-threshold BYTES]
+ *       [--device-spin-micros US] [--device-poll-micros US]
  *
  * For the null device (no data work: pure mediation cost) and ram-blk, 4 KiB and
  * 64 KiB, reads and writes, queue depth 32: IOPS, GB/s, p50/p99 completion
@@ -12,7 +15,9 @@
  */
 import { parseArgs } from 'node:util';
 import type { DeviceKind } from '../src/mediator/blk-device.js';
+import type { CopyEngineOptions } from '../src/mediator/copy-engine.js';
 import { Mediator } from '../src/mediator/mediator.js';
+import { parseSize } from '../src/util/size.js';
 
 const { values } = parseArgs({
   options: {
@@ -20,8 +25,47 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '0.2' },
     depth: { type: 'string', default: '32' },
     json: { type: 'boolean', default: false },
+    devices: { type: 'string', default: 'null,ram-blk' },
+    sizes: { type: 'string', default: '4k,64k' },
+    ops: { type: 'string', default: 'write,read' },
+    modes: { type: 'string', default: 'bounce,direct' },
+    'device-spin-micros': { type: 'string' },
+    'device-poll-micros': { type: 'string' },
+    'copy-workers': { type: 'string' },
+    'inline-threshold': { type: 'string' },
   },
 });
+const devices = values.devices.split(',').map((d) => {
+  if (d !== 'null' && d !== 'ram-blk') throw new Error(`--devices: unknown device "${d}"`);
+  return d;
+});
+const sizes = values.sizes.split(',').map((v) => {
+  const n = parseSize(v);
+  if (!n || n % 512) throw new Error(`--sizes: "${v}" is not a multiple of 512 bytes`);
+  return n;
+});
+const ops = values.ops.split(',').map((o) => {
+  if (o !== 'write' && o !== 'read') throw new Error(`--ops: unknown op "${o}"`);
+  return o;
+});
+const modes = values.modes.split(',').map((m) => {
+  if (m !== 'bounce' && m !== 'direct') throw new Error(`--modes: unknown mode "${m}"`);
+  return m;
+});
+const deviceTuning: { spinMicros?: number; pollMicros?: number } = {};
+if (values['device-spin-micros'] !== undefined) {
+  deviceTuning.spinMicros = Number(values['device-spin-micros']);
+}
+if (values['device-poll-micros'] !== undefined) {
+  deviceTuning.pollMicros = Number(values['device-poll-micros']);
+}
+const copy: CopyEngineOptions = {};
+if (values['copy-workers'] !== undefined) copy.workers = Number(values['copy-workers']);
+if (values['inline-threshold'] !== undefined) {
+  const n = parseSize(values['inline-threshold']);
+  if (n === undefined) throw new Error('--inline-threshold: not a size');
+  copy.inlineThreshold = n;
+}
 const duration = Number(values.duration) * 1000;
 const warmup = Number(values.warmup) * 1000;
 const depth = Number(values.depth);
@@ -50,6 +94,7 @@ async function runCase(
 ): Promise<Result> {
   const m = new Mediator({
     mode,
+    copy,
     pools: [{ name: 'pool', size: 64 * 2 ** 20 }],
     guests: [{ name: 'guest', size: 256 * 2 ** 20 }],
     devices: [
@@ -62,6 +107,7 @@ async function runCase(
         depth,
         queueSize: 256,
         maxRequestBytes: Math.max(size, 64 * 1024),
+        ...deviceTuning,
       },
     ],
   });
@@ -115,11 +161,11 @@ const log = (line: string) => {
   if (!values.json) console.log(line);
 };
 log('device   op    size   mode        IOPS     GB/s   p50 us   p99 us');
-for (const device of ['null', 'ram-blk'] as const) {
-  for (const size of [4096, 65536]) {
-    for (const op of ['write', 'read'] as const) {
+for (const device of devices) {
+  for (const size of sizes) {
+    for (const op of ops) {
       const pair: Result[] = [];
-      for (const mode of ['bounce', 'direct'] as const) {
+      for (const mode of modes) {
         const r = await runCase(device, op, size, mode);
         pair.push(r);
         results.push(r);
@@ -127,6 +173,7 @@ for (const device of ['null', 'ram-blk'] as const) {
           `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${mode.padEnd(7)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)}`,
         );
       }
+      if (pair.length < 2) continue;
       const [b, d] = pair as [Result, Result];
       const key = `${device}/${op}/${size}`;
       ratios[key] = { iops: +(b.iops / d.iops).toFixed(3), p99: +(b.p99_us / d.p99_us).toFixed(3) };
