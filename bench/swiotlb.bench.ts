@@ -116,13 +116,15 @@ function runSingle(size: number, warmupS: number, durationS: number): Result {
  * ERR_UNKNOWN_FILE_EXTENSION: loader hooks from a worker's execArgv only apply
  * from Node 22.2 (nodejs/node#47747, privatenumber/tsx#354).
  */
-const WORKER_BOOT = new URL(
-  `data:text/javascript,${encodeURIComponent(
-    `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};\n` +
-      'register();\n' +
-      `await import(${JSON.stringify(new URL('./swiotlb-worker.ts', import.meta.url).href)});`,
-  )}`,
-);
+const WORKER_BOOT = import.meta.url.endsWith('.js')
+  ? new URL('./swiotlb-worker.js', import.meta.url) // compiled (npm run bench:swiotlb)
+  : new URL(
+      `data:text/javascript,${encodeURIComponent(
+        `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};\n` +
+          'register();\n' +
+          `await import(${JSON.stringify(new URL('./swiotlb-worker.ts', import.meta.url).href)});`,
+      )}`,
+    );
 
 /** Starts a worker; `ready` once its ring is mapped, `done` with its measured pair count. */
 function startWorker(input: WorkerInput): { ready: Promise<void>; done: Promise<number> } {

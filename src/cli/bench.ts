@@ -2,6 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { MediatorError } from '../errors.js';
+import { packageVersion } from '../util/package-version.js';
 import { type JobFile, parseJobFile } from '../workload/fio-job.js';
 import { renderHtml } from '../workload/html.js';
 import { Progress } from '../workload/progress.js';
@@ -37,17 +38,6 @@ Progress goes to stderr: a bar on a terminal, a plain line every second otherwis
 export interface BenchIo {
   stdout: Writable;
   stderr: Writable & { isTTY?: boolean };
-}
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(
-      readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
-    ) as { version?: string };
-    return pkg.version ?? '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
 }
 
 /** Reads and parses a job file; a missing file is JOB_BAD_FILE. */
@@ -104,7 +94,7 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
     );
     results.push(r);
   }
-  const report = buildReport(jf, results, version());
+  const report = buildReport(jf, results, packageVersion());
   if (values.html) {
     writeFileSync(values.html, renderHtml(report, `swiotlb-mediator bench: ${values.job}`));
     io.stderr.write(`bench: wrote ${values.html}\n`);

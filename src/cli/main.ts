@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { isMediatorError } from '../errors.js';
+import { packageVersion } from '../util/package-version.js';
 import { benchCommand } from './bench.js';
 import { replayCommand } from './replay-command.js';
 import { serveCommand } from './serve.js';
@@ -17,13 +17,6 @@ Commands:
 Run "swiotlb-mediator <command> --help" for a command's options.
   -h, --help        this help
   -v, --version     print the version`;
-
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -46,7 +39,7 @@ export async function main(argv: string[]): Promise<number> {
         return command === undefined ? 2 : 0;
       case '-v':
       case '--version':
-        process.stdout.write(`${version()}\n`);
+        process.stdout.write(`${packageVersion()}\n`);
         return 0;
       default:
         process.stderr.write(`swiotlb-mediator: unknown command "${command}"\n\n${HELP}\n`);

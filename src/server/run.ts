@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { ServiceConfig } from '../config/schema.js';
+import { packageVersion } from '../util/package-version.js';
 import { formatSize } from '../util/size.js';
 import { type BuildServerOptions, buildServer } from './app.js';
 import { Service } from './service.js';
@@ -24,17 +24,6 @@ export interface StartServerOptions {
   logger?: FastifyServerOptions['logger'];
   /** Extra routes (see BuildServerOptions.extend). */
   extend?: BuildServerOptions['extend'];
-}
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(
-      readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
-    ) as { version?: string };
-    return pkg.version ?? '?';
-  } catch {
-    return '?';
-  }
 }
 
 /** What runs, in one line: mode, pools, guests, devices, copy workers. */
@@ -93,7 +82,7 @@ export async function startServer(
       host: config.http.host,
       port: config.http.port,
       listenTextResolver: (address) =>
-        `swiotlb-mediator ${version()} listening on ${address}: ${describeService(config, service)}`,
+        `swiotlb-mediator ${packageVersion()} listening on ${address}: ${describeService(config, service)}`,
     });
   } catch (err) {
     await app.close().catch(() => undefined);
