@@ -9,9 +9,9 @@
  * embedded default: one guest, a 64 MiB pool, a ram-blk device `blk0` of
  * 256 MiB, a null device `null0`, bounce mode, listening on 127.0.0.1:8080.
  */
-import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { DEVICE_KINDS, type DeviceKind, deviceGuestLayout } from '../mediator/blk-device.js';
+import { defaultCopyWorkers, defaultInlineThreshold } from '../mediator/copy-engine.js';
 import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
 import { MAX_QUEUE_SIZE, virtqueueBytes } from '../mediator/virtqueue-layout.js';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
@@ -69,7 +69,8 @@ export interface CopyConfig {
   workers: number;
   /**
    * Copies shorter than this are done inline on the main thread.
-   * @default 32768 ("32KiB")
+   * @default 32768 ("32KiB"); 131072 ("128KiB") on 2 CPUs or fewer, where a copy
+   * worker would share a core with the device threads
    */
   inlineThreshold: number;
   /**
@@ -397,7 +398,7 @@ const httpSchema = objectField({
 
 const copySchema = objectField({
   workers: intField(0, 64).optional(),
-  inlineThreshold: sizeField(0, GiB).default(32 * KiB),
+  inlineThreshold: sizeField(0, GiB).optional(),
   splitThreshold: sizeField(4 * KiB, GiB).default(128 * KiB),
   ringCapacity: powerOfTwoField(2, 65536).default(1024),
   spinMicros: intField(0, 100_000).default(20),
@@ -667,7 +668,8 @@ export const serviceConfigSchema = fileSchema
       http: c.http,
       copy: {
         ...c.copy,
-        workers: c.copy.workers ?? Math.max(1, Math.min(4, availableParallelism() - 1)),
+        workers: c.copy.workers ?? defaultCopyWorkers(),
+        inlineThreshold: c.copy.inlineThreshold ?? defaultInlineThreshold(),
       },
       pools: c.pools.map((p, i) => ({
         name: poolNames[i]!,

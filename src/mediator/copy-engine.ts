@@ -33,14 +33,14 @@ export interface CopyEngineOptions {
    * Copy worker threads. 0 copies everything inline on the calling thread.
    * One core is left to the calling thread, which maps, polls and copies inline:
    * on 2 cores, two workers plus the main thread measured slower than one worker.
-   * @default the number of CPUs - 1 (at least 1, at most 4)
+   * @default {@link defaultCopyWorkers}: the number of CPUs - 1 (at least 1, at most 4)
    */
   workers?: number;
   /**
    * Copies shorter than this are done inline on the calling thread: a 4 KiB copy
    * costs 0.2-0.8 us, handing it to a worker and hearing back costs more
    * (bench/copy.bench.ts measures both). Longer copies go to the workers.
-   * @default 32768
+   * @default {@link defaultInlineThreshold}: 32768, or 131072 on 2 CPUs or fewer
    */
   inlineThreshold?: number;
   /**
@@ -88,6 +88,23 @@ export interface CopyEngineOptions {
    * @default 20
    */
   spinMicros?: number;
+}
+
+/** Copy workers by default: one core stays with the thread that maps and polls. */
+export function defaultCopyWorkers(): number {
+  return Math.max(1, Math.min(4, availableParallelism() - 1));
+}
+
+/**
+ * The inline threshold by default. On 2 CPUs or fewer a copy worker has no core of
+ * its own: it shares one with the device threads, and handing it a copy costs the
+ * device its core. Measured on 2 cores (bench:pipeline, ram-blk 64 KiB writes,
+ * bounce): 58k IOPS with 64 KiB copies on the worker, 72k inline (64 MiB pool);
+ * 68k vs 122k with an 8 MiB pool. bench:copy at 64 KiB is a tie (0.82-0.89 of a
+ * raw copy inline, 0.84-0.94 on the worker). With more cores, 32 KiB.
+ */
+export function defaultInlineThreshold(): number {
+  return availableParallelism() <= 2 ? 128 * 1024 : 32 * 1024;
 }
 
 /** One caller's copy, possibly split over several rings. */
@@ -177,8 +194,8 @@ export class CopyEngine {
   private crashes = 0;
 
   constructor(opts: CopyEngineOptions = {}) {
-    this.workers = opts.workers ?? Math.max(1, Math.min(4, availableParallelism() - 1));
-    this.inlineThreshold = opts.inlineThreshold ?? 32 * 1024;
+    this.workers = opts.workers ?? defaultCopyWorkers();
+    this.inlineThreshold = opts.inlineThreshold ?? defaultInlineThreshold();
     this.splitThreshold = opts.splitThreshold ?? 128 * 1024;
     this.capacity = opts.ringCapacity ?? 1024;
     this.maxRegions = opts.maxRegions ?? 64;
