@@ -15,6 +15,10 @@
  *           BounceDma.tryPlace/copyIn/release, the path every virtqueue request
  *           takes (no promise when the copy is inline); --api promise: through
  *           the promise API mapSingle/unmapSingle (two promises per I/O).
+ *           Buffers of 4 KiB and less are measured twice (--sg 1,32): one buffer
+ *           per I/O, and 32 buffers mapped, copied and unmapped together per
+ *           I/O, as dma_map_sg() handles a scatter-gather list (each buffer still
+ *           has its own pool allocation; the bookkeeping and copies run in bursts).
  * ratio = engine GB/s / raw GB/s. The path each size took (inline on the main
  * thread or on the workers) is read from engine.stats().byWriter over the
  * measured windows (block 0 = inline, 1.. = workers).
@@ -30,7 +34,7 @@
  *       [--sizes 512,4k,64k,256k] [--workers 1,2,0] [--concurrency 32]
  *       [--inline-threshold BYTES] [--split-threshold BYTES] [--spin-micros US]
  *       [--poll-micros US] [--spill-bytes BYTES] [--ring-capacity N] [--guest-mib MIB]
- *       [--watchdog S] [--api batch|promise]
+ *       [--watchdog S] [--api batch|promise] [--sg 1,32]
  *
  * The engine options left out keep the engine's defaults. --watchdog: when no I/O
  * completes for that many seconds, print the rings' state and exit with code 2.
@@ -48,11 +52,15 @@ const GB = 1e9;
 let progress = 0;
 /** What the bench is doing, for the watchdog's message. */
 let phase = 'starting';
+/** Scatter-gather runs (--sg above 1) are for buffers up to this size. */
+const SG_MAX_SIZE = 4096;
 /** Pool slot (IO_TLB_SIZE): the allocator places mappings in whole slots. */
 const SLOT = 2048;
 
 interface Result {
   size: number;
+  /** Buffers mapped together per I/O (a scatter-gather list); 1 = one buffer per I/O. */
+  sg: number;
   raw_gbps: number;
   engine_gbps: number;
   ratio: number;
@@ -150,12 +158,14 @@ async function engineWindow(
   ms: number,
   concurrency: number,
   api: 'batch' | 'promise',
+  sg: number,
 ): Promise<Window> {
   const cpu0 = process.cpuUsage();
   const elu0 = performance.eventLoopUtilization();
   const t0 = performance.now();
   const end = t0 + ms;
   let ios = 0;
+  let rounds = 0;
   let stop = false;
   const promiseLoop = async (): Promise<void> => {
     // Inline copies never yield to the event loop (only to microtasks), so no timer
@@ -167,23 +177,25 @@ async function engineWindow(
       if ((++ios & 7) === 0 && performance.now() >= end) stop = true;
     }
   };
-  // One I/O through the pipeline's batch path; a promise only when a copy went to a worker.
+  // One I/O through the pipeline's batch path (`sg` buffers mapped together, as
+  // dma_map_sg maps a scatter-gather list); a promise only when a copy went to a worker.
   const batchIo = (b: DmaBatch): Promise<void> | undefined => {
-    b.addrs[0] = guestBase + guest.next();
-    if (!dma.tryPlace(1, b)) throw new Error('copy bench: the pool is full');
-    const copied = dma.copyIn(1, b);
-    if (copied) return copied.then(() => dma.release(1, b, 0));
-    return dma.release(1, b, 0);
+    for (let k = 0; k < sg; k++) b.addrs[k] = guestBase + guest.next();
+    if (!dma.tryPlace(sg, b)) throw new Error('copy bench: the pool is full');
+    const copied = dma.copyIn(sg, b);
+    if (copied) return copied.then(() => dma.release(sg, b, 0));
+    return dma.release(sg, b, 0);
   };
   const batchLoop = async (): Promise<void> => {
-    const b = createBatch(1);
-    b.sizes[0] = size;
-    b.dirs[0] = DmaDirection.TO_DEVICE;
+    const b = createBatch(sg);
+    b.sizes.fill(size);
+    b.dirs.fill(DmaDirection.TO_DEVICE);
     while (!stop) {
       const pending = batchIo(b);
       if (pending) await pending;
-      progress++;
-      if ((++ios & 7) === 0 && performance.now() >= end) stop = true;
+      progress += sg;
+      ios += sg;
+      if ((++rounds & 7) === 0 && performance.now() >= end) stop = true;
     }
   };
   const loop = api === 'batch' ? batchLoop : promiseLoop;
@@ -317,6 +329,7 @@ async function main(): Promise<void> {
       'poll-micros': { type: 'string' },
       watchdog: { type: 'string', default: '10' },
       api: { type: 'string', default: 'batch' },
+      sg: { type: 'string', default: '1,32' },
     },
   });
   const durationMs = positive('duration', values.duration) * 1000;
@@ -324,6 +337,14 @@ async function main(): Promise<void> {
   const rounds = Math.round(positive('rounds', values.rounds));
   const concurrency = Math.round(positive('concurrency', values.concurrency));
   const api = values.api;
+  // The promise API maps one buffer per call.
+  const sgList =
+    api === 'promise'
+      ? [1]
+      : list('sg', values.sg, (s) => {
+          const n = Number(s);
+          return Number.isInteger(n) && n >= 1 && n <= 128 ? n : undefined;
+        });
   if (api !== 'batch' && api !== 'promise') throw new Error('--api must be batch or promise');
   const sizes = list('sizes', values.sizes, (s) => parseSize(s) || undefined);
   const workerCounts = list('workers', values.workers, (s) => {
@@ -372,15 +393,18 @@ async function main(): Promise<void> {
     phase = 'worker start-up';
     if (workers > 0) await bootWorkers(engine, guestRegion, poolRegion, pool.geometry.bytes);
     try {
-      for (const size of sizes) {
-        console.error(`  workers=${workers} ${formatSize(size)}...`);
-        phase = `the ${formatSize(size)} case`;
+      for (const [size, sg] of sizes.flatMap((size) =>
+        (size <= SG_MAX_SIZE ? sgList : [1]).map((sg) => [size, sg] as const),
+      )) {
+        const label = sg > 1 ? `${formatSize(size)} x${sg}` : formatSize(size);
+        console.error(`  workers=${workers} ${label}...`);
+        phase = `the ${label} case`;
         // One walk through guest memory shared by raw and engine windows: neither
         // reads what the other just pulled into the cache.
         const guestCursor = new Cursor(size, size, guest.size);
         const rawPool = new Cursor(Math.ceil(size / SLOT) * SLOT, size, areaBytes);
         rawWindow(guest.bytes, rawDst, guestCursor, rawPool, size, warmupMs);
-        await engineWindow(dma, guest.base, guestCursor, size, warmupMs, concurrency, api);
+        await engineWindow(dma, guest.base, guestCursor, size, warmupMs, concurrency, api, sg);
 
         let raw = EMPTY;
         let eng = EMPTY;
@@ -400,6 +424,7 @@ async function main(): Promise<void> {
               durationMs / rounds,
               concurrency,
               api,
+              sg,
             ),
           );
         }
@@ -420,6 +445,7 @@ async function main(): Promise<void> {
         const engineGbps = eng.bytes / eng.seconds / GB;
         results.push({
           size,
+          sg,
           raw_gbps: round(rawGbps, 3),
           engine_gbps: round(engineGbps, 3),
           ratio: round(engineGbps / rawGbps, 3),
@@ -442,7 +468,7 @@ async function main(): Promise<void> {
   // busy: share of the engine windows' wall time each writer (inline | worker 0, 1..)
   // spent inside copies; copy GB/s: speed inside those copies; cpu: process CPU time
   // (all threads) per wall second; main: the main thread's event-loop utilization.
-  const widths = [7, 7, 9, 9, 6, 7, 7, 17, 9, 5, 5];
+  const widths = [7, 11, 9, 9, 6, 7, 7, 17, 9, 5, 5];
   const row = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i] ?? 0)).join(' ');
   console.log(
     row([
@@ -465,7 +491,7 @@ async function main(): Promise<void> {
     console.log(
       row([
         String(r.workers),
-        formatSize(r.size),
+        r.sg > 1 ? `${formatSize(r.size)} x${r.sg}` : formatSize(r.size),
         r.raw_gbps.toFixed(2),
         r.engine_gbps.toFixed(2),
         r.ratio.toFixed(2),
@@ -490,8 +516,8 @@ async function main(): Promise<void> {
   }
 
   // Targets: judged on the worker configurations (workers >= 1); workers=0 is a reference row.
-  const get = (size: number, workers: number) =>
-    results.find((r) => r.size === size && r.workers === workers);
+  const get = (size: number, workers: number, sg = 1) =>
+    results.find((r) => r.size === size && r.workers === workers && r.sg === sg);
   const verdict = (ok: boolean) => (ok ? 'MET   ' : 'MISSED');
   const ratioTargets: [number, number][] = [
     [4096, 0.4],
@@ -499,12 +525,15 @@ async function main(): Promise<void> {
     [262144, 0.8],
   ];
   for (const [size, min] of ratioTargets) {
-    for (const w of workerCounts.filter((n) => n > 0)) {
-      const r = get(size, w);
-      if (!r) continue;
-      console.log(
-        `${verdict(r.ratio >= min)} ratio >= ${min} at ${formatSize(size)}, workers=${w}: ${r.ratio.toFixed(2)}`,
-      );
+    for (const sg of size <= SG_MAX_SIZE ? sgList : [1]) {
+      for (const w of workerCounts.filter((n) => n > 0)) {
+        const r = get(size, w, sg);
+        if (!r) continue;
+        const what = sg > 1 ? `${formatSize(size)} in lists of ${sg}` : formatSize(size);
+        console.log(
+          `${verdict(r.ratio >= min)} ratio >= ${min} at ${what}, workers=${w}: ${r.ratio.toFixed(2)}`,
+        );
+      }
     }
   }
   for (const size of sizes.filter((s) => s >= 65536)) {
