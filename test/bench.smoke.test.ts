@@ -1,0 +1,100 @@
+/**
+ * The benchmarks run and print the JSON their issues specify. Tiny windows: this
+ * checks shapes and invariants, never speed (speed is what `npm run bench:*` is for).
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const ROOT = new URL('..', import.meta.url).pathname;
+
+/** Runs a bench file under tsx and returns the JSON of its last stdout line. */
+async function bench(file: string, args: string[]): Promise<Record<string, unknown>> {
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', file, ...args, '--json'], {
+    cwd: ROOT,
+    timeout: 60_000,
+  });
+  const lines = stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+}
+
+describe('benchmarks', () => {
+  it('bench:copy prints one result per size, worker count and list length, ratio = engine / raw', async () => {
+    const out = await bench('bench/copy.bench.ts', [
+      '--sizes',
+      '4k,64k',
+      '--workers',
+      '0,1',
+      '--duration',
+      '0.04',
+      '--warmup',
+      '0.01',
+      '--rounds',
+      '2',
+      '--guest-mib',
+      '32',
+    ]);
+    const results = out.results as {
+      size: number;
+      sg: number;
+      workers: number;
+      raw_gbps: number;
+      engine_gbps: number;
+      ratio: number;
+    }[];
+    // 4 KiB alone and in lists of 32, 64 KiB alone; for workers 0 and 1.
+    expect(results.map((r) => `${r.workers}/${r.size}/${r.sg}`).sort()).toEqual(
+      ['0/4096/1', '0/4096/32', '0/65536/1', '1/4096/1', '1/4096/32', '1/65536/1'].sort(),
+    );
+    for (const r of results) {
+      expect(r.raw_gbps).toBeGreaterThan(0);
+      expect(r.engine_gbps).toBeGreaterThan(0);
+      expect(r.ratio).toBeCloseTo(r.engine_gbps / r.raw_gbps, 1);
+    }
+  }, 90_000);
+
+  it('bench:pipeline prints bounce (two pool sizes) and direct results and their ratios', async () => {
+    const out = await bench('bench/pipeline.bench.ts', [
+      '--devices',
+      'null',
+      '--sizes',
+      '4k',
+      '--ops',
+      'write',
+      '--duration',
+      '0.05',
+      '--warmup',
+      '0.02',
+    ]);
+    const results = out.results as {
+      device: string;
+      size: number;
+      mode: string;
+      pool_mib: number;
+      iops: number;
+      gbps: number;
+      p50_us: number;
+      p99_us: number;
+    }[];
+    expect(results.map((r) => `${r.mode}/${r.pool_mib}`)).toEqual([
+      'bounce/64',
+      'bounce/8',
+      'direct/0',
+    ]);
+    for (const r of results) {
+      expect(r).toMatchObject({ device: 'null', size: 4096 });
+      expect(r.iops).toBeGreaterThan(0);
+      expect(r.p99_us).toBeGreaterThanOrEqual(r.p50_us);
+    }
+    const ratios = out.bounce_over_direct as Record<string, { iops: number }>;
+    const sized = out.bounce_over_direct_sized_pool as Record<string, { iops: number }>;
+    const [bounce, small, direct] = results as [
+      (typeof results)[0],
+      (typeof results)[0],
+      (typeof results)[0],
+    ];
+    expect(ratios['null/write/4096']!.iops).toBeCloseTo(bounce.iops / direct.iops, 2);
+    expect(sized['null/write/4096']!.iops).toBeCloseTo(small.iops / direct.iops, 2);
+  }, 90_000);
+});
