@@ -67,15 +67,23 @@ const poolMiB = Number(values['pool-mib']);
 if (!(poolMiB > 0)) throw new Error('--pool-mib must be a positive number');
 const sizedPoolMiB = Number(values['sized-pool-mib']);
 if (!(sizedPoolMiB >= 0)) throw new Error('--sized-pool-mib must be 0 (off) or a size in MiB');
+/** A flag that must be a non-negative integer. */
+function count(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer`);
+  return n;
+}
 const deviceTuning: { spinMicros?: number; pollMicros?: number } = {};
 if (values['device-spin-micros'] !== undefined) {
-  deviceTuning.spinMicros = Number(values['device-spin-micros']);
+  deviceTuning.spinMicros = count('device-spin-micros', values['device-spin-micros']);
 }
 if (values['device-poll-micros'] !== undefined) {
-  deviceTuning.pollMicros = Number(values['device-poll-micros']);
+  deviceTuning.pollMicros = count('device-poll-micros', values['device-poll-micros']);
 }
 const copy: CopyEngineOptions = {};
-if (values['copy-workers'] !== undefined) copy.workers = Number(values['copy-workers']);
+if (values['copy-workers'] !== undefined) {
+  copy.workers = count('copy-workers', values['copy-workers']);
+}
 if (values['inline-threshold'] !== undefined) {
   const n = parseSize(values['inline-threshold']);
   if (n === undefined) throw new Error('--inline-threshold: not a size');
