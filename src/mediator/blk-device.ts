@@ -241,9 +241,9 @@ export class BlockDevice {
   }
 
   /** Writes `data` (or, given a length, whatever the guest buffer holds: a synthetic I/O) at `sector`. */
-  async write(sector: number, data: Uint8Array | number, queue?: number): Promise<void> {
+  write(sector: number, data: Uint8Array | number, queue?: number): Promise<void> {
     const length = typeof data === 'number' ? data : data.length;
-    await this.submit(
+    return this.submit(
       VIRTIO_BLK_T_OUT,
       sector,
       length,
@@ -482,7 +482,8 @@ export class BlockDevice {
         const copying = dma.copyIn(n, b);
         if (copying) await copying;
       } catch (err) {
-        await this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+        const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+        if (releasing) await releasing;
         throw err;
       }
     } else {
@@ -509,13 +510,17 @@ export class BlockDevice {
       req.fail = undefined;
       // Timed out: the device may still write into these slots, so they stay
       // mapped until reset() has stopped the device thread.
-      if (!req.quarantined) await this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+      if (!req.quarantined) {
+        const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+        if (releasing) await releasing;
+      }
       throw err;
     }
     req.complete = undefined;
     req.fail = undefined;
     void usedLen; // buffers are copied back whole, as swiotlb does; the length was validated
-    await this.releaseBuffers(q, req, 0);
+    const releasing = this.releaseBuffers(q, req, 0);
+    if (releasing) await releasing;
     const status = g[ctl + BLK_HEADER_BYTES]!;
     if (status === VIRTIO_BLK_S_OK) return;
     if (status === VIRTIO_BLK_S_IOERR) {
@@ -542,13 +547,23 @@ export class BlockDevice {
     );
   }
 
-  private async releaseBuffers(q: Queue, req: Request, attrs: number): Promise<void> {
+  /**
+   * Unmaps a request's buffers and tells the back-pressure gate; a promise only
+   * when a copy back went to a worker (no promise and no microtask hop otherwise).
+   */
+  private releaseBuffers(q: Queue, req: Request, attrs: number): Promise<void> | undefined {
+    let pending: Promise<void> | undefined;
     try {
-      const p = q.dma.release(req.n, req.batch, attrs);
-      if (p) await p;
-    } finally {
+      pending = q.dma.release(req.n, req.batch, attrs);
+    } catch (err) {
       this.ctx.gate?.released();
+      throw err;
     }
+    if (pending === undefined) {
+      this.ctx.gate?.released();
+      return undefined;
+    }
+    return pending.finally(() => this.ctx.gate?.released());
   }
 
   private paddedTotal(n: number, b: DmaBatch): number {
@@ -685,7 +700,11 @@ export class BlockDevice {
         q.byHead[h] = undefined;
         if (req.quarantined) {
           // Its submitter gave up already: free its buffers and slot here.
-          await this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC).catch(() => undefined);
+          try {
+            await this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+          } catch {
+            // the request failed already; its slots are what matters here
+          }
           this.freeSlot(q, req);
         } else {
           req.fail?.(new MediatorError('MEDIATOR_DEVICE_RESET', `device ${this.id} was reset`));
