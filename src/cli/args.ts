@@ -23,3 +23,22 @@ export function intFlag(flag: string, value: string | undefined, min = 0): numbe
   }
   return n;
 }
+
+/**
+ * The operands of a command that reads one fio job and nothing else (`bench`,
+ * `size`): no positional arguments, and `--job FILE`, which it returns.
+ */
+export function jobOperand(
+  command: string,
+  positionals: string[],
+  job: string | undefined,
+): string {
+  if (positionals.length > 0) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      `${command}: takes no arguments, got "${positionals.join(' ')}"`,
+    );
+  }
+  if (!job) throw new MediatorError('CLI_USAGE', `${command}: --job FILE is required`);
+  return job;
+}

@@ -8,6 +8,7 @@ import { renderHtml } from '../workload/html.js';
 import { Progress } from '../workload/progress.js';
 import { buildReport, formatReport } from '../workload/report.js';
 import { runMode } from '../workload/runner.js';
+import { jobOperand } from './args.js';
 
 export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--html FILE] [--mode MODE]
 
@@ -69,17 +70,11 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
     io.stdout.write(`${BENCH_HELP}\n`);
     return 0;
   }
-  if (positionals.length > 0) {
-    throw new MediatorError(
-      'CLI_USAGE',
-      `bench: takes no arguments, got "${positionals.join(' ')}"`,
-    );
-  }
-  if (!values.job) throw new MediatorError('CLI_USAGE', 'bench: --job FILE is required');
+  const job = jobOperand('bench', positionals, values.job);
   if (values.mode && !['bounce', 'direct', 'both'].includes(values.mode)) {
     throw new MediatorError('CLI_USAGE', `--mode: "${values.mode}" is not bounce, direct or both`);
   }
-  const jf = readJobFile(values.job);
+  const jf = readJobFile(job);
   if (values.mode) jf.settings.mode = values.mode as JobFile['settings']['mode'];
   for (const w of jf.warnings) io.stderr.write(`bench: warning: ${w}\n`);
 
@@ -96,7 +91,7 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
   }
   const report = buildReport(jf, results, packageVersion());
   if (values.html) {
-    writeFileSync(values.html, renderHtml(report, `swiotlb-mediator bench: ${values.job}`));
+    writeFileSync(values.html, renderHtml(report, `swiotlb-mediator bench: ${job}`));
     io.stderr.write(`bench: wrote ${values.html}\n`);
   }
   if (values.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

@@ -1,12 +1,11 @@
 import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
-import { MediatorError } from '../errors.js';
 import { IO_TLB_SIZE } from '../swiotlb/constants.js';
 import { formatSize } from '../util/size.js';
 import { formatBytes } from '../workload/report.js';
 import { jobConfig } from '../workload/runner.js';
 import { adviseSize, type SizingAdvice } from '../workload/sizing.js';
-import { intFlag } from './args.js';
+import { intFlag, jobOperand } from './args.js';
 import { readJobFile } from './bench.js';
 
 export const SIZE_HELP = `Usage: swiotlb-mediator size --job FILE [--margin PCT] [--areas N] [--steps N] [--seed N] [--json]
@@ -129,18 +128,12 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
     io.stdout.write(`${SIZE_HELP}\n`);
     return 0;
   }
-  if (positionals.length > 0) {
-    throw new MediatorError(
-      'CLI_USAGE',
-      `size: takes no arguments, got "${positionals.join(' ')}"`,
-    );
-  }
-  if (!values.job) throw new MediatorError('CLI_USAGE', 'size: --job FILE is required');
+  const job = jobOperand('size', positionals, values.job);
   const margin = intFlag('margin', values.margin, 0);
   const areas = intFlag('areas', values.areas, 1);
   const steps = intFlag('steps', values.steps, 1);
   const seed = intFlag('seed', values.seed, 0);
-  const jf = readJobFile(values.job);
+  const jf = readJobFile(job);
   for (const w of jf.warnings) io.stderr.write(`size: warning: ${w}\n`);
   const advice = adviseSize(jf, {
     ...(margin !== undefined ? { margin: margin / 100 } : {}),
