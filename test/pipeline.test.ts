@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
 import type { DeviceKind } from '../src/mediator/blk-device.js';
 import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
+import { NO_FAULTS } from './helpers/chaos.js';
 import { randomBytes } from './helpers/http.js';
 
 const MiB = 2 ** 20;
@@ -351,16 +352,7 @@ describe('back-pressure', () => {
 
 describe('a device that stops answering', () => {
   /** A chaos device that takes every request and completes none. */
-  const NEVER_ANSWERS = {
-    seed: 7,
-    drop: 1,
-    double: 0,
-    badId: 0,
-    badLen: 0,
-    scribble: 0,
-    corruptDesc: 0,
-    jumpIdx: 0,
-  };
+  const NEVER_ANSWERS = { ...NO_FAULTS, seed: 7, drop: 1 };
 
   it('times its requests out, is reset without restarting, and frees every slot', async () => {
     const s = spec('bounce', [

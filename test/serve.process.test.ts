@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { NO_FAULTS } from './helpers/chaos.js';
 import { OCTET, randomBytes } from './helpers/http.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -284,15 +285,7 @@ describe('swiotlb-mediator serve, as a process', () => {
             capacity: '1MiB',
             maxRequestBytes: '64KiB',
             timeoutMs: 60_000,
-            chaos: {
-              drop: 1,
-              double: 0,
-              badId: 0,
-              badLen: 0,
-              scribble: 0,
-              corruptDesc: 0,
-              jumpIdx: 0,
-            },
+            chaos: { ...NO_FAULTS, drop: 1 },
           },
         ],
       }),

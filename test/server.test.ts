@@ -11,21 +11,13 @@ import { parseConfig } from '../src/config/index.js';
 import { ERROR_SPECS } from '../src/errors.js';
 import { BlockDevice } from '../src/mediator/blk-device.js';
 import { buildServer, type RunningServer, Service, startServer } from '../src/server/index.js';
+import { NO_FAULTS } from './helpers/chaos.js';
 import { expectErrorBody, JSON_TYPE, logCapture, OCTET, randomBytes } from './helpers/http.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const CAPACITY = 8 * MiB;
 const SECTORS = CAPACITY / 512;
-const QUIET_CHAOS = {
-  drop: 0,
-  double: 0,
-  badId: 0,
-  badLen: 0,
-  scribble: 0,
-  corruptDesc: 0,
-  jumpIdx: 0,
-};
 
 function testConfig(mode: 'bounce' | 'direct', dir: string) {
   return parseConfig({
@@ -55,7 +47,7 @@ function testConfig(mode: 'bounce' | 'direct', dir: string) {
         capacity: '1MiB',
         maxRequestBytes: '64KiB',
         depth: 2,
-        chaos: { ...QUIET_CHAOS, badLen: 1 },
+        chaos: { ...NO_FAULTS, badLen: 1 },
       },
       {
         id: 'stall',
@@ -66,7 +58,7 @@ function testConfig(mode: 'bounce' | 'direct', dir: string) {
         depth: 2,
         queueSize: 16,
         timeoutMs: 1500,
-        chaos: { ...QUIET_CHAOS, drop: 1 },
+        chaos: { ...NO_FAULTS, drop: 1 },
       },
     ],
   });
