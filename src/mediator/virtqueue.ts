@@ -48,6 +48,8 @@ export class GuestVirtqueue {
   private readonly u32: Uint32Array;
   private readonly i32: Int32Array;
   private readonly memBase: number;
+  /** Index in `i32` of the first notification word (NOTIFY_* are offsets from it). */
+  private readonly notifyWord: number;
   private readonly size: number;
   private readonly mask: number;
   private readonly freeList: Uint16Array;
@@ -67,6 +69,7 @@ export class GuestVirtqueue {
   constructor(memory: SharedArrayBuffer, memBase: number, layout: VirtqueueLayout) {
     this.layout = layout;
     this.memBase = memBase;
+    this.notifyWord = (layout.notify - memBase) >>> 2;
     this.size = layout.size;
     this.mask = layout.size - 1;
     this.u8 = new Uint8Array(memory);
@@ -154,7 +157,7 @@ export class GuestVirtqueue {
   publish(): void {
     const availWord = (this.layout.avail - this.memBase) >>> 1;
     Atomics.store(this.u16, availWord + 1, this.availIdx);
-    const n = (this.layout.notify - this.memBase) >>> 2;
+    const n = this.notifyWord;
     Atomics.add(this.i32, n + NOTIFY_DOORBELL, 1);
     if (Atomics.load(this.i32, n + NOTIFY_DEVICE_SLEEPING) !== 0) {
       Atomics.notify(this.i32, n + NOTIFY_DOORBELL, 1);
@@ -226,7 +229,7 @@ export class GuestVirtqueue {
 
   /** Index in {@link notifyWords} of the word the device bumps after publishing used entries. */
   get completionIndex(): number {
-    return ((this.layout.notify - this.memBase) >>> 2) + NOTIFY_COMPLETION;
+    return this.notifyWord + NOTIFY_COMPLETION;
   }
 
   /**
@@ -235,14 +238,14 @@ export class GuestVirtqueue {
    * waiting: a completion published before the device saw the flag is found then.
    */
   beginWait(): number {
-    const n = (this.layout.notify - this.memBase) >>> 2;
+    const n = this.notifyWord;
     Atomics.store(this.i32, n + NOTIFY_DRIVER_WAITING, 1);
     return Atomics.load(this.i32, n + NOTIFY_COMPLETION);
   }
 
   /** The driver is polling again: completions need no notify. */
   endWait(): void {
-    Atomics.store(this.i32, ((this.layout.notify - this.memBase) >>> 2) + NOTIFY_DRIVER_WAITING, 0);
+    Atomics.store(this.i32, this.notifyWord + NOTIFY_DRIVER_WAITING, 0);
   }
 
   private readonly chainDescs: Uint16Array[] = [];
