@@ -58,22 +58,23 @@ export function isUsed(bits: Int32Array, slot: number): boolean {
 
 /** Marks slots [slot, slot + count) used (inside one segment). */
 export function markUsed(bits: Int32Array, slot: number, count: number): void {
-  const end = slot + count;
-  for (let s = slot; s < end; ) {
-    const bit = s & 31;
-    const take = Math.min(32 - bit, end - s);
-    bits[s >>> 5]! |= take === 32 ? -1 : ((1 << take) - 1) << bit;
-    s += take;
-  }
+  markRange(bits, slot, count, true);
 }
 
 /** Marks slots [slot, slot + count) free (inside one segment). */
 export function markFree(bits: Int32Array, slot: number, count: number): void {
+  markRange(bits, slot, count, false);
+}
+
+/** Sets (used) or clears the bits of slots [slot, slot + count), a word at a time. */
+function markRange(bits: Int32Array, slot: number, count: number, used: boolean): void {
   const end = slot + count;
   for (let s = slot; s < end; ) {
     const bit = s & 31;
     const take = Math.min(32 - bit, end - s);
-    bits[s >>> 5]! &= ~(take === 32 ? -1 : ((1 << take) - 1) << bit);
+    const mask = take === 32 ? -1 : ((1 << take) - 1) << bit;
+    const w = s >>> 5;
+    bits[w] = used ? bits[w]! | mask : bits[w]! & ~mask;
     s += take;
   }
 }
