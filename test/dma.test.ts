@@ -73,6 +73,11 @@ const SIZES = [1, 7, 511, 512, 2049, 4096, 4097, 30_001, 65_536, 131_071, 200_00
 describe.each([
   { name: 'inline only', opts: { workers: 0 } },
   { name: 'two workers', opts: { workers: 2, inlineThreshold: 4096, splitThreshold: 64 * KiB } },
+  // Every completion through waitAsync and the workers' one notification per batch.
+  {
+    name: 'two workers, no polling',
+    opts: { workers: 2, inlineThreshold: 4096, splitThreshold: 64 * KiB, pollMicros: 0 },
+  },
 ])('round trips ($name)', ({ opts }) => {
   let r: Rig;
   beforeAll(() => {

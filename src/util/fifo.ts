@@ -42,6 +42,11 @@ export class Fifo<T> {
     return this.head === this.tail ? undefined : this.items[this.head];
   }
 
+  /** The item `index` places behind the oldest (0 = peek()), or undefined past the end. */
+  at(index: number): T | undefined {
+    return index >= 0 && index < this.length ? this.items[(this.head + index) & this.mask] : undefined;
+  }
+
   shift(): T | undefined {
     if (this.head === this.tail) return undefined;
     const item = this.items[this.head];

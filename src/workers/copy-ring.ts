@@ -9,6 +9,8 @@
  *   [2] SLEEPING  1 while the consumer is (about to be) in Atomics.wait on HEAD
  *   [3] STOP      1: the consumer returns once HEAD == TAIL
  *   [4] THREAD    threadId of the consumer serving this ring
+ *   [5] NOTIFY_AT the TAIL value whose publication the consumer notifies (the
+ *                 producer's wish, as virtio's used_event: one wake-up per batch)
  *   [16 + i * DESC_WORDS ...] descriptor i & (capacity - 1):
  *       [DIR] [GUEST region] [GUEST offset] [POOL region] [POOL offset] [LENGTH] [-] [-]
  *
@@ -20,7 +22,14 @@
  * - 0 <= HEAD - TAIL <= capacity; the producer writes descriptor HEAD and then
  *   publishes it with Atomics.store(HEAD + 1); the consumer reads descriptors
  *   TAIL..HEAD-1 only after Atomics.load(HEAD), and publishes with
- *   Atomics.store(TAIL) followed by Atomics.notify(TAIL).
+ *   Atomics.store(TAIL); when the TAIL it stored equals NOTIFY_AT it then calls
+ *   Atomics.notify(TAIL).
+ * - Before it waits on TAIL, the producer stores NOTIFY_AT (a TAIL value not yet
+ *   reached, at most HEAD) and then re-reads TAIL; it waits only when TAIL has not
+ *   reached NOTIFY_AT. The consumer stores TAIL and then reads NOTIFY_AT. With
+ *   sequentially consistent atomics one of the two sees the other's store: either
+ *   the producer sees the TAIL it wanted and does not wait, or the consumer sees
+ *   the wish and notifies. TAIL grows by one per copy, so equality fires once.
  * - Descriptors are finished in order, so TAIL alone says which are done.
  * - The consumer sets SLEEPING, re-reads HEAD, and only then waits; the producer
  *   notifies HEAD when it sees SLEEPING set. With sequentially consistent atomics
@@ -33,6 +42,7 @@ export const RING_TAIL = 1;
 export const RING_SLEEPING = 2;
 export const RING_STOP = 3;
 export const RING_THREAD = 4;
+export const RING_NOTIFY_AT = 5;
 const HEADER_WORDS = 16;
 
 export const DESC_WORDS = 8;

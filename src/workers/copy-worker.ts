@@ -10,6 +10,7 @@ import {
   descriptorIndex,
   type RegionMessage,
   RING_HEAD,
+  RING_NOTIFY_AT,
   RING_SLEEPING,
   RING_STOP,
   RING_TAIL,
@@ -92,10 +93,11 @@ export default function serve(task: ServeTask): { copies: number } {
       stats.end();
       tail = (tail + 1) | 0;
       total++;
-      // Each copy is published as soon as it is done: the main thread can unmap and
-      // submit the next I/O while this worker copies the rest of the batch.
+      // Each copy is published as soon as it is done: a main thread that polls can
+      // unmap and submit the next I/O while this worker copies the rest of the batch.
+      // A sleeping one is woken only at the copy it asked for (copy-ring.ts).
       Atomics.store(ring, RING_TAIL, tail);
-      Atomics.notify(ring, RING_TAIL);
+      if (tail === Atomics.load(ring, RING_NOTIFY_AT)) Atomics.notify(ring, RING_TAIL);
       if (tail === head) head = Atomics.load(ring, RING_HEAD);
     }
   }
