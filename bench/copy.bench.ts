@@ -30,23 +30,41 @@
  * The reference machine has 2 shared, noisy cores: this prints whether the
  * targets are met and never fails on them.
  *
- *   npm run bench:copy -- [--duration S] [--warmup S] [--rounds N] [--json]
- *       [--sizes 512,4k,64k,256k] [--workers 1,2,0] [--concurrency 32]
- *       [--inline-threshold BYTES] [--split-threshold BYTES] [--spin-micros US]
- *       [--poll-micros US] [--spill-bytes BYTES] [--ring-capacity N] [--guest-mib MIB]
- *       [--watchdog S] [--api batch|promise] [--sg 1,32]
+ * Options: `npm run bench:copy -- --help`.
  *
  * The engine options left out keep the engine's defaults. --watchdog: when no I/O
  * completes for that many seconds, print the rings' state and exit with code 2.
  */
-import { parseArgs } from 'node:util';
 import { CopyEngine, type CopyEngineOptions } from '../src/mediator/copy-engine.js';
 import { BounceDma, createBatch, type DmaBatch } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
 import { DmaDirection, SwiotlbPool } from '../src/swiotlb/index.js';
 import { formatSize, parseSize } from '../src/util/size.js';
+import { benchArgs, choiceFlag, integerFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
 
 const GB = 1e9;
+
+const USAGE = `Usage: npm run bench:copy -- [options]
+Bounce copies (map + copy + unmap) through the copy engine vs raw TypedArray.set.
+
+  --sizes LIST            I/O sizes (default 512,4k,64k,256k)
+  --workers LIST          copy worker counts; 0 = inline only (default 1,2,0)
+  --sg LIST               buffers per I/O for sizes <= 4 KiB (default 1,32)
+  --concurrency N         I/Os in flight (default 32)
+  --duration S            seconds per measurement (default 0.7)
+  --warmup S              seconds of warm-up per case (default 0.15)
+  --rounds N              raw/engine windows alternated per case (default 4)
+  --guest-mib MIB         guest memory, larger than the CPU caches (default 256)
+  --api batch|promise     batch DMA path (as the pipeline) or mapSingle/unmapSingle
+  --inline-threshold B    engine option; default: the engine's own
+  --split-threshold B     engine option
+  --spill-bytes B         engine option
+  --ring-capacity N       engine option
+  --poll-micros US        engine option
+  --spin-micros US        engine option
+  --watchdog S            no I/O for S seconds: print the rings and exit 2 (default 10)
+  --json                  print {"results":[...]} as the last line
+  -h, --help              this help`;
 
 /** Completed engine I/Os, for the watchdog. */
 let progress = 0;
@@ -217,27 +235,6 @@ function round(n: number, digits: number): number {
   return Math.round(n * f) / f;
 }
 
-function positive(name: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`);
-  return n;
-}
-
-function bytesOption(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = parseSize(value);
-  if (n === undefined) throw new Error(`--${name}: cannot read "${value}" as a size`);
-  return n;
-}
-
-function list<T>(name: string, value: string, parse: (s: string) => T | undefined): T[] {
-  return value.split(',').map((s) => {
-    const v = parse(s.trim());
-    if (v === undefined) throw new Error(`--${name}: cannot read "${s}"`);
-    return v;
-  });
-}
-
 /**
  * Waits until every copy worker has taken a copy (each boots tsx first): bursts of
  * 64 concurrent copies, enough queued bytes for the engine to spill past its first
@@ -311,59 +308,85 @@ function startWatchdog(seconds: number, current: () => CopyEngine | undefined): 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      duration: { type: 'string', default: '0.7' },
-      warmup: { type: 'string', default: '0.15' },
-      rounds: { type: 'string', default: '4' },
-      json: { type: 'boolean', default: false },
-      sizes: { type: 'string', default: '512,4k,64k,256k' },
-      workers: { type: 'string', default: '1,2,0' },
-      concurrency: { type: 'string', default: '32' },
-      'guest-mib': { type: 'string', default: '256' },
-      'inline-threshold': { type: 'string' },
-      'split-threshold': { type: 'string' },
-      'spin-micros': { type: 'string' },
-      'ring-capacity': { type: 'string' },
-      'spill-bytes': { type: 'string' },
-      'poll-micros': { type: 'string' },
-      watchdog: { type: 'string', default: '10' },
-      api: { type: 'string', default: 'batch' },
-      sg: { type: 'string', default: '1,32' },
+  const opts = benchArgs(
+    'bench:copy',
+    USAGE,
+    {
+      options: {
+        duration: { type: 'string', default: '0.7' },
+        warmup: { type: 'string', default: '0.15' },
+        rounds: { type: 'string', default: '4' },
+        json: { type: 'boolean', default: false },
+        sizes: { type: 'string', default: '512,4k,64k,256k' },
+        workers: { type: 'string', default: '1,2,0' },
+        concurrency: { type: 'string', default: '32' },
+        'guest-mib': { type: 'string', default: '256' },
+        'inline-threshold': { type: 'string' },
+        'split-threshold': { type: 'string' },
+        'spin-micros': { type: 'string' },
+        'ring-capacity': { type: 'string' },
+        'spill-bytes': { type: 'string' },
+        'poll-micros': { type: 'string' },
+        watchdog: { type: 'string', default: '10' },
+        api: { type: 'string', default: 'batch' },
+        sg: { type: 'string', default: '1,32' },
+      },
     },
-  });
-  const durationMs = positive('duration', values.duration) * 1000;
-  const warmupMs = positive('warmup', values.warmup) * 1000;
-  const rounds = Math.round(positive('rounds', values.rounds));
-  const concurrency = Math.round(positive('concurrency', values.concurrency));
-  const api = values.api;
-  // The promise API maps one buffer per call.
-  const sgList =
-    api === 'promise'
-      ? [1]
-      : list('sg', values.sg, (s) => {
-          const n = Number(s);
-          return Number.isInteger(n) && n >= 1 && n <= 128 ? n : undefined;
-        });
-  if (api !== 'batch' && api !== 'promise') throw new Error('--api must be batch or promise');
-  const sizes = list('sizes', values.sizes, (s) => parseSize(s) || undefined);
-  const workerCounts = list('workers', values.workers, (s) => {
-    const n = Number(s);
-    return Number.isInteger(n) && n >= 0 ? n : undefined;
-  });
-  const tuning: CopyEngineOptions = {};
-  const inlineThreshold = bytesOption('inline-threshold', values['inline-threshold']);
-  const splitThreshold = bytesOption('split-threshold', values['split-threshold']);
-  if (inlineThreshold !== undefined) tuning.inlineThreshold = inlineThreshold;
-  if (splitThreshold !== undefined) tuning.splitThreshold = splitThreshold;
-  if (values['spin-micros'] !== undefined) tuning.spinMicros = Number(values['spin-micros']);
-  if (values['ring-capacity'] !== undefined) tuning.ringCapacity = Number(values['ring-capacity']);
-  const spillBytes = bytesOption('spill-bytes', values['spill-bytes']);
-  if (spillBytes !== undefined) tuning.spillBytes = spillBytes;
-  if (values['poll-micros'] !== undefined) tuning.pollMicros = Number(values['poll-micros']);
+    (values) => {
+      const api = choiceFlag('api', values.api, ['batch', 'promise'] as const);
+      const tuning: CopyEngineOptions = {
+        inlineThreshold: sizeFlag('inline-threshold', values['inline-threshold']),
+        splitThreshold: sizeFlag('split-threshold', values['split-threshold']),
+        spillBytes: sizeFlag('spill-bytes', values['spill-bytes']),
+        spinMicros: integerFlag('spin-micros', values['spin-micros']),
+        pollMicros: integerFlag('poll-micros', values['poll-micros']),
+        ringCapacity: integerFlag('ring-capacity', values['ring-capacity'], 1),
+      };
+      // Left out, an option keeps the engine's default.
+      for (const key of Object.keys(tuning) as (keyof CopyEngineOptions)[]) {
+        if (tuning[key] === undefined) delete tuning[key];
+      }
+      return {
+        durationMs: positiveFlag('duration', values.duration) * 1000,
+        warmupMs: positiveFlag('warmup', values.warmup) * 1000,
+        rounds: integerFlag('rounds', values.rounds, 1),
+        concurrency: integerFlag('concurrency', values.concurrency, 1),
+        guestMiB: positiveFlag('guest-mib', values['guest-mib']),
+        watchdogSeconds: positiveFlag('watchdog', values.watchdog),
+        json: values.json,
+        api,
+        // The promise API maps one buffer per call.
+        sgList:
+          api === 'promise'
+            ? [1]
+            : listFlag(
+                'sg',
+                values.sg,
+                (s) => {
+                  const n = Number(s);
+                  return Number.isInteger(n) && n >= 1 && n <= 128 ? n : undefined;
+                },
+                'an integer from 1 to 128',
+              ),
+        sizes: listFlag('sizes', values.sizes, (s) => parseSize(s) || undefined, 'a size'),
+        workerCounts: listFlag(
+          'workers',
+          values.workers,
+          (s) => {
+            const n = Number(s);
+            return Number.isInteger(n) && n >= 0 ? n : undefined;
+          },
+          'an integer >= 0',
+        ),
+        tuning,
+      };
+    },
+  );
+  const { durationMs, warmupMs, rounds, concurrency, api, sgList, sizes, workerCounts, tuning } =
+    opts;
 
   const started = performance.now();
-  const guest = new GuestMemory({ size: positive('guest-mib', values['guest-mib']) * 2 ** 20 });
+  const guest = new GuestMemory({ size: opts.guestMiB * 2 ** 20 });
   const pool = SwiotlbPool.create();
   const rawDst = new Uint8Array(new SharedArrayBuffer(pool.geometry.bytes));
   // Touch every page now, so that no measured copy pays for a first-touch fault.
@@ -381,7 +404,7 @@ async function main(): Promise<void> {
 
   const results: Result[] = [];
   let running: CopyEngine | undefined;
-  startWatchdog(positive('watchdog', values.watchdog), () => running);
+  startWatchdog(opts.watchdogSeconds, () => running);
   let thresholds: { inline: number; split: number } | undefined;
   for (const workers of workerCounts) {
     const engine = new CopyEngine({ ...tuning, workers });
@@ -553,7 +576,7 @@ async function main(): Promise<void> {
     );
   }
   console.error(`(${((performance.now() - started) / 1000).toFixed(1)} s)`);
-  if (values.json) console.log(JSON.stringify({ results }));
+  if (opts.json) console.log(JSON.stringify({ results }));
 }
 
 await main();

@@ -1,7 +1,7 @@
 /**
  * Load test of the HTTP service over loopback with autocannon.
  *
- *   npm run loadtest [-- --duration 5] [--connections 32] [--size 4096] [--mode bounce|direct] [--json]
+ * Options: `npm run loadtest -- --help`.
  *
  * Starts the service in-process (embedded default configuration, port 0 on
  * 127.0.0.1), then runs four phases of `--duration` seconds each: synthetic
@@ -11,33 +11,47 @@
  * scraped from /metrics before and after (requests by outcome, bytes bounced,
  * pool high-water, back-pressure waits). Bounded in time; loopback only.
  */
-import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { loadConfig } from '../src/config/load.js';
 import { startServer } from '../src/server/run.js';
+import { benchArgs, choiceFlag, integerFlag, positiveFlag, usageError } from './cli.js';
 
-const { values } = parseArgs({
-  options: {
-    duration: { type: 'string', default: '5' },
-    connections: { type: 'string', default: '32' },
-    size: { type: 'string', default: '4096' },
-    mode: { type: 'string', default: 'bounce' },
-    json: { type: 'boolean', default: false },
+const USAGE = `Usage: npm run loadtest -- [options]
+HTTP load test of the service over loopback (autocannon), four phases.
+
+  --duration S        seconds per phase, at most 600 (default 5)
+  --connections N     concurrent connections (default 32)
+  --size B            bytes per request, a multiple of 512 (default 4096)
+  --mode MODE         bounce or direct (default bounce)
+  --json              print the phases as JSON on the last line
+  -h, --help          this help`;
+
+const { duration, connections, size, mode, json } = benchArgs(
+  'loadtest',
+  USAGE,
+  {
+    options: {
+      duration: { type: 'string', default: '5' },
+      connections: { type: 'string', default: '32' },
+      size: { type: 'string', default: '4096' },
+      mode: { type: 'string', default: 'bounce' },
+      json: { type: 'boolean', default: false },
+    },
   },
-});
-const duration = Number(values.duration);
-const connections = Number(values.connections);
-const size = Number(values.size);
-if (!(duration > 0 && duration <= 600) || !(connections >= 1) || !(size > 0 && size % 512 === 0)) {
-  console.error(
-    'loadtest: --duration must be 0-600 s, --connections >= 1, --size a multiple of 512',
-  );
-  process.exit(2);
-}
-if (values.mode !== 'bounce' && values.mode !== 'direct') {
-  console.error('loadtest: --mode must be bounce or direct');
-  process.exit(2);
-}
+  (values) => {
+    const seconds = positiveFlag('duration', values.duration);
+    if (seconds > 600) throw usageError(`--duration: "${values.duration}" is more than 600 s`);
+    const bytes = integerFlag('size', values.size, 512);
+    if (bytes % 512 !== 0) throw usageError(`--size: "${values.size}" is not a multiple of 512`);
+    return {
+      duration: seconds,
+      connections: integerFlag('connections', values.connections, 1),
+      size: bytes,
+      mode: choiceFlag('mode', values.mode, ['bounce', 'direct'] as const),
+      json: values.json,
+    };
+  },
+);
 
 /** Prometheus text exposition: sum of a metric's samples, optionally grouped by a label. */
 function metric(text: string, name: string, by?: string): Record<string, number> {
@@ -69,7 +83,7 @@ const config = loadConfig({
   overrides: [
     { path: ['http', 'port'], value: 0, flag: '--port' },
     { path: ['http', 'host'], value: '127.0.0.1', flag: '--host' },
-    { path: ['mode'], value: values.mode, flag: '--mode' },
+    { path: ['mode'], value: mode, flag: '--mode' },
   ],
 });
 const server = await startServer(config, { logger: false });
@@ -137,7 +151,7 @@ async function scrape() {
 
 const results: Record<string, unknown>[] = [];
 const log = (s: string) => {
-  if (!values.json) console.log(s);
+  if (!json) console.log(s);
 };
 log(
   `loadtest: ${base} (${config.mode} mode), ${connections} connections, ${size}-byte I/O, ${duration} s per phase`,
@@ -194,7 +208,7 @@ try {
 } finally {
   await server.shutdown();
 }
-if (values.json)
+if (json)
   console.log(
     JSON.stringify(
       { url: base, mode: config.mode, connections, size, duration, phases: results },

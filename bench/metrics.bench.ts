@@ -4,22 +4,37 @@
  * scraped every second, five times as often as dashboards/prometheus.yml does) and off (none of these), alternated in one run so that
  * the machine's noise hits both alike. Target: the two differ by less than 5%.
  *
- *   npm run bench:metrics [-- --rounds 10] [--duration 0.4] [--json]
+ * Options: `npm run bench:metrics -- --help`.
  */
-import { parseArgs } from 'node:util';
 import type { DeviceKind } from '../src/mediator/blk-device.js';
 import { Mediator } from '../src/mediator/mediator.js';
 import { createMetrics } from '../src/metrics/metrics.js';
+import { benchArgs, integerFlag, positiveFlag } from './cli.js';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '10' },
-    duration: { type: 'string', default: '0.4' },
-    json: { type: 'boolean', default: false },
+const USAGE = `Usage: npm run bench:metrics -- [options]
+The pipeline with metrics on and off, alternated; prints what the metrics cost.
+
+  --rounds N       on/off pairs per workload (default 10)
+  --duration S     seconds per window (default 0.4)
+  --json           print {"results":[...]} as the last line
+  -h, --help       this help`;
+
+const { rounds, duration, json } = benchArgs(
+  'bench:metrics',
+  USAGE,
+  {
+    options: {
+      rounds: { type: 'string', default: '10' },
+      duration: { type: 'string', default: '0.4' },
+      json: { type: 'boolean', default: false },
+    },
   },
-});
-const rounds = Number(values.rounds);
-const duration = Number(values.duration) * 1000;
+  (values) => ({
+    rounds: integerFlag('rounds', values.rounds, 1),
+    duration: positiveFlag('duration', values.duration) * 1000,
+    json: values.json,
+  }),
+);
 
 function mediator(metrics: boolean, kind: DeviceKind): Mediator {
   return new Mediator({
@@ -106,7 +121,7 @@ for (const [kind, size] of [
       off_iops: Math.round(offIops),
       difference,
     });
-    if (!values.json) {
+    if (!json) {
       console.log(
         `${kind.padEnd(8)} ${String(size).padStart(6)} B  metrics on ${Math.round(onIops)} IOPS, off ${Math.round(offIops)} IOPS: on/off = ${(onIops / offIops).toFixed(3)} (${(difference * 100).toFixed(1)}% cost; target < 5%: ${Math.abs(difference) < 0.05 ? 'met' : 'not met'})`,
       );
@@ -115,4 +130,4 @@ for (const [kind, size] of [
     await Promise.all([on.close(), off.close()]);
   }
 }
-if (values.json) console.log(JSON.stringify({ results }));
+if (json) console.log(JSON.stringify({ results }));

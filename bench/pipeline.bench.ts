@@ -4,11 +4,7 @@
  * sees only the pool) and in direct mode (the device is handed guest memory),
  * measured side by side in one run.
  *
- *   npm run bench:pipeline [-- --duration 0.6] [--depth 32] [--json]
- *       [--devices null,ram-blk] [--sizes 4k,64k] [--ops write,read]
- *       [--modes bounce,direct] [--copy-workers N] [--inline-threshold BYTES]
- *       [--device-spin-micros US] [--device-poll-micros US] [--pool-mib 64]
- *       [--sized-pool-mib 8]
+ * Options: `npm run bench:pipeline -- --help`.
  *
  * For the null device (no data work: pure mediation cost) and ram-blk, 4 KiB and
  * 64 KiB, reads and writes, queue depth 32: IOPS, GB/s, p50/p99 completion
@@ -22,76 +18,93 @@
  * for it: on 2 cores, ram-blk 64 KiB writes ran at 0.55 of direct with 64 MiB and
  * 0.99 with 8 MiB.
  */
-import { parseArgs } from 'node:util';
 import type { DeviceKind } from '../src/mediator/blk-device.js';
 import type { CopyEngineOptions } from '../src/mediator/copy-engine.js';
 import { Mediator } from '../src/mediator/mediator.js';
 import { parseSize } from '../src/util/size.js';
+import { benchArgs, choicesFlag, integerFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
 
-const { values } = parseArgs({
-  options: {
-    duration: { type: 'string', default: '0.6' },
-    warmup: { type: 'string', default: '0.2' },
-    depth: { type: 'string', default: '32' },
-    json: { type: 'boolean', default: false },
-    devices: { type: 'string', default: 'null,ram-blk' },
-    sizes: { type: 'string', default: '4k,64k' },
-    ops: { type: 'string', default: 'write,read' },
-    modes: { type: 'string', default: 'bounce,direct' },
-    'device-spin-micros': { type: 'string' },
-    'pool-mib': { type: 'string', default: '64' },
-    'sized-pool-mib': { type: 'string', default: '8' },
-    'device-poll-micros': { type: 'string' },
-    'copy-workers': { type: 'string' },
-    'inline-threshold': { type: 'string' },
+const USAGE = `Usage: npm run bench:pipeline -- [options]
+The cost of isolation: virtio-blk requests in bounce mode vs direct mode.
+
+  --devices LIST            null, ram-blk (default null,ram-blk)
+  --sizes LIST              request sizes, multiples of 512 (default 4k,64k)
+  --ops LIST                write, read (default write,read)
+  --modes LIST              bounce, direct (default bounce,direct)
+  --depth N                 requests in flight (default 32)
+  --duration S              seconds per measurement (default 0.6)
+  --warmup S                seconds of warm-up per case (default 0.2)
+  --pool-mib MIB            pool of the first bounce run (default 64, Linux's default)
+  --sized-pool-mib MIB      pool of the second bounce run; 0 skips it (default 8)
+  --copy-workers N          copy engine option; default: the engine's own
+  --inline-threshold B      copy engine option
+  --device-spin-micros US   device thread option
+  --device-poll-micros US   device thread option
+  --json                    print {"results":[...],"bounce_over_direct":{...}} last
+  -h, --help                this help`;
+
+const options = benchArgs(
+  'bench:pipeline',
+  USAGE,
+  {
+    options: {
+      duration: { type: 'string', default: '0.6' },
+      warmup: { type: 'string', default: '0.2' },
+      depth: { type: 'string', default: '32' },
+      json: { type: 'boolean', default: false },
+      devices: { type: 'string', default: 'null,ram-blk' },
+      sizes: { type: 'string', default: '4k,64k' },
+      ops: { type: 'string', default: 'write,read' },
+      modes: { type: 'string', default: 'bounce,direct' },
+      'device-spin-micros': { type: 'string' },
+      'pool-mib': { type: 'string', default: '64' },
+      'sized-pool-mib': { type: 'string', default: '8' },
+      'device-poll-micros': { type: 'string' },
+      'copy-workers': { type: 'string' },
+      'inline-threshold': { type: 'string' },
+    },
   },
-});
-const devices = values.devices.split(',').map((d) => {
-  if (d !== 'null' && d !== 'ram-blk') throw new Error(`--devices: unknown device "${d}"`);
-  return d;
-});
-const sizes = values.sizes.split(',').map((v) => {
-  const n = parseSize(v);
-  if (!n || n % 512) throw new Error(`--sizes: "${v}" is not a multiple of 512 bytes`);
-  return n;
-});
-const ops = values.ops.split(',').map((o) => {
-  if (o !== 'write' && o !== 'read') throw new Error(`--ops: unknown op "${o}"`);
-  return o;
-});
-const modes = values.modes.split(',').map((m) => {
-  if (m !== 'bounce' && m !== 'direct') throw new Error(`--modes: unknown mode "${m}"`);
-  return m;
-});
-const poolMiB = Number(values['pool-mib']);
-if (!(poolMiB > 0)) throw new Error('--pool-mib must be a positive number');
-const sizedPoolMiB = Number(values['sized-pool-mib']);
-if (!(sizedPoolMiB >= 0)) throw new Error('--sized-pool-mib must be 0 (off) or a size in MiB');
-/** A flag that must be a non-negative integer. */
-function count(name: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer`);
-  return n;
-}
-const deviceTuning: { spinMicros?: number; pollMicros?: number } = {};
-if (values['device-spin-micros'] !== undefined) {
-  deviceTuning.spinMicros = count('device-spin-micros', values['device-spin-micros']);
-}
-if (values['device-poll-micros'] !== undefined) {
-  deviceTuning.pollMicros = count('device-poll-micros', values['device-poll-micros']);
-}
-const copy: CopyEngineOptions = {};
-if (values['copy-workers'] !== undefined) {
-  copy.workers = count('copy-workers', values['copy-workers']);
-}
-if (values['inline-threshold'] !== undefined) {
-  const n = parseSize(values['inline-threshold']);
-  if (n === undefined) throw new Error('--inline-threshold: not a size');
-  copy.inlineThreshold = n;
-}
-const duration = Number(values.duration) * 1000;
-const warmup = Number(values.warmup) * 1000;
-const depth = Number(values.depth);
+  (values) => {
+    const sized = values['sized-pool-mib'];
+    // 0 turns the second bounce run off; anything else is a size in MiB.
+    const sizedPoolMiB =
+      sized.trim() !== '' && Number(sized) === 0 ? 0 : positiveFlag('sized-pool-mib', sized);
+    const deviceTuning: { spinMicros?: number; pollMicros?: number } = {};
+    const spinMicros = integerFlag('device-spin-micros', values['device-spin-micros']);
+    const pollMicros = integerFlag('device-poll-micros', values['device-poll-micros']);
+    if (spinMicros !== undefined) deviceTuning.spinMicros = spinMicros;
+    if (pollMicros !== undefined) deviceTuning.pollMicros = pollMicros;
+    const copy: CopyEngineOptions = {};
+    const workers = integerFlag('copy-workers', values['copy-workers']);
+    const inlineThreshold = sizeFlag('inline-threshold', values['inline-threshold']);
+    if (workers !== undefined) copy.workers = workers;
+    if (inlineThreshold !== undefined) copy.inlineThreshold = inlineThreshold;
+    return {
+      devices: choicesFlag('devices', values.devices, ['null', 'ram-blk'] as const),
+      sizes: listFlag(
+        'sizes',
+        values.sizes,
+        (v) => {
+          const n = parseSize(v);
+          return n && n % 512 === 0 ? n : undefined;
+        },
+        'a size that is a multiple of 512 bytes',
+      ),
+      ops: choicesFlag('ops', values.ops, ['write', 'read'] as const),
+      modes: choicesFlag('modes', values.modes, ['bounce', 'direct'] as const),
+      poolMiB: positiveFlag('pool-mib', values['pool-mib']),
+      sizedPoolMiB,
+      deviceTuning,
+      copy,
+      duration: positiveFlag('duration', values.duration) * 1000,
+      warmup: positiveFlag('warmup', values.warmup) * 1000,
+      depth: integerFlag('depth', values.depth, 1),
+      json: values.json,
+    };
+  },
+);
+const { devices, sizes, ops, modes, poolMiB, sizedPoolMiB, deviceTuning, copy } = options;
+const { duration, warmup, depth } = options;
 
 interface Result {
   device: DeviceKind;
@@ -187,7 +200,7 @@ const results: Result[] = [];
 const ratios: Record<string, { iops: number; p99: number }> = {};
 const ratiosSized: Record<string, { iops: number; p99: number }> = {};
 const log = (line: string) => {
-  if (!values.json) console.log(line);
+  if (!options.json) console.log(line);
 };
 const runs: { mode: 'bounce' | 'direct'; pool: number }[] = [];
 if (modes.includes('bounce')) {
@@ -253,7 +266,7 @@ if (nullBounce4k) {
 log('target: ram-blk 64 KiB bounce / direct >= 0.7:');
 log(`  writes ${both('ram-blk/write/65536')}`);
 log(`  reads  ${both('ram-blk/read/65536')}`);
-if (values.json) {
+if (options.json) {
   console.log(
     JSON.stringify({
       results,

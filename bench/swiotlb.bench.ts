@@ -17,12 +17,12 @@
  * The reference machine has 2 shared, noisy cores: this prints ratios and never
  * asserts speed.
  *
- *   npm run bench:swiotlb -- [--duration SECONDS] [--warmup SECONDS] [--json]
+ * Options: `npm run bench:swiotlb -- --help`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { SwiotlbPool } from '../src/swiotlb/index.js';
+import { benchArgs, positiveFlag } from './cli.js';
 import {
   BATCH,
   origBaseOf,
@@ -36,6 +36,14 @@ import {
 const POOL_BYTES = 4 * 2 ** 20;
 const SIZES = [4096, 65536];
 
+const USAGE = `Usage: npm run bench:swiotlb -- [options]
+Pool map+unmap pairs per second: one thread, two threads on one area, on two areas.
+
+  --duration S     seconds per case (default 1.5)
+  --warmup S       seconds of warm-up per case (default 0.3)
+  --json           print {"results":[...],"ratios":{...}} as the last line
+  -h, --help       this help`;
+
 type CaseName = 'single' | 'two-threads-1-area' | 'two-threads-2-areas';
 
 interface Result {
@@ -47,12 +55,6 @@ interface Result {
   /** Lock waits in the measured window, summed over the areas. */
   contended: number;
   contended_by_area: number[];
-}
-
-function seconds(name: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`);
-  return n;
 }
 
 /** Lock waits so far in each area (pool.stats() briefly takes each area's lock). */
@@ -182,15 +184,22 @@ function ratio(a: Result | undefined, b: Result | undefined): number | null {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      duration: { type: 'string', default: '1.5' },
-      warmup: { type: 'string', default: '0.3' },
-      json: { type: 'boolean', default: false },
+  const { durationS, warmupS, json } = benchArgs(
+    'bench:swiotlb',
+    USAGE,
+    {
+      options: {
+        duration: { type: 'string', default: '1.5' },
+        warmup: { type: 'string', default: '0.3' },
+        json: { type: 'boolean', default: false },
+      },
     },
-  });
-  const durationS = seconds('duration', values.duration);
-  const warmupS = seconds('warmup', values.warmup);
+    (values) => ({
+      durationS: positiveFlag('duration', values.duration),
+      warmupS: positiveFlag('warmup', values.warmup),
+      json: values.json,
+    }),
+  );
 
   const started = performance.now();
   const results: Result[] = [];
@@ -236,7 +245,7 @@ async function main(): Promise<void> {
   console.error(
     `(${((performance.now() - started) / 1000).toFixed(1)} s, ${durationS} s per case)`,
   );
-  if (values.json) console.log(JSON.stringify({ results, ratios }));
+  if (json) console.log(JSON.stringify({ results, ratios }));
 }
 
 await main();

@@ -19,6 +19,68 @@ async function bench(file: string, args: string[]): Promise<Record<string, unkno
   return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
 }
 
+const BENCHES = [
+  ['bench:copy', 'bench/copy.bench.ts'],
+  ['bench:pipeline', 'bench/pipeline.bench.ts'],
+  ['bench:metrics', 'bench/metrics.bench.ts'],
+  ['bench:swiotlb', 'bench/swiotlb.bench.ts'],
+  ['loadtest', 'bench/loadtest.ts'],
+] as const;
+
+/** Runs a bench file under tsx; its exit code and output, whatever the code. */
+async function exec(
+  file: string,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', file, ...args], {
+      cwd: ROOT,
+      timeout: 60_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    if (typeof e.code !== 'number') throw err;
+    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+describe('benchmark command lines', () => {
+  it.each(BENCHES)(
+    '%s answers --help with a usage that names every option, exit 0',
+    async (_name, file) => {
+      // benchArgs refuses (and this run fails) when an option is missing from the usage.
+      const { code, stdout, stderr } = await exec(file, ['--help']);
+      expect(stderr).toBe('');
+      expect(code).toBe(0);
+      expect(stdout).toMatch(/^Usage: npm run /);
+      expect(stdout).toContain('--json');
+    },
+    60_000,
+  );
+
+  it.each(BENCHES)(
+    '%s refuses an unknown flag in one line, exit 2, no stack trace',
+    async (name, file) => {
+      const { code, stdout, stderr } = await exec(file, ['--no-such-flag']);
+      expect(code).toBe(2);
+      expect(stdout).toBe('');
+      expect(stderr.trim().split('\n')).toEqual([
+        `${name}: Unknown option '--no-such-flag' (--help lists the options)`,
+      ]);
+    },
+    60_000,
+  );
+
+  it('a bad value names its flag and what it must be', async () => {
+    const { code, stderr } = await exec('bench/pipeline.bench.ts', ['--devices', 'null,disk']);
+    expect(code).toBe(2);
+    expect(stderr.trim()).toBe(
+      'bench:pipeline: --devices: "disk" is not one of null, ram-blk (--help lists the options)',
+    );
+  }, 60_000);
+});
+
 describe('benchmarks', () => {
   it('bench:copy prints one result per size, worker count and list length, ratio = engine / raw', async () => {
     const out = await bench('bench/copy.bench.ts', [

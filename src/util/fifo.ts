@@ -44,7 +44,9 @@ export class Fifo<T> {
 
   /** The item `index` places behind the oldest (0 = peek()), or undefined past the end. */
   at(index: number): T | undefined {
-    return index >= 0 && index < this.length ? this.items[(this.head + index) & this.mask] : undefined;
+    return index >= 0 && index < this.length
+      ? this.items[(this.head + index) & this.mask]
+      : undefined;
   }
 
   shift(): T | undefined {

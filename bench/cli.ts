@@ -1,0 +1,126 @@
+/**
+ * Command-line handling shared by the benchmarks. Every bench answers `--help`
+ * (`-h`) with its usage on stdout and exit code 0; an unknown flag or a value it
+ * cannot use prints one line naming the flag, and exit code 2, never a stack trace.
+ * Value checks throw CLI_USAGE, as the `swiotlb-mediator` commands do
+ * (src/cli/args.ts), so both kinds of command word their errors alike.
+ */
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { isMediatorError, MediatorError } from '../src/errors.js';
+import { parseSize } from '../src/util/size.js';
+
+type Values<T extends ParseArgsConfig> = ReturnType<typeof parseArgs<T>>['values'];
+
+/**
+ * Parses the process's arguments with `config`, then hands the values to `read`,
+ * which checks them and returns what the bench runs with. `--help` prints `usage`
+ * and exits 0; a usage error in either step prints `<name>: <what is wrong>` and
+ * exits 2.
+ */
+export function benchArgs<T extends ParseArgsConfig, R>(
+  name: string,
+  usage: string,
+  config: T,
+  read: (values: Values<T>) => R,
+): R {
+  for (const flag of Object.keys(config.options ?? {})) {
+    // The usage text is the bench's only list of its options: keep it whole.
+    if (!usage.includes(`--${flag}`)) throw new Error(`${name}: the usage text omits --${flag}`);
+  }
+  const args = config.args ?? process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${usage.trim()}\n`);
+    process.exit(0);
+  }
+  try {
+    return read(parseArgs({ ...config, args }).values as Values<T>);
+  } catch (err) {
+    const parseError = (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true;
+    if (!parseError && !(isMediatorError(err) && err.code === 'CLI_USAGE')) throw err;
+    process.stderr.write(`${name}: ${(err as Error).message} (--help lists the options)\n`);
+    process.exit(2);
+  }
+}
+
+/** A usage error for a check the helpers below do not cover; {@link benchArgs} reports it. */
+export function usageError(message: string): MediatorError {
+  return new MediatorError('CLI_USAGE', message);
+}
+
+/** A number > 0 (seconds, MiB, rounds). */
+export function positiveFlag(flag: string, value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0) {
+    throw usageError(`--${flag}: "${value}" must be a number > 0`);
+  }
+  return n;
+}
+
+/** An integer >= `min`; undefined when the flag was not given. */
+export function integerFlag(flag: string, value: string, min?: number): number;
+export function integerFlag(
+  flag: string,
+  value: string | undefined,
+  min?: number,
+): number | undefined;
+export function integerFlag(flag: string, value: string | undefined, min = 0): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isSafeInteger(n) || n < min) {
+    throw usageError(`--${flag}: "${value}" must be an integer >= ${min}`);
+  }
+  return n;
+}
+
+/** A size in bytes ("4k", "64KiB", "262144"), > 0; undefined when the flag was not given. */
+export function sizeFlag(flag: string, value: string): number;
+export function sizeFlag(flag: string, value: string | undefined): number | undefined;
+export function sizeFlag(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = parseSize(value);
+  if (n === undefined || n <= 0) {
+    throw usageError(`--${flag}: "${value}" is not a size (examples: 512, 4k, 64KiB)`);
+  }
+  return n;
+}
+
+/** A comma-separated list; `parse` returns undefined for an entry it refuses. */
+export function listFlag<V>(
+  flag: string,
+  value: string,
+  parse: (entry: string) => V | undefined,
+  expected: string,
+): V[] {
+  const entries = value.split(',').map((s) => s.trim());
+  return entries.map((entry) => {
+    const v = entry === '' ? undefined : parse(entry);
+    if (v === undefined) throw usageError(`--${flag}: "${entry}" is not ${expected}`);
+    return v;
+  });
+}
+
+/** A comma-separated list of words from `allowed`. */
+export function choicesFlag<C extends string>(
+  flag: string,
+  value: string,
+  allowed: readonly C[],
+): C[] {
+  return listFlag(
+    flag,
+    value,
+    (s) => (allowed.includes(s as C) ? (s as C) : undefined),
+    `one of ${allowed.join(', ')}`,
+  );
+}
+
+/** One word from `allowed`. */
+export function choiceFlag<C extends string>(
+  flag: string,
+  value: string,
+  allowed: readonly C[],
+): C {
+  if (!allowed.includes(value as C)) {
+    throw usageError(`--${flag}: "${value}" is not one of ${allowed.join(', ')}`);
+  }
+  return value as C;
+}
