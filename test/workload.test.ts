@@ -315,6 +315,16 @@ describe('CLI', () => {
     expect((err as { stderr: string }).stderr).toMatch(/JOB_UNSUPPORTED_OPTION.*verify/);
   });
 
+  it('size says what an oversized pool costs when the advice is far below Linux default', async () => {
+    const { stdout } = await cli(['size', '--job', 'bench/jobs/database.fio']);
+    const recommended = /Recommended: (\d+) slots/.exec(stdout);
+    expect(recommended).not.toBeNull();
+    const times = Math.floor(32768 / Number(recommended![1]));
+    expect(times).toBeGreaterThanOrEqual(4);
+    expect(stdout).toContain(`Linux's default pool (64.0MiB) is ${times}x this.`);
+    expect(stdout).toMatch(/next-fit search walks the whole area/);
+  });
+
   it('size --json gives swiotlb=, a restricted-dma-pool node and a config', async () => {
     const { stdout } = await cli(['size', '--job', 'bench/jobs/database.fio', '--json']);
     const advice = JSON.parse(stdout);
