@@ -1,17 +1,12 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
 import { BucketHistogram, LATENCY_BUCKETS_SECONDS } from '../metrics/bucket-histogram.js';
-import { DmaAttr, DmaDirection } from '../swiotlb/constants.js';
-import { Fifo } from '../util/fifo.js';
-import { workerScript } from '../util/worker-script.js';
+import { DmaAttr } from '../swiotlb/constants.js';
 import {
   BLK_HEADER_BYTES,
   SECTOR_SIZE,
   VIRTIO_BLK_ID_BYTES,
-  VIRTIO_BLK_S_IOERR,
-  VIRTIO_BLK_S_OK,
-  VIRTIO_BLK_S_UNSUPP,
   VIRTIO_BLK_T_FLUSH,
   VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_IN,
@@ -29,57 +24,20 @@ import {
   OUTCOMES,
   type Outcome,
 } from './blk-options.js';
-import { BounceDma, createBatch, DirectDma, type DmaBatch, type GuestDma } from './dma.js';
-import { FAULT_KINDS, type FaultKind, GuestVirtqueue, type UsedSink } from './virtqueue.js';
-import { layoutAt, NOTIFY_COMPLETION, NOTIFY_STOP, virtqueueBytes } from './virtqueue-layout.js';
+import {
+  type BlkQueue,
+  failSlotWaiters,
+  freeSlot,
+  placeQueue,
+  type RequestSlot,
+  releaseQueueMemory,
+  waitForSlot,
+} from './blk-queue.js';
+import { layOutRequest, opOf, outcomeOf, statusError } from './blk-request.js';
+import { deviceWorkerData, startDeviceThread, stopDeviceThread } from './device-thread.js';
+import { FAULT_KINDS, type FaultKind, type UsedSink } from './virtqueue.js';
 
 export * from './blk-options.js';
-
-/** Owner id of virtqueue memory in the pool: no guest can unmap it. */
-const QUEUE_OWNER = 0x7fff_fff0;
-
-interface Request {
-  readonly slot: number;
-  readonly ctlAddr: number;
-  readonly dataAddr: number;
-  readonly batch: DmaBatch;
-  readonly writes: Uint8Array;
-  n: number;
-  head: number;
-  submittedAt: number;
-  /** Timed out: its buffers stay mapped (quarantined) until the device thread is stopped. */
-  quarantined: boolean;
-  busy: boolean;
-  complete: ((len: number) => void) | undefined;
-  fail: ((err: Error) => void) | undefined;
-  /** Places this request's buffers (made once per slot: no closure per request). */
-  place: () => boolean;
-  fullError: () => MediatorError;
-}
-
-interface Queue {
-  readonly index: number;
-  readonly dma: GuestDma;
-  readonly vq: GuestVirtqueue;
-  readonly memory: SharedArrayBuffer;
-  readonly memBase: number;
-  /** Pool address of the queue memory (bounce) or -1. */
-  readonly poolAddr: number;
-  readonly requests: Request[];
-  readonly freeSlots: number[];
-  readonly slotWaiters: Fifo<(slot: number) => void>;
-  readonly byHead: (Request | undefined)[];
-  worker: Worker | undefined;
-  publishScheduled: boolean;
-  publishNow: () => void;
-  rearm: () => void;
-  lastCompletion: number;
-  /** The device thread has started serving (timeouts count from then). */
-  ready: Promise<void>;
-  isReady: boolean;
-  armed: boolean;
-  sink: UsedSink;
-}
 
 export interface DeviceStats {
   id: string;
@@ -106,7 +64,9 @@ function zeroOutcomes(): Record<Outcome, number> {
  * A virtio-blk device as the guest drives it: its virtqueues placed by the host in
  * the memory the device may see, one untrusted device thread per queue, and the
  * request pipeline (map, build the chain, notify, await and validate the used
- * entry, unmap, complete).
+ * entry, unmap, complete). This file is the pipeline, timeouts and resets; the
+ * queue's placement and request slots are in blk-queue.ts, the request's layout in
+ * blk-request.ts, the device threads in device-thread.ts.
  */
 export class BlockDevice {
   readonly id: string;
@@ -119,7 +79,7 @@ export class BlockDevice {
   readonly timeoutMs: number;
   private readonly ctx: DeviceContext;
   private readonly opts: BlockDeviceOptions;
-  private readonly queues: Queue[] = [];
+  private readonly queues: BlkQueue[] = [];
   private readonly segmentBytes: number;
   private readonly maxDescs: number;
   private readonly backing: SharedArrayBuffer | undefined;
@@ -325,25 +285,14 @@ export class BlockDevice {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    for (const q of this.queues) {
-      for (let w = q.slotWaiters.shift(); w !== undefined; w = q.slotWaiters.shift()) w(-1);
-    }
+    for (const q of this.queues) failSlotWaiters(q);
     if (this.counters.inFlight > 0) {
       await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     }
     if (this.resetting) await this.resetting;
     if (this.sweeper) clearInterval(this.sweeper);
-    await Promise.all(this.queues.map((q) => this.stopWorker(q, true)));
-    for (const q of this.queues) {
-      if (q.poolAddr >= 0) {
-        this.ctx.pool!.release(
-          q.poolAddr,
-          q.vq.layout.bytes,
-          DmaDirection.BIDIRECTIONAL,
-          QUEUE_OWNER,
-        );
-      }
-    }
+    await Promise.all(this.queues.map((q) => stopDeviceThread(q, true)));
+    for (const q of this.queues) releaseQueueMemory(this.ctx, q);
     if (this.fd !== undefined) {
       closeSync(this.fd);
       this.fd = undefined;
@@ -362,14 +311,7 @@ export class BlockDevice {
     data?: Uint8Array,
     onData?: (view: Uint8Array) => void,
   ): Promise<void> {
-    const op: BlkOp =
-      type === VIRTIO_BLK_T_IN
-        ? 'read'
-        : type === VIRTIO_BLK_T_OUT
-          ? 'write'
-          : type === VIRTIO_BLK_T_FLUSH
-            ? 'flush'
-            : 'get_id';
+    const op: BlkOp = opOf(type);
     if (this.closing) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
     if (!Number.isSafeInteger(sector) || sector < 0) {
       throw new MediatorError(
@@ -395,7 +337,7 @@ export class BlockDevice {
       );
     }
     const q = this.pickQueue(queueIndex);
-    const slot = q.freeSlots.pop() ?? (await this.waitSlot(q));
+    const slot = q.freeSlots.pop() ?? (await waitForSlot(q));
     if (slot < 0) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
     const req = q.requests[slot]!;
     const started = performance.now();
@@ -418,7 +360,7 @@ export class BlockDevice {
     } finally {
       this.counters.requests[op][outcome]++;
       if (this.recordLatency) this.latency[op].observe((performance.now() - started) / 1000);
-      if (!req.quarantined) this.freeSlot(q, req);
+      if (!req.quarantined) freeSlot(q, req);
       if (--this.counters.inFlight === 0 && this.idleWaiters.length > 0) {
         const w = this.idleWaiters;
         this.idleWaiters = [];
@@ -428,8 +370,8 @@ export class BlockDevice {
   }
 
   private async execute(
-    q: Queue,
-    req: Request,
+    q: BlkQueue,
+    req: RequestSlot,
     type: number,
     sector: number,
     length: number,
@@ -440,35 +382,10 @@ export class BlockDevice {
     // The device's clock for this request: from its slot, or from when it got pool
     // slots if it had to wait for them (so back-pressure never reads as a timeout).
     let since = started;
-    const ctl = req.ctlAddr - guest.base;
-    const g = guest.bytes;
-    // struct virtio_blk_req header, little endian; status preset to a value no device sends.
-    const view = this.guestView;
-    view.setUint32(ctl, type, true);
-    view.setUint32(ctl + 4, 0, true);
-    view.setUint32(ctl + 8, sector % 2 ** 32, true);
-    view.setUint32(ctl + 12, Math.floor(sector / 2 ** 32), true);
-    g[ctl + BLK_HEADER_BYTES] = 0xff;
-    if (data) g.set(data, req.dataAddr - guest.base);
-
+    layOutRequest(this.guestView, guest.base, req, type, sector, length, this.segmentBytes);
+    if (data) guest.bytes.set(data, req.dataAddr - guest.base);
+    const n = req.n;
     const b = req.batch;
-    const dataDir = type === VIRTIO_BLK_T_OUT ? DmaDirection.TO_DEVICE : DmaDirection.FROM_DEVICE;
-    let n = 0;
-    b.addrs[n] = req.ctlAddr;
-    b.sizes[n] = BLK_HEADER_BYTES;
-    b.dirs[n] = DmaDirection.TO_DEVICE;
-    req.writes[n++] = 0;
-    for (let off = 0; off < length; off += this.segmentBytes) {
-      b.addrs[n] = req.dataAddr + off;
-      b.sizes[n] = Math.min(this.segmentBytes, length - off);
-      b.dirs[n] = dataDir;
-      req.writes[n++] = dataDir === DmaDirection.FROM_DEVICE ? 1 : 0;
-    }
-    b.addrs[n] = req.ctlAddr + BLK_HEADER_BYTES;
-    b.sizes[n] = 1;
-    b.dirs[n] = DmaDirection.FROM_DEVICE;
-    req.writes[n++] = 1;
-    req.n = n;
 
     const dma = q.dma;
     if (this.mode === 'bounce') {
@@ -521,37 +438,18 @@ export class BlockDevice {
     void usedLen; // buffers are copied back whole, as swiotlb does; the length was validated
     const releasing = this.releaseBuffers(q, req, 0);
     if (releasing) await releasing;
-    const status = g[ctl + BLK_HEADER_BYTES]!;
-    if (status === VIRTIO_BLK_S_OK) return;
-    if (status === VIRTIO_BLK_S_IOERR) {
-      throw new MediatorError(
-        'MEDIATOR_IO_ERROR',
-        `device ${this.id}: I/O error at sector ${sector} (+${length} bytes)`,
-        {
-          sector,
-          length,
-        },
-      );
-    }
-    if (status === VIRTIO_BLK_S_UNSUPP) {
-      throw new MediatorError(
-        'MEDIATOR_UNSUPPORTED',
-        `device ${this.id}: request type ${type} not supported`,
-      );
-    }
-    this.counters.faults.bad_status++;
-    throw new MediatorError(
-      'MEDIATOR_DEVICE_FAULT',
-      `device ${this.id}: status byte ${status} is not a virtio-blk status`,
-      { kind: 'bad_status' },
-    );
+    const status = guest.bytes[req.ctlAddr - guest.base + BLK_HEADER_BYTES]!;
+    const failed = statusError(status, this.id, type, sector, length);
+    if (failed === undefined) return;
+    if (failed.code === 'MEDIATOR_DEVICE_FAULT') this.counters.faults.bad_status++;
+    throw failed;
   }
 
   /**
    * Unmaps a request's buffers and tells the back-pressure gate; a promise only
    * when a copy back went to a worker (no promise and no microtask hop otherwise).
    */
-  private releaseBuffers(q: Queue, req: Request, attrs: number): Promise<void> | undefined {
+  private releaseBuffers(q: BlkQueue, req: RequestSlot, attrs: number): Promise<void> | undefined {
     let pending: Promise<void> | undefined;
     try {
       pending = q.dma.release(req.n, req.batch, attrs);
@@ -566,13 +464,7 @@ export class BlockDevice {
     return pending.finally(() => this.ctx.gate?.released());
   }
 
-  private paddedTotal(n: number, b: DmaBatch): number {
-    let total = 0;
-    for (let i = 0; i < n; i++) total += this.ctx.pool!.paddedSize(b.addrs[i]!, b.sizes[i]!);
-    return total;
-  }
-
-  private pickQueue(index: number | undefined): Queue {
+  private pickQueue(index: number | undefined): BlkQueue {
     if (index !== undefined) {
       const q = this.queues[index];
       if (!q)
@@ -595,32 +487,20 @@ export class BlockDevice {
     return q;
   }
 
-  private waitSlot(q: Queue): Promise<number> {
-    return new Promise<number>((resolve) => q.slotWaiters.push(resolve));
-  }
-
-  private freeSlot(q: Queue, req: Request): void {
-    req.busy = false;
-    req.quarantined = false;
-    const waiter = q.slotWaiters.shift();
-    if (waiter) waiter(req.slot);
-    else q.freeSlots.push(req.slot);
-  }
-
   /**
    * Publishes the chains added during this turn of the event loop with one avail
    * index update and at most one doorbell: the completions of one batch start
    * the next requests in the same microtask run, so they reach the device together
    * (as virtio drivers batch with notification suppression).
    */
-  private schedulePublish(q: Queue): void {
+  private schedulePublish(q: BlkQueue): void {
     if (q.publishScheduled) return;
     q.publishScheduled = true;
     queueMicrotask(q.publishNow);
   }
 
   /** Completes what the device finished and, while requests remain, waits for more. */
-  private arm(q: Queue): void {
+  private arm(q: BlkQueue): void {
     if (q.armed) return;
     const now = performance.now();
     if (q.vq.poll(q.sink) > 0) q.lastCompletion = now;
@@ -646,7 +526,7 @@ export class BlockDevice {
     else queueMicrotask(q.rearm);
   }
 
-  private makeSink(q: Queue): UsedSink {
+  private makeSink(q: BlkQueue): UsedSink {
     return {
       complete: (head, len) => {
         const req = q.byHead[head];
@@ -692,7 +572,7 @@ export class BlockDevice {
 
   private async doReset(): Promise<void> {
     this.counters.resets++;
-    await Promise.all(this.queues.map((q) => this.stopWorker(q, false)));
+    await Promise.all(this.queues.map((q) => stopDeviceThread(q, false)));
     for (const q of this.queues) {
       for (let h = 0; h < q.byHead.length; h++) {
         const req = q.byHead[h];
@@ -705,7 +585,7 @@ export class BlockDevice {
           } catch {
             // the request failed already; its slots are what matters here
           }
-          this.freeSlot(q, req);
+          freeSlot(q, req);
         } else {
           req.fail?.(new MediatorError('MEDIATOR_DEVICE_RESET', `device ${this.id} was reset`));
         }
@@ -740,103 +620,14 @@ export class BlockDevice {
     return fd;
   }
 
-  private setupQueue(index: number): Queue {
-    const ctx = this.ctx;
-    const bytes = virtqueueBytes(this.queueSize);
-    let memory: SharedArrayBuffer;
-    let memBase: number;
-    let base: number;
-    let poolAddr = -1;
-    let dma: GuestDma;
-    if (ctx.mode === 'bounce') {
-      const pool = ctx.pool!;
-      const area = index % pool.geometry.nareas;
-      // dma_alloc_coherent() from the restricted pool: page aligned, no bounce.
-      try {
-        poolAddr = pool.tryAllocate(0, bytes, DmaDirection.BIDIRECTIONAL, {
-          allocAlignMask: 4095,
-          owner: QUEUE_OWNER,
-          area,
-        });
-      } catch (err) {
-        throw new MediatorError(
-          'MEDIATOR_BAD_CONFIG',
-          `device ${this.id}: a queue of ${this.queueSize} descriptors (${bytes} bytes) cannot be placed in the pool: ${(err as Error).message}`,
-        );
-      }
-      if (poolAddr < 0) {
-        throw new MediatorError(
-          'MEDIATOR_BAD_CONFIG',
-          `device ${this.id}: the pool has no room for queue ${index} (${bytes} bytes)`,
-        );
-      }
-      memory = pool.share().data;
-      memBase = pool.geometry.base;
-      base = poolAddr;
-      dma = new BounceDma(
-        {
-          guest: ctx.guest,
-          guestRegion: ctx.guestRegion!,
-          pool,
-          poolRegion: ctx.poolRegion!,
-          engine: ctx.engine!,
-        },
-        { minAlignMask: ctx.minAlignMask ?? 0, area },
-      );
-    } else {
-      memory = ctx.guest.buffer;
-      memBase = ctx.guest.base;
-      base = ctx.guest.reserve(bytes, 4096);
-      dma = new DirectDma(ctx.guest);
-    }
-    const layout = layoutAt(base, this.queueSize);
-    const vq = new GuestVirtqueue(memory, memBase, layout);
-    const ctlBase = ctx.guest.reserve(this.depth * 64, 4096);
-    const dataBase = ctx.guest.reserve(this.depth * this.maxRequestBytes, 4096);
-    const requests: Request[] = [];
-    for (let s = 0; s < this.depth; s++) {
-      requests.push({
-        slot: s,
-        ctlAddr: ctlBase + s * 64,
-        dataAddr: dataBase + s * this.maxRequestBytes,
-        batch: createBatch(this.maxDescs),
-        writes: new Uint8Array(this.maxDescs),
-        n: 0,
-        head: -1,
-        submittedAt: 0,
-        quarantined: false,
-        busy: false,
-        complete: undefined,
-        fail: undefined,
-        place: () => false,
-        fullError: () => new MediatorError('SWIOTLB_POOL_FULL', 'swiotlb buffer is full'),
-      });
-    }
-    for (const req of requests) {
-      req.place = () => dma.tryPlace(req.n, req.batch);
-      req.fullError = () => ctx.pool!.fullError(this.paddedTotal(req.n, req.batch));
-    }
-    const q: Queue = {
-      index,
-      dma,
-      vq,
-      memory,
-      memBase,
-      poolAddr,
-      requests,
-      freeSlots: Array.from({ length: this.depth }, (_, i) => this.depth - 1 - i),
-      slotWaiters: new Fifo(),
-      byHead: new Array(this.queueSize),
-      worker: undefined,
-      publishScheduled: false,
-      publishNow: () => undefined,
-      rearm: () => undefined,
-      lastCompletion: 0,
-      ready: Promise.resolve(),
-      isReady: false,
-      armed: false,
-      sink: undefined as unknown as UsedSink,
-    };
+  private setupQueue(index: number): BlkQueue {
+    const q = placeQueue(this.ctx, index, {
+      deviceId: this.id,
+      queueSize: this.queueSize,
+      depth: this.depth,
+      maxRequestBytes: this.maxRequestBytes,
+      maxDescs: this.maxDescs,
+    });
     q.sink = this.makeSink(q);
     q.rearm = () => {
       q.armed = false;
@@ -852,103 +643,31 @@ export class BlockDevice {
     return q;
   }
 
-  private makeWorkerData(q: Queue): DeviceWorkerData {
-    const l = q.vq.layout;
-    const data: DeviceWorkerData = {
+  private makeWorkerData(q: BlkQueue): DeviceWorkerData {
+    return deviceWorkerData(q, {
       kind: this.kind,
-      memory: q.memory,
-      memBase: q.memBase,
-      queue: { size: l.size, desc: l.desc, avail: l.avail, used: l.used, notify: l.notify },
-      serial: (this.opts.serial ?? this.id).slice(0, VIRTIO_BLK_ID_BYTES),
+      serial: this.opts.serial ?? this.id,
       spinMicros: this.opts.spinMicros ?? 10,
-    };
-    if (this.backing) data.backing = this.backing;
-    if (this.fd !== undefined) {
-      data.file = {
-        fd: this.fd,
-        capacity: this.capacity,
-        durable: (this.opts.sync ?? 'durable') === 'durable',
-      };
-    }
-    if (this.kind === 'chaos') {
-      // Each queue thread, and each thread after a reset, gets its own reproducible stream.
-      const seed = (this.opts.chaos?.seed ?? 1) + q.index * 7919 + this.counters.resets * 104729;
-      data.chaos = { ...this.opts.chaos, seed };
-    }
-    return data;
+      backing: this.backing,
+      file:
+        this.fd === undefined
+          ? undefined
+          : {
+              fd: this.fd,
+              capacity: this.capacity,
+              durable: (this.opts.sync ?? 'durable') === 'durable',
+            },
+      chaos: this.opts.chaos,
+      resets: this.counters.resets,
+    });
   }
 
-  private startWorker(q: Queue): Worker {
-    const script = workerScript('device-worker');
-    const worker = new Worker(script.filename, {
-      workerData: this.makeWorkerData(q),
-      ...(script.env ? { env: script.env } : {}),
+  private startWorker(q: BlkQueue): Worker {
+    return startDeviceThread(q, this.makeWorkerData(q), (worker, how) => {
+      // A device thread that dies is a device that stopped answering: reset it
+      // (an exit during a reset is the reset's own doing).
+      if (q.worker !== worker || this.closing) return;
+      if (how === 'error' || !this.resetting) void this.reset();
     });
-    worker.unref();
-    q.isReady = false;
-    q.ready = new Promise<void>((resolve) => {
-      worker.on('message', (msg: { type?: string }) => {
-        if (msg.type !== 'ready') return;
-        q.isReady = true;
-        // Requests queued while the thread started are timed from now.
-        const now = performance.now();
-        for (const req of q.byHead) if (req) req.submittedAt = Math.max(req.submittedAt, now);
-        resolve();
-      });
-      worker.once('exit', () => resolve());
-    });
-    worker.on('error', () => {
-      // A device thread that dies is a device that stopped answering: reset it.
-      if (q.worker === worker && !this.closing) void this.reset();
-    });
-    worker.on('exit', () => {
-      if (q.worker === worker && !this.closing && !this.resetting) void this.reset();
-    });
-    return worker;
-  }
-
-  /** Stops a queue's device thread: asks it to finish (clean) or terminates it. */
-  private async stopWorker(q: Queue, clean: boolean): Promise<void> {
-    const worker = q.worker;
-    q.worker = undefined;
-    if (!worker) return;
-    const words = new Int32Array(q.memory);
-    const notify = (q.vq.layout.notify - q.memBase) >>> 2;
-    if (clean) {
-      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-      Atomics.store(words, notify + NOTIFY_STOP, 1);
-      Atomics.add(words, notify, 1);
-      Atomics.notify(words, notify, 1);
-      const timer = setTimeout(() => void worker.terminate(), 2000);
-      await exited;
-      clearTimeout(timer);
-    } else {
-      await worker.terminate();
-    }
-    Atomics.store(words, notify + NOTIFY_STOP, 0);
-    // Wakes a waitAsync on the completion word so nothing waits on a dead thread.
-    Atomics.notify(words, notify + NOTIFY_COMPLETION);
-    q.armed = false;
-  }
-}
-
-function outcomeOf(err: unknown): Outcome {
-  const code = (err as { code?: string }).code;
-  switch (code) {
-    case 'MEDIATOR_IO_ERROR':
-      return 'ioerr';
-    case 'MEDIATOR_UNSUPPORTED':
-      return 'unsupp';
-    case 'MEDIATOR_DEVICE_FAULT':
-      return 'fault';
-    case 'MEDIATOR_DEVICE_TIMEOUT':
-      return 'timeout';
-    case 'MEDIATOR_DEVICE_RESET':
-      return 'reset';
-    case 'SWIOTLB_POOL_FULL':
-    case 'MEDIATOR_BACKPRESSURE_TIMEOUT':
-      return 'full';
-    default:
-      return 'error';
   }
 }

@@ -1,0 +1,219 @@
+import type { Worker } from 'node:worker_threads';
+import { MediatorError } from '../errors.js';
+import { DmaDirection } from '../swiotlb/constants.js';
+import { Fifo } from '../util/fifo.js';
+import type { DeviceContext } from './blk-options.js';
+import { BounceDma, createBatch, DirectDma, type DmaBatch, type GuestDma } from './dma.js';
+import { GuestVirtqueue, type UsedSink } from './virtqueue.js';
+import { layoutAt, virtqueueBytes } from './virtqueue-layout.js';
+
+/**
+ * One virtqueue of a block device on the guest side: where the host placed it,
+ * the guest DMA it maps through, and its request slots.
+ *
+ * Each slot owns, for the device's lifetime, 64 bytes of guest memory for the
+ * virtio_blk_req header and status byte, one data buffer of maxRequestBytes, and a
+ * preallocated descriptor batch: a request allocates nothing but its promise.
+ *
+ *   freeSlots (stack)        slots                       byHead[descriptor head]
+ *   [ 31 30 ... k ]   ->   [ 0 | 1 | ... | depth-1 ]  <-  the request whose chain
+ *   slotWaiters (FIFO): callers waiting for a slot        starts there, while the
+ *                                                          device holds it
+ * Rules:
+ * - a slot is in freeSlots, or busy (one caller owns it), or quarantined (its
+ *   request timed out: the device may still write into its buffers, so they stay
+ *   mapped and the slot unused until the device thread has been stopped);
+ * - a freed slot goes to the oldest waiter first, so no caller starves;
+ * - byHead[h] is set from when the chain is added until its used entry is taken
+ *   (or the device is reset); the used ring names heads, never slots.
+ */
+
+/** Owner id of virtqueue memory in the pool: no guest can unmap it. */
+export const QUEUE_OWNER = 0x7fff_fff0;
+
+export interface RequestSlot {
+  readonly slot: number;
+  readonly ctlAddr: number;
+  readonly dataAddr: number;
+  readonly batch: DmaBatch;
+  /** Per buffer of the chain: 1 when the device writes it (VIRTQ_DESC_F_WRITE). */
+  readonly writes: Uint8Array;
+  /** Buffers in the chain being submitted. */
+  n: number;
+  head: number;
+  submittedAt: number;
+  /** Timed out: its buffers stay mapped (quarantined) until the device thread is stopped. */
+  quarantined: boolean;
+  busy: boolean;
+  complete: ((len: number) => void) | undefined;
+  fail: ((err: Error) => void) | undefined;
+  /** Places this request's buffers (made once per slot: no closure per request). */
+  place: () => boolean;
+  fullError: () => MediatorError;
+}
+
+export interface BlkQueue {
+  readonly index: number;
+  readonly dma: GuestDma;
+  readonly vq: GuestVirtqueue;
+  /** What the device thread may see: the pool (bounce) or guest memory (direct). */
+  readonly memory: SharedArrayBuffer;
+  readonly memBase: number;
+  /** Pool address of the queue memory (bounce) or -1. */
+  readonly poolAddr: number;
+  readonly requests: RequestSlot[];
+  readonly freeSlots: number[];
+  readonly slotWaiters: Fifo<(slot: number) => void>;
+  readonly byHead: (RequestSlot | undefined)[];
+  worker: Worker | undefined;
+  publishScheduled: boolean;
+  publishNow: () => void;
+  rearm: () => void;
+  lastCompletion: number;
+  /** The device thread has started serving (timeouts count from then). */
+  ready: Promise<void>;
+  isReady: boolean;
+  armed: boolean;
+  sink: UsedSink;
+}
+
+export interface QueueShape {
+  deviceId: string;
+  queueSize: number;
+  depth: number;
+  maxRequestBytes: number;
+  maxDescs: number;
+}
+
+/**
+ * Places queue `index`: in bounce mode the host allocates the virtqueue in the
+ * pool (dma_alloc_coherent() from a restricted pool: page aligned, never bounced)
+ * starting in area index mod nareas; in direct mode it sits in guest memory. Then
+ * reserves the request slots' guest memory. The caller wires the device thread
+ * and the completion callbacks (worker, sink, rearm, publishNow).
+ * @throws MEDIATOR_BAD_CONFIG when the pool has no room for the queue
+ */
+export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape): BlkQueue {
+  const bytes = virtqueueBytes(shape.queueSize);
+  let memory: SharedArrayBuffer;
+  let memBase: number;
+  let base: number;
+  let poolAddr = -1;
+  let dma: GuestDma;
+  if (ctx.mode === 'bounce') {
+    const pool = ctx.pool!;
+    const area = index % pool.geometry.nareas;
+    try {
+      poolAddr = pool.tryAllocate(0, bytes, DmaDirection.BIDIRECTIONAL, {
+        allocAlignMask: 4095,
+        owner: QUEUE_OWNER,
+        area,
+      });
+    } catch (err) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${shape.deviceId}: a queue of ${shape.queueSize} descriptors (${bytes} bytes) cannot be placed in the pool: ${(err as Error).message}`,
+      );
+    }
+    if (poolAddr < 0) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${shape.deviceId}: the pool has no room for queue ${index} (${bytes} bytes)`,
+      );
+    }
+    memory = pool.share().data;
+    memBase = pool.geometry.base;
+    base = poolAddr;
+    dma = new BounceDma(
+      {
+        guest: ctx.guest,
+        guestRegion: ctx.guestRegion!,
+        pool,
+        poolRegion: ctx.poolRegion!,
+        engine: ctx.engine!,
+      },
+      { minAlignMask: ctx.minAlignMask ?? 0, area },
+    );
+  } else {
+    memory = ctx.guest.buffer;
+    memBase = ctx.guest.base;
+    base = ctx.guest.reserve(bytes, 4096);
+    dma = new DirectDma(ctx.guest);
+  }
+  const vq = new GuestVirtqueue(memory, memBase, layoutAt(base, shape.queueSize));
+  const ctlBase = ctx.guest.reserve(shape.depth * 64, 4096);
+  const dataBase = ctx.guest.reserve(shape.depth * shape.maxRequestBytes, 4096);
+  const requests: RequestSlot[] = [];
+  for (let s = 0; s < shape.depth; s++) {
+    const req: RequestSlot = {
+      slot: s,
+      ctlAddr: ctlBase + s * 64,
+      dataAddr: dataBase + s * shape.maxRequestBytes,
+      batch: createBatch(shape.maxDescs),
+      writes: new Uint8Array(shape.maxDescs),
+      n: 0,
+      head: -1,
+      submittedAt: 0,
+      quarantined: false,
+      busy: false,
+      complete: undefined,
+      fail: undefined,
+      place: () => dma.tryPlace(req.n, req.batch),
+      fullError: () => ctx.pool!.fullError(paddedTotal(ctx, req.n, req.batch)),
+    };
+    requests.push(req);
+  }
+  return {
+    index,
+    dma,
+    vq,
+    memory,
+    memBase,
+    poolAddr,
+    requests,
+    freeSlots: Array.from({ length: shape.depth }, (_, i) => shape.depth - 1 - i),
+    slotWaiters: new Fifo(),
+    byHead: new Array(shape.queueSize),
+    worker: undefined,
+    publishScheduled: false,
+    publishNow: () => undefined,
+    rearm: () => undefined,
+    lastCompletion: 0,
+    ready: Promise.resolve(),
+    isReady: false,
+    armed: false,
+    sink: undefined as unknown as UsedSink,
+  };
+}
+
+/** Gives the queue's pool memory back (bounce mode); the device thread must be stopped. */
+export function releaseQueueMemory(ctx: DeviceContext, q: BlkQueue): void {
+  if (q.poolAddr < 0) return;
+  ctx.pool!.release(q.poolAddr, q.vq.layout.bytes, DmaDirection.BIDIRECTIONAL, QUEUE_OWNER);
+}
+
+/** Resolves with a slot once one is freed for this caller (FIFO), or -1 at close. */
+export function waitForSlot(q: BlkQueue): Promise<number> {
+  return new Promise<number>((resolve) => q.slotWaiters.push(resolve));
+}
+
+/** Hands the slot to the oldest waiter, or back to the free stack. */
+export function freeSlot(q: BlkQueue, req: RequestSlot): void {
+  req.busy = false;
+  req.quarantined = false;
+  const waiter = q.slotWaiters.shift();
+  if (waiter) waiter(req.slot);
+  else q.freeSlots.push(req.slot);
+}
+
+/** Tells every caller waiting for a slot that none will come (close). */
+export function failSlotWaiters(q: BlkQueue): void {
+  for (let w = q.slotWaiters.shift(); w !== undefined; w = q.slotWaiters.shift()) w(-1);
+}
+
+/** Pool bytes the batch needs with its alignment padding (the "buffer is full" message). */
+function paddedTotal(ctx: DeviceContext, n: number, b: DmaBatch): number {
+  let total = 0;
+  for (let i = 0; i < n; i++) total += ctx.pool!.paddedSize(b.addrs[i]!, b.sizes[i]!);
+  return total;
+}

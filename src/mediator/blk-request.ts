@@ -1,0 +1,131 @@
+import { MediatorError } from '../errors.js';
+import { DmaDirection } from '../swiotlb/constants.js';
+import {
+  BLK_HEADER_BYTES,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+} from '../workers/blk-backend.js';
+import type { BlkOp, Outcome } from './blk-options.js';
+import type { RequestSlot } from './blk-queue.js';
+
+/**
+ * A virtio-blk request as the guest driver lays it out (VIRTIO 1.2, 5.2.6):
+ *
+ *   ctlAddr:       struct virtio_blk_req header, 16 bytes, device-readable
+ *                  le32 type | le32 reserved | le64 sector
+ *   dataAddr ...:  the data, in segments of at most the max mapping size
+ *                  (device-readable for OUT, device-writable for IN and GET_ID)
+ *   ctlAddr + 16:  u8 status, device-writable
+ *
+ * one descriptor per piece, in that order.
+ */
+
+export function opOf(type: number): BlkOp {
+  return type === VIRTIO_BLK_T_IN
+    ? 'read'
+    : type === VIRTIO_BLK_T_OUT
+      ? 'write'
+      : type === VIRTIO_BLK_T_FLUSH
+        ? 'flush'
+        : 'get_id';
+}
+
+/**
+ * Writes the request header into guest memory, presets the status byte to a value
+ * no device sends (so a device that never writes it is caught), and lists the
+ * chain's buffers in the slot's batch: guest addresses, sizes, DMA directions, and
+ * which ones the device writes.
+ */
+export function layOutRequest(
+  view: DataView,
+  guestBase: number,
+  req: RequestSlot,
+  type: number,
+  sector: number,
+  length: number,
+  segmentBytes: number,
+): void {
+  const ctl = req.ctlAddr - guestBase;
+  view.setUint32(ctl, type, true);
+  view.setUint32(ctl + 4, 0, true);
+  view.setUint32(ctl + 8, sector % 2 ** 32, true);
+  view.setUint32(ctl + 12, Math.floor(sector / 2 ** 32), true);
+  view.setUint8(ctl + BLK_HEADER_BYTES, 0xff);
+
+  const b = req.batch;
+  const dataDir = type === VIRTIO_BLK_T_OUT ? DmaDirection.TO_DEVICE : DmaDirection.FROM_DEVICE;
+  let n = 0;
+  b.addrs[n] = req.ctlAddr;
+  b.sizes[n] = BLK_HEADER_BYTES;
+  b.dirs[n] = DmaDirection.TO_DEVICE;
+  req.writes[n++] = 0;
+  for (let off = 0; off < length; off += segmentBytes) {
+    b.addrs[n] = req.dataAddr + off;
+    b.sizes[n] = Math.min(segmentBytes, length - off);
+    b.dirs[n] = dataDir;
+    req.writes[n++] = dataDir === DmaDirection.FROM_DEVICE ? 1 : 0;
+  }
+  b.addrs[n] = req.ctlAddr + BLK_HEADER_BYTES;
+  b.sizes[n] = 1;
+  b.dirs[n] = DmaDirection.FROM_DEVICE;
+  req.writes[n++] = 1;
+  req.n = n;
+}
+
+/**
+ * The error a completed request's status byte stands for, or undefined for
+ * VIRTIO_BLK_S_OK. A byte that is no virtio-blk status is a device fault.
+ */
+export function statusError(
+  status: number,
+  deviceId: string,
+  type: number,
+  sector: number,
+  length: number,
+): MediatorError | undefined {
+  if (status === VIRTIO_BLK_S_OK) return undefined;
+  if (status === VIRTIO_BLK_S_IOERR) {
+    return new MediatorError(
+      'MEDIATOR_IO_ERROR',
+      `device ${deviceId}: I/O error at sector ${sector} (+${length} bytes)`,
+      { sector, length },
+    );
+  }
+  if (status === VIRTIO_BLK_S_UNSUPP) {
+    return new MediatorError(
+      'MEDIATOR_UNSUPPORTED',
+      `device ${deviceId}: request type ${type} not supported`,
+    );
+  }
+  return new MediatorError(
+    'MEDIATOR_DEVICE_FAULT',
+    `device ${deviceId}: status byte ${status} is not a virtio-blk status`,
+    { kind: 'bad_status' },
+  );
+}
+
+/** How a request ended, for the per-outcome counters, from the error it failed with. */
+export function outcomeOf(err: unknown): Outcome {
+  const code = (err as { code?: string }).code;
+  switch (code) {
+    case 'MEDIATOR_IO_ERROR':
+      return 'ioerr';
+    case 'MEDIATOR_UNSUPPORTED':
+      return 'unsupp';
+    case 'MEDIATOR_DEVICE_FAULT':
+      return 'fault';
+    case 'MEDIATOR_DEVICE_TIMEOUT':
+      return 'timeout';
+    case 'MEDIATOR_DEVICE_RESET':
+      return 'reset';
+    case 'SWIOTLB_POOL_FULL':
+    case 'MEDIATOR_BACKPRESSURE_TIMEOUT':
+      return 'full';
+    default:
+      return 'error';
+  }
+}

@@ -1,0 +1,108 @@
+import { Worker } from 'node:worker_threads';
+import { workerScript } from '../util/worker-script.js';
+import { VIRTIO_BLK_ID_BYTES } from '../workers/blk-backend.js';
+import type { ChaosOptions } from '../workers/chaos.js';
+import type { DeviceWorkerData } from '../workers/device-worker.js';
+import type { DeviceKind } from './blk-options.js';
+import type { BlkQueue } from './blk-queue.js';
+import { NOTIFY_COMPLETION, NOTIFY_STOP } from './virtqueue-layout.js';
+
+/**
+ * The untrusted side of a queue: one device backend thread per virtqueue. What it
+ * is given at start-up (workerData) is all it ever holds: the memory it may see
+ * (the pool in bounce mode), where its queue lies in it, and its own backing store
+ * (a SharedArrayBuffer for ram-blk and chaos, a file descriptor for file-blk).
+ * Never guest memory in bounce mode, never a function of the guest side.
+ */
+
+/** What a device hands each of its queue threads besides the queue itself. */
+export interface DeviceThreadSpec {
+  kind: DeviceKind;
+  serial: string;
+  spinMicros: number;
+  backing: SharedArrayBuffer | undefined;
+  file: { fd: number; capacity: number; durable: boolean } | undefined;
+  /** chaos: the device's options; each thread gets its own seed from them. */
+  chaos: ChaosOptions | undefined;
+  /** Resets so far: a thread started after a reset draws a new chaos stream. */
+  resets: number;
+}
+
+export function deviceWorkerData(q: BlkQueue, spec: DeviceThreadSpec): DeviceWorkerData {
+  const l = q.vq.layout;
+  const data: DeviceWorkerData = {
+    kind: spec.kind,
+    memory: q.memory,
+    memBase: q.memBase,
+    queue: { size: l.size, desc: l.desc, avail: l.avail, used: l.used, notify: l.notify },
+    serial: spec.serial.slice(0, VIRTIO_BLK_ID_BYTES),
+    spinMicros: spec.spinMicros,
+  };
+  if (spec.backing) data.backing = spec.backing;
+  if (spec.file) data.file = spec.file;
+  if (spec.kind === 'chaos') {
+    // Each queue thread, and each thread after a reset, gets its own reproducible stream.
+    const seed = (spec.chaos?.seed ?? 1) + q.index * 7919 + spec.resets * 104729;
+    data.chaos = { ...spec.chaos, seed };
+  }
+  return data;
+}
+
+/**
+ * Starts the queue's device thread and sets `q.ready`, which resolves once it
+ * serves (or exits). Requests already queued are timed from then. `onDeath` hears
+ * of an error or an exit of this thread; the device decides whether to reset.
+ */
+export function startDeviceThread(
+  q: BlkQueue,
+  data: DeviceWorkerData,
+  onDeath: (worker: Worker, how: 'error' | 'exit') => void,
+): Worker {
+  const script = workerScript('device-worker');
+  const worker = new Worker(script.filename, {
+    workerData: data,
+    ...(script.env ? { env: script.env } : {}),
+  });
+  worker.unref();
+  q.isReady = false;
+  q.ready = new Promise<void>((resolve) => {
+    worker.on('message', (msg: { type?: string }) => {
+      if (msg.type !== 'ready') return;
+      q.isReady = true;
+      const now = performance.now();
+      for (const req of q.byHead) if (req) req.submittedAt = Math.max(req.submittedAt, now);
+      resolve();
+    });
+    worker.once('exit', () => resolve());
+  });
+  worker.on('error', () => onDeath(worker, 'error'));
+  worker.on('exit', () => onDeath(worker, 'exit'));
+  return worker;
+}
+
+/**
+ * Stops the queue's device thread: `clean` asks it to finish (NOTIFY_STOP and a
+ * doorbell; terminated after 2 s if it does not), otherwise it is terminated.
+ * Then wakes a waitAsync on the completion word, so nothing waits on a dead thread.
+ */
+export async function stopDeviceThread(q: BlkQueue, clean: boolean): Promise<void> {
+  const worker = q.worker;
+  q.worker = undefined;
+  if (!worker) return;
+  const words = new Int32Array(q.memory);
+  const notify = (q.vq.layout.notify - q.memBase) >>> 2;
+  if (clean) {
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    Atomics.store(words, notify + NOTIFY_STOP, 1);
+    Atomics.add(words, notify, 1);
+    Atomics.notify(words, notify, 1);
+    const timer = setTimeout(() => void worker.terminate(), 2000);
+    await exited;
+    clearTimeout(timer);
+  } else {
+    await worker.terminate();
+  }
+  Atomics.store(words, notify + NOTIFY_STOP, 0);
+  Atomics.notify(words, notify + NOTIFY_COMPLETION);
+  q.armed = false;
+}
