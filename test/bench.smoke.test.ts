@@ -118,6 +118,8 @@ describe('benchmarks', () => {
 
   it('bench:pipeline prints bounce (two pool sizes) and direct results and their ratios', async () => {
     const out = await bench('bench/pipeline.bench.ts', [
+      '--pool-areas',
+      '4',
       '--devices',
       'null',
       '--sizes',
@@ -134,15 +136,16 @@ describe('benchmarks', () => {
       size: number;
       mode: string;
       pool_mib: number;
+      pool_areas: number;
       iops: number;
       gbps: number;
       p50_us: number;
       p99_us: number;
     }[];
-    expect(results.map((r) => `${r.mode}/${r.pool_mib}`)).toEqual([
-      'bounce/64',
-      'bounce/8',
-      'direct/0',
+    expect(results.map((r) => `${r.mode}/${r.pool_mib}/${r.pool_areas}`)).toEqual([
+      'bounce/64/4',
+      'bounce/8/4',
+      'direct/0/0',
     ]);
     for (const r of results) {
       expect(r).toMatchObject({ device: 'null', size: 4096 });

@@ -97,7 +97,7 @@ function formatAdvice(advice: SizingAdvice, configJson: string | undefined): str
   if (rec * IO_TLB_SIZE * 4 <= IO_TLB_DEFAULT_SIZE) {
     // Measured with bench:pipeline (its header has the figures' source).
     out.push(
-      `Linux's default pool (${formatBytes(IO_TLB_DEFAULT_SIZE)}) is ${Math.floor(IO_TLB_DEFAULT_SIZE / (rec * IO_TLB_SIZE))}x this. A pool far above its high-water costs speed, not only memory: the next-fit search walks the whole area, so each bounce buffer has left the CPU caches before it is used again (ram-blk 64 KiB writes at depth 32 on 2 CPUs ran at 0.55 of direct with 64 MiB, 0.99 with 8 MiB).`,
+      `Linux's default pool (${formatBytes(IO_TLB_DEFAULT_SIZE)}) is ${Math.floor(IO_TLB_DEFAULT_SIZE / (rec * IO_TLB_SIZE))}x this. A pool far above its high-water costs speed, not only memory: the next-fit search walks the whole area, so each bounce buffer has left the CPU caches before it is used again (ram-blk 64 KiB writes at depth 32 on 2 CPUs ran at 0.55 of direct with 64 MiB in 2 areas, 0.88 with 64 MiB in 16 areas, 0.99 with 8 MiB). Keep the pool small, or its areas: swiotlb=<nslabs>,<nareas>.`,
     );
   }
   out.push('');
