@@ -116,6 +116,32 @@ describe('benchmarks', () => {
     }
   }, 90_000);
 
+  it('bench:copy measures 64 KiB again on the workers when the engine copied it inline with 1 and 2', async () => {
+    const out = await bench('bench/copy.bench.ts', [
+      '--sizes',
+      '64k',
+      '--workers',
+      '1,2',
+      '--duration',
+      '0.04',
+      '--warmup',
+      '0.01',
+      '--rounds',
+      '1',
+      '--guest-mib',
+      '32',
+    ]);
+    const results = out.results as { workers: number; path: string; forced_workers: boolean }[];
+    const chosen = results.filter((r) => !r.forced_workers);
+    const forced = results.filter((r) => r.forced_workers);
+    expect(chosen.map((r) => r.workers)).toEqual([1, 2]);
+    // Inline by default on 2 CPUs or fewer (128 KiB threshold), on the workers above.
+    const bothInline = chosen.every((r) => r.path === 'inline');
+    expect(forced.map((r) => `${r.workers}/${r.path}`)).toEqual(
+      bothInline ? ['1/worker', '2/worker'] : [],
+    );
+  }, 90_000);
+
   it('bench:pipeline prints bounce (two pool sizes) and direct results and their ratios', async () => {
     const out = await bench('bench/pipeline.bench.ts', [
       '--pool-areas',
