@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveCommand } from '../src/cli/serve.js';
 import { loadConfig, parseConfig, toMediatorSpec } from '../src/config/index.js';
 import { isMediatorError } from '../src/errors.js';
+import { defaultDeviceSpinMicros } from '../src/mediator/blk-device.js';
 import { startServer } from '../src/server/index.js';
 import { defaultAreaCount } from '../src/swiotlb/geometry.js';
 import { OCTET, randomBytes } from './helpers/http.js';
@@ -68,6 +69,19 @@ describe('the embedded default', () => {
       timeoutMs: 5000,
       minAlignMask: 0,
     });
+  });
+
+  it('device threads poll 200 us when they and the main thread have a CPU each, else 50', () => {
+    expect(defaultDeviceSpinMicros(1, 2)).toBe(200);
+    expect(defaultDeviceSpinMicros(2, 2)).toBe(50);
+    expect(defaultDeviceSpinMicros(3, 4)).toBe(200);
+    const cpus = availableParallelism();
+    // Every queue of every device is a thread.
+    const spin = (devices: object[]) => parseConfig({ devices }).devices.map((d) => d.spinMicros);
+    expect(spin([{ id: 'a', queues: 64 }])).toEqual([cpus >= 65 ? 200 : 50]);
+    expect(spin([{ id: 'a' }])).toEqual([cpus >= 2 ? 200 : 50]);
+    expect(spin([{ id: 'a' }, { id: 'b' }])).toEqual(cpus >= 3 ? [200, 200] : [50, 50]);
+    expect(spin([{ id: 'a', spinMicros: 7 }])).toEqual([7]);
   });
 
   it('starts and serves I/O', async () => {

@@ -10,7 +10,12 @@
  * 256 MiB, a null device `null0`, bounce mode, listening on 127.0.0.1:8080.
  */
 import { z } from 'zod';
-import { DEVICE_KINDS, type DeviceKind, deviceGuestLayout } from '../mediator/blk-device.js';
+import {
+  DEVICE_KINDS,
+  type DeviceKind,
+  defaultDeviceSpinMicros,
+  deviceGuestLayout,
+} from '../mediator/blk-device.js';
 import { defaultCopyWorkers, defaultInlineThreshold } from '../mediator/copy-engine.js';
 import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
 import { MAX_QUEUE_SIZE, virtqueueBytes } from '../mediator/virtqueue-layout.js';
@@ -258,7 +263,8 @@ export interface DeviceConfig {
   serial: string;
   /**
    * How long a device thread polls its queue before sleeping, in microseconds.
-   * @default 50
+   * @default 200 when every device thread (one per queue, all devices) and the main
+   * thread have a CPU each, else 50 (defaultDeviceSpinMicros)
    */
   spinMicros: number;
   /** kind `chaos`: seed and fault rates. */
@@ -462,7 +468,7 @@ const deviceSchema = objectField({
     .refine((n) => (n & (n + 1)) === 0)
     .default(0),
   serial: z.string({ error: 'a string of at most 20 characters' }).max(20).optional(),
-  spinMicros: intField(0, 100_000).default(50),
+  spinMicros: intField(0, 100_000).optional(),
   chaos: chaosSchema.optional(),
 });
 
@@ -633,6 +639,7 @@ export const serviceConfigSchema = fileSchema
   .transform((c: Parsed): ServiceConfig => {
     const poolNames = c.pools.map((p, i) => p.name ?? `pool${i}`);
     const guestNames = c.guests.map((g, i) => g.name ?? `guest${i}`);
+    const deviceThreads = c.devices.reduce((n, d) => n + d.queues, 0);
     const devices: DeviceConfig[] = c.devices.map((d, i) => {
       const id = d.id ?? `dev${i}`;
       const out: DeviceConfig = {
@@ -649,7 +656,7 @@ export const serviceConfigSchema = fileSchema
         sync: d.sync,
         minAlignMask: d.minAlignMask,
         serial: d.serial ?? id.slice(0, 20),
-        spinMicros: d.spinMicros,
+        spinMicros: d.spinMicros ?? defaultDeviceSpinMicros(deviceThreads),
       };
       if (d.kind === 'file-blk') out.file = d.file ?? `${id}.img`;
       if (d.kind === 'chaos') out.chaos = { seed: 1, ...DEFAULT_CHAOS, ...d.chaos };

@@ -20,6 +20,7 @@ import {
   DEVICE_KINDS,
   type DeviceContext,
   type DeviceKind,
+  defaultDeviceSpinMicros,
   deviceGuestLayout,
   OUTCOMES,
   type Outcome,
@@ -647,7 +648,7 @@ export class BlockDevice {
     return deviceWorkerData(q, {
       kind: this.kind,
       serial: this.opts.serial ?? this.id,
-      spinMicros: this.opts.spinMicros ?? 10,
+      spinMicros: this.opts.spinMicros ?? defaultDeviceSpinMicros(this.opts.queues ?? 1),
       backing: this.backing,
       file:
         this.fd === undefined

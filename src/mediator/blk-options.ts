@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import { SECTOR_SIZE } from '../workers/blk-backend.js';
@@ -81,9 +82,28 @@ export interface BlockDeviceOptions {
   pollMicros?: number;
   /**
    * How long a device thread polls its queue before sleeping, in microseconds.
-   * @default 10
+   * @default {@link defaultDeviceSpinMicros} of the device's queues (a Mediator
+   * counts the queues of all its devices)
    */
   spinMicros?: number;
+}
+
+/**
+ * How long a device thread polls its queue before it sleeps, by default: 200 us
+ * when the process's device threads and its main thread have a CPU each, else
+ * 50 us. A sleeping device thread must be woken by the driver (a futex wake: ~10%
+ * of the main thread's time with the null device at 4 KiB); with a core of its own
+ * it can afford to wait for the next batch instead. Measured on 2 CPUs, null
+ * device, 4 KiB bounce writes, one queue, alternated runs (medians): 253k IOPS at
+ * 200 us, 224k at 50 us, 216k at 10 us over seven; 201k vs 183k (200 vs 50) over six
+ * at a noisier time. With more threads than CPUs, polling takes the core the main
+ * thread needs: there the service's earlier default, 50 us, stays.
+ */
+export function defaultDeviceSpinMicros(
+  deviceThreads: number,
+  cpus: number = availableParallelism(),
+): number {
+  return deviceThreads + 1 <= cpus ? 200 : 50;
 }
 
 /** Where the device's buffers go: the bounce path or direct. */
