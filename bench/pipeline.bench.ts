@@ -35,6 +35,8 @@ The cost of isolation: virtio-blk requests in bounce mode vs direct mode.
   --modes LIST              bounce, direct (default bounce,direct)
   --depth N                 requests in flight (default 32)
   --duration S              seconds per measurement (default 0.6)
+  --repeat N                measure each case N times, bounce and direct alternated,
+                            and report medians with the IOPS range (default 1)
   --warmup S                seconds of warm-up per case (default 0.2)
   --pool-mib MIB            pool of the first bounce run (default 64, Linux's default)
   --sized-pool-mib MIB      pool of the second bounce run; 0 skips it (default 8)
@@ -54,6 +56,7 @@ const options = benchArgs(
       duration: { type: 'string', default: '0.6' },
       warmup: { type: 'string', default: '0.2' },
       depth: { type: 'string', default: '32' },
+      repeat: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
       devices: { type: 'string', default: 'null,ram-blk' },
       sizes: { type: 'string', default: '4k,64k' },
@@ -104,13 +107,14 @@ const options = benchArgs(
       duration: positiveFlag('duration', values.duration) * 1000,
       warmup: positiveFlag('warmup', values.warmup) * 1000,
       depth: integerFlag('depth', values.depth, 1),
+      repeat: integerFlag('repeat', values.repeat, 1),
       json: values.json,
     };
   },
 );
 const { devices, sizes, ops, modes, poolMiB, sizedPoolMiB, poolAreas, deviceTuning, copy } =
   options;
-const { duration, warmup, depth } = options;
+const { duration, warmup, depth, repeat } = options;
 
 interface Result {
   device: DeviceKind;
@@ -124,6 +128,10 @@ interface Result {
   gbps: number;
   p50_us: number;
   p99_us: number;
+  /** Measurements behind this result (--repeat): the figures are their medians. */
+  runs: number;
+  iops_min: number;
+  iops_max: number;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -203,10 +211,36 @@ async function runCase(
       gbps: (done * size) / elapsed / 1e9,
       p50_us: percentile(sorted, 50) * 1000,
       p99_us: percentile(sorted, 99) * 1000,
+      runs: 1,
+      iops_min: Math.round(done / elapsed),
+      iops_max: Math.round(done / elapsed),
     };
   } finally {
     await m.close();
   }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** One result for the repeats of a case: the median of each figure, and the IOPS range. */
+function medianResult(repeats: Result[]): Result {
+  const first = repeats[0]!;
+  if (repeats.length === 1) return first;
+  const iops = repeats.map((r) => r.iops);
+  return {
+    ...first,
+    iops: Math.round(median(iops)),
+    gbps: median(repeats.map((r) => r.gbps)),
+    p50_us: median(repeats.map((r) => r.p50_us)),
+    p99_us: median(repeats.map((r) => r.p99_us)),
+    runs: repeats.length,
+    iops_min: Math.min(...iops),
+    iops_max: Math.max(...iops),
+  };
 }
 
 const results: Result[] = [];
@@ -231,14 +265,23 @@ log('device   op    size   mode    pool/areas      IOPS     GB/s   p50 us   p99 
 for (const device of devices) {
   for (const size of sizes) {
     for (const op of ops) {
+      // Repeats go round the runs (bounce, direct, bounce, ...) so that a slow
+      // stretch of the machine hits every mode alike.
+      const measured: Result[][] = runs.map(() => []);
+      for (let k = 0; k < repeat; k++) {
+        for (const [i, run] of runs.entries()) {
+          measured[i]!.push(await runCase(device, op, size, run.mode, run.pool));
+        }
+      }
       const done: Result[] = [];
-      for (const run of runs) {
-        const r = await runCase(device, op, size, run.mode, run.pool);
+      for (const [i, run] of runs.entries()) {
+        const r = medianResult(measured[i]!);
         done.push(r);
         results.push(r);
         const pool = run.mode === 'direct' ? '-' : `${run.pool}MiB/${r.pool_areas}`;
+        const range = r.runs > 1 ? `  (${r.iops_min}-${r.iops_max}, ${r.runs} runs)` : '';
         log(
-          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(7)} ${pool.padStart(8)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)}`,
+          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(7)} ${pool.padStart(8)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)}${range}`,
         );
       }
       const direct = done.find((r) => r.mode === 'direct');

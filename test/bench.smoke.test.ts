@@ -146,6 +146,8 @@ describe('benchmarks', () => {
     const out = await bench('bench/pipeline.bench.ts', [
       '--pool-areas',
       '4',
+      '--repeat',
+      '2',
       '--devices',
       'null',
       '--sizes',
@@ -167,6 +169,9 @@ describe('benchmarks', () => {
       gbps: number;
       p50_us: number;
       p99_us: number;
+      runs: number;
+      iops_min: number;
+      iops_max: number;
     }[];
     expect(results.map((r) => `${r.mode}/${r.pool_mib}/${r.pool_areas}`)).toEqual([
       'bounce/64/4',
@@ -176,6 +181,10 @@ describe('benchmarks', () => {
     for (const r of results) {
       expect(r).toMatchObject({ device: 'null', size: 4096 });
       expect(r.iops).toBeGreaterThan(0);
+      // Two runs: the median of two lies between them.
+      expect(r.runs).toBe(2);
+      expect(r.iops_min).toBeLessThanOrEqual(r.iops);
+      expect(r.iops).toBeLessThanOrEqual(r.iops_max);
       expect(r.p99_us).toBeGreaterThanOrEqual(r.p50_us);
     }
     const ratios = out.bounce_over_direct as Record<string, { iops: number }>;
