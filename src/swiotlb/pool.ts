@@ -30,7 +30,6 @@ import {
   G_HIWATER,
   G_SYNCS,
   G_TOTAL_USED,
-  headOfAt,
   headOffsetAt,
   INVALID_PHYS_ADDR,
   type MetadataViews,
@@ -581,9 +580,8 @@ export class SwiotlbPool {
       const m = this.m;
       const end = slotIndex + nslots;
       markUsed(used, slotIndex, nslots);
-      for (let i = slotIndex; i < end; i++) {
-        m.slotI32[allocSizeAt(i)] = allocSize - (slotOffset + (i - slotIndex) * IO_TLB_SIZE);
-      }
+      // alloc_size of the first slot; the kernel's later slots are derived (layout.ts).
+      m.slotI32[allocSizeAt(slotIndex)] = allocSize - slotOffset;
       c[word + AREA_INDEX] = index + nslots >= areaNslabs ? 0 : index + nslots;
       c[word + AREA_USED] = c[word + AREA_USED]! + nslots;
       c[word + AREA_MAPS] = c[word + AREA_MAPS]! + 1;
@@ -591,11 +589,8 @@ export class SwiotlbPool {
       // The mapping's own records (swiotlb_tbl_map_single() after find_slots).
       const head = slotIndex + padSlots;
       m.slotU8[padSlotsAt(head)] = padSlots;
-      const dataSlots = nslots - padSlots;
-      for (let i = 0; i < dataSlots; i++) {
-        m.slotF64[origAddrAt(head + i)] = origAddr + i * IO_TLB_SIZE;
-        m.slotI32[headOfAt(head + i)] = head;
-      }
+      m.slotF64[origAddrAt(head)] = origAddr;
+      for (let i = head; i < end; i++) m.slotHead[i] = head;
       m.slotU8[mapDirAt(head)] = dir;
       m.slotI32[mapOwnerAt(head)] = owner;
       m.slotU16[headOffsetAt(head)] = slotOffset;
@@ -653,12 +648,10 @@ export class SwiotlbPool {
     if (acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
     try {
       markFree(m.usedBits, index, nslots);
-      for (let i = index + nslots - 1; i >= index; i--) {
-        m.slotF64[origAddrAt(i)] = INVALID_PHYS_ADDR;
-        m.slotI32[allocSizeAt(i)] = 0;
-        m.slotI32[headOfAt(i)] = -1;
-      }
-      // Set on the head slot only (see layout.ts).
+      for (let i = index + nslots - 1; i >= index; i--) m.slotHead[i] = -1;
+      // Set on the first and the head slot only (see layout.ts).
+      m.slotI32[allocSizeAt(index)] = 0;
+      m.slotF64[origAddrAt(head)] = INVALID_PHYS_ADDR;
       m.slotU8[padSlotsAt(head)] = 0;
       m.slotU8[mapDirAt(head)] = 0;
       m.slotU16[headOffsetAt(head)] = 0;
@@ -677,7 +670,7 @@ export class SwiotlbPool {
       throw this.notMapped(addr, 'is outside the pool');
     }
     const slot = Math.floor((addr - this.geometry.base) / IO_TLB_SIZE);
-    const head = this.m.slotI32[headOfAt(slot)]!;
+    const head = this.m.slotHead[slot]!;
     if (
       head < 0 ||
       head >= this.geometry.nslabs ||
@@ -817,8 +810,6 @@ function alignUp(n: number, to: number): number {
 
 /** swiotlb_init_io_tlb_pool(): every slot free (usedBits starts zeroed). */
 function initMetadata(m: MetadataViews, geometry: Geometry): void {
-  for (let i = 0; i < geometry.nslabs; i++) {
-    m.slotF64[origAddrAt(i)] = INVALID_PHYS_ADDR;
-    m.slotI32[headOfAt(i)] = -1;
-  }
+  m.slotHead.fill(-1);
+  for (let i = 0; i < geometry.nslabs; i++) m.slotF64[origAddrAt(i)] = INVALID_PHYS_ADDR;
 }
