@@ -278,7 +278,7 @@ export function createMetrics(mediator: Mediator, opts: MetricsOptions = {}): Re
   );
   perGuestDirection(
     'mediator_bounce_copy_seconds_total',
-    'Time spent copying, by guest and direction (worker copies are all timed; inline copies one in 8, scaled; copies of 32 bytes or less are not timed).',
+    'Time spent copying, by guest and direction (worker copies are all timed; inline copies one in 64, scaled; copies of 32 bytes or less are not timed).',
     'seconds',
   );
   register(
