@@ -323,7 +323,7 @@ describe('CLI', () => {
     expect(times).toBeGreaterThanOrEqual(4);
     expect(stdout).toContain(`Linux's default pool (64.0MiB) is ${times}x this.`);
     expect(stdout).toMatch(/next-fit search walks the whole area/);
-    expect(stdout).toContain('to keep Linux\'s 64 MiB, swiotlb=32768,16 gives areas of 4.0MiB.');
+    expect(stdout).toContain("to keep Linux's 64 MiB, swiotlb=32768,16 gives areas of 4.0MiB.");
   });
 
   it('size --json gives swiotlb=, a restricted-dma-pool node and a config', async () => {
