@@ -13,7 +13,8 @@ import { layoutAt, virtqueueBytes } from './virtqueue-layout.js';
  *
  * Each slot owns, for the device's lifetime, 64 bytes of guest memory for the
  * virtio_blk_req header and status byte, one data buffer of maxRequestBytes, and a
- * preallocated descriptor batch: a request allocates nothing but its promise.
+ * preallocated descriptor batch: a request allocates no buffer or batch of its
+ * own, only its promises.
  *
  *   freeSlots (stack)        slots                       byHead[descriptor head]
  *   [ 31 30 ... k ]   ->   [ 0 | 1 | ... | depth-1 ]  <-  the request whose chain
