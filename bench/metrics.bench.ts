@@ -14,7 +14,8 @@ import { benchArgs, integerFlag, positiveFlag } from './cli.js';
 const USAGE = `Usage: npm run bench:metrics -- [options]
 The pipeline with metrics on and off, alternated; prints what the metrics cost.
 
-  --rounds N       on/off pairs per workload (default 10)
+  --rounds N       on/off pairs per workload (default 30: 10-round runs swing
+                   by +-8% on the shared 2-core machines)
   --duration S     seconds per window (default 0.4)
   --json           print {"results":[...]} as the last line
   -h, --help       this help`;
@@ -24,7 +25,7 @@ const { rounds, duration, json } = benchArgs(
   USAGE,
   {
     options: {
-      rounds: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '30' },
       duration: { type: 'string', default: '0.4' },
       json: { type: 'boolean', default: false },
     },
