@@ -2,12 +2,14 @@
  * Command-line handling shared by the benchmarks. Every bench answers `--help`
  * (`-h`) with its usage on stdout and exit code 0; an unknown flag or a value it
  * cannot use prints one line naming the flag, and exit code 2, never a stack trace.
- * Value checks throw CLI_USAGE, as the `swiotlb-mediator` commands do
- * (src/cli/args.ts), so both kinds of command word their errors alike.
+ * Value checks throw CLI_USAGE, as the `swiotlb-mediator` commands do; sizes and
+ * integers are read by those commands' own parsers (src/cli/args.ts, re-exported
+ * here), so both kinds of command word their errors alike.
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { isMediatorError, MediatorError } from '../src/errors.js';
-import { parseSize } from '../src/util/size.js';
+
+export { intFlag, sizeFlag } from '../src/cli/args.js';
 
 type Values<T extends ParseArgsConfig> = ReturnType<typeof parseArgs<T>>['values'];
 
@@ -52,34 +54,6 @@ export function positiveFlag(flag: string, value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n <= 0) {
     throw usageError(`--${flag}: "${value}" must be a number > 0`);
-  }
-  return n;
-}
-
-/** An integer >= `min`; undefined when the flag was not given. */
-export function integerFlag(flag: string, value: string, min?: number): number;
-export function integerFlag(
-  flag: string,
-  value: string | undefined,
-  min?: number,
-): number | undefined;
-export function integerFlag(flag: string, value: string | undefined, min = 0): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isSafeInteger(n) || n < min) {
-    throw usageError(`--${flag}: "${value}" must be an integer >= ${min}`);
-  }
-  return n;
-}
-
-/** A size in bytes ("4k", "64KiB", "262144"), > 0; undefined when the flag was not given. */
-export function sizeFlag(flag: string, value: string): number;
-export function sizeFlag(flag: string, value: string | undefined): number | undefined;
-export function sizeFlag(flag: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = parseSize(value);
-  if (n === undefined || n <= 0) {
-    throw usageError(`--${flag}: "${value}" is not a size (examples: 512, 4k, 64KiB)`);
   }
   return n;
 }

@@ -48,7 +48,7 @@ import { BounceDma, createBatch, type DmaBatch } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
 import { DmaDirection, SwiotlbPool } from '../src/swiotlb/index.js';
 import { formatSize, parseSize } from '../src/util/size.js';
-import { benchArgs, choiceFlag, integerFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
+import { benchArgs, choiceFlag, intFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
 
 const GB = 1e9;
 
@@ -354,9 +354,9 @@ async function main(): Promise<void> {
         inlineThreshold: sizeFlag('inline-threshold', values['inline-threshold']),
         splitThreshold: sizeFlag('split-threshold', values['split-threshold']),
         spillBytes: sizeFlag('spill-bytes', values['spill-bytes']),
-        spinMicros: integerFlag('spin-micros', values['spin-micros']),
-        pollMicros: integerFlag('poll-micros', values['poll-micros']),
-        ringCapacity: integerFlag('ring-capacity', values['ring-capacity'], 1),
+        spinMicros: intFlag('spin-micros', values['spin-micros']),
+        pollMicros: intFlag('poll-micros', values['poll-micros']),
+        ringCapacity: intFlag('ring-capacity', values['ring-capacity'], 1),
       };
       // Left out, an option keeps the engine's default.
       for (const key of Object.keys(tuning) as (keyof CopyEngineOptions)[]) {
@@ -365,8 +365,8 @@ async function main(): Promise<void> {
       return {
         durationMs: positiveFlag('duration', values.duration) * 1000,
         warmupMs: positiveFlag('warmup', values.warmup) * 1000,
-        rounds: integerFlag('rounds', values.rounds, 1),
-        concurrency: integerFlag('concurrency', values.concurrency, 1),
+        rounds: intFlag('rounds', values.rounds, 1),
+        concurrency: intFlag('concurrency', values.concurrency, 1),
         guestMiB: positiveFlag('guest-mib', values['guest-mib']),
         watchdogSeconds: positiveFlag('watchdog', values.watchdog),
         json: values.json,

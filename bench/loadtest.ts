@@ -14,7 +14,7 @@
 import autocannon from 'autocannon';
 import { loadConfig } from '../src/config/load.js';
 import { startServer } from '../src/server/run.js';
-import { benchArgs, choiceFlag, integerFlag, positiveFlag, usageError } from './cli.js';
+import { benchArgs, choiceFlag, intFlag, positiveFlag, usageError } from './cli.js';
 
 const USAGE = `Usage: npm run loadtest -- [options]
 HTTP load test of the service over loopback (autocannon), four phases.
@@ -41,11 +41,11 @@ const { duration, connections, size, mode, json } = benchArgs(
   (values) => {
     const seconds = positiveFlag('duration', values.duration);
     if (seconds > 600) throw usageError(`--duration: "${values.duration}" is more than 600 s`);
-    const bytes = integerFlag('size', values.size, 512);
+    const bytes = intFlag('size', values.size, 512);
     if (bytes % 512 !== 0) throw usageError(`--size: "${values.size}" is not a multiple of 512`);
     return {
       duration: seconds,
-      connections: integerFlag('connections', values.connections, 1),
+      connections: intFlag('connections', values.connections, 1),
       size: bytes,
       mode: choiceFlag('mode', values.mode, ['bounce', 'direct'] as const),
       json: values.json,

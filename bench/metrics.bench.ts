@@ -9,7 +9,7 @@
 import type { DeviceKind } from '../src/mediator/blk-device.js';
 import { Mediator } from '../src/mediator/mediator.js';
 import { createMetrics } from '../src/metrics/metrics.js';
-import { benchArgs, integerFlag, positiveFlag } from './cli.js';
+import { benchArgs, intFlag, positiveFlag } from './cli.js';
 
 const USAGE = `Usage: npm run bench:metrics -- [options]
 The pipeline with metrics on and off, alternated; prints what the metrics cost.
@@ -31,7 +31,7 @@ const { rounds, duration, json } = benchArgs(
     },
   },
   (values) => ({
-    rounds: integerFlag('rounds', values.rounds, 1),
+    rounds: intFlag('rounds', values.rounds, 1),
     duration: positiveFlag('duration', values.duration) * 1000,
     json: values.json,
   }),

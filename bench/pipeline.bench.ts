@@ -24,7 +24,7 @@ import type { DeviceKind } from '../src/mediator/blk-device.js';
 import type { CopyEngineOptions } from '../src/mediator/copy-engine.js';
 import { Mediator } from '../src/mediator/mediator.js';
 import { parseSize } from '../src/util/size.js';
-import { benchArgs, choicesFlag, integerFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
+import { benchArgs, choicesFlag, intFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
 
 const USAGE = `Usage: npm run bench:pipeline -- [options]
 The cost of isolation: virtio-blk requests in bounce mode vs direct mode.
@@ -78,12 +78,12 @@ const options = benchArgs(
     const sizedPoolMiB =
       sized.trim() !== '' && Number(sized) === 0 ? 0 : positiveFlag('sized-pool-mib', sized);
     const deviceTuning: { spinMicros?: number; pollMicros?: number } = {};
-    const spinMicros = integerFlag('device-spin-micros', values['device-spin-micros']);
-    const pollMicros = integerFlag('device-poll-micros', values['device-poll-micros']);
+    const spinMicros = intFlag('device-spin-micros', values['device-spin-micros']);
+    const pollMicros = intFlag('device-poll-micros', values['device-poll-micros']);
     if (spinMicros !== undefined) deviceTuning.spinMicros = spinMicros;
     if (pollMicros !== undefined) deviceTuning.pollMicros = pollMicros;
     const copy: CopyEngineOptions = {};
-    const workers = integerFlag('copy-workers', values['copy-workers']);
+    const workers = intFlag('copy-workers', values['copy-workers']);
     const inlineThreshold = sizeFlag('inline-threshold', values['inline-threshold']);
     if (workers !== undefined) copy.workers = workers;
     if (inlineThreshold !== undefined) copy.inlineThreshold = inlineThreshold;
@@ -101,14 +101,14 @@ const options = benchArgs(
       ops: choicesFlag('ops', values.ops, ['write', 'read'] as const),
       modes: choicesFlag('modes', values.modes, ['bounce', 'direct'] as const),
       poolMiB: positiveFlag('pool-mib', values['pool-mib']),
-      poolAreas: integerFlag('pool-areas', values['pool-areas'], 1),
+      poolAreas: intFlag('pool-areas', values['pool-areas'], 1),
       sizedPoolMiB,
       deviceTuning,
       copy,
       duration: positiveFlag('duration', values.duration) * 1000,
       warmup: positiveFlag('warmup', values.warmup) * 1000,
-      depth: integerFlag('depth', values.depth, 1),
-      repeat: integerFlag('repeat', values.repeat, 1),
+      depth: intFlag('depth', values.depth, 1),
+      repeat: intFlag('repeat', values.repeat, 1),
       json: values.json,
     };
   },

@@ -3,6 +3,8 @@ import { parseSize } from '../util/size.js';
 
 /** Parsers for flag values; each throws CLI_USAGE naming the flag and the value. */
 
+export function sizeFlag(flag: string, value: string): number;
+export function sizeFlag(flag: string, value: string | undefined): number | undefined;
 export function sizeFlag(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const bytes = parseSize(value);
@@ -15,6 +17,8 @@ export function sizeFlag(flag: string, value: string | undefined): number | unde
   return bytes;
 }
 
+export function intFlag(flag: string, value: string, min?: number): number;
+export function intFlag(flag: string, value: string | undefined, min?: number): number | undefined;
 export function intFlag(flag: string, value: string | undefined, min = 0): number | undefined {
   if (value === undefined) return undefined;
   const n = /^(0x[0-9a-f]+|\d+)$/i.test(value.trim()) ? Number(value.trim()) : Number.NaN;
