@@ -353,14 +353,50 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
     });
 
     it('past the end of the device: 416 with Content-Range', async () => {
+      // `range`: the sectors the message must quote, exactly, even past 2^53.
       const cases = [
-        { method: 'GET' as const, url: `/v1/devices/ram/blocks/${SECTORS}` },
-        { method: 'GET' as const, url: `/v1/devices/ram/blocks/${SECTORS - 1}?count=2` },
-        { method: 'GET' as const, url: '/v1/devices/ram/blocks/99999999999999999999999' },
-        { method: 'PUT' as const, url: `/v1/devices/ram/blocks/${SECTORS}` },
-        { method: 'PUT' as const, url: `/v1/devices/ram/blocks/${SECTORS - 1}` },
+        {
+          method: 'GET' as const,
+          url: `/v1/devices/ram/blocks/${SECTORS}`,
+          range: `${SECTORS} to ${SECTORS}`,
+        },
+        {
+          method: 'GET' as const,
+          url: `/v1/devices/ram/blocks/${SECTORS - 1}?count=2`,
+          range: `${SECTORS - 1} to ${SECTORS}`,
+        },
+        {
+          method: 'GET' as const,
+          url: '/v1/devices/ram/blocks/99999999999999999999999',
+          range: '99999999999999999999999 to 99999999999999999999999',
+        },
+        {
+          method: 'GET' as const,
+          url: '/v1/devices/ram/blocks/9007199254740993?count=3',
+          range: '9007199254740993 to 9007199254740995',
+        },
+        {
+          method: 'GET' as const,
+          url: '/v1/devices/ram/blocks/1?count=99999999999999999999999',
+          range: '1 to 99999999999999999999999',
+        },
+        {
+          method: 'PUT' as const,
+          url: `/v1/devices/ram/blocks/${SECTORS}`,
+          range: `${SECTORS} to ${SECTORS + 1}`,
+        },
+        {
+          method: 'PUT' as const,
+          url: `/v1/devices/ram/blocks/${SECTORS - 1}`,
+          range: `${SECTORS - 1} to ${SECTORS}`,
+        },
+        {
+          method: 'PUT' as const,
+          url: '/v1/devices/ram/blocks/9007199254740993',
+          range: '9007199254740993 to 9007199254740994',
+        },
       ];
-      for (const c of cases) {
+      for (const { range, ...c } of cases) {
         const res = await inject({
           ...c,
           headers: OCTET,
@@ -369,6 +405,7 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
         expect(res.statusCode, c.url).toBe(416);
         expect(res.headers['content-range']).toBe(`bytes */${CAPACITY}`);
         expectErrorBody(416, res.json(), 'HTTP_OUT_OF_RANGE', /past the end of ram/);
+        expect(res.json().message, c.url).toContain(`sectors ${range} are past the end`);
       }
       const io = await inject({
         method: 'POST',
@@ -407,7 +444,12 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
         payload: Buffer.alloc(256 * KiB + 512, 0xee),
       });
       expect(overLimit.statusCode).toBe(413);
-      expectErrorBody(413, overLimit.json(), 'HTTP_BODY_TOO_LARGE', /bodyLimit/);
+      expectErrorBody(
+        413,
+        overLimit.json(),
+        'HTTP_BODY_TOO_LARGE',
+        /http\.bodyLimit \(262144 bytes\)/,
+      );
       // Within the body limit, over the device's 128 KiB per request.
       const overDevice = await inject({
         method: 'PUT',
@@ -469,7 +511,16 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
         ['{"op":"write"}', /size/, 'HTTP_INVALID_PARAMETER'],
         ['{"op":"read","size":512,"lba":-1}', /lba/, 'HTTP_INVALID_PARAMETER'],
         ['{"op":"read","size":512,"lba":"7"}', /lba/, 'HTTP_INVALID_PARAMETER'],
-        ['{"op":"read","size":512,"extra":1}', /extra: unknown field/, 'HTTP_INVALID_PARAMETER'],
+        [
+          '{"op":"read","size":512,"lba":9007199254740993}',
+          /^lba: .* is not allowed; expected a non-negative integer below 2\^53/,
+          'HTTP_INVALID_PARAMETER',
+        ],
+        [
+          '{"op":"read","size":512,"extra":1}',
+          /extra: unknown field; the fields of the request are op, size, lba/,
+          'HTTP_INVALID_PARAMETER',
+        ],
         ['[1,2]', /JSON object/, 'HTTP_INVALID_PARAMETER'],
         ['{"op":', /JSON/, 'HTTP_BAD_BODY'],
         ['', /empty/i, 'HTTP_BAD_BODY'],

@@ -51,15 +51,19 @@ function showValue(value: unknown): string {
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
-/** One issue as a sentence: the field (its path), the value, and what is allowed. */
+/**
+ * One issue as a sentence: the field (its path), the value, and what is allowed.
+ * `root` names the whole object validated ("the config", "the request").
+ */
 export function formatIssue(
   issue: z.core.$ZodIssue,
   flagOf: (path: string) => string | undefined = () => undefined,
+  root = 'the config',
 ): string {
   if (issue.code === 'unrecognized_keys') {
     const where = formatPath(issue.path);
     const keys = issue.keys.map((k) => (where ? `${where}.${k}` : k));
-    return `${keys.join(', ')}: unknown field${keys.length > 1 ? 's' : ''}; the fields of ${where || 'the config'} are ${issue.message}`;
+    return `${keys.join(', ')}: unknown field${keys.length > 1 ? 's' : ''}; the fields of ${where || root} are ${issue.message}`;
   }
   const path = formatPath(issue.path);
   const flag = flagOf(path);

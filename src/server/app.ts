@@ -44,7 +44,8 @@ const ioRequestSchema = z.strictObject(
       .positive()
       .multipleOf(SECTOR_SIZE),
     lba: z
-      .number({ error: 'a non-negative integer (a sector number)' })
+      // int() also refuses numbers past 2^53: JSON.parse has already rounded them.
+      .number({ error: 'a non-negative integer below 2^53 (a sector number)' })
       .int()
       .nonnegative()
       .default(0),
@@ -67,6 +68,7 @@ function mediaType(request: FastifyRequest): string {
  */
 export function buildServer(service: Service, opts: BuildServerOptions = {}): FastifyInstance {
   const http = service.config.http;
+  const problemContext = { retryAfterSeconds: http.retryAfterSeconds, bodyLimit: http.bodyLimit };
   const app = Fastify({
     logger: opts.logger ?? false,
     // Nothing logged per request.
@@ -75,10 +77,9 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
     // Draining is ours to answer (503 MEDIATOR_CLOSED in the error format).
     return503OnClosing: false,
     frameworkErrors: (err, request, reply) => {
-      sendProblem(err, request, reply, http.retryAfterSeconds);
+      sendProblem(err, request, reply, problemContext);
     },
   }) as unknown as FastifyInstance;
-  const retryAfter = http.retryAfterSeconds;
 
   app.addContentTypeParser(
     'application/octet-stream',
@@ -89,7 +90,7 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
   );
 
   app.setErrorHandler((err, request, reply) => {
-    sendProblem(err, request, reply, retryAfter);
+    sendProblem(err, request, reply, problemContext);
   });
   app.setNotFoundHandler((request, reply) => {
     request.log.debug({ code: 'HTTP_NOT_FOUND', status: 404 }, 'no such route');
@@ -140,12 +141,25 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
     }
     return Number(raw);
   };
-  const checkRange = (device: BlockDevice, lba: number, sectors: number): void => {
+  /**
+   * 416 unless [lba, lba + sectors) lies on the device. The texts are the digits the
+   * client sent: the message quotes the range exactly even where the numbers lost
+   * precision (more than 2^53).
+   */
+  const checkRange = (
+    device: BlockDevice,
+    lba: number,
+    sectors: number,
+    lbaText = String(lba),
+    sectorsText = String(sectors),
+  ): void => {
     const total = device.capacity / SECTOR_SIZE;
     if (!(lba + sectors <= total)) {
+      const first = BigInt(lbaText);
+      const last = first + BigInt(sectorsText) - 1n;
       throw httpError(
         'HTTP_OUT_OF_RANGE',
-        `sectors ${lba} to ${lba + sectors - 1} are past the end of ${device.id} (${total} sectors of 512 bytes: lba 0 to ${total - 1})`,
+        `sectors ${first} to ${last} are past the end of ${device.id} (${total} sectors of 512 bytes: lba 0 to ${total - 1})`,
         { capacity: device.capacity },
       );
     }
@@ -188,7 +202,7 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
           `the body is ${Buffer.isBuffer(body) ? body.length : 0} bytes: block data must be a non-empty multiple of ${SECTOR_SIZE} bytes`,
         );
       }
-      checkRange(device, lba, body.length / SECTOR_SIZE);
+      checkRange(device, lba, body.length / SECTOR_SIZE, request.params.lba);
       await service.run(() => device.write(lba, body));
       return { lba, bytes: body.length };
     },
@@ -201,7 +215,7 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
       const device = deviceOf(request.params.id);
       const lba = lbaOf(request.params.lba);
       const count = countOf(request.query.count);
-      checkRange(device, lba, count);
+      checkRange(device, lba, count, request.params.lba, String(request.query.count ?? 1));
       const data = await service.run(() => device.read(lba, count * SECTOR_SIZE));
       return reply.type('application/octet-stream').send(data);
     },
@@ -227,7 +241,10 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
       const device = deviceOf(request.params.id);
       const parsed = ioRequestSchema.safeParse(request.body, { reportInput: true });
       if (!parsed.success) {
-        throw httpError('HTTP_INVALID_PARAMETER', formatIssue(parsed.error.issues[0]!));
+        throw httpError(
+          'HTTP_INVALID_PARAMETER',
+          formatIssue(parsed.error.issues[0]!, undefined, 'the request'),
+        );
       }
       const { op, size, lba } = parsed.data;
       checkRange(device, lba, size / SECTOR_SIZE);
@@ -325,7 +342,7 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
         : 'the service is draining for shutdown';
     return reply
       .code(503)
-      .header('retry-after', String(retryAfter))
+      .header('retry-after', String(http.retryAfterSeconds))
       .send(errorBody(503, 'HTTP_NOT_READY', why));
   });
 

@@ -39,7 +39,16 @@ export function httpError(
 }
 
 /** What the client is told about an error, in the stable codes of src/errors.ts. */
-export function toProblem(err: unknown, retryAfterSeconds: number): Problem {
+/** What an error answer needs to know of the server's settings. */
+export interface ProblemContext {
+  /** The Retry-After of a 503 (http.retryAfterSeconds). */
+  retryAfterSeconds: number;
+  /** http.bodyLimit, quoted when a body is too large. */
+  bodyLimit: number;
+}
+
+export function toProblem(err: unknown, ctx: ProblemContext): Problem {
+  const { retryAfterSeconds } = ctx;
   const headers: Record<string, string> = {};
   if (isMediatorError(err)) {
     if (err.status === 503 || RETRYABLE.has(err.code)) {
@@ -59,7 +68,7 @@ export function toProblem(err: unknown, retryAfterSeconds: number): Problem {
       return {
         status: 413,
         code: 'HTTP_BODY_TOO_LARGE',
-        message: 'the request body is larger than the configured limit (http.bodyLimit)',
+        message: `the request body is larger than http.bodyLimit (${ctx.bodyLimit} bytes)`,
         headers,
         unexpected: false,
       };
@@ -105,9 +114,9 @@ export function sendProblem(
   err: unknown,
   request: FastifyRequest,
   reply: FastifyReply,
-  retryAfterSeconds: number,
+  ctx: ProblemContext,
 ): FastifyReply {
-  const p = toProblem(err, retryAfterSeconds);
+  const p = toProblem(err, ctx);
   if (p.unexpected)
     request.log.error({ err }, `unexpected error on ${request.method} ${request.url}`);
   else request.log.debug({ code: p.code, status: p.status }, p.message);
