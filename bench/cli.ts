@@ -6,7 +6,8 @@
  * integers are read by those commands' own parsers (src/cli/args.ts, re-exported
  * here), so both kinds of command word their errors alike.
  */
-import { type ParseArgsConfig, parseArgs } from 'node:util';
+import type { ParseArgsConfig, parseArgs } from 'node:util';
+import { parseCommand, usageLine } from '../src/cli/args.js';
 import { isMediatorError, MediatorError } from '../src/errors.js';
 
 export { intFlag, sizeFlag } from '../src/cli/args.js';
@@ -25,21 +26,16 @@ export function benchArgs<T extends ParseArgsConfig, R>(
   config: T,
   read: (values: Values<T>) => R,
 ): R {
-  for (const flag of Object.keys(config.options ?? {})) {
-    // The usage text is the bench's only list of its options: keep it whole.
-    if (!usage.includes(`--${flag}`)) throw new Error(`${name}: the usage text omits --${flag}`);
-  }
-  const args = config.args ?? process.argv.slice(2);
-  if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write(`${usage.trim()}\n`);
-    process.exit(0);
-  }
   try {
-    return read(parseArgs({ ...config, args }).values as Values<T>);
+    const parsed = parseCommand(name, usage, config);
+    if (parsed === undefined) {
+      process.stdout.write(`${usage.trim()}\n`);
+      process.exit(0);
+    }
+    return read(parsed.values as Values<T>);
   } catch (err) {
-    const parseError = (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true;
-    if (!parseError && !(isMediatorError(err) && err.code === 'CLI_USAGE')) throw err;
-    process.stderr.write(`${name}: ${(err as Error).message} (--help lists the options)\n`);
+    if (!(isMediatorError(err) && err.code === 'CLI_USAGE')) throw err;
+    process.stderr.write(`${usageLine(name, err)}\n`);
     process.exit(2);
   }
 }

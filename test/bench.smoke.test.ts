@@ -66,7 +66,7 @@ describe('benchmark command lines', () => {
       expect(code).toBe(2);
       expect(stdout).toBe('');
       expect(stderr.trim().split('\n')).toEqual([
-        `${name}: Unknown option '--no-such-flag' (--help lists the options)`,
+        `${name}: unknown option --no-such-flag (--help lists the options)`,
       ]);
     },
     60_000,

@@ -1,5 +1,69 @@
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { MediatorError } from '../errors.js';
 import { parseSize } from '../util/size.js';
+
+/**
+ * A usage error as one line, `<command>: <what is wrong> (--help lists the options)`:
+ * the parsers below throw CLI_USAGE with only the second part, since the flag
+ * parsers do not know their command; the command's caller adds the rest here.
+ */
+export function usageLine(command: string, err: Error): string {
+  return `${command}: ${err.message} (--help lists the options)`;
+}
+
+/**
+ * Parses a command's arguments strictly (an unknown flag, a missing value or a value
+ * given to a boolean flag is an error). Returns undefined when they ask for help
+ * (`--help` or `-h` before any `--`): the caller prints its usage. Every flag in
+ * `config.options` must appear in `usage`, which is the command's only list of them.
+ * @throws CLI_USAGE naming the flag (see {@link usageLine})
+ */
+export function parseCommand<T extends ParseArgsConfig>(
+  command: string,
+  usage: string,
+  config: T,
+): ReturnType<typeof parseArgs<T>> | undefined {
+  for (const flag of Object.keys(config.options ?? {})) {
+    if (!usage.includes(`--${flag}`)) throw new Error(`${command}: the usage text omits --${flag}`);
+  }
+  const args = config.args ?? process.argv.slice(2);
+  const end = args.indexOf('--');
+  const flags = end < 0 ? args : args.slice(0, end);
+  if (flags.includes('--help') || flags.includes('-h')) return undefined;
+  try {
+    // strict unless the config says otherwise (parseArgs' own default).
+    return parseArgs(config);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (!code?.startsWith('ERR_PARSE_ARGS')) throw err;
+    throw new MediatorError('CLI_USAGE', parseErrorText(code, (err as Error).message));
+  }
+}
+
+/**
+ * node:util's parse errors in this CLI's words. Its texts are not an API: a text
+ * that no longer matches is passed on as its first sentence.
+ */
+function parseErrorText(code: string, message: string): string {
+  const flag = /'(-[^' ]+)/.exec(message)?.[1];
+  if (flag !== undefined) {
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${flag}`;
+    if (message.includes('argument missing')) return `${flag} needs a value`;
+    if (message.includes('does not take an argument')) return `${flag} takes no value`;
+  }
+  const positional = /^Unexpected argument '(.*)'/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' && positional !== undefined) {
+    return `takes no arguments, got "${positional}"`;
+  }
+  return message.split('. ')[0]!;
+}
+
+/** CLI_USAGE unless the command was given no positional arguments. */
+export function noOperands(positionals: string[]): void {
+  if (positionals.length > 0) {
+    throw new MediatorError('CLI_USAGE', `takes no arguments, got "${positionals.join(' ')}"`);
+  }
+}
 
 /** Parsers for flag values; each throws CLI_USAGE naming the flag and the value. */
 
@@ -32,17 +96,8 @@ export function intFlag(flag: string, value: string | undefined, min = 0): numbe
  * The operands of a command that reads one fio job and nothing else (`bench`,
  * `size`): no positional arguments, and `--job FILE`, which it returns.
  */
-export function jobOperand(
-  command: string,
-  positionals: string[],
-  job: string | undefined,
-): string {
-  if (positionals.length > 0) {
-    throw new MediatorError(
-      'CLI_USAGE',
-      `${command}: takes no arguments, got "${positionals.join(' ')}"`,
-    );
-  }
-  if (!job) throw new MediatorError('CLI_USAGE', `${command}: --job FILE is required`);
+export function jobOperand(positionals: string[], job: string | undefined): string {
+  noOperands(positionals);
+  if (!job) throw new MediatorError('CLI_USAGE', '--job FILE is required');
   return job;
 }

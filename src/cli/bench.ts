@@ -1,6 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { parseArgs } from 'node:util';
 import { MediatorError } from '../errors.js';
 import { packageVersion } from '../util/package-version.js';
 import { type JobFile, parseJobFile } from '../workload/fio-job.js';
@@ -8,7 +7,7 @@ import { renderHtml } from '../workload/html.js';
 import { Progress } from '../workload/progress.js';
 import { buildReport, formatReport } from '../workload/report.js';
 import { runMode } from '../workload/runner.js';
-import { jobOperand } from './args.js';
+import { jobOperand, parseCommand } from './args.js';
 
 export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--html FILE] [--mode MODE]
 
@@ -53,24 +52,23 @@ export function readJobFile(path: string): JobFile {
 }
 
 export async function benchCommand(argv: string[], io: BenchIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommand('bench', BENCH_HELP, {
     args: argv,
     allowPositionals: true,
-    strict: true,
     options: {
       job: { type: 'string' },
       json: { type: 'boolean' },
       html: { type: 'string' },
       mode: { type: 'string' },
       quiet: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help) {
+  if (parsed === undefined) {
     io.stdout.write(`${BENCH_HELP}\n`);
     return 0;
   }
-  const job = jobOperand('bench', positionals, values.job);
+  const { values, positionals } = parsed;
+  const job = jobOperand(positionals, values.job);
   if (values.mode && !['bounce', 'direct', 'both'].includes(values.mode)) {
     throw new MediatorError('CLI_USAGE', `--mode: "${values.mode}" is not bounce, direct or both`);
   }

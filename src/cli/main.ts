@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { isMediatorError } from '../errors.js';
 import { packageVersion } from '../util/package-version.js';
+import { usageLine } from './args.js';
 import { benchCommand } from './bench.js';
 import { replayCommand } from './replay-command.js';
 import { serveCommand } from './serve.js';
@@ -46,13 +47,13 @@ export async function main(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (err) {
+    if (isMediatorError(err) && err.code === 'CLI_USAGE') {
+      process.stderr.write(`swiotlb-mediator ${usageLine(command ?? '', err)}\n`);
+      return 2;
+    }
     if (isMediatorError(err)) {
       process.stderr.write(`swiotlb-mediator: ${err.code}: ${err.message}\n`);
       return err.code === 'CLI_USAGE' || err.code.startsWith('JOB_') ? 2 : 1;
-    }
-    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`swiotlb-mediator: ${(err as Error).message}\n`);
-      return 2;
     }
     throw err;
   }

@@ -1,9 +1,9 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import { parseArgs } from 'node:util';
+import { MediatorError } from '../errors.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
-import { intFlag, sizeFlag } from './args.js';
+import { intFlag, parseCommand, sizeFlag } from './args.js';
 import { Replayer } from './replay.js';
 
 export const REPLAY_HELP = `Usage: swiotlb-mediator replay [options] [FILE|-]
@@ -45,25 +45,26 @@ async function write(out: Writable, text: string): Promise<void> {
 }
 
 export async function replayCommand(argv: string[], io: ReplayIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommand('replay', REPLAY_HELP, {
     args: argv,
     allowPositionals: true,
-    strict: true,
     options: {
       'pool-size': { type: 'string' },
       slots: { type: 'string' },
       areas: { type: 'string' },
       base: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help) {
+  if (parsed === undefined) {
     await write(io.stdout, `${REPLAY_HELP}\n`);
     return 0;
   }
+  const { values, positionals } = parsed;
   if (positionals.length > 1) {
-    io.stderr.write(`replay: takes one input file, got ${positionals.length}\n`);
-    return 2;
+    throw new MediatorError(
+      'CLI_USAGE',
+      `takes one input file, got ${positionals.length}: "${positionals.join(' ')}"`,
+    );
   }
   const pool = SwiotlbPool.create({
     size: sizeFlag('pool-size', values['pool-size']),

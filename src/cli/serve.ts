@@ -1,9 +1,9 @@
 import { constants } from 'node:os';
 import type { Writable } from 'node:stream';
-import { parseArgs } from 'node:util';
 import { type ConfigOverride, loadConfig } from '../config/load.js';
 import { isMediatorError } from '../errors.js';
 import { startServer } from '../server/run.js';
+import { noOperands, parseCommand } from './args.js';
 
 export const SERVE_HELP = `Usage: swiotlb-mediator serve [options]
 
@@ -49,10 +49,9 @@ function numeric(value: string): number | string {
  * resolves the exit status once it has shut down.
  */
 export async function serveCommand(argv: string[], io: ServeIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommand('serve', SERVE_HELP, {
     args: argv,
     allowPositionals: true,
-    strict: true,
     options: {
       config: { type: 'string' },
       host: { type: 'string' },
@@ -63,17 +62,14 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
       'shutdown-timeout': { type: 'string' },
       'copy-workers': { type: 'string' },
       'print-config': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help) {
+  if (parsed === undefined) {
     io.stdout.write(`${SERVE_HELP}\n`);
     return 0;
   }
-  if (positionals.length > 0) {
-    io.stderr.write(`serve: takes no arguments, got "${positionals.join(' ')}" (see --help)\n`);
-    return 2;
-  }
+  const { values, positionals } = parsed;
+  noOperands(positionals);
   const overrides: ConfigOverride[] = [];
   const flag = (name: string, path: string[], value: unknown) => {
     if (value !== undefined) overrides.push({ path, value, flag: `--${name}` });

@@ -1,11 +1,10 @@
 import type { Writable } from 'node:stream';
-import { parseArgs } from 'node:util';
 import { IO_TLB_DEFAULT_SIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import { formatSize } from '../util/size.js';
 import { formatBytes } from '../workload/report.js';
 import { jobConfig } from '../workload/runner.js';
 import { adviseSize, type SizingAdvice } from '../workload/sizing.js';
-import { intFlag, jobOperand } from './args.js';
+import { intFlag, jobOperand, parseCommand } from './args.js';
 import { readJobFile } from './bench.js';
 
 export const SIZE_HELP = `Usage: swiotlb-mediator size --job FILE [--margin PCT] [--areas N] [--steps N] [--seed N] [--json]
@@ -119,10 +118,9 @@ function formatAdvice(advice: SizingAdvice, configJson: string | undefined): str
 }
 
 export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseCommand('size', SIZE_HELP, {
     args: argv,
     allowPositionals: true,
-    strict: true,
     options: {
       job: { type: 'string' },
       margin: { type: 'string' },
@@ -130,14 +128,14 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
       steps: { type: 'string' },
       seed: { type: 'string' },
       json: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help) {
+  if (parsed === undefined) {
     io.stdout.write(`${SIZE_HELP}\n`);
     return 0;
   }
-  const job = jobOperand('size', positionals, values.job);
+  const { values, positionals } = parsed;
+  const job = jobOperand(positionals, values.job);
   const margin = intFlag('margin', values.margin, 0);
   const areas = intFlag('areas', values.areas, 1);
   const steps = intFlag('steps', values.steps, 1);
