@@ -13,7 +13,7 @@ import { z } from 'zod';
 import {
   DEVICE_KINDS,
   type DeviceKind,
-  defaultDeviceSpinMicros,
+  defaultSpinMicrosFor,
   deviceGuestLayout,
 } from '../mediator/blk-device.js';
 import { defaultCopyWorkers, defaultInlineThreshold } from '../mediator/copy-engine.js';
@@ -264,7 +264,7 @@ export interface DeviceConfig {
   /**
    * How long a device thread polls its queue before sleeping, in microseconds.
    * @default 200 when every device thread (one per queue, all devices) and the main
-   * thread have a CPU each, else 50 (defaultDeviceSpinMicros)
+   * thread have a CPU each, else 50 (defaultSpinMicrosFor)
    */
   spinMicros: number;
   /** kind `chaos`: seed and fault rates. */
@@ -639,7 +639,7 @@ export const serviceConfigSchema = fileSchema
   .transform((c: Parsed): ServiceConfig => {
     const poolNames = c.pools.map((p, i) => p.name ?? `pool${i}`);
     const guestNames = c.guests.map((g, i) => g.name ?? `guest${i}`);
-    const deviceThreads = c.devices.reduce((n, d) => n + d.queues, 0);
+    const spinMicros = defaultSpinMicrosFor(c.devices);
     const devices: DeviceConfig[] = c.devices.map((d, i) => {
       const id = d.id ?? `dev${i}`;
       const out: DeviceConfig = {
@@ -656,7 +656,7 @@ export const serviceConfigSchema = fileSchema
         sync: d.sync,
         minAlignMask: d.minAlignMask,
         serial: d.serial ?? id.slice(0, 20),
-        spinMicros: d.spinMicros ?? defaultDeviceSpinMicros(deviceThreads),
+        spinMicros: d.spinMicros ?? spinMicros,
       };
       if (d.kind === 'file-blk') out.file = d.file ?? `${id}.img`;
       if (d.kind === 'chaos') out.chaos = { seed: 1, ...DEFAULT_CHAOS, ...d.chaos };

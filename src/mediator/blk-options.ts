@@ -106,6 +106,15 @@ export function defaultDeviceSpinMicros(
   return deviceThreads + 1 <= cpus ? 200 : 50;
 }
 
+/**
+ * {@link defaultDeviceSpinMicros} for a process that runs `devices`: one device
+ * thread per queue, all devices together (the config, to show the value, and the
+ * Mediator, which runs them, both ask).
+ */
+export function defaultSpinMicrosFor(devices: readonly { queues?: number | undefined }[]): number {
+  return defaultDeviceSpinMicros(devices.reduce((n, d) => n + (d.queues ?? 1), 0));
+}
+
 /** Where the device's buffers go: the bounce path or direct. */
 export interface DeviceContext {
   mode: 'bounce' | 'direct';

@@ -2,7 +2,7 @@ import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
 import { type BackpressureOptions, PoolGate } from './backpressure.js';
-import { BlockDevice, type BlockDeviceOptions, defaultDeviceSpinMicros } from './blk-device.js';
+import { BlockDevice, type BlockDeviceOptions, defaultSpinMicrosFor } from './blk-device.js';
 import { CopyEngine, type CopyEngineOptions } from './copy-engine.js';
 import { GuestMemory, type GuestMemoryOptions } from './guest-memory.js';
 
@@ -87,15 +87,14 @@ export class Mediator {
           region: this.engine.registerRegion(memory.buffer),
         });
       }
-      const deviceThreads = spec.devices.reduce((n, d) => n + (d.queues ?? 1), 0);
+      const defaultSpin = defaultSpinMicrosFor(spec.devices);
       for (const d of spec.devices) {
         if (this.devices.has(d.id)) throw badConfig(`device "${d.id}" is defined twice`);
         const guest = this.guests.get(d.guest);
         if (!guest) throw badConfig(`device "${d.id}": no guest named "${d.guest}"`);
         const pool = this.pools.get(d.pool);
         if (!pool) throw badConfig(`device "${d.id}": no pool named "${d.pool}"`);
-        // Device threads poll long only if every one of them has a CPU (blk-options.ts).
-        const spinMicros = d.spinMicros ?? defaultDeviceSpinMicros(deviceThreads);
+        const spinMicros = d.spinMicros ?? defaultSpin;
         const device = new BlockDevice(
           {
             mode: this.mode,
