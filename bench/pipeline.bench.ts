@@ -19,6 +19,16 @@
  * 0.99 with 8 MiB. The cursor is per area, so what counts is the area's size:
  * `--pool-areas 16` (4 MiB areas, as Linux splits 64 MiB on a 16-CPU guest) gave
  * 0.61-0.91 (median 0.88) where the default two areas gave 0.48-0.53.
+ *
+ * Copy time: each bounce result carries the guest-side copy time per request
+ * (copy_us_per_io: the copy engine's own timing, every copy thread, over the
+ * measured window; inline copies are timed one in 64, and a timed copy runs a
+ * little slower than the others) and the share of bytes copied inline on the main
+ * thread. When every copy ran there, the main thread cannot complete requests
+ * faster than one per copy_us_per_io, so bounce / direct cannot exceed
+ * (1e6 / copy_us_per_io) / direct IOPS whatever the rest costs: the verdict prints
+ * that bound ("copies allow"). Reads bounce twice on the guest side (Linux copies
+ * into the pool at map for every direction, and back at unmap), writes once.
  */
 import type { DeviceKind } from '../src/mediator/blk-device.js';
 import type { CopyEngineOptions } from '../src/mediator/copy-engine.js';
@@ -129,6 +139,13 @@ interface Result {
   gbps: number;
   p50_us: number;
   p99_us: number;
+  /**
+   * bounce: guest-side copy time per request, microseconds, all copy threads
+   * (the engine's timing over the measured window); 0 in direct mode.
+   */
+  copy_us_per_io: number;
+  /** bounce: share of the copied bytes copied inline on the main thread (1 = all). */
+  inline_copy_share: number;
   /** Measurements behind this result (--repeat): the figures are their medians. */
   runs: number;
   iops_min: number;
@@ -201,11 +218,20 @@ async function runCase(
     await new Promise((r) => setTimeout(r, firstCase ? Math.max(warmup, FIRST_WARMUP_MS) : warmup));
     firstCase = false;
     recording = true;
+    const copies0 = m.engine.stats().byWriter;
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, duration));
     const done = count;
     const elapsed = (performance.now() - t0) / 1000;
+    const copies1 = m.engine.stats().byWriter;
     recording = false;
+    let copySeconds = 0;
+    let copiedBytes = 0;
+    for (const [i, w] of copies1.entries()) {
+      copySeconds += w.seconds - copies0[i]!.seconds;
+      copiedBytes += w.bytes - copies0[i]!.bytes;
+    }
+    const inlineBytes = copies1[0]!.bytes - copies0[0]!.bytes;
     stop = true;
     await Promise.all(loops);
     const sorted = latencies.slice(0, done).sort();
@@ -220,6 +246,8 @@ async function runCase(
       gbps: (done * size) / elapsed / 1e9,
       p50_us: percentile(sorted, 50) * 1000,
       p99_us: percentile(sorted, 99) * 1000,
+      copy_us_per_io: done > 0 ? (copySeconds / done) * 1e6 : 0,
+      inline_copy_share: copiedBytes > 0 ? inlineBytes / copiedBytes : 0,
       runs: 1,
       iops_min: Math.round(done / elapsed),
       iops_max: Math.round(done / elapsed),
@@ -246,6 +274,8 @@ function medianResult(repeats: Result[]): Result {
     gbps: median(repeats.map((r) => r.gbps)),
     p50_us: median(repeats.map((r) => r.p50_us)),
     p99_us: median(repeats.map((r) => r.p99_us)),
+    copy_us_per_io: median(repeats.map((r) => r.copy_us_per_io)),
+    inline_copy_share: median(repeats.map((r) => r.inline_copy_share)),
     runs: repeats.length,
     iops_min: Math.min(...iops),
     iops_max: Math.max(...iops),
@@ -254,8 +284,8 @@ function medianResult(repeats: Result[]): Result {
 
 const results: Result[] = [];
 /** bounce / direct with the default (Linux-sized) pool, and with the pool sized to the load. */
-const ratios: Record<string, { iops: number; p99: number }> = {};
-const ratiosSized: Record<string, { iops: number; p99: number }> = {};
+const ratios: Record<string, Ratio> = {};
+const ratiosSized: Record<string, Ratio> = {};
 const log = (line: string) => {
   if (!options.json) console.log(line);
 };
@@ -266,11 +296,29 @@ if (modes.includes('bounce')) {
     runs.push({ mode: 'bounce', pool: sizedPoolMiB });
 }
 if (modes.includes('direct')) runs.push({ mode: 'direct', pool: poolMiB });
-const ratio = (b: Result, d: Result) => ({
+/** Copies all inline (on the main thread): below this share, the copy bound does not hold. */
+const ALL_INLINE = 0.999;
+interface Ratio {
+  iops: number;
+  p99: number;
+  /**
+   * The highest IOPS ratio the main thread's copies alone allow (see the header),
+   * or null when some copies ran on workers or there were none.
+   */
+  copy_bound: number | null;
+}
+const ratio = (b: Result, d: Result): Ratio => ({
   iops: +(b.iops / d.iops).toFixed(3),
   p99: +(b.p99_us / d.p99_us).toFixed(3),
+  copy_bound:
+    b.inline_copy_share >= ALL_INLINE && b.copy_us_per_io > 0
+      ? +(1e6 / b.copy_us_per_io / d.iops).toFixed(3)
+      : null,
 });
-log('device   op    size   mode    pool/areas      IOPS     GB/s   p50 us   p99 us');
+/** ", copies allow N" when the bound holds. */
+const boundText = (r: Ratio | undefined) =>
+  r?.copy_bound == null ? '' : `, copies allow ${r.copy_bound}`;
+log('device   op    size   mode    pool/areas      IOPS     GB/s   p50 us   p99 us  copy us/IO');
 for (const device of devices) {
   for (const size of sizes) {
     for (const op of ops) {
@@ -289,8 +337,12 @@ for (const device of devices) {
         results.push(r);
         const pool = run.mode === 'direct' ? '-' : `${run.pool}MiB/${r.pool_areas}`;
         const range = r.runs > 1 ? `  (${r.iops_min}-${r.iops_max}, ${r.runs} runs)` : '';
+        const copyUs =
+          run.mode === 'direct'
+            ? '-'
+            : `${r.copy_us_per_io.toFixed(2)}${r.inline_copy_share >= ALL_INLINE ? '' : '*'}`;
         log(
-          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(7)} ${pool.padStart(8)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)}${range}`,
+          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(7)} ${pool.padStart(8)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)} ${copyUs.padStart(11)}${range}`,
         );
       }
       const direct = done.find((r) => r.mode === 'direct');
@@ -301,12 +353,14 @@ for (const device of devices) {
       const parts: string[] = [];
       if (bounce) {
         ratios[key] = ratio(bounce, direct);
-        parts.push(`${poolMiB} MiB pool: IOPS ${ratios[key].iops}, p99 ${ratios[key].p99}`);
+        parts.push(
+          `${poolMiB} MiB pool: IOPS ${ratios[key].iops}, p99 ${ratios[key].p99}${boundText(ratios[key])}`,
+        );
       }
       if (sized) {
         ratiosSized[key] = ratio(sized, direct);
         parts.push(
-          `${sizedPoolMiB} MiB pool: IOPS ${ratiosSized[key].iops}, p99 ${ratiosSized[key].p99}`,
+          `${sizedPoolMiB} MiB pool: IOPS ${ratiosSized[key].iops}, p99 ${ratiosSized[key].p99}${boundText(ratiosSized[key])}`,
         );
       }
       if (parts.length > 0) log(`${' '.repeat(22)}bounce / direct: ${parts.join('; ')}`);
@@ -321,8 +375,15 @@ const nullBounce4k = results.find(
     r.op === 'write' &&
     r.pool_mib === poolMiB,
 );
-const both = (key: string) =>
-  `${ratios[key]?.iops ?? '-'} (${poolMiB} MiB pool), ${ratiosSized[key]?.iops ?? '-'} (${sizedPoolMiB} MiB pool)`;
+/** The ratios measured for `key`, each with its pool; '-' when none was measured. */
+const both = (key: string) => {
+  const parts: string[] = [];
+  const r = ratios[key];
+  const sized = ratiosSized[key];
+  if (r) parts.push(`${r.iops} (${poolMiB} MiB pool${boundText(r)})`);
+  if (sized) parts.push(`${sized.iops} (${sizedPoolMiB} MiB pool${boundText(sized)})`);
+  return parts.length > 0 ? parts.join(', ') : '-';
+};
 log('');
 if (nullBounce4k) {
   log(
@@ -332,6 +393,10 @@ if (nullBounce4k) {
 log('target: ram-blk 64 KiB bounce / direct >= 0.7:');
 log(`  writes ${both('ram-blk/write/65536')}`);
 log(`  reads  ${both('ram-blk/read/65536')}`);
+log(
+  '  ("copies allow N": the main thread copied every byte; its copy time per request alone caps bounce / direct at N.',
+);
+log("   '*' after a copy time: some copies ran on workers, so no such cap.)");
 if (options.json) {
   console.log(
     JSON.stringify({

@@ -169,6 +169,8 @@ describe('benchmarks', () => {
       gbps: number;
       p50_us: number;
       p99_us: number;
+      copy_us_per_io: number;
+      inline_copy_share: number;
       runs: number;
       iops_min: number;
       iops_max: number;
@@ -187,8 +189,9 @@ describe('benchmarks', () => {
       expect(r.iops).toBeLessThanOrEqual(r.iops_max);
       expect(r.p99_us).toBeGreaterThanOrEqual(r.p50_us);
     }
-    const ratios = out.bounce_over_direct as Record<string, { iops: number }>;
-    const sized = out.bounce_over_direct_sized_pool as Record<string, { iops: number }>;
+    type Ratio = { iops: number; copy_bound: number | null };
+    const ratios = out.bounce_over_direct as Record<string, Ratio>;
+    const sized = out.bounce_over_direct_sized_pool as Record<string, Ratio>;
     const [bounce, small, direct] = results as [
       (typeof results)[0],
       (typeof results)[0],
@@ -196,5 +199,18 @@ describe('benchmarks', () => {
     ];
     expect(ratios['null/write/4096']!.iops).toBeCloseTo(bounce.iops / direct.iops, 2);
     expect(sized['null/write/4096']!.iops).toBeCloseTo(small.iops / direct.iops, 2);
+    // Bounce writes copy every request's data in; direct mode copies nothing.
+    expect(direct.copy_us_per_io).toBe(0);
+    for (const [r, ratio] of [
+      [bounce, ratios['null/write/4096']!],
+      [small, sized['null/write/4096']!],
+    ] as const) {
+      expect(r.copy_us_per_io).toBeGreaterThan(0);
+      expect(r.inline_copy_share).toBeGreaterThanOrEqual(0);
+      expect(r.inline_copy_share).toBeLessThanOrEqual(1);
+      // The cap holds only when the main thread made every copy.
+      if (r.inline_copy_share < 0.999) expect(ratio.copy_bound).toBeNull();
+      else expect(ratio.copy_bound).toBeCloseTo(1e6 / r.copy_us_per_io / direct.iops, 2);
+    }
   }, 90_000);
 });
