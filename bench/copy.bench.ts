@@ -65,7 +65,7 @@ Bounce copies (map + copy + unmap) through the copy engine vs raw TypedArray.set
   --guest-mib MIB         guest memory, larger than the CPU caches (default 256)
   --api batch|promise     batch DMA path (as the pipeline) or mapSingle/unmapSingle
   --inline-threshold B    engine option; default: the engine's own
-  --split-threshold B     engine option
+  --split-threshold B     engine option (0: never split)
   --spill-bytes B         engine option
   --ring-capacity N       engine option
   --poll-micros US        engine option
@@ -352,7 +352,10 @@ async function main(): Promise<void> {
       const api = choiceFlag('api', values.api, ['batch', 'promise'] as const);
       const tuning: CopyEngineOptions = {
         inlineThreshold: sizeFlag('inline-threshold', values['inline-threshold']),
-        splitThreshold: sizeFlag('split-threshold', values['split-threshold']),
+        splitThreshold:
+          values['split-threshold']?.trim() === '0'
+            ? 0
+            : sizeFlag('split-threshold', values['split-threshold']),
         spillBytes: sizeFlag('spill-bytes', values['spill-bytes']),
         spinMicros: intFlag('spin-micros', values['spin-micros']),
         pollMicros: intFlag('poll-micros', values['poll-micros']),
@@ -575,7 +578,7 @@ async function main(): Promise<void> {
   const given = Object.entries(tuning).map(([k, v]) => `${k}=${v}`);
   if (t) {
     console.log(
-      `engine: inlineThreshold ${formatSize(t.inline)}, splitThreshold ${formatSize(t.split)}; ` +
+      `engine: inlineThreshold ${formatSize(t.inline)}, splitThreshold ${t.split > 0 ? formatSize(t.split) : 'off'}; ` +
         `options given: ${given.length > 0 ? given.join(', ') : 'none (defaults)'}; ` +
         `${concurrency} I/Os in flight`,
     );

@@ -42,6 +42,8 @@ describe('the embedded default', () => {
       retryAfterSeconds: 1,
     });
     expect(c.copy.workers).toBe(Math.max(1, Math.min(4, availableParallelism() - 1)));
+    // The default workers leave the main thread a core (on more than one CPU): split.
+    expect(c.copy.splitThreshold).toBe(availableParallelism() > 1 ? 128 * 1024 : 0);
     const spec = toMediatorSpec(c);
     expect(spec.mode).toBe('bounce');
     expect(spec.pools).toEqual([
@@ -82,6 +84,19 @@ describe('the embedded default', () => {
     expect(spin([{ id: 'a' }])).toEqual([cpus >= 2 ? 200 : 50]);
     expect(spin([{ id: 'a' }, { id: 'b' }])).toEqual(cpus >= 3 ? [200, 200] : [50, 50]);
     expect(spin([{ id: 'a', spinMicros: 7 }])).toEqual([7]);
+  });
+
+  it('splits copies by default only while the workers leave the main thread a core', () => {
+    const cpus = availableParallelism();
+    const split = (copy: object) => parseConfig({ copy }).copy.splitThreshold;
+    const many = Math.min(64, cpus);
+    expect(split({ workers: many })).toBe(many < cpus ? 128 * 1024 : 0);
+    expect(split({ workers: 0 })).toBe(128 * 1024);
+    expect(split({ workers: many, splitThreshold: '256KiB' })).toBe(256 * 1024);
+    expect(split({ splitThreshold: 0 })).toBe(0);
+    expect(toMediatorSpec(parseConfig({ copy: { splitThreshold: 0 } })).copy?.splitThreshold).toBe(
+      0,
+    );
   });
 
   it('starts and serves I/O', async () => {

@@ -72,11 +72,25 @@ const SIZES = [1, 7, 511, 512, 2049, 4096, 4097, 30_001, 65_536, 131_071, 200_00
 
 describe.each([
   { name: 'inline only', opts: { workers: 0 } },
-  { name: 'two workers', opts: { workers: 2, inlineThreshold: 4096, splitThreshold: 64 * KiB } },
+  {
+    name: 'two workers',
+    opts: { workers: 2, inlineThreshold: 4096, splitThreshold: 64 * KiB, splitInline: false },
+  },
   // Every completion through waitAsync and the workers' one notification per batch.
   {
     name: 'two workers, no polling',
-    opts: { workers: 2, inlineThreshold: 4096, splitThreshold: 64 * KiB, pollMicros: 0 },
+    opts: {
+      workers: 2,
+      inlineThreshold: 4096,
+      splitThreshold: 64 * KiB,
+      splitInline: false,
+      pollMicros: 0,
+    },
+  },
+  // Large copies split between the calling thread and the worker.
+  {
+    name: 'one worker, the caller copies a part',
+    opts: { workers: 1, inlineThreshold: 4096, splitThreshold: 64 * KiB, splitInline: true },
   },
 ])('round trips ($name)', ({ opts }) => {
   let r: Rig;
@@ -269,6 +283,67 @@ describe('copy accounting', () => {
       expect(s.histogram.to_device.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(5);
     } finally {
       await r.engine.close();
+    }
+  });
+});
+
+describe('split copies', () => {
+  it.each([
+    { workers: 1, splitInline: true, writers: [0, 1] },
+    { workers: 2, splitInline: false, writers: [1, 2] },
+    { workers: 3, splitInline: true, writers: [0, 1, 2, 3] },
+  ])(
+    '$workers worker(s), caller copies a part: $splitInline: one part per writer, every byte once',
+    async ({ workers, splitInline, writers }) => {
+      const r = rig({ workers, inlineThreshold: 4096, splitThreshold: 8192, splitInline });
+      try {
+        // 3 pages + 1 byte: as many parts as writers (4 at most), the last one 1 byte.
+        for (const [k, size] of [3 * 4096 + 1, 200_001, 256 * KiB].entries()) {
+          const addr = r.guest.base + 3 + k * 300 * KiB;
+          fillRandom(guestView(r, addr, size), size);
+          const before = r.engine.stats().byWriter;
+          const t = await r.dma.mapSingle(addr, size, D.TO_DEVICE);
+          const after = r.engine.stats().byWriter;
+          expect(firstDifference(poolView(r, t, size), guestView(r, addr, size))).toBe(-1);
+          await r.dma.unmapSingle(t, size, D.TO_DEVICE);
+          const copied = after.map((w, i) => w.bytes - before[i]!.bytes);
+          // Each part on its own writer (block 0 = the caller), nothing copied twice.
+          expect(
+            copied.flatMap((bytes, i) => (bytes > 0 ? [i] : [])),
+            `size ${size}`,
+          ).toEqual(writers);
+          expect(copied.reduce((a, b) => a + b, 0)).toBe(size);
+        }
+        expect(r.pool.used()).toBe(0);
+      } finally {
+        await r.engine.close();
+      }
+    },
+  );
+
+  it('does not split while other copies are in flight, nor below the threshold, nor with 0', async () => {
+    for (const splitThreshold of [64 * KiB, 0]) {
+      const r = rig({ workers: 2, inlineThreshold: 4096, splitThreshold, splitInline: false });
+      try {
+        const size = 100 * KiB;
+        const before = r.engine.stats().byWriter;
+        // Two at once: the second arrives with the first in flight.
+        const maps = await Promise.all([
+          r.dma.mapSingle(r.guest.base, size, D.TO_DEVICE),
+          r.dma.mapSingle(r.guest.base + size, size, D.TO_DEVICE),
+          // Below the threshold: one part.
+          r.dma.mapSingle(r.guest.base + 2 * size, 8192, D.TO_DEVICE),
+        ]);
+        const after = r.engine.stats().byWriter;
+        const copies = after.reduce((a, w, i) => a + w.copies - before[i]!.copies, 0);
+        // With a threshold, the first copy is split in two; never the others.
+        expect(copies, `splitThreshold ${splitThreshold}`).toBe(splitThreshold > 0 ? 4 : 3);
+        await r.dma.unmapSingle(maps[0], size, D.TO_DEVICE);
+        await r.dma.unmapSingle(maps[1], size, D.TO_DEVICE);
+        await r.dma.unmapSingle(maps[2], 8192, D.TO_DEVICE);
+      } finally {
+        await r.engine.close();
+      }
     }
   });
 });

@@ -16,7 +16,11 @@ import {
   defaultSpinMicrosFor,
   deviceGuestLayout,
 } from '../mediator/blk-device.js';
-import { defaultCopyWorkers, defaultInlineThreshold } from '../mediator/copy-engine.js';
+import {
+  defaultCopyWorkers,
+  defaultInlineThreshold,
+  defaultSplitThreshold,
+} from '../mediator/copy-engine.js';
 import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
 import { MAX_QUEUE_SIZE, virtqueueBytes } from '../mediator/virtqueue-layout.js';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
@@ -79,8 +83,9 @@ export interface CopyConfig {
    */
   inlineThreshold: number;
   /**
-   * Copies of at least this size are split across every worker.
-   * @default 131072 ("128KiB")
+   * Copies of at least this size, with nothing else in flight, are split across
+   * every worker and the main thread. 0 never splits.
+   * @default 131072 ("128KiB"); 0 when workers >= the number of CPUs (no idle core)
    */
   splitThreshold: number;
   /**
@@ -405,7 +410,7 @@ const httpSchema = objectField({
 const copySchema = objectField({
   workers: intField(0, 64).optional(),
   inlineThreshold: sizeField(0, GiB).optional(),
-  splitThreshold: sizeField(4 * KiB, GiB).default(128 * KiB),
+  splitThreshold: sizeField(0, GiB).optional(),
   ringCapacity: powerOfTwoField(2, 65536).default(1024),
   spinMicros: intField(0, 100_000).default(20),
 });
@@ -669,14 +674,16 @@ export const serviceConfigSchema = fileSchema
         .reduce((sum, d) => sum + deviceGuestBytes(d, c.mode).bytes, 0);
       return { name, memory: g.memory === 'auto' ? autoMemory(need) : g.memory, base: g.base };
     });
+    const workers = c.copy.workers ?? defaultCopyWorkers();
     return {
       mode: c.mode,
       logLevel: c.logLevel,
       http: c.http,
       copy: {
         ...c.copy,
-        workers: c.copy.workers ?? defaultCopyWorkers(),
+        workers,
         inlineThreshold: c.copy.inlineThreshold ?? defaultInlineThreshold(),
+        splitThreshold: c.copy.splitThreshold ?? defaultSplitThreshold(workers),
       },
       pools: c.pools.map((p, i) => ({
         name: poolNames[i]!,

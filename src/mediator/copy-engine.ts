@@ -46,12 +46,20 @@ export interface CopyEngineOptions {
   inlineThreshold?: number;
   /**
    * Copies of at least this many bytes are split in page-aligned parts, one per
-   * worker, so that one large copy keeps every core busy. Only when nothing else
-   * is in flight: under load each worker already has whole copies to do, and a
-   * split copy would wait for the slowest of its parts.
-   * @default 131072
+   * worker (and one for the calling thread, see `splitInline`), so that one large
+   * copy keeps every core busy. Only when nothing else is in flight: under load
+   * each worker already has whole copies to do, and a split copy would wait for
+   * the slowest of its parts. 0 never splits.
+   * @default {@link defaultSplitThreshold}: 131072, or 0 when workers >= the number of CPUs
    */
   splitThreshold?: number;
+  /**
+   * Whether the calling thread copies one part of a split copy itself, while the
+   * workers copy the others (it would otherwise wait for them). Only worth it when
+   * it has a core of its own; so one worker on 2 CPUs splits too.
+   * @default true when workers < the number of CPUs
+   */
+  splitInline?: boolean;
   /**
    * Descriptors per worker ring (a power of two). A full ring queues further
    * copies in the engine until the worker catches up.
@@ -94,6 +102,19 @@ export interface CopyEngineOptions {
 /** Copy workers by default: one core stays with the thread that maps and polls. */
 export function defaultCopyWorkers(): number {
   return Math.max(1, Math.min(4, availableParallelism() - 1));
+}
+
+/**
+ * The split threshold by default: 128 KiB while the workers leave a core to the
+ * calling thread; 0 (never split) when they do not, since then no core is idle for
+ * a part and each part costs a worker wake-up (measured on 2 CPUs, 256 KiB copies
+ * one at a time: 0.20 of a raw copy split over two workers, 0.49 unsplit).
+ */
+export function defaultSplitThreshold(
+  workers: number,
+  cpus: number = availableParallelism(),
+): number {
+  return workers < cpus ? 128 * 1024 : 0;
 }
 
 /**
@@ -148,6 +169,18 @@ interface Ring {
 }
 
 const TWO_POW_32 = 2 ** 32;
+/** Split copies are cut at page boundaries. */
+const PAGE = 4096;
+
+/** Pages in part `i` of `parts` over `pages` pages: as even as they come, the first ones larger. */
+function pagesOfPart(pages: number, parts: number, i: number): number {
+  return Math.floor(pages / parts) + (i < pages % parts ? 1 : 0);
+}
+
+/** A live ring whose descriptor ring is not full. */
+function hasRoom(ring: Ring, capacity: number): boolean {
+  return !ring.dead && ((ring.head - Atomics.load(ring.header, RING_TAIL)) | 0) < capacity;
+}
 /** Copies up to this size are byte loops and are not timed (measured: a loop wins up to ~32 B). */
 const TINY_COPY = 32;
 /**
@@ -166,7 +199,9 @@ const INLINE_TIME_SAMPLE = 64;
  * How: short copies inline on the caller's thread; the rest on long-lived worker
  * threads (piscina manages them: start, replacement, shutdown), each serving one
  * descriptor ring in shared memory (see copy-ring.ts). There is no piscina task
- * per copy. Copies at or above `splitThreshold` are split across all workers.
+ * per copy. A copy of at least `splitThreshold` bytes with nothing else in flight
+ * is split across all workers, one part each, and the calling thread too when it
+ * has a core of its own (`splitInline`).
  * Completions are reaped on every submit, looked for on event-loop turns for
  * `pollMicros` after the last one, and otherwise awaited with Atomics.waitAsync
  * on the ring's TAIL: the main thread never blocks. A worker wakes it only at the
@@ -181,6 +216,7 @@ export class CopyEngine {
   readonly workers: number;
   readonly inlineThreshold: number;
   readonly splitThreshold: number;
+  readonly splitInline: boolean;
   private readonly capacity: number;
   private readonly maxRegions: number;
   private readonly spinMicros: number;
@@ -207,7 +243,8 @@ export class CopyEngine {
   constructor(opts: CopyEngineOptions = {}) {
     this.workers = opts.workers ?? defaultCopyWorkers();
     this.inlineThreshold = opts.inlineThreshold ?? defaultInlineThreshold();
-    this.splitThreshold = opts.splitThreshold ?? 128 * 1024;
+    this.splitThreshold = opts.splitThreshold ?? defaultSplitThreshold(this.workers);
+    this.splitInline = opts.splitInline ?? this.workers < availableParallelism();
     this.capacity = opts.ringCapacity ?? 1024;
     this.maxRegions = opts.maxRegions ?? 64;
     this.spinMicros = opts.spinMicros ?? 20;
@@ -292,50 +329,82 @@ export class CopyEngine {
       );
     }
     if (this.workers === 0 || length < this.inlineThreshold) {
-      const src = dir === DmaDirection.TO_DEVICE ? guest : pool;
-      const dst = dir === DmaDirection.TO_DEVICE ? pool : guest;
-      const from = dir === DmaDirection.TO_DEVICE ? guestOffset : poolOffset;
-      const to = dir === DmaDirection.TO_DEVICE ? poolOffset : guestOffset;
-      let nanos = 0;
-      if (length <= TINY_COPY) {
-        // Request headers and status bytes: a loop beats Buffer.copy's call
-        // overhead, and timing them would cost more than the copy.
-        for (let i = 0; i < length; i++) dst[to + i] = src[from + i]!;
-      } else if (this.accounting && (++this.inlineSample & (INLINE_TIME_SAMPLE - 1)) === 0) {
-        // Timing one copy costs more than copying it (see INLINE_TIME_SAMPLE): time
-        // one in INLINE_TIME_SAMPLE and count it for all of them.
-        const t0 = performance.now();
-        src.copy(dst, to, from, from + length);
-        nanos = (performance.now() - t0) * 1e6 * INLINE_TIME_SAMPLE;
-      } else {
-        src.copy(dst, to, from, from + length);
-      }
-      // The main thread is this block's only writer and its only reader: no seqlock needed.
-      if (this.accounting) this.inlineStats.add(guestRegion, dir, length, nanos);
+      this.copyInline(dir, guest, guestRegion, guestOffset, pool, poolOffset, length);
       return undefined;
     }
+    const inlinePart = this.splitInline ? 1 : 0;
+    const ways =
+      this.splitThreshold > 0 &&
+      length >= this.splitThreshold &&
+      this.inFlight === 0 &&
+      this.workers + inlinePart > 1
+        ? this.workers + inlinePart
+        : 1;
+    // Whole pages per part, as even as they come; the last part takes the remainder.
+    const pages = Math.ceil(length / PAGE);
+    const parts = Math.min(ways, pages);
+    const inline = parts > 1 ? inlinePart : 0;
     return new Promise<void>((resolve, reject) => {
-      const parts =
-        length >= this.splitThreshold && this.workers > 1 && this.inFlight === 0
-          ? Math.min(this.workers, Math.floor(length / 4096))
-          : 1;
-      const join: Join = { remaining: parts, failed: false, resolve, reject };
+      const join: Join = { remaining: parts - inline, failed: false, resolve, reject };
       this.inFlight++;
-      // Page-aligned parts; the last takes the remainder.
-      const part = parts === 1 ? length : Math.ceil(length / parts / 4096) * 4096;
-      for (let i = 0, off = 0; i < parts; i++, off += part) {
-        const len = i === parts - 1 ? length - off : part;
-        this.enqueue({
-          dir,
-          guestRegion,
-          guestOffset: guestOffset + off,
-          poolRegion,
-          poolOffset: poolOffset + off,
-          length: len,
-          join,
-        });
+      // The workers' parts first, each on its own worker, so that they start while
+      // this thread copies its own (part 0).
+      let inlineLength = 0;
+      for (let i = 0, off = 0; i < parts; i++) {
+        const len = i === parts - 1 ? length - off : pagesOfPart(pages, parts, i) * PAGE;
+        if (i < inline) inlineLength = len;
+        else {
+          this.enqueue(
+            {
+              dir,
+              guestRegion,
+              guestOffset: guestOffset + off,
+              poolRegion,
+              poolOffset: poolOffset + off,
+              length: len,
+              join,
+            },
+            parts > 1 ? this.rings[i - inline] : undefined,
+          );
+        }
+        off += len;
+      }
+      if (inlineLength > 0) {
+        this.copyInline(dir, guest, guestRegion, guestOffset, pool, poolOffset, inlineLength);
       }
     });
+  }
+
+  /** A copy on the calling thread, counted (and one in INLINE_TIME_SAMPLE timed) in block 0. */
+  private copyInline(
+    dir: CopyDirection,
+    guest: Buffer,
+    guestRegion: number,
+    guestOffset: number,
+    pool: Buffer,
+    poolOffset: number,
+    length: number,
+  ): void {
+    const src = dir === DmaDirection.TO_DEVICE ? guest : pool;
+    const dst = dir === DmaDirection.TO_DEVICE ? pool : guest;
+    const from = dir === DmaDirection.TO_DEVICE ? guestOffset : poolOffset;
+    const to = dir === DmaDirection.TO_DEVICE ? poolOffset : guestOffset;
+    let nanos = 0;
+    if (length <= TINY_COPY) {
+      // Request headers and status bytes: a loop beats Buffer.copy's call
+      // overhead, and timing them would cost more than the copy.
+      for (let i = 0; i < length; i++) dst[to + i] = src[from + i]!;
+    } else if (this.accounting && (++this.inlineSample & (INLINE_TIME_SAMPLE - 1)) === 0) {
+      // Timing one copy costs more than copying it (see INLINE_TIME_SAMPLE): time
+      // one in INLINE_TIME_SAMPLE and count it for all of them.
+      const t0 = performance.now();
+      src.copy(dst, to, from, from + length);
+      nanos = (performance.now() - t0) * 1e6 * INLINE_TIME_SAMPLE;
+    } else {
+      src.copy(dst, to, from, from + length);
+    }
+    // The main thread is this block's only writer and its only reader: no seqlock needed.
+    if (this.accounting) this.inlineStats.add(guestRegion, dir, length, nanos);
   }
 
   /** Copy accounting so far (bytes, copies, time by region and direction; size histogram). */
@@ -439,8 +508,10 @@ export class CopyEngine {
     return ring;
   }
 
-  private enqueue(d: Deferred): void {
-    const ring = this.pickRing();
+  /** Queues `d` on `preferred` when it is live and has room, else on {@link pickRing}'s choice. */
+  private enqueue(d: Deferred, preferred?: Ring): void {
+    const ring =
+      preferred !== undefined && hasRoom(preferred, this.capacity) ? preferred : this.pickRing();
     if (ring === undefined) {
       this.backlog.push(d);
       return;
@@ -448,9 +519,8 @@ export class CopyEngine {
     this.submit(ring, d);
   }
 
-  /** The live ring with room and the fewest bytes outstanding. */
   /**
-   * Packs work onto the first workers and spills to the next only when they are
+   * The ring for a copy: packs work onto the first workers and spills to the next only when they are
    * backed up by `spillBytes`: a worker with a queue stays awake and copies back
    * to back, while spreading a light load over all of them would make each one
    * sleep and be woken for every copy (a futex wake-up costs more than a 64 KiB copy).
@@ -458,8 +528,7 @@ export class CopyEngine {
   private pickRing(): Ring | undefined {
     let best: Ring | undefined;
     for (const ring of this.rings) {
-      if (ring.dead) continue;
-      if (((ring.head - Atomics.load(ring.header, RING_TAIL)) | 0) >= this.capacity) continue;
+      if (!hasRoom(ring, this.capacity)) continue;
       if (ring.outstandingBytes < this.spillBytes) return ring;
       if (best === undefined || ring.outstandingBytes < best.outstandingBytes) best = ring;
     }

@@ -273,7 +273,7 @@ export function createMetrics(mediator: Mediator, opts: MetricsOptions = {}): Re
   );
   perGuestDirection(
     'mediator_bounce_copies_total',
-    'Bounce copies, by guest and direction.',
+    'Bounce copies, by guest and direction (a split copy counts once per part).',
     'copies',
   );
   perGuestDirection(
