@@ -181,6 +181,7 @@ function pagesOfPart(pages: number, parts: number, i: number): number {
 function hasRoom(ring: Ring, capacity: number): boolean {
   return !ring.dead && ((ring.head - Atomics.load(ring.header, RING_TAIL)) | 0) < capacity;
 }
+
 /** Copies up to this size are byte loops and are not timed (measured: a loop wins up to ~32 B). */
 const TINY_COPY = 32;
 /**
@@ -520,10 +521,11 @@ export class CopyEngine {
   }
 
   /**
-   * The ring for a copy: packs work onto the first workers and spills to the next only when they are
-   * backed up by `spillBytes`: a worker with a queue stays awake and copies back
-   * to back, while spreading a light load over all of them would make each one
-   * sleep and be woken for every copy (a futex wake-up costs more than a 64 KiB copy).
+   * The ring for a copy: packs work onto the first workers and spills to the next
+   * only when they are backed up by `spillBytes`: a worker with a queue stays awake
+   * and copies back to back, while spreading a light load over all of them would
+   * make each one sleep and be woken for every copy (a futex wake-up costs more
+   * than a 64 KiB copy).
    */
   private pickRing(): Ring | undefined {
     let best: Ring | undefined;
