@@ -52,7 +52,8 @@ The cost of isolation: virtio-blk requests in bounce mode vs direct mode.
   --pool-mib MIB            pool of the first bounce run (default 64, Linux's default)
   --sized-pool-mib MIB      pool of the second bounce run; 0 skips it (default 8)
   --pool-areas N            areas of both pools (default: one per CPU, as Linux)
-  --copy-workers N          copy engine option; default: the engine's own
+  --copy-workers N          copy workers; default: the CPUs the main thread and the
+                            device threads leave (0 on 2 CPUs)
   --inline-threshold B      copy engine option
   --device-spin-micros US   device thread option
   --device-poll-micros US   device thread option

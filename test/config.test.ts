@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveCommand } from '../src/cli/serve.js';
 import { loadConfig, parseConfig, toMediatorSpec } from '../src/config/index.js';
 import { isMediatorError } from '../src/errors.js';
-import { defaultDeviceSpinMicros } from '../src/mediator/blk-device.js';
+import { defaultCopyWorkersFor, defaultDeviceSpinMicros } from '../src/mediator/blk-device.js';
 import { startServer } from '../src/server/index.js';
 import { defaultAreaCount } from '../src/swiotlb/geometry.js';
 import { OCTET, randomBytes } from './helpers/http.js';
@@ -41,9 +41,10 @@ describe('the embedded default', () => {
       shutdownTimeoutMs: 10_000,
       retryAfterSeconds: 1,
     });
-    expect(c.copy.workers).toBe(Math.max(1, Math.min(4, availableParallelism() - 1)));
-    // The default workers leave the main thread a core (on more than one CPU): split.
-    expect(c.copy.splitThreshold).toBe(availableParallelism() > 1 ? 128 * 1024 : 0);
+    // The CPUs the main thread and the two devices' threads leave (none on 2 CPUs).
+    expect(c.copy.workers).toBe(Math.max(0, Math.min(4, availableParallelism() - 3)));
+    // The default workers leave the main thread a core: split.
+    expect(c.copy.splitThreshold).toBe(128 * 1024);
     const spec = toMediatorSpec(c);
     expect(spec.mode).toBe('bounce');
     expect(spec.pools).toEqual([
@@ -84,6 +85,18 @@ describe('the embedded default', () => {
     expect(spin([{ id: 'a' }])).toEqual([cpus >= 2 ? 200 : 50]);
     expect(spin([{ id: 'a' }, { id: 'b' }])).toEqual(cpus >= 3 ? [200, 200] : [50, 50]);
     expect(spin([{ id: 'a', spinMicros: 7 }])).toEqual([7]);
+  });
+
+  it('gives copy workers only the CPUs the main thread and the device threads leave', () => {
+    expect(defaultCopyWorkersFor([{}], 2)).toBe(0);
+    expect(defaultCopyWorkersFor([{ queues: 2 }, {}], 4)).toBe(0);
+    expect(defaultCopyWorkersFor([{}], 4)).toBe(2);
+    expect(defaultCopyWorkersFor([{}], 64)).toBe(4);
+    expect(defaultCopyWorkersFor([], 2)).toBe(1);
+    const cpus = availableParallelism();
+    const devices = [{ id: 'a', queues: 2 }];
+    expect(parseConfig({ devices }).copy.workers).toBe(Math.max(0, Math.min(4, cpus - 3)));
+    expect(parseConfig({ devices, copy: { workers: 3 } }).copy.workers).toBe(3);
   });
 
   it('splits copies by default only while the workers leave the main thread a core', () => {

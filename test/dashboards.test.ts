@@ -234,6 +234,8 @@ function analyse(expr: string): Analysis {
 /** The text of one scrape of createMetrics() with default metrics, after some I/O. */
 async function liveScrape(): Promise<string> {
   const med = new Mediator({
+    // A copy worker, for its metrics (2 CPUs and two devices leave none by default).
+    copy: { workers: 1 },
     pools: [{ name: 'default', size: 8 << 20 }],
     guests: [{ name: 'guest0', size: 64 << 20 }],
     devices: [

@@ -83,6 +83,8 @@ describe.skipIf(!hasPrometheus)(
         parseConfig({
           http: { port: 0 },
           logLevel: 'silent',
+          // A copy worker, for its panels (by default 2 CPUs and two devices leave none).
+          copy: { workers: 1 },
           pools: [{ name: 'default', size: '8MiB' }],
           devices: [
             { id: 'blk0', kind: 'ram-blk', capacity: '16MiB' },

@@ -13,14 +13,11 @@ import { z } from 'zod';
 import {
   DEVICE_KINDS,
   type DeviceKind,
+  defaultCopyWorkersFor,
   defaultSpinMicrosFor,
   deviceGuestLayout,
 } from '../mediator/blk-device.js';
-import {
-  defaultCopyWorkers,
-  defaultInlineThreshold,
-  defaultSplitThreshold,
-} from '../mediator/copy-engine.js';
+import { defaultInlineThreshold, defaultSplitThreshold } from '../mediator/copy-engine.js';
 import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
 import { MAX_QUEUE_SIZE, virtqueueBytes } from '../mediator/virtqueue-layout.js';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
@@ -73,7 +70,9 @@ export interface HttpConfig {
 export interface CopyConfig {
   /**
    * Copy worker threads; 0 copies everything inline on the main thread.
-   * @default the number of CPUs - 1 (at least 1, at most 4): one core stays with the main thread
+   * @default the CPUs left once the main thread and every device thread (one per
+   * queue) have one, at most 4; 0 when none is left, as on 2 CPUs
+   * (defaultCopyWorkersFor)
    */
   workers: number;
   /**
@@ -674,7 +673,7 @@ export const serviceConfigSchema = fileSchema
         .reduce((sum, d) => sum + deviceGuestBytes(d, c.mode).bytes, 0);
       return { name, memory: g.memory === 'auto' ? autoMemory(need) : g.memory, base: g.base };
     });
-    const workers = c.copy.workers ?? defaultCopyWorkers();
+    const workers = c.copy.workers ?? defaultCopyWorkersFor(c.devices);
     return {
       mode: c.mode,
       logLevel: c.logLevel,

@@ -2,7 +2,12 @@ import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
 import { type BackpressureOptions, PoolGate } from './backpressure.js';
-import { BlockDevice, type BlockDeviceOptions, defaultSpinMicrosFor } from './blk-device.js';
+import {
+  BlockDevice,
+  type BlockDeviceOptions,
+  defaultCopyWorkersFor,
+  defaultSpinMicrosFor,
+} from './blk-device.js';
 import { CopyEngine, type CopyEngineOptions } from './copy-engine.js';
 import { GuestMemory, type GuestMemoryOptions } from './guest-memory.js';
 
@@ -33,6 +38,11 @@ export interface MediatorSpec {
    * @default 'bounce'
    */
   mode?: 'bounce' | 'direct';
+  /**
+   * The copy engine's options.
+   * @default the engine's defaults, but for workers: {@link defaultCopyWorkersFor}
+   * the devices (the CPUs their threads and the main thread leave, at most 4)
+   */
   copy?: CopyEngineOptions;
   pools: PoolSpec[];
   guests: GuestSpec[];
@@ -66,7 +76,10 @@ export class Mediator {
 
   constructor(spec: MediatorSpec) {
     this.mode = spec.mode ?? 'bounce';
-    this.engine = new CopyEngine(spec.copy);
+    this.engine = new CopyEngine({
+      ...spec.copy,
+      workers: spec.copy?.workers ?? defaultCopyWorkersFor(spec.devices),
+    });
     try {
       for (const p of spec.pools) {
         if (this.pools.has(p.name)) throw badConfig(`pool "${p.name}" is defined twice`);

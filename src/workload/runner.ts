@@ -12,7 +12,7 @@
  *   `ramp_time` (the longest of the jobs) runs first and is not measured.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, toMediatorSpec } from '../config/load.js';
 import type { ConfigFile } from '../config/schema.js';
@@ -262,8 +262,7 @@ export async function runMode(
   });
   const m = new Mediator(toMediatorSpec(config));
   try {
-    const workers = config.copy.workers ?? Math.min(4, availableParallelism());
-    return await measure(jf, mode, m, workers, opts);
+    return await measure(jf, mode, m, m.engine.workers, opts);
   } finally {
     await m.close();
     if (fileDir) rmSync(fileDir, { recursive: true, force: true });
