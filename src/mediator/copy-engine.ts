@@ -169,6 +169,8 @@ interface Ring {
 }
 
 const TWO_POW_32 = 2 ** 32;
+/** How often close() repeats its wake-up to workers that may have missed it. */
+const STOP_NUDGE_MS = 5;
 /** Split copies are cut at page boundaries. */
 const PAGE = 4096;
 
@@ -451,11 +453,20 @@ export class CopyEngine {
     this.closing = true;
     if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     this.closed = true;
-    for (const ring of this.rings) {
-      Atomics.store(ring.header, RING_STOP, 1);
-      Atomics.notify(ring.header, RING_HEAD);
+    for (const ring of this.rings) Atomics.store(ring.header, RING_STOP, 1);
+    // A worker that read STOP as 0 just before it went to sleep misses the first
+    // notify: its wait compares HEAD, which stopping does not change. So notify
+    // until every worker has returned (seen as a close() that hung under load).
+    const nudge = () => {
+      for (const ring of this.rings) Atomics.notify(ring.header, RING_HEAD);
+    };
+    nudge();
+    const nudging = setInterval(nudge, STOP_NUDGE_MS);
+    try {
+      await Promise.all(this.rings.map((r) => r.task?.catch(() => undefined)));
+    } finally {
+      clearInterval(nudging);
     }
-    await Promise.all(this.rings.map((r) => r.task?.catch(() => undefined)));
     for (const ring of this.rings) ring.port.close();
     await this.piscina?.destroy();
   }

@@ -34,6 +34,10 @@
  * - The consumer sets SLEEPING, re-reads HEAD, and only then waits; the producer
  *   notifies HEAD when it sees SLEEPING set. With sequentially consistent atomics
  *   one of the two always sees the other's store, so no wake-up is lost.
+ * - STOP is not covered by that: the consumer's wait compares HEAD, which stopping
+ *   leaves alone, so a consumer that read STOP as 0 and then waits misses a notify
+ *   sent in between. The producer therefore notifies HEAD again and again after
+ *   storing STOP, until the consumer has returned (CopyEngine.close()).
  */
 import type { MessagePort } from 'node:worker_threads';
 
