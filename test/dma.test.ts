@@ -10,6 +10,7 @@ import { BounceDma, DirectDma } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
 import { DmaDirection as D, DmaAttr, type DmaDirection } from '../src/swiotlb/constants.js';
 import { type PoolOptions, SwiotlbPool } from '../src/swiotlb/pool.js';
+import { RING_HEAD, RING_SLEEPING } from '../src/workers/copy-ring.js';
 
 const KiB = 1024;
 
@@ -505,6 +506,40 @@ describe('worker crash and close', () => {
       expect(ok + crashed).toBeGreaterThan(0);
     } finally {
       await r.engine.close();
+    }
+  });
+
+  it('close() stops a worker that missed the wake-up (it read STOP just before it slept)', async () => {
+    const r = rig({ workers: 2, inlineThreshold: 4096, spinMicros: 0 });
+    const rings = (r.engine as unknown as { rings: { header: Int32Array }[] }).rings;
+    // Both workers started and asleep on HEAD (they never spin: spinMicros 0).
+    for (const ring of rings) {
+      for (let t = 0; t < 2000 && Atomics.load(ring.header, RING_SLEEPING) !== 1; t++) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      expect(Atomics.load(ring.header, RING_SLEEPING)).toBe(1);
+    }
+    // The race, made certain: close()'s first wake-up of each ring is lost, as when
+    // a worker reads STOP as 0 and only then waits.
+    const notify = Atomics.notify;
+    const lost = new Set<Int32Array>();
+    Atomics.notify = ((array: Int32Array, index: number, count?: number) => {
+      if (index === RING_HEAD && !lost.has(array)) {
+        lost.add(array);
+        return 0;
+      }
+      return notify(array, index, count);
+    }) as typeof Atomics.notify;
+    try {
+      const closed = await Promise.race([
+        r.engine.close().then(() => 'closed'),
+        new Promise((resolve) => setTimeout(() => resolve('hung'), 5000)),
+      ]);
+      expect(closed).toBe('closed');
+      expect(lost.size).toBe(2);
+      expect(r.engine.liveWorkers).toBe(0);
+    } finally {
+      Atomics.notify = notify;
     }
   });
 
