@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
 import type { DeviceKind } from '../src/mediator/blk-device.js';
 import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
+import { DEFAULT_CHAOS } from '../src/workers/chaos.js';
 import { NO_FAULTS } from './helpers/chaos.js';
 import { randomBytes } from './helpers/http.js';
 
@@ -379,6 +380,62 @@ describe('a device that stops answering', () => {
       expect(pool.used()).toBe(baseline);
     });
   });
+
+  it('a hostile device reset again and again under load: every request ends, every slot comes back', async () => {
+    // Found by a stress run: a reset that yielded while freeing timed-out requests
+    // let a request take a head the reset then cleared; the next request given that
+    // head overwrote its entry, and its submitter waited for ever.
+    const s: MediatorSpec = {
+      mode: 'bounce',
+      copy: { workers: 1 },
+      pools: [{ name: 'p0', size: 2 * MiB, backpressure: { policy: 'wait', waitMs: 2000 } }],
+      guests: [{ name: 'g0', size: 64 * MiB }],
+      devices: [
+        {
+          id: 'd0',
+          kind: 'chaos',
+          guest: 'g0',
+          pool: 'p0',
+          capacity: 4 * MiB,
+          depth: 16,
+          queues: 2,
+          maxRequestBytes: 64 * 1024,
+          timeoutMs: 200,
+          chaos: { ...DEFAULT_CHAOS, seed: 6 },
+        },
+      ],
+    };
+    await withMediator(s, async (m) => {
+      const dev = m.device('d0')!;
+      const pool = m.pools.get('p0')!.pool;
+      const baseline = pool.used();
+      let stop = false;
+      const outcomes = new Map<string, number>();
+      const loops = Array.from({ length: 16 }, async (_, k) => {
+        for (let i = 0; !stop; i++) {
+          const size = [512, 4096, 65536][(k + i) % 3]!;
+          const lba = ((k * 97 + i * 13) % 1000) * 8;
+          const code = await ((k + i) % 2 ? dev.write(lba, size) : dev.read(lba, size, false)).then(
+            () => 'ok',
+            (err: { code?: string }) => err.code ?? 'other',
+          );
+          outcomes.set(code, (outcomes.get(code) ?? 0) + 1);
+        }
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      stop = true;
+      const ended = await Promise.race([
+        Promise.all(loops).then(() => 'ended'),
+        new Promise<'stuck'>((resolve) => setTimeout(() => resolve('stuck'), 10_000)),
+      ]);
+      const context = `${dev.stats().inFlight} stuck; ${JSON.stringify([...outcomes])}`;
+      expect(ended, context).toBe('ended');
+      expect(dev.stats().resets, context).toBeGreaterThan(0);
+      await dev.reset();
+      expect(dev.stats().inFlight).toBe(0);
+      expect(pool.used()).toBe(baseline);
+    });
+  }, 30_000);
 
   it('a manual reset fails the requests in flight with MEDIATOR_DEVICE_RESET', async () => {
     const s = spec('bounce', [

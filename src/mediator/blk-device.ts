@@ -574,6 +574,11 @@ export class BlockDevice {
   private async doReset(): Promise<void> {
     this.counters.resets++;
     await Promise.all(this.queues.map((q) => stopDeviceThread(q, false)));
+    // From here to the new device threads, nothing may yield: a request that got
+    // a head while this loop waited would survive it, lose its chain to
+    // vq.reset(), and then its byHead entry to the next request given that head,
+    // leaving its submitter waiting for ever (seen under a chaos device).
+    const releasing: Promise<void>[] = [];
     for (const q of this.queues) {
       for (let h = 0; h < q.byHead.length; h++) {
         const req = q.byHead[h];
@@ -581,12 +586,7 @@ export class BlockDevice {
         q.byHead[h] = undefined;
         if (req.quarantined) {
           // Its submitter gave up already: free its buffers and slot here.
-          try {
-            await this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
-          } catch {
-            // the request failed already; its slots are what matters here
-          }
-          freeSlot(q, req);
+          releasing.push(this.releaseQuarantined(q, req));
         } else {
           req.fail?.(new MediatorError('MEDIATOR_DEVICE_RESET', `device ${this.id} was reset`));
         }
@@ -594,6 +594,25 @@ export class BlockDevice {
       q.vq.reset();
       if (!this.closing) q.worker = this.startWorker(q);
     }
+    await Promise.all(releasing);
+  }
+
+  /** Frees a timed-out request's buffers (copying nothing back), then its slot. */
+  private releaseQuarantined(q: BlkQueue, req: RequestSlot): Promise<void> {
+    let pending: Promise<void> | undefined;
+    try {
+      pending = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+    } catch {
+      // the request failed already; its slots are what matters here
+    }
+    if (pending === undefined) {
+      freeSlot(q, req);
+      return Promise.resolve();
+    }
+    return pending.then(
+      () => freeSlot(q, req),
+      () => freeSlot(q, req),
+    );
   }
 
   // ---------------------------------------------------------------------------
