@@ -25,6 +25,7 @@ const BENCHES = [
   ['bench:metrics', 'bench/metrics.bench.ts'],
   ['bench:swiotlb', 'bench/swiotlb.bench.ts'],
   ['loadtest', 'bench/loadtest.ts'],
+  ['soak', 'bench/soak.ts'],
 ] as const;
 
 /** Runs a bench file under tsx; its exit code and output, whatever the code. */
@@ -140,6 +141,30 @@ describe('benchmarks', () => {
     expect(forced.map((r) => `${r.workers}/${r.path}`)).toEqual(
       bothInline ? ['1/worker', '2/worker'] : [],
     );
+  }, 90_000);
+
+  it('soak runs its rounds: faults, timeouts and resets under load, one round closed under it', async () => {
+    const out = await bench('bench/soak.ts', ['--rounds', '2', '--seconds', '1', '--seed', '3']);
+    const rounds = out.rounds as {
+      round: number;
+      seed: number;
+      end: string;
+      resets: number;
+      outcomes: Record<string, number>;
+    }[];
+    expect(rounds.map((r) => `${r.round}/${r.seed}/${r.end}`)).toEqual([
+      '0/3/stopped, reset',
+      '1/4/closed under load',
+    ]);
+    for (const r of rounds) {
+      expect(r.outcomes.ok).toBeGreaterThan(0);
+      // The hostile device's lies were caught.
+      expect(r.outcomes.MEDIATOR_DEVICE_FAULT).toBeGreaterThan(0);
+    }
+    // Requests it never answered timed out, and the device was reset.
+    expect(rounds.reduce((n, r) => n + r.resets, 0)).toBeGreaterThan(0);
+    // Closing under load: requests after the close are refused.
+    expect(rounds[1]!.outcomes.MEDIATOR_CLOSED).toBeGreaterThan(0);
   }, 90_000);
 
   it('bench:pipeline prints bounce (two pool sizes) and direct results and their ratios', async () => {
