@@ -6,7 +6,9 @@
  * requests time out and the device is reset again and again while 16 loops keep
  * it busy; the round then either stops the load and resets (every slot must come
  * back) or closes the mediator in the middle of the load (close must finish and
- * every loop must end). Rounds alternate 0 and 1 copy workers and 1 and 2 queues.
+ * every loop must end), by turns. Every other pair of rounds runs a copy worker
+ * (copies from 4 KiB go to it, and it is crashed in the middle of the load), and
+ * the device has 1 or 2 queues by turns.
  *
  * A round that does not finish within --deadline seconds, or that leaves pool
  * slots allocated, prints the device's state and exits 1. Each round is seeded
@@ -21,8 +23,8 @@ import { DEFAULT_CHAOS } from '../src/workers/chaos.js';
 import { benchArgs, intFlag, positiveFlag } from './cli.js';
 
 const USAGE = `Usage: npm run soak -- [options]
-Chaos-device load with timeouts, resets and closes, round after round; exits 1 on
-a hang or a leaked pool slot.
+Chaos-device load with timeouts, resets, copy-worker crashes and closes, round
+after round; exits 1 on a hang or a leaked pool slot.
 
   --rounds N       rounds to run (default 20)
   --from N         first round (default 0): a failing round, run alone
@@ -61,6 +63,8 @@ interface RoundResult {
   /** How the round ended its load: a close in the middle of it, or a stop and a reset. */
   end: 'closed under load' | 'stopped, reset';
   resets: number;
+  /** Copy workers that died (crashed on purpose) and were replaced. */
+  workerCrashes: number;
   /** Requests by outcome: 'ok' or the error code they failed with. */
   outcomes: Record<string, number>;
 }
@@ -91,7 +95,7 @@ function fail(round: number, what: string, m: Mediator): never {
 
 async function round(r: number): Promise<RoundResult> {
   const m = new Mediator({
-    copy: { workers: r % 2 },
+    copy: { workers: (r >> 1) % 2, inlineThreshold: 4096 },
     pools: [{ name: 'pool', size: MiB, backpressure: { policy: 'wait', waitMs: 500 } }],
     guests: [{ name: 'guest', size: 64 * MiB }],
     devices: [
@@ -130,7 +134,10 @@ async function round(r: number): Promise<RoundResult> {
   });
   // Odd rounds close in the middle of the load; even ones stop it, then reset.
   const closeUnderLoad = r % 2 === 1;
-  await new Promise((resolve) => setTimeout(resolve, opts.loadMs));
+  await new Promise((resolve) => setTimeout(resolve, opts.loadMs / 2));
+  // With a copy worker, it dies halfway: its copies fail and a new one takes over.
+  if (m.engine.workers > 0) await m.engine.crashWorker(0);
+  await new Promise((resolve) => setTimeout(resolve, opts.loadMs / 2));
   if (closeUnderLoad) {
     if ((await within(m.close(), opts.deadlineMs)) === 'timeout') {
       fail(r, 'close() under load did not finish', m);
@@ -156,6 +163,7 @@ async function round(r: number): Promise<RoundResult> {
     seed: opts.seed + r,
     end: closeUnderLoad ? 'closed under load' : 'stopped, reset',
     resets: dev.stats().resets,
+    workerCrashes: m.engine.workerCrashes,
     outcomes: Object.fromEntries(outcomes),
   };
 }
@@ -168,7 +176,9 @@ for (let r = opts.from; r < opts.from + opts.rounds; r++) {
   const counts = Object.entries(res.outcomes)
     .map(([code, n]) => `${code} ${n}`)
     .join(', ');
-  console.log(`round ${r} (seed ${res.seed}): ${res.end}; ${res.resets} resets; ${counts}`);
+  console.log(
+    `round ${r} (seed ${res.seed}): ${res.end}; ${res.resets} resets, ${res.workerCrashes} worker crashes; ${counts}`,
+  );
 }
 console.log(
   `soak: ${opts.rounds} rounds, no hang, no leaked slot (${((performance.now() - t0) / 1000).toFixed(1)} s)`,

@@ -145,6 +145,7 @@ describe('benchmarks', () => {
 
   it('soak runs its rounds: faults, timeouts and resets under load, one round closed under it', async () => {
     const out = await bench('bench/soak.ts', ['--rounds', '2', '--seconds', '1', '--seed', '3']);
+    // Rounds 0 and 1 run no copy worker; rounds 2 and 3 crash one (not run here).
     const rounds = out.rounds as {
       round: number;
       seed: number;
