@@ -661,14 +661,25 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
     expect(Buffer.compare(back.rawPayload, data)).toBe(0);
   });
 
-  it('logs one start-up line and nothing per request at info', () => {
+  it('logs its start-up (and, in bounce mode, which devices share a pool) and nothing per request at info', () => {
     const lines = logs.lines();
-    expect(lines.length, JSON.stringify(lines)).toBe(1);
+    // p0 holds ram, file, nul and faulty; tiny holds stall alone.
+    expect(lines.length, JSON.stringify(lines)).toBe(mode === 'bounce' ? 2 : 1);
     expect(lines[0]!.level).toBe(30);
     expect(String(lines[0]!.msg)).toMatch(
       new RegExp(`listening on http://127\\.0\\.0\\.1:\\d+: ${mode} mode; pools: p0 4MiB`),
     );
     expect(String(lines[0]!.msg)).toMatch(/devices: ram \(ram-blk, 8MiB\), file \(file-blk/);
+    if (mode === 'bounce') {
+      expect(lines[1]).toMatchObject({
+        level: 30,
+        pool: 'p0',
+        devices: ['ram', 'file', 'nul', 'faulty'],
+      });
+      expect(String(lines[1]!.msg)).toMatch(
+        /^pool p0 is shared by devices ram, file, nul, faulty: each of them can read and alter the others' I\/O/,
+      );
+    }
   });
 });
 

@@ -44,6 +44,21 @@ export function describeService(config: ServiceConfig, service?: Service): strin
   return `${config.mode} mode; pools: ${pools.join(', ')}; guests: ${guests.join(', ')}; devices: ${devices.join(', ')}; copy workers: ${config.copy.workers}`;
 }
 
+/**
+ * Pools that several devices share, in bounce mode: each of those devices can read
+ * and alter the others' requests while they are in the pool (their bounce buffers
+ * and virtqueues), as every device can with Linux's one default swiotlb.
+ */
+export function sharedPools(config: ServiceConfig): { pool: string; devices: string[] }[] {
+  if (config.mode !== 'bounce') return [];
+  return config.pools
+    .map((p) => ({
+      pool: p.name,
+      devices: config.devices.filter((d) => d.pool === p.name).map((d) => d.id),
+    }))
+    .filter((s) => s.devices.length > 1);
+}
+
 function within<T>(promise: Promise<T>, ms: number): Promise<boolean> {
   return new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), Math.max(0, ms));
@@ -88,6 +103,12 @@ export async function startServer(
     await app.close().catch(() => undefined);
     await service.close();
     throw err;
+  }
+  for (const { pool, devices } of sharedPools(config)) {
+    app.log.info(
+      { pool, devices },
+      `pool ${pool} is shared by devices ${devices.join(', ')}: each of them can read and alter the others' I/O while it is in the pool; give an untrusted device a pool of its own`,
+    );
   }
   let shuttingDown: Promise<boolean> | undefined;
   const shutdown = (): Promise<boolean> => {
