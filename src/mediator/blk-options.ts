@@ -112,7 +112,12 @@ export function defaultDeviceSpinMicros(
  * Mediator, which runs them, both ask).
  */
 export function defaultSpinMicrosFor(devices: readonly { queues?: number | undefined }[]): number {
-  return defaultDeviceSpinMicros(devices.reduce((n, d) => n + (d.queues ?? 1), 0));
+  return defaultDeviceSpinMicros(deviceThreadCount(devices));
+}
+
+/** Device threads a process runs for `devices`: one per queue. */
+function deviceThreadCount(devices: readonly { queues?: number | undefined }[]): number {
+  return devices.reduce((n, d) => n + (d.queues ?? 1), 0);
 }
 
 /**
@@ -128,8 +133,7 @@ export function defaultCopyWorkersFor(
   devices: readonly { queues?: number | undefined }[],
   cpus: number = availableParallelism(),
 ): number {
-  const deviceThreads = devices.reduce((n, d) => n + (d.queues ?? 1), 0);
-  return Math.max(0, Math.min(4, cpus - 1 - deviceThreads));
+  return Math.max(0, Math.min(4, cpus - 1 - deviceThreadCount(devices)));
 }
 
 /** Where the device's buffers go: the bounce path or direct. */

@@ -246,12 +246,15 @@ export class CopyEngine {
   constructor(opts: CopyEngineOptions = {}) {
     this.workers = opts.workers ?? defaultCopyWorkers();
     this.inlineThreshold = opts.inlineThreshold ?? defaultInlineThreshold();
-    this.splitThreshold = opts.splitThreshold ?? defaultSplitThreshold(this.workers);
-    this.splitInline = opts.splitInline ?? this.workers < availableParallelism();
+    const cpus = availableParallelism();
+    // The calling thread has a core of its own: it may copy a split part and poll.
+    const callerHasCore = this.workers < cpus;
+    this.splitThreshold = opts.splitThreshold ?? defaultSplitThreshold(this.workers, cpus);
+    this.splitInline = opts.splitInline ?? callerHasCore;
     this.capacity = opts.ringCapacity ?? 1024;
     this.maxRegions = opts.maxRegions ?? 64;
     this.spinMicros = opts.spinMicros ?? 20;
-    this.pollMs = (opts.pollMicros ?? (this.workers >= availableParallelism() ? 0 : 200)) / 1000;
+    this.pollMs = (opts.pollMicros ?? (callerHasCore ? 200 : 0)) / 1000;
     this.spillBytes = opts.spillBytes ?? 256 * 1024;
     this.accounting = opts.accounting ?? true;
     if (!Number.isInteger(this.workers) || this.workers < 0 || this.workers > 64) {
