@@ -43,11 +43,12 @@
  * The engine options left out keep the engine's defaults. --watchdog: when no I/O
  * completes for that many seconds, print the rings' state and exit with code 2.
  */
-import { CopyEngine, type CopyEngineOptions } from '../src/mediator/copy-engine.js';
+
 import { BounceDma, createBatch, type DmaBatch } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
 import { DmaDirection, SwiotlbPool } from '../src/swiotlb/index.js';
 import { formatSize, parseSize } from '../src/util/size.js';
+import { CopyEngine, type CopyEngineOptions } from '../src/workers/copy-engine.js';
 import { benchArgs, choiceFlag, intFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
 
 const GB = 1e9;

@@ -6,9 +6,10 @@
  *
  * Options: `npm run bench:metrics -- --help`.
  */
-import type { DeviceKind } from '../src/mediator/blk-device.js';
+
 import { Mediator } from '../src/mediator/mediator.js';
 import { createMetrics } from '../src/metrics/metrics.js';
+import type { DeviceKind } from '../src/virtio/device-spec.js';
 import { benchArgs, intFlag, positiveFlag } from './cli.js';
 
 const USAGE = `Usage: npm run bench:metrics -- [options]

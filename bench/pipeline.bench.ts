@@ -30,10 +30,11 @@
  * that bound ("copies allow"). Reads bounce twice on the guest side (Linux copies
  * into the pool at map for every direction, and back at unmap), writes once.
  */
-import type { DeviceKind } from '../src/mediator/blk-device.js';
-import type { CopyEngineOptions } from '../src/mediator/copy-engine.js';
+
 import { Mediator } from '../src/mediator/mediator.js';
 import { parseSize } from '../src/util/size.js';
+import type { DeviceKind } from '../src/virtio/device-spec.js';
+import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
 import { benchArgs, choicesFlag, intFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
 
 const USAGE = `Usage: npm run bench:pipeline -- [options]

@@ -18,8 +18,9 @@
  *
  * Options: `npm run soak -- --help`.
  */
+
 import { Mediator } from '../src/mediator/mediator.js';
-import { DEFAULT_CHAOS } from '../src/workers/chaos.js';
+import { DEFAULT_CHAOS } from '../src/virtio/device-spec.js';
 import { benchArgs, intFlag, positiveFlag } from './cli.js';
 
 const USAGE = `Usage: npm run soak -- [options]

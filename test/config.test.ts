@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveCommand } from '../src/cli/serve.js';
 import { loadConfig, parseConfig, toMediatorSpec } from '../src/config/index.js';
 import { isMediatorError } from '../src/errors.js';
-import { defaultCopyWorkersFor, defaultDeviceSpinMicros } from '../src/mediator/blk-device.js';
+import { defaultCopyWorkersFor, defaultDeviceSpinMicros } from '../src/mediator/blk-driver.js';
 import { startServer } from '../src/server/index.js';
 import { defaultAreaCount } from '../src/swiotlb/geometry.js';
 import { OCTET, randomBytes } from './helpers/http.js';

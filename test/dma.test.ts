@@ -5,11 +5,11 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
-import { CopyEngine, type CopyEngineOptions } from '../src/mediator/copy-engine.js';
 import { BounceDma, DirectDma } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
 import { DmaDirection as D, DmaAttr, type DmaDirection } from '../src/swiotlb/constants.js';
 import { type PoolOptions, SwiotlbPool } from '../src/swiotlb/pool.js';
+import { CopyEngine, type CopyEngineOptions } from '../src/workers/copy-engine.js';
 import { RING_HEAD, RING_SLEEPING } from '../src/workers/copy-ring.js';
 
 const KiB = 1024;

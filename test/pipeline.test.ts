@@ -1,14 +1,14 @@
 /**
  * Virtqueues in the pool, device threads, and the request pipeline, end to end.
  */
+
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
-import type { DeviceKind } from '../src/mediator/blk-device.js';
 import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
-import { DEFAULT_CHAOS } from '../src/workers/chaos.js';
+import { DEFAULT_CHAOS, type DeviceKind } from '../src/virtio/device-spec.js';
 import { NO_FAULTS } from './helpers/chaos.js';
 import { randomBytes } from './helpers/http.js';
 

@@ -9,7 +9,7 @@ import type { InjectOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { ERROR_SPECS } from '../src/errors.js';
-import { BlockDevice } from '../src/mediator/blk-device.js';
+import { BlkDriver } from '../src/mediator/blk-driver.js';
 import { buildServer, type RunningServer, Service, startServer } from '../src/server/index.js';
 import { NO_FAULTS } from './helpers/chaos.js';
 import { expectErrorBody, JSON_TYPE, logCapture, OCTET, randomBytes } from './helpers/http.js';
@@ -698,7 +698,7 @@ describe('readiness and draining', () => {
     const gate = new Promise<void>((resolve) => {
       release = resolve;
     });
-    const spy = vi.spyOn(BlockDevice.prototype, 'ready').mockImplementation(() => gate);
+    const spy = vi.spyOn(BlkDriver.prototype, 'ready').mockImplementation(() => gate);
     const service = new Service(config());
     spy.mockRestore();
     const app = buildServer(service);

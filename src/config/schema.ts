@@ -9,21 +9,20 @@
  * embedded default: one guest, a 64 MiB pool, a ram-blk device `blk0` of
  * 256 MiB, a null device `null0`, bounce mode, listening on 127.0.0.1:8080.
  */
+
 import { z } from 'zod';
 import {
-  DEVICE_KINDS,
-  type DeviceKind,
   defaultCopyWorkersFor,
   defaultSpinMicrosFor,
   deviceGuestLayout,
-} from '../mediator/blk-device.js';
-import { defaultInlineThreshold, defaultSplitThreshold } from '../mediator/copy-engine.js';
+} from '../mediator/blk-driver.js';
 import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
-import { MAX_QUEUE_SIZE, virtqueueBytes } from '../mediator/virtqueue-layout.js';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry, defaultAreaCount } from '../swiotlb/geometry.js';
 import { formatSize, parseSize } from '../util/size.js';
-import { DEFAULT_CHAOS } from '../workers/chaos.js';
+import { DEFAULT_CHAOS, DEVICE_KINDS, type DeviceKind } from '../virtio/device-spec.js';
+import { MAX_QUEUE_SIZE, virtqueueBytes } from '../virtio/virtqueue-layout.js';
+import { defaultInlineThreshold, defaultSplitThreshold } from '../workers/copy-engine.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -499,7 +498,7 @@ type Parsed = z.output<typeof fileSchema>;
 // Cross-field checks and resolution of the defaults that depend on other fields.
 // ---------------------------------------------------------------------------
 
-/** How much guest memory one device reserves, as BlockDevice lays it out. */
+/** How much guest memory one device reserves, as BlkDriver lays it out. */
 export function deviceGuestBytes(
   d: Pick<DeviceConfig, 'queues' | 'queueSize' | 'depth' | 'maxRequestBytes' | 'minAlignMask'>,
   mode: 'bounce' | 'direct',

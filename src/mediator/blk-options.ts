@@ -1,22 +1,19 @@
 import { availableParallelism } from 'node:os';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
-import { SECTOR_SIZE } from '../workers/blk-backend.js';
-import type { ChaosOptions } from '../workers/chaos.js';
-import type { PoolGate } from './backpressure.js';
-import type { CopyEngine } from './copy-engine.js';
+import { SECTOR_SIZE } from '../virtio/blk-format.js';
+import type { ChaosOptions, DeviceKind } from '../virtio/device-spec.js';
+import { virtqueueBytes } from '../virtio/virtqueue-layout.js';
+import type { CopyEngine } from '../workers/copy-engine.js';
 import type { GuestMemory } from './guest-memory.js';
-import { virtqueueBytes } from './virtqueue-layout.js';
+import type { PoolGate } from './pool-gate.js';
 
 /**
  * What a block device is asked to be (options, the context it runs in) and the
  * shape it takes in guest memory; the device itself is in blk-device.ts.
  */
 
-export type DeviceKind = 'null' | 'ram-blk' | 'file-blk' | 'chaos';
-export const DEVICE_KINDS: readonly DeviceKind[] = ['null', 'ram-blk', 'file-blk', 'chaos'];
-
-export interface BlockDeviceOptions {
+export interface BlkDriverOptions {
   /** Device name, e.g. "blk0". */
   id: string;
   kind: DeviceKind;
@@ -67,7 +64,7 @@ export interface BlockDeviceOptions {
    */
   serial?: string;
   /**
-   * Record each request's latency in {@link BlockDevice.latency} (for the metrics).
+   * Record each request's latency in {@link BlkDriver.latency} (for the metrics).
    * Off only to measure what that costs (bench:metrics).
    * @default true
    */

@@ -2,10 +2,10 @@ import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
 import { DmaDirection } from '../swiotlb/constants.js';
 import { Fifo } from '../util/fifo.js';
+import { layoutAt, virtqueueBytes } from '../virtio/virtqueue-layout.js';
 import type { DeviceContext } from './blk-options.js';
 import { BounceDma, createBatch, DirectDma, type DmaBatch, type GuestDma } from './dma.js';
-import { GuestVirtqueue, type UsedSink } from './virtqueue.js';
-import { layoutAt, virtqueueBytes } from './virtqueue-layout.js';
+import { GuestVirtqueue, type UsedSink } from './driver-virtqueue.js';
 
 /**
  * One virtqueue of a block device on the guest side: where the host placed it,

@@ -8,7 +8,7 @@ import {
   VIRTIO_BLK_T_FLUSH,
   VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT,
-} from '../workers/blk-backend.js';
+} from '../virtio/blk-format.js';
 import type { BlkOp, Outcome } from './blk-options.js';
 import type { RequestSlot } from './blk-queue.js';
 

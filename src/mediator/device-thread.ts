@@ -1,11 +1,9 @@
 import { Worker } from 'node:worker_threads';
 import { workerScript } from '../util/worker-script.js';
-import { VIRTIO_BLK_ID_BYTES } from '../workers/blk-backend.js';
-import type { ChaosOptions } from '../workers/chaos.js';
-import type { DeviceWorkerData } from '../workers/device-worker.js';
-import type { DeviceKind } from './blk-options.js';
+import { VIRTIO_BLK_ID_BYTES } from '../virtio/blk-format.js';
+import type { ChaosOptions, DeviceKind, DeviceWorkerData } from '../virtio/device-spec.js';
+import { NOTIFY_COMPLETION, NOTIFY_STOP } from '../virtio/virtqueue-layout.js';
 import type { BlkQueue } from './blk-queue.js';
-import { NOTIFY_COMPLETION, NOTIFY_STOP } from './virtqueue-layout.js';
 
 /**
  * The untrusted side of a queue: one device backend thread per virtqueue. What it
@@ -58,7 +56,7 @@ export function startDeviceThread(
   data: DeviceWorkerData,
   onDeath: (worker: Worker, how: 'error' | 'exit') => void,
 ): Worker {
-  const script = workerScript('device-worker');
+  const script = workerScript('devices/device-worker');
   const worker = new Worker(script.filename, {
     workerData: data,
     ...(script.env ? { env: script.env } : {}),

@@ -7,7 +7,7 @@ import {
 } from '../swiotlb/constants.js';
 import { syncForCpuCopies, syncForDeviceCopies, unmapCopies } from '../swiotlb/dma-rules.js';
 import type { SgEntry, SwiotlbPool } from '../swiotlb/pool.js';
-import type { CopyEngine } from './copy-engine.js';
+import type { CopyEngine } from '../workers/copy-engine.js';
 import type { GuestMemory } from './guest-memory.js';
 
 /**

@@ -1,15 +1,15 @@
 import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
-import { type BackpressureOptions, PoolGate } from './backpressure.js';
+import { CopyEngine, type CopyEngineOptions } from '../workers/copy-engine.js';
 import {
-  BlockDevice,
-  type BlockDeviceOptions,
+  BlkDriver,
+  type BlkDriverOptions,
   defaultCopyWorkersFor,
   defaultSpinMicrosFor,
-} from './blk-device.js';
-import { CopyEngine, type CopyEngineOptions } from './copy-engine.js';
+} from './blk-driver.js';
 import { GuestMemory, type GuestMemoryOptions } from './guest-memory.js';
+import { type BackpressureOptions, PoolGate } from './pool-gate.js';
 
 export interface PoolSpec extends GeometryOptions {
   name: string;
@@ -20,7 +20,7 @@ export interface GuestSpec extends GuestMemoryOptions {
   name: string;
 }
 
-export interface DeviceSpec extends BlockDeviceOptions {
+export interface DeviceSpec extends BlkDriverOptions {
   /** The guest that drives the device. */
   guest: string;
   /** The pool the device sees (bounce mode). */
@@ -71,7 +71,7 @@ export class Mediator {
   readonly engine: CopyEngine;
   readonly pools = new Map<string, PoolEntry>();
   readonly guests = new Map<string, GuestEntry>();
-  readonly devices = new Map<string, BlockDevice>();
+  readonly devices = new Map<string, BlkDriver>();
   private closed = false;
 
   constructor(spec: MediatorSpec) {
@@ -108,7 +108,7 @@ export class Mediator {
         const pool = this.pools.get(d.pool);
         if (!pool) throw badConfig(`device "${d.id}": no pool named "${d.pool}"`);
         const spinMicros = d.spinMicros ?? defaultSpin;
-        const device = new BlockDevice(
+        const device = new BlkDriver(
           {
             mode: this.mode,
             guest: guest.memory,
@@ -129,7 +129,7 @@ export class Mediator {
     }
   }
 
-  device(id: string): BlockDevice | undefined {
+  device(id: string): BlkDriver | undefined {
     return this.devices.get(id);
   }
 

@@ -1,9 +1,9 @@
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { BLK_OPS, OUTCOMES } from '../mediator/blk-device.js';
+import { BLK_OPS, OUTCOMES } from '../mediator/blk-driver.js';
+import { FAULT_KINDS } from '../mediator/driver-virtqueue.js';
 import type { Mediator } from '../mediator/mediator.js';
-import { FAULT_KINDS } from '../mediator/virtqueue.js';
+import type { BucketHistogram } from '../util/bucket-histogram.js';
 import { HISTOGRAM_BOUNDS } from '../workers/copy-stats.js';
-import type { BucketHistogram } from './bucket-histogram.js';
 
 /**
  * Every metric of the service, read at scrape time from where the numbers live:

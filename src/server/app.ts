@@ -7,10 +7,10 @@ import Fastify, {
 } from 'fastify';
 import { z } from 'zod';
 import { formatIssue } from '../config/load.js';
-import type { BlockDevice } from '../mediator/blk-device.js';
+import type { BlkDriver } from '../mediator/blk-driver.js';
 import type { PoolEntry } from '../mediator/mediator.js';
 import { createMetrics } from '../metrics/metrics.js';
-import { SECTOR_SIZE } from '../workers/blk-backend.js';
+import { SECTOR_SIZE } from '../virtio/blk-format.js';
 import { errorBody, httpError, sendProblem } from './errors.js';
 import type { Service } from './service.js';
 
@@ -111,7 +111,7 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
     done(null, payload);
   });
 
-  const deviceOf = (id: string): BlockDevice => {
+  const deviceOf = (id: string): BlkDriver => {
     const device = service.device(id);
     if (!device) {
       throw httpError(
@@ -147,7 +147,7 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
    * precision (more than 2^53).
    */
   const checkRange = (
-    device: BlockDevice,
+    device: BlkDriver,
     lba: number,
     sectors: number,
     lbaText = String(lba),
@@ -256,7 +256,7 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
 
   // --- Devices -------------------------------------------------------------------
 
-  const deviceView = (device: BlockDevice) => {
+  const deviceView = (device: BlkDriver) => {
     const c = service.deviceConfig(device.id);
     return {
       ...device.stats(),

@@ -1,7 +1,7 @@
 import { toMediatorSpec } from '../config/load.js';
 import type { DeviceConfig, ServiceConfig } from '../config/schema.js';
 import { isMediatorError, MediatorError } from '../errors.js';
-import type { BlockDevice } from '../mediator/blk-device.js';
+import type { BlkDriver } from '../mediator/blk-driver.js';
 import { Mediator } from '../mediator/mediator.js';
 
 /**
@@ -72,7 +72,7 @@ export class Service {
     return this.inFlight;
   }
 
-  device(id: string): BlockDevice | undefined {
+  device(id: string): BlkDriver | undefined {
     return this.mediator.devices.get(id);
   }
 

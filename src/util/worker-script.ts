@@ -8,7 +8,7 @@ export interface WorkerScript {
 }
 
 /**
- * Where the worker module `src/workers/<name>` is for the code that is running now.
+ * Where the worker module `src/<name>` (e.g. `workers/copy-worker`) is for the code that is running now.
  * From dist/ (production) it is the compiled `.js` beside us. From the TypeScript
  * sources (tests, benchmarks under tsx) it is scripts/tsx-worker-entry.mjs, which
  * registers tsx inside the worker and then loads `<name>.ts`.
@@ -16,10 +16,10 @@ export interface WorkerScript {
 export function workerScript(name: string): WorkerScript {
   const here = import.meta.url;
   if (here.endsWith('.js')) {
-    return { filename: fileURLToPath(new URL(`../workers/${name}.js`, here)), env: undefined };
+    return { filename: fileURLToPath(new URL(`../${name}.js`, here)), env: undefined };
   }
   return {
     filename: fileURLToPath(new URL('../../scripts/tsx-worker-entry.mjs', here)),
-    env: { ...process.env, SWIOTLB_TS_WORKER: new URL(`../workers/${name}.ts`, here).href },
+    env: { ...process.env, SWIOTLB_TS_WORKER: new URL(`../${name}.ts`, here).href },
   };
 }

@@ -17,8 +17,8 @@
  */
 
 import { MediatorError } from '../errors.js';
+import { mulberry32 } from '../util/prng.js';
 import { parseSize } from '../util/size.js';
-import { mulberry32 } from '../workers/chaos.js';
 
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw';
 export type RunMode = 'bounce' | 'direct' | 'both';

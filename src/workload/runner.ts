@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, toMediatorSpec } from '../config/load.js';
 import type { ConfigFile } from '../config/schema.js';
-import type { BlockDevice } from '../mediator/blk-device.js';
+import type { BlkDriver } from '../mediator/blk-driver.js';
 import { Mediator } from '../mediator/mediator.js';
 import { roundUpPowerOfTwo } from '../swiotlb/geometry.js';
 import {
@@ -223,7 +223,7 @@ interface DirAcc {
 interface Clone {
   job: FioJob;
   clone: number;
-  device: BlockDevice;
+  device: BlkDriver;
   deviceId: string;
   rand: () => number;
   cursor: number;

@@ -3,7 +3,7 @@
  * Linux-faithful pool (placement only: no copies, no threads, no clock), so the
  * same job, seed and step count always give the same answer.
  *
- * What is placed, as BlockDevice places it in bounce mode:
+ * What is placed, as BlkDriver places it in bounce mode:
  * - per queue (one per numjobs clone), its virtqueue: dma_alloc_coherent() from
  *   the pool, page aligned, for the whole run, starting in area q mod nareas;
  * - per request: the 16-byte virtio-blk header, the data split at the max mapping
@@ -21,11 +21,11 @@
  * finds no room waits; had the pool the Linux policy (fail), it would have failed:
  * that count is `map_failures`.
  */
-import { deviceGuestLayout } from '../mediator/blk-device.js';
-import { virtqueueBytes } from '../mediator/virtqueue-layout.js';
+import { deviceGuestLayout } from '../mediator/blk-driver.js';
 import { DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
+import { virtqueueBytes } from '../virtio/virtqueue-layout.js';
 import { type FioJob, type JobFile, jobDirections, pickSize, prng } from './fio-job.js';
 import { defaultAreas, maxRequestBytesFor, queueSizeFor } from './runner.js';
 

@@ -1,4 +1,4 @@
-import type { ChaosRates } from '../../src/workers/chaos.js';
+import type { ChaosRates } from '../../src/virtio/device-spec.js';
 
 /** A chaos device that misbehaves in no way: spread it and set the one fault a test wants. */
 export const NO_FAULTS: Required<ChaosRates> = {

@@ -21,13 +21,13 @@ import {
   RING_THREAD,
   ringBytes,
   type ServeTask,
-} from '../workers/copy-ring.js';
+} from './copy-ring.js';
 import {
   type CopyStatsSnapshot,
   CopyStatsWriter,
   readCopyStats,
   statsLayout,
-} from '../workers/copy-stats.js';
+} from './copy-stats.js';
 
 export interface CopyEngineOptions {
   /**
@@ -269,7 +269,7 @@ export class CopyEngine {
     this.statsBuffer = new SharedArrayBuffer(statsLayout(this.statsBlocks, this.maxRegions).bytes);
     this.inlineStats = new CopyStatsWriter(this.statsBuffer, this.statsBlocks, this.maxRegions, 0);
     if (this.workers > 0) {
-      const script = workerScript('copy-worker');
+      const script = workerScript('workers/copy-worker');
       this.piscina = new Piscina({
         filename: script.filename,
         ...(script.env ? { env: script.env } : {}),

@@ -1,8 +1,8 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
-import { BucketHistogram, LATENCY_BUCKETS_SECONDS } from '../metrics/bucket-histogram.js';
 import { DmaAttr } from '../swiotlb/constants.js';
+import { BucketHistogram, LATENCY_BUCKETS_SECONDS } from '../util/bucket-histogram.js';
 import {
   BLK_HEADER_BYTES,
   SECTOR_SIZE,
@@ -11,15 +11,13 @@ import {
   VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT,
-} from '../workers/blk-backend.js';
-import type { DeviceWorkerData } from '../workers/device-worker.js';
+} from '../virtio/blk-format.js';
+import { DEVICE_KINDS, type DeviceKind, type DeviceWorkerData } from '../virtio/device-spec.js';
 import {
   BLK_OPS,
+  type BlkDriverOptions,
   type BlkOp,
-  type BlockDeviceOptions,
-  DEVICE_KINDS,
   type DeviceContext,
-  type DeviceKind,
   defaultDeviceSpinMicros,
   deviceGuestLayout,
   OUTCOMES,
@@ -36,7 +34,7 @@ import {
 } from './blk-queue.js';
 import { layOutRequest, opOf, outcomeOf, statusError } from './blk-request.js';
 import { deviceWorkerData, startDeviceThread, stopDeviceThread } from './device-thread.js';
-import { FAULT_KINDS, type FaultKind, type UsedSink } from './virtqueue.js';
+import { FAULT_KINDS, type FaultKind, type UsedSink } from './driver-virtqueue.js';
 
 export * from './blk-options.js';
 
@@ -69,7 +67,7 @@ function zeroOutcomes(): Record<Outcome, number> {
  * queue's placement and request slots are in blk-queue.ts, the request's layout in
  * blk-request.ts, the device threads in device-thread.ts.
  */
-export class BlockDevice {
+export class BlkDriver {
   readonly id: string;
   readonly kind: DeviceKind;
   readonly mode: 'bounce' | 'direct';
@@ -79,7 +77,7 @@ export class BlockDevice {
   readonly queueSize: number;
   readonly timeoutMs: number;
   private readonly ctx: DeviceContext;
-  private readonly opts: BlockDeviceOptions;
+  private readonly opts: BlkDriverOptions;
   private readonly queues: BlkQueue[] = [];
   private readonly segmentBytes: number;
   private readonly maxDescs: number;
@@ -105,7 +103,7 @@ export class BlockDevice {
   /** Completion latency (seconds) of finished requests, by op; read at scrape time. */
   readonly latency: Record<BlkOp, BucketHistogram>;
 
-  constructor(ctx: DeviceContext, opts: BlockDeviceOptions) {
+  constructor(ctx: DeviceContext, opts: BlkDriverOptions) {
     this.ctx = ctx;
     this.opts = opts;
     this.guestView = new DataView(ctx.guest.buffer);

@@ -6,7 +6,7 @@ import {
   type VirtqueueLayout,
   VRING_DESC_F_NEXT,
   VRING_DESC_F_WRITE,
-} from './virtqueue-layout.js';
+} from '../virtio/virtqueue-layout.js';
 
 /** Kinds of device misbehaviour the guest detects, counted per device. */
 export const FAULT_KINDS = [

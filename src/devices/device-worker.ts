@@ -1,4 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import type { DeviceWorkerData } from '../virtio/device-spec.js';
 import {
   NOTIFY_COMPLETION,
   NOTIFY_DEVICE_SLEEPING,
@@ -7,35 +8,15 @@ import {
   NOTIFY_STOP,
   VRING_DESC_F_NEXT,
   VRING_DESC_F_WRITE,
-} from '../mediator/virtqueue-layout.js';
-import { BlkDevice, type Chain } from './blk-backend.js';
+} from '../virtio/virtqueue-layout.js';
+import { BlkBackend, type Chain } from './blk-backend.js';
 import { type BlockStore, FileStore, RamStore } from './block-store.js';
-import { Chaos, type ChaosOptions } from './chaos.js';
+import { Chaos } from './chaos.js';
 
 /**
  * A device backend thread serving one virtqueue: the untrusted side. Its
- * workerData is everything it has: the device-visible memory (the shared pool in
- * bounce mode), where the queue lies in it, and its own backing store. It never
- * receives guest memory in bounce mode, nor any function of the guest side.
+ * workerData ({@link DeviceWorkerData}) is everything it has.
  */
-export interface DeviceWorkerData {
-  kind: 'null' | 'ram-blk' | 'file-blk' | 'chaos';
-  /** The only guest-visible memory the device gets. */
-  memory: SharedArrayBuffer;
-  /** Address of memory[0] (the pool base, or the guest base in direct mode). */
-  memBase: number;
-  queue: { size: number; desc: number; avail: number; used: number; notify: number };
-  /** ram-blk and chaos: the disk. */
-  backing?: SharedArrayBuffer;
-  /** file-blk: the disk, a descriptor the host opened (and closes). */
-  file?: { fd: number; capacity: number; durable: boolean };
-  /** GET_ID answer. */
-  serial: string;
-  chaos?: ChaosOptions;
-  /** Polling before sleeping on the doorbell, in microseconds. */
-  spinMicros: number;
-}
-
 const U32 = 2 ** 32;
 
 function run(data: DeviceWorkerData): void {
@@ -59,7 +40,7 @@ function run(data: DeviceWorkerData): void {
     const f = data.file!;
     store = new FileStore(f.fd, f.capacity, f.durable);
   }
-  const device = new BlkDevice(store, data.serial);
+  const device = new BlkBackend(store, data.serial);
   const chaos = data.kind === 'chaos' ? new Chaos(data.chaos) : undefined;
 
   const chain: Chain = {

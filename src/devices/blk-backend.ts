@@ -1,29 +1,16 @@
+import {
+  BLK_HEADER_BYTES,
+  SECTOR_SIZE,
+  VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+} from '../virtio/blk-format.js';
 import type { BlockStore } from './block-store.js';
-
-/**
- * virtio-blk request handling (VIRTIO 1.2, section 5.2.6) on device-visible memory.
- *
- *   struct virtio_blk_req {
- *     le32 type;        // IN 0, OUT 1, FLUSH 4, GET_ID 8
- *     le32 reserved;
- *     le64 sector;      // 512-byte units
- *     u8 data[];        // device-writable for IN and GET_ID, readable for OUT
- *     u8 status;        // OK 0, IOERR 1, UNSUPP 2 (device-writable)
- *   };
- *
- * Laid out by the driver as: one readable header descriptor, data descriptors,
- * one writable status descriptor.
- */
-export const VIRTIO_BLK_T_IN = 0;
-export const VIRTIO_BLK_T_OUT = 1;
-export const VIRTIO_BLK_T_FLUSH = 4;
-export const VIRTIO_BLK_T_GET_ID = 8;
-export const VIRTIO_BLK_S_OK = 0;
-export const VIRTIO_BLK_S_IOERR = 1;
-export const VIRTIO_BLK_S_UNSUPP = 2;
-export const VIRTIO_BLK_ID_BYTES = 20;
-export const SECTOR_SIZE = 512;
-export const BLK_HEADER_BYTES = 16;
 
 /** One chain as the device walked it: offsets in device-visible memory. */
 export interface Chain {
@@ -33,13 +20,14 @@ export interface Chain {
   writable: Uint8Array;
 }
 
-export interface BlkBackend {
+/** What serves requests on a device thread. */
+export interface RequestHandler {
   /** Handles one request; returns the used length (bytes written into the chain). */
   handle(mem: Buffer, chain: Chain): number;
 }
 
 /** A virtio-blk device on a store. `serial` answers GET_ID (up to 20 bytes, NUL padded). */
-export class BlkDevice implements BlkBackend {
+export class BlkBackend implements RequestHandler {
   private readonly id: Buffer;
 
   constructor(
