@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
 
 /** Each folder (a "unit": `errors` is src/errors.ts, `index` is src/index.ts) and what it may import. */
-export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
+const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   errors: [],
   util: ['errors'],
   swiotlb: ['util', 'errors'],
@@ -54,7 +54,7 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
 };
 
 /** Relative import specifiers of a module: static, `export ... from`, and dynamic import(). */
-export function importsOf(source: string): string[] {
+function importsOf(source: string): string[] {
   const out: string[] = [];
   const re = /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"](\.{1,2}\/[^'"]+)['"]/gm;
   for (let m = re.exec(source); m !== null; m = re.exec(source)) out.push(m[1]!);
@@ -77,7 +77,7 @@ function listTs(dir: string): string[] {
   return out;
 }
 
-export interface Edge {
+interface Edge {
   from: string;
   to: string;
   file: string;
@@ -85,7 +85,7 @@ export interface Edge {
 }
 
 /** Every import between units of src/, given each file's text (overridable, for the planted-violation check). */
-export function unitEdges(read: (file: string) => string = (f) => readFileSync(f, 'utf8')): Edge[] {
+function unitEdges(read: (file: string) => string = (f) => readFileSync(f, 'utf8')): Edge[] {
   const edges: Edge[] = [];
   for (const file of listTs(SRC)) {
     for (const spec of importsOf(read(file))) {
@@ -99,14 +99,14 @@ export function unitEdges(read: (file: string) => string = (f) => readFileSync(f
   return edges;
 }
 
-export function forbidden(edges: readonly Edge[]): string[] {
+function forbidden(edges: readonly Edge[]): string[] {
   return edges
     .filter((e) => !(ALLOWED[e.from] ?? []).includes(e.to))
     .map((e) => `src/${e.file} imports ${e.spec} (${e.from} -> ${e.to} is not allowed)`);
 }
 
 /** Cycles between units (Tarjan's strongly connected components of size > 1). */
-export function unitCycles(edges: readonly Edge[]): string[][] {
+function unitCycles(edges: readonly Edge[]): string[][] {
   const graph = new Map<string, Set<string>>();
   for (const e of edges) {
     if (!graph.has(e.from)) graph.set(e.from, new Set());
