@@ -146,7 +146,7 @@ describe('one scrape reads each source once', () => {
 
   it('every pool, gate, device and the copy engine is read once per scrape, again at the next', async () => {
     const registry = createMetrics(med, { defaultMetrics: false });
-    const spies = {
+    const spies: Record<string, { mock: { calls: unknown[] } }> = {
       ...Object.fromEntries(
         [...med.pools.values()].flatMap((p) => [
           [`pool ${p.name}`, vi.spyOn(p.pool, 'stats')],
