@@ -4,8 +4,13 @@
  * resets, "swiotlb buffer is full" (once per burst, the kernel's words and
  * figures), back-pressure timeouts, copy-worker crashes, device threads.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { benchCommand } from '../src/cli/bench.js';
 import { isMediatorError } from '../src/errors.js';
 import { Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
 import { RateLimit } from '../src/util/logger.js';
@@ -289,6 +294,55 @@ describe('copy engine log records', () => {
       );
     } finally {
       await engine.close();
+    }
+  });
+});
+
+describe('bench', () => {
+  it('logs warnings as pino lines on stderr; stdout keeps the report alone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-log-'));
+    const job = join(dir, 'full.fio');
+    // Two 128 KiB writes in flight cannot both fit in 128 slots: maps fail.
+    writeFileSync(
+      job,
+      '[global]\nmode=bounce\ncopy_workers=0\nsize=1m\npool_size=256k\nbackpressure=fail\n' +
+        '[j]\nrw=write\nbs=128k\niodepth=4\nnumber_ios=16\n',
+    );
+    const text = { stdout: '', stderr: '' };
+    const sink = (key: keyof typeof text) =>
+      new Writable({
+        write(chunk, _enc, done) {
+          text[key] += String(chunk);
+          done();
+        },
+      });
+    try {
+      const code = await benchCommand(['--job', job, '--json', '--quiet'], {
+        stdout: sink('stdout'),
+        stderr: sink('stderr'),
+      });
+      expect(code).toBe(0);
+      const report = JSON.parse(text.stdout);
+      expect(report.mediator.bounce.pool.map_failures.full).toBeGreaterThan(1);
+      const lines = text.stderr
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Rec);
+      // Every failure of the run falls in one burst: one line.
+      expect(lines).toEqual([
+        expect.objectContaining({
+          level: 40,
+          pool: 'pool0',
+          code: 'SWIOTLB_POOL_FULL',
+          total: 128,
+          policy: 'fail',
+          msg: expect.stringMatching(
+            /^swiotlb buffer is full \(sz: \d+ bytes\), total 128 \(slots\)/,
+          ),
+        }),
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
