@@ -464,7 +464,7 @@ export class BlkDriver {
     if (failed === undefined) return;
     if (failed.code === 'MEDIATOR_DEVICE_FAULT') {
       this.counters.faults.bad_status++;
-      this.warnFault(q.index, 'bad_status', failed.message);
+      this.warnFault(q.index, 'bad_status', `status byte ${status} is not a virtio-blk status`);
     }
     throw failed;
   }
@@ -559,7 +559,7 @@ export class BlkDriver {
       },
       fault: (kind, head, detail) => {
         this.counters.faults[kind]++;
-        this.warnFault(q.index, kind, `device ${this.id}: ${detail}`);
+        this.warnFault(q.index, kind, detail);
         if (head === undefined) return;
         const req = q.byHead[head];
         q.byHead[head] = undefined;
@@ -571,10 +571,13 @@ export class BlkDriver {
   }
 
   /** One warning per burst of faults, whatever their kind (the counters have them all). */
-  private warnFault(queue: number, kind: FaultKind, message: string): void {
+  private warnFault(queue: number, kind: FaultKind, detail: string): void {
     const suppressed = this.faultLimit.take();
     if (suppressed < 0) return;
-    this.log.warn({ queue, code: 'MEDIATOR_DEVICE_FAULT', kind, suppressed }, message);
+    this.log.warn(
+      { queue, code: 'MEDIATOR_DEVICE_FAULT', kind, suppressed },
+      `device ${this.id}: ${detail}`,
+    );
   }
 
   /** Fails requests older than the timeout and resets the device. */
