@@ -12,6 +12,7 @@ export { type BackpressureOptions, PoolGate } from './mediator/pool-gate.js';
 export { createMetrics, type MetricsOptions } from './metrics/metrics.js';
 export { type RunningServer, startServer } from './server/index.js';
 export * from './swiotlb/index.js';
+export type { Logger } from './util/logger.js';
 export { formatSize, parseSize } from './util/size.js';
 export type { DeviceKind } from './virtio/device-spec.js';
 export { CopyEngine, type CopyEngineOptions } from './workers/copy-engine.js';

@@ -2,9 +2,10 @@
  * Each metric moves as its events happen, and every labelled series exists at zero
  * from start-up.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Mediator } from '../src/mediator/mediator.js';
 import { createMetrics } from '../src/metrics/metrics.js';
+import { ScrapeCache } from '../src/metrics/registry.js';
 
 const MiB = 2 ** 20;
 
@@ -117,5 +118,97 @@ describe('metrics', () => {
     med.pools.get('p0')!.pool.resetHiwater();
     const m = await scrape(registry);
     expect(get(m, 'swiotlb_pool_used_hiwater_slots{pool="p0"}')).toBe(0);
+  });
+});
+
+describe('one scrape reads each source once', () => {
+  const SMALL = { depth: 2, maxRequestBytes: 64 * 1024 };
+  let med: Mediator;
+  beforeAll(async () => {
+    med = new Mediator({
+      copy: { workers: 1 },
+      pools: [
+        { name: 'a', slots: 256, areas: 1 },
+        { name: 'b', slots: 512, areas: 2 },
+      ],
+      guests: [{ name: 'g0', size: 16 * MiB }],
+      devices: [
+        { id: 'd0', kind: 'ram-blk', guest: 'g0', pool: 'a', capacity: MiB, ...SMALL },
+        { id: 'd1', kind: 'null', guest: 'g0', pool: 'b', capacity: MiB, ...SMALL },
+      ],
+    });
+    await Promise.all([...med.devices.values()].map((d) => d.ready()));
+  });
+  afterAll(async () => {
+    vi.restoreAllMocks();
+    await med.close();
+  });
+
+  it('every pool, gate, device and the copy engine is read once per scrape, again at the next', async () => {
+    const registry = createMetrics(med, { defaultMetrics: false });
+    const spies: Record<string, { mock: { calls: unknown[] } }> = {
+      ...Object.fromEntries(
+        [...med.pools.values()].flatMap((p) => [
+          [`pool ${p.name}`, vi.spyOn(p.pool, 'stats')],
+          [`gate ${p.name}`, vi.spyOn(p.gate, 'stats')],
+        ]),
+      ),
+      ...Object.fromEntries(
+        [...med.devices.values()].map((d) => [`device ${d.id}`, vi.spyOn(d, 'stats')]),
+      ),
+      'engine stats': vi.spyOn(med.engine, 'stats'),
+      'engine liveWorkers': vi.spyOn(med.engine, 'liveWorkers', 'get'),
+      'engine workerCrashes': vi.spyOn(med.engine, 'workerCrashes', 'get'),
+      'engine pendingCopies': vi.spyOn(med.engine, 'pendingCopies', 'get'),
+    };
+    const counts = () =>
+      Object.fromEntries(Object.entries(spies).map(([k, s]) => [k, s.mock.calls.length]));
+    const each = (n: number) => Object.fromEntries(Object.keys(spies).map((k) => [k, n]));
+
+    const first = await scrape(registry);
+    expect(counts()).toEqual(each(1));
+    // The scrape is whole: the sources read once fed every series.
+    expect(get(first, 'swiotlb_pool_slots{pool="b"}')).toBe(512);
+    expect(get(first, 'swiotlb_pool_area_used_slots{pool="b",area="1"}')).toBeGreaterThanOrEqual(0);
+    expect(get(first, 'mediator_requests_total{device="d1",op="read",outcome="ok"}')).toBe(0);
+    expect(get(first, 'mediator_copy_workers')).toBe(1);
+
+    // A later scrape reads afresh (a hiwater reset in between shows).
+    await med.device('d0')!.write(0, 4096);
+    med.pools.get('a')!.pool.resetHiwater();
+    const second = await scrape(registry);
+    expect(counts()).toEqual(each(2));
+    expect(get(second, 'mediator_requests_total{device="d0",op="write",outcome="ok"}')).toBe(1);
+
+    // The other exposition calls are scrapes too.
+    await registry.getMetricsAsJSON();
+    expect(counts()).toEqual(each(3));
+    // Nothing has run since the write: the pool is as the second scrape saw it.
+    expect(get(second, 'swiotlb_pool_used_hiwater_slots{pool="a"}')).toBe(
+      med.pools.get('a')!.pool.stats().used_hiwater,
+    );
+  });
+});
+
+describe('ScrapeCache', () => {
+  it('memoises within a scrape only, and a new scrape reads again', () => {
+    const cache = new ScrapeCache();
+    let reads = 0;
+    const source = cache.memo(() => ++reads);
+    // Outside a scrape: never a stale value.
+    expect([source(), source()]).toEqual([1, 2]);
+    cache.begin();
+    expect([source(), source(), source()]).toEqual([3, 3, 3]);
+    cache.end();
+    expect(source()).toBe(4);
+    // Overlapping scrapes: the later one opens a new generation; both stay cached until both end.
+    cache.begin();
+    expect(source()).toBe(5);
+    cache.begin();
+    expect([source(), source()]).toEqual([6, 6]);
+    cache.end();
+    expect(source()).toBe(6);
+    cache.end();
+    expect(source()).toBe(7);
   });
 });

@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { InjectOptions } from 'fastify';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { ERROR_SPECS } from '../src/errors.js';
@@ -662,7 +663,8 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
   });
 
   it('logs its start-up (and, in bounce mode, which devices share a pool) and nothing per request at info', () => {
-    const lines = logs.lines();
+    const all = logs.lines();
+    const lines = all.filter((l) => l.level === 30);
     // p0 holds ram, file, nul and faulty; tiny holds stall alone.
     expect(lines.length, JSON.stringify(lines)).toBe(mode === 'bounce' ? 2 : 1);
     expect(lines[0]!.level).toBe(30);
@@ -679,6 +681,57 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
       expect(String(lines[1]!.msg)).toMatch(
         /^pool p0 is shared by devices ram, file, nul, faulty: each of them can read and alter the others' I\/O/,
       );
+    }
+    // Above info: the misbehaviour the chaos devices were made for (bounce mode
+    // only), each kind once (two faults, one warning); nothing at error.
+    const above = all.filter((l) => (l.level as number) > 30);
+    expect(above.every((l) => l.level === 40)).toBe(true);
+    const codes = above.map((l) => String(l.code));
+    expect(new Set(codes)).toEqual(
+      new Set(
+        mode === 'bounce'
+          ? [
+              'MEDIATOR_DEVICE_FAULT',
+              'SWIOTLB_POOL_FULL',
+              'MEDIATOR_BACKPRESSURE_TIMEOUT',
+              'MEDIATOR_DEVICE_TIMEOUT',
+              'MEDIATOR_DEVICE_RESET',
+            ]
+          : [],
+      ),
+    );
+    expect(codes.filter((c) => c === 'MEDIATOR_DEVICE_FAULT')).toHaveLength(
+      mode === 'bounce' ? 1 : 0,
+    );
+  });
+});
+
+describe('one logger', () => {
+  it('the logger given to startServer is the one of Fastify and of the mediator', async () => {
+    const logs = logCapture();
+    const logger = pino({ level: 'info' }, logs.stream);
+    const server = await startServer(
+      parseConfig({
+        logLevel: 'silent',
+        http: { port: 0 },
+        copy: { workers: 0 },
+        pools: [{ size: '1MiB', areas: 1 }],
+        devices: [{ id: 'ram', kind: 'ram-blk', capacity: '1MiB', maxRequestBytes: '64KiB' }],
+      }),
+      { logger },
+    );
+    try {
+      await server.service.started;
+      expect(server.service.logger).toBe(logger);
+      // The instance is used as given: its level wins over the config's "silent".
+      await server.service.device('ram')!.reset();
+      const lines = logs.lines();
+      expect(String(lines[0]!.msg)).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+/);
+      expect(lines.slice(1)).toEqual([
+        expect.objectContaining({ level: 40, device: 'ram', code: 'MEDIATOR_DEVICE_RESET' }),
+      ]);
+    } finally {
+      expect(await server.shutdown()).toBe(true);
     }
   });
 });

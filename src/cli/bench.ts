@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { MediatorError } from '../errors.js';
+import { createLogger } from '../server/logger.js';
 import { packageVersion } from '../util/package-version.js';
 import { type JobFile, parseJobFile } from '../workload/fio-job.js';
 import { renderHtml } from '../workload/html.js';
@@ -33,7 +34,10 @@ Options:
   --quiet           no progress output
   -h, --help        this help
 
-Progress goes to stderr: a bar on a terminal, a plain line every second otherwise.`;
+Progress goes to stderr: a bar on a terminal, a plain line every second otherwise.
+So do warnings, as pino JSON lines: "swiotlb buffer is full" (a pool too small
+for the job, under backpressure=fail), device faults and resets, each once per
+5 s burst.`;
 
 export interface BenchIo {
   stdout: Writable;
@@ -77,11 +81,18 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
   for (const w of jf.warnings) io.stderr.write(`bench: warning: ${w}\n`);
 
   const progress = values.quiet ? undefined : new Progress(io.stderr);
+  // Warnings (device faults, full pools...) as pino lines on stderr: stdout is the report's.
+  const log = createLogger({ level: 'warn', stream: io.stderr });
   const modes: ('bounce' | 'direct')[] =
     jf.settings.mode === 'both' ? ['bounce', 'direct'] : [jf.settings.mode];
   const results = [];
   for (const mode of modes) {
-    const r = await runMode(jf, mode, progress ? { onProgress: (p) => progress.update(p) } : {});
+    const r = await runMode(jf, mode, {
+      log,
+      ...(progress
+        ? { onProgress: (p: Parameters<Progress['update']>[0]) => progress.update(p) }
+        : {}),
+    });
     progress?.done(
       `bench: ${mode} done: ${r.total.all.total_ios} I/Os in ${(r.total.runtimeMs / 1000).toFixed(2)} s`,
     );

@@ -2,6 +2,7 @@ import { constants } from 'node:os';
 import type { Writable } from 'node:stream';
 import { type ConfigOverride, loadConfig } from '../config/load.js';
 import { isMediatorError } from '../errors.js';
+import { createLogger } from '../server/logger.js';
 import { startServer } from '../server/run.js';
 import { noOperands, parseCommand } from './args.js';
 
@@ -24,7 +25,9 @@ Options:
   -h, --help              this help
 
 Logs are pino JSON lines on stdout: one at start-up saying where it listens and
-what it runs, nothing per request at the default level (info).
+what it runs, nothing per request at the default level (info). Warnings: device
+resets, request timeouts, device faults, "swiotlb buffer is full" (each fault or
+full-pool warning once per 5 s burst); errors: copy-worker crashes.
 SIGTERM or SIGINT shuts it down gracefully (in-flight I/O finishes, file-backed
 devices are flushed; exit status 0); a second signal exits at once (one sent
 within 300 ms of the first counts as the same: Ctrl+C under npm arrives twice).
@@ -97,9 +100,11 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
     return 0;
   }
 
+  // The one logger of the process: Fastify, the mediator and this command write to it.
+  const log = createLogger({ level: config.logLevel });
   let server: Awaited<ReturnType<typeof startServer>>;
   try {
-    server = await startServer(config, { logger: { level: config.logLevel } });
+    server = await startServer(config, { logger: log });
   } catch (err) {
     if (isMediatorError(err)) throw err;
     io.stderr.write(
@@ -107,7 +112,6 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
     );
     return 1;
   }
-  const log = server.app.log;
 
   return await new Promise<number>((resolve) => {
     let firstAt: number | undefined;

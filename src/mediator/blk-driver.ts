@@ -3,6 +3,7 @@ import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
 import { DmaAttr } from '../swiotlb/constants.js';
 import { BucketHistogram, LATENCY_BUCKETS_SECONDS } from '../util/bucket-histogram.js';
+import { type Logger, NO_LOG, RateLimit } from '../util/logger.js';
 import {
   BLK_HEADER_BYTES,
   SECTOR_SIZE,
@@ -55,6 +56,16 @@ export interface DeviceStats {
   bytesWritten: number;
 }
 
+/** Why a device was reset: by its owner, after a request timed out, or its thread died. */
+export type ResetReason = 'requested' | 'timeout' | 'thread_error' | 'thread_exit';
+
+const RESET_WHY: Record<ResetReason, string> = {
+  requested: 'requested',
+  timeout: 'a request timed out',
+  thread_error: 'its device thread failed',
+  thread_exit: 'its device thread exited',
+};
+
 function zeroOutcomes(): Record<Outcome, number> {
   return Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as Record<Outcome, number>;
 }
@@ -102,10 +113,16 @@ export class BlkDriver {
   private readonly recordLatency: boolean;
   /** Completion latency (seconds) of finished requests, by op; read at scrape time. */
   readonly latency: Record<BlkOp, BucketHistogram>;
+  /** Every record carries `device`. */
+  private readonly log: Logger;
+  /** One fault warning per burst: a hostile device can fault on every request. */
+  private readonly faultLimit: RateLimit;
 
   constructor(ctx: DeviceContext, opts: BlkDriverOptions) {
     this.ctx = ctx;
     this.opts = opts;
+    this.log = (ctx.log ?? NO_LOG).child({ device: opts.id });
+    this.faultLimit = new RateLimit(ctx.logIntervalMs);
     this.guestView = new DataView(ctx.guest.buffer);
     this.pollMs = (opts.pollMicros ?? 200) / 1000;
     this.recordLatency = opts.recordLatency ?? true;
@@ -270,7 +287,12 @@ export class BlkDriver {
    * content survives. Requests queued for a slot go on afterwards.
    */
   reset(): Promise<void> {
-    this.resetting ??= this.doReset().finally(() => {
+    return this.resetFor('requested');
+  }
+
+  /** reset(), saying why in the log; a reset under way absorbs the later ones. */
+  private resetFor(reason: ResetReason): Promise<void> {
+    this.resetting ??= this.doReset(reason).finally(() => {
       this.resetting = undefined;
     });
     return this.resetting;
@@ -389,7 +411,7 @@ export class BlkDriver {
     const dma = q.dma;
     if (this.mode === 'bounce') {
       const gate = this.ctx.gate!;
-      const admitted = gate.admit(req.place, req.fullError);
+      const admitted = gate.admit(req.place, req.fullError, this.id);
       if (admitted) {
         await admitted;
         since = performance.now();
@@ -440,7 +462,10 @@ export class BlkDriver {
     const status = guest.bytes[req.ctlAddr - guest.base + BLK_HEADER_BYTES]!;
     const failed = statusError(status, this.id, type, sector, length);
     if (failed === undefined) return;
-    if (failed.code === 'MEDIATOR_DEVICE_FAULT') this.counters.faults.bad_status++;
+    if (failed.code === 'MEDIATOR_DEVICE_FAULT') {
+      this.counters.faults.bad_status++;
+      this.warnFault(q.index, 'bad_status', `status byte ${status} is not a virtio-blk status`);
+    }
     throw failed;
   }
 
@@ -534,6 +559,7 @@ export class BlkDriver {
       },
       fault: (kind, head, detail) => {
         this.counters.faults[kind]++;
+        this.warnFault(q.index, kind, detail);
         if (head === undefined) return;
         const req = q.byHead[head];
         q.byHead[head] = undefined;
@@ -544,18 +570,30 @@ export class BlkDriver {
     };
   }
 
+  /** One warning per burst of faults, whatever their kind (the counters have them all). */
+  private warnFault(queue: number, kind: FaultKind, detail: string): void {
+    const suppressed = this.faultLimit.take();
+    if (suppressed < 0) return;
+    this.log.warn(
+      { queue, code: 'MEDIATOR_DEVICE_FAULT', kind, suppressed },
+      `device ${this.id}: ${detail}`,
+    );
+  }
+
   /** Fails requests older than the timeout and resets the device. */
   private sweep(): void {
     const now = performance.now();
     let expired = false;
     for (const q of this.queues) {
       if (!q.isReady) continue;
+      let expiredHere = 0;
       for (let h = 0; h < q.byHead.length; h++) {
         const req = q.byHead[h];
         if (req === undefined || req.quarantined || now - req.submittedAt < this.timeoutMs)
           continue;
         req.quarantined = true;
         expired = true;
+        expiredHere++;
         this.counters.timeouts++;
         this.counters.faults.timeout++;
         req.fail?.(
@@ -565,11 +603,22 @@ export class BlkDriver {
           ),
         );
       }
+      if (expiredHere > 0) {
+        this.log.warn(
+          {
+            queue: q.index,
+            code: 'MEDIATOR_DEVICE_TIMEOUT',
+            requests: expiredHere,
+            timeoutMs: this.timeoutMs,
+          },
+          `device ${this.id}: ${expiredHere} request(s) on queue ${q.index} got no completion within ${this.timeoutMs} ms; resetting the device`,
+        );
+      }
     }
-    if (expired) void this.reset();
+    if (expired) void this.resetFor('timeout');
   }
 
-  private async doReset(): Promise<void> {
+  private async doReset(reason: ResetReason): Promise<void> {
     this.counters.resets++;
     await Promise.all(this.queues.map((q) => stopDeviceThread(q, false)));
     // From here to the new device threads, nothing may yield: a request that got
@@ -577,6 +626,7 @@ export class BlkDriver {
     // vq.reset(), and then its byHead entry to the next request given that head,
     // leaving its submitter waiting for ever (seen under a chaos device).
     const releasing: Promise<void>[] = [];
+    let failed = 0;
     for (const q of this.queues) {
       for (let h = 0; h < q.byHead.length; h++) {
         const req = q.byHead[h];
@@ -586,12 +636,23 @@ export class BlkDriver {
           // Its submitter gave up already: free its buffers and slot here.
           releasing.push(this.releaseQuarantined(q, req));
         } else {
+          failed++;
           req.fail?.(new MediatorError('MEDIATOR_DEVICE_RESET', `device ${this.id} was reset`));
         }
       }
       q.vq.reset();
       if (!this.closing) q.worker = this.startWorker(q);
     }
+    this.log.warn(
+      {
+        code: 'MEDIATOR_DEVICE_RESET',
+        reason,
+        failed,
+        timedOut: releasing.length,
+        resets: this.counters.resets,
+      },
+      `device ${this.id} reset (${RESET_WHY[reason]}): ${failed} request(s) in flight failed with MEDIATOR_DEVICE_RESET, ${releasing.length} timed-out request(s) freed`,
+    );
     await Promise.all(releasing);
   }
 
@@ -681,11 +742,32 @@ export class BlkDriver {
   }
 
   private startWorker(q: BlkQueue): Worker {
-    return startDeviceThread(q, this.makeWorkerData(q), (worker, how) => {
+    let threadId = -1;
+    const worker = startDeviceThread(q, this.makeWorkerData(q), (dead, death) => {
+      const fields = { queue: q.index, threadId };
+      if (death.how === 'exit') {
+        this.log.debug(
+          { ...fields, exitCode: death.exitCode },
+          `device thread of queue ${q.index} stopped`,
+        );
+      } else {
+        this.log.warn(
+          { ...fields, err: death.error },
+          `device thread of queue ${q.index} failed: ${death.error.message}`,
+        );
+      }
       // A device thread that dies is a device that stopped answering: reset it
       // (an exit during a reset is the reset's own doing).
-      if (q.worker !== worker || this.closing) return;
-      if (how === 'error' || !this.resetting) void this.reset();
+      if (q.worker !== dead || this.closing) return;
+      if (death.how === 'error' || !this.resetting)
+        void this.resetFor(death.how === 'error' ? 'thread_error' : 'thread_exit');
     });
+    threadId = worker.threadId;
+    void q.ready.then(() => {
+      if (q.isReady && q.worker === worker) {
+        this.log.debug({ queue: q.index, threadId }, `device thread of queue ${q.index} serving`);
+      }
+    });
+    return worker;
   }
 }

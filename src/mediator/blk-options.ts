@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
+import type { Logger } from '../util/logger.js';
 import { SECTOR_SIZE } from '../virtio/blk-format.js';
 import type { ChaosOptions, DeviceKind } from '../virtio/device-spec.js';
 import { virtqueueBytes } from '../virtio/virtqueue-layout.js';
@@ -148,6 +149,16 @@ export interface DeviceContext {
    * @default 0
    */
   minAlignMask?: number;
+  /**
+   * Where the device logs its resets, timeouts, faults and threads.
+   * @default NO_LOG (nothing)
+   */
+  log?: Logger;
+  /**
+   * One fault or reset warning per burst of this length (RateLimit in ../util/logger.ts).
+   * @default 5000
+   */
+  logIntervalMs?: number;
 }
 
 export type BlkOp = 'read' | 'write' | 'flush' | 'get_id';

@@ -46,6 +46,9 @@ export function deviceWorkerData(q: BlkQueue, spec: DeviceThreadSpec): DeviceWor
   return data;
 }
 
+/** How a device thread ended: an uncaught error (an exit follows), or its exit. */
+export type ThreadDeath = { how: 'error'; error: Error } | { how: 'exit'; exitCode: number };
+
 /**
  * Starts the queue's device thread and sets `q.ready`, which resolves once it
  * serves (or exits). Requests already queued are timed from then. `onDeath` hears
@@ -54,7 +57,7 @@ export function deviceWorkerData(q: BlkQueue, spec: DeviceThreadSpec): DeviceWor
 export function startDeviceThread(
   q: BlkQueue,
   data: DeviceWorkerData,
-  onDeath: (worker: Worker, how: 'error' | 'exit') => void,
+  onDeath: (worker: Worker, death: ThreadDeath) => void,
 ): Worker {
   const script = workerScript('devices/device-worker');
   const worker = new Worker(script.filename, {
@@ -73,8 +76,8 @@ export function startDeviceThread(
     });
     worker.once('exit', () => resolve());
   });
-  worker.on('error', () => onDeath(worker, 'error'));
-  worker.on('exit', () => onDeath(worker, 'exit'));
+  worker.on('error', (error) => onDeath(worker, { how: 'error', error }));
+  worker.on('exit', (exitCode) => onDeath(worker, { how: 'exit', exitCode }));
   return worker;
 }
 

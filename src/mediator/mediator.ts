@@ -1,6 +1,7 @@
 import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
+import { DEFAULT_LOG_INTERVAL_MS, type Logger, NO_LOG } from '../util/logger.js';
 import { CopyEngine, type CopyEngineOptions } from '../workers/copy-engine.js';
 import {
   BlkDriver,
@@ -47,6 +48,21 @@ export interface MediatorSpec {
   pools: PoolSpec[];
   guests: GuestSpec[];
   devices: DeviceSpec[];
+  /**
+   * Where the mediator logs (a pino logger fits): device resets, request
+   * timeouts, device faults and full pools (warn), copy-worker crashes (error),
+   * device threads starting and stopping (debug). Fields and messages: ../util/logger.ts
+   * and the records' sites.
+   * @default NO_LOG: nothing is logged
+   */
+  log?: Logger;
+  /**
+   * Repeated warnings of one kind (a device's faults, a pool's "swiotlb buffer is
+   * full", its back-pressure timeouts) are logged once per burst of this length;
+   * the next record counts those left out (`suppressed`).
+   * @default 5000 (the kernel's DEFAULT_RATELIMIT_INTERVAL)
+   */
+  logIntervalMs?: number;
 }
 
 export interface PoolEntry {
@@ -76,7 +92,10 @@ export class Mediator {
 
   constructor(spec: MediatorSpec) {
     this.mode = spec.mode ?? 'bounce';
+    const log = spec.log ?? NO_LOG;
+    const logIntervalMs = spec.logIntervalMs ?? DEFAULT_LOG_INTERVAL_MS;
     this.engine = new CopyEngine({
+      log,
       ...spec.copy,
       workers: spec.copy?.workers ?? defaultCopyWorkersFor(spec.devices),
     });
@@ -87,7 +106,11 @@ export class Mediator {
         this.pools.set(p.name, {
           name: p.name,
           pool,
-          gate: new PoolGate(pool, p.backpressure),
+          gate: new PoolGate(pool, p.backpressure, {
+            log,
+            pool: p.name,
+            intervalMs: logIntervalMs,
+          }),
           region: this.engine.registerRegion(pool.share().data),
         });
       }
@@ -118,6 +141,8 @@ export class Mediator {
             gate: pool.gate,
             engine: this.engine,
             minAlignMask: d.minAlignMask ?? 0,
+            log,
+            logIntervalMs,
           },
           { ...d, spinMicros },
         );

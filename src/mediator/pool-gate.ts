@@ -1,6 +1,7 @@
 import { MediatorError } from '../errors.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import { Fifo } from '../util/fifo.js';
+import { type Logger, NO_LOG, RateLimit } from '../util/logger.js';
 
 export interface BackpressureOptions {
   /**
@@ -16,6 +17,25 @@ export interface BackpressureOptions {
    * @default 5000
    */
   waitMs?: number;
+}
+
+/** Where a gate logs its full pool and its timed-out waits. */
+export interface PoolGateLogOptions {
+  /**
+   * The logger.
+   * @default {@link NO_LOG}: nothing
+   */
+  log?: Logger;
+  /**
+   * The pool's name, the `pool` field of each record.
+   * @default 'pool'
+   */
+  pool?: string;
+  /**
+   * One warning per burst of this length, per event (see RateLimit).
+   * @default 5000 (the kernel's DEFAULT_RATELIMIT_INTERVAL)
+   */
+  intervalMs?: number;
 }
 
 interface Waiter {
@@ -56,25 +76,46 @@ export class PoolGate {
     waiting: 0,
   };
 
+  private readonly log: Logger;
+  private readonly poolName: string;
+  private readonly fullLimit: RateLimit;
+  private readonly timeoutLimit: RateLimit;
+
   constructor(
     readonly pool: SwiotlbPool,
     opts: BackpressureOptions = {},
+    logging: PoolGateLogOptions = {},
   ) {
     this.policy = opts.policy ?? 'wait';
     this.waitMs = opts.waitMs ?? 5000;
+    this.log = logging.log ?? NO_LOG;
+    this.poolName = logging.pool ?? 'pool';
+    this.fullLimit = new RateLimit(logging.intervalMs);
+    this.timeoutLimit = new RateLimit(logging.intervalMs);
   }
 
   /**
    * Runs `tryPlace` now if nobody waits and it succeeds; otherwise fails fast
    * (policy fail: `fullError()` in the kernel's words) or waits its turn.
-   * Resolves once `tryPlace` has returned true.
+   * Resolves once `tryPlace` has returned true. `device` names the caller in the
+   * log, as the kernel's dev_warn does.
    */
-  admit(tryPlace: () => boolean, fullError: () => MediatorError): Promise<void> | undefined {
-    if (this.waiters.isEmpty() && tryPlace()) return undefined;
+  admit(
+    tryPlace: () => boolean,
+    fullError: () => MediatorError,
+    device = '',
+  ): Promise<void> | undefined {
+    const first = this.waiters.isEmpty();
+    if (first && tryPlace()) return undefined;
     if (this.policy === 'fail') {
       this.pool.countFailure('full');
-      return Promise.reject(fullError());
+      const err = fullError();
+      this.warnFull(device, () => err);
+      return Promise.reject(err);
     }
+    // A newcomer behind other waiters did not try the pool: only a failed try is
+    // what the kernel reports as full.
+    if (first) this.warnFull(device, fullError);
     this.counters.waits++;
     this.counters.waiting++;
     return new Promise<void>((resolve, reject) => {
@@ -123,6 +164,29 @@ export class PoolGate {
     }
   }
 
+  /**
+   * "swiotlb buffer is full" in the kernel's words and figures, once per burst:
+   * swiotlb_tbl_map_single() in kernel/dma/swiotlb.c (6.10) warns with
+   * dev_warn_ratelimited() unless DMA_ATTR_NO_WARN. Under the `wait` policy it is
+   * the moment Linux would have failed the map (and blk-mq requeued the request).
+   */
+  private warnFull(device: string, fullError: () => MediatorError): void {
+    const suppressed = this.fullLimit.take();
+    if (suppressed < 0) return;
+    const e = fullError();
+    this.log.warn(
+      {
+        pool: this.poolName,
+        ...(device ? { device } : {}),
+        code: e.code,
+        ...e.details,
+        policy: this.policy,
+        suppressed,
+      },
+      this.policy === 'wait' ? `${e.message}; the request waits for slots` : e.message,
+    );
+  }
+
   stats(): BackpressureStats {
     return { ...this.counters };
   }
@@ -139,13 +203,21 @@ export class PoolGate {
     this.settle(w);
     this.counters.timeouts++;
     this.pool.countFailure('full');
-    w.reject(
-      new MediatorError(
-        'MEDIATOR_BACKPRESSURE_TIMEOUT',
-        `gave up after waiting ${this.waitMs} ms for pool slots (${this.pool.used()} of ${this.pool.geometry.nslabs} slots in use)`,
-        { waitMs: this.waitMs },
-      ),
+    const used = this.pool.used();
+    const total = this.pool.geometry.nslabs;
+    const err = new MediatorError(
+      'MEDIATOR_BACKPRESSURE_TIMEOUT',
+      `gave up after waiting ${this.waitMs} ms for pool slots (${used} of ${total} slots in use)`,
+      { waitMs: this.waitMs },
     );
+    const suppressed = this.timeoutLimit.take();
+    if (suppressed >= 0) {
+      this.log.warn(
+        { pool: this.poolName, code: err.code, waitMs: this.waitMs, used, total, suppressed },
+        `pool ${this.poolName}: a request ${err.message}`,
+      );
+    }
+    w.reject(err);
     // The head may have been this waiter: the next one may fit.
     this.released();
   }

@@ -1,8 +1,9 @@
-import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { ServiceConfig } from '../config/schema.js';
 import { packageVersion } from '../util/package-version.js';
 import { formatSize } from '../util/size.js';
 import { type BuildServerOptions, buildServer } from './app.js';
+import { createLogger, type LoggerOptions, type ServerLogger, silentLogger } from './logger.js';
 import { Service } from './service.js';
 
 export interface RunningServer {
@@ -20,10 +21,29 @@ export interface RunningServer {
 }
 
 export interface StartServerOptions {
-  /** Fastify's logger option; the CLI passes `{ level }` (pino JSON on stdout). */
-  logger?: FastifyServerOptions['logger'];
-  /** Extra routes (see BuildServerOptions.extend). */
+  /**
+   * The service's logger (shared by the HTTP layer and the mediator): a pino
+   * logger made by the caller (`serve` makes one), options to make one
+   * (`{ level, stream }`, the level defaulting to the config's `logLevel`), or
+   * `false` for none.
+   * @default pino JSON lines on stdout at the config's `logLevel`
+   */
+  logger?: ServerLogger | LoggerOptions | false;
+  /**
+   * Extra routes (see BuildServerOptions.extend).
+   * @default none
+   */
   extend?: BuildServerOptions['extend'];
+}
+
+/** The one logger of a service started with `opts`. */
+function resolveLogger(config: ServiceConfig, logger: StartServerOptions['logger']): ServerLogger {
+  if (logger === false) return silentLogger();
+  if (logger !== undefined && 'child' in logger && typeof logger.child === 'function') {
+    return logger as ServerLogger;
+  }
+  const opts = (logger ?? {}) as LoggerOptions;
+  return createLogger({ ...opts, level: opts.level ?? config.logLevel });
 }
 
 /** What runs, in one line: mode, pools, guests, devices, copy workers. */
@@ -86,11 +106,9 @@ export async function startServer(
   config: ServiceConfig,
   opts: StartServerOptions = {},
 ): Promise<RunningServer> {
-  const service = new Service(config);
-  const app = buildServer(service, {
-    logger: opts.logger ?? false,
-    ...(opts.extend ? { extend: opts.extend } : {}),
-  });
+  const logger = resolveLogger(config, opts.logger);
+  const service = new Service(config, { logger });
+  const app = buildServer(service, opts.extend ? { extend: opts.extend } : {});
   let url: string;
   try {
     url = await app.listen({
@@ -105,7 +123,7 @@ export async function startServer(
     throw err;
   }
   for (const { pool, devices } of sharedPools(config)) {
-    app.log.info(
+    logger.info(
       { pool, devices },
       `pool ${pool} is shared by devices ${devices.join(', ')}: each of them can read and alter the others' I/O while it is in the pool; give an untrusted device a pool of its own`,
     );
@@ -125,7 +143,7 @@ export async function startServer(
         app.server.closeAllConnections();
         await within(httpClosed, 1000);
       }
-      if (!(await within(service.close(app.log), left()))) clean = false;
+      if (!(await within(service.close(), left()))) clean = false;
       return clean;
     })();
     return shuttingDown;

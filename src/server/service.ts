@@ -3,6 +3,7 @@ import type { DeviceConfig, ServiceConfig } from '../config/schema.js';
 import { isMediatorError, MediatorError } from '../errors.js';
 import type { BlkDriver } from '../mediator/blk-driver.js';
 import { Mediator } from '../mediator/mediator.js';
+import { type ServerLogger, silentLogger } from './logger.js';
 
 /**
  * `starting`: device threads are coming up (I/O is queued, /readyz says 503);
@@ -10,10 +11,14 @@ import { Mediator } from '../mediator/mediator.js';
  */
 export type ServiceState = 'starting' | 'ready' | 'draining' | 'closed';
 
-export interface ServiceLog {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
+export interface ServiceOptions {
+  /**
+   * The service's one logger: Fastify logs through it (loggerInstance) and so
+   * does the mediator (device resets, timeouts, faults, full pools, copy-worker
+   * crashes, device threads).
+   * @default a logger that writes nothing
+   */
+  logger?: ServerLogger;
 }
 
 /**
@@ -23,6 +28,7 @@ export interface ServiceLog {
 export class Service {
   readonly config: ServiceConfig;
   readonly mediator: Mediator;
+  readonly logger: ServerLogger;
   /** Resolves once every device thread serves; the state is then `ready`. */
   readonly started: Promise<void>;
   private current: ServiceState = 'starting';
@@ -36,11 +42,12 @@ export class Service {
    * devices and their threads).
    * @throws MEDIATOR_BAD_CONFIG when the mediator refuses the configuration
    */
-  constructor(config: ServiceConfig) {
+  constructor(config: ServiceConfig, opts: ServiceOptions = {}) {
     this.config = config;
+    this.logger = opts.logger ?? silentLogger();
     this.deviceConfigs = new Map(config.devices.map((d) => [d.id, d]));
     try {
-      this.mediator = new Mediator(toMediatorSpec(config));
+      this.mediator = new Mediator({ ...toMediatorSpec(config), log: this.logger });
     } catch (err) {
       const message = (err as Error).message;
       if (isMediatorError(err, 'MEDIATOR_BAD_CONFIG')) {
@@ -124,12 +131,12 @@ export class Service {
    * writes acknowledged under `sync: "none"` reach stable storage too), then
    * closes the mediator (device threads, backing files, copy workers).
    */
-  close(log?: ServiceLog): Promise<void> {
-    this.closing ??= this.doClose(log);
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
     return this.closing;
   }
 
-  private async doClose(log?: ServiceLog): Promise<void> {
+  private async doClose(): Promise<void> {
     this.drain();
     await this.idle();
     for (const device of this.mediator.devices.values()) {
@@ -137,7 +144,7 @@ export class Service {
       try {
         await device.flush();
       } catch (err) {
-        log?.error(
+        this.logger.error(
           { device: device.id, code: (err as { code?: string }).code, err },
           `flush of ${device.id} failed at shutdown`,
         );

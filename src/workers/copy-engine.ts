@@ -4,6 +4,7 @@ import { Piscina } from 'piscina';
 import { MediatorError } from '../errors.js';
 import { type CopyDirection, DmaDirection } from '../swiotlb/constants.js';
 import { Fifo } from '../util/fifo.js';
+import { type Logger, NO_LOG } from '../util/logger.js';
 import { workerScript } from '../util/worker-script.js';
 import {
   D_DIR,
@@ -97,6 +98,12 @@ export interface CopyEngineOptions {
    * @default 20
    */
   spinMicros?: number;
+  /**
+   * Where a copy worker's crash is logged (error, with `worker`, `code`
+   * COPY_WORKER_CRASHED, `failedCopies`, `replaced`, `err`).
+   * @default NO_LOG: nothing
+   */
+  log?: Logger;
 }
 
 /** Copy workers by default: one core stays with the thread that maps and polls. */
@@ -242,8 +249,10 @@ export class CopyEngine {
   private closing = false;
   private closed = false;
   private crashes = 0;
+  private readonly log: Logger;
 
   constructor(opts: CopyEngineOptions = {}) {
+    this.log = opts.log ?? NO_LOG;
     this.workers = opts.workers ?? defaultCopyWorkers();
     this.inlineThreshold = opts.inlineThreshold ?? defaultInlineThreshold();
     const cpus = availableParallelism();
@@ -655,6 +664,7 @@ export class CopyEngine {
       `copy worker ${ring.index} died with copies in flight: ${cause.message}`,
       { worker: ring.index },
     );
+    const failedCopies = ring.pending.length;
     for (let p = ring.pending.shift(); p !== undefined; p = ring.pending.shift()) {
       this.partDone(p.join, err);
     }
@@ -666,7 +676,18 @@ export class CopyEngine {
     ).repairAfterCrash();
     Atomics.notify(ring.header, RING_TAIL); // lets a pending waitAsync on the dead ring settle
     ring.port.close();
-    if (!this.closing || this.inFlight > 0 || !this.backlog.isEmpty()) {
+    const replaced = !this.closing || this.inFlight > 0 || !this.backlog.isEmpty();
+    this.log.error(
+      {
+        worker: ring.index,
+        code: 'COPY_WORKER_CRASHED',
+        failedCopies,
+        replaced,
+        err: cause,
+      },
+      `copy worker ${ring.index} died: ${cause.message}; ${failedCopies} copies in flight failed with COPY_WORKER_CRASHED${replaced ? '; a new worker takes over' : ''}`,
+    );
+    if (replaced) {
       this.rings[ring.index] = this.startRing(ring.index);
       this.drainBacklog();
     }

@@ -19,6 +19,7 @@ import type { ConfigFile } from '../config/schema.js';
 import type { BlkDriver } from '../mediator/blk-driver.js';
 import { Mediator } from '../mediator/mediator.js';
 import { roundUpPowerOfTwo } from '../swiotlb/geometry.js';
+import type { Logger } from '../util/logger.js';
 import {
   type FioJob,
   type JobFile,
@@ -208,6 +209,11 @@ export interface RunOptions {
   onProgress?: (p: ProgressSnapshot) => void;
   /** Sampling interval, ms. @default from the expected duration (100 to 1000) */
   intervalMs?: number;
+  /**
+   * The mediator's logger (device resets, faults, full pools...).
+   * @default nothing is logged
+   */
+  log?: Logger;
 }
 
 // ---------------------------------------------------------------------------
@@ -260,7 +266,7 @@ export async function runMode(
   const config = parseConfig(jobConfig(jf, mode, fileDir ? { fileDir } : {}), {
     source: 'job file',
   });
-  const m = new Mediator(toMediatorSpec(config));
+  const m = new Mediator({ ...toMediatorSpec(config), ...(opts.log ? { log: opts.log } : {}) });
   try {
     return await measure(jf, mode, m, m.engine.workers, opts);
   } finally {

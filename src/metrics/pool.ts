@@ -1,0 +1,152 @@
+import type { Mediator } from '../mediator/mediator.js';
+import type { BackpressureStats } from '../mediator/pool-gate.js';
+import type { PoolStats } from '../swiotlb/pool.js';
+import type { MetricType, Sample, ScrapeRegistry, WrapAccumulator } from './registry.js';
+
+/** The pools' metrics: debugfs's counters and beyond, map outcomes, back-pressure. */
+
+export interface PoolSnapshot {
+  name: string;
+  s: PoolStats;
+  gate: BackpressureStats;
+}
+
+/** Every pool's stats() and its gate's, read once per scrape. */
+export function poolSource(registry: ScrapeRegistry, mediator: Mediator): () => PoolSnapshot[] {
+  const pools = [...mediator.pools.values()];
+  return registry.scrape.memo(() =>
+    pools.map((p) => ({ name: p.name, s: p.pool.stats(), gate: p.gate.stats() })),
+  );
+}
+
+/** One series per pool, labelled `pool`. */
+function perPool(
+  registry: ScrapeRegistry,
+  pools: () => PoolSnapshot[],
+  name: string,
+  help: string,
+  type: MetricType,
+  value: (p: PoolSnapshot) => number,
+): void {
+  registry.add(name, help, type, () =>
+    pools().map((p) => ({ labels: { pool: p.name }, value: value(p) })),
+  );
+}
+
+/** Occupancy: the debugfs files (io_tlb_nslabs, io_tlb_used, io_tlb_used_hiwater) and per area. */
+export function registerPoolMetrics(registry: ScrapeRegistry, pools: () => PoolSnapshot[]): void {
+  const gauge = (name: string, help: string, value: (p: PoolSnapshot) => number) =>
+    perPool(registry, pools, name, help, 'gauge', value);
+  gauge(
+    'swiotlb_pool_slots',
+    'Slots in the pool (debugfs io_tlb_nslabs); a slot is 2 KiB.',
+    (p) => p.s.nslabs,
+  );
+  gauge('swiotlb_pool_size_bytes', 'Size of the pool in bytes.', (p) => p.s.nslabs * 2048);
+  gauge('swiotlb_pool_used_slots', 'Slots in use (debugfs io_tlb_used).', (p) => p.s.used);
+  gauge(
+    'swiotlb_pool_used_hiwater_slots',
+    'Most slots in use at once since start or the last reset (debugfs io_tlb_used_hiwater).',
+    (p) => p.s.used_hiwater,
+  );
+  gauge(
+    'swiotlb_pool_largest_free_run_slots',
+    'Largest run of free contiguous slots: the biggest mapping the pool can place now (fragmentation).',
+    (p) => p.s.largest_free_run,
+  );
+  registry.add('swiotlb_pool_area_used_slots', 'Slots in use per area.', 'gauge', () =>
+    pools().flatMap((p) =>
+      p.s.areas.map((a, i) => ({ labels: { pool: p.name, area: i }, value: a.used })),
+    ),
+  );
+}
+
+/** Maps attempted, failed by reason, unmapped, and area lock contention (wrapping counters). */
+export function registerMapMetrics(
+  registry: ScrapeRegistry,
+  pools: () => PoolSnapshot[],
+  wrap: WrapAccumulator,
+): void {
+  registry.add(
+    'swiotlb_area_lock_contended_total',
+    'Times a thread found an area lock held (the contention swiotlb areas remove).',
+    'counter',
+    () =>
+      pools().flatMap((p) =>
+        p.s.areas.map((a, i) => ({
+          labels: { pool: p.name, area: i },
+          value: wrap.read(`contended/${p.name}/${i}`, a.contended),
+        })),
+      ),
+  );
+  registry.add('swiotlb_map_attempts_total', 'Maps attempted (placed or failed).', 'counter', () =>
+    pools().map((p) => {
+      const f = p.s.map_failures;
+      return {
+        labels: { pool: p.name },
+        value:
+          wrap.read(`maps/${p.name}`, p.s.maps) +
+          wrap.read(`attempt-full/${p.name}`, f.full) +
+          wrap.read(`attempt-large/${p.name}`, f.too_large) +
+          wrap.read(`attempt-invalid/${p.name}`, f.invalid),
+      };
+    }),
+  );
+  registry.add(
+    'swiotlb_map_failures_total',
+    'Maps that failed, by reason: full (no room, "swiotlb buffer is full"), too_large, invalid.',
+    'counter',
+    () =>
+      pools().flatMap((p) =>
+        (['full', 'too_large', 'invalid'] as const).map(
+          (reason): Sample => ({
+            labels: { pool: p.name, reason },
+            value: wrap.read(`fail/${p.name}/${reason}`, p.s.map_failures[reason]),
+          }),
+        ),
+      ),
+  );
+  registry.add('swiotlb_unmaps_total', 'Mappings released.', 'counter', () =>
+    pools().map((p) => ({
+      labels: { pool: p.name },
+      value: wrap.read(`unmaps/${p.name}`, p.s.unmaps),
+    })),
+  );
+}
+
+/** The back-pressure gate of each pool (policy `wait`). */
+export function registerBackpressureMetrics(
+  registry: ScrapeRegistry,
+  pools: () => PoolSnapshot[],
+): void {
+  const metric = (
+    name: string,
+    help: string,
+    type: MetricType,
+    value: (p: PoolSnapshot) => number,
+  ) => perPool(registry, pools, name, help, type, value);
+  metric(
+    'mediator_backpressure_waits_total',
+    'Requests that waited for pool slots (back-pressure).',
+    'counter',
+    (p) => p.gate.waits,
+  );
+  metric(
+    'mediator_backpressure_wait_seconds_total',
+    'Time requests spent waiting for pool slots.',
+    'counter',
+    (p) => p.gate.waitSeconds,
+  );
+  metric(
+    'mediator_backpressure_timeouts_total',
+    'Requests that gave up waiting for pool slots.',
+    'counter',
+    (p) => p.gate.timeouts,
+  );
+  metric(
+    'mediator_backpressure_waiting_requests',
+    'Requests waiting for pool slots now.',
+    'gauge',
+    (p) => p.gate.waiting,
+  );
+}
