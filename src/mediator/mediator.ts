@@ -2,12 +2,13 @@ import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
 import { CopyEngine, type CopyEngineOptions } from '../workers/copy-engine.js';
+import { BlkDriver, type BlkDriverOptions } from './blk-driver.js';
 import {
-  BlkDriver,
-  type BlkDriverOptions,
+  DEFAULT_MODE,
+  DEVICE_DEFAULTS,
   defaultCopyWorkersFor,
   defaultSpinMicrosFor,
-} from './blk-driver.js';
+} from './defaults.js';
 import { GuestMemory, type GuestMemoryOptions } from './guest-memory.js';
 import { type BackpressureOptions, PoolGate } from './pool-gate.js';
 
@@ -75,7 +76,7 @@ export class Mediator {
   private closed = false;
 
   constructor(spec: MediatorSpec) {
-    this.mode = spec.mode ?? 'bounce';
+    this.mode = spec.mode ?? DEFAULT_MODE;
     this.engine = new CopyEngine({
       ...spec.copy,
       workers: spec.copy?.workers ?? defaultCopyWorkersFor(spec.devices),
@@ -117,7 +118,7 @@ export class Mediator {
             poolRegion: pool.region,
             gate: pool.gate,
             engine: this.engine,
-            minAlignMask: d.minAlignMask ?? 0,
+            minAlignMask: d.minAlignMask ?? DEVICE_DEFAULTS.minAlignMask,
           },
           { ...d, spinMicros },
         );

@@ -1,6 +1,7 @@
 import { MediatorError } from '../errors.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import { Fifo } from '../util/fifo.js';
+import { BACKPRESSURE_DEFAULTS } from './defaults.js';
 
 export interface BackpressureOptions {
   /**
@@ -60,8 +61,8 @@ export class PoolGate {
     readonly pool: SwiotlbPool,
     opts: BackpressureOptions = {},
   ) {
-    this.policy = opts.policy ?? 'wait';
-    this.waitMs = opts.waitMs ?? 5000;
+    this.policy = opts.policy ?? BACKPRESSURE_DEFAULTS.policy;
+    this.waitMs = opts.waitMs ?? BACKPRESSURE_DEFAULTS.waitMs;
   }
 
   /**
