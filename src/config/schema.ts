@@ -27,7 +27,12 @@ import {
   GUEST_DEFAULTS,
   POOL_DEFAULTS,
 } from '../mediator/defaults.js';
-import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
+import {
+  isMinAlignMask,
+  LIMITS,
+  MAX_GUEST_MEMORY_SIZE,
+  MAX_MIN_ALIGN_MASK,
+} from '../mediator/limits.js';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry } from '../swiotlb/geometry.js';
 import { formatSize, parseSize } from '../util/size.js';
@@ -419,7 +424,7 @@ const httpSchema = objectField({
 });
 
 const copySchema = objectField({
-  workers: intField(0, 64).optional(),
+  workers: intField(...LIMITS.copyWorkers).optional(),
   inlineThreshold: sizeField(0, GiB).optional(),
   splitThreshold: sizeField(0, GiB).optional(),
   ringCapacity: powerOfTwoField(2, 65536).default(COPY_DEFAULTS.ringCapacity),
@@ -435,7 +440,7 @@ const poolSchema = objectField({
   name: nameField().optional(),
   size: sizeField(SEGMENT_BYTES, GiB).default(POOL_DEFAULTS.size),
   slots: intField(IO_TLB_SEGSIZE, GiB / IO_TLB_SIZE).optional(),
-  areas: intField(1, 1024).optional(),
+  areas: intField(...LIMITS.areas).optional(),
   base: addressField(IO_TLB_SIZE).default(POOL_DEFAULTS.base),
   backpressure: backpressureSchema.prefault({}),
 });
@@ -469,19 +474,18 @@ const deviceSchema = objectField({
   guest: nameField().optional(),
   pool: nameField().optional(),
   capacity: sizeField(SECTOR, 2 ** 50, SECTOR).default(DEVICE_DEFAULTS.capacity),
-  queues: intField(1, 64).default(DEVICE_DEFAULTS.queues),
+  queues: intField(...LIMITS.queues).default(DEVICE_DEFAULTS.queues),
   queueSize: powerOfTwoField(2, MAX_QUEUE_SIZE).default(DEVICE_DEFAULTS.queueSize),
-  depth: intField(1, 4096).default(DEVICE_DEFAULTS.depth),
+  depth: intField(...LIMITS.depth).default(DEVICE_DEFAULTS.depth),
   maxRequestBytes: sizeField(SECTOR, 64 * MiB, SECTOR).default(DEVICE_DEFAULTS.maxRequestBytes),
   timeoutMs: intField(1, 3_600_000).default(DEVICE_DEFAULTS.timeoutMs),
   file: z.string({ error: 'a file path' }).min(1).optional(),
   sync: enumField(['durable', 'none']).default(DEVICE_DEFAULTS.sync),
   minAlignMask: z
-    .number({ error: 'a DMA alignment mask: 0 or 2^k - 1 (1, 3, 7... 4095...), at most 65535' })
-    .int()
-    .min(0)
-    .max(65535)
-    .refine((n) => (n & (n + 1)) === 0)
+    .number({
+      error: `a DMA alignment mask: 0 or 2^k - 1 (1, 3, 7... 4095...), at most ${MAX_MIN_ALIGN_MASK}`,
+    })
+    .refine(isMinAlignMask)
     .default(DEVICE_DEFAULTS.minAlignMask),
   serial: z.string({ error: 'a string of at most 20 characters' }).max(20).optional(),
   spinMicros: intField(0, 100_000).optional(),

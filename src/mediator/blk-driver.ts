@@ -33,6 +33,7 @@ import {
 } from './blk-queue.js';
 import { layOutRequest, opOf, outcomeOf, statusError } from './blk-request.js';
 import { DEVICE_DEFAULTS, defaultDeviceSpinMicros } from './defaults.js';
+import { LIMITS } from './limits.js';
 import { deviceWorkerData, startDeviceThread, stopDeviceThread } from './device-thread.js';
 import { FAULT_KINDS, type FaultKind, type UsedSink } from './driver-virtqueue.js';
 
@@ -138,10 +139,11 @@ export class BlkDriver {
     this.timeoutMs = opts.timeoutMs ?? DEVICE_DEFAULTS.timeoutMs;
     this.queueSize = opts.queueSize ?? DEVICE_DEFAULTS.queueSize;
     const queues = opts.queues ?? DEVICE_DEFAULTS.queues;
-    if (!Number.isInteger(queues) || queues < 1 || queues > 64) {
+    const [minQueues, maxQueues] = LIMITS.queues;
+    if (!Number.isInteger(queues) || queues < minQueues || queues > maxQueues) {
       throw new MediatorError(
         'MEDIATOR_BAD_CONFIG',
-        `device ${opts.id}: queues must be from 1 to 64`,
+        `device ${opts.id}: queues must be from ${minQueues} to ${maxQueues}`,
       );
     }
     if (ctx.mode === 'bounce' && (!ctx.pool || !ctx.engine || !ctx.gate)) {

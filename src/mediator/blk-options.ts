@@ -133,10 +133,24 @@ export interface DeviceShape {
 }
 
 /**
+ * The descriptor chain of the device's largest request: its data is split in
+ * segments of at most the max mapping size (bounce mode: maxMappingSize() of the
+ * device's min_align_mask, in whole sectors; direct mode: one segment), and the
+ * chain is header + segments + status.
+ */
+export function requestChain(
+  d: Pick<DeviceShape, 'maxRequestBytes' | 'minAlignMask'>,
+  mode: 'bounce' | 'direct',
+): { segmentBytes: number; maxDescs: number } {
+  const maxMap = mode === 'bounce' ? maxMappingSize(d.minAlignMask) : d.maxRequestBytes;
+  const segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
+  return { segmentBytes, maxDescs: 2 + Math.ceil(d.maxRequestBytes / segmentBytes) };
+}
+
+/**
  * How a device uses guest memory, worked out before it exists (the config checks
  * guest memory sizes with it, and the device lays itself out with it):
- * - data is split in segments of at most the max mapping size (bounce mode), in
- *   whole sectors; a request's chain is header + segments + status;
+ * - a request's chain is {@link requestChain}: header + data segments + status;
  * - queue depth is capped so that every chain fits in the queue;
  * - per queue, guest memory holds REQUEST_CTL_BYTES of header and status per request
  *   slot, one data buffer of maxRequestBytes per slot, and (direct mode) the
@@ -146,9 +160,7 @@ export function deviceGuestLayout(
   d: DeviceShape,
   mode: 'bounce' | 'direct',
 ): { segmentBytes: number; maxDescs: number; depth: number; bytesPerQueue: number; bytes: number } {
-  const maxMap = mode === 'bounce' ? maxMappingSize(d.minAlignMask) : d.maxRequestBytes;
-  const segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
-  const maxDescs = 2 + Math.ceil(d.maxRequestBytes / segmentBytes);
+  const { segmentBytes, maxDescs } = requestChain(d, mode);
   const depth = Math.max(1, Math.min(d.depth, Math.floor(d.queueSize / maxDescs)));
   const page = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
   const bytesPerQueue =

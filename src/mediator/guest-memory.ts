@@ -1,5 +1,6 @@
 import { MediatorError } from '../errors.js';
 import { GUEST_DEFAULTS } from './defaults.js';
+import { MAX_GUEST_MEMORY_SIZE } from './limits.js';
 
 export interface GuestMemoryOptions {
   /**
@@ -15,8 +16,6 @@ export interface GuestMemoryOptions {
   base?: number;
 }
 
-/** SharedArrayBuffers above this are refused: offsets travel as Uint32 in copy descriptors. */
-export const MAX_GUEST_MEMORY_SIZE = 2 ** 32 - 2 ** 16;
 
 /**
  * A guest's private memory: one SharedArrayBuffer addressed by guest-physical

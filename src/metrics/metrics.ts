@@ -3,6 +3,7 @@ import { BLK_OPS, OUTCOMES } from '../mediator/blk-driver.js';
 import { FAULT_KINDS } from '../mediator/driver-virtqueue.js';
 import type { Mediator } from '../mediator/mediator.js';
 import type { BucketHistogram } from '../util/bucket-histogram.js';
+import { wrapDelta32 } from '../util/wrap32.js';
 import { HISTOGRAM_BOUNDS } from '../workers/copy-stats.js';
 
 /**
@@ -89,7 +90,7 @@ class WrapAccumulator {
 
   read(key: string, raw: number): number {
     const prev = this.last.get(key);
-    const total = (this.total.get(key) ?? 0) + (prev === undefined ? raw : (raw - prev) >>> 0);
+    const total = (this.total.get(key) ?? 0) + (prev === undefined ? raw : wrapDelta32(raw, prev));
     this.last.set(key, raw);
     this.total.set(key, total);
     return total;

@@ -9,7 +9,7 @@
  * - per request: the 16-byte virtio-blk header, the data split at the max mapping
  *   size (256 KiB less the min_align_mask padding), and the 1-byte status, each
  *   its own mapping (with the device's min_align_mask), all or nothing; the guest
- *   buffers sit where the device puts them (header at slot*64 of a page-aligned
+ *   buffers sit where the device puts them (header at slot*REQUEST_CTL_BYTES of a page-aligned
  *   block, data at slot*maxRequestBytes), so min_align_mask padding is the real one.
  *
  * Each clone keeps `iodepth` requests (capped as the device caps it) live or
@@ -21,13 +21,15 @@
  * finds no room waits; had the pool the Linux policy (fail), it would have failed:
  * that count is `map_failures`.
  */
-import { deviceGuestLayout } from '../mediator/blk-driver.js';
-import { DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
+import { deviceGuestLayout, REQUEST_CTL_BYTES } from '../mediator/blk-options.js';
+import { GUEST_DEFAULTS } from '../mediator/defaults.js';
+import { DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE, PAGE_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
+import { BLK_HEADER_BYTES } from '../virtio/blk-format.js';
 import { virtqueueBytes } from '../virtio/virtqueue-layout.js';
 import { type FioJob, type JobFile, jobDirections, pickSize, prng } from './fio-job.js';
-import { defaultAreas, maxRequestBytesFor, queueSizeFor } from './runner.js';
+import { defaultAreas, maxRequestBytesFor, queueSizeFor } from './job-config.js';
 
 export interface SimOptions {
   /** Pool slots (rounded as the kernel rounds them). */
@@ -85,8 +87,10 @@ interface Req {
 
 function shapes(jf: JobFile): CloneShape[] {
   const out: CloneShape[] = [];
-  let next = 2 ** 32;
-  const page = (n: number) => Math.ceil(n / 4096) * 4096;
+  // Guest memory laid out as BlkQueue reserves it: per queue, the request
+  // headers, then the data buffers, each block page aligned.
+  let next = GUEST_DEFAULTS.base;
+  const page = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
   for (const job of jf.jobs) {
     const maxReq = maxRequestBytesFor(job);
     const layout = deviceGuestLayout(
@@ -101,7 +105,7 @@ function shapes(jf: JobFile): CloneShape[] {
     );
     for (let q = 0; q < job.numjobs; q++) {
       const ctlBase = next;
-      next += page(layout.depth * 64);
+      next += page(layout.depth * REQUEST_CTL_BYTES);
       const dataBase = next;
       next += page(layout.depth * maxReq);
       out.push({
@@ -148,7 +152,7 @@ export function simulate(jf: JobFile, opts: SimOptions): SimResult {
   for (const c of clones) {
     const qb = virtqueueBytes(queueSizeFor(c.job, c.maxReq));
     const addr = pool.tryAllocate(0, qb, DmaDirection.BIDIRECTIONAL, {
-      allocAlignMask: 4095,
+      allocAlignMask: PAGE_SIZE - 1,
       area: c.queue % nareas,
     });
     if (addr < 0) {
@@ -170,14 +174,16 @@ export function simulate(jf: JobFile, opts: SimOptions): SimResult {
 
   const place = (r: Req): boolean => {
     const c = clones[r.clone]!;
-    const ctl = c.ctlBase + r.slot * 64;
+    const ctl = c.ctlBase + r.slot * REQUEST_CTL_BYTES;
     const data = c.dataBase + r.slot * c.maxReq;
     const dataDir = r.isRead ? DmaDirection.FROM_DEVICE : DmaDirection.TO_DEVICE;
-    const parts: [number, number, DmaDirection][] = [[ctl, 16, DmaDirection.TO_DEVICE]];
+    const parts: [number, number, DmaDirection][] = [
+      [ctl, BLK_HEADER_BYTES, DmaDirection.TO_DEVICE],
+    ];
     for (let off = 0; off < r.len; off += c.segment) {
       parts.push([data + off, Math.min(c.segment, r.len - off), dataDir]);
     }
-    parts.push([ctl + 16, 1, DmaDirection.FROM_DEVICE]);
+    parts.push([ctl + BLK_HEADER_BYTES, 1, DmaDirection.FROM_DEVICE]);
     const opts = { minAlignMask: c.job.minAlignMask, area: c.queue % nareas };
     for (const [addr, size, dir] of parts) {
       const tlb = pool.tryAllocate(addr, size, dir, opts);
