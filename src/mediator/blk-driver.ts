@@ -33,9 +33,9 @@ import {
 } from './blk-queue.js';
 import { layOutRequest, opOf, outcomeOf, statusError } from './blk-request.js';
 import { DEVICE_DEFAULTS, defaultDeviceSpinMicros } from './defaults.js';
-import { LIMITS } from './limits.js';
 import { deviceWorkerData, startDeviceThread, stopDeviceThread } from './device-thread.js';
 import { FAULT_KINDS, type FaultKind, type UsedSink } from './driver-virtqueue.js';
+import { LIMITS } from './limits.js';
 
 export * from './blk-options.js';
 

@@ -16,7 +16,6 @@ export interface GuestMemoryOptions {
   base?: number;
 }
 
-
 /**
  * A guest's private memory: one SharedArrayBuffer addressed by guest-physical
  * address. Only the guest side (the driver on the main thread, the copy workers)
