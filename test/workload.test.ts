@@ -7,10 +7,13 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
+import { deviceGuestLayout } from '../src/mediator/blk-options.js';
+import { maxMappingSize } from '../src/swiotlb/dma-rules.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
 import { wrapDelta32 } from '../src/util/wrap32.js';
 import { parseFioTime, parseJobFile } from '../src/workload/fio-job.js';
 import { renderHtml } from '../src/workload/html.js';
+import { queueSizeFor } from '../src/workload/job-config.js';
 import { Progress } from '../src/workload/progress.js';
 import { buildReport } from '../src/workload/report.js';
 import { windowDeltas } from '../src/workload/results.js';
@@ -162,6 +165,37 @@ function checkDirection(d: Record<string, unknown>) {
     expect(pct).toHaveProperty(k);
   }
 }
+
+describe('the max mapping size, one rule for the pool, the driver and the runner', () => {
+  it('is 256 KiB less roundup(min_align_mask, 2 KiB), by hand', () => {
+    expect(maxMappingSize(0)).toBe(256 * 1024);
+    expect(maxMappingSize(511)).toBe(254 * 1024);
+    expect(maxMappingSize(4095)).toBe(252 * 1024);
+    expect(maxMappingSize(65535)).toBe(192 * 1024);
+    const pool = SwiotlbPool.create({ size: 2 ** 20, areas: 1, area: 0 });
+    for (const mask of [0, 1, 511, 2047, 4095, 8191, 65535]) {
+      expect(pool.maxMappingSize(mask), `mask ${mask}`).toBe(maxMappingSize(mask));
+    }
+  });
+
+  it("splits the driver's requests and sizes the runner's queues", () => {
+    const shape = { queues: 1, queueSize: 1024, depth: 1, maxRequestBytes: 256 * 1024 };
+    // NVMe's 4095: 252 KiB segments, so 256 KiB takes two data descriptors, not one.
+    expect(deviceGuestLayout({ ...shape, minAlignMask: 0 }, 'bounce')).toMatchObject({
+      segmentBytes: 256 * 1024,
+      maxDescs: 3,
+    });
+    expect(deviceGuestLayout({ ...shape, minAlignMask: 4095 }, 'bounce')).toMatchObject({
+      segmentBytes: 252 * 1024,
+      maxDescs: 4,
+    });
+    // 85 requests of 3 descriptors fit 256; of 4 they need 512.
+    const job = (mask: number) =>
+      parseJobFile(`[x]\nbs=256k\niodepth=85\nmin_align_mask=${mask}\n`).jobs[0]!;
+    expect(queueSizeFor(job(0), 256 * 1024)).toBe(256);
+    expect(queueSizeFor(job(4095), 256 * 1024)).toBe(512);
+  });
+});
 
 describe('bench runner', () => {
   it('runs a short job in bounce, direct and both; numbers agree with the counters', async () => {
