@@ -123,6 +123,24 @@ export const ERROR_SPECS = {
     fix: 'Send the request to a running instance.',
     status: 503,
   },
+  BLK_BAD_SECTOR: {
+    meaning:
+      'A block request (read, write, flush) was given a starting sector that is not a non-negative integer; nothing was sent to the device.',
+    fix: 'Pass the sector (lba, in 512-byte units) as a non-negative integer.',
+    status: 400,
+  },
+  BLK_BAD_LENGTH: {
+    meaning:
+      'A block request was given a length that is not a non-negative integer multiple of 512 (virtio-blk moves whole sectors); nothing was sent to the device.',
+    fix: 'Pass the length in bytes as a whole number of 512-byte sectors.',
+    status: 400,
+  },
+  BLK_BAD_QUEUE: {
+    meaning:
+      'A block request asked for a virtqueue the device does not have (queues are numbered from 0 to queues - 1); nothing was sent to the device.',
+    fix: "Use a queue index below the device's queue count (GET /v1/devices gives it), or leave the queue out to let the driver pick one.",
+    status: 400,
+  },
   HTTP_NOT_FOUND: {
     meaning: 'No route of the HTTP API matches the method and path.',
     fix: 'See the HTTP API in README.md (every path starts with /v1/, except /healthz and /readyz).',

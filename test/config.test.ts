@@ -2,15 +2,27 @@
  * The configuration: defaults, the embedded default, overrides, and one clear
  * message for every kind of wrong config.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serveCommand } from '../src/cli/serve.js';
 import { loadConfig, parseConfig, toMediatorSpec } from '../src/config/index.js';
 import { isMediatorError } from '../src/errors.js';
-import { defaultCopyWorkersFor, defaultDeviceSpinMicros } from '../src/mediator/blk-driver.js';
+import {
+  BACKPRESSURE_DEFAULTS,
+  DEVICE_DEFAULTS,
+  defaultCopyWorkers,
+  defaultCopyWorkersFor,
+  defaultDeviceSpinMicros,
+  defaultEnginePollMicros,
+  defaultInlineThreshold,
+  defaultSplitInline,
+  defaultSplitThreshold,
+} from '../src/mediator/defaults.js';
 import { startServer } from '../src/server/index.js';
 import { defaultAreaCount } from '../src/swiotlb/geometry.js';
 import { OCTET, randomBytes } from './helpers/http.js';
@@ -110,6 +122,31 @@ describe('the embedded default', () => {
     expect(toMediatorSpec(parseConfig({ copy: { splitThreshold: 0 } })).copy?.splitThreshold).toBe(
       0,
     );
+  });
+
+  it('copy engine defaults turn on whether the calling thread keeps a core', () => {
+    // 2 CPUs: a worker has no core of its own, so copies up to 128 KiB stay inline.
+    expect(defaultInlineThreshold(2)).toBe(128 * 1024);
+    expect(defaultInlineThreshold(4)).toBe(32 * 1024);
+    for (const [workers, cpus, hasCore] of [
+      [1, 2, true],
+      [2, 2, false],
+      [3, 2, false],
+      [3, 4, true],
+    ] as const) {
+      const what = `${workers} workers on ${cpus} CPUs`;
+      expect(defaultSplitThreshold(workers, cpus), what).toBe(hasCore ? 128 * 1024 : 0);
+      expect(defaultSplitInline(workers, cpus), what).toBe(hasCore);
+      expect(defaultEnginePollMicros(workers, cpus), what).toBe(hasCore ? 200 : 0);
+    }
+    expect([1, 2, 4, 5, 64].map((cpus) => defaultCopyWorkers(cpus))).toEqual([1, 1, 3, 4, 4]);
+  });
+
+  it('fills in the runtime defaults (src/mediator/defaults.ts), not copies of them', () => {
+    const c = parseConfig({ devices: [{ id: 'a' }] });
+    const { pollMicros: _poll, recordLatency: _record, ...configured } = DEVICE_DEFAULTS;
+    expect(c.devices[0]).toMatchObject(configured);
+    expect(c.pools[0]!.backpressure).toEqual(BACKPRESSURE_DEFAULTS);
   });
 
   it('starts and serves I/O', async () => {
@@ -222,6 +259,55 @@ describe('sizes, addresses and defaults', () => {
     const printed = JSON.parse(out) as ReturnType<typeof parseConfig>;
     expect(printed.http).toMatchObject({ port: 9999, bodyLimit: 2 * MiB });
     expect(printed.devices.map((d) => d.id)).toEqual(['blk0', 'null0']);
+  });
+});
+
+describe('what parsing a config loads', () => {
+  // Modules a config must not pull in: the copy engine and its thread pool, and
+  // the device driver with its device threads. Checked in a child process whose
+  // module resolution refuses them (test/fixtures/forbid-modules.mjs).
+  const FORBIDDEN = [
+    '/node_modules/piscina/',
+    '/src/workers/copy-engine.',
+    '/src/mediator/blk-driver.',
+    '/src/mediator/device-thread.',
+  ];
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const hooks = new URL('./fixtures/forbid-modules.mjs', import.meta.url).href;
+
+  /** Runs `body` (ESM, with `mod` imported from `module`) under the forbidding hooks. */
+  function runChild(module: string, body: string) {
+    const code = [
+      "import { register } from 'node:module';",
+      `register(${JSON.stringify(hooks)}, { data: { forbidden: ${JSON.stringify(FORBIDDEN)} } });`,
+      `const mod = await import(${JSON.stringify(new URL(module, `file://${root}`).href)});`,
+      body,
+    ].join('\n');
+    return spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+  }
+
+  it('neither piscina, the copy engine nor BlkDriver and its device threads', () => {
+    const child = runChild(
+      'src/config/index.ts',
+      `const c = mod.parseConfig({ copy: { workers: 1 }, devices: [
+         { id: 'a', kind: 'chaos', queues: 2 }, { id: 'b', kind: 'file-blk' } ] });
+       process.stdout.write(JSON.stringify({ workers: c.copy.workers, ids: c.devices.map((d) => d.id) }));`,
+    );
+    expect(child.stderr).not.toContain('forbidden module');
+    expect(child.status, child.stderr).toBe(0);
+    expect(JSON.parse(child.stdout)).toEqual({ workers: 1, ids: ['a', 'b'] });
+  });
+
+  it('(the check itself refuses the Mediator, which loads them)', () => {
+    const child = runChild('src/mediator/mediator.ts', '');
+    expect(child.status).not.toBe(0);
+    expect(child.stderr).toMatch(
+      /forbidden module \S+\/src\/(workers\/copy-engine|mediator\/blk-driver)\.ts/,
+    );
   });
 });
 

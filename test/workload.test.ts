@@ -4,13 +4,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
+import { deviceGuestLayout } from '../src/mediator/blk-options.js';
+import { maxMappingSize } from '../src/swiotlb/dma-rules.js';
+import { SwiotlbPool } from '../src/swiotlb/pool.js';
+import { wrapDelta32 } from '../src/util/wrap32.js';
 import { parseFioTime, parseJobFile } from '../src/workload/fio-job.js';
 import { renderHtml } from '../src/workload/html.js';
+import { queueSizeFor } from '../src/workload/job-config.js';
 import { Progress } from '../src/workload/progress.js';
 import { buildReport } from '../src/workload/report.js';
+import { windowDeltas } from '../src/workload/results.js';
 import { runJobFile } from '../src/workload/runner.js';
+import type { CounterSnapshot } from '../src/workload/sampling.js';
 import { adviseSize, roundedSlots, simulate } from '../src/workload/sizing.js';
 
 const run = promisify(execFile);
@@ -158,6 +166,37 @@ function checkDirection(d: Record<string, unknown>) {
   }
 }
 
+describe('the max mapping size, one rule for the pool, the driver and the runner', () => {
+  it('is 256 KiB less roundup(min_align_mask, 2 KiB), by hand', () => {
+    expect(maxMappingSize(0)).toBe(256 * 1024);
+    expect(maxMappingSize(511)).toBe(254 * 1024);
+    expect(maxMappingSize(4095)).toBe(252 * 1024);
+    expect(maxMappingSize(65535)).toBe(192 * 1024);
+    const pool = SwiotlbPool.create({ size: 2 ** 20, areas: 1, area: 0 });
+    for (const mask of [0, 1, 511, 2047, 4095, 8191, 65535]) {
+      expect(pool.maxMappingSize(mask), `mask ${mask}`).toBe(maxMappingSize(mask));
+    }
+  });
+
+  it("splits the driver's requests and sizes the runner's queues", () => {
+    const shape = { queues: 1, queueSize: 1024, depth: 1, maxRequestBytes: 256 * 1024 };
+    // NVMe's 4095: 252 KiB segments, so 256 KiB takes two data descriptors, not one.
+    expect(deviceGuestLayout({ ...shape, minAlignMask: 0 }, 'bounce')).toMatchObject({
+      segmentBytes: 256 * 1024,
+      maxDescs: 3,
+    });
+    expect(deviceGuestLayout({ ...shape, minAlignMask: 4095 }, 'bounce')).toMatchObject({
+      segmentBytes: 252 * 1024,
+      maxDescs: 4,
+    });
+    // 85 requests of 3 descriptors fit 256; of 4 they need 512.
+    const job = (mask: number) =>
+      parseJobFile(`[x]\nbs=256k\niodepth=85\nmin_align_mask=${mask}\n`).jobs[0]!;
+    expect(queueSizeFor(job(0), 256 * 1024)).toBe(256);
+    expect(queueSizeFor(job(4095), 256 * 1024)).toBe(512);
+  });
+});
+
 describe('bench runner', () => {
   it('runs a short job in bounce, direct and both; numbers agree with the counters', async () => {
     for (const mode of ['bounce', 'direct', 'both'] as const) {
@@ -212,6 +251,52 @@ describe('bench runner', () => {
         expect(report.comparison).toBeUndefined();
       }
     }
+  });
+});
+
+describe('counters that wrap at 2^32', () => {
+  const W = 2 ** 32;
+
+  it('wrapDelta32 counts across the wrap, by hand', () => {
+    expect(wrapDelta32(10, 3)).toBe(7);
+    expect(wrapDelta32(0x10, 0xffff_fff0)).toBe(0x20);
+    expect(wrapDelta32(0, W - 1)).toBe(1);
+    expect(wrapDelta32(5, 5)).toBe(0);
+    // Sums of several wrapping words (the pool's per-area maps) go past 2^32.
+    expect(wrapDelta32(W + 7, W - 3)).toBe(10);
+    expect(wrapDelta32(3, 2 * W - 1)).toBe(4);
+  });
+
+  it('wrapDelta32 gives back any step below 2^32, from anywhere', () => {
+    fc.assert(
+      fc.property(fc.nat(W - 1), fc.nat(W - 1), fc.nat(64), (start, step, areas) => {
+        // One word, and a sum of `areas` words whose total moved by `step`.
+        expect(wrapDelta32((start + step) % W, start)).toBe(step);
+        const before = start + areas * (W - 1);
+        expect(wrapDelta32(before + step, before)).toBe(step);
+      }),
+    );
+  });
+
+  it("the runner counts the pool's maps and failures across the wrap", () => {
+    const pool = SwiotlbPool.create({ size: 2 ** 20, areas: 1, area: 0 });
+    const gate = { waits: 1, waitSeconds: 0.5, timeouts: 0, waiting: 0 };
+    const engine = (bytes: number) => ({
+      to_device: { bytes, copies: bytes / 4096, seconds: 0 },
+      from_device: { bytes: 0, copies: 0, seconds: 0 },
+    });
+    const at = (maps: number, full: number, copied: number): CounterSnapshot => ({
+      engine: engine(copied),
+      gate,
+      pool: { ...pool.stats(), maps, map_failures: { full, too_large: 0, invalid: 1 } },
+    });
+    const d = windowDeltas(at(W - 100, W - 1, 2 ** 40), at(900, 2, 2 ** 40 + 8192));
+    expect(d.maps).toBe(1000);
+    expect(d.map_failures).toEqual({ full: 3, too_large: 0, invalid: 0 });
+    // The copy engine's counters are Float64: plain differences beyond 2^32.
+    expect(d.bounced_bytes.to_device).toBe(8192);
+    expect(d.copies.to_device).toBe(2);
+    expect(d.backpressure).toEqual({ waits: 0, wait_seconds: 0, timeouts: 0 });
   });
 });
 

@@ -11,18 +11,38 @@
  */
 
 import { z } from 'zod';
+// Light modules only (defaults, layout rules, constants): parsing a config must
+// not load the copy engine, piscina or the device code (test/config.test.ts).
+import { deviceGuestLayout } from '../mediator/blk-options.js';
 import {
+  BACKPRESSURE_DEFAULTS,
+  COPY_DEFAULTS,
+  DEFAULT_MODE,
+  DEVICE_DEFAULTS,
   defaultCopyWorkersFor,
+  defaultInlineThreshold,
+  defaultPoolAreas,
   defaultSpinMicrosFor,
-  deviceGuestLayout,
-} from '../mediator/blk-driver.js';
-import { MAX_GUEST_MEMORY_SIZE } from '../mediator/guest-memory.js';
+  defaultSplitThreshold,
+  GUEST_DEFAULTS,
+  POOL_DEFAULTS,
+} from '../mediator/defaults.js';
+import {
+  isMinAlignMask,
+  LIMITS,
+  MAX_GUEST_MEMORY_SIZE,
+  MAX_MIN_ALIGN_MASK,
+} from '../mediator/limits.js';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
-import { computeGeometry, defaultAreaCount } from '../swiotlb/geometry.js';
+import { computeGeometry } from '../swiotlb/geometry.js';
 import { formatSize, parseSize } from '../util/size.js';
-import { DEFAULT_CHAOS, DEVICE_KINDS, type DeviceKind } from '../virtio/device-spec.js';
+import {
+  DEFAULT_CHAOS,
+  DEFAULT_CHAOS_SEED,
+  DEVICE_KINDS,
+  type DeviceKind,
+} from '../virtio/device-spec.js';
 import { MAX_QUEUE_SIZE, virtqueueBytes } from '../virtio/virtqueue-layout.js';
-import { defaultInlineThreshold, defaultSplitThreshold } from '../workers/copy-engine.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -395,8 +415,6 @@ function listField<T extends z.ZodType>(item: T, min: number, max: number) {
 // The file format.
 // ---------------------------------------------------------------------------
 
-const DEFAULT_DEVICE_SIZE = 256 * MiB;
-
 const httpSchema = objectField({
   host: z.string({ error: 'a host name or IP address' }).min(1).max(255).default('127.0.0.1'),
   port: intField(0, 65535).default(8080),
@@ -406,24 +424,24 @@ const httpSchema = objectField({
 });
 
 const copySchema = objectField({
-  workers: intField(0, 64).optional(),
+  workers: intField(...LIMITS.copyWorkers).optional(),
   inlineThreshold: sizeField(0, GiB).optional(),
   splitThreshold: sizeField(0, GiB).optional(),
-  ringCapacity: powerOfTwoField(2, 65536).default(1024),
-  spinMicros: intField(0, 100_000).default(20),
+  ringCapacity: powerOfTwoField(2, 65536).default(COPY_DEFAULTS.ringCapacity),
+  spinMicros: intField(0, 100_000).default(COPY_DEFAULTS.spinMicros),
 });
 
 const backpressureSchema = objectField({
-  policy: enumField(['wait', 'fail']).default('wait'),
-  waitMs: intField(0, 600_000).default(5000),
+  policy: enumField(['wait', 'fail']).default(BACKPRESSURE_DEFAULTS.policy),
+  waitMs: intField(0, 600_000).default(BACKPRESSURE_DEFAULTS.waitMs),
 });
 
 const poolSchema = objectField({
   name: nameField().optional(),
-  size: sizeField(SEGMENT_BYTES, GiB).default(64 * MiB),
+  size: sizeField(SEGMENT_BYTES, GiB).default(POOL_DEFAULTS.size),
   slots: intField(IO_TLB_SEGSIZE, GiB / IO_TLB_SIZE).optional(),
-  areas: intField(1, 1024).optional(),
-  base: addressField(IO_TLB_SIZE).default(0),
+  areas: intField(...LIMITS.areas).optional(),
+  base: addressField(IO_TLB_SIZE).default(POOL_DEFAULTS.base),
   backpressure: backpressureSchema.prefault({}),
 });
 
@@ -434,7 +452,7 @@ const guestSchema = objectField({
       error: `"auto", or a size such as "512MiB" from 1MiB to ${showSize(MAX_GUEST_MEMORY_SIZE)}`,
     })
     .default('auto'),
-  base: addressField(4096).default(2 ** 32),
+  base: addressField(4096).default(GUEST_DEFAULTS.base),
 });
 
 const chaosSchema = objectField({
@@ -455,33 +473,32 @@ const deviceSchema = objectField({
   ),
   guest: nameField().optional(),
   pool: nameField().optional(),
-  capacity: sizeField(SECTOR, 2 ** 50, SECTOR).default(DEFAULT_DEVICE_SIZE),
-  queues: intField(1, 64).default(1),
-  queueSize: powerOfTwoField(2, MAX_QUEUE_SIZE).default(256),
-  depth: intField(1, 4096).default(32),
-  maxRequestBytes: sizeField(SECTOR, 64 * MiB, SECTOR).default(MiB),
-  timeoutMs: intField(1, 3_600_000).default(5000),
+  capacity: sizeField(SECTOR, 2 ** 50, SECTOR).default(DEVICE_DEFAULTS.capacity),
+  queues: intField(...LIMITS.queues).default(DEVICE_DEFAULTS.queues),
+  queueSize: powerOfTwoField(2, MAX_QUEUE_SIZE).default(DEVICE_DEFAULTS.queueSize),
+  depth: intField(...LIMITS.depth).default(DEVICE_DEFAULTS.depth),
+  maxRequestBytes: sizeField(SECTOR, 64 * MiB, SECTOR).default(DEVICE_DEFAULTS.maxRequestBytes),
+  timeoutMs: intField(1, 3_600_000).default(DEVICE_DEFAULTS.timeoutMs),
   file: z.string({ error: 'a file path' }).min(1).optional(),
-  sync: enumField(['durable', 'none']).default('durable'),
+  sync: enumField(['durable', 'none']).default(DEVICE_DEFAULTS.sync),
   minAlignMask: z
-    .number({ error: 'a DMA alignment mask: 0 or 2^k - 1 (1, 3, 7... 4095...), at most 65535' })
-    .int()
-    .min(0)
-    .max(65535)
-    .refine((n) => (n & (n + 1)) === 0)
-    .default(0),
+    .number({
+      error: `a DMA alignment mask: 0 or 2^k - 1 (1, 3, 7... 4095...), at most ${MAX_MIN_ALIGN_MASK}`,
+    })
+    .refine(isMinAlignMask)
+    .default(DEVICE_DEFAULTS.minAlignMask),
   serial: z.string({ error: 'a string of at most 20 characters' }).max(20).optional(),
   spinMicros: intField(0, 100_000).optional(),
   chaos: chaosSchema.optional(),
 });
 
 const DEFAULT_DEVICES = [
-  { id: 'blk0', kind: 'ram-blk', capacity: DEFAULT_DEVICE_SIZE },
+  { id: 'blk0', kind: 'ram-blk', capacity: DEVICE_DEFAULTS.capacity },
   { id: 'null0', kind: 'null' },
 ] as const;
 
 const fileSchema = objectField({
-  mode: enumField(['bounce', 'direct']).default('bounce'),
+  mode: enumField(['bounce', 'direct']).default(DEFAULT_MODE),
   logLevel: enumField(LOG_LEVELS).default('info'),
   http: httpSchema.prefault({}),
   copy: copySchema.prefault({}),
@@ -518,183 +535,304 @@ function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
 
-export const serviceConfigSchema = fileSchema
-  .superRefine((c, ctx) => {
-    // Only lists that passed their own checks are cross-checked.
-    if (c.pools.length === 0 || c.guests.length === 0) return;
-    const issue = (path: (string | number)[], input: unknown, message: string) =>
-      ctx.addIssue({ code: 'custom', path, input, message });
-    const unique = (list: 'pools' | 'guests' | 'devices', names: string[]) => {
-      const seen = new Map<string, number>();
-      names.forEach((name, i) => {
-        const first = seen.get(name);
-        if (first !== undefined) {
-          issue(
-            [list, i, list === 'devices' ? 'id' : 'name'],
-            name,
-            `a name no other entry of ${list} has ("${name}" is ${list}[${first}])`,
-          );
-        } else seen.set(name, i);
-      });
-    };
-    const poolNames = c.pools.map((p, i) => p.name ?? `pool${i}`);
-    const guestNames = c.guests.map((g, i) => g.name ?? `guest${i}`);
-    unique('pools', poolNames);
-    unique('guests', guestNames);
-    unique(
-      'devices',
-      c.devices.map((d, i) => d.id ?? `dev${i}`),
-    );
-    const poolRanges: { name: string; start: number; end: number }[] = [];
-    c.pools.forEach((p, i) => {
-      try {
-        const g = computeGeometry({ size: p.size, slots: p.slots, areas: p.areas, base: p.base });
-        poolRanges.push({ name: poolNames[i]!, start: g.base, end: g.base + g.bytes });
-      } catch (err) {
-        const field = p.slots !== undefined ? 'slots' : p.areas !== undefined ? 'areas' : 'size';
-        issue(
-          ['pools', i, field],
-          p[field],
-          `a pool geometry that works: ${(err as Error).message}`,
-        );
-      }
-    });
-    const needed = new Map<string, { bytes: number; parts: string[] }>();
-    c.devices.forEach((d, i) => {
-      const id = d.id ?? `dev${i}`;
-      const guest = d.guest ?? guestNames[0]!;
-      const pool = d.pool ?? poolNames[0]!;
-      if (!guestNames.includes(guest)) {
-        issue(
-          ['devices', i, 'guest'],
-          d.guest,
-          `the name of a configured guest (${guestNames.map((n) => `"${n}"`).join(', ')})`,
-        );
-      }
-      if (!poolNames.includes(pool)) {
-        issue(
-          ['devices', i, 'pool'],
-          d.pool,
-          `the name of a configured pool (${poolNames.map((n) => `"${n}"`).join(', ')})`,
-        );
-      }
-      if (d.file !== undefined && d.kind !== 'file-blk') {
-        issue(
-          ['devices', i, 'file'],
-          d.file,
-          `no file: only a file-blk device has a backing file (this one is ${d.kind})`,
-        );
-      }
-      if (d.chaos !== undefined && d.kind !== 'chaos') {
-        issue(
-          ['devices', i, 'chaos'],
-          d.chaos,
-          `no chaos settings: only a chaos device takes them (this one is ${d.kind})`,
-        );
-      }
-      if (c.mode === 'bounce' && d.queueSize > MAX_BOUNCE_QUEUE_SIZE) {
-        issue(
-          ['devices', i, 'queueSize'],
-          d.queueSize,
-          `at most ${MAX_BOUNCE_QUEUE_SIZE} in bounce mode (a virtqueue must fit one 256 KiB pool segment)`,
-        );
-      }
-      const { bytes, depth } = deviceGuestBytes(d, c.mode);
-      const entry = needed.get(guest) ?? { bytes: 0, parts: [] };
-      entry.bytes += bytes;
-      entry.parts.push(
-        `${id}: ${d.queues} queue${d.queues > 1 ? 's' : ''} x ${depth} requests x ${formatSize(d.maxRequestBytes)}`,
+// Each rule below is one function that states its rule at its head and reports
+// what breaks it through `issue` (the path of the offending field, its value, and
+// what is allowed). serviceConfigSchema runs them in a fixed order, which is the
+// order of the issues in an error message.
+
+/** Reports one broken rule at `path`. */
+type Report = (path: (string | number)[], input: unknown, message: string) => void;
+
+/** The names entries go by: given, or "pool<i>", "guest<i>", "dev<i>". */
+interface Names {
+  pools: string[];
+  guests: string[];
+  devices: string[];
+}
+
+function namesOf(c: Parsed): Names {
+  return {
+    pools: c.pools.map((p, i) => p.name ?? `pool${i}`),
+    guests: c.guests.map((g, i) => g.name ?? `guest${i}`),
+    devices: c.devices.map((d, i) => d.id ?? `dev${i}`),
+  };
+}
+
+/** Rule: no two entries of one list (pools, guests, devices) have the same name. */
+function checkUniqueNames(list: keyof Names, names: readonly string[], issue: Report): void {
+  const seen = new Map<string, number>();
+  names.forEach((name, i) => {
+    const first = seen.get(name);
+    if (first !== undefined) {
+      issue(
+        [list, i, list === 'devices' ? 'id' : 'name'],
+        name,
+        `a name no other entry of ${list} has ("${name}" is ${list}[${first}])`,
       );
-      needed.set(guest, entry);
-    });
-    c.guests.forEach((g, i) => {
-      const need = needed.get(guestNames[i]!) ?? { bytes: 0, parts: [] };
-      const size = g.memory === 'auto' ? autoMemory(need.bytes) : g.memory;
-      const why = `its devices need ${need.bytes} bytes for request buffers and queues (${need.parts.join('; ')})`;
-      const shown = g.memory === 'auto' ? 'auto' : formatSize(g.memory);
-      if (size > MAX_GUEST_MEMORY_SIZE) {
-        issue(
-          ['guests', i, 'memory'],
-          shown,
-          `a guest memory of at most ${showSize(MAX_GUEST_MEMORY_SIZE)}, but ${why}: lower their depth, maxRequestBytes or queues, or spread them over more guests`,
-        );
-        return;
-      }
-      if (size < need.bytes) {
-        issue(
-          ['guests', i, 'memory'],
-          shown,
-          `at least ${formatSize(autoMemory(need.bytes))} (or "auto"): ${why}`,
-        );
-        return;
-      }
-      for (const p of poolRanges) {
-        if (g.base < p.end && p.start < g.base + size) {
-          issue(
-            ['guests', i, 'base'],
-            g.base,
-            `an address range clear of pool "${p.name}" (${hex(p.start)}-${hex(p.end - 1)}); guest memory is ${hex(g.base)}-${hex(g.base + size - 1)}`,
-          );
-        }
-      }
-    });
-  })
-  .transform((c: Parsed): ServiceConfig => {
-    const poolNames = c.pools.map((p, i) => p.name ?? `pool${i}`);
-    const guestNames = c.guests.map((g, i) => g.name ?? `guest${i}`);
-    const spinMicros = defaultSpinMicrosFor(c.devices);
-    const devices: DeviceConfig[] = c.devices.map((d, i) => {
-      const id = d.id ?? `dev${i}`;
-      const out: DeviceConfig = {
-        id,
-        kind: d.kind,
-        guest: d.guest ?? guestNames[0]!,
-        pool: d.pool ?? poolNames[0]!,
-        capacity: d.capacity,
-        queues: d.queues,
-        queueSize: d.queueSize,
-        depth: d.depth,
-        maxRequestBytes: d.maxRequestBytes,
-        timeoutMs: d.timeoutMs,
-        sync: d.sync,
-        minAlignMask: d.minAlignMask,
-        serial: d.serial ?? id.slice(0, 20),
-        spinMicros: d.spinMicros ?? spinMicros,
-      };
-      if (d.kind === 'file-blk') out.file = d.file ?? `${id}.img`;
-      if (d.kind === 'chaos') out.chaos = { seed: 1, ...DEFAULT_CHAOS, ...d.chaos };
-      return out;
-    });
-    const guests: GuestConfig[] = c.guests.map((g, i) => {
-      const name = guestNames[i]!;
-      const need = devices
-        .filter((d) => d.guest === name)
-        .reduce((sum, d) => sum + deviceGuestBytes(d, c.mode).bytes, 0);
-      return { name, memory: g.memory === 'auto' ? autoMemory(need) : g.memory, base: g.base };
-    });
-    const workers = c.copy.workers ?? defaultCopyWorkersFor(c.devices);
-    return {
-      mode: c.mode,
-      logLevel: c.logLevel,
-      http: c.http,
-      copy: {
-        ...c.copy,
-        workers,
-        inlineThreshold: c.copy.inlineThreshold ?? defaultInlineThreshold(),
-        splitThreshold: c.copy.splitThreshold ?? defaultSplitThreshold(workers),
-      },
-      pools: c.pools.map((p, i) => ({
-        name: poolNames[i]!,
-        size: p.size,
-        ...(p.slots !== undefined ? { slots: p.slots } : {}),
-        areas: p.areas ?? defaultAreaCount(),
-        base: p.base,
-        backpressure: p.backpressure,
-      })),
-      guests,
-      devices,
-    };
+    } else seen.set(name, i);
   });
+}
+
+interface PoolRange {
+  name: string;
+  start: number;
+  end: number;
+}
+
+/**
+ * Rule: each pool's size (or slots), areas and base form a geometry the kernel
+ * would set up (computeGeometry's checks). Returns the guest-physical range of
+ * each pool that does, for the overlap rule.
+ */
+function checkPoolGeometries(
+  pools: Parsed['pools'],
+  names: readonly string[],
+  issue: Report,
+): PoolRange[] {
+  const ranges: PoolRange[] = [];
+  pools.forEach((p, i) => {
+    try {
+      const g = computeGeometry({ size: p.size, slots: p.slots, areas: p.areas, base: p.base });
+      ranges.push({ name: names[i]!, start: g.base, end: g.base + g.bytes });
+    } catch (err) {
+      const field = p.slots !== undefined ? 'slots' : p.areas !== undefined ? 'areas' : 'size';
+      issue(['pools', i, field], p[field], `a pool geometry that works: ${(err as Error).message}`);
+    }
+  });
+  return ranges;
+}
+
+type ParsedDevice = Parsed['devices'][number];
+
+/** Rule: a device's guest and pool (given, or the first ones) are configured. */
+function checkDeviceRefs(d: ParsedDevice, i: number, names: Names, issue: Report): void {
+  const guest = d.guest ?? names.guests[0]!;
+  const pool = d.pool ?? names.pools[0]!;
+  if (!names.guests.includes(guest)) {
+    issue(
+      ['devices', i, 'guest'],
+      d.guest,
+      `the name of a configured guest (${names.guests.map((n) => `"${n}"`).join(', ')})`,
+    );
+  }
+  if (!names.pools.includes(pool)) {
+    issue(
+      ['devices', i, 'pool'],
+      d.pool,
+      `the name of a configured pool (${names.pools.map((n) => `"${n}"`).join(', ')})`,
+    );
+  }
+}
+
+/** Rule: only a file-blk device takes `file`, only a chaos device takes `chaos`. */
+function checkKindOptions(d: ParsedDevice, i: number, issue: Report): void {
+  if (d.file !== undefined && d.kind !== 'file-blk') {
+    issue(
+      ['devices', i, 'file'],
+      d.file,
+      `no file: only a file-blk device has a backing file (this one is ${d.kind})`,
+    );
+  }
+  if (d.chaos !== undefined && d.kind !== 'chaos') {
+    issue(
+      ['devices', i, 'chaos'],
+      d.chaos,
+      `no chaos settings: only a chaos device takes them (this one is ${d.kind})`,
+    );
+  }
+}
+
+/**
+ * Rule: in bounce mode a virtqueue fits one 256 KiB pool segment (it is one
+ * allocation from the pool), so queueSize is at most MAX_BOUNCE_QUEUE_SIZE.
+ */
+function checkBounceQueueSize(
+  mode: Parsed['mode'],
+  d: ParsedDevice,
+  i: number,
+  issue: Report,
+): void {
+  if (mode === 'bounce' && d.queueSize > MAX_BOUNCE_QUEUE_SIZE) {
+    issue(
+      ['devices', i, 'queueSize'],
+      d.queueSize,
+      `at most ${MAX_BOUNCE_QUEUE_SIZE} in bounce mode (a virtqueue must fit one 256 KiB pool segment)`,
+    );
+  }
+}
+
+/** What a guest's devices need of its memory, with one line per device for the message. */
+interface GuestNeed {
+  bytes: number;
+  parts: string[];
+}
+
+/** Per guest name: the guest memory its devices reserve (deviceGuestLayout). */
+function guestNeeds(c: Parsed, names: Names): Map<string, GuestNeed> {
+  const needs = new Map<string, GuestNeed>();
+  c.devices.forEach((d, i) => {
+    const guest = d.guest ?? names.guests[0]!;
+    const { bytes, depth } = deviceGuestBytes(d, c.mode);
+    const need = needs.get(guest) ?? { bytes: 0, parts: [] };
+    need.bytes += bytes;
+    need.parts.push(
+      `${names.devices[i]}: ${d.queues} queue${d.queues > 1 ? 's' : ''} x ${depth} requests x ${formatSize(d.maxRequestBytes)}`,
+    );
+    needs.set(guest, need);
+  });
+  return needs;
+}
+
+type ParsedGuest = Parsed['guests'][number];
+
+/**
+ * Rule: a guest's memory holds what its devices reserve (request buffers and
+ * headers, and direct-mode queues) and is at most MAX_GUEST_MEMORY_SIZE; "auto"
+ * is what they need, rounded up to a MiB. Returns the size when it is good.
+ */
+function checkGuestMemory(
+  g: ParsedGuest,
+  i: number,
+  need: GuestNeed,
+  issue: Report,
+): number | undefined {
+  const size = g.memory === 'auto' ? autoMemory(need.bytes) : g.memory;
+  const why = `its devices need ${need.bytes} bytes for request buffers and queues (${need.parts.join('; ')})`;
+  const shown = g.memory === 'auto' ? 'auto' : formatSize(g.memory);
+  if (size > MAX_GUEST_MEMORY_SIZE) {
+    issue(
+      ['guests', i, 'memory'],
+      shown,
+      `a guest memory of at most ${showSize(MAX_GUEST_MEMORY_SIZE)}, but ${why}: lower their depth, maxRequestBytes or queues, or spread them over more guests`,
+    );
+    return undefined;
+  }
+  if (size < need.bytes) {
+    issue(
+      ['guests', i, 'memory'],
+      shown,
+      `at least ${formatSize(autoMemory(need.bytes))} (or "auto"): ${why}`,
+    );
+    return undefined;
+  }
+  return size;
+}
+
+/**
+ * Rule: a guest's memory [base, base + size) overlaps no pool: both live in the
+ * one guest-physical address space.
+ */
+function checkGuestClearOfPools(
+  g: ParsedGuest,
+  i: number,
+  size: number,
+  pools: readonly PoolRange[],
+  issue: Report,
+): void {
+  for (const p of pools) {
+    if (g.base < p.end && p.start < g.base + size) {
+      issue(
+        ['guests', i, 'base'],
+        g.base,
+        `an address range clear of pool "${p.name}" (${hex(p.start)}-${hex(p.end - 1)}); guest memory is ${hex(g.base)}-${hex(g.base + size - 1)}`,
+      );
+    }
+  }
+}
+
+/** The cross-field rules, in the order their issues are reported. */
+function checkConfig(c: Parsed, issue: Report): void {
+  // Only lists that passed their own checks are cross-checked.
+  if (c.pools.length === 0 || c.guests.length === 0) return;
+  const names = namesOf(c);
+  checkUniqueNames('pools', names.pools, issue);
+  checkUniqueNames('guests', names.guests, issue);
+  checkUniqueNames('devices', names.devices, issue);
+  const poolRanges = checkPoolGeometries(c.pools, names.pools, issue);
+  c.devices.forEach((d, i) => {
+    checkDeviceRefs(d, i, names, issue);
+    checkKindOptions(d, i, issue);
+    checkBounceQueueSize(c.mode, d, i, issue);
+  });
+  const needs = guestNeeds(c, names);
+  c.guests.forEach((g, i) => {
+    const need = needs.get(names.guests[i]!) ?? { bytes: 0, parts: [] };
+    const size = checkGuestMemory(g, i, need, issue);
+    if (size !== undefined) checkGuestClearOfPools(g, i, size, poolRanges, issue);
+  });
+}
+
+/** A device with every default filled in (spinMicros: the process-wide default). */
+function resolveDevice(
+  d: ParsedDevice,
+  id: string,
+  names: Names,
+  spinMicros: number,
+): DeviceConfig {
+  const out: DeviceConfig = {
+    id,
+    kind: d.kind,
+    guest: d.guest ?? names.guests[0]!,
+    pool: d.pool ?? names.pools[0]!,
+    capacity: d.capacity,
+    queues: d.queues,
+    queueSize: d.queueSize,
+    depth: d.depth,
+    maxRequestBytes: d.maxRequestBytes,
+    timeoutMs: d.timeoutMs,
+    sync: d.sync,
+    minAlignMask: d.minAlignMask,
+    serial: d.serial ?? id.slice(0, 20),
+    spinMicros: d.spinMicros ?? spinMicros,
+  };
+  if (d.kind === 'file-blk') out.file = d.file ?? `${id}.img`;
+  if (d.kind === 'chaos') out.chaos = { seed: DEFAULT_CHAOS_SEED, ...DEFAULT_CHAOS, ...d.chaos };
+  return out;
+}
+
+/** The configuration with every default filled in, including those that depend on other fields. */
+function resolveConfig(c: Parsed): ServiceConfig {
+  const names = namesOf(c);
+  const spinMicros = defaultSpinMicrosFor(c.devices);
+  const devices = c.devices.map((d, i) => resolveDevice(d, names.devices[i]!, names, spinMicros));
+  const guests: GuestConfig[] = c.guests.map((g, i) => {
+    const name = names.guests[i]!;
+    const need = devices
+      .filter((d) => d.guest === name)
+      .reduce((sum, d) => sum + deviceGuestBytes(d, c.mode).bytes, 0);
+    return { name, memory: g.memory === 'auto' ? autoMemory(need) : g.memory, base: g.base };
+  });
+  const workers = c.copy.workers ?? defaultCopyWorkersFor(c.devices);
+  return {
+    mode: c.mode,
+    logLevel: c.logLevel,
+    http: c.http,
+    copy: {
+      ...c.copy,
+      workers,
+      inlineThreshold: c.copy.inlineThreshold ?? defaultInlineThreshold(),
+      splitThreshold: c.copy.splitThreshold ?? defaultSplitThreshold(workers),
+    },
+    pools: c.pools.map((p, i) => ({
+      name: names.pools[i]!,
+      size: p.size,
+      ...(p.slots !== undefined ? { slots: p.slots } : {}),
+      areas: p.areas ?? defaultPoolAreas(),
+      base: p.base,
+      backpressure: p.backpressure,
+    })),
+    guests,
+    devices,
+  };
+}
+
+export const serviceConfigSchema = fileSchema
+  .superRefine((c, ctx) =>
+    checkConfig(c, (path, input, message) =>
+      ctx.addIssue({ code: 'custom', path, input, message }),
+    ),
+  )
+  .transform(resolveConfig);
 
 /** Guest memory "auto": what the devices need, rounded up to a MiB, at least 1 MiB. */
 function autoMemory(needed: number): number {

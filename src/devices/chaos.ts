@@ -1,5 +1,10 @@
 import { mulberry32 } from '../util/prng.js';
-import { type ChaosOptions, type ChaosRates, DEFAULT_CHAOS } from '../virtio/device-spec.js';
+import {
+  type ChaosOptions,
+  type ChaosRates,
+  DEFAULT_CHAOS,
+  DEFAULT_CHAOS_SEED,
+} from '../virtio/device-spec.js';
 
 /** The hostile device's sabotage, drawn from a seeded stream (rates in ../virtio/device-spec.ts). */
 export class Chaos {
@@ -8,7 +13,7 @@ export class Chaos {
 
   constructor(opts: ChaosOptions = {}) {
     this.rates = { ...DEFAULT_CHAOS, ...opts };
-    this.random = mulberry32(opts.seed ?? 1);
+    this.random = mulberry32(opts.seed ?? DEFAULT_CHAOS_SEED);
   }
 
   roll(p: number): boolean {

@@ -19,7 +19,6 @@ import {
   type BlkDriverOptions,
   type BlkOp,
   type DeviceContext,
-  defaultDeviceSpinMicros,
   deviceGuestLayout,
   OUTCOMES,
   type Outcome,
@@ -34,8 +33,10 @@ import {
   waitForSlot,
 } from './blk-queue.js';
 import { layOutRequest, opOf, outcomeOf, statusError } from './blk-request.js';
+import { DEVICE_DEFAULTS, defaultDeviceSpinMicros } from './defaults.js';
 import { deviceWorkerData, startDeviceThread, stopDeviceThread } from './device-thread.js';
 import { FAULT_KINDS, type FaultKind, type UsedSink } from './driver-virtqueue.js';
+import { LIMITS } from './limits.js';
 
 export * from './blk-options.js';
 
@@ -124,8 +125,8 @@ export class BlkDriver {
     this.log = (ctx.log ?? NO_LOG).child({ device: opts.id });
     this.faultLimit = new RateLimit(ctx.logIntervalMs);
     this.guestView = new DataView(ctx.guest.buffer);
-    this.pollMs = (opts.pollMicros ?? 200) / 1000;
-    this.recordLatency = opts.recordLatency ?? true;
+    this.pollMs = (opts.pollMicros ?? DEVICE_DEFAULTS.pollMicros) / 1000;
+    this.recordLatency = opts.recordLatency ?? DEVICE_DEFAULTS.recordLatency;
     this.latency = Object.fromEntries(
       BLK_OPS.map((op) => [op, new BucketHistogram(LATENCY_BUCKETS_SECONDS)]),
     ) as Record<BlkOp, BucketHistogram>;
@@ -138,27 +139,28 @@ export class BlkDriver {
         `device ${opts.id}: kind "${String(opts.kind)}" is not one of ${DEVICE_KINDS.join(', ')}`,
       );
     }
-    this.capacity = opts.capacity ?? 256 * 2 ** 20;
+    this.capacity = opts.capacity ?? DEVICE_DEFAULTS.capacity;
     if (!Number.isSafeInteger(this.capacity) || this.capacity <= 0 || this.capacity % SECTOR_SIZE) {
       throw new MediatorError(
         'MEDIATOR_BAD_CONFIG',
         `device ${opts.id}: capacity ${this.capacity} must be a positive multiple of 512`,
       );
     }
-    this.maxRequestBytes = opts.maxRequestBytes ?? 2 ** 20;
+    this.maxRequestBytes = opts.maxRequestBytes ?? DEVICE_DEFAULTS.maxRequestBytes;
     if (this.maxRequestBytes <= 0 || this.maxRequestBytes % SECTOR_SIZE) {
       throw new MediatorError(
         'MEDIATOR_BAD_CONFIG',
         `device ${opts.id}: maxRequestBytes ${this.maxRequestBytes} must be a positive multiple of 512`,
       );
     }
-    this.timeoutMs = opts.timeoutMs ?? 5000;
-    this.queueSize = opts.queueSize ?? 256;
-    const queues = opts.queues ?? 1;
-    if (!Number.isInteger(queues) || queues < 1 || queues > 64) {
+    this.timeoutMs = opts.timeoutMs ?? DEVICE_DEFAULTS.timeoutMs;
+    this.queueSize = opts.queueSize ?? DEVICE_DEFAULTS.queueSize;
+    const queues = opts.queues ?? DEVICE_DEFAULTS.queues;
+    const [minQueues, maxQueues] = LIMITS.queues;
+    if (!Number.isInteger(queues) || queues < minQueues || queues > maxQueues) {
       throw new MediatorError(
         'MEDIATOR_BAD_CONFIG',
-        `device ${opts.id}: queues must be from 1 to 64`,
+        `device ${opts.id}: queues must be from ${minQueues} to ${maxQueues}`,
       );
     }
     if (ctx.mode === 'bounce' && (!ctx.pool || !ctx.engine || !ctx.gate)) {
@@ -168,9 +170,9 @@ export class BlkDriver {
       {
         queues,
         queueSize: this.queueSize,
-        depth: opts.depth ?? 32,
+        depth: opts.depth ?? DEVICE_DEFAULTS.depth,
         maxRequestBytes: this.maxRequestBytes,
-        minAlignMask: ctx.minAlignMask ?? 0,
+        minAlignMask: ctx.minAlignMask ?? DEVICE_DEFAULTS.minAlignMask,
       },
       ctx.mode,
     );
@@ -336,8 +338,9 @@ export class BlkDriver {
     if (this.closing) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
     if (!Number.isSafeInteger(sector) || sector < 0) {
       throw new MediatorError(
-        'SWIOTLB_INVALID_ARGUMENT',
-        `sector ${String(sector)} must be a non-negative integer`,
+        'BLK_BAD_SECTOR',
+        `device ${this.id}: sector ${String(sector)} must be a non-negative integer`,
+        { sector },
       );
     }
     if (
@@ -346,8 +349,9 @@ export class BlkDriver {
       length % (op === 'get_id' ? 1 : SECTOR_SIZE)
     ) {
       throw new MediatorError(
-        'SWIOTLB_INVALID_ARGUMENT',
-        `length ${String(length)} must be a multiple of 512`,
+        'BLK_BAD_LENGTH',
+        `device ${this.id}: length ${String(length)} must be a non-negative ${op === 'get_id' ? 'integer' : 'multiple of 512'}`,
+        { length },
       );
     }
     if (length > this.maxRequestBytes) {
@@ -493,8 +497,9 @@ export class BlkDriver {
       const q = this.queues[index];
       if (!q)
         throw new MediatorError(
-          'SWIOTLB_INVALID_ARGUMENT',
-          `device ${this.id} has no queue ${index}`,
+          'BLK_BAD_QUEUE',
+          `device ${this.id} has no queue ${index} (queues 0 to ${this.queues.length - 1})`,
+          { queue: index },
         );
       return q;
     }
@@ -726,7 +731,8 @@ export class BlkDriver {
     return deviceWorkerData(q, {
       kind: this.kind,
       serial: this.opts.serial ?? this.id,
-      spinMicros: this.opts.spinMicros ?? defaultDeviceSpinMicros(this.opts.queues ?? 1),
+      spinMicros:
+        this.opts.spinMicros ?? defaultDeviceSpinMicros(this.opts.queues ?? DEVICE_DEFAULTS.queues),
       backing: this.backing,
       file:
         this.fd === undefined
@@ -734,7 +740,7 @@ export class BlkDriver {
           : {
               fd: this.fd,
               capacity: this.capacity,
-              durable: (this.opts.sync ?? 'durable') === 'durable',
+              durable: (this.opts.sync ?? DEVICE_DEFAULTS.sync) === 'durable',
             },
       chaos: this.opts.chaos,
       resets: this.counters.resets,

@@ -1,5 +1,5 @@
-import { availableParallelism } from 'node:os';
-import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
+import { PAGE_SIZE } from '../swiotlb/constants.js';
+import { maxMappingSize } from '../swiotlb/dma-rules.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import type { Logger } from '../util/logger.js';
 import { SECTOR_SIZE } from '../virtio/blk-format.js';
@@ -11,7 +11,8 @@ import type { PoolGate } from './pool-gate.js';
 
 /**
  * What a block device is asked to be (options, the context it runs in) and the
- * shape it takes in guest memory; the device itself is in blk-device.ts.
+ * shape it takes in guest memory; the device itself is in blk-driver.ts, the
+ * defaults in defaults.ts. Light: parsing a config uses deviceGuestLayout.
  */
 
 export interface BlkDriverOptions {
@@ -73,8 +74,8 @@ export interface BlkDriverOptions {
   /**
    * After a completion, how long the driver keeps looking for the next one on each
    * event-loop turn before it sleeps until the device notifies, in microseconds.
-   * 0 never polls. Measured here (null device, 4 KiB, depth 32): 200 us gives
-   * about 20% more IOPS than sleeping at once; an idle queue costs nothing.
+   * 0 never polls. Polling costs less than a wake-up while completions keep
+   * coming, and nothing on an idle queue.
    * @default 200
    */
   pollMicros?: number;
@@ -84,54 +85,6 @@ export interface BlkDriverOptions {
    * counts the queues of all its devices)
    */
   spinMicros?: number;
-}
-
-/**
- * How long a device thread polls its queue before it sleeps, by default: 200 us
- * when the process's device threads and its main thread have a CPU each, else
- * 50 us. A sleeping device thread must be woken by the driver (a futex wake: ~10%
- * of the main thread's time with the null device at 4 KiB); with a core of its own
- * it can afford to wait for the next batch instead. Measured on 2 CPUs, null
- * device, 4 KiB bounce writes, one queue, alternated runs (medians): 253k IOPS at
- * 200 us, 224k at 50 us, 216k at 10 us over seven; 201k vs 183k (200 vs 50) over six
- * at a noisier time. With more threads than CPUs, polling takes the core the main
- * thread needs: there the service's earlier default, 50 us, stays.
- */
-export function defaultDeviceSpinMicros(
-  deviceThreads: number,
-  cpus: number = availableParallelism(),
-): number {
-  return deviceThreads + 1 <= cpus ? 200 : 50;
-}
-
-/**
- * {@link defaultDeviceSpinMicros} for a process that runs `devices`: one device
- * thread per queue, all devices together (the config, to show the value, and the
- * Mediator, which runs them, both ask).
- */
-export function defaultSpinMicrosFor(devices: readonly { queues?: number | undefined }[]): number {
-  return defaultDeviceSpinMicros(deviceThreadCount(devices));
-}
-
-/** Device threads a process runs for `devices`: one per queue. */
-function deviceThreadCount(devices: readonly { queues?: number | undefined }[]): number {
-  return devices.reduce((n, d) => n + (d.queues ?? 1), 0);
-}
-
-/**
- * Copy workers by default for a process that runs `devices`: the CPUs left once
- * the main thread and every device thread (one per queue) have one, at most 4; 0,
- * every copy inline, when none is left. A copy worker without a core of its own
- * takes it from a device thread or the main thread, and the hand-off then costs
- * more than the copy. Measured on 2 CPUs, one ram-blk queue, depth 32, bounce:
- * 128 KiB writes 43-66k IOPS with no worker vs 26k with one, reads 33-46k vs
- * 21-22k; 256 KiB writes 33k vs 19k, and one at a time 41 us vs 76 us (p50).
- */
-export function defaultCopyWorkersFor(
-  devices: readonly { queues?: number | undefined }[],
-  cpus: number = availableParallelism(),
-): number {
-  return Math.max(0, Math.min(4, cpus - 1 - deviceThreadCount(devices)));
 }
 
 /** Where the device's buffers go: the bounce path or direct. */
@@ -175,6 +128,12 @@ export const OUTCOMES: readonly Outcome[] = [
   'error',
 ];
 
+/**
+ * Guest memory per request slot for its virtio-blk header (16 bytes) and status
+ * byte, at slot * REQUEST_CTL_BYTES of a page-aligned block.
+ */
+export const REQUEST_CTL_BYTES = 64;
+
 export interface DeviceShape {
   queues: number;
   queueSize: number;
@@ -185,12 +144,26 @@ export interface DeviceShape {
 }
 
 /**
+ * The descriptor chain of the device's largest request: its data is split in
+ * segments of at most the max mapping size (bounce mode: maxMappingSize() of the
+ * device's min_align_mask, in whole sectors; direct mode: one segment), and the
+ * chain is header + segments + status.
+ */
+export function requestChain(
+  d: Pick<DeviceShape, 'maxRequestBytes' | 'minAlignMask'>,
+  mode: 'bounce' | 'direct',
+): { segmentBytes: number; maxDescs: number } {
+  const maxMap = mode === 'bounce' ? maxMappingSize(d.minAlignMask) : d.maxRequestBytes;
+  const segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
+  return { segmentBytes, maxDescs: 2 + Math.ceil(d.maxRequestBytes / segmentBytes) };
+}
+
+/**
  * How a device uses guest memory, worked out before it exists (the config checks
  * guest memory sizes with it, and the device lays itself out with it):
- * - data is split in segments of at most the max mapping size (bounce mode), in
- *   whole sectors; a request's chain is header + segments + status;
+ * - a request's chain is {@link requestChain}: header + data segments + status;
  * - queue depth is capped so that every chain fits in the queue;
- * - per queue, guest memory holds 64 bytes of header and status per request
+ * - per queue, guest memory holds REQUEST_CTL_BYTES of header and status per request
  *   slot, one data buffer of maxRequestBytes per slot, and (direct mode) the
  *   virtqueue itself, each reservation 4 KiB aligned.
  */
@@ -198,17 +171,11 @@ export function deviceGuestLayout(
   d: DeviceShape,
   mode: 'bounce' | 'direct',
 ): { segmentBytes: number; maxDescs: number; depth: number; bytesPerQueue: number; bytes: number } {
-  const maxMap =
-    mode === 'bounce'
-      ? IO_TLB_SIZE * IO_TLB_SEGSIZE -
-        (d.minAlignMask ? Math.ceil(d.minAlignMask / IO_TLB_SIZE) * IO_TLB_SIZE : 0)
-      : d.maxRequestBytes;
-  const segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
-  const maxDescs = 2 + Math.ceil(d.maxRequestBytes / segmentBytes);
+  const { segmentBytes, maxDescs } = requestChain(d, mode);
   const depth = Math.max(1, Math.min(d.depth, Math.floor(d.queueSize / maxDescs)));
-  const page = (n: number) => Math.ceil(n / 4096) * 4096;
+  const page = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
   const bytesPerQueue =
-    page(depth * 64) +
+    page(depth * REQUEST_CTL_BYTES) +
     page(depth * d.maxRequestBytes) +
     (mode === 'direct' ? page(virtqueueBytes(d.queueSize)) : 0);
   return { segmentBytes, maxDescs, depth, bytesPerQueue, bytes: bytesPerQueue * d.queues };

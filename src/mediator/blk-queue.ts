@@ -1,9 +1,9 @@
 import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
-import { DmaDirection } from '../swiotlb/constants.js';
+import { DmaDirection, PAGE_SIZE } from '../swiotlb/constants.js';
 import { Fifo } from '../util/fifo.js';
 import { layoutAt, virtqueueBytes } from '../virtio/virtqueue-layout.js';
-import type { DeviceContext } from './blk-options.js';
+import { type DeviceContext, REQUEST_CTL_BYTES } from './blk-options.js';
 import { BounceDma, createBatch, DirectDma, type DmaBatch, type GuestDma } from './dma.js';
 import { GuestVirtqueue, type UsedSink } from './driver-virtqueue.js';
 
@@ -11,7 +11,7 @@ import { GuestVirtqueue, type UsedSink } from './driver-virtqueue.js';
  * One virtqueue of a block device on the guest side: where the host placed it,
  * the guest DMA it maps through, and its request slots.
  *
- * Each slot owns, for the device's lifetime, 64 bytes of guest memory for the
+ * Each slot owns, for the device's lifetime, REQUEST_CTL_BYTES of guest memory for the
  * virtio_blk_req header and status byte, one data buffer of maxRequestBytes, and a
  * preallocated descriptor batch: a request allocates no buffer or batch of its
  * own, only its promises.
@@ -106,7 +106,7 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
     const area = index % pool.geometry.nareas;
     try {
       poolAddr = pool.tryAllocate(0, bytes, DmaDirection.BIDIRECTIONAL, {
-        allocAlignMask: 4095,
+        allocAlignMask: PAGE_SIZE - 1,
         owner: QUEUE_OWNER,
         area,
       });
@@ -138,17 +138,17 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
   } else {
     memory = ctx.guest.buffer;
     memBase = ctx.guest.base;
-    base = ctx.guest.reserve(bytes, 4096);
+    base = ctx.guest.reserve(bytes, PAGE_SIZE);
     dma = new DirectDma(ctx.guest);
   }
   const vq = new GuestVirtqueue(memory, memBase, layoutAt(base, shape.queueSize));
-  const ctlBase = ctx.guest.reserve(shape.depth * 64, 4096);
-  const dataBase = ctx.guest.reserve(shape.depth * shape.maxRequestBytes, 4096);
+  const ctlBase = ctx.guest.reserve(shape.depth * REQUEST_CTL_BYTES, PAGE_SIZE);
+  const dataBase = ctx.guest.reserve(shape.depth * shape.maxRequestBytes, PAGE_SIZE);
   const requests: RequestSlot[] = [];
   for (let s = 0; s < shape.depth; s++) {
     const req: RequestSlot = {
       slot: s,
-      ctlAddr: ctlBase + s * 64,
+      ctlAddr: ctlBase + s * REQUEST_CTL_BYTES,
       dataAddr: dataBase + s * shape.maxRequestBytes,
       batch: createBatch(shape.maxDescs),
       writes: new Uint8Array(shape.maxDescs),

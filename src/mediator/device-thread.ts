@@ -1,7 +1,12 @@
 import { Worker } from 'node:worker_threads';
 import { workerScript } from '../util/worker-script.js';
 import { VIRTIO_BLK_ID_BYTES } from '../virtio/blk-format.js';
-import type { ChaosOptions, DeviceKind, DeviceWorkerData } from '../virtio/device-spec.js';
+import {
+  type ChaosOptions,
+  DEFAULT_CHAOS_SEED,
+  type DeviceKind,
+  type DeviceWorkerData,
+} from '../virtio/device-spec.js';
 import { NOTIFY_COMPLETION, NOTIFY_STOP } from '../virtio/virtqueue-layout.js';
 import type { BlkQueue } from './blk-queue.js';
 
@@ -40,7 +45,7 @@ export function deviceWorkerData(q: BlkQueue, spec: DeviceThreadSpec): DeviceWor
   if (spec.file) data.file = spec.file;
   if (spec.kind === 'chaos') {
     // Each queue thread, and each thread after a reset, gets its own reproducible stream.
-    const seed = (spec.chaos?.seed ?? 1) + q.index * 7919 + spec.resets * 104729;
+    const seed = (spec.chaos?.seed ?? DEFAULT_CHAOS_SEED) + q.index * 7919 + spec.resets * 104729;
     data.chaos = { ...spec.chaos, seed };
   }
   return data;

@@ -1,4 +1,6 @@
 import { MediatorError } from '../errors.js';
+import { GUEST_DEFAULTS } from './defaults.js';
+import { MAX_GUEST_MEMORY_SIZE } from './limits.js';
 
 export interface GuestMemoryOptions {
   /**
@@ -14,11 +16,6 @@ export interface GuestMemoryOptions {
   base?: number;
 }
 
-export const DEFAULT_GUEST_MEMORY_SIZE = 256 * 2 ** 20;
-export const DEFAULT_GUEST_BASE = 2 ** 32;
-/** SharedArrayBuffers above this are refused: offsets travel as Uint32 in copy descriptors. */
-export const MAX_GUEST_MEMORY_SIZE = 2 ** 32 - 2 ** 16;
-
 /**
  * A guest's private memory: one SharedArrayBuffer addressed by guest-physical
  * address. Only the guest side (the driver on the main thread, the copy workers)
@@ -32,8 +29,8 @@ export class GuestMemory {
   private reserved = 0;
 
   constructor(opts: GuestMemoryOptions = {}) {
-    const size = opts.size ?? DEFAULT_GUEST_MEMORY_SIZE;
-    const base = opts.base ?? DEFAULT_GUEST_BASE;
+    const size = opts.size ?? GUEST_DEFAULTS.size;
+    const base = opts.base ?? GUEST_DEFAULTS.base;
     if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_GUEST_MEMORY_SIZE) {
       throw new MediatorError(
         'DMA_BAD_ADDRESS',

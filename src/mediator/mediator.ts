@@ -3,12 +3,13 @@ import type { GeometryOptions } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
 import { DEFAULT_LOG_INTERVAL_MS, type Logger, NO_LOG } from '../util/logger.js';
 import { CopyEngine, type CopyEngineOptions } from '../workers/copy-engine.js';
+import { BlkDriver, type BlkDriverOptions } from './blk-driver.js';
 import {
-  BlkDriver,
-  type BlkDriverOptions,
+  DEFAULT_MODE,
+  DEVICE_DEFAULTS,
   defaultCopyWorkersFor,
   defaultSpinMicrosFor,
-} from './blk-driver.js';
+} from './defaults.js';
 import { GuestMemory, type GuestMemoryOptions } from './guest-memory.js';
 import { type BackpressureOptions, PoolGate } from './pool-gate.js';
 
@@ -91,7 +92,7 @@ export class Mediator {
   private closed = false;
 
   constructor(spec: MediatorSpec) {
-    this.mode = spec.mode ?? 'bounce';
+    this.mode = spec.mode ?? DEFAULT_MODE;
     const log = spec.log ?? NO_LOG;
     const logIntervalMs = spec.logIntervalMs ?? DEFAULT_LOG_INTERVAL_MS;
     this.engine = new CopyEngine({
@@ -140,7 +141,7 @@ export class Mediator {
             poolRegion: pool.region,
             gate: pool.gate,
             engine: this.engine,
-            minAlignMask: d.minAlignMask ?? 0,
+            minAlignMask: d.minAlignMask ?? DEVICE_DEFAULTS.minAlignMask,
             log,
             logIntervalMs,
           },

@@ -2,6 +2,7 @@ import { MediatorError } from '../errors.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import { Fifo } from '../util/fifo.js';
 import { type Logger, NO_LOG, RateLimit } from '../util/logger.js';
+import { BACKPRESSURE_DEFAULTS } from './defaults.js';
 
 export interface BackpressureOptions {
   /**
@@ -86,8 +87,8 @@ export class PoolGate {
     opts: BackpressureOptions = {},
     logging: PoolGateLogOptions = {},
   ) {
-    this.policy = opts.policy ?? 'wait';
-    this.waitMs = opts.waitMs ?? 5000;
+    this.policy = opts.policy ?? BACKPRESSURE_DEFAULTS.policy;
+    this.waitMs = opts.waitMs ?? BACKPRESSURE_DEFAULTS.waitMs;
     this.log = logging.log ?? NO_LOG;
     this.poolName = logging.pool ?? 'pool';
     this.fullLimit = new RateLimit(logging.intervalMs);

@@ -1,4 +1,5 @@
 import { Registry } from 'prom-client';
+import { wrapDelta32 } from '../util/wrap32.js';
 
 /**
  * The registry of the service's metrics and the per-scrape snapshots they read.
@@ -143,7 +144,7 @@ export class WrapAccumulator {
 
   read(key: string, raw: number): number {
     const prev = this.last.get(key);
-    const total = (this.total.get(key) ?? 0) + (prev === undefined ? raw : (raw - prev) >>> 0);
+    const total = (this.total.get(key) ?? 0) + (prev === undefined ? raw : wrapDelta32(raw, prev));
     this.last.set(key, raw);
     this.total.set(key, total);
     return total;

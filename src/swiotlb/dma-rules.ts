@@ -1,4 +1,10 @@
-import { type CopyDirection, DmaAttr, DmaDirection } from './constants.js';
+import {
+  type CopyDirection,
+  DmaAttr,
+  DmaDirection,
+  IO_TLB_SEGSIZE,
+  IO_TLB_SIZE,
+} from './constants.js';
 
 /**
  * Which copies Linux's swiotlb does at each step (kernel/dma/swiotlb.c, 6.6-6.10).
@@ -30,4 +36,16 @@ export function syncForDeviceCopies(dir: DmaDirection): boolean {
 
 export function syncForCpuCopies(dir: DmaDirection): boolean {
   return dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL;
+}
+
+/**
+ * The largest mapping a device with `minAlignMask` can get, as
+ * swiotlb_max_mapping_size() (kernel/dma/swiotlb.c, 6.6-6.10) gives it: one
+ * segment (IO_TLB_SEGSIZE slots of IO_TLB_SIZE, 256 KiB), less
+ * roundup(min_align_mask, IO_TLB_SIZE) when the mask is not 0, because the slot
+ * search skips slots to keep the low min_align_mask bits of the original address.
+ */
+export function maxMappingSize(minAlignMask = 0): number {
+  const minAlign = minAlignMask ? Math.ceil(minAlignMask / IO_TLB_SIZE) * IO_TLB_SIZE : 0;
+  return IO_TLB_SIZE * IO_TLB_SEGSIZE - minAlign;
 }

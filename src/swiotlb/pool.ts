@@ -13,7 +13,13 @@ import {
   isValidMappingDirection,
   PAGE_SIZE,
 } from './constants.js';
-import { MAP_COPY, syncForCpuCopies, syncForDeviceCopies, unmapCopies } from './dma-rules.js';
+import {
+  MAP_COPY,
+  maxMappingSize,
+  syncForCpuCopies,
+  syncForDeviceCopies,
+  unmapCopies,
+} from './dma-rules.js';
 import { computeGeometry, type Geometry, type GeometryOptions } from './geometry.js';
 import {
   AREA_CONTENDED,
@@ -234,8 +240,7 @@ export class SwiotlbPool {
 
   /** swiotlb_max_mapping_size(): 256 KiB less roundup(min_align_mask, 2 KiB) when a mask is set. */
   maxMappingSize(minAlignMask = 0): number {
-    const minAlign = minAlignMask ? Math.ceil(minAlignMask / IO_TLB_SIZE) * IO_TLB_SIZE : 0;
-    return IO_TLB_SIZE * IO_TLB_SEGSIZE - minAlign;
+    return maxMappingSize(minAlignMask);
   }
 
   /** Offset of a pool address in {@link data}. */

@@ -53,9 +53,12 @@ export interface ChaosRates {
 }
 
 export interface ChaosOptions extends ChaosRates {
-  /** @default 1 */
+  /** @default {@link DEFAULT_CHAOS_SEED} */
   seed?: number;
 }
+
+/** The chaos device's seed when none is given. */
+export const DEFAULT_CHAOS_SEED = 1;
 
 export const DEFAULT_CHAOS: Required<ChaosRates> = {
   drop: 0.02,

@@ -1,4 +1,3 @@
-import { availableParallelism } from 'node:os';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { MediatorError } from '../errors.js';
@@ -6,6 +5,14 @@ import { type CopyDirection, DmaDirection } from '../swiotlb/constants.js';
 import { Fifo } from '../util/fifo.js';
 import { type Logger, NO_LOG } from '../util/logger.js';
 import { workerScript } from '../util/worker-script.js';
+import {
+  COPY_DEFAULTS,
+  defaultCopyWorkers,
+  defaultEnginePollMicros,
+  defaultInlineThreshold,
+  defaultSplitInline,
+  defaultSplitThreshold,
+} from './copy-defaults.js';
 import {
   D_DIR,
   D_GUEST_OFFSET,
@@ -34,14 +41,14 @@ export interface CopyEngineOptions {
   /**
    * Copy worker threads. 0 copies everything inline on the calling thread.
    * One core is left to the calling thread, which maps, polls and copies inline:
-   * on 2 cores, two workers plus the main thread measured slower than one worker.
+   * a worker that takes its core costs more than it copies.
    * @default {@link defaultCopyWorkers}: the number of CPUs - 1 (at least 1, at most 4)
    */
   workers?: number;
   /**
-   * Copies shorter than this are done inline on the calling thread: a 4 KiB copy
-   * costs 0.2-0.8 us, handing it to a worker and hearing back costs more
-   * (bench/copy.bench.ts measures both). Longer copies go to the workers.
+   * Copies shorter than this are done inline on the calling thread: a small copy
+   * costs less than handing it to a worker and hearing back (bench/copy.bench.ts
+   * measures both). Longer copies go to the workers.
    * @default {@link defaultInlineThreshold}: 32768, or 131072 on 2 CPUs or fewer
    */
   inlineThreshold?: number;
@@ -58,7 +65,7 @@ export interface CopyEngineOptions {
    * Whether the calling thread copies one part of a split copy itself, while the
    * workers copy the others (it would otherwise wait for them). Only worth it when
    * it has a core of its own; so one worker on 2 CPUs splits too.
-   * @default true when workers < the number of CPUs
+   * @default {@link defaultSplitInline}: true when workers < the number of CPUs
    */
   splitInline?: boolean;
   /**
@@ -89,7 +96,7 @@ export interface CopyEngineOptions {
    * event-loop turn before it sleeps until a worker notifies, in microseconds.
    * Polling needs a core of its own: with as many workers as cores it costs the
    * workers more than it saves (measured), so it is off then.
-   * @default 200, or 0 when workers >= the number of CPUs
+   * @default {@link defaultEnginePollMicros}: 200, or 0 when workers >= the number of CPUs
    */
   pollMicros?: number;
   /**
@@ -104,36 +111,6 @@ export interface CopyEngineOptions {
    * @default NO_LOG: nothing
    */
   log?: Logger;
-}
-
-/** Copy workers by default: one core stays with the thread that maps and polls. */
-export function defaultCopyWorkers(): number {
-  return Math.max(1, Math.min(4, availableParallelism() - 1));
-}
-
-/**
- * The split threshold by default: 128 KiB while the workers leave a core to the
- * calling thread; 0 (never split) when they do not, since then no core is idle for
- * a part and each part costs a worker wake-up (measured on 2 CPUs, 256 KiB copies
- * one at a time: 0.20 of a raw copy split over two workers, 0.49 unsplit).
- */
-export function defaultSplitThreshold(
-  workers: number,
-  cpus: number = availableParallelism(),
-): number {
-  return workers < cpus ? 128 * 1024 : 0;
-}
-
-/**
- * The inline threshold by default. On 2 CPUs or fewer a copy worker has no core of
- * its own: it shares one with the device threads, and handing it a copy costs the
- * device its core. Measured on 2 cores (bench:pipeline, ram-blk 64 KiB writes,
- * bounce): 58k IOPS with 64 KiB copies on the worker, 72k inline (64 MiB pool);
- * 68k vs 122k with an 8 MiB pool. bench:copy at 64 KiB is a tie (0.82-0.89 of a
- * raw copy inline, 0.84-0.94 on the worker). With more cores, 32 KiB.
- */
-export function defaultInlineThreshold(): number {
-  return availableParallelism() <= 2 ? 128 * 1024 : 32 * 1024;
 }
 
 /** One caller's copy, possibly split over several rings. */
@@ -194,12 +171,11 @@ function hasRoom(ring: Ring, capacity: number): boolean {
 /** Copies up to this size are byte loops and are not timed (measured: a loop wins up to ~32 B). */
 const TINY_COPY = 32;
 /**
- * One inline copy in this many is timed (a power of two). A clock read costs ~50 ns
- * here, but a timed copy costs far more: the read waits for the copy's memory
- * operations to finish, so the copy no longer overlaps what follows it. Measured
- * on cold 4 KiB copies: 525-647 ns each timing one in 8, 362-484 ns one in 64,
- * 347-460 ns untimed; bench:copy inline 4 KiB in lists of 32 +13% I/Os per second
- * with one in 64. At 4 KiB that is still ~10k timed copies per second.
+ * One inline copy in this many is timed (a power of two). A clock read is cheap,
+ * but a timed copy costs far more: the read waits for the copy's memory operations
+ * to finish, so the copy no longer overlaps what follows it. One in 64 costs about
+ * what no timing does and still gives thousands of timed copies per second at
+ * 4 KiB (docs/performance.md).
  */
 const INLINE_TIME_SAMPLE = 64;
 
@@ -255,17 +231,14 @@ export class CopyEngine {
     this.log = opts.log ?? NO_LOG;
     this.workers = opts.workers ?? defaultCopyWorkers();
     this.inlineThreshold = opts.inlineThreshold ?? defaultInlineThreshold();
-    const cpus = availableParallelism();
-    // The calling thread has a core of its own: it may copy a split part and poll.
-    const callerHasCore = this.workers < cpus;
-    this.splitThreshold = opts.splitThreshold ?? defaultSplitThreshold(this.workers, cpus);
-    this.splitInline = opts.splitInline ?? callerHasCore;
-    this.capacity = opts.ringCapacity ?? 1024;
-    this.maxRegions = opts.maxRegions ?? 64;
-    this.spinMicros = opts.spinMicros ?? 20;
-    this.pollMs = (opts.pollMicros ?? (callerHasCore ? 200 : 0)) / 1000;
-    this.spillBytes = opts.spillBytes ?? 256 * 1024;
-    this.accounting = opts.accounting ?? true;
+    this.splitThreshold = opts.splitThreshold ?? defaultSplitThreshold(this.workers);
+    this.splitInline = opts.splitInline ?? defaultSplitInline(this.workers);
+    this.capacity = opts.ringCapacity ?? COPY_DEFAULTS.ringCapacity;
+    this.maxRegions = opts.maxRegions ?? COPY_DEFAULTS.maxRegions;
+    this.spinMicros = opts.spinMicros ?? COPY_DEFAULTS.spinMicros;
+    this.pollMs = (opts.pollMicros ?? defaultEnginePollMicros(this.workers)) / 1000;
+    this.spillBytes = opts.spillBytes ?? COPY_DEFAULTS.spillBytes;
+    this.accounting = opts.accounting ?? COPY_DEFAULTS.accounting;
     if (!Number.isInteger(this.workers) || this.workers < 0 || this.workers > 64) {
       throw new RangeError(`workers must be an integer from 0 to 64, got ${this.workers}`);
     }
@@ -603,9 +576,7 @@ export class CopyEngine {
     // virtio's used_event asks): the other half keeps it busy while this thread
     // wakes up and refills, and one wake-up completes several copies. Each wake-up
     // costs this thread microseconds of CPU that, with as many workers as cores,
-    // the workers lose. bench:copy, 2 workers on 2 CPUs, 256 KiB: 12.4-12.9 GB/s
-    // woken at every copy, 11.2-11.3 woken at the first pending one, 12.2-15.7
-    // woken at half the queue (the workers 77-84% busy instead of 71-75%).
+    // the workers lose (bench:copy compares the wake-up points; docs/performance.md).
     const wanted = ring.pending.at((ring.pending.length - 1) >> 1)!.end;
     Atomics.store(ring.header, RING_NOTIFY_AT, wanted);
     const seen = Atomics.load(ring.header, RING_TAIL);

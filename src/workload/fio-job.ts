@@ -17,8 +17,10 @@
  */
 
 import { MediatorError } from '../errors.js';
+import { isMinAlignMask, LIMITS, MAX_MIN_ALIGN_MASK } from '../mediator/limits.js';
 import { mulberry32 } from '../util/prng.js';
 import { parseSize } from '../util/size.js';
+import { SECTOR_SIZE } from '../virtio/blk-format.js';
 
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw';
 export type RunMode = 'bounce' | 'direct' | 'both';
@@ -251,8 +253,10 @@ function boolValue(ctx: Ctx, key: string, o: RawOption): boolean {
 function blockSize(ctx: Ctx, key: string, o: RawOption, text: string): number {
   const n = parseFioSize(text);
   if (n === undefined || n <= 0) throw bad(`${where(ctx, key, o)}: "${text}" is not a size`);
-  if (n % 512 !== 0) {
-    throw bad(`${where(ctx, key, o)}: ${n} bytes is not a multiple of 512 (virtio-blk sectors)`);
+  if (n % SECTOR_SIZE !== 0) {
+    throw bad(
+      `${where(ctx, key, o)}: ${n} bytes is not a multiple of ${SECTOR_SIZE} (virtio-blk sectors)`,
+    );
   }
   if (n > MAX_BS) throw bad(`${where(ctx, key, o)}: ${n} bytes is larger than 16 MiB`);
   return n;
@@ -382,9 +386,9 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
     settings.poolSize = n;
   }
   const areas = get('areas');
-  if (areas) settings.areas = intValue(ctx, 'areas', areas, 1, 1024);
+  if (areas) settings.areas = intValue(ctx, 'areas', areas, ...LIMITS.areas);
   const cw = get('copy_workers');
-  if (cw) settings.copyWorkers = intValue(ctx, 'copy_workers', cw, 0, 64);
+  if (cw) settings.copyWorkers = intValue(ctx, 'copy_workers', cw, ...LIMITS.copyWorkers);
   const bp = get('backpressure');
   if (bp) {
     if (bp.value !== 'wait' && bp.value !== 'fail') {
@@ -395,10 +399,31 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   return settings;
 }
 
+/** Reads one option of a job section (`[global]` merged in). */
+type Get = (key: string) => RawOption | undefined;
+
 function parseJob(s: RawSection, index: number, source: string): FioJob {
   const ctx: Ctx = { source, job: s.name };
-  const get = (k: string) => s.options.get(k);
+  const get: Get = (k) => s.options.get(k);
+  const pattern = ioPattern(ctx, get);
+  const maxBs = Math.max(
+    ...pattern.bs.read.map((e) => e.size),
+    ...pattern.bs.write.map((e) => e.size),
+  );
+  return {
+    name: s.name,
+    index,
+    ...pattern,
+    ...concurrency(ctx, get),
+    ...extent(ctx, get, maxBs),
+    ...timing(ctx, get),
+    ...target(ctx, get),
+    options: Object.fromEntries([...s.options].map(([k, o]) => [k, o.value])),
+  };
+}
 
+/** rw, bs / bssplit and rwmixread: what each I/O is. */
+function ioPattern(ctx: Ctx, get: Get): Pick<FioJob, 'rw' | 'bs' | 'rwmixread'> {
   let rw: RwMode = 'read';
   const rwOpt = get('rw') ?? get('readwrite');
   if (rwOpt) {
@@ -435,13 +460,20 @@ function parseJob(s: RawSection, index: number, source: string): FioJob {
   const mixW = get('rwmixwrite');
   if (mixR) rwmixread = intValue(ctx, 'rwmixread', mixR, 0, 100);
   else if (mixW) rwmixread = 100 - intValue(ctx, 'rwmixwrite', mixW, 0, 100);
+  return { rw, bs: { read, write }, rwmixread };
+}
 
+/** iodepth and numjobs, within what a device takes (its depth and queues). */
+function concurrency(ctx: Ctx, get: Get): Pick<FioJob, 'iodepth' | 'numjobs'> {
   const iodepthOpt = get('iodepth');
-  const iodepth = iodepthOpt ? intValue(ctx, 'iodepth', iodepthOpt, 1, 4096) : 1;
+  const iodepth = iodepthOpt ? intValue(ctx, 'iodepth', iodepthOpt, ...LIMITS.depth) : 1;
   const numjobsOpt = get('numjobs');
-  const numjobs = numjobsOpt ? intValue(ctx, 'numjobs', numjobsOpt, 1, 64) : 1;
+  const numjobs = numjobsOpt ? intValue(ctx, 'numjobs', numjobsOpt, ...LIMITS.queues) : 1;
+  return { iodepth, numjobs };
+}
 
-  const maxBs = Math.max(...read.map((e) => e.size), ...write.map((e) => e.size));
+/** size (whole sectors, at least the largest block) and io_size / io_limit. */
+function extent(ctx: Ctx, get: Get, maxBs: number): Pick<FioJob, 'size' | 'ioSize'> {
   let size = DEFAULT_SIZE;
   const sizeOpt = get('size');
   if (sizeOpt) {
@@ -449,9 +481,9 @@ function parseJob(s: RawSection, index: number, source: string): FioJob {
     if (n === undefined || n <= 0) throw bad(`${where(ctx, 'size', sizeOpt)}: not a size`);
     size = n;
   }
-  size = Math.floor(size / 512) * 512;
+  size = Math.floor(size / SECTOR_SIZE) * SECTOR_SIZE;
   if (size < maxBs) {
-    throw bad(`${source}: [${s.name}] size ${size} is smaller than the block size ${maxBs}`);
+    throw bad(`${ctx.source}: [${ctx.job}] size ${size} is smaller than the block size ${maxBs}`);
   }
   let ioSize = size;
   const ioOpt = get('io_size') ?? get('io_limit');
@@ -460,7 +492,14 @@ function parseJob(s: RawSection, index: number, source: string): FioJob {
     if (n === undefined || n <= 0) throw bad(`${where(ctx, 'io_size', ioOpt)}: not a size`);
     ioSize = n;
   }
+  return { size, ioSize };
+}
 
+/** runtime / timeout, ramp_time, time_based and number_ios: when a clone stops. */
+function timing(
+  ctx: Ctx,
+  get: Get,
+): Pick<FioJob, 'runtime' | 'timeBased' | 'rampTime' | 'numberIos'> {
   const time = (key: string): number | undefined => {
     const o = get(key);
     if (!o) return undefined;
@@ -473,13 +512,17 @@ function parseJob(s: RawSection, index: number, source: string): FioJob {
   const tb = get('time_based');
   const timeBased = tb ? boolValue(ctx, 'time_based', tb) : false;
   if (timeBased && (runtime === undefined || runtime <= 0)) {
-    throw bad(`${source}: [${s.name}] time_based needs a runtime (it would run forever)`);
+    throw bad(`${ctx.source}: [${ctx.job}] time_based needs a runtime (it would run forever)`);
   }
   const nio = get('number_ios');
   const numberIos = nio ? intValue(ctx, 'number_ios', nio, 1, Number.MAX_SAFE_INTEGER) : undefined;
+  return { runtime, timeBased, rampTime, numberIos };
+}
+
+/** randseed, device and min_align_mask: what the I/O goes to. */
+function target(ctx: Ctx, get: Get): Pick<FioJob, 'randseed' | 'device' | 'minAlignMask'> {
   const seedOpt = get('randseed');
   const randseed = seedOpt ? intValue(ctx, 'randseed', seedOpt, 0, 2 ** 32 - 1) : 0x5eed;
-
   let device: JobDevice = 'ram-blk';
   const dev = get('device');
   if (dev) {
@@ -491,31 +534,12 @@ function parseJob(s: RawSection, index: number, source: string): FioJob {
   let minAlignMask = 0;
   const mam = get('min_align_mask');
   if (mam) {
-    minAlignMask = intValue(ctx, 'min_align_mask', mam, 0, 65535);
-    if (((minAlignMask + 1) & minAlignMask) !== 0) {
+    minAlignMask = intValue(ctx, 'min_align_mask', mam, 0, MAX_MIN_ALIGN_MASK);
+    if (!isMinAlignMask(minAlignMask)) {
       throw bad(`${where(ctx, 'min_align_mask', mam)}: must be 0 or 2^k - 1 (NVMe: 4095)`);
     }
   }
-
-  return {
-    name: s.name,
-    index,
-    rw,
-    bs: { read, write },
-    rwmixread,
-    iodepth,
-    numjobs,
-    size,
-    ioSize,
-    runtime,
-    timeBased,
-    rampTime,
-    numberIos,
-    randseed,
-    device,
-    minAlignMask,
-    options: Object.fromEntries([...s.options].map(([k, o]) => [k, o.value])),
-  };
+  return { randseed, device, minAlignMask };
 }
 
 /** Which directions a job does. */

@@ -9,7 +9,7 @@
  * - per request: the 16-byte virtio-blk header, the data split at the max mapping
  *   size (256 KiB less the min_align_mask padding), and the 1-byte status, each
  *   its own mapping (with the device's min_align_mask), all or nothing; the guest
- *   buffers sit where the device puts them (header at slot*64 of a page-aligned
+ *   buffers sit where the device puts them (header at slot*REQUEST_CTL_BYTES of a page-aligned
  *   block, data at slot*maxRequestBytes), so min_align_mask padding is the real one.
  *
  * Each clone keeps `iodepth` requests (capped as the device caps it) live or
@@ -21,13 +21,15 @@
  * finds no room waits; had the pool the Linux policy (fail), it would have failed:
  * that count is `map_failures`.
  */
-import { deviceGuestLayout } from '../mediator/blk-driver.js';
-import { DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
+import { deviceGuestLayout, REQUEST_CTL_BYTES } from '../mediator/blk-options.js';
+import { GUEST_DEFAULTS } from '../mediator/defaults.js';
+import { DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE, PAGE_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
+import { BLK_HEADER_BYTES } from '../virtio/blk-format.js';
 import { virtqueueBytes } from '../virtio/virtqueue-layout.js';
 import { type FioJob, type JobFile, jobDirections, pickSize, prng } from './fio-job.js';
-import { defaultAreas, maxRequestBytesFor, queueSizeFor } from './runner.js';
+import { defaultAreas, maxRequestBytesFor, queueSizeFor } from './job-config.js';
 
 export interface SimOptions {
   /** Pool slots (rounded as the kernel rounds them). */
@@ -85,8 +87,10 @@ interface Req {
 
 function shapes(jf: JobFile): CloneShape[] {
   const out: CloneShape[] = [];
-  let next = 2 ** 32;
-  const page = (n: number) => Math.ceil(n / 4096) * 4096;
+  // Guest memory laid out as BlkQueue reserves it: per queue, the request
+  // headers, then the data buffers, each block page aligned.
+  let next = GUEST_DEFAULTS.base;
+  const page = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
   for (const job of jf.jobs) {
     const maxReq = maxRequestBytesFor(job);
     const layout = deviceGuestLayout(
@@ -101,7 +105,7 @@ function shapes(jf: JobFile): CloneShape[] {
     );
     for (let q = 0; q < job.numjobs; q++) {
       const ctlBase = next;
-      next += page(layout.depth * 64);
+      next += page(layout.depth * REQUEST_CTL_BYTES);
       const dataBase = next;
       next += page(layout.depth * maxReq);
       out.push({
@@ -118,71 +122,139 @@ function shapes(jf: JobFile): CloneShape[] {
   return out;
 }
 
-/** One deterministic simulation at one pool geometry. */
-export function simulate(jf: JobFile, opts: SimOptions): SimResult {
-  const steps = opts.steps ?? 4000;
-  const rand = prng(opts.seed ?? 1);
-  const pool = SwiotlbPool.create({ slots: opts.slots, areas: opts.areas, area: 0 });
-  const { nslabs, nareas, bytes } = pool.geometry;
-  const clones = shapes(jf);
-  const result: SimResult = {
-    nslabs,
-    nareas,
-    bytes,
-    queue_slots: 0,
-    queues_fit: true,
-    requests: 0,
-    map_failures: 0,
-    waits: 0,
-    max_waiting: 0,
-    stalled: false,
-    used_hiwater: 0,
-    used_hiwater_percent: 0,
-  };
-  const finish = () => {
-    result.used_hiwater = pool.stats().used_hiwater;
-    result.used_hiwater_percent = Math.round((result.used_hiwater / nslabs) * 10000) / 100;
-    return result;
-  };
+/**
+ * One simulation's state: the pool, the clones' shapes, the live requests (in no
+ * order; the one due first is searched for) and the waiting line (FIFO:
+ * waiting[head..], compacted now and then). Every random draw comes from one
+ * seeded stream, in a fixed order, so a run is reproducible.
+ */
+class Simulation {
+  readonly result: SimResult;
+  private readonly pool: SwiotlbPool;
+  private readonly nareas: number;
+  private readonly clones: CloneShape[];
+  private readonly rand: () => number;
+  private readonly live: Req[] = [];
+  private now = 0;
+  private readonly waiting: Req[] = [];
+  private head = 0;
 
-  for (const c of clones) {
-    const qb = virtqueueBytes(queueSizeFor(c.job, c.maxReq));
-    const addr = pool.tryAllocate(0, qb, DmaDirection.BIDIRECTIONAL, {
-      allocAlignMask: 4095,
-      area: c.queue % nareas,
-    });
-    if (addr < 0) {
-      result.queues_fit = false;
-      result.stalled = true;
-      return finish();
+  constructor(jf: JobFile, opts: SimOptions) {
+    this.rand = prng(opts.seed ?? 1);
+    this.pool = SwiotlbPool.create({ slots: opts.slots, areas: opts.areas, area: 0 });
+    const { nslabs, nareas, bytes } = this.pool.geometry;
+    this.nareas = nareas;
+    this.clones = shapes(jf);
+    this.result = {
+      nslabs,
+      nareas,
+      bytes,
+      queue_slots: 0,
+      queues_fit: true,
+      requests: 0,
+      map_failures: 0,
+      waits: 0,
+      max_waiting: 0,
+      stalled: false,
+      used_hiwater: 0,
+      used_hiwater_percent: 0,
+    };
+  }
+
+  /**
+   * Places every clone's virtqueue for the whole run, page aligned, starting in
+   * its queue's area (as placeQueue does). False when one does not fit: the
+   * device could not start, which counts as stalled.
+   */
+  placeQueues(): boolean {
+    for (const c of this.clones) {
+      const qb = virtqueueBytes(queueSizeFor(c.job, c.maxReq));
+      const addr = this.pool.tryAllocate(0, qb, DmaDirection.BIDIRECTIONAL, {
+        allocAlignMask: PAGE_SIZE - 1,
+        area: c.queue % this.nareas,
+      });
+      if (addr < 0) {
+        this.result.queues_fit = false;
+        this.result.stalled = true;
+        return false;
+      }
+    }
+    this.result.queue_slots = this.pool.used();
+    return true;
+  }
+
+  /** Fills every clone's depth, slot by slot, clones interleaved. */
+  fill(): void {
+    const maxDepth = Math.max(...this.clones.map((c) => c.depth));
+    for (let s = 0; s < maxDepth; s++) {
+      for (let c = 0; c < this.clones.length; c++) {
+        if (s < this.clones[c]!.depth) this.arrive(this.newReq(c, s));
+      }
     }
   }
-  result.queue_slots = pool.used();
 
-  const newReq = (clone: number, slot: number): Req => {
-    const job = clones[clone]!.job;
+  /**
+   * `steps` completions: the live request due first completes and is unmapped,
+   * waiters are let in, and its slot issues the next request. Stops early, stalled,
+   * when nothing is live.
+   */
+  run(steps: number): void {
+    const live = this.live;
+    for (let step = 0; step < steps; step++) {
+      if (live.length === 0) {
+        this.result.stalled = true;
+        break;
+      }
+      let i = 0;
+      for (let k = 1; k < live.length; k++) if (live[k]!.doneAt < live[i]!.doneAt) i = k;
+      const done = live[i]!;
+      this.now = done.doneAt;
+      live[i] = live[live.length - 1]!;
+      live.pop();
+      this.release(done);
+      this.letIn();
+      this.arrive(this.newReq(done.clone, done.slot));
+    }
+  }
+
+  finish(): SimResult {
+    const r = this.result;
+    r.used_hiwater = this.pool.stats().used_hiwater;
+    r.used_hiwater_percent = Math.round((r.used_hiwater / r.nslabs) * 10000) / 100;
+    return r;
+  }
+
+  private newReq(clone: number, slot: number): Req {
+    const job = this.clones[clone]!.job;
     const d = jobDirections(job.rw);
-    const isRead = d.read && (!d.write || rand() * 100 < job.rwmixread);
-    const len = pickSize(isRead ? job.bs.read : job.bs.write, rand());
-    result.requests++;
+    const isRead = d.read && (!d.write || this.rand() * 100 < job.rwmixread);
+    const len = pickSize(isRead ? job.bs.read : job.bs.write, this.rand());
+    this.result.requests++;
     return { clone, slot, len, isRead, tlb: [], sizes: [], dirs: [], doneAt: 0 };
-  };
+  }
 
-  const place = (r: Req): boolean => {
-    const c = clones[r.clone]!;
-    const ctl = c.ctlBase + r.slot * 64;
+  /**
+   * Maps a request as BlkDriver does, all or nothing: its header, its data split
+   * at the segment size, its status byte, each with the device's min_align_mask,
+   * starting in its queue's area.
+   */
+  private place(r: Req): boolean {
+    const c = this.clones[r.clone]!;
+    const ctl = c.ctlBase + r.slot * REQUEST_CTL_BYTES;
     const data = c.dataBase + r.slot * c.maxReq;
     const dataDir = r.isRead ? DmaDirection.FROM_DEVICE : DmaDirection.TO_DEVICE;
-    const parts: [number, number, DmaDirection][] = [[ctl, 16, DmaDirection.TO_DEVICE]];
+    const parts: [number, number, DmaDirection][] = [
+      [ctl, BLK_HEADER_BYTES, DmaDirection.TO_DEVICE],
+    ];
     for (let off = 0; off < r.len; off += c.segment) {
       parts.push([data + off, Math.min(c.segment, r.len - off), dataDir]);
     }
-    parts.push([ctl + 16, 1, DmaDirection.FROM_DEVICE]);
-    const opts = { minAlignMask: c.job.minAlignMask, area: c.queue % nareas };
+    parts.push([ctl + BLK_HEADER_BYTES, 1, DmaDirection.FROM_DEVICE]);
+    const opts = { minAlignMask: c.job.minAlignMask, area: c.queue % this.nareas };
     for (const [addr, size, dir] of parts) {
-      const tlb = pool.tryAllocate(addr, size, dir, opts);
+      const tlb = this.pool.tryAllocate(addr, size, dir, opts);
       if (tlb < 0) {
-        release(r);
+        this.release(r);
         return false;
       }
       r.tlb.push(tlb);
@@ -190,62 +262,59 @@ export function simulate(jf: JobFile, opts: SimOptions): SimResult {
       r.dirs.push(dir);
     }
     return true;
-  };
-  const release = (r: Req) => {
-    for (let i = 0; i < r.tlb.length; i++) pool.release(r.tlb[i]!, r.sizes[i]!, r.dirs[i]!);
+  }
+
+  private release(r: Req): void {
+    for (let i = 0; i < r.tlb.length; i++) {
+      this.pool.release(r.tlb[i]!, r.sizes[i]!, r.dirs[i]!);
+    }
     r.tlb.length = 0;
     r.sizes.length = 0;
     r.dirs.length = 0;
-  };
+  }
 
-  const live: Req[] = [];
-  let now = 0;
-  // Service time grows with the size (the copies): big requests stay live longer,
-  // so at any moment the live set leans to them, as in the real pipeline.
-  const goLive = (r: Req) => {
-    r.doneAt = now + (1 + r.len / 16384) * -Math.log(1 - rand());
-    live.push(r);
-  };
-  const waiting: Req[] = [];
-  let head = 0; // waiting[head..] is the line
-  const arrive = (r: Req) => {
-    if (head === waiting.length && place(r)) {
-      goLive(r);
+  /**
+   * Service time grows with the size (the copies): big requests stay live longer,
+   * so at any moment the live set leans to them, as in the real pipeline.
+   */
+  private goLive(r: Req): void {
+    r.doneAt = this.now + (1 + r.len / 16384) * -Math.log(1 - this.rand());
+    this.live.push(r);
+  }
+
+  /** A new request: placed at once when nobody waits and it fits, else it queues. */
+  private arrive(r: Req): void {
+    const nobodyWaits = this.head === this.waiting.length;
+    if (nobodyWaits && this.place(r)) {
+      this.goLive(r);
       return;
     }
-    if (head === waiting.length) result.map_failures++;
-    result.waits++;
-    waiting.push(r);
-    result.max_waiting = Math.max(result.max_waiting, waiting.length - head);
-  };
-  const letIn = () => {
-    while (head < waiting.length && place(waiting[head]!)) goLive(waiting[head++]!);
-    if (head > 1024 && head * 2 > waiting.length) {
-      waiting.splice(0, head);
-      head = 0;
-    }
-  };
+    // With nobody ahead of it, Linux (policy fail) would have failed this map.
+    if (nobodyWaits) this.result.map_failures++;
+    this.result.waits++;
+    this.waiting.push(r);
+    this.result.max_waiting = Math.max(this.result.max_waiting, this.waiting.length - this.head);
+  }
 
-  const maxDepth = Math.max(...clones.map((c) => c.depth));
-  for (let s = 0; s < maxDepth; s++) {
-    for (let c = 0; c < clones.length; c++) if (s < clones[c]!.depth) arrive(newReq(c, s));
-  }
-  for (let step = 0; step < steps; step++) {
-    if (live.length === 0) {
-      result.stalled = true;
-      break;
+  /** Lets waiters in from the front, in order, until one does not fit (the gate's rule). */
+  private letIn(): void {
+    const w = this.waiting;
+    while (this.head < w.length && this.place(w[this.head]!)) this.goLive(w[this.head++]!);
+    if (this.head > 1024 && this.head * 2 > w.length) {
+      w.splice(0, this.head);
+      this.head = 0;
     }
-    let i = 0;
-    for (let k = 1; k < live.length; k++) if (live[k]!.doneAt < live[i]!.doneAt) i = k;
-    const done = live[i]!;
-    now = done.doneAt;
-    live[i] = live[live.length - 1]!;
-    live.pop();
-    release(done);
-    letIn();
-    arrive(newReq(done.clone, done.slot));
   }
-  return finish();
+}
+
+/** One deterministic simulation at one pool geometry. */
+export function simulate(jf: JobFile, opts: SimOptions): SimResult {
+  const sim = new Simulation(jf, opts);
+  if (sim.placeQueues()) {
+    sim.fill();
+    sim.run(opts.steps ?? 4000);
+  }
+  return sim.finish();
 }
 
 function ok(r: SimResult): boolean {

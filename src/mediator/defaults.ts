@@ -1,0 +1,137 @@
+import { availableParallelism } from 'node:os';
+import { IO_TLB_DEFAULT_SIZE } from '../swiotlb/constants.js';
+import { defaultAreaCount } from '../swiotlb/geometry.js';
+
+/**
+ * Every default that both the runtime (Mediator, BlkDriver, PoolGate, GuestMemory,
+ * CopyEngine) and the service config state, stated once here: the runtime falls
+ * back to these when an option is left out, and the config's schema fills them in
+ * (so what the config shows is what runs). A light module: node:os and pure
+ * swiotlb/worker helpers only, so that parsing a config loads no thread, no
+ * piscina and no device code (test/config.test.ts checks it in a child process).
+ *
+ * The copy engine's own defaults live in src/workers/copy-defaults.ts (the engine
+ * may not import src/mediator) and are re-exported here.
+ */
+
+export {
+  COPY_DEFAULTS,
+  callerHasCore,
+  defaultCopyWorkers,
+  defaultEnginePollMicros,
+  defaultInlineThreshold,
+  defaultSplitInline,
+  defaultSplitThreshold,
+} from '../workers/copy-defaults.js';
+
+/** `bounce` isolates; `direct` is the baseline without isolation. */
+export const DEFAULT_MODE = 'bounce' as const;
+
+/** A pool: Linux's default size (IO_TLB_DEFAULT_SIZE, 64 MiB) at guest-physical 0. */
+export const POOL_DEFAULTS = {
+  size: IO_TLB_DEFAULT_SIZE,
+  base: 0,
+} as const;
+
+/** Areas of a pool by default: the CPUs rounded up to a power of two, as the kernel. */
+export const defaultPoolAreas = defaultAreaCount;
+
+/** What a request does when its pool is full: wait its turn, for up to 5 s. */
+export const BACKPRESSURE_DEFAULTS = {
+  policy: 'wait',
+  waitMs: 5000,
+} as const satisfies { policy: 'fail' | 'wait'; waitMs: number };
+
+/**
+ * A guest's private memory when nothing sizes it (the config's "auto" sizes it
+ * to its devices instead), and where it starts: 4 GiB, above a pool at 0.
+ */
+export const GUEST_DEFAULTS = {
+  size: 256 * 2 ** 20,
+  base: 2 ** 32,
+} as const;
+
+/** A virtio-blk device's options (BlkDriverOptions) when left out. */
+export const DEVICE_DEFAULTS = {
+  /** Disk size in bytes. */
+  capacity: 256 * 2 ** 20,
+  /** Virtqueues, each with its own device thread. */
+  queues: 1,
+  /** Descriptors per virtqueue. */
+  queueSize: 256,
+  /** Requests in flight per queue (before the cap that makes chains fit). */
+  depth: 32,
+  /** Largest data transfer of one request. */
+  maxRequestBytes: 2 ** 20,
+  /** A request not completed after this long fails and the device is reset. */
+  timeoutMs: 5000,
+  /** file-blk: sync every write before it completes. */
+  sync: 'durable',
+  /** The device's DMA min_align_mask. */
+  minAlignMask: 0,
+  /**
+   * How long the driver polls for the next completion after one, in
+   * microseconds, before it sleeps until the device notifies (blk-mq's hybrid
+   * polling): cheaper than a wake-up while completions keep coming, free when
+   * the queue is idle.
+   */
+  pollMicros: 200,
+  /** Record each request's latency for the metrics. */
+  recordLatency: true,
+} as const satisfies {
+  capacity: number;
+  queues: number;
+  queueSize: number;
+  depth: number;
+  maxRequestBytes: number;
+  timeoutMs: number;
+  sync: 'durable' | 'none';
+  minAlignMask: number;
+  pollMicros: number;
+  recordLatency: boolean;
+};
+
+/** Device threads a process runs for `devices`: one per queue, all devices together. */
+export function deviceThreadCount(devices: readonly { queues?: number | undefined }[]): number {
+  return devices.reduce((n, d) => n + (d.queues ?? DEVICE_DEFAULTS.queues), 0);
+}
+
+/**
+ * How long a device thread polls its queue before it sleeps, by default: 200 us
+ * when the process's device threads and its main thread have a CPU each, else
+ * 50 us. A sleeping device thread must be woken by the driver (a futex wake on the
+ * main thread's time); with a core of its own it can afford to wait for the next
+ * batch instead. With more threads than CPUs, polling takes the core the main
+ * thread needs: there the shorter poll stays.
+ */
+export function defaultDeviceSpinMicros(
+  deviceThreads: number,
+  cpus: number = availableParallelism(),
+): number {
+  return deviceThreads + 1 <= cpus ? 200 : 50;
+}
+
+/**
+ * {@link defaultDeviceSpinMicros} for a process that runs `devices` (the config,
+ * to show the value, and the Mediator, which runs them, both ask).
+ */
+export function defaultSpinMicrosFor(
+  devices: readonly { queues?: number | undefined }[],
+  cpus: number = availableParallelism(),
+): number {
+  return defaultDeviceSpinMicros(deviceThreadCount(devices), cpus);
+}
+
+/**
+ * Copy workers by default for a process that runs `devices`: the CPUs left once
+ * the main thread and every device thread (one per queue) have one, at most 4; 0,
+ * every copy inline, when none is left. A copy worker without a core of its own
+ * takes it from a device thread or the main thread, and the hand-off then costs
+ * more than the copy.
+ */
+export function defaultCopyWorkersFor(
+  devices: readonly { queues?: number | undefined }[],
+  cpus: number = availableParallelism(),
+): number {
+  return Math.max(0, Math.min(4, cpus - 1 - deviceThreadCount(devices)));
+}
