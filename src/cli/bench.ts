@@ -33,7 +33,9 @@ Options:
   --quiet           no progress output
   -h, --help        this help
 
-Progress goes to stderr: a bar on a terminal, a plain line every second otherwise.`;
+Progress goes to stderr: a bar on a terminal, a plain line every second otherwise.
+Example jobs ship with the package in examples/jobs/: database.fio, backup.fio,
+network.fio, nvme.fio. The options in full: docs/cli.md.`;
 
 export interface BenchIo {
   stdout: Writable;

@@ -28,7 +28,10 @@ Options:
   --steps N       completions simulated (default 4000)
   --seed N        PRNG seed (default 1)
   --json          the advice as JSON
-  -h, --help      this help`;
+  -h, --help      this help
+
+Example: swiotlb-mediator size --job examples/jobs/nvme.fio (the example jobs ship
+with the package in examples/jobs/).`;
 
 export interface SizeIo {
   stdout: Writable;
