@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { ALLOWED } from './helpers/layout.js';
 
 /**
  * The layout rules of docs/internals.md ("Layout"), checked on the import graph of
@@ -13,48 +14,8 @@ import { describe, expect, it } from 'vitest';
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
 
-/** Each folder (a "unit": `errors` is src/errors.ts, `index` is src/index.ts) and what it may import. */
-export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
-  errors: [],
-  util: ['errors'],
-  swiotlb: ['util', 'errors'],
-  virtio: ['util', 'errors'],
-  workers: ['swiotlb', 'util', 'errors'],
-  mediator: ['swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  devices: ['virtio', 'util', 'errors'],
-  metrics: ['mediator', 'swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  config: ['mediator', 'swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  workload: ['config', 'metrics', 'mediator', 'swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  server: ['config', 'metrics', 'mediator', 'swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  cli: [
-    'server',
-    'workload',
-    'config',
-    'metrics',
-    'mediator',
-    'swiotlb',
-    'virtio',
-    'workers',
-    'util',
-    'errors',
-  ],
-  index: [
-    'server',
-    'workload',
-    'config',
-    'metrics',
-    'mediator',
-    'swiotlb',
-    'virtio',
-    'workers',
-    'devices',
-    'util',
-    'errors',
-  ],
-};
-
 /** Relative import specifiers of a module: static, `export ... from`, and dynamic import(). */
-export function importsOf(source: string): string[] {
+function importsOf(source: string): string[] {
   const out: string[] = [];
   const re = /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"](\.{1,2}\/[^'"]+)['"]/gm;
   for (let m = re.exec(source); m !== null; m = re.exec(source)) out.push(m[1]!);
@@ -77,7 +38,7 @@ function listTs(dir: string): string[] {
   return out;
 }
 
-export interface Edge {
+interface Edge {
   from: string;
   to: string;
   file: string;
@@ -85,7 +46,7 @@ export interface Edge {
 }
 
 /** Every import between units of src/, given each file's text (overridable, for the planted-violation check). */
-export function unitEdges(read: (file: string) => string = (f) => readFileSync(f, 'utf8')): Edge[] {
+function unitEdges(read: (file: string) => string = (f) => readFileSync(f, 'utf8')): Edge[] {
   const edges: Edge[] = [];
   for (const file of listTs(SRC)) {
     for (const spec of importsOf(read(file))) {
@@ -99,14 +60,14 @@ export function unitEdges(read: (file: string) => string = (f) => readFileSync(f
   return edges;
 }
 
-export function forbidden(edges: readonly Edge[]): string[] {
+function forbidden(edges: readonly Edge[]): string[] {
   return edges
     .filter((e) => !(ALLOWED[e.from] ?? []).includes(e.to))
     .map((e) => `src/${e.file} imports ${e.spec} (${e.from} -> ${e.to} is not allowed)`);
 }
 
 /** Cycles between units (Tarjan's strongly connected components of size > 1). */
-export function unitCycles(edges: readonly Edge[]): string[][] {
+function unitCycles(edges: readonly Edge[]): string[][] {
   const graph = new Map<string, Set<string>>();
   for (const e of edges) {
     if (!graph.has(e.from)) graph.set(e.from, new Set());
@@ -182,7 +143,8 @@ describe('architecture: the import graph of src/', () => {
   it('fails on a planted cycle between folders', () => {
     const planted = join(SRC, 'swiotlb', 'pool.ts');
     const withPlant = (f: string) =>
-      readFileSync(f, 'utf8') + (f === planted ? "\nexport * from '../workers/copy-ring.js';\n" : '');
+      readFileSync(f, 'utf8') +
+      (f === planted ? "\nexport * from '../workers/copy-ring.js';\n" : '');
     expect(unitCycles(unitEdges(withPlant))).toEqual([['swiotlb', 'workers']]);
   });
 
