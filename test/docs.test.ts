@@ -252,6 +252,45 @@ describe('docs/cli.md', () => {
   });
 });
 
+describe('pointers from the code into docs/', () => {
+  /** .ts files under a folder of the repository. */
+  const sources = (dir: string): string[] =>
+    readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory()
+        ? sources(`${dir}/${e.name}`)
+        : e.name.endsWith('.ts')
+          ? [`${dir}/${e.name}`]
+          : [],
+    );
+  const files = [...sources('src'), ...sources('bench'), ...sources('scripts')];
+
+  it('every docs/*.md a source names exists, and every heading it quotes is there', () => {
+    const problems: string[] = [];
+    let named = 0;
+    for (const file of files) {
+      // Comments wrap: join the lines of a comment before looking for the quoted heading.
+      const text = read(file).replace(/\n\s*(?:\*(?!\/)|\/\/)\s*/g, ' ');
+      for (const m of text.matchAll(/docs\/([\w-]+\.md)(?:[,:]?\s*\(?"([^"]+)")?/g)) {
+        named++;
+        const doc = `docs/${m[1]!}`;
+        if (!DOCS.includes(doc)) {
+          problems.push(`${file}: ${doc} does not exist`);
+          continue;
+        }
+        if (m[2] === undefined) continue;
+        const quoted = m[2].replace(/\.\.\.$/, '').trim();
+        const headings = [...read(doc).matchAll(/^#{1,6}[ \t]+(.+)$/gm)].map((h) =>
+          h[1]!.replace(/`/g, ''),
+        );
+        if (!headings.some((h) => h.startsWith(quoted)))
+          problems.push(`${file}: ${doc} has no heading "${quoted}"`);
+      }
+    }
+    expect(named).toBeGreaterThan(10);
+    expect(problems).toEqual([]);
+  });
+});
+
 describe('examples', () => {
   const jobs = readdirSync(join(ROOT, 'examples/jobs')).filter((f) => f.endsWith('.fio'));
 

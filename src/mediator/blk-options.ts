@@ -10,7 +10,7 @@ import type { PoolGate } from './pool-gate.js';
 
 /**
  * What a block device is asked to be (options, the context it runs in) and the
- * shape it takes in guest memory; the device itself is in blk-device.ts.
+ * shape it takes in guest memory; the driver itself is in blk-driver.ts.
  */
 
 export interface BlkDriverOptions {
@@ -72,8 +72,8 @@ export interface BlkDriverOptions {
   /**
    * After a completion, how long the driver keeps looking for the next one on each
    * event-loop turn before it sleeps until the device notifies, in microseconds.
-   * 0 never polls. Measured here (null device, 4 KiB, depth 32): 200 us gives
-   * about 20% more IOPS than sleeping at once; an idle queue costs nothing.
+   * 0 never polls. Polling a while beats sleeping at once (a wake-up costs more
+   * than a small request); an idle queue costs nothing. Measured: docs/performance.md.
    * @default 200
    */
   pollMicros?: number;
@@ -88,13 +88,11 @@ export interface BlkDriverOptions {
 /**
  * How long a device thread polls its queue before it sleeps, by default: 200 us
  * when the process's device threads and its main thread have a CPU each, else
- * 50 us. A sleeping device thread must be woken by the driver (a futex wake: ~10%
- * of the main thread's time with the null device at 4 KiB); with a core of its own
- * it can afford to wait for the next batch instead. Measured on 2 CPUs, null
- * device, 4 KiB bounce writes, one queue, alternated runs (medians): 253k IOPS at
- * 200 us, 224k at 50 us, 216k at 10 us over seven; 201k vs 183k (200 vs 50) over six
- * at a noisier time. With more threads than CPUs, polling takes the core the main
- * thread needs: there the service's earlier default, 50 us, stays.
+ * 50 us. A sleeping device thread must be woken by the driver (a futex wake, paid
+ * on the main thread); with a core of its own it can afford to wait for the next
+ * batch instead. With more threads than CPUs, polling takes the core the main
+ * thread needs: there the service's earlier default, 50 us, stays. The runs behind
+ * both values: docs/performance.md ("Device threads poll 200 µs...").
  */
 export function defaultDeviceSpinMicros(
   deviceThreads: number,
@@ -122,9 +120,8 @@ function deviceThreadCount(devices: readonly { queues?: number | undefined }[]):
  * the main thread and every device thread (one per queue) have one, at most 4; 0,
  * every copy inline, when none is left. A copy worker without a core of its own
  * takes it from a device thread or the main thread, and the hand-off then costs
- * more than the copy. Measured on 2 CPUs, one ram-blk queue, depth 32, bounce:
- * 128 KiB writes 43-66k IOPS with no worker vs 26k with one, reads 33-46k vs
- * 21-22k; 256 KiB writes 33k vs 19k, and one at a time 41 us vs 76 us (p50).
+ * more than the copy (measured on 2 CPUs: docs/performance.md, "No copy worker on
+ * 2 CPUs").
  */
 export function defaultCopyWorkersFor(
   devices: readonly { queues?: number | undefined }[],

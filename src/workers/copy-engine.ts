@@ -33,14 +33,15 @@ export interface CopyEngineOptions {
   /**
    * Copy worker threads. 0 copies everything inline on the calling thread.
    * One core is left to the calling thread, which maps, polls and copies inline:
-   * on 2 cores, two workers plus the main thread measured slower than one worker.
+   * on 2 cores, two workers plus the main thread ran slower than one worker
+   * (docs/performance.md).
    * @default {@link defaultCopyWorkers}: the number of CPUs - 1 (at least 1, at most 4)
    */
   workers?: number;
   /**
-   * Copies shorter than this are done inline on the calling thread: a 4 KiB copy
-   * costs 0.2-0.8 us, handing it to a worker and hearing back costs more
-   * (bench/copy.bench.ts measures both). Longer copies go to the workers.
+   * Copies shorter than this are done inline on the calling thread: a small copy
+   * costs less than handing it to a worker and hearing back (bench/copy.bench.ts
+   * measures both; figures in docs/performance.md). Longer copies go to the workers.
    * @default {@link defaultInlineThreshold}: 32768, or 131072 on 2 CPUs or fewer
    */
   inlineThreshold?: number;
@@ -87,7 +88,7 @@ export interface CopyEngineOptions {
    * After a completion, how long the engine keeps looking for the next one on each
    * event-loop turn before it sleeps until a worker notifies, in microseconds.
    * Polling needs a core of its own: with as many workers as cores it costs the
-   * workers more than it saves (measured), so it is off then.
+   * workers more than it saves (measured: docs/performance.md), so it is off then.
    * @default 200, or 0 when workers >= the number of CPUs
    */
   pollMicros?: number;
@@ -107,8 +108,9 @@ export function defaultCopyWorkers(): number {
 /**
  * The split threshold by default: 128 KiB while the workers leave a core to the
  * calling thread; 0 (never split) when they do not, since then no core is idle for
- * a part and each part costs a worker wake-up (measured on 2 CPUs, 256 KiB copies
- * one at a time: 0.20 of a raw copy split over two workers, 0.49 unsplit).
+ * a part and each part costs a worker wake-up (measured on 2 CPUs, where splitting
+ * then lost more than half the speed: docs/performance.md, "Split large copies only
+ * onto idle cores").
  */
 export function defaultSplitThreshold(
   workers: number,
@@ -120,10 +122,9 @@ export function defaultSplitThreshold(
 /**
  * The inline threshold by default. On 2 CPUs or fewer a copy worker has no core of
  * its own: it shares one with the device threads, and handing it a copy costs the
- * device its core. Measured on 2 cores (bench:pipeline, ram-blk 64 KiB writes,
- * bounce): 58k IOPS with 64 KiB copies on the worker, 72k inline (64 MiB pool);
- * 68k vs 122k with an 8 MiB pool. bench:copy at 64 KiB is a tie (0.82-0.89 of a
- * raw copy inline, 0.84-0.94 on the worker). With more cores, 32 KiB.
+ * device its core: on 2 cores 64 KiB copies inline ran faster end to end than on
+ * the worker, and bench:copy at 64 KiB is a tie (docs/performance.md, "Copies up to
+ * 128 KiB inline on 2 CPUs"). With more cores, 32 KiB.
  */
 export function defaultInlineThreshold(): number {
   return availableParallelism() <= 2 ? 128 * 1024 : 32 * 1024;
@@ -184,15 +185,14 @@ function hasRoom(ring: Ring, capacity: number): boolean {
   return !ring.dead && ((ring.head - Atomics.load(ring.header, RING_TAIL)) | 0) < capacity;
 }
 
-/** Copies up to this size are byte loops and are not timed (measured: a loop wins up to ~32 B). */
+/** Copies up to this size are byte loops and are not timed (a loop wins up to ~32 B: docs/performance.md). */
 const TINY_COPY = 32;
 /**
- * One inline copy in this many is timed (a power of two). A clock read costs ~50 ns
- * here, but a timed copy costs far more: the read waits for the copy's memory
- * operations to finish, so the copy no longer overlaps what follows it. Measured
- * on cold 4 KiB copies: 525-647 ns each timing one in 8, 362-484 ns one in 64,
- * 347-460 ns untimed; bench:copy inline 4 KiB in lists of 32 +13% I/Os per second
- * with one in 64. At 4 KiB that is still ~10k timed copies per second.
+ * One inline copy in this many is timed (a power of two). A timed copy costs far
+ * more than the clock read: the read waits for the copy's memory operations to
+ * finish, so the copy no longer overlaps what follows it. One in 64 keeps that cost
+ * small and still times thousands of copies a second at 4 KiB (measured:
+ * docs/performance.md, "Inline copy timing: one in 64").
  */
 const INLINE_TIME_SAMPLE = 64;
 
@@ -594,9 +594,8 @@ export class CopyEngine {
     // virtio's used_event asks): the other half keeps it busy while this thread
     // wakes up and refills, and one wake-up completes several copies. Each wake-up
     // costs this thread microseconds of CPU that, with as many workers as cores,
-    // the workers lose. bench:copy, 2 workers on 2 CPUs, 256 KiB: 12.4-12.9 GB/s
-    // woken at every copy, 11.2-11.3 woken at the first pending one, 12.2-15.7
-    // woken at half the queue (the workers 77-84% busy instead of 71-75%).
+    // the workers lose; waking at half the queue kept them busiest (measured:
+    // docs/performance.md, "One worker wake-up per half queue").
     const wanted = ring.pending.at((ring.pending.length - 1) >> 1)!.end;
     Atomics.store(ring.header, RING_NOTIFY_AT, wanted);
     const seen = Atomics.load(ring.header, RING_TAIL);
