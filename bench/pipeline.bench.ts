@@ -15,10 +15,9 @@
  * for 64 KiB writes at depth 32; 0 skips this run). The allocator's next-fit
  * cursor walks the whole area, so a large pool hands out buffers that left the
  * CPU caches (and TLBs) long ago, and both the guest-side copy and the device pay
- * for it: on 2 cores, ram-blk 64 KiB writes ran at 0.55 of direct with 64 MiB and
- * 0.99 with 8 MiB. The cursor is per area, so what counts is the area's size:
- * `--pool-areas 16` (4 MiB areas, as Linux splits 64 MiB on a 16-CPU guest) gave
- * 0.61-0.91 (median 0.88) where the default two areas gave 0.48-0.53.
+ * for it. The cursor is per area, so what counts is the area's size:
+ * `--pool-areas 16` gives 4 MiB areas, as Linux splits 64 MiB on a 16-CPU guest.
+ * The recorded runs: docs/performance.md.
  *
  * Copy time: each bounce result carries the guest-side copy time per request
  * (copy_us_per_io: the copy engine's own timing, every copy thread, over the
@@ -216,7 +215,7 @@ async function runCase(
     const loops = Array.from({ length: depth }, (_, i) => loop(i));
     // The first case of the process also warms the main thread's JIT, which later
     // cases inherit (their device threads are new, and 0.2 s warms those): with
-    // 0.2 s the first case measured 145-172k IOPS where it measures 303-316k warm.
+    // 0.2 s the first case measured a cold JIT, half its warm IOPS (docs/performance.md).
     await new Promise((r) => setTimeout(r, firstCase ? Math.max(warmup, FIRST_WARMUP_MS) : warmup));
     firstCase = false;
     recording = true;

@@ -1,8 +1,8 @@
 /**
  * Every error this project raises carries a stable code from this table, following
- * Fastify's model: one module defines the codes, README.md lists each one with its
- * meaning and fix (test/errors.test.ts checks that the two agree), and callers match
- * on `err.code`, never on the message.
+ * Fastify's model: one module defines the codes, docs/errors.md lists each one with
+ * its meaning and fix (`npm run docs:errors` writes it; test/errors.test.ts checks that
+ * the two agree), and callers match on `err.code`, never on the message.
  */
 
 export interface ErrorSpec {
@@ -143,7 +143,7 @@ export const ERROR_SPECS = {
   },
   HTTP_NOT_FOUND: {
     meaning: 'No route of the HTTP API matches the method and path.',
-    fix: 'See the HTTP API in README.md (every path starts with /v1/, except /healthz and /readyz).',
+    fix: 'See docs/http-api.md (every path starts with /v1/, except /healthz and /readyz).',
     status: 404,
   },
   HTTP_UNKNOWN_DEVICE: {
@@ -210,19 +210,19 @@ export const ERROR_SPECS = {
   REPLAY_BAD_LINE: {
     meaning:
       'A replay input line is not a JSON object with a known `op` and valid fields; the line is reported and the replay goes on.',
-    fix: 'Fix the line named by its number; see the replay format in README.md.',
+    fix: 'Fix the line named by its number; see the replay format in docs/cli.md.',
     status: 400,
   },
   JOB_BAD_FILE: {
     meaning:
       'A fio job file cannot be used: a line is not INI syntax, a value does not parse (a size, a number, an rw or bssplit value), or a setting is out of range.',
-    fix: 'Correct the line or option named in the message; see "bench" in README.md for the options understood.',
+    fix: 'Correct the line or option named in the message; see "bench" in docs/cli.md for the options understood.',
     status: 400,
   },
   JOB_UNSUPPORTED_OPTION: {
     meaning:
       'The fio job file uses options this runner cannot honour (for example filename, direct, rate, verify); they are listed by name, nothing was run.',
-    fix: 'Remove the options named in the message, or replace them with what the runner understands (device, mode, pool_size...); see "bench" in README.md.',
+    fix: 'Remove the options named in the message, or replace them with what the runner understands (device, mode, pool_size...); see "bench" in docs/cli.md.',
     status: 400,
   },
 } as const satisfies Record<string, ErrorSpec>;

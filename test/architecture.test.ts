@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { ALLOWED } from './helpers/layout.js';
 
 /**
  * The layout rules of docs/internals.md ("Layout"), checked on the import graph of
@@ -12,46 +13,6 @@ import { describe, expect, it } from 'vitest';
  */
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
-
-/** Each folder (a "unit": `errors` is src/errors.ts, `index` is src/index.ts) and what it may import. */
-const ALLOWED: Readonly<Record<string, readonly string[]>> = {
-  errors: [],
-  util: ['errors'],
-  swiotlb: ['util', 'errors'],
-  virtio: ['util', 'errors'],
-  workers: ['swiotlb', 'util', 'errors'],
-  mediator: ['swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  devices: ['virtio', 'util', 'errors'],
-  metrics: ['mediator', 'swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  config: ['mediator', 'swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  workload: ['config', 'metrics', 'mediator', 'swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  server: ['config', 'metrics', 'mediator', 'swiotlb', 'virtio', 'workers', 'util', 'errors'],
-  cli: [
-    'server',
-    'workload',
-    'config',
-    'metrics',
-    'mediator',
-    'swiotlb',
-    'virtio',
-    'workers',
-    'util',
-    'errors',
-  ],
-  index: [
-    'server',
-    'workload',
-    'config',
-    'metrics',
-    'mediator',
-    'swiotlb',
-    'virtio',
-    'workers',
-    'devices',
-    'util',
-    'errors',
-  ],
-};
 
 /** Relative import specifiers of a module: static, `export ... from`, and dynamic import(). */
 function importsOf(source: string): string[] {

@@ -19,6 +19,37 @@ async function bench(file: string, args: string[]): Promise<Record<string, unkno
   return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
 }
 
+/** Half a unit in the last place of a value printed with `digits` decimals. */
+const halfUlp = (digits: number) => 0.5 * 10 ** -digits;
+
+/**
+ * Checks a printed quotient against the quotient of the printed operands, to the
+ * scale of the values: `ratio` is num / den rounded to `digits` decimals, and num
+ * and den were themselves printed rounded to `operandDigits` decimals (undefined:
+ * exact). The bound is that rounding and nothing more: with operands off by h at
+ * most, num / den is off by a relative (1 + h/num) / (1 - h/den) - 1 at most, and
+ * the final rounding adds half a unit of `digits`. An absolute tolerance fails for
+ * large ratios (43.962 printed vs 43.9038 recomputed from operands of 3 decimals)
+ * and is too loose for small ones.
+ */
+function expectRoundedQuotient(
+  ratio: number,
+  num: number,
+  den: number,
+  digits: number,
+  operandDigits?: number,
+): void {
+  const exact = num / den;
+  const h = operandDigits === undefined ? 0 : halfUlp(operandDigits);
+  expect(den, 'denominator larger than its rounding').toBeGreaterThan(h);
+  const operandsRel = (1 + h / num) / (1 - h / den) - 1;
+  const allowed = (exact * operandsRel + halfUlp(digits)) / exact;
+  // 1e-12: floating-point slack in the arithmetic itself.
+  expect(Math.abs(ratio / exact - 1), `${ratio} vs ${num} / ${den}`).toBeLessThanOrEqual(
+    allowed + 1e-12,
+  );
+}
+
 const BENCHES = [
   ['bench:copy', 'bench/copy.bench.ts'],
   ['bench:pipeline', 'bench/pipeline.bench.ts'],
@@ -45,6 +76,21 @@ async function exec(
     return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
 }
+
+describe('expectRoundedQuotient (the comparison the benchmark checks use)', () => {
+  it('accepts a large ratio whose operands were rounded, to their rounding only', () => {
+    // engine 14.24 GB/s, raw 0.32392: printed 14.24, 0.324 and ratio 43.961, where
+    // the printed operands give 43.9506 (an absolute 0.05 tolerance fails this).
+    expectRoundedQuotient(43.961, 14.24, 0.324, 3, 3);
+    expect(() => expectRoundedQuotient(44.1, 14.24, 0.324, 3, 3)).toThrow();
+  });
+
+  it('holds a quotient of exact operands to half a unit of its last decimal', () => {
+    expectRoundedQuotient(0.667, 2, 3, 3);
+    expect(() => expectRoundedQuotient(0.668, 2, 3, 3)).toThrow();
+    expectRoundedQuotient(1234.568, 1234567.8, 1000, 3);
+  });
+});
 
 describe('benchmark command lines', () => {
   it.each(BENCHES)(
@@ -113,7 +159,8 @@ describe('benchmarks', () => {
     for (const r of results) {
       expect(r.raw_gbps).toBeGreaterThan(0);
       expect(r.engine_gbps).toBeGreaterThan(0);
-      expect(r.ratio).toBeCloseTo(r.engine_gbps / r.raw_gbps, 1);
+      // bench/copy.bench.ts prints raw_gbps, engine_gbps and ratio rounded to 3 decimals.
+      expectRoundedQuotient(r.ratio, r.engine_gbps, r.raw_gbps, 3, 3);
     }
   }, 90_000);
 
@@ -223,8 +270,9 @@ describe('benchmarks', () => {
       (typeof results)[0],
       (typeof results)[0],
     ];
-    expect(ratios['null/write/4096']!.iops).toBeCloseTo(bounce.iops / direct.iops, 2);
-    expect(sized['null/write/4096']!.iops).toBeCloseTo(small.iops / direct.iops, 2);
+    // bench/pipeline.bench.ts: IOPS printed as integers, ratios to 3 decimals of them.
+    expectRoundedQuotient(ratios['null/write/4096']!.iops, bounce.iops, direct.iops, 3);
+    expectRoundedQuotient(sized['null/write/4096']!.iops, small.iops, direct.iops, 3);
     // Bounce writes copy every request's data in; direct mode copies nothing.
     expect(direct.copy_us_per_io).toBe(0);
     for (const [r, ratio] of [
@@ -236,7 +284,8 @@ describe('benchmarks', () => {
       expect(r.inline_copy_share).toBeLessThanOrEqual(1);
       // The cap holds only when the main thread made every copy.
       if (r.inline_copy_share < 0.999) expect(ratio.copy_bound).toBeNull();
-      else expect(ratio.copy_bound).toBeCloseTo(1e6 / r.copy_us_per_io / direct.iops, 2);
+      // copy_us_per_io is printed unrounded, the bound to 3 decimals.
+      else expectRoundedQuotient(ratio.copy_bound!, 1e6 / r.copy_us_per_io, direct.iops, 3);
     }
   }, 90_000);
 });

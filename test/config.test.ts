@@ -311,10 +311,10 @@ describe('what parsing a config loads', () => {
   });
 });
 
-describe('README', () => {
-  it('the example config of the "Configuration" section is valid', () => {
-    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-    const section = readme.split(/^## Configuration$/m)[1]!.split(/^## /m)[0]!;
+describe('docs/configuration.md', () => {
+  it('the config of its "Example" section is valid', () => {
+    const doc = readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8');
+    const section = doc.split(/^## Example$/m)[1]!.split(/^## /m)[0]!;
     const json = /```json\n([\s\S]*?)```/.exec(section)![1]!;
     const c = parseConfig(JSON.parse(json), { baseDir: '/srv' });
     expect(c.pools.map((p) => p.name)).toEqual(['shared', 'nvme']);

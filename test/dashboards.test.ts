@@ -508,15 +508,15 @@ describe('alert rules', () => {
   });
 });
 
-describe('README', () => {
+describe('docs/monitoring.md', () => {
   it('lists every metric of the service in its metrics table', () => {
-    const readme = readFileSync(join(DIR, '..', 'README.md'), 'utf8');
+    const readme = readFileSync(join(DIR, '..', 'docs', 'monitoring.md'), 'utf8');
     const families = [...scrapeText.matchAll(/^# TYPE ((?:swiotlb|mediator)_\w+) /gm)].map(
       (m) => m[1]!,
     );
     expect(families.length).toBeGreaterThan(20);
     for (const name of families) {
-      expect(readme, `README.md has no row for ${name}`).toContain(`| \`${name}\` |`);
+      expect(readme, `docs/monitoring.md has no row for ${name}`).toContain(`| \`${name}\` |`);
     }
   });
 });
@@ -552,7 +552,7 @@ describe('promtool', () => {
     const here = promtool(['check', 'config', 'prometheus.yml']);
     expect(here.output).toContain('SUCCESS: 1 rule files found');
     expect(here.status, here.output).toBe(0);
-    // rule_files resolves relative to the config file, as the README's command relies on.
+    // rule_files resolves relative to the config file, as docs/monitoring.md's command relies on.
     const root = promtool(['check', 'config', 'dashboards/prometheus.yml'], {
       cwd: join(DIR, '..'),
     });

@@ -7,7 +7,7 @@
  * except under CI=true, where it fails (.ci/run installs Debian's prometheus).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,12 +70,70 @@ describe.skipIf(!hasPrometheus)(
     let promUrl: string;
     let instance: string;
     let promLog = '';
+    let dir: string | undefined;
 
     const query = async (
       expr: string,
     ): Promise<{ status: string; data?: { result: unknown[] }; error?: string }> => {
       const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);
       return (await res.json()) as { status: string; data?: { result: unknown[] }; error?: string };
+    };
+
+    /** Starts Prometheus (our child process: the only one this test ever stops). */
+    const startPrometheus = (configFile: string, dataDir: string, port: number): ChildProcess => {
+      const child = spawn(
+        'prometheus',
+        [
+          `--config.file=${configFile}`,
+          `--storage.tsdb.path=${dataDir}`,
+          `--web.listen-address=127.0.0.1:${port}`,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      child.stdout?.on('data', (d) => {
+        promLog += String(d);
+      });
+      child.stderr?.on('data', (d) => {
+        promLog += String(d);
+      });
+      return child;
+    };
+
+    /**
+     * Waits until the Prometheus at promUrl answers and runs `configFile` (so it is
+     * ours, not another one that holds the port); false when ours exited first.
+     */
+    const ourPrometheusAnswers = async (configFile: string): Promise<boolean> => {
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline) {
+        if (prometheus.exitCode !== null || prometheus.signalCode !== null) return false;
+        let flags: { data?: Record<string, string> } | undefined;
+        try {
+          flags = (await (await fetch(`${promUrl}/api/v1/status/flags`)).json()) as typeof flags;
+        } catch {
+          // not listening yet
+        }
+        if (flags !== undefined) {
+          if (flags.data?.['config.file'] === configFile) return true;
+          // Another Prometheus holds the port: ours cannot bind it; stop ours, try another.
+          await stopPrometheus();
+          return false;
+        }
+        await sleep(250);
+      }
+      throw new Error(`Prometheus did not answer within 60 s:\n${promLog.slice(-3000)}`);
+    };
+
+    /** Stops our Prometheus child (SIGTERM, then SIGKILL after 10 s). */
+    const stopPrometheus = async (): Promise<void> => {
+      if (!prometheus || prometheus.exitCode !== null || prometheus.signalCode !== null) return;
+      const exited = new Promise((r) => prometheus.once('exit', r));
+      prometheus.kill('SIGTERM');
+      await Promise.race([exited, sleep(10_000)]);
+      if (prometheus.exitCode === null && prometheus.signalCode === null) {
+        prometheus.kill('SIGKILL');
+        await exited;
+      }
     };
 
     beforeAll(async () => {
@@ -94,11 +152,10 @@ describe.skipIf(!hasPrometheus)(
       );
       await server.service.started;
       instance = new URL(server.url).host;
-      const dir = mkdtempSync(join(tmpdir(), 'prom-e2e-'));
-      const port = await freePort();
-      promUrl = `http://127.0.0.1:${port}`;
+      dir = mkdtempSync(join(tmpdir(), 'prom-e2e-'));
+      const configFile = join(dir, 'prometheus.yml');
       writeFileSync(
-        join(dir, 'prometheus.yml'),
+        configFile,
         [
           'global:',
           '  scrape_interval: 1s',
@@ -111,30 +168,26 @@ describe.skipIf(!hasPrometheus)(
           '',
         ].join('\n'),
       );
-      prometheus = spawn(
-        'prometheus',
-        [
-          `--config.file=${join(dir, 'prometheus.yml')}`,
-          `--storage.tsdb.path=${join(dir, 'data')}`,
-          `--web.listen-address=127.0.0.1:${port}`,
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      prometheus.stdout?.on('data', (d) => {
-        promLog += String(d);
-      });
-      prometheus.stderr?.on('data', (d) => {
-        promLog += String(d);
-      });
-      // Wait until Prometheus answers and has scraped the service.
+      // Our own Prometheus on a free ephemeral loopback port (never :9090, where a
+      // system Prometheus may run). The port is free when chosen but not held: if
+      // something takes it first, our Prometheus exits and we try another port.
+      for (let attempt = 1; ; attempt++) {
+        const port = await freePort();
+        promUrl = `http://127.0.0.1:${port}`;
+        promLog = '';
+        prometheus = startPrometheus(configFile, join(dir, 'data'), port);
+        const started = await ourPrometheusAnswers(configFile);
+        if (started) break;
+        if (attempt >= 3)
+          throw new Error(
+            `Prometheus did not start on a port of its own:\n${promLog.slice(-3000)}`,
+          );
+      }
+      // Wait until it has scraped the service.
       const deadline = Date.now() + 60_000;
       for (;;) {
-        try {
-          const up = await query('up{job="swiotlb-mediator"} == 1');
-          if (up.status === 'success' && (up.data?.result.length ?? 0) > 0) break;
-        } catch {
-          // not listening yet
-        }
+        const up = await query('up{job="swiotlb-mediator"} == 1');
+        if (up.status === 'success' && (up.data?.result.length ?? 0) > 0) break;
         if (Date.now() > deadline)
           throw new Error(`Prometheus did not scrape the service:\n${promLog.slice(-3000)}`);
         await sleep(250);
@@ -168,13 +221,9 @@ describe.skipIf(!hasPrometheus)(
     }, 120_000);
 
     afterAll(async () => {
-      if (prometheus && prometheus.exitCode === null) {
-        const exited = new Promise((r) => prometheus.once('exit', r));
-        prometheus.kill('SIGTERM');
-        await Promise.race([exited, sleep(10_000)]);
-        if (prometheus.exitCode === null) prometheus.kill('SIGKILL');
-      }
+      await stopPrometheus();
       if (server) await server.shutdown();
+      if (dir) rmSync(dir, { recursive: true, force: true });
     }, 30_000);
 
     it('every dashboard expression returns data', async () => {

@@ -401,7 +401,7 @@ describe('CLI', () => {
   });
 
   it('size says what an oversized pool costs when the advice is far below Linux default', async () => {
-    const { stdout } = await cli(['size', '--job', 'bench/jobs/database.fio']);
+    const { stdout } = await cli(['size', '--job', 'examples/jobs/database.fio']);
     const recommended = /Recommended: (\d+) slots/.exec(stdout);
     expect(recommended).not.toBeNull();
     const times = Math.floor(32768 / Number(recommended![1]));
@@ -412,7 +412,7 @@ describe('CLI', () => {
   });
 
   it('size --json gives swiotlb=, a restricted-dma-pool node and a config', async () => {
-    const { stdout } = await cli(['size', '--job', 'bench/jobs/database.fio', '--json']);
+    const { stdout } = await cli(['size', '--job', 'examples/jobs/database.fio', '--json']);
     const advice = JSON.parse(stdout);
     expect(advice.kernel_parameter).toMatch(/^swiotlb=\d+,\d+$/);
     expect(advice.device_tree).toMatch(/compatible = "restricted-dma-pool"/);

@@ -37,7 +37,10 @@ Options:
 Progress goes to stderr: a bar on a terminal, a plain line every second otherwise.
 So do warnings, as pino JSON lines: "swiotlb buffer is full" (a pool too small
 for the job, under backpressure=fail), device faults and resets, each once per
-5 s burst.`;
+5 s burst.
+
+Example jobs ship with the package in examples/jobs/: database.fio, backup.fio,
+network.fio, nvme.fio. The options in full: docs/cli.md.`;
 
 export interface BenchIo {
   stdout: Writable;

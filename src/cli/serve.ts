@@ -13,7 +13,7 @@ default: one guest, a 64 MiB pool, a ram-blk device "blk0" (256 MiB), a null
 device "null0", bounce mode, on 127.0.0.1:8080. Flags override the config file.
 
 Options:
-  --config FILE           JSON config file (see README.md, "Configuration")
+  --config FILE           JSON config file (see docs/configuration.md)
   --host ADDR             address to listen on (http.host)
   --port N                TCP port, 0 for any free one (http.port)
   --mode bounce|direct    bounce isolates devices behind the pool; direct does not (mode)

@@ -28,7 +28,10 @@ Options:
   --steps N       completions simulated (default 4000)
   --seed N        PRNG seed (default 1)
   --json          the advice as JSON
-  -h, --help      this help`;
+  -h, --help      this help
+
+Example: swiotlb-mediator size --job examples/jobs/nvme.fio (the example jobs ship
+with the package in examples/jobs/).`;
 
 export interface SizeIo {
   stdout: Writable;
@@ -97,7 +100,7 @@ function formatAdvice(advice: SizingAdvice, configJson: string | undefined): str
     `Recommended: ${rec} slots (${formatBytes(rec * IO_TLB_SIZE)}), ${advice.areas} area${advice.areas > 1 ? 's' : ''}: the smallest pool without failures (${advice.minimal_slots} slots) + ${Math.round(advice.margin * 100)}% margin, rounded to whole segments per area.`,
   );
   if (rec * IO_TLB_SIZE * 4 <= IO_TLB_DEFAULT_SIZE) {
-    // Measured with bench:pipeline (its header has the figures' source).
+    // Measured with bench:pipeline: docs/performance.md ("Pool and area size").
     out.push(
       `Linux's default pool (${formatBytes(IO_TLB_DEFAULT_SIZE)}) is ${Math.floor(IO_TLB_DEFAULT_SIZE / (rec * IO_TLB_SIZE))}x this. A pool far above its high-water costs speed, not only memory: the next-fit search walks the whole area, so each bounce buffer has left the CPU caches before it is used again (ram-blk 64 KiB writes at depth 32 on 2 CPUs ran at 0.55 of direct with 64 MiB in 2 areas, 1.01 with 64 MiB in 16 areas of 4 MiB, 1.10 with 8 MiB). Keep the pool small, or its areas: to keep Linux's 64 MiB, swiotlb=${IO_TLB_DEFAULT_SIZE / IO_TLB_SIZE},${IO_TLB_DEFAULT_SIZE / SMALL_AREA_BYTES} gives areas of ${formatBytes(SMALL_AREA_BYTES)}.`,
     );

@@ -63,7 +63,7 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
         errorBody(
           404,
           'HTTP_NOT_FOUND',
-          `no route ${request.method} ${request.url.split('?')[0]} (see the HTTP API in README.md)`,
+          `no route ${request.method} ${request.url.split('?')[0]} (see docs/http-api.md)`,
         ),
       );
   });

@@ -42,14 +42,13 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *   The kernel also keeps orig_addr and alloc_size in every slot; both are
  *   arithmetic progressions over a mapping's slots (orig_addr grows and alloc_size
  *   shrinks by IO_TLB_SIZE per slot), so this pool keeps them once per mapping and
- *   {@link readSlot} derives the kernel's per-slot values. Measured: alloc + free
- *   of 64 KiB 574 -> 268 ns, of 4 KiB ~245 -> ~225 ns; bench:copy inline 64 KiB
- *   0.81-0.82 -> 0.87-0.90 of raw, 4 KiB 0.26-0.27 -> 0.28-0.30.
+ *   {@link readSlot} derives the kernel's per-slot values: a map and an unmap write
+ *   once per mapping, not once per slot (measured: docs/performance.md, "Pool
+ *   metadata").
  *
  *   Why records and not one array per field: a map and an unmap then touch one or
- *   two cache lines of metadata instead of a line in each of eight arrays. Measured
- *   here between cold 4 KiB copies, eight per-field streams cost ~250 ns per
- *   iteration and one record stream ~30 ns.
+ *   two cache lines of metadata instead of a line in each of eight arrays, which
+ *   between cold copies costs several times more (docs/performance.md).
  *
  * Counters in the control block are Uint32 values that wrap modulo 2^32; readers
  * that need totals over long runs accumulate differences (see stats.ts).

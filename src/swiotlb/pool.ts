@@ -154,7 +154,7 @@ const TWO_POW_32 = 0x1_0000_0000;
 /**
  * addr & mask for a (up to 53-bit) address and a mask that fits 32 bits: `&`
  * converts with ToInt32, which is the value modulo 2^32 for any safe integer, so
- * no `%` (a floating-point remainder: a sixth of a 4 KiB map+unmap, measured) is needed.
+ * no `%` (a floating-point remainder, dear on the map path: docs/performance.md) is needed.
  */
 function maskLow(addr: number, mask: number): number {
   return (addr & mask) >>> 0;

@@ -168,7 +168,7 @@ function hasRoom(ring: Ring, capacity: number): boolean {
   return !ring.dead && ((ring.head - Atomics.load(ring.header, RING_TAIL)) | 0) < capacity;
 }
 
-/** Copies up to this size are byte loops and are not timed (measured: a loop wins up to ~32 B). */
+/** Copies up to this size are byte loops and are not timed (a loop wins up to ~32 B: docs/performance.md). */
 const TINY_COPY = 32;
 /**
  * One inline copy in this many is timed (a power of two). A clock read is cheap,

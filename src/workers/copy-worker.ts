@@ -22,7 +22,8 @@ import { CopyStatsWriter } from './copy-stats.js';
 /**
  * A copy worker: the trusted DMA engine. It serves one descriptor ring for as long
  * as the ring lives (one long-lived piscina task per worker thread, not one task
- * per copy: a task round trip costs 28-83 us here, a 4 KiB copy 0.2-0.8 us).
+ * per copy: a task round trip costs tens to hundreds of times a 4 KiB copy; the
+ * figures are in docs/performance.md).
  * It copies between guest memory and pool buffers it was given, and sleeps in
  * Atomics.wait when there is nothing to do.
  */
