@@ -109,6 +109,18 @@ describe('dma event texts (include/trace/events/dma.h, swiotlb.h)', () => {
     });
   });
 
+  it('reads the same event through the fast path and the general one (a device name with a space)', () => {
+    const text = (dev: string) =>
+      `${dev} dir=TO_DEVICE dma_addr=bbfff800 size=4096 phys_addr=12345800 attrs=`;
+    const fast = parse('dma_map_phys', text('vda'));
+    const general = parse('dma_map_phys', text('my dev'));
+    expect({ ...general, device: 'vda' }).toEqual(fast);
+    expect(parse('dma_sync_single_for_device', 'a b dir=TO_DEVICE dma_addr=10 size=2')).toEqual({
+      ...parse('dma_sync_single_for_device', 'ab dir=TO_DEVICE dma_addr=10 size=2'),
+      device: 'a b',
+    });
+  });
+
   it('reads ffffffffffffffff as DMA_MAPPING_ERROR and a dma_unmap_resource', () => {
     const ev = parse(
       'dma_map_page',

@@ -344,15 +344,27 @@ export class TraceReplay {
   private onMap(ev: MapEvent, cpu: number, viaBounced: boolean): void {
     const d = this.dev(ev.device);
     d.maps++;
-    if (!viaBounced) this.adoptOrphan(ev.device, ev.phys, ev.size);
-    const op = { line: ev.line, ts: ev.ts, cpu, device: ev.device, size: ev.size, dir: ev.dir };
+    if (!viaBounced && this.orphans.size > 0) this.adoptOrphan(ev.device, ev.phys, ev.size);
     if (ev.dmaAddr === DMA_MAPPING_ERROR) {
       this.kernelFailure(ev, cpu, viaBounced, d);
     } else if (this.inPool(ev.dmaAddr)) {
-      this.place({ ...op, kind: 'map', phys: ev.phys, kAddr: ev.dmaAddr });
+      this.place({
+        kind: 'map',
+        device: ev.device,
+        line: ev.line,
+        ts: ev.ts,
+        cpu,
+        size: ev.size,
+        dir: ev.dir,
+        phys: ev.phys,
+        kAddr: ev.dmaAddr,
+      });
     } else {
       this.notBounced(d, ev.dmaAddr, ev.phys);
-      this.observe('onMap', { ...op, bounced: false, sg: false });
+      if (this.opts.observer?.onMap) {
+        const { line, ts, device, size, dir } = ev;
+        this.observe('onMap', { line, ts, cpu, device, size, dir, bounced: false, sg: false });
+      }
     }
   }
 
@@ -465,16 +477,18 @@ export class TraceReplay {
       this.disagreed(d, x, area, res.failure, this.whyFailed(res.failure, x.size, mask));
     }
     this.take(rec, x.ts);
-    this.observe('onMap', {
-      line: x.line,
-      ts: x.ts,
-      cpu: x.cpu,
-      device: x.device,
-      size: x.size,
-      dir: x.dir,
-      bounced: true,
-      sg: x.kind === 'sg',
-    });
+    if (this.opts.observer?.onMap) {
+      this.observe('onMap', {
+        line: x.line,
+        ts: x.ts,
+        cpu: x.cpu,
+        device: x.device,
+        size: x.size,
+        dir: x.dir,
+        bounced: true,
+        sg: x.kind === 'sg',
+      });
+    }
     return rec;
   }
 
@@ -649,9 +663,13 @@ export class TraceReplay {
   private onUnmap(ev: UnmapEvent | FreeEvent): void {
     const d = this.dev(ev.device);
     const dir = ev.kind === 'unmap' ? ev.dir : 0;
-    const op = { line: ev.line, ts: ev.ts, cpu: ev.cpu, device: ev.device, size: ev.size, dir };
+    const observe = (bounced: boolean) => {
+      if (!this.opts.observer?.onUnmap) return;
+      const { line, ts, cpu, device, size } = ev;
+      this.observe('onUnmap', { line, ts, cpu, device, size, dir, bounced, sg: false });
+    };
     if (!this.inPool(ev.dmaAddr)) {
-      if (ev.kind === 'unmap') this.observe('onUnmap', { ...op, bounced: false, sg: false });
+      if (ev.kind === 'unmap') observe(false);
       return;
     }
     const rec = this.recAt(ev.dmaAddr);
@@ -663,7 +681,7 @@ export class TraceReplay {
     if (ev.kind === 'unmap' && ev.size !== rec.size) this.unmaps.size_mismatch++;
     this.unmaps.replayed++;
     this.release(rec, ev.line, ev.ts);
-    this.observe('onUnmap', { ...op, bounced: true, sg: false });
+    observe(true);
   }
 
   private onUnmapSg(ev: UnmapSgEvent): void {
