@@ -209,7 +209,7 @@ export const ERROR_SPECS = {
   },
   TRACE_BAD_EVENT: {
     meaning:
-      'Every dma:* or swiotlb:* line of the trace failed to parse (the message gives the first, with its line number and what was expected); single bad lines are only counted in the report.',
+      'No dma:* line of the trace could be read (the message gives the first, with its line number and what was expected); when some lines read, the bad ones are only counted in the report.',
     fix: 'Check that the file is unedited trace text; report the line if it comes from a kernel or trace-cmd version that prints these events differently.',
     status: 400,
   },

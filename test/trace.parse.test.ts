@@ -391,6 +391,14 @@ describe('TraceReader: what is a trace', () => {
     );
   });
 
+  it('recognises a binary trace.dat and says how to get its text', () => {
+    const [c, m] = code(() => read('\u0017\u0008Dtracing6\u0000\u0000\u0000\u0004\nbinary'));
+    expect(c).toBe('TRACE_NOT_A_TRACE');
+    expect(m).toBe(
+      't.txt is a binary trace-cmd trace.dat: give its text, "trace-cmd report t.txt > trace.txt"',
+    );
+  });
+
   it('gives up early on a long input that is not a trace', () => {
     const r = new TraceReader('big', () => {});
     expect(() => {
@@ -429,7 +437,7 @@ describe('TraceReader: what is a trace', () => {
     );
     expect(c).toBe('TRACE_BAD_EVENT');
     expect(m).toBe(
-      't.txt: none of its 1 dma/swiotlb event lines could be read; the first, line 2: dma_map_phys: expected "<device> dir=<direction> ..."',
+      't.txt: none of its 1 dma event lines could be read; the first, line 2: dma_map_phys: expected "<device> dir=<direction> ..."',
     );
   });
 

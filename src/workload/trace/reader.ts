@@ -109,10 +109,10 @@ export class TraceReader {
    */
   finish(): InputReport {
     if (this.events === 0 && this.headers === 0) throw this.notATrace();
-    if (this.badCount > 0 && this.dmaParsed === 0 && this.bounced === 0) {
+    if (this.badCount > 0 && this.dmaParsed === 0) {
       throw new MediatorError(
         'TRACE_BAD_EVENT',
-        `${this.source}: none of its ${this.dmaEvents} dma/swiotlb event lines could be read; the first, ${this.bad[0]?.message ?? ''}`,
+        `${this.source}: none of its ${this.badCount} dma event lines could be read; the first, ${this.bad[0]?.message ?? ''}`,
         { lines: this.bad.map((b) => b.line) },
       );
     }
@@ -148,10 +148,20 @@ export class TraceReader {
 
   private notATrace(): MediatorError {
     const first = this.firstOther;
+    // trace-cmd's trace.dat starts with 0x17 0x08 0x44 "tracing" (trace-cmd
+    // Documentation/trace-cmd/trace-cmd.dat.v7.5.txt).
+    if (first?.line === 1 && first.text.startsWith('\u0017\u0008Dtracing')) {
+      return new MediatorError(
+        'TRACE_NOT_A_TRACE',
+        `${this.source} is a binary trace-cmd trace.dat: give its text, "trace-cmd report ${this.source} > trace.txt"`,
+        { line: 1 },
+      );
+    }
+    const shown = first?.text.slice(0, 80).replace(/[^\x20-\x7e]/g, '?');
     const found =
       first === undefined
         ? 'it is empty'
-        : `line ${first.line} reads "${first.text.slice(0, 80)}${first.text.length > 80 ? '...' : ''}"`;
+        : `line ${first.line} reads "${shown}${first.text.length > 80 ? '...' : ''}"`;
     return new MediatorError(
       'TRACE_NOT_A_TRACE',
       `${this.source} is not a trace: ${found}; expected tracefs lines like "<task>-<pid> [<cpu>] <flags> <secs>.<usecs>: <event>: <fields>" or trace-cmd report's "cpus=N" header (run "trace-cmd report" on a trace.dat first)`,
