@@ -233,6 +233,24 @@ describe('replay rules (hand-worked)', () => {
     expect(without.report.hints[0]).toMatch(/replay with --min-align-mask nvme0=0xfff/);
   });
 
+  it('a map no kernel could have traced (direction NONE) is refused by the model, not a crash', async () => {
+    const odd = mapping('vda', 0x5000, 4096, area(0), DmaDirection.NONE);
+    const { report } = await replayEvents(
+      [
+        { t: 'map', cpu: 0, m: odd },
+        { t: 'unmap', cpu: 0, m: odd },
+        { t: 'map', cpu: 0, m: mapping('vda', 0x9000, 4096, area(0)) },
+      ],
+      FOUR,
+    );
+    expect(report.placements).toMatchObject({ agree: 1, disagree: 1 });
+    expect(report.model.invalid).toBe(1);
+    expect(report.placements.disagreements[0]!.reason).toBe(
+      'the model refuses it: invalid DMA direction none',
+    );
+    expect(report.unmaps.replayed).toBe(1);
+  });
+
   it('counts lost-event markers and says what they mean', async () => {
     const { report } = await replayEvents(
       [

@@ -114,7 +114,7 @@ export function formatTraceReport(r: TraceReport): string {
   out.push('');
 
   out.push(
-    `pool use (slots): high water ${r.model.used_hiwater} of ${p.nslabs} (${pct(r.model.used_hiwater, p.nslabs)}) in the model, ${r.observed.used_hiwater} (${pct(r.observed.used_hiwater, p.nslabs)}) as the kernel placed them; ${r.model.full} model failures (full)${r.model.too_large > 0 ? `, ${r.model.too_large} too large` : ''}`,
+    `pool use (slots): high water ${r.model.used_hiwater} of ${p.nslabs} (${pct(r.model.used_hiwater, p.nslabs)}) in the model, ${r.observed.used_hiwater} (${pct(r.observed.used_hiwater, p.nslabs)}) as the kernel placed them; ${r.model.full} model failures (full)${r.model.too_large > 0 ? `, ${r.model.too_large} too large` : ''}${r.model.invalid > 0 ? `, ${r.model.invalid} refused as invalid` : ''}`,
   );
   const series = thin(r.model.series, 16);
   if (series.length > 1) {

@@ -48,8 +48,27 @@ export interface PlaceOptions {
   minAlignMask: number;
 }
 
-/** Where it went and how many slots it took, or why it failed. */
-export type PlaceResult = { addr: number; slots: number } | { failure: 'full' | 'too_large' };
+/**
+ * Where it went and how many slots it took, or why it failed: no room, larger
+ * than a mapping can be, or arguments the allocator refuses (a size of 0, the
+ * direction NONE: a trace the kernel could not have written).
+ */
+export type PlaceResult =
+  | { addr: number; slots: number }
+  | { failure: 'full' | 'too_large' }
+  | { failure: 'invalid'; message: string };
+
+/** The allocator's refusals, as a result instead of a throw. */
+function refusal(err: unknown): PlaceResult {
+  if (isMediatorError(err, 'SWIOTLB_MAPPING_TOO_LARGE')) return { failure: 'too_large' };
+  if (
+    isMediatorError(err, 'SWIOTLB_INVALID_ARGUMENT') ||
+    isMediatorError(err, 'SWIOTLB_INVALID_DIRECTION')
+  ) {
+    return { failure: 'invalid', message: err.message };
+  }
+  throw err;
+}
 
 /** The pool the kernel had, as the trace replay asks for it. */
 export interface PlacementSpec {
@@ -144,8 +163,7 @@ export function poolPlacement(spec: PlacementSpec): PlacementSetup {
         const tlb = pool.tryAllocate(orig, size, dir, mapOpts);
         return place(tlb, nrSlots(pool.paddedSize(orig, size, mapOpts)));
       } catch (err) {
-        if (isMediatorError(err, 'SWIOTLB_MAPPING_TOO_LARGE')) return { failure: 'too_large' };
-        throw err;
+        return refusal(err);
       }
     },
     alloc(size, opts) {
@@ -155,8 +173,7 @@ export function poolPlacement(spec: PlacementSpec): PlacementSetup {
         const tlb = pool.tryAllocate(0, size, Dir.BIDIRECTIONAL, mapOpts);
         return place(tlb, nrSlots(pool.paddedSize(0, size, mapOpts)));
       } catch (err) {
-        if (isMediatorError(err, 'SWIOTLB_MAPPING_TOO_LARGE')) return { failure: 'too_large' };
-        throw err;
+        return refusal(err);
       }
     },
     unmap(addr, size, dir) {

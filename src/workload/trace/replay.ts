@@ -12,7 +12,7 @@ import {
   type UnmapSgEvent,
 } from './dma-events.js';
 import { Lookahead, mapKey, physKey, sgPhysKey } from './lookahead.js';
-import type { Placement } from './placement.js';
+import type { Placement, PlaceResult } from './placement.js';
 import type {
   AreaReport,
   DeviceReport,
@@ -191,6 +191,7 @@ export class TraceReplay {
   private readonly offsetHints = new Set<string>();
   private full = 0;
   private tooLarge = 0;
+  private invalid = 0;
   private filtered = 0;
   private mUsed = 0;
   private mHiwater = 0;
@@ -472,9 +473,8 @@ export class TraceReplay {
       if (res.addr === x.kAddr) this.agreed(d);
       else this.disagreed(d, x, area, hex(res.addr), this.whyElsewhere(x, res.addr, rec.mArea));
     } else {
-      if (res.failure === 'full') this.full++;
-      else this.tooLarge++;
-      this.disagreed(d, x, area, res.failure, this.whyFailed(res.failure, x.size, mask));
+      this.countFailure(res);
+      this.disagreed(d, x, area, res.failure, this.whyFailed(res, x.size, mask));
     }
     this.take(rec, x.ts);
     if (this.opts.observer?.onMap) {
@@ -559,8 +559,19 @@ export class TraceReplay {
     return 'another slot of the same area: the pools differ (an earlier disagreement, mappings made before the trace, or lost events)';
   }
 
-  private whyFailed(failure: 'full' | 'too_large', size: number, mask: number): string {
-    if (failure === 'too_large') {
+  private countFailure(res: Exclude<PlaceResult, { addr: number }>): void {
+    if (res.failure === 'full') this.full++;
+    else if (res.failure === 'too_large') this.tooLarge++;
+    else this.invalid++;
+  }
+
+  private whyFailed(
+    res: Exclude<PlaceResult, { addr: number }>,
+    size: number,
+    mask: number,
+  ): string {
+    if (res.failure === 'invalid') return `the model refuses it: ${res.message}`;
+    if (res.failure === 'too_large') {
       return `the model refuses ${size} bytes: more than the max mapping size with min_align_mask 0x${mask.toString(16)}`;
     }
     return 'the model found no room where the kernel did: it holds mappings the kernel had released (an earlier disagreement or a lost unmap)';
@@ -594,8 +605,7 @@ export class TraceReplay {
       );
     } else {
       model = res.failure;
-      if (res.failure === 'full') this.full++;
-      else this.tooLarge++;
+      this.countFailure(res);
       this.agreed(d);
     }
     if (this.kernelFailures.length < this.keep) {
@@ -769,6 +779,7 @@ export class TraceReplay {
       model: {
         full: this.full,
         too_large: this.tooLarge,
+        invalid: this.invalid,
         used_hiwater: this.mHiwater,
         used_end: this.mUsed,
         series: this.series.result(),

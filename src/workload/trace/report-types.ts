@@ -47,6 +47,8 @@ export interface TraceReport {
     /** Maps the model could not place: no area had room. */
     full: number;
     too_large: number;
+    /** Maps the model refused as invalid (a size of 0, direction NONE): not a kernel's trace. */
+    invalid: number;
     used_hiwater: number;
     used_end: number;
     series: SeriesPoint[];
@@ -136,7 +138,7 @@ export interface Disagreement {
   phys: string;
   /** The kernel's dma_addr, or "failed". */
   kernel: string;
-  /** The model's address, "full" or "too_large". */
+  /** The model's address, "full", "too_large" or "invalid". */
   model: string;
   reason: string;
 }
@@ -147,7 +149,7 @@ export interface KernelFailure {
   cpu: number;
   size: number;
   /** What the model did with it. */
-  model: 'full' | 'too_large' | 'placed';
+  model: 'full' | 'too_large' | 'invalid' | 'placed';
 }
 
 export interface AreaReport {
