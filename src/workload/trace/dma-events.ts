@@ -387,6 +387,9 @@ function need(fields: Map<string, string>, key: string, expected: string): strin
 }
 
 /**
+ * (Longer than a function should be: one case per event format of dma.h and
+ * swiotlb.h, kept side by side so that each format is read in one place.)
+ *
  * Parses the text of a dma:* or swiotlb:* event. Returns undefined for the events
  * the replay ignores. The `raw` style (FAILED TO PARSE) names some fields as the
  * kernel's struct does: `addr` for the unmap address, `lengths` for sizes.

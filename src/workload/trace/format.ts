@@ -48,6 +48,21 @@ function thin(series: SeriesPoint[], n: number): SeriesPoint[] {
 }
 
 export function formatTraceReport(r: TraceReport): string {
+  const out = [
+    ...inputSection(r),
+    '',
+    ...matchSection(r),
+    '',
+    ...useSection(r),
+    '',
+    ...deviceSection(r),
+    ...bootLogSection(r),
+  ];
+  if (r.hints.length > 0) out.push('', 'hints:', ...r.hints.map((h) => `  - ${h}`));
+  return `${out.join('\n')}\n`;
+}
+
+function inputSection(r: TraceReport): string[] {
   const out: string[] = [];
   const i = r.input;
   const arrays =
@@ -75,8 +90,12 @@ export function formatTraceReport(r: TraceReport): string {
   );
   out.push(`  model: ${p.rules}`);
   for (const note of p.notes) out.push(`  note: ${note}`);
-  out.push('');
+  return out;
+}
 
+/** Agreements, the kernel's failures, and what was matched. */
+function matchSection(r: TraceReport): string[] {
+  const out: string[] = [];
   const pl = r.placements;
   out.push(
     `placements: ${r.maps.replayed} replayed, ${pl.agree} agree, ${pl.disagree} disagree${pl.first_disagreement_line === null ? '' : ` (first at line ${pl.first_disagreement_line})`}`,
@@ -111,10 +130,15 @@ export function formatTraceReport(r: TraceReport): string {
   out.push(
     `syncs: ${s.for_device} for the device (${bytes(s.bytes_for_device)}), ${s.for_cpu} for the CPU (${bytes(s.bytes_for_cpu)})${s.before_trace > 0 ? `, ${s.before_trace} of mappings made before the trace` : ''}`,
   );
-  out.push('');
+  return out;
+}
 
+/** Pool use over time and per area, and the largest mapping. */
+function useSection(r: TraceReport): string[] {
+  const out: string[] = [];
+  const n = r.pool.nslabs;
   out.push(
-    `pool use (slots): high water ${r.model.used_hiwater} of ${p.nslabs} (${pct(r.model.used_hiwater, p.nslabs)}) in the model, ${r.observed.used_hiwater} (${pct(r.observed.used_hiwater, p.nslabs)}) as the kernel placed them; ${r.model.full} model failures (full)${r.model.too_large > 0 ? `, ${r.model.too_large} too large` : ''}${r.model.invalid > 0 ? `, ${r.model.invalid} refused as invalid` : ''}`,
+    `pool use (slots): high water ${r.model.used_hiwater} of ${n} (${pct(r.model.used_hiwater, n)}) in the model, ${r.observed.used_hiwater} (${pct(r.observed.used_hiwater, n)}) as the kernel placed them; ${r.model.full} model failures (full)${r.model.too_large > 0 ? `, ${r.model.too_large} too large` : ''}${r.model.invalid > 0 ? `, ${r.model.invalid} refused as invalid` : ''}`,
   );
   const series = thin(r.model.series, 16);
   if (series.length > 1) {
@@ -143,22 +167,15 @@ export function formatTraceReport(r: TraceReport): string {
       `largest mapping: ${r.largest.size} bytes (${r.largest.device}, line ${r.largest.line})`,
     );
   }
-  out.push('');
-  out.push('devices:');
-  out.push(
+  return out;
+}
+
+function deviceSection(r: TraceReport): string[] {
+  const head = ['device', 'maps', 'bounced', 'direct', 'outside', 'failed', 'bounced bytes'];
+  return [
+    'devices:',
     ...table([
-      [
-        'device',
-        'maps',
-        'bounced',
-        'direct',
-        'outside',
-        'failed',
-        'bounced bytes',
-        'largest',
-        'agree',
-        'disagree',
-      ],
+      [...head, 'largest', 'agree', 'disagree'],
       ...r.devices.map((d) => [
         d.device,
         d.maps,
@@ -172,23 +189,18 @@ export function formatTraceReport(r: TraceReport): string {
         d.disagree,
       ]),
     ]),
-  );
+  ];
+}
+
+function bootLogSection(r: TraceReport): string[] {
   const b = r.boot_log;
-  if (b && (b.full_warnings_total > 0 || b.suppressed_warnings > 0)) {
-    out.push('');
-    out.push(
-      `boot log: ${b.full_warnings_total} "swiotlb buffer is full" warnings (${b.full_warnings_during_trace} during the trace)${b.suppressed_warnings > 0 ? `, ${b.suppressed_warnings} more suppressed by the rate limit` : ''}`,
-    );
-    for (const w of b.full_warnings) {
-      out.push(
+  if (!b || (b.full_warnings_total === 0 && b.suppressed_warnings === 0)) return [];
+  return [
+    '',
+    `boot log: ${b.full_warnings_total} "swiotlb buffer is full" warnings (${b.full_warnings_during_trace} during the trace)${b.suppressed_warnings > 0 ? `, ${b.suppressed_warnings} more suppressed by the rate limit` : ''}`,
+    ...b.full_warnings.map(
+      (w) =>
         `  line ${w.line}${w.ts === undefined ? '' : ` [${w.ts.toFixed(6)}]`}: ${w.driver} ${w.device}: sz ${w.size} bytes, total ${w.total} slots, used ${w.used}`,
-      );
-    }
-  }
-  if (r.hints.length > 0) {
-    out.push('');
-    out.push('hints:');
-    for (const h of r.hints) out.push(`  - ${h}`);
-  }
-  return `${out.join('\n')}\n`;
+    ),
+  ];
 }

@@ -49,6 +49,20 @@ import { UsageSeries } from './series.js';
  *   replayed first when it is ahead in the trace, else the mapping is released as
  *   lost (an event the ring buffer dropped).
  *
+ * State:
+ *
+ *   owner   kernel slot -> id of the live mapping holding it (0: free, as far as
+ *           the trace shows)          slots: [0 0 7 7 7 0 9 9 0 ...]
+ *   recs    id -> the mapping: its kernel slots, its model address (-1: the model
+ *           did not place it)
+ *   sgLive  (device, buffer) -> ids of its live dma_map_sg entries, oldest first
+ *           (0: an entry that was not bounced)
+ *
+ * Rules: the slots of every live mapping hold its id in `owner` and no other
+ * slot holds an id; kernel use = the sum of live mappings' kernel slots; model
+ * use = the sum of the model slots of the mappings it placed = the placement's
+ * own used() (the property test checks the last two against the generator).
+ *
  * The kernel's own slots for a bounced mapping follow from its dma_addr: the
  * bounce offset is dma_addr & (IO_TLB_SIZE - 1) (swiotlb_align_offset() keeps at
  * most the low 11 bits for streaming maps), the mapping takes
