@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DmaDirection } from '../src/swiotlb/constants.js';
 import { mulberry32 } from '../src/util/prng.js';
+import { type Placement, poolPlacement } from '../src/workload/trace/placement.js';
 import { TraceProfile } from '../src/workload/trace/profile.js';
 import {
   type GenEvent,
@@ -286,8 +287,16 @@ describe('generated traces: property', () => {
             }
           }
           if (placed === 0) return; // a device never seen bouncing: its failures are not replayed
-          const r = await replayText(render(events, style).text, g);
+          let placement: Placement | undefined;
+          const r = await replayText(render(events, style).text, g, {
+            placement: (spec) => {
+              const setup = poolPlacement(spec);
+              placement = setup.placement;
+              return setup;
+            },
+          });
           expect(r.placements.disagree).toBe(0);
+          expect(placement!.used()).toBe(r.model.used_end);
           expect(r.model.used_hiwater).toBe(r.observed.used_hiwater);
           expect(r.model.used_end).toBe(live.reduce((s, m) => s + Math.ceil(m.size / 2048), 0));
         },
