@@ -213,6 +213,30 @@ export const ERROR_SPECS = {
     fix: 'Fix the line named by its number; see the replay format in docs/cli.md.',
     status: 400,
   },
+  TRACE_NOT_A_TRACE: {
+    meaning:
+      'The trace input has no line in the layout of the tracefs `trace` / `trace_pipe` file (`<task>-<pid> [<cpu>] <flags> <secs>.<usecs>: <event>: <fields>`) or of `trace-cmd report` (which starts with `cpus=N`).',
+    fix: 'Pass the text of a trace: `trace-cmd report trace.dat > trace.txt`, or a copy of /sys/kernel/tracing/trace; not the binary trace.dat.',
+    status: 400,
+  },
+  TRACE_NO_DMA_EVENTS: {
+    meaning:
+      'The trace parses but holds no dma:* event (dma_map_*, dma_unmap_*, dma_sync_*), so no mapping can be replayed; the message lists the events it does hold.',
+    fix: 'Record with `trace-cmd record -e dma -e swiotlb` (or enable events/dma in tracefs) on a kernel that has the dma events (6.12 or later).',
+    status: 400,
+  },
+  TRACE_BAD_EVENT: {
+    meaning:
+      'No dma:* line of the trace could be read (the message gives the first, with its line number and what was expected); when some lines read, the bad ones are only counted in the report.',
+    fix: 'Check that the file is unedited trace text; report the line if it comes from a kernel or trace-cmd version that prints these events differently.',
+    status: 400,
+  },
+  TRACE_BAD_BOOT_LOG: {
+    meaning:
+      'The boot log lacks the swiotlb pool lines (`software IO TLB: mapped [mem 0x...-0x...] (NMB)`, `software IO TLB: area num N.`), so the pool cannot be placed.',
+    fix: 'Pass the whole log of the traced boot (`journalctl -k -b` keeps the early lines that the dmesg ring buffer may have dropped), or give the pool with --base/--slots/--areas (or --restricted SIZE --base ADDR).',
+    status: 400,
+  },
   JOB_BAD_FILE: {
     meaning:
       'A fio job file cannot be used: a line is not INI syntax, a value does not parse (a size, a number, an rw or bssplit value), or a setting is out of range.',

@@ -12,6 +12,7 @@ const HELP = `Usage: swiotlb-mediator <command> [options]
 Commands:
   serve             run the mediator as an HTTP service (embedded default, or --config FILE)
   replay [FILE|-]   replay map/unmap/sync JSON lines against a Linux-faithful swiotlb pool
+  replay --trace FILE  replay a kernel DMA trace (tracefs, trace-cmd report) and check the pool against it
   bench --job FILE  run a fio job file in-process; IOPS, latency, pool use (--json: fio-shaped)
   size --job FILE   pool sizing advice for a fio job (swiotlb=, device tree, service config)
 

@@ -5,6 +5,7 @@ import { MediatorError } from '../errors.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
 import { intFlag, parseCommand, sizeFlag } from './args.js';
 import { Replayer } from './replay.js';
+import { isTraceReplay, replayTraceCommand } from './replay-trace.js';
 
 export const REPLAY_HELP = `Usage: swiotlb-mediator replay [options] [FILE|-]
 
@@ -17,6 +18,8 @@ Options:
   --areas N          number of areas (default: CPUs rounded up to a power of 2)
   --base ADDR        guest-physical address of the pool, e.g. 0x80000000 (default 0)
   -h, --help         this help
+
+With --trace FILE it replays a kernel DMA trace instead ("replay --trace - --help").
 
 Input lines (JSON):
   {"op":"map","id":"a","orig":"0x1234","size":100,"dir":"to_device",
@@ -45,6 +48,7 @@ async function write(out: Writable, text: string): Promise<void> {
 }
 
 export async function replayCommand(argv: string[], io: ReplayIo): Promise<number> {
+  if (isTraceReplay(argv)) return replayTraceCommand(argv, io);
   const parsed = parseCommand('replay', REPLAY_HELP, {
     args: argv,
     allowPositionals: true,

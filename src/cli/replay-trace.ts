@@ -1,0 +1,178 @@
+import { createReadStream, statSync } from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { MediatorError } from '../errors.js';
+import { formatTraceReport } from '../workload/trace/format.js';
+import { parseKernelVersion } from '../workload/trace/placement.js';
+import { summarize } from '../workload/trace/report-types.js';
+import { type PoolFlags, runTraceReplay, type TraceProgress } from '../workload/trace/run.js';
+import { intFlag, noOperands, parseCommand, sizeFlag } from './args.js';
+
+export const REPLAY_TRACE_HELP = `Usage: swiotlb-mediator replay --trace FILE|- [--dmesg FILE] [options]
+
+Replays a kernel DMA trace against the Linux-faithful pool (placement only) and
+checks it against the kernel's own placements: for every mapping the kernel
+bounced (its dma_addr lies in the pool) the pool places the same buffer, in
+trace order, starting in area "cpu & (nareas - 1)", and the two addresses are
+compared. Reports agreements, disagreements (with their trace lines), the
+kernel's failures, and what the pool went through: use and high water over
+time, per area, per device, the largest mapping.
+
+The trace: the text of /sys/kernel/tracing/trace (or trace_pipe), or the output
+of "trace-cmd report", with the dma events (Linux 6.12 or later) and, better,
+swiotlb:swiotlb_bounced: trace-cmd record -e dma -e swiotlb -- <workload>.
+The pool comes from the traced guest's boot log (--dmesg), or from flags.
+
+Options:
+  --trace FILE         the trace text; - reads stdin
+  --dmesg FILE         the traced boot's log (dmesg, journalctl -k -b): the pool's
+                       base, size and area count, and its "swiotlb buffer is full" warnings
+  --base ADDR          the pool's physical address (overrides the boot log's)
+  --slots N            the pool's size in 2 KiB slots (default 32768 without --dmesg)
+  --areas N            the pool's area count (the log's "area num N.")
+  --restricted SIZE    replay a restricted-dma-pool of SIZE bytes at --base (one area)
+  --device NAME        replay only this device, by its dev_name (repeat for more)
+  --min-align-mask M   a device's min_align_mask, NAME=MASK, or MASK for every
+                       device (repeat; NVMe sets 0xfff)
+  --kernel V           the traced kernel's version, e.g. 6.12: the pool's rules are
+                       those of Linux 6.10 (unchanged through 6.19) and it has no
+                       profile for older kernels yet; an older V is reported as such
+  --window N           events held back to replay out of trace order (default 4096)
+  --json               print the report as one JSON line, then a summary JSON line last:
+                       {"events":N,"replayed":M,"placements":{"agree":A,"disagree":D},
+                        "full":F,"used_hiwater":H,"nslabs":S,...}
+  --quiet              no progress on stderr
+  -h, --help           this help
+
+Exit status: 0 when the trace was replayed (disagreements included), 1 when the
+trace or boot log cannot be used (TRACE_* errors), 2 on bad flags.`;
+
+export interface ReplayTraceIo {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable & { isTTY?: boolean };
+}
+
+/** True when a `replay` command line asks for a trace replay (--trace before any "--"). */
+export function isTraceReplay(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  const flags = end < 0 ? argv : argv.slice(0, end);
+  return flags.some((a) => a === '--trace' || a.startsWith('--trace='));
+}
+
+/** `MASK` or `NAME=MASK`: a min_align_mask is 2^k - 1 below 2^32. */
+export function parseMaskFlags(values: readonly string[]): {
+  all: number;
+  byDevice: Map<string, number>;
+} {
+  const byDevice = new Map<string, number>();
+  let all = 0;
+  for (const v of values) {
+    const at = v.lastIndexOf('=');
+    const name = at < 0 ? undefined : v.slice(0, at);
+    const mask = intFlag('min-align-mask', at < 0 ? v : v.slice(at + 1));
+    if (mask >= 2 ** 32 || ((mask + 1) & mask) !== 0) {
+      throw new MediatorError(
+        'CLI_USAGE',
+        `--min-align-mask: "${v}" must be 2^k - 1 below 2^32 (e.g. 0xfff), optionally after NAME=`,
+      );
+    }
+    if (name === undefined) all = mask;
+    else if (name === '')
+      throw new MediatorError('CLI_USAGE', `--min-align-mask: "${v}" has an empty device name`);
+    else byDevice.set(name, mask);
+  }
+  return { all, byDevice };
+}
+
+function openInput(path: string, flag: string, stdin: Readable): Readable {
+  if (path === '-') return stdin;
+  try {
+    if (!statSync(path).isFile()) throw new Error('not a regular file');
+  } catch (err) {
+    throw new MediatorError('CLI_USAGE', `${flag}: cannot read ${path}: ${(err as Error).message}`);
+  }
+  return createReadStream(path);
+}
+
+function progressLine(p: TraceProgress): string {
+  const mib = (p.bytes / 2 ** 20).toFixed(1);
+  return `replay: ${mib} MiB read, ${p.lines} lines, ${p.events} dma events, ${(p.elapsedMs / 1000).toFixed(0)} s`;
+}
+
+export async function replayTraceCommand(argv: string[], io: ReplayTraceIo): Promise<number> {
+  const parsed = parseCommand('replay', REPLAY_TRACE_HELP, {
+    args: argv,
+    allowPositionals: true,
+    options: {
+      trace: { type: 'string' },
+      dmesg: { type: 'string' },
+      base: { type: 'string' },
+      slots: { type: 'string' },
+      areas: { type: 'string' },
+      restricted: { type: 'string' },
+      device: { type: 'string', multiple: true },
+      'min-align-mask': { type: 'string', multiple: true },
+      kernel: { type: 'string' },
+      window: { type: 'string' },
+      json: { type: 'boolean' },
+      quiet: { type: 'boolean' },
+    },
+  });
+  if (parsed === undefined) {
+    io.stdout.write(`${REPLAY_TRACE_HELP}\n`);
+    return 0;
+  }
+  const { values, positionals } = parsed;
+  noOperands(positionals);
+  const trace = values.trace;
+  if (!trace) throw new MediatorError('CLI_USAGE', '--trace needs a file (or - for stdin)');
+  if (values.dmesg === '-' && trace === '-') {
+    throw new MediatorError('CLI_USAGE', '--dmesg and --trace cannot both read stdin');
+  }
+  if (values.kernel !== undefined && parseKernelVersion(values.kernel) === undefined) {
+    throw new MediatorError('CLI_USAGE', `--kernel: "${values.kernel}" is not a version like 6.12`);
+  }
+  const pool: PoolFlags = {};
+  const base = intFlag('base', values.base);
+  const slots = intFlag('slots', values.slots, 1);
+  const areas = intFlag('areas', values.areas, 1);
+  const restricted = sizeFlag('restricted', values.restricted);
+  if (base !== undefined) pool.base = base;
+  if (slots !== undefined) pool.slots = slots;
+  if (areas !== undefined) pool.areas = areas;
+  if (restricted !== undefined) pool.restrictedBytes = restricted;
+  const window = intFlag('window', values.window, 1);
+
+  const progress = !values.quiet;
+  let drew = false;
+  const report = await runTraceReplay({
+    trace: openInput(trace, '--trace', io.stdin),
+    traceName: trace,
+    ...(values.dmesg
+      ? { bootLog: { input: openInput(values.dmesg, '--dmesg', io.stdin), name: values.dmesg } }
+      : {}),
+    pool,
+    ...(values.kernel === undefined ? {} : { kernel: values.kernel }),
+    ...(values.device ? { devices: values.device } : {}),
+    ...(values['min-align-mask'] ? { minAlignMask: parseMaskFlags(values['min-align-mask']) } : {}),
+    ...(window === undefined ? {} : { window }),
+    ...(progress
+      ? {
+          onProgress: (p: TraceProgress) => {
+            if (io.stderr.isTTY) {
+              io.stderr.write(`\r\x1b[K${progressLine(p)}`);
+              drew = true;
+            } else io.stderr.write(`${progressLine(p)}\n`);
+          },
+        }
+      : {}),
+  });
+  if (drew) io.stderr.write('\r\x1b[K');
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify(report)}\n`);
+    io.stdout.write(`${JSON.stringify(summarize(report))}\n`);
+  } else {
+    io.stdout.write(formatTraceReport(report));
+  }
+  return 0;
+}

@@ -1,0 +1,570 @@
+import { DmaDirection } from '../../swiotlb/constants.js';
+
+/**
+ * The dma:* and swiotlb:* trace events, read from the text the kernel (or
+ * libtraceevent) prints for them. Formats, from include/trace/events/dma.h
+ * (v6.12, and mainline which renames and extends some):
+ *
+ *   dma_map_page, dma_map_resource (6.12) / dma_map_phys (mainline):
+ *     "%s dir=%s dma_addr=%llx size=%zu phys_addr=%llx attrs=%s"
+ *   dma_unmap_page, dma_unmap_resource / dma_unmap_phys:
+ *     "%s dir=%s dma_addr=%llx size=%zu attrs=%s"
+ *   dma_map_sg: "%s dir=%s dma_addrs=%s sizes=%s phys_addrs=%s attrs=%s"
+ *     mainline: "%s dir=%s nents=%d/%d ents=%d/%d%s dma_addrs=..." where %s is
+ *     " [TRUNCATED]" when a list is longer than DMA_TRACE_MAX_ENTRIES (128) and
+ *     only the first 128 entries are printed
+ *   dma_map_sg_err (mainline): "%s dir=%s dma_addrs=%s err=%d attrs=%s" (the
+ *     array holds the buffers' physical addresses)
+ *   dma_unmap_sg: "%s dir=%s phys_addrs=%s attrs=%s" (the original buffers)
+ *   dma_sync_single_for_cpu/_for_device: "%s dir=%s dma_addr=%llx size=%zu"
+ *   dma_sync_sg_for_cpu/_for_device: "%s dir=%s dma_addrs=%s sizes=%s"
+ *   dma_alloc (and mainline dma_alloc_pages):
+ *     "%s dir=%s dma_addr=%llx size=%zu virt_addr=%p flags=%s attrs=%s"
+ *   dma_free (and dma_free_pages): "%s dir=%s dma_addr=%llx size=%zu virt_addr=%p attrs=%s"
+ * and include/trace/events/swiotlb.h:
+ *   swiotlb_bounced: "dev_name: %s dma_mask=%llx dev_addr=%llx size=%zu %s"
+ *     ending FORCE or NORMAL; dev_addr = phys_to_dma(dev, paddr) of the ORIGINAL
+ *     buffer (kernel/dma/swiotlb.c swiotlb_map()), which carries the memory
+ *     encryption bit in an SEV guest.
+ *
+ * Directions print as __print_symbolic names (BIDIRECTIONAL, TO_DEVICE,
+ * FROM_DEVICE, NONE), attrs as __print_flags names joined by "|" (empty for 0).
+ * Arrays print as the kernel's trace_print_array_seq(): "{0x..,0x..}", hex with
+ * 0x for every element size, sizes (u32) included. libtraceevent prints them the
+ * same way from 1.8.4 (commit "Print arrays like Linux does"); before that,
+ * elements are decimal, separated by a space, without braces. When
+ * libtraceevent cannot parse an event's print format it prints
+ * "[FAILED TO PARSE]" and the raw fields (tep_print_fields()): " name=value",
+ * numbers in decimal (0x for longs), arrays as "ARRAY[xx, xx, ...]" bytes (little
+ * endian); those lines are read too.
+ */
+
+/** DMA_MAPPING_ERROR (~(dma_addr_t)0): dma_addr=ffffffffffffffff, a failed map. */
+export const DMA_MAPPING_ERROR = -1;
+/** An address above 2^53: outside any pool this project models. */
+export const ADDR_OUT_OF_RANGE = Number.POSITIVE_INFINITY;
+
+interface Common {
+  /** 1-based line number in the trace. */
+  line: number;
+  cpu: number;
+  pid: number;
+  /** Seconds (or raw clock counts with a counter trace clock). */
+  ts: number;
+  device: string;
+}
+
+export interface MapEvent extends Common {
+  kind: 'map';
+  dir: DmaDirection;
+  dmaAddr: number;
+  size: number;
+  phys: number;
+}
+export interface UnmapEvent extends Common {
+  kind: 'unmap';
+  dir: DmaDirection;
+  dmaAddr: number;
+  size: number;
+}
+export interface MapSgEvent extends Common {
+  kind: 'map_sg';
+  dir: DmaDirection;
+  dmaAddrs: number[];
+  sizes: number[];
+  phys: number[];
+  /** The full entry counts (mainline prints them; older kernels print whole lists). */
+  nents: number;
+  ents: number;
+  /** Mainline printed only the first 128 entries. */
+  truncated: boolean;
+}
+export interface MapSgErrEvent extends Common {
+  kind: 'map_sg_err';
+  dir: DmaDirection;
+  phys: number[];
+  err: number;
+}
+export interface UnmapSgEvent extends Common {
+  kind: 'unmap_sg';
+  dir: DmaDirection;
+  phys: number[];
+}
+export interface SyncEvent extends Common {
+  kind: 'sync';
+  forDevice: boolean;
+  dir: DmaDirection;
+  dmaAddr: number;
+  size: number;
+}
+export interface SyncSgEvent extends Common {
+  kind: 'sync_sg';
+  forDevice: boolean;
+  dir: DmaDirection;
+  dmaAddrs: number[];
+  sizes: number[];
+}
+export interface AllocEvent extends Common {
+  kind: 'alloc';
+  dmaAddr: number;
+  size: number;
+}
+export interface FreeEvent extends Common {
+  kind: 'free';
+  dmaAddr: number;
+  size: number;
+}
+export interface BouncedEvent extends Common {
+  kind: 'bounced';
+  /** phys_to_dma() of the original buffer. */
+  devAddr: number;
+  size: number;
+  force: boolean;
+}
+
+export type DmaEvent =
+  | MapEvent
+  | UnmapEvent
+  | MapSgEvent
+  | MapSgErrEvent
+  | UnmapSgEvent
+  | SyncEvent
+  | SyncSgEvent
+  | AllocEvent
+  | FreeEvent
+  | BouncedEvent;
+
+/** How arrays were printed, for the report. */
+export type ArrayStyle = 'kernel' | 'decimal' | 'raw';
+
+/** A dma:* line that does not parse; `message` says what was expected. */
+export class EventParseError extends Error {}
+
+type Kind = DmaEvent['kind'] | 'ignored';
+
+/** Event name -> what it is. Events of the dma system this replay has no use for are 'ignored'. */
+const EVENT_KINDS: Readonly<Record<string, Kind>> = {
+  dma_map_page: 'map',
+  dma_map_resource: 'map',
+  dma_map_phys: 'map',
+  dma_unmap_page: 'unmap',
+  dma_unmap_resource: 'unmap',
+  dma_unmap_phys: 'unmap',
+  dma_map_sg: 'map_sg',
+  dma_map_sg_err: 'map_sg_err',
+  dma_unmap_sg: 'unmap_sg',
+  dma_sync_single_for_cpu: 'sync',
+  dma_sync_single_for_device: 'sync',
+  dma_sync_sg_for_cpu: 'sync_sg',
+  dma_sync_sg_for_device: 'sync_sg',
+  dma_alloc: 'alloc',
+  dma_alloc_pages: 'alloc',
+  dma_free: 'free',
+  dma_free_pages: 'free',
+  // scatter-gather allocations come from the IOMMU or pages, never a swiotlb pool.
+  dma_alloc_sgt: 'ignored',
+  dma_alloc_sgt_err: 'ignored',
+  dma_free_sgt: 'ignored',
+  swiotlb_bounced: 'bounced',
+};
+
+/** True for the names of dma:* and swiotlb:* events (known or not). */
+export function isDmaEventName(name: string): boolean {
+  return name.startsWith('dma_') || name.startsWith('swiotlb_');
+}
+
+/** What the replay does with an event name: undefined = not a DMA event it knows. */
+export function eventKind(name: string): Kind | undefined {
+  return EVENT_KINDS[name];
+}
+
+const DIRECTIONS: Readonly<Record<string, DmaDirection>> = {
+  BIDIRECTIONAL: DmaDirection.BIDIRECTIONAL,
+  TO_DEVICE: DmaDirection.TO_DEVICE,
+  FROM_DEVICE: DmaDirection.FROM_DEVICE,
+  NONE: DmaDirection.NONE,
+  // __print_symbolic falls back to the number when it has no name for it.
+  '0': DmaDirection.BIDIRECTIONAL,
+  '1': DmaDirection.TO_DEVICE,
+  '2': DmaDirection.FROM_DEVICE,
+  '3': DmaDirection.NONE,
+};
+
+const HEX_RE = /^(?:0x)?([0-9a-f]+)$/i;
+const DEC_RE = /^\d+$/;
+const TWO_POW_53 = 2n ** 53n;
+const U64_MAX = 2n ** 64n - 1n;
+
+function fromBig(v: bigint): number {
+  if (v === U64_MAX) return DMA_MAPPING_ERROR;
+  return v < TWO_POW_53 ? Number(v) : ADDR_OUT_OF_RANGE;
+}
+
+/** A %llx field (no 0x), or a 0x-prefixed one; ffffffffffffffff is DMA_MAPPING_ERROR. */
+export function parseHexAddr(text: string, what: string): number {
+  const m = HEX_RE.exec(text);
+  if (!m) throw new EventParseError(`expected ${what} in hex, got "${text}"`);
+  const digits = m[1]!;
+  if (digits.length <= 13) return Number.parseInt(digits, 16);
+  return fromBig(BigInt(`0x${digits}`));
+}
+
+function parseDec(text: string, what: string): number {
+  if (!DEC_RE.test(text)) throw new EventParseError(`expected ${what} in decimal, got "${text}"`);
+  if (text.length <= 15) return Number(text);
+  return fromBig(BigInt(text));
+}
+
+/** A number tep_print_fields() printed: decimal, or hex with 0x. */
+function parseRawNumber(text: string, what: string): number {
+  return text.startsWith('0x') ? parseHexAddr(text, what) : parseDec(text, what);
+}
+
+function parseDir(text: string | undefined): DmaDirection {
+  const dir = text === undefined ? undefined : DIRECTIONS[text];
+  if (dir === undefined) {
+    throw new EventParseError(
+      `expected dir=BIDIRECTIONAL, TO_DEVICE, FROM_DEVICE or NONE, got ${text === undefined ? 'no dir=' : `"dir=${text}"`}`,
+    );
+  }
+  return dir;
+}
+
+/**
+ * Splits `key=value key=value ...` where a value may hold spaces (old-style
+ * arrays "1 2 3", " [TRUNCATED]", raw "ARRAY[00, 10]"): a key is an identifier
+ * right after a space, followed by "=".
+ */
+export function splitFields(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const re = /(?:^|\s)([a-z_][a-z0-9_]*)=/gi;
+  let key: string | undefined;
+  let start = 0;
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    if (key !== undefined) out.set(key, text.slice(start, m.index).trim());
+    key = m[1]!;
+    start = m.index + m[0].length;
+  }
+  if (key !== undefined) out.set(key, text.slice(start).trim());
+  return out;
+}
+
+interface ParseState {
+  /** Set to the style of the first array seen. */
+  arrays?: ArrayStyle;
+}
+
+/** Parses an array field in any of the three styles; `elBytes` is for raw byte dumps. */
+function parseArray(text: string, what: string, elBytes: 4 | 8, st: ParseState): number[] {
+  if (text.startsWith('{')) {
+    if (!text.endsWith('}'))
+      throw new EventParseError(`expected ${what}={0x..,0x..}, got "${text}"`);
+    st.arrays ??= 'kernel';
+    const inner = text.slice(1, -1).trim();
+    if (inner === '') return [];
+    return inner.split(',').map((v) => parseHexAddr(v.trim(), `${what} elements`));
+  }
+  if (text.startsWith('ARRAY[')) {
+    st.arrays ??= 'raw';
+    return parseByteArray(text, what, elBytes);
+  }
+  st.arrays ??= 'decimal';
+  if (text === '') return [];
+  return text.split(/\s+/).map((v) => parseDec(v, `${what} elements`));
+}
+
+/** "ARRAY[00, 10, ...]": little-endian elements of `elBytes` bytes. */
+function parseByteArray(text: string, what: string, elBytes: 4 | 8): number[] {
+  const inner = text.slice('ARRAY['.length, text.endsWith(']') ? -1 : undefined).trim();
+  const bytes = inner === '' ? [] : inner.split(/,\s*/).map((b) => Number.parseInt(b, 16));
+  if (bytes.some((b) => !Number.isInteger(b) || b < 0 || b > 255) || bytes.length % elBytes) {
+    throw new EventParseError(`expected ${what}=ARRAY[...] of ${elBytes}-byte elements`);
+  }
+  const out: number[] = [];
+  for (let i = 0; i < bytes.length; i += elBytes) {
+    let v = 0n;
+    for (let b = elBytes - 1; b >= 0; b--) v = (v << 8n) | BigInt(bytes[i + b]!);
+    out.push(fromBig(v));
+  }
+  return out;
+}
+
+// The exact kernel texts of the frequent events, read with one match and no
+// intermediate objects (a trace has millions of them); anything else (a device
+// name with spaces, raw fields, old layouts) takes the general path.
+const FAST_MAP =
+  /^(\S+) dir=([A-Z_]+) dma_addr=([0-9a-f]{1,16}) size=(\d{1,15}) phys_addr=([0-9a-f]{1,16}) attrs=/;
+const FAST_UNMAP = /^(\S+) dir=([A-Z_]+) dma_addr=([0-9a-f]{1,16}) size=(\d{1,15}) attrs=/;
+const FAST_SYNC = /^(\S+) dir=([A-Z_]+) dma_addr=([0-9a-f]{1,16}) size=(\d{1,15})$/;
+const FAST_BOUNCED =
+  /^dev_name: (\S+) dma_mask=[0-9a-f]+ dev_addr=([0-9a-f]{1,16}) size=(\d{1,15}) (FORCE|NORMAL)$/;
+
+function hexNum(digits: string): number {
+  return digits.length <= 13 ? Number.parseInt(digits, 16) : parseHexAddr(digits, 'an address');
+}
+
+type At = { line: number; cpu: number; pid: number; ts: number };
+
+/** The fast path of {@link parseDmaEvent}; undefined when the text is not the exact kernel one. */
+function parseFast(name: string, kind: Kind, body: string, at: At): DmaEvent | undefined {
+  switch (kind) {
+    case 'map': {
+      const m = FAST_MAP.exec(body);
+      const dir = m ? DIRECTIONS[m[2]!] : undefined;
+      if (!m || dir === undefined) return undefined;
+      return {
+        line: at.line,
+        cpu: at.cpu,
+        pid: at.pid,
+        ts: at.ts,
+        device: m[1]!,
+        kind,
+        dir,
+        dmaAddr: hexNum(m[3]!),
+        size: Number(m[4]),
+        phys: hexNum(m[5]!),
+      };
+    }
+    case 'unmap':
+    case 'sync': {
+      const m = (kind === 'unmap' ? FAST_UNMAP : FAST_SYNC).exec(body);
+      const dir = m ? DIRECTIONS[m[2]!] : undefined;
+      if (!m || dir === undefined) return undefined;
+      const device = m[1]!;
+      const dmaAddr = hexNum(m[3]!);
+      const size = Number(m[4]);
+      if (kind === 'unmap') {
+        return {
+          line: at.line,
+          cpu: at.cpu,
+          pid: at.pid,
+          ts: at.ts,
+          device,
+          kind,
+          dir,
+          dmaAddr,
+          size,
+        };
+      }
+      const forDevice = name.endsWith('_for_device');
+      return {
+        line: at.line,
+        cpu: at.cpu,
+        pid: at.pid,
+        ts: at.ts,
+        device,
+        kind,
+        forDevice,
+        dir,
+        dmaAddr,
+        size,
+      };
+    }
+    case 'bounced': {
+      const m = FAST_BOUNCED.exec(body);
+      if (!m) return undefined;
+      return {
+        line: at.line,
+        cpu: at.cpu,
+        pid: at.pid,
+        ts: at.ts,
+        device: m[1]!,
+        kind,
+        devAddr: hexNum(m[2]!),
+        size: Number(m[3]),
+        force: m[4] === 'FORCE',
+      };
+    }
+    default:
+      return undefined;
+  }
+}
+
+function need(fields: Map<string, string>, key: string, expected: string): string {
+  const v = fields.get(key);
+  if (v === undefined) throw new EventParseError(`expected ${key}= (${expected})`);
+  return v;
+}
+
+/**
+ * (Longer than a function should be: one case per event format of dma.h and
+ * swiotlb.h, kept side by side so that each format is read in one place.)
+ *
+ * Parses the text of a dma:* or swiotlb:* event. Returns undefined for the events
+ * the replay ignores. The `raw` style (FAILED TO PARSE) names some fields as the
+ * kernel's struct does: `addr` for the unmap address, `lengths` for sizes.
+ * @throws EventParseError with what was expected
+ */
+export function parseDmaEvent(
+  name: string,
+  body: string,
+  at: At,
+  st: ParseState = {},
+): DmaEvent | undefined {
+  const kind = EVENT_KINDS[name];
+  if (kind === undefined || kind === 'ignored') return undefined;
+  const fast = parseFast(name, kind, body, at);
+  if (fast !== undefined) return fast;
+  const raw = body.startsWith('[FAILED TO PARSE]');
+  let device: string;
+  let fields: Map<string, string>;
+  if (kind === 'bounced' && !raw) {
+    const m = /^dev_name: (.*?) dma_mask=/.exec(body);
+    if (!m) throw new EventParseError('expected "dev_name: <device> dma_mask=<hex> ..."');
+    device = m[1]!;
+    fields = splitFields(body.slice(m[0].length - 'dma_mask='.length));
+  } else if (raw) {
+    st.arrays ??= 'raw';
+    fields = splitFields(body.slice('[FAILED TO PARSE]'.length));
+    device = fields.get('device') ?? fields.get('dev_name') ?? '';
+    if (device === '') throw new EventParseError('expected device= in the raw fields');
+  } else {
+    const at = body.indexOf(' dir=');
+    if (at <= 0) throw new EventParseError('expected "<device> dir=<direction> ..."');
+    device = body.slice(0, at);
+    fields = splitFields(body.slice(at + 1));
+  }
+  const num = raw ? parseRawNumber : parseHexAddr;
+  const dec = raw ? parseRawNumber : parseDec;
+  const base = { line: at.line, cpu: at.cpu, pid: at.pid, ts: at.ts, device };
+
+  switch (kind) {
+    case 'map':
+      return {
+        ...base,
+        kind,
+        dir: parseDir(fields.get('dir')),
+        dmaAddr: num(need(fields, 'dma_addr', 'the mapped DMA address'), 'dma_addr'),
+        size: dec(need(fields, 'size', 'the mapping size'), 'size'),
+        phys: num(need(fields, 'phys_addr', "the buffer's physical address"), 'phys_addr'),
+      };
+    case 'unmap':
+      return {
+        ...base,
+        kind,
+        dir: parseDir(fields.get('dir')),
+        dmaAddr: num(fields.get('dma_addr') ?? need(fields, 'addr', 'the DMA address'), 'dma_addr'),
+        size: dec(need(fields, 'size', 'the mapping size'), 'size'),
+      };
+    case 'map_sg': {
+      const dmaAddrs = parseArray(need(fields, 'dma_addrs', 'an array'), 'dma_addrs', 8, st);
+      const sizes = parseArray(
+        fields.get('sizes') ?? need(fields, 'lengths', 'an array'),
+        'sizes',
+        4,
+        st,
+      );
+      const phys = parseArray(need(fields, 'phys_addrs', 'an array'), 'phys_addrs', 8, st);
+      if (sizes.length !== dmaAddrs.length) {
+        throw new EventParseError(
+          `expected as many sizes as dma_addrs, got ${sizes.length} and ${dmaAddrs.length}`,
+        );
+      }
+      const counts = sgCounts(fields, raw, phys.length, dmaAddrs.length);
+      return { ...base, kind, dir: parseDir(fields.get('dir')), dmaAddrs, sizes, phys, ...counts };
+    }
+    case 'map_sg_err':
+      return {
+        ...base,
+        kind,
+        dir: parseDir(fields.get('dir')),
+        phys: parseArray(
+          fields.get('dma_addrs') ?? need(fields, 'phys_addrs', 'an array'),
+          'dma_addrs',
+          8,
+          st,
+        ),
+        err: Number(fields.get('err') ?? Number.NaN),
+      };
+    case 'unmap_sg':
+      return {
+        ...base,
+        kind,
+        dir: parseDir(fields.get('dir')),
+        phys: parseArray(
+          fields.get('phys_addrs') ?? need(fields, 'addrs', 'an array'),
+          'phys_addrs',
+          8,
+          st,
+        ),
+      };
+    case 'sync':
+      return {
+        ...base,
+        kind,
+        forDevice: name.endsWith('_for_device'),
+        dir: parseDir(fields.get('dir')),
+        dmaAddr: num(need(fields, 'dma_addr', 'the DMA address'), 'dma_addr'),
+        size: dec(need(fields, 'size', 'the size synced'), 'size'),
+      };
+    case 'sync_sg': {
+      const dmaAddrs = parseArray(need(fields, 'dma_addrs', 'an array'), 'dma_addrs', 8, st);
+      const sizes = parseArray(
+        fields.get('sizes') ?? need(fields, 'lengths', 'an array'),
+        'sizes',
+        4,
+        st,
+      );
+      if (sizes.length !== dmaAddrs.length) {
+        throw new EventParseError(
+          `expected as many sizes as dma_addrs, got ${sizes.length} and ${dmaAddrs.length}`,
+        );
+      }
+      return {
+        ...base,
+        kind,
+        forDevice: name.endsWith('_for_device'),
+        dir: parseDir(fields.get('dir')),
+        dmaAddrs,
+        sizes,
+      };
+    }
+    case 'alloc':
+    case 'free':
+      return {
+        ...base,
+        kind,
+        dmaAddr: num(need(fields, 'dma_addr', 'the DMA address'), 'dma_addr'),
+        size: dec(need(fields, 'size', 'the size'), 'size'),
+      };
+    case 'bounced': {
+      const tail = need(fields, 'size', 'the mapping size and FORCE or NORMAL');
+      const m = raw ? /^(\S+)/.exec(tail) : /^(\d+) (FORCE|NORMAL|NO_FORCE)\s*$/.exec(tail);
+      if (!m) throw new EventParseError(`expected "size=<bytes> FORCE|NORMAL", got "size=${tail}"`);
+      return {
+        ...base,
+        kind,
+        devAddr: num(need(fields, 'dev_addr', "the original buffer's DMA address"), 'dev_addr'),
+        size: dec(m[1]!, 'size'),
+        force: raw ? (fields.get('force') ?? '0') !== '0' : m[2] === 'FORCE',
+      };
+    }
+  }
+}
+
+/** nents/ents of a dma_map_sg line: mainline prints "nents=%d/%d ents=%d/%d[ [TRUNCATED]]". */
+function sgCounts(
+  fields: Map<string, string>,
+  raw: boolean,
+  listedNents: number,
+  listedEnts: number,
+): { nents: number; ents: number; truncated: boolean } {
+  if (raw) {
+    const nents = Number(fields.get('full_nents') ?? listedNents);
+    const ents = Number(fields.get('full_ents') ?? listedEnts);
+    return { nents, ents, truncated: (fields.get('truncated') ?? '0') !== '0' };
+  }
+  const n = fields.get('nents');
+  const e = fields.get('ents');
+  if (n === undefined && e === undefined) {
+    return { nents: listedNents, ents: listedEnts, truncated: false };
+  }
+  const nm = /^(\d+)\/(\d+)$/.exec(n ?? '');
+  const em = /^(\d+)\/(\d+)(\s+\[TRUNCATED\])?$/.exec(e ?? '');
+  if (!nm || !em) {
+    throw new EventParseError(
+      `expected "nents=<shown>/<total> ents=<shown>/<total>[ [TRUNCATED]]", got "nents=${n ?? ''} ents=${e ?? ''}"`,
+    );
+  }
+  return { nents: Number(nm[2]), ents: Number(em[2]), truncated: em[3] !== undefined };
+}

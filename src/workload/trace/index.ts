@@ -1,0 +1,35 @@
+export {
+  type BootLog,
+  BootLogReader,
+  type FullWarning,
+  limitNareas,
+  parseBootLog,
+  poolFromBootLog,
+} from './boot-log.js';
+export {
+  ADDR_OUT_OF_RANGE,
+  DMA_MAPPING_ERROR,
+  type DmaEvent,
+  EventParseError,
+  parseDmaEvent,
+} from './dma-events.js';
+export { formatTraceReport } from './format.js';
+export {
+  type Placement,
+  type PlacementSetup,
+  type PlacementSpec,
+  parseKernelVersion,
+  poolPlacement,
+} from './placement.js';
+export {
+  type DeviceProfile,
+  fioJobText,
+  type JobShape,
+  jobShape,
+  TraceProfile,
+} from './profile.js';
+export { TraceReader } from './reader.js';
+export { type ReplayObserver, type TracedOp, TraceReplay } from './replay.js';
+export { summarize, type TraceReport, type TraceSummary } from './report-types.js';
+export { type PoolFlags, resolvePool, runTraceReplay, type TraceRunOptions } from './run.js';
+export { parseTraceLine, type TraceLine } from './trace-line.js';

@@ -1,0 +1,80 @@
+/**
+ * One line of a kernel trace, in either of the two text layouts users have:
+ *
+ * - the tracefs `trace` / `trace_pipe` file, printed by the kernel
+ *   (kernel/trace/trace_output.c, trace_print_context()):
+ *     `"%16s-%-7d "` task-pid, optionally `"(%7d) "` tgid (option record-tgid),
+ *     `"[%03d] "` CPU, the flags of trace_print_lat_fmt() when option irq-info is
+ *     on (irqs-off, need-resched, hard/softirq, preempt depth, migrate-disable:
+ *     5 characters, 4 on older kernels), `" %5lu.%06lu"` seconds (`" %12llu"` with
+ *     a counter clock), `": "`, then trace_raw_output_prep()'s `"%s: "` event
+ *     name, then the event's TP_printk text. Header lines start with `#`.
+ *
+ *       <idle>-0       [001] d.h2.   123.456789: dma_map_phys: 0000:00:04.0 dir=TO_DEVICE ...
+ *
+ * - `trace-cmd report` (trace-cmd tracecmd/trace-read.c, trace_show_data()):
+ *     a first line `cpus=N`, then `"%16s-%-5d [%03d]"`, `" %s"` the latency
+ *     flags, `" %6.1000d:"` seconds.microseconds, then print_event_name():
+ *     `" %s: "` padded with spaces to 20 columns, then libtraceevent's
+ *     rendering of the event (tep_print_event()).
+ *
+ *       kworker/0:1H-143   [000] .....  7453.327963: dma_unmap_sg:         0000:00:04.0 ...
+ *
+ * One pattern reads both: the CPU column `[NNN]` anchors it (a task name may hold
+ * spaces and dashes), the flags column is optional, the time is digits with an
+ * optional fraction, the event name is a C identifier. The kernel prints lost
+ * events as `CPU:%d [LOST %lu EVENTS]` (trace.c print_trace_line()) and
+ * trace-cmd as `CPU:%d [%lld EVENTS DROPPED]` or `CPU:%d [EVENTS DROPPED]`.
+ */
+
+/** What a line of trace text is. */
+export type TraceLine =
+  | { kind: 'event'; cpu: number; pid: number; ts: number; event: string; body: string }
+  /** `# ...`, `##### CPU N buffer started ####`, `cpus=N`, blank: layout, not data. */
+  | { kind: 'header'; layout?: TraceLayout }
+  /** Events the ring buffer dropped (`count` undefined when the line gives none). */
+  | { kind: 'lost'; cpu: number; count: number | undefined }
+  | { kind: 'other' };
+
+export type TraceLayout = 'tracefs' | 'trace-cmd';
+
+// task-pid, optional (tgid), [cpu], optional flags, timestamp, event name, body.
+const EVENT_LINE =
+  /^\s*(.*?)-(\d+)\s+(?:\(\s*(?:\d+|-+)\)\s+)?\[(\d{1,5})\]\s+(?:\S{3,8}\s+)?(\d+(?:\.\d+)?):\s+([A-Za-z_]\w*):\s?(.*)$/;
+const LOST_LINE = /^CPU:\s*(\d+)\s+\[(?:LOST (\d+) EVENTS|(\d+) EVENTS DROPPED|EVENTS DROPPED)\]/;
+const TRACE_CMD_HEADER = /^cpus=\d+\s*$/;
+
+/** Parses one line; never throws (what it cannot read is `other`). */
+export function parseTraceLine(line: string): TraceLine {
+  const first = line.charCodeAt(0);
+  if (line.length === 0) return { kind: 'header' };
+  if (first === 35 /* # */) {
+    return line.startsWith('# tracer:')
+      ? { kind: 'header', layout: 'tracefs' }
+      : { kind: 'header' };
+  }
+  if (first === 99 /* c */ && TRACE_CMD_HEADER.test(line)) {
+    return { kind: 'header', layout: 'trace-cmd' };
+  }
+  if (first === 67 /* C */) {
+    const lost = LOST_LINE.exec(line);
+    if (lost) {
+      const n = lost[2] ?? lost[3];
+      return { kind: 'lost', cpu: Number(lost[1]), count: n === undefined ? undefined : Number(n) };
+    }
+  }
+  const m = EVENT_LINE.exec(line);
+  if (m) {
+    return {
+      kind: 'event',
+      pid: Number(m[2]),
+      cpu: Number(m[3]),
+      ts: Number(m[4]),
+      event: m[5]!,
+      // trace-cmd pads the event name to 20 columns after ": ".
+      body: m[6]!.trimStart(),
+    };
+  }
+  if (line.trim() === '') return { kind: 'header' };
+  return { kind: 'other' };
+}

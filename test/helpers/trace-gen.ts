@@ -1,0 +1,262 @@
+import { DmaDirection, IO_TLB_SIZE } from '../../src/swiotlb/constants.js';
+import { SwiotlbPool } from '../../src/swiotlb/pool.js';
+
+/**
+ * Writes kernel trace text for tests, from the formats the kernel and trace-cmd
+ * print (see src/workload/trace/trace-line.ts and dma-events.ts for the sources):
+ * both layouts (tracefs `trace` and `trace-cmd report`), both array styles
+ * (the kernel's / libtraceevent >= 1.8.4 "{0x..,0x..}" and older libtraceevent's
+ * space-separated decimal), the 6.12 event names and mainline's renames
+ * (dma_map_phys, dma_unmap_phys, dma_map_sg's nents/ents and [TRUNCATED]).
+ *
+ * The "kernel" is {@link KernelSim}: the project's own pool, driven in the order
+ * the test performs the operations, gives every bounced mapping its dma_addr.
+ * The test then lays the events out in whatever trace order it wants (to model
+ * CPUs whose trace points fire out of the order of the allocations).
+ */
+
+export interface Style {
+  layout: 'tracefs' | 'trace-cmd';
+  arrays: 'kernel' | 'decimal';
+  naming: '6.12' | 'mainline';
+  /** The flags column of option irq-info. @default true */
+  irqInfo?: boolean;
+  /** The tgid column of option record-tgid (tracefs). @default false */
+  tgid?: boolean;
+}
+
+export const STYLES: readonly Style[] = [
+  { layout: 'tracefs', arrays: 'kernel', naming: '6.12' },
+  { layout: 'trace-cmd', arrays: 'kernel', naming: '6.12' },
+  { layout: 'trace-cmd', arrays: 'decimal', naming: '6.12' },
+  { layout: 'tracefs', arrays: 'kernel', naming: 'mainline', tgid: true },
+  { layout: 'trace-cmd', arrays: 'decimal', naming: 'mainline', irqInfo: false },
+];
+
+/** One buffer the kernel mapped: its dma_addr is what the trace prints (a test may plant another). */
+export interface Mapping {
+  dev: string;
+  phys: number;
+  size: number;
+  dir: DmaDirection;
+  /** The address the trace prints; -1 prints ffffffffffffffff. */
+  dmaAddr: number;
+  /** Where the simulated kernel really placed it (-1: not in the pool). */
+  placed: number;
+}
+
+export type GenEvent =
+  | { t: 'map'; cpu: number; m: Mapping }
+  | { t: 'unmap'; cpu: number; m: Mapping }
+  | { t: 'map_sg'; cpu: number; dev: string; dir: DmaDirection; entries: Mapping[]; shown?: number }
+  | { t: 'unmap_sg'; cpu: number; dev: string; dir: DmaDirection; entries: Mapping[] }
+  | { t: 'sync'; cpu: number; m: Mapping; offset: number; size: number; forDevice: boolean }
+  | { t: 'sync_sg'; cpu: number; dev: string; entries: Mapping[]; forDevice: boolean }
+  | { t: 'bounced'; cpu: number; m: Mapping; encryptionBit?: number }
+  | { t: 'other'; cpu: number; name: string; body: string }
+  | { t: 'lost'; cpu: number; count: number };
+
+const DIR_NAMES = ['BIDIRECTIONAL', 'TO_DEVICE', 'FROM_DEVICE', 'NONE'];
+
+/** The simulated kernel: the project's pool, area = cpu & (nareas - 1). */
+export class KernelSim {
+  readonly pool: SwiotlbPool;
+
+  constructor(readonly geometry: { base: number; slots: number; areas: number }) {
+    this.pool = SwiotlbPool.create({
+      base: geometry.base,
+      slots: geometry.slots,
+      areas: geometry.areas,
+      area: 0,
+    });
+  }
+
+  /** A streaming map: bounced (placed in the pool, or failed) or direct (dma_addr = phys). */
+  map(
+    dev: string,
+    cpu: number,
+    phys: number,
+    size: number,
+    dir: DmaDirection,
+    opts: { bounce?: boolean; minAlignMask?: number } = {},
+  ): Mapping {
+    if (opts.bounce === false) return { dev, phys, size, dir, dmaAddr: phys, placed: -1 };
+    const area = cpu & (this.pool.geometry.nareas - 1);
+    const tlb = this.pool.tryAllocate(phys, size, dir, {
+      area,
+      minAlignMask: opts.minAlignMask ?? 0,
+    });
+    return { dev, phys, size, dir, dmaAddr: tlb, placed: tlb };
+  }
+
+  unmap(m: Mapping): void {
+    if (m.placed >= 0) this.pool.release(m.placed, m.size, m.dir);
+  }
+}
+
+function hex(n: number): string {
+  return n === -1 ? 'ffffffffffffffff' : n.toString(16);
+}
+
+function array(values: number[], style: Style): string {
+  return style.arrays === 'kernel'
+    ? `{${values.map((v) => `0x${v === -1 ? 'ffffffffffffffff' : v.toString(16)}`).join(',')}}`
+    : values.map((v) => (v === -1 ? '18446744073709551615' : String(v))).join(' ');
+}
+
+/** The event's name and its TP_printk text. */
+export function eventText(ev: GenEvent, style: Style): { name: string; body: string } {
+  const page = style.naming === 'mainline' ? 'phys' : 'page';
+  switch (ev.t) {
+    case 'map': {
+      const m = ev.m;
+      return {
+        name: `dma_map_${page}`,
+        body: `${m.dev} dir=${DIR_NAMES[m.dir]} dma_addr=${hex(m.dmaAddr)} size=${m.size} phys_addr=${hex(m.phys)} attrs=`,
+      };
+    }
+    case 'unmap': {
+      const m = ev.m;
+      return {
+        name: `dma_unmap_${page}`,
+        body: `${m.dev} dir=${DIR_NAMES[m.dir]} dma_addr=${hex(m.dmaAddr)} size=${m.size} attrs=`,
+      };
+    }
+    case 'map_sg': {
+      const n = ev.entries.length;
+      const shown = ev.shown ?? n;
+      const list = ev.entries.slice(0, shown);
+      const counts =
+        style.naming === 'mainline'
+          ? ` nents=${shown}/${n} ents=${shown}/${n}${shown < n ? ' [TRUNCATED]' : ''}`
+          : '';
+      return {
+        name: 'dma_map_sg',
+        body: `${ev.dev} dir=${DIR_NAMES[ev.dir]}${counts} dma_addrs=${array(
+          list.map((m) => m.dmaAddr),
+          style,
+        )} sizes=${array(
+          list.map((m) => m.size),
+          style,
+        )} phys_addrs=${array(
+          list.map((m) => m.phys),
+          style,
+        )} attrs=`,
+      };
+    }
+    case 'unmap_sg':
+      return {
+        name: 'dma_unmap_sg',
+        body: `${ev.dev} dir=${DIR_NAMES[ev.dir]} phys_addrs=${array(
+          ev.entries.map((m) => m.phys),
+          style,
+        )} attrs=SKIP_CPU_SYNC`,
+      };
+    case 'sync':
+      return {
+        name: ev.forDevice ? 'dma_sync_single_for_device' : 'dma_sync_single_for_cpu',
+        body: `${ev.m.dev} dir=${DIR_NAMES[ev.m.dir]} dma_addr=${hex(ev.m.dmaAddr + ev.offset)} size=${ev.size}`,
+      };
+    case 'sync_sg':
+      return {
+        name: ev.forDevice ? 'dma_sync_sg_for_device' : 'dma_sync_sg_for_cpu',
+        body: `${ev.dev} dir=${DIR_NAMES[ev.entries[0]!.dir]} dma_addrs=${array(
+          ev.entries.map((m) => m.dmaAddr),
+          style,
+        )} sizes=${array(
+          ev.entries.map((m) => m.size),
+          style,
+        )}`,
+      };
+    case 'bounced':
+      return {
+        name: 'swiotlb_bounced',
+        body: `dev_name: ${ev.m.dev} dma_mask=ffffffffffffffff dev_addr=${hex(ev.m.phys + (ev.encryptionBit ?? 0))} size=${ev.m.size} FORCE`,
+      };
+    case 'other':
+      return { name: ev.name, body: ev.body };
+    case 'lost':
+      throw new Error('a lost-events marker has no event text');
+  }
+}
+
+// Task names as trace lines show them: with spaces, dashes, slashes and <idle>.
+const COMMS = ['fio', 'kworker/1:1H', '<idle>', 'my-app 2', 'irq/24-virtio0'];
+
+function tracefsHeader(n: number): string[] {
+  return [
+    '# tracer: nop',
+    '#',
+    `# entries-in-buffer/entries-written: ${n}/${n}   #P:4`,
+    '#',
+    '#                                _-----=> irqs-off/BH-disabled',
+    '#                               / _----=> need-resched',
+    '#                              | / _---=> hardirq/softirq',
+    '#                              || / _--=> preempt-depth',
+    '#                              ||| / _-=> migrate-disable',
+    '#                              |||| /     delay',
+    '#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION',
+    '#              | |         |   |||||     |         |',
+  ];
+}
+
+export interface Rendered {
+  text: string;
+  /** 1-based line of each event. */
+  lineOf: Map<GenEvent, number>;
+}
+
+/** Lays the events out as trace text, in the given order, 10 µs apart. */
+export function render(events: readonly GenEvent[], style: Style, t0 = 100): Rendered {
+  const lines = style.layout === 'trace-cmd' ? ['cpus=4'] : tracefsHeader(events.length);
+  const lineOf = new Map<GenEvent, number>();
+  events.forEach((ev, i) => {
+    if (ev.t === 'lost') {
+      lines.push(
+        style.layout === 'trace-cmd'
+          ? `CPU:${ev.cpu} [${ev.count} EVENTS DROPPED]`
+          : `CPU:${ev.cpu} [LOST ${ev.count} EVENTS]`,
+      );
+      return;
+    }
+    const { name, body } = eventText(ev, style);
+    const comm = COMMS[(ev.cpu + i) % COMMS.length]!;
+    const pid = 100 + ev.cpu * 17 + (i % 3);
+    const us = Math.round(t0 * 1e6) + i * 10;
+    const ts = `${Math.floor(us / 1e6)}.${String(us % 1e6).padStart(6, '0')}`;
+    const cpu = String(ev.cpu).padStart(3, '0');
+    const flags = style.irqInfo === false ? '' : i % 2 ? 'd..1.' : '.....';
+    let line: string;
+    if (style.layout === 'trace-cmd') {
+      const pad = ' '.repeat(Math.max(0, 20 - name.length));
+      line = `${comm.padStart(16)}-${String(pid).padEnd(5)} [${cpu}] ${flags}${flags ? ' ' : ''}${ts.padStart(13)}: ${name}: ${pad}${body}`;
+    } else {
+      const tgid = style.tgid ? `(${String(pid).padStart(7)}) ` : '';
+      line = `${comm.padStart(16)}-${String(pid).padEnd(7)} ${tgid}[${cpu}] ${flags}${flags ? ' ' : ''}${ts.padStart(12)}: ${name}: ${body}`;
+    }
+    lines.push(line);
+    lineOf.set(ev, lines.length);
+  });
+  return { text: `${lines.join('\n')}\n`, lineOf };
+}
+
+/** A boot log with the pool lines, dmesg timestamps included. */
+export function bootLog(
+  g: { base: number; slots: number; areas: number },
+  extra: string[] = [],
+): string {
+  const end = g.base + g.slots * IO_TLB_SIZE;
+  const pa = (n: number) => `0x${n.toString(16).padStart(16, '0')}`;
+  return [
+    '[    0.000000] Linux version 6.12.0 (builder@host) #1 SMP PREEMPT_DYNAMIC',
+    '[    0.000000] Command line: console=ttyS0 swiotlb=force',
+    `[    0.004000] software IO TLB: area num ${g.areas}.`,
+    '[    0.120000] Memory: 4000000K/4194304K available',
+    `[    0.310000] software IO TLB: mapped [mem ${pa(g.base)}-${pa(end)}] (${(g.slots * IO_TLB_SIZE) >> 20}MB)`,
+    ...extra,
+    '[    1.000000] virtio_blk virtio1: [vda] 2097152 512-byte logical blocks (1.07 GB/1.00 GiB)',
+    '',
+  ].join('\n');
+}
+
+export { DmaDirection };
