@@ -21,7 +21,7 @@ import { ALLOWED } from './helpers/layout.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
 
-/** README.md and docs/*.md (not docs/_pending: text waiting to be merged in), repository-relative. */
+/** README.md and docs/*.md, repository-relative. */
 const DOCS = [
   'README.md',
   ...readdirSync(join(ROOT, 'docs'))

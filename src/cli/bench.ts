@@ -36,8 +36,8 @@ Options:
 
 Progress goes to stderr: a bar on a terminal, a plain line every second otherwise.
 So do warnings, as pino JSON lines: "swiotlb buffer is full" (a pool too small
-for the job, under backpressure=fail), device faults and resets, each once per
-5 s burst.
+for the job; under backpressure=wait the request then waits) and device faults,
+each once per 5 s burst, and device resets (docs/logging.md).
 
 Example jobs ship with the package in examples/jobs/: database.fio, backup.fio,
 network.fio, nvme.fio. The options in full: docs/cli.md.`;

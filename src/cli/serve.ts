@@ -26,8 +26,9 @@ Options:
 
 Logs are pino JSON lines on stdout: one at start-up saying where it listens and
 what it runs, nothing per request at the default level (info). Warnings: device
-resets, request timeouts, device faults, "swiotlb buffer is full" (each fault or
-full-pool warning once per 5 s burst); errors: copy-worker crashes.
+resets, request timeouts, device faults, "swiotlb buffer is full", back-pressure
+timeouts (the last three once per 5 s burst); errors: copy-worker crashes. Every
+record with its fields: docs/logging.md.
 SIGTERM or SIGINT shuts it down gracefully (in-flight I/O finishes, file-backed
 devices are flushed; exit status 0); a second signal exits at once (one sent
 within 300 ms of the first counts as the same: Ctrl+C under npm arrives twice).

@@ -1,0 +1,174 @@
+import type { DeviceWorkerData } from '../virtio/device-spec.js';
+import {
+  NOTIFY_COMPLETION,
+  NOTIFY_DEVICE_SLEEPING,
+  NOTIFY_DOORBELL,
+  NOTIFY_DRIVER_WAITING,
+  NOTIFY_STOP,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+} from '../virtio/virtqueue-layout.js';
+import type { Chain } from './blk-backend.js';
+
+const U32 = 2 ** 32;
+
+/**
+ * The device's side of one split virtqueue (layout and notification words in
+ * src/virtio/virtqueue-layout.ts), in the memory the device thread was given.
+ *
+ * Rules: the device trusts nothing the guest wrote either. A chain is walked at most
+ * `size` steps (a loop ends it), every descriptor must lie inside the memory, and a
+ * ring head past the table fails the walk; such a chain is completed with 0 bytes.
+ * `lastAvail` and `usedIdx` are this thread's own free-running 16-bit counters; the
+ * used index is published (and the guest woken) once per completed request.
+ */
+export class DeviceQueue {
+  /** The device-visible memory, as bytes (what the backend reads and writes). */
+  readonly mem: Buffer;
+  readonly size: number;
+  /** The chain {@link walk} read last: offsets into {@link mem}. Reused for every request. */
+  readonly chain: Chain;
+  /** Device-writable bytes of the chain {@link walk} read last. */
+  chainWritable = 0;
+  /** The next used ring slot to fill (free-running, 16 bits); chaos may move it. */
+  usedIdx = 0;
+
+  private readonly u16: Uint16Array;
+  private readonly u32: Uint32Array;
+  private readonly i32: Int32Array;
+  private readonly mask: number;
+  private readonly base: number;
+  /** 16-bit word index of the available ring's flags. */
+  private readonly availWord: number;
+  /** 16-bit word index of the used ring's flags. */
+  private readonly usedWord16: number;
+  /** 32-bit word index of the used ring's first entry. */
+  private readonly usedRing32: number;
+  /** 32-bit word index of the descriptor table. */
+  private readonly descWord: number;
+  /** 32-bit word index of the notification words. */
+  private readonly notify: number;
+  /** The next available ring slot to take (free-running, 16 bits). */
+  private lastAvail = 0;
+
+  constructor(data: Pick<DeviceWorkerData, 'memory' | 'memBase' | 'queue'>) {
+    const q = data.queue;
+    this.mem = Buffer.from(data.memory);
+    this.u16 = new Uint16Array(data.memory);
+    this.u32 = new Uint32Array(data.memory);
+    this.i32 = new Int32Array(data.memory);
+    this.size = q.size;
+    this.mask = q.size - 1;
+    this.base = data.memBase;
+    this.availWord = (q.avail - this.base) >>> 1;
+    this.usedWord16 = (q.used - this.base) >>> 1;
+    this.usedRing32 = ((q.used - this.base) >>> 2) + 1;
+    this.descWord = (q.desc - this.base) >>> 2;
+    this.notify = (q.notify - this.base) >>> 2;
+    this.chain = {
+      count: 0,
+      offsets: new Float64Array(q.size),
+      lens: new Uint32Array(q.size),
+      writable: new Uint8Array(q.size),
+    };
+  }
+
+  /** The guest's available index now. */
+  availIdx(): number {
+    return Atomics.load(this.u16, this.availWord + 1);
+  }
+
+  /** Whether the available index `avail` holds entries this thread has not taken. */
+  hasNew(avail: number): boolean {
+    return avail !== this.lastAvail;
+  }
+
+  /** Whether the host asked the thread to finish. */
+  stopRequested(): boolean {
+    return Atomics.load(this.i32, this.notify + NOTIFY_STOP) !== 0;
+  }
+
+  /** Polls the available index (last read as `avail`) for `spinMs` or until it moves; returns it. */
+  spin(avail: number, spinMs: number): number {
+    const until = performance.now() + spinMs;
+    while (avail === this.lastAvail && performance.now() < until) avail = this.availIdx();
+    return avail;
+  }
+
+  /**
+   * Sleeps on the doorbell until the guest rings it. DEVICE_SLEEPING is set before
+   * the last look at the available index (and at STOP), so a guest that publishes
+   * after that look sees the flag and rings: no request is missed.
+   */
+  sleep(): void {
+    const bell = Atomics.load(this.i32, this.notify + NOTIFY_DOORBELL);
+    Atomics.store(this.i32, this.notify + NOTIFY_DEVICE_SLEEPING, 1);
+    if (this.availIdx() === this.lastAvail && !this.stopRequested()) {
+      Atomics.wait(this.i32, this.notify + NOTIFY_DOORBELL, bell);
+    }
+    Atomics.store(this.i32, this.notify + NOTIFY_DEVICE_SLEEPING, 0);
+  }
+
+  /** Takes the next available entry: the head of a chain (guest-written, unchecked). */
+  takeHead(): number {
+    const head = this.u16[this.availWord + 2 + (this.lastAvail & this.mask)]!;
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    return head;
+  }
+
+  /**
+   * Walks the chain at `head` into {@link chain} (guest-written, so bounded and
+   * range-checked); false when it leaves the table or the memory, or loops.
+   */
+  walk(head: number): boolean {
+    const { chain, u16, u32, size } = this;
+    let d = head;
+    chain.count = 0;
+    this.chainWritable = 0;
+    for (let steps = 0; steps < size; steps++) {
+      if (d >= size) return false;
+      const w = this.descWord + d * 4;
+      const addr = u32[w]! + u32[w + 1]! * U32;
+      const len = u32[w + 2]!;
+      const flags = u16[(w << 1) + 6]!;
+      const next = u16[(w << 1) + 7]!;
+      const off = addr - this.base;
+      if (off < 0 || off + len > this.mem.length) return false;
+      const i = chain.count++;
+      chain.offsets[i] = off;
+      chain.lens[i] = len;
+      const writable = flags & VRING_DESC_F_WRITE ? 1 : 0;
+      chain.writable[i] = writable;
+      if (writable) this.chainWritable += len;
+      if ((flags & VRING_DESC_F_NEXT) === 0) return true;
+      d = next;
+    }
+    return false; // a loop
+  }
+
+  /** Fills the next used ring entry (not yet visible to the guest: see {@link publishUsed}). */
+  pushUsed(id: number, len: number): void {
+    const slot = this.usedRing32 + (this.usedIdx & this.mask) * 2;
+    this.u32[slot] = id;
+    this.u32[slot + 1] = len;
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+  }
+
+  /**
+   * Publishes the used index and bumps COMPLETION; wakes the guest only while it
+   * said it waits (DRIVER_WAITING), since it polls otherwise.
+   */
+  publishUsed(): void {
+    Atomics.store(this.u16, this.usedWord16 + 1, this.usedIdx);
+    Atomics.add(this.i32, this.notify + NOTIFY_COMPLETION, 1);
+    if (Atomics.load(this.i32, this.notify + NOTIFY_DRIVER_WAITING) !== 0) {
+      Atomics.notify(this.i32, this.notify + NOTIFY_COMPLETION);
+    }
+  }
+
+  /** Overwrites the descriptor at `head` with random words (the chaos device). */
+  corruptDescriptor(head: number, random: () => number): void {
+    const w = this.descWord + (head & this.mask) * 4;
+    for (let k = 0; k < 4; k++) this.u32[w + k] = Math.floor(random() * U32);
+  }
+}
