@@ -386,13 +386,60 @@ function need(fields: Map<string, string>, key: string, expected: string): strin
   return v;
 }
 
+/** The device and the key=value fields of an event's text, in any of the three styles. */
+function eventHead(
+  kind: string,
+  body: string,
+  st: ParseState,
+): { device: string; fields: Map<string, string>; raw: boolean } {
+  const raw = body.startsWith('[FAILED TO PARSE]');
+  if (kind === 'bounced' && !raw) {
+    const m = /^dev_name: (.*?) dma_mask=/.exec(body);
+    if (!m) throw new EventParseError('expected "dev_name: <device> dma_mask=<hex> ..."');
+    return {
+      device: m[1]!,
+      fields: splitFields(body.slice(m[0].length - 'dma_mask='.length)),
+      raw,
+    };
+  }
+  if (raw) {
+    st.arrays ??= 'raw';
+    const fields = splitFields(body.slice('[FAILED TO PARSE]'.length));
+    const device = fields.get('device') ?? fields.get('dev_name') ?? '';
+    if (device === '') throw new EventParseError('expected device= in the raw fields');
+    return { device, fields, raw };
+  }
+  const at = body.indexOf(' dir=');
+  if (at <= 0) throw new EventParseError('expected "<device> dir=<direction> ..."');
+  return { device: body.slice(0, at), fields: splitFields(body.slice(at + 1)), raw };
+}
+
+/** The dma_addrs and sizes arrays of an sg event (the raw style names sizes `lengths`), checked to pair up. */
+function sgArrays(
+  fields: Map<string, string>,
+  st: ParseState,
+): { dmaAddrs: number[]; sizes: number[] } {
+  const dmaAddrs = parseArray(need(fields, 'dma_addrs', 'an array'), 'dma_addrs', 8, st);
+  const sizes = parseArray(
+    fields.get('sizes') ?? need(fields, 'lengths', 'an array'),
+    'sizes',
+    4,
+    st,
+  );
+  if (sizes.length !== dmaAddrs.length) {
+    throw new EventParseError(
+      `expected as many sizes as dma_addrs, got ${sizes.length} and ${dmaAddrs.length}`,
+    );
+  }
+  return { dmaAddrs, sizes };
+}
+
 /**
- * (Longer than a function should be: one case per event format of dma.h and
- * swiotlb.h, kept side by side so that each format is read in one place.)
- *
  * Parses the text of a dma:* or swiotlb:* event. Returns undefined for the events
  * the replay ignores. The `raw` style (FAILED TO PARSE) names some fields as the
- * kernel's struct does: `addr` for the unmap address, `lengths` for sizes.
+ * kernel's struct does: `addr` for the unmap address, `lengths` for sizes. One case
+ * per event format of dma.h and swiotlb.h, side by side, so that each format is
+ * read in one place.
  * @throws EventParseError with what was expected
  */
 export function parseDmaEvent(
@@ -405,35 +452,18 @@ export function parseDmaEvent(
   if (kind === undefined || kind === 'ignored') return undefined;
   const fast = parseFast(name, kind, body, at);
   if (fast !== undefined) return fast;
-  const raw = body.startsWith('[FAILED TO PARSE]');
-  let device: string;
-  let fields: Map<string, string>;
-  if (kind === 'bounced' && !raw) {
-    const m = /^dev_name: (.*?) dma_mask=/.exec(body);
-    if (!m) throw new EventParseError('expected "dev_name: <device> dma_mask=<hex> ..."');
-    device = m[1]!;
-    fields = splitFields(body.slice(m[0].length - 'dma_mask='.length));
-  } else if (raw) {
-    st.arrays ??= 'raw';
-    fields = splitFields(body.slice('[FAILED TO PARSE]'.length));
-    device = fields.get('device') ?? fields.get('dev_name') ?? '';
-    if (device === '') throw new EventParseError('expected device= in the raw fields');
-  } else {
-    const at = body.indexOf(' dir=');
-    if (at <= 0) throw new EventParseError('expected "<device> dir=<direction> ..."');
-    device = body.slice(0, at);
-    fields = splitFields(body.slice(at + 1));
-  }
+  const { device, fields, raw } = eventHead(kind, body, st);
   const num = raw ? parseRawNumber : parseHexAddr;
   const dec = raw ? parseRawNumber : parseDec;
   const base = { line: at.line, cpu: at.cpu, pid: at.pid, ts: at.ts, device };
+  const dir = () => parseDir(fields.get('dir'));
 
   switch (kind) {
     case 'map':
       return {
         ...base,
         kind,
-        dir: parseDir(fields.get('dir')),
+        dir: dir(),
         dmaAddr: num(need(fields, 'dma_addr', 'the mapped DMA address'), 'dma_addr'),
         size: dec(need(fields, 'size', 'the mapping size'), 'size'),
         phys: num(need(fields, 'phys_addr', "the buffer's physical address"), 'phys_addr'),
@@ -442,83 +472,42 @@ export function parseDmaEvent(
       return {
         ...base,
         kind,
-        dir: parseDir(fields.get('dir')),
+        dir: dir(),
         dmaAddr: num(fields.get('dma_addr') ?? need(fields, 'addr', 'the DMA address'), 'dma_addr'),
         size: dec(need(fields, 'size', 'the mapping size'), 'size'),
       };
     case 'map_sg': {
-      const dmaAddrs = parseArray(need(fields, 'dma_addrs', 'an array'), 'dma_addrs', 8, st);
-      const sizes = parseArray(
-        fields.get('sizes') ?? need(fields, 'lengths', 'an array'),
-        'sizes',
-        4,
-        st,
-      );
+      const { dmaAddrs, sizes } = sgArrays(fields, st);
       const phys = parseArray(need(fields, 'phys_addrs', 'an array'), 'phys_addrs', 8, st);
-      if (sizes.length !== dmaAddrs.length) {
-        throw new EventParseError(
-          `expected as many sizes as dma_addrs, got ${sizes.length} and ${dmaAddrs.length}`,
-        );
-      }
       const counts = sgCounts(fields, raw, phys.length, dmaAddrs.length);
-      return { ...base, kind, dir: parseDir(fields.get('dir')), dmaAddrs, sizes, phys, ...counts };
+      return { ...base, kind, dir: dir(), dmaAddrs, sizes, phys, ...counts };
     }
-    case 'map_sg_err':
-      return {
-        ...base,
-        kind,
-        dir: parseDir(fields.get('dir')),
-        phys: parseArray(
-          fields.get('dma_addrs') ?? need(fields, 'phys_addrs', 'an array'),
-          'dma_addrs',
-          8,
-          st,
-        ),
-        err: Number(fields.get('err') ?? Number.NaN),
-      };
-    case 'unmap_sg':
-      return {
-        ...base,
-        kind,
-        dir: parseDir(fields.get('dir')),
-        phys: parseArray(
-          fields.get('phys_addrs') ?? need(fields, 'addrs', 'an array'),
-          'phys_addrs',
-          8,
-          st,
-        ),
-      };
+    case 'map_sg_err': {
+      const list = fields.get('dma_addrs') ?? need(fields, 'phys_addrs', 'an array');
+      const phys = parseArray(list, 'dma_addrs', 8, st);
+      return { ...base, kind, dir: dir(), phys, err: Number(fields.get('err') ?? Number.NaN) };
+    }
+    case 'unmap_sg': {
+      const list = fields.get('phys_addrs') ?? need(fields, 'addrs', 'an array');
+      return { ...base, kind, dir: dir(), phys: parseArray(list, 'phys_addrs', 8, st) };
+    }
     case 'sync':
       return {
         ...base,
         kind,
         forDevice: name.endsWith('_for_device'),
-        dir: parseDir(fields.get('dir')),
+        dir: dir(),
         dmaAddr: num(need(fields, 'dma_addr', 'the DMA address'), 'dma_addr'),
         size: dec(need(fields, 'size', 'the size synced'), 'size'),
       };
-    case 'sync_sg': {
-      const dmaAddrs = parseArray(need(fields, 'dma_addrs', 'an array'), 'dma_addrs', 8, st);
-      const sizes = parseArray(
-        fields.get('sizes') ?? need(fields, 'lengths', 'an array'),
-        'sizes',
-        4,
-        st,
-      );
-      if (sizes.length !== dmaAddrs.length) {
-        throw new EventParseError(
-          `expected as many sizes as dma_addrs, got ${sizes.length} and ${dmaAddrs.length}`,
-        );
-      }
+    case 'sync_sg':
       return {
         ...base,
         kind,
         forDevice: name.endsWith('_for_device'),
-        dir: parseDir(fields.get('dir')),
-        dmaAddrs,
-        sizes,
+        dir: dir(),
+        ...sgArrays(fields, st),
       };
-    }
     case 'alloc':
     case 'free':
       return {
