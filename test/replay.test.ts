@@ -3,8 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Replayer } from '../src/cli/replay.js';
-import { SwiotlbPool } from '../src/swiotlb/pool.js';
+import { ReplayEngine } from '../src/swiotlb/replay.js';
 
 const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 
@@ -20,13 +19,13 @@ function runCli(
 }
 
 function replay(lines: string[], slots = 256, areas = 1): Record<string, unknown>[] {
-  const r = new Replayer(SwiotlbPool.create({ slots, areas, area: 0 }));
+  const r = new ReplayEngine({ pool: { slots, areas } });
   return lines
     .map((l, i) => r.handle(l, i + 1))
     .filter((x): x is Record<string, unknown> => x !== undefined);
 }
 
-describe('Replayer', () => {
+describe('ReplayEngine (JSON lines)', () => {
   it('maps, unmaps and reports stats in the documented shapes', () => {
     const out = replay([
       '{"op":"map","id":"a","orig":"0x1234","size":100,"dir":"to_device","min_align_mask":4095}',
@@ -128,7 +127,12 @@ describe('replay command (process)', () => {
     expect(lines[0]).toEqual({ id: 'a', ok: true, tlb_addr: '0x80000234', slots: 1 });
     expect(lines[1]).toMatchObject({ nslabs: 512, used: 1 });
     expect(lines[2]).toMatchObject({ line: 3, code: 'REPLAY_BAD_LINE' });
-    expect(r.stderr).toContain('area num 3 rounded up to 4');
+    // swiotlb=300,3: ALIGN(300, 128) = 384 < 128 x 4 areas -> 512 (1 MiB).
+    expect(r.stderr).toContain('software IO TLB: area num 4.\n');
+    expect(r.stderr).toContain('software IO TLB: SWIOTLB bounce buffer size roundup to 1MB\n');
+    expect(r.stderr).toContain(
+      'software IO TLB: mapped [mem 0x0000000080000000-0x0000000080100000] (1MB)\n',
+    );
   });
 
   it('reads stdin with "-" and refuses bad flags with exit 2', () => {

@@ -160,7 +160,12 @@ async function runThreads(areas: number): Promise<void> {
     expect(stats.maps).toBe(sum((r) => r.maps));
     expect(stats.unmaps).toBe(sum((r) => r.unmaps));
     expect(stats.maps).toBe(stats.unmaps);
-    expect(stats.map_failures).toEqual({ full: sum((r) => r.fulls), too_large: 0, invalid: 0 });
+    expect(stats.map_failures).toEqual({
+      full: sum((r) => r.fulls),
+      too_large: 0,
+      invalid: 0,
+      kernel_defect: 0,
+    });
     expect(stats.used_hiwater).toBeGreaterThan(0);
     expect(stats.used_hiwater).toBeLessThanOrEqual(g.nslabs);
     expect(stats.largest_free_run).toBe(128);

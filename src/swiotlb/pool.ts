@@ -4,17 +4,31 @@ import { acquire, release } from './area-lock.js';
 import { type Bouncer, NO_COPY } from './bouncer.js';
 import {
   DmaDirection as Dir,
-  DmaAttr,
   type DmaDirection,
   directionName,
   IO_TLB_SEGSIZE,
-  IO_TLB_SHIFT,
   IO_TLB_SIZE,
   isValidMappingDirection,
   PAGE_SIZE,
 } from './constants.js';
-import { MAP_COPY, syncForCpuCopies, syncForDeviceCopies, unmapCopies } from './dma-rules.js';
-import { computeGeometry, type Geometry, type GeometryOptions } from './geometry.js';
+import {
+  dmaMap,
+  dmaMapSg,
+  dmaSyncForCpu,
+  dmaSyncForDevice,
+  dmaUnmap,
+  dmaUnmapSg,
+} from './dma-api.js';
+import { computeGeometry, type Geometry, pageAlign } from './geometry.js';
+import {
+  DEFAULT_KERNEL,
+  isKernelVersion,
+  K6_1,
+  K6_10,
+  type KernelCode,
+  type KernelVersion,
+  kernelCode,
+} from './kernel.js';
 import {
   AREA_CONTENDED,
   AREA_INDEX,
@@ -26,6 +40,7 @@ import {
   allocSizeAt,
   G_FAIL_FULL,
   G_FAIL_INVALID,
+  G_FAIL_KERNEL,
   G_FAIL_TOO_LARGE,
   G_HIWATER,
   G_SYNCS,
@@ -41,140 +56,48 @@ import {
   origAddrAt,
   padSlotsAt,
 } from './layout.js';
-import { freeRun, largestFreeRun, markFree, markUsed } from './slot-bitmap.js';
+import { MapPlan, nrSlots, planAlloc, planMap } from './plan.js';
+import type {
+  AllocOptions,
+  AreaStats,
+  AttachOptions,
+  MapFailureReason,
+  MapOptions,
+  PoolOptions,
+  PoolStats,
+  SgEntry,
+  SharedPool,
+} from './pool-types.js';
+import { findChecked, findWrapped, NOT_FOUND, OVERRUN, WOULD_HANG } from './search.js';
+import { largestFreeRun, markFree, markPhantom, markUsed } from './slot-bitmap.js';
+import {
+  checkArea,
+  checkMapArgs,
+  checkMask,
+  checkOwner,
+  checkSize,
+  invalidArg,
+  invalidDirection,
+  notMapped,
+} from './validate.js';
 
-/** Per-mapping options: the device's DMA constraints and attributes. */
-export interface MapOptions {
-  /**
-   * The device's min_align_mask (dma_get_min_align_mask()): the low bits of the
-   * bounce address equal those of the original. NVMe sets 4095.
-   * @default 0
-   */
-  minAlignMask?: number;
-  /**
-   * Alignment the allocation itself needs (alloc_align_mask), e.g. an IOVA granule - 1.
-   * @default 0
-   */
-  allocAlignMask?: number;
-  /**
-   * DMA_ATTR_* bits (see {@link DmaAttr}).
-   * @default 0
-   */
-  attrs?: number;
-  /**
-   * Area the search starts in; the others are tried in order after it. Linux uses
-   * the CPU number; here a thread or a queue picks its own.
-   * @default the handle's area
-   */
-  area?: number;
-  /**
-   * Who maps (a guest id, when several guests share one pool). unmap and sync
-   * must name the same owner, so one guest can never unmap or sync another's slots.
-   * @default 0
-   */
-  owner?: number;
-}
-
-/** Everything a thread needs to attach to the same pool. Only the guest side gets `meta`. */
-export interface SharedPool {
-  readonly geometry: Geometry;
-  /** The pool's bytes: the only memory a device backend ever sees. */
-  readonly data: SharedArrayBuffer;
-  /** The allocator's metadata: trusted, guest side only. */
-  readonly meta: SharedArrayBuffer;
-}
-
-export interface PoolOptions extends GeometryOptions {
-  /**
-   * The copy done at map/unmap/sync.
-   * @default NO_COPY (placement only)
-   */
-  bouncer?: Bouncer;
-  /**
-   * Default starting area of this handle.
-   * @default 0 on the main thread; threadId modulo the area count in a worker
-   */
-  area?: number;
-}
-
-export interface AttachOptions {
-  /** @default NO_COPY */
-  bouncer?: Bouncer;
-  /** @default threadId modulo the area count */
-  area?: number;
-}
-
-export interface AreaStats {
-  /** Slots in use in this area. */
-  used: number;
-  /** The area's next-fit cursor (slot index within the area). */
-  index: number;
-  /** Times a thread found this area's lock held and had to spin or sleep. */
-  contended: number;
-  /** Largest run of free contiguous slots in this area (what its biggest map can take). */
-  largest_free_run: number;
-}
-
-/** The kernel's debugfs files (io_tlb_nslabs, io_tlb_used, io_tlb_used_hiwater, io_tlb_transient_nslabs) and what Linux lacks. */
-export interface PoolStats {
-  nslabs: number;
-  used: number;
-  used_hiwater: number;
-  /** Always 0: this pool never grows (no CONFIG_SWIOTLB_DYNAMIC transient pools). */
-  transient_nslabs: number;
-  nareas: number;
-  area_nslabs: number;
-  areas: AreaStats[];
-  /** Largest run of free contiguous slots anywhere: the biggest mapping the pool can place now. */
-  largest_free_run: number;
-  /** Map failures by reason. Counters wrap modulo 2^32. */
-  map_failures: { full: number; too_large: number; invalid: number };
-  /** Successful maps, unmaps and syncs. Per-area counters wrap modulo 2^32. */
-  maps: number;
-  unmaps: number;
-  syncs: number;
-}
-
-/** One entry of a scatter-gather list: a guest buffer. */
-export interface SgEntry {
-  addr: number;
-  length: number;
-}
-
-export type MapFailureReason = 'full' | 'too_large' | 'invalid';
-
-const TWO_POW_32 = 0x1_0000_0000;
+export type {
+  AllocOptions,
+  AreaStats,
+  AttachOptions,
+  MapFailureReason,
+  MapOptions,
+  PoolOptions,
+  PoolStats,
+  SgEntry,
+  SharedPool,
+} from './pool-types.js';
 
 /**
- * addr & mask for a (up to 53-bit) address and a mask that fits 32 bits: `&`
- * converts with ToInt32, which is the value modulo 2^32 for any safe integer, so
- * no `%` (a floating-point remainder: a sixth of a 4 KiB map+unmap, measured) is needed.
- */
-function maskLow(addr: number, mask: number): number {
-  return (addr & mask) >>> 0;
-}
-
-function nrSlots(bytes: number): number {
-  // A huge alloc_align_mask can make an allocation size above 2^31: no shift then.
-  return bytes < 0x4000_0000
-    ? (bytes + IO_TLB_SIZE - 1) >>> IO_TLB_SHIFT
-    : Math.ceil(bytes / IO_TLB_SIZE);
-}
-
-function isMask(mask: number): boolean {
-  return (
-    Number.isInteger(mask) && mask >= 0 && mask < TWO_POW_32 && ((mask + 1) & mask) === 0 // 2^k - 1
-  );
-}
-
-function invalidArg(message: string, details: Record<string, unknown>): MediatorError {
-  return new MediatorError('SWIOTLB_INVALID_ARGUMENT', message, details);
-}
-
-/**
- * A swiotlb pool (struct io_tlb_pool) in shared memory. Several threads may each
- * hold a handle on the same pool (see {@link SwiotlbPool.attach}) and map and
- * unmap concurrently; each area's slots are guarded by that area's lock.
+ * A swiotlb pool (struct io_tlb_pool) in shared memory, following one kernel
+ * line's rules (kernel.ts, plan.ts, search.ts). Several threads may each hold a
+ * handle on the same pool (see {@link SwiotlbPool.attach}) and map and unmap
+ * concurrently; each area's slots are guarded by that area's lock.
  *
  * Slots and segments (the kernel's layout; one segment = 128 slots = 256 KiB):
  *
@@ -183,29 +106,46 @@ function invalidArg(message: string, details: Record<string, unknown>): Mediator
  *   area:  [ area 0: slots 0 .. area_nslabs-1 ][ area 1 ... ]
  *
  * Invariants (checked by test/swiotlb.property.test.ts):
- * - list[s] = number of free slots from s up to the first used slot or the segment
- *   end, whichever is nearer; list[s] = 0 iff s is used. (The kernel stores list[];
- *   here it is computed from a used-slot bitmap, see slot-bitmap.ts.)
+ * - list[s] = number of free slots from s up to the first used slot, the segment
+ *   end or the pool's end, whichever is nearest; list[s] = 0 iff s is used. (The
+ *   kernel stores list[]; here it is computed from a used-slot bitmap, slot-bitmap.ts.)
  * - a mapping's slots are contiguous and lie in one segment and one area;
  * - the sum of area used = TOTAL_USED = number of slots with list = 0.
+ *
+ * The map/unmap/sync API with copies is dma-api.ts; this class is the allocator.
  */
 export class SwiotlbPool {
   readonly geometry: Geometry;
+  /** The kernel line whose rules this pool follows. */
+  readonly kernel: KernelVersion;
   /** The pool's bytes, indexed by (tlb_addr - base). */
   readonly data: Uint8Array;
   /** Default starting area of this handle. */
   readonly area: number;
+  /** The copy done at map, unmap and sync (dma-api.ts). */
+  readonly bouncer: Bouncer;
   private readonly shared: SharedPool;
   private readonly m: MetadataViews;
-  private readonly bouncer: Bouncer;
   private readonly g: number;
+  private readonly k: KernelCode;
+  /** Scratch for one request: a map allocates nothing (a handle is used by one thread). */
+  private readonly plan = new MapPlan();
 
-  /** Allocates a new, empty pool. */
+  /**
+   * Allocates a new, empty pool.
+   * @throws SWIOTLB_INVALID_GEOMETRY, SWIOTLB_INVALID_ARGUMENT (an unknown kernel)
+   */
   static create(opts: PoolOptions = {}): SwiotlbPool {
+    const kernel = opts.kernel ?? DEFAULT_KERNEL;
+    if (!isKernelVersion(kernel)) {
+      throw invalidArg(`kernel ${JSON.stringify(kernel)} must be "6.1", "6.6" or "6.10"`, {
+        kernel,
+      });
+    }
     const geometry = computeGeometry(opts);
     const data = new SharedArrayBuffer(geometry.bytes);
     const meta = new SharedArrayBuffer(metadataBytes(geometry));
-    const shared: SharedPool = { geometry, data, meta };
+    const shared: SharedPool = { geometry, kernel, data, meta };
     initMetadata(metadataViews(meta, geometry), geometry);
     return new SwiotlbPool(shared, opts.bouncer ?? NO_COPY, opts.area);
   }
@@ -218,12 +158,14 @@ export class SwiotlbPool {
   private constructor(shared: SharedPool, bouncer: Bouncer, area: number | undefined) {
     this.shared = shared;
     this.geometry = shared.geometry;
+    this.kernel = shared.kernel;
+    this.k = kernelCode(shared.kernel);
     this.data = new Uint8Array(shared.data);
     this.m = metadataViews(shared.meta, shared.geometry);
     this.g = this.m.globalBase;
     this.bouncer = bouncer;
     const defaultArea = area ?? threadId % this.geometry.nareas;
-    this.checkArea(defaultArea);
+    checkArea(defaultArea, this.geometry.nareas);
     this.area = defaultArea;
   }
 
@@ -249,72 +191,35 @@ export class SwiotlbPool {
   }
 
   // ---------------------------------------------------------------------------
-  // The DMA API as swiotlb implements it (copies through the bouncer)
+  // The DMA API with copies (dma-api.ts)
   // ---------------------------------------------------------------------------
 
-  /**
-   * swiotlb_tbl_map_single(): places `size` bytes of the buffer at `origAddr`, copies
-   * it into the pool (for every direction) and returns the bounce address.
-   * @throws SWIOTLB_POOL_FULL, SWIOTLB_MAPPING_TOO_LARGE, SWIOTLB_INVALID_ARGUMENT, SWIOTLB_INVALID_DIRECTION
-   */
+  /** See {@link dmaMap}. */
   map(origAddr: number, size: number, dir: DmaDirection, opts: MapOptions = {}): number {
-    const tlbAddr = this.tryAllocate(origAddr, size, dir, opts);
-    if (tlbAddr < 0) {
-      this.countFailure('full');
-      throw this.fullError(this.paddedSize(origAddr, size, opts));
-    }
-    this.bouncer.bounce(MAP_COPY, origAddr, tlbAddr, size);
-    return tlbAddr;
+    return dmaMap(this, origAddr, size, dir, opts);
   }
 
-  /**
-   * swiotlb_tbl_unmap_single(): copies back (FROM_DEVICE, BIDIRECTIONAL; not with
-   * SKIP_CPU_SYNC) and frees the slots. An address that is not a live mapping, a
-   * size larger than the mapping or a direction other than the mapping's is an
-   * error that changes nothing.
-   */
+  /** See {@link dmaUnmap}. */
   unmap(tlbAddr: number, size: number, dir: DmaDirection, attrs = 0, owner = 0): void {
-    const head = this.beginUnmap(tlbAddr, size, dir, owner);
-    if (unmapCopies(dir, attrs)) {
-      this.bouncer.bounce(Dir.FROM_DEVICE, this.m.slotF64[origAddrAt(head)]!, tlbAddr, size);
-    }
-    this.finishUnmap(head);
+    dmaUnmap(this, tlbAddr, size, dir, attrs, owner);
   }
 
-  /** swiotlb_sync_single_for_device(): copies [tlbAddr, tlbAddr+size) to the pool unless FROM_DEVICE. */
+  /** See {@link dmaSyncForDevice}. */
   syncForDevice(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): void {
-    const origAddr = this.resolve(tlbAddr, size, dir, owner);
-    Atomics.add(this.m.control, this.g + G_SYNCS, 1);
-    if (syncForDeviceCopies(dir)) this.bouncer.bounce(Dir.TO_DEVICE, origAddr, tlbAddr, size);
+    dmaSyncForDevice(this, tlbAddr, size, dir, owner);
   }
 
-  /** swiotlb_sync_single_for_cpu(): copies [tlbAddr, tlbAddr+size) back unless TO_DEVICE. */
+  /** See {@link dmaSyncForCpu}. */
   syncForCpu(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): void {
-    const origAddr = this.resolve(tlbAddr, size, dir, owner);
-    Atomics.add(this.m.control, this.g + G_SYNCS, 1);
-    if (syncForCpuCopies(dir)) this.bouncer.bounce(Dir.FROM_DEVICE, origAddr, tlbAddr, size);
+    dmaSyncForCpu(this, tlbAddr, size, dir, owner);
   }
 
-  /**
-   * dma_map_sg() through swiotlb: maps each entry. If one fails, every entry
-   * already mapped is unmapped with SKIP_CPU_SYNC (as dma_direct_map_sg() does) and
-   * the error is thrown: nothing stays allocated.
-   */
+  /** See {@link dmaMapSg}. */
   mapSg(entries: readonly SgEntry[], dir: DmaDirection, opts: MapOptions = {}): number[] {
-    const out: number[] = [];
-    try {
-      for (const e of entries) out.push(this.map(e.addr, e.length, dir, opts));
-    } catch (err) {
-      const attrs = (opts.attrs ?? 0) | DmaAttr.SKIP_CPU_SYNC;
-      for (let i = 0; i < out.length; i++) {
-        this.unmap(out[i]!, entries[i]!.length, dir, attrs, opts.owner ?? 0);
-      }
-      throw err;
-    }
-    return out;
+    return dmaMapSg(this, entries, dir, opts);
   }
 
-  /** dma_unmap_sg(): unmaps each entry; `lengths[i]` is the length entry i was mapped with. */
+  /** See {@link dmaUnmapSg}. */
   unmapSg(
     tlbAddrs: readonly number[],
     lengths: readonly number[],
@@ -322,15 +227,7 @@ export class SwiotlbPool {
     attrs = 0,
     owner = 0,
   ): void {
-    if (tlbAddrs.length !== lengths.length) {
-      throw invalidArg('unmapSg needs one length per address', {
-        addresses: tlbAddrs.length,
-        lengths: lengths.length,
-      });
-    }
-    for (let i = 0; i < tlbAddrs.length; i++) {
-      this.unmap(tlbAddrs[i]!, lengths[i]!, dir, attrs, owner);
-    }
+    dmaUnmapSg(this, tlbAddrs, lengths, dir, attrs, owner);
   }
 
   // ---------------------------------------------------------------------------
@@ -338,70 +235,152 @@ export class SwiotlbPool {
   // ---------------------------------------------------------------------------
 
   /**
-   * Finds and takes slots as swiotlb_tbl_map_single() + swiotlb_find_slots() do,
-   * records orig_addr, copies nothing. Returns the bounce address, or -1 when no
-   * area has room (the caller decides whether that is an error or a wait; failure
-   * counters do not move here, see {@link countFailure}).
-   * @throws SWIOTLB_MAPPING_TOO_LARGE, SWIOTLB_INVALID_ARGUMENT, SWIOTLB_INVALID_DIRECTION
+   * Finds and takes slots as swiotlb_tbl_map_single() + swiotlb_find_slots() do
+   * under the pool's kernel, records orig_addr, copies nothing. Returns the bounce
+   * address, or -1 when no area has room (the caller decides whether that is an
+   * error or a wait; failure counters do not move here, see {@link countFailure}).
+   * @throws SWIOTLB_MAPPING_TOO_LARGE, SWIOTLB_INVALID_ARGUMENT, SWIOTLB_INVALID_DIRECTION,
+   *   SWIOTLB_KERNEL_WOULD_HANG, SWIOTLB_KERNEL_OVERRUN
    */
   tryAllocate(origAddr: number, size: number, dir: DmaDirection, opts: MapOptions = {}): number {
-    const minAlignMask = opts.minAlignMask ?? 0;
-    let allocAlignMask = opts.allocAlignMask ?? 0;
     const startArea = opts.area ?? this.area;
     const owner = opts.owner ?? 0;
-    this.checkMapArgs(origAddr, size, dir, minAlignMask, allocAlignMask, startArea, owner);
-
-    if (size > this.maxMappingSize(minAlignMask)) {
-      this.countFailure('too_large');
-      throw this.tooLargeError(size, minAlignMask);
-    }
-    // swiotlb_align_offset(dev, alloc_align_mask, orig_addr)
-    let offset = maskLow(origAddr, minAlignMask) & (allocAlignMask | (IO_TLB_SIZE - 1));
-    const allocSize = alignUp(size + offset, allocAlignMask + 1);
-    const nslots = nrSlots(allocSize);
-    if (nslots > IO_TLB_SEGSIZE) {
-      this.countFailure('too_large');
-      throw this.tooLargeError(size, minAlignMask, allocSize);
-    }
-
-    // swiotlb_search_pool_area(): the search masks, the same for every area.
-    let iotlbAlignMask = minAlignMask;
-    if (!allocAlignMask && !iotlbAlignMask && allocSize >= PAGE_SIZE) {
-      allocAlignMask = PAGE_SIZE - 1;
-    }
-    allocAlignMask = (allocAlignMask | (IO_TLB_SIZE - 1)) >>> 0;
-    iotlbAlignMask = (iotlbAlignMask & ~allocAlignMask) >>> 0;
-    const stride = (Math.max(allocAlignMask, iotlbAlignMask) >>> IO_TLB_SHIFT) + 1;
-    // The search skips bounce offsets by this much: swiotlb_align_offset(dev, 0, orig_addr).
-    const slotOffset = maskLow(origAddr, minAlignMask) & (IO_TLB_SIZE - 1);
-
+    const p = this.prepareMap(origAddr, size, dir, opts, startArea, owner);
     const nareas = this.geometry.nareas;
     let a = startArea;
-    let slotIndex = -1;
     do {
-      slotIndex = this.searchArea(
-        a,
-        origAddr,
-        allocSize,
-        nslots,
-        allocAlignMask,
-        iotlbAlignMask,
-        stride,
-        slotOffset,
-        offset >>> IO_TLB_SHIFT,
-        size,
-        dir,
-        owner,
-      );
-      if (slotIndex >= 0) break;
+      const slot = this.searchArea(a, origAddr, origAddr, size, dir, owner, p);
+      if (slot >= 0) return this.placed(slot, p);
+      if (slot !== NOT_FOUND) throw this.kernelDefect(slot, a, p);
       if (++a >= nareas) a = 0;
     } while (a !== startArea);
-    if (slotIndex < 0) return -1;
+    return -1;
+  }
 
-    this.incUsedAndHiwater(nslots);
-    const padSlots = offset >>> IO_TLB_SHIFT;
-    offset &= IO_TLB_SIZE - 1;
-    return this.geometry.base + (slotIndex + padSlots) * IO_TLB_SIZE + offset;
+  /**
+   * {@link tryAllocate} in one area only (swiotlb_search_pool_area() alone), for
+   * the growable-pool model, which orders areas and pools itself. `opts.area` is ignored.
+   */
+  tryAllocateArea(
+    area: number,
+    origAddr: number,
+    size: number,
+    dir: DmaDirection,
+    opts: MapOptions = {},
+  ): number {
+    const owner = opts.owner ?? 0;
+    const p = this.prepareMap(origAddr, size, dir, opts, area, owner);
+    const slot = this.searchArea(area, origAddr, origAddr, size, dir, owner, p);
+    if (slot >= 0) return this.placed(slot, p);
+    if (slot !== NOT_FOUND) throw this.kernelDefect(slot, area, p);
+    return -1;
+  }
+
+  /**
+   * Slots a map of these arguments takes under the pool's kernel (nr_slots() of
+   * the size it searches for, padding included). Validates nothing.
+   */
+  mapSlots(origAddr: number, size: number, opts: MapOptions = {}): number {
+    const p = this.plan;
+    planMap(
+      this.k,
+      p,
+      origAddr,
+      size,
+      opts.minAlignMask ?? 0,
+      opts.allocAlignMask ?? 0,
+      opts.allocSize ?? size,
+    );
+    return p.nslots;
+  }
+
+  /**
+   * dma_alloc_coherent() of a device whose memory is this pool: dma_direct_alloc()
+   * page-aligns `size`, swiotlb_alloc() searches with orig_addr 0 and the kernel's
+   * alignment (plan.ts planAlloc()). Returns the page-aligned pool address, or -1
+   * when no area has room (swiotlb_alloc() returns NULL). Free it with {@link free}.
+   * @throws SWIOTLB_MAPPING_TOO_LARGE (more than one segment), SWIOTLB_INVALID_ARGUMENT,
+   *   SWIOTLB_KERNEL_OVERRUN
+   */
+  tryAlloc(size: number, opts: AllocOptions = {}): number {
+    const startArea = opts.area ?? this.area;
+    const owner = opts.owner ?? 0;
+    const p = this.prepareAlloc(size, opts, startArea, owner);
+    const nareas = this.geometry.nareas;
+    let a = startArea;
+    do {
+      const slot = this.searchArea(a, 0, INVALID_PHYS_ADDR, p.searchSize, Dir.NONE, owner, p);
+      if (slot >= 0) return this.placed(slot, p);
+      if (slot !== NOT_FOUND) throw this.kernelDefect(slot, a, p);
+      if (++a >= nareas) a = 0;
+    } while (a !== startArea);
+    return -1;
+  }
+
+  /** {@link tryAlloc} in one area only, for the growable-pool model. `opts.area` is ignored. */
+  tryAllocArea(area: number, size: number, opts: AllocOptions = {}): number {
+    const owner = opts.owner ?? 0;
+    const p = this.prepareAlloc(size, opts, area, owner);
+    const slot = this.searchArea(area, 0, INVALID_PHYS_ADDR, p.searchSize, Dir.NONE, owner, p);
+    if (slot >= 0) return this.placed(slot, p);
+    if (slot !== NOT_FOUND) throw this.kernelDefect(slot, area, p);
+    return -1;
+  }
+
+  /** Slots a coherent allocation of `size` bytes takes under the pool's kernel. */
+  allocSlots(size: number): number {
+    planAlloc(this.k, this.plan, size, 0);
+    return this.plan.nslots;
+  }
+
+  /**
+   * {@link tryAlloc}, or SWIOTLB_POOL_FULL when no area has room (dma_alloc_coherent()
+   * fails; the kernel logs nothing of its own there).
+   */
+  alloc(size: number, opts: AllocOptions = {}): number {
+    const addr = this.tryAlloc(size, opts);
+    if (addr >= 0) return addr;
+    this.countFailure('full');
+    throw this.allocFullError(size, opts.minAlignMask ?? 0, this.geometry.nslabs, this.used());
+  }
+
+  /** The error of a coherent allocation that found no room (the kernel logs nothing there). */
+  allocFullError(size: number, minAlignMask: number, total: number, used: number): MediatorError {
+    const p = this.plan;
+    planAlloc(this.k, p, size, minAlignMask);
+    return new MediatorError(
+      'SWIOTLB_POOL_FULL',
+      `swiotlb_alloc() found no free run of ${p.nslots} slots aligned to ${p.allocAlignMask + 1} bytes for a coherent allocation of ${p.searchSize} bytes, total ${total} (slots), used ${used} (slots)`,
+      { size: p.searchSize, total, used },
+    );
+  }
+
+  /**
+   * dma_free_coherent() -> swiotlb_free(): releases an allocation of {@link alloc}.
+   * `size` is the size it was allocated with (the DMA-API debug check); an
+   * address that is not a live allocation of `owner` changes nothing.
+   * @throws SWIOTLB_NOT_MAPPED, SWIOTLB_INVALID_ARGUMENT
+   */
+  free(tlbAddr: number, size: number, owner = 0): void {
+    const head = this.headOfAddress(tlbAddr, owner);
+    if (this.headTlbAddr(head) !== tlbAddr) {
+      throw notMapped(tlbAddr, 'is inside an allocation, not its start');
+    }
+    if (this.m.slotU8[mapDirAt(head)] !== Dir.NONE) {
+      throw notMapped(tlbAddr, 'is a streaming mapping: unmap it, do not free it');
+    }
+    checkSize(size);
+    const allocated = Atomics.load(this.m.slotI32, mapSizeAt(head));
+    if (pageAlign(size) !== allocated) {
+      throw invalidArg(
+        `free of ${size} bytes, but the allocation at 0x${tlbAddr.toString(16)} has ${allocated}`,
+        { size, allocated },
+      );
+    }
+    if (Atomics.compareExchange(this.m.slotI32, mapSizeAt(head), allocated, 0) !== allocated) {
+      throw notMapped(tlbAddr, 'was freed concurrently');
+    }
+    this.finishUnmap(head);
   }
 
   /**
@@ -425,10 +404,12 @@ export class SwiotlbPool {
     // "not mapped", never as a size of 0 or an original address of -1.
     const mapSize = Atomics.load(this.m.slotI32, mapSizeAt(head));
     const origAddr = this.m.slotF64[origAddrAt(head)]!;
-    if (mapSize <= 0 || origAddr < 0) throw this.notMapped(tlbAddr, 'was unmapped concurrently');
-    if (!Number.isSafeInteger(size) || size <= 0) {
-      throw invalidArg(`size ${String(size)} must be a positive integer`, { size });
+    if (mapSize <= 0 || origAddr < 0) {
+      throw this.m.slotU8[mapDirAt(head)] === Dir.NONE
+        ? notMapped(tlbAddr, 'is a coherent allocation: it is never synced')
+        : notMapped(tlbAddr, 'was unmapped concurrently');
     }
+    checkSize(size);
     this.checkDirection(dir, head);
     const within = tlbAddr - headTlb;
     if (within + size > mapSize) {
@@ -444,14 +425,31 @@ export class SwiotlbPool {
   /** Counts a map failure that a caller of {@link tryAllocate} decided is final. */
   countFailure(reason: MapFailureReason): void {
     const word =
-      reason === 'full' ? G_FAIL_FULL : reason === 'too_large' ? G_FAIL_TOO_LARGE : G_FAIL_INVALID;
+      reason === 'full'
+        ? G_FAIL_FULL
+        : reason === 'too_large'
+          ? G_FAIL_TOO_LARGE
+          : reason === 'invalid'
+            ? G_FAIL_INVALID
+            : G_FAIL_KERNEL;
     Atomics.add(this.m.control, this.g + word, 1);
   }
 
-  /** The error a full pool gives, in the kernel's words, for an allocation of `allocSize` bytes. */
-  fullError(allocSize: number): MediatorError {
-    const total = this.geometry.nslabs;
-    const used = Atomics.load(this.m.control, this.g + G_TOTAL_USED);
+  /** Counts one sync (dma-api.ts). */
+  countSync(): void {
+    Atomics.add(this.m.control, this.g + G_SYNCS, 1);
+  }
+
+  /**
+   * The error a full pool gives, in the kernel's words, for an allocation of
+   * `allocSize` bytes. `total` and `used` default to this pool's (a growable pool
+   * passes the sums over its pools: mem->nslabs and mem_used()).
+   */
+  fullError(
+    allocSize: number,
+    total = this.geometry.nslabs,
+    used = Atomics.load(this.m.control, this.g + G_TOTAL_USED),
+  ): MediatorError {
     return new MediatorError(
       'SWIOTLB_POOL_FULL',
       `swiotlb buffer is full (sz: ${allocSize} bytes), total ${total} (slots), used ${used} (slots)`,
@@ -459,11 +457,22 @@ export class SwiotlbPool {
     );
   }
 
-  /** The size the kernel prints for a full pool: ALIGN(size + offset, alloc_align_mask + 1). */
+  /**
+   * The size the pool's kernel prints for a full pool: 6.10 ALIGN(size + offset,
+   * alloc_align_mask + 1); 6.1 and 6.6 the alloc_size (the mapping size by default).
+   */
   paddedSize(origAddr: number, size: number, opts: MapOptions = {}): number {
-    const allocAlignMask = opts.allocAlignMask ?? 0;
-    const offset = maskLow(origAddr, opts.minAlignMask ?? 0) & (allocAlignMask | (IO_TLB_SIZE - 1));
-    return alignUp(size + offset, allocAlignMask + 1);
+    const p = this.plan;
+    planMap(
+      this.k,
+      p,
+      origAddr,
+      size,
+      opts.minAlignMask ?? 0,
+      opts.allocAlignMask ?? 0,
+      opts.allocSize ?? size,
+    );
+    return p.fullSize;
   }
 
   // ---------------------------------------------------------------------------
@@ -510,6 +519,7 @@ export class SwiotlbPool {
         full: Atomics.load(c, g + G_FAIL_FULL) >>> 0,
         too_large: Atomics.load(c, g + G_FAIL_TOO_LARGE) >>> 0,
         invalid: Atomics.load(c, g + G_FAIL_INVALID) >>> 0,
+        kernel_defect: Atomics.load(c, g + G_FAIL_KERNEL) >>> 0,
       },
       maps,
       unmaps,
@@ -528,78 +538,8 @@ export class SwiotlbPool {
   }
 
   // ---------------------------------------------------------------------------
-  // Internals
+  // Unmap in two halves (the copy engine copies back in between)
   // ---------------------------------------------------------------------------
-
-  /** swiotlb_search_pool_area() for one area, then the bookkeeping of a found run. */
-  private searchArea(
-    areaIndex: number,
-    origAddr: number,
-    allocSize: number,
-    nslots: number,
-    allocAlignMask: number,
-    iotlbAlignMask: number,
-    stride: number,
-    slotOffset: number,
-    padSlots: number,
-    mappingSize: number,
-    dir: DmaDirection,
-    owner: number,
-  ): number {
-    const c = this.m.control;
-    const used = this.m.usedBits;
-    const areaNslabs = this.geometry.areaNslabs;
-    const base = this.geometry.base;
-    const word = areaIndex * AREA_STRIDE;
-    if (acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
-    try {
-      if (nslots > areaNslabs - c[word + AREA_USED]!) return -1;
-      const slotBase = areaIndex * areaNslabs;
-      let index = c[word + AREA_INDEX]!;
-      let slotIndex = -1;
-      for (let checked = 0; checked < areaNslabs; ) {
-        const candidate = slotBase + index;
-        const tlbAddr = base + candidate * IO_TLB_SIZE;
-        if (
-          maskLow(tlbAddr, allocAlignMask) !== 0 ||
-          (origAddr !== 0 && maskLow(tlbAddr, iotlbAlignMask) !== maskLow(origAddr, iotlbAlignMask))
-        ) {
-          index = index + 1 >= areaNslabs ? 0 : index + 1; // wrap_area_index()
-          checked++;
-          continue;
-        }
-        if (freeRun(used, candidate) >= nslots) {
-          slotIndex = candidate;
-          break;
-        }
-        index = index + stride >= areaNslabs ? 0 : index + stride;
-        checked += stride;
-      }
-      if (slotIndex < 0) return -1;
-
-      const m = this.m;
-      const end = slotIndex + nslots;
-      markUsed(used, slotIndex, nslots);
-      // alloc_size of the first slot; the kernel's later slots are derived (layout.ts).
-      m.slotI32[allocSizeAt(slotIndex)] = allocSize - slotOffset;
-      c[word + AREA_INDEX] = index + nslots >= areaNslabs ? 0 : index + nslots;
-      c[word + AREA_USED] = c[word + AREA_USED]! + nslots;
-      c[word + AREA_MAPS] = c[word + AREA_MAPS]! + 1;
-
-      // The mapping's own records (swiotlb_tbl_map_single() after find_slots).
-      const head = slotIndex + padSlots;
-      m.slotU8[padSlotsAt(head)] = padSlots;
-      m.slotF64[origAddrAt(head)] = origAddr;
-      for (let i = head; i < end; i++) m.slotHead[i] = head;
-      m.slotU8[mapDirAt(head)] = dir;
-      m.slotI32[mapOwnerAt(head)] = owner;
-      m.slotU16[headOffsetAt(head)] = slotOffset;
-      Atomics.store(m.slotI32, mapSizeAt(head), mappingSize); // publishes the mapping
-      return slotIndex;
-    } finally {
-      release(c, word + AREA_LOCK);
-    }
-  }
 
   /**
    * First half of an unmap for callers that copy back themselves (the copy engine):
@@ -611,13 +551,11 @@ export class SwiotlbPool {
   beginUnmap(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): number {
     const head = this.headOfAddress(tlbAddr, owner);
     if (this.headTlbAddr(head) !== tlbAddr) {
-      throw this.notMapped(tlbAddr, 'is inside a mapping, not its start');
+      throw notMapped(tlbAddr, 'is inside a mapping, not its start');
     }
     const mapSize = Atomics.load(this.m.slotI32, mapSizeAt(head));
-    if (mapSize <= 0) throw this.notMapped(tlbAddr, 'was unmapped concurrently');
-    if (!Number.isSafeInteger(size) || size <= 0) {
-      throw invalidArg(`size ${String(size)} must be a positive integer`, { size });
-    }
+    if (mapSize <= 0) throw notMapped(tlbAddr, 'was unmapped concurrently');
+    checkSize(size);
     if (size > mapSize) {
       throw new MediatorError(
         'SWIOTLB_BUFFER_OVERFLOW',
@@ -627,7 +565,7 @@ export class SwiotlbPool {
     }
     this.checkDirection(dir, head);
     if (Atomics.compareExchange(this.m.slotI32, mapSizeAt(head), mapSize, 0) !== mapSize) {
-      throw this.notMapped(tlbAddr, 'was unmapped concurrently');
+      throw notMapped(tlbAddr, 'was unmapped concurrently');
     }
     return head;
   }
@@ -637,7 +575,12 @@ export class SwiotlbPool {
     return this.m.slotF64[origAddrAt(head)]!;
   }
 
-  /** swiotlb_release_slots() for a mapping whose unmap {@link beginUnmap} began. */
+  /**
+   * swiotlb_release_slots() for a mapping whose unmap {@link beginUnmap} began (or
+   * an allocation {@link free} took): index = head - pad_slots, nslots =
+   * nr_slots(alloc_size of that slot + tlb_addr & min_align_mask & 2047). The same
+   * in every profile (6.1 has no pad_slots: it is 0 there).
+   */
   finishUnmap(head: number): void {
     const m = this.m;
     const c = m.control;
@@ -664,10 +607,176 @@ export class SwiotlbPool {
     Atomics.sub(c, this.g + G_TOTAL_USED, nslots);
   }
 
+  // ---------------------------------------------------------------------------
+  // Internals
+  // ---------------------------------------------------------------------------
+
+  /** Validates a map and fills the plan; counts and throws what the kernel's rules refuse. */
+  private prepareMap(
+    origAddr: number,
+    size: number,
+    dir: DmaDirection,
+    opts: MapOptions,
+    area: number,
+    owner: number,
+  ): MapPlan {
+    const minAlignMask = opts.minAlignMask ?? 0;
+    const allocAlignMask = opts.allocAlignMask ?? 0;
+    const allocSize = opts.allocSize;
+    try {
+      checkMapArgs(
+        origAddr,
+        size,
+        dir,
+        minAlignMask,
+        allocAlignMask,
+        allocSize,
+        area,
+        this.geometry.nareas,
+        owner,
+      );
+      if (allocSize !== undefined && allocSize !== size && this.k === K6_10) {
+        throw invalidArg(
+          `alloc_size ${allocSize}: 6.10's swiotlb_tbl_map_single() takes no alloc_size (only the 6.1 and 6.6 profiles do)`,
+          { allocSize, size },
+        );
+      }
+    } catch (err) {
+      this.countFailure('invalid');
+      throw err;
+    }
+    if (size > this.maxMappingSize(minAlignMask)) {
+      this.countFailure('too_large');
+      throw this.tooLargeError(size, minAlignMask);
+    }
+    const p = this.plan;
+    planMap(this.k, p, origAddr, size, minAlignMask, allocAlignMask, allocSize ?? size);
+    if (p.nslots > IO_TLB_SEGSIZE) {
+      this.countFailure('too_large');
+      throw this.tooLargeError(size, minAlignMask, p.searchSize);
+    }
+    return p;
+  }
+
+  /** Validates a coherent allocation and fills the plan. */
+  private prepareAlloc(size: number, opts: AllocOptions, area: number, owner: number): MapPlan {
+    const minAlignMask = opts.minAlignMask ?? 0;
+    try {
+      checkOwner(owner);
+      checkSize(size);
+      checkMask(minAlignMask, 'min_align_mask');
+      checkArea(area, this.geometry.nareas);
+    } catch (err) {
+      this.countFailure('invalid');
+      throw err;
+    }
+    if (this.k === K6_1 && this.geometry.base % PAGE_SIZE !== 0) {
+      this.countFailure('kernel_defect');
+      throw new MediatorError(
+        'SWIOTLB_KERNEL_OVERRUN',
+        `6.1's swiotlb_alloc() aligns slot indexes, not addresses: in a pool at 0x${this.geometry.base.toString(16)} (not page aligned) it would hand out the page that starts before its slots`,
+        { base: this.geometry.base },
+      );
+    }
+    const p = this.plan;
+    planAlloc(this.k, p, size, minAlignMask);
+    if (p.nslots > IO_TLB_SEGSIZE) {
+      this.countFailure('too_large');
+      throw new MediatorError(
+        'SWIOTLB_MAPPING_TOO_LARGE',
+        `coherent allocation of ${size} bytes (${p.searchSize} once page aligned) exceeds one ${IO_TLB_SEGSIZE}-slot segment (262144 bytes)`,
+        { size, allocSize: p.searchSize },
+      );
+    }
+    return p;
+  }
+
+  /**
+   * One area's search and, when found, the bookkeeping of swiotlb_search_pool_area()
+   * and swiotlb_tbl_map_single(): marks the run used, moves the cursor past it,
+   * writes the mapping's records. `searchOrig` is what the search compares
+   * (0 for a coherent allocation), `recordOrig` what is stored (INVALID for one).
+   * Returns the first slot, NOT_FOUND, or 6.1's WOULD_HANG / OVERRUN.
+   */
+  private searchArea(
+    areaIndex: number,
+    searchOrig: number,
+    recordOrig: number,
+    mappingSize: number,
+    dir: number,
+    owner: number,
+    p: MapPlan,
+  ): number {
+    const c = this.m.control;
+    const used = this.m.usedBits;
+    const { areaNslabs, base, nslabs } = this.geometry;
+    const nslots = p.nslots;
+    const word = areaIndex * AREA_STRIDE;
+    if (acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
+    try {
+      if (nslots > areaNslabs - c[word + AREA_USED]!) return NOT_FOUND;
+      const slotBase = areaIndex * areaNslabs;
+      const cursor = c[word + AREA_INDEX]!;
+      const slotIndex = p.wrapSearch
+        ? findWrapped(used, base, slotBase, areaNslabs, nslabs, cursor, searchOrig, p)
+        : findChecked(used, base, slotBase, areaNslabs, cursor, searchOrig, p);
+      if (slotIndex < 0) return slotIndex;
+
+      const m = this.m;
+      const end = slotIndex + nslots;
+      const index = slotIndex - slotBase;
+      markUsed(used, slotIndex, nslots);
+      // alloc_size of the first slot; the kernel's later slots are derived (layout.ts).
+      m.slotI32[allocSizeAt(slotIndex)] = p.searchSize - p.headOffset;
+      c[word + AREA_INDEX] = index + nslots >= areaNslabs ? 0 : index + nslots;
+      c[word + AREA_USED] = c[word + AREA_USED]! + nslots;
+      c[word + AREA_MAPS] = c[word + AREA_MAPS]! + 1;
+
+      // The mapping's own records (swiotlb_tbl_map_single() after find_slots).
+      const head = slotIndex + p.padSlots;
+      m.slotU8[padSlotsAt(head)] = p.padSlots;
+      m.slotF64[origAddrAt(head)] = recordOrig;
+      for (let i = head; i < end; i++) m.slotHead[i] = head;
+      m.slotU8[mapDirAt(head)] = dir;
+      m.slotI32[mapOwnerAt(head)] = owner;
+      m.slotU16[headOffsetAt(head)] = p.headOffset;
+      Atomics.store(m.slotI32, mapSizeAt(head), mappingSize); // publishes the mapping
+      return slotIndex;
+    } finally {
+      release(c, word + AREA_LOCK);
+    }
+  }
+
+  /** After a found run: inc_used_and_hiwater() and the bounce address. */
+  private placed(slotIndex: number, p: MapPlan): number {
+    this.incUsedAndHiwater(p.nslots);
+    return this.geometry.base + (slotIndex + p.padSlots) * IO_TLB_SIZE + p.headOffset;
+  }
+
+  /** The error of a request the pool's kernel would never answer properly (6.1). */
+  private kernelDefect(code: number, area: number, p: MapPlan): MediatorError {
+    this.countFailure('kernel_defect');
+    if (code === WOULD_HANG) {
+      return new MediatorError(
+        'SWIOTLB_KERNEL_WOULD_HANG',
+        `Linux ${this.kernel} would spin for ever in swiotlb_do_find_slots() on this request (area ${area}, holding its lock): from the area's cursor the search steps past every slot whose address bits match the original's (iotlb_align_mask 0x${p.iotlbAlignMask.toString(16)}, stride ${p.stride}) and never returns to where it started; fixed by 7c3940bf81e5 in 6.3`,
+        { area, nslots: p.nslots, iotlbAlignMask: p.iotlbAlignMask, stride: p.stride },
+      );
+    }
+    if (code === OVERRUN) {
+      return new MediatorError(
+        'SWIOTLB_KERNEL_OVERRUN',
+        `Linux ${this.kernel} would place these ${p.nslots} slots partly past the end of the pool (${this.geometry.nslabs} slots): its list[] counts the missing slots of a partial last segment as free`,
+        { area, nslots: p.nslots, nslabs: this.geometry.nslabs },
+      );
+    }
+    return new MediatorError('SWIOTLB_INVALID_ARGUMENT', `unknown search result ${code}`, {});
+  }
+
   /** The head slot of the live mapping of `owner` that contains `addr`, or SWIOTLB_NOT_MAPPED. */
   private headOfAddress(addr: number, owner: number): number {
     if (!Number.isSafeInteger(addr) || !this.contains(addr)) {
-      throw this.notMapped(addr, 'is outside the pool');
+      throw notMapped(addr, 'is outside the pool');
     }
     const slot = Math.floor((addr - this.geometry.base) / IO_TLB_SIZE);
     const head = this.m.slotHead[slot]!;
@@ -676,12 +785,12 @@ export class SwiotlbPool {
       head >= this.geometry.nslabs ||
       Atomics.load(this.m.slotI32, mapSizeAt(head)) <= 0
     ) {
-      throw this.notMapped(addr, 'is not mapped');
+      throw notMapped(addr, 'is not mapped');
     }
     const headTlb = this.headTlbAddr(head);
-    if (addr < headTlb) throw this.notMapped(addr, 'is in the padding before a mapping');
+    if (addr < headTlb) throw notMapped(addr, 'is in the padding before a mapping');
     if (this.m.slotI32[mapOwnerAt(head)] !== owner)
-      throw this.notMapped(addr, `is not mapped by owner ${owner}`);
+      throw notMapped(addr, `is not mapped by owner ${owner}`);
     return head;
   }
 
@@ -691,85 +800,19 @@ export class SwiotlbPool {
 
   private checkDirection(dir: DmaDirection, head: number): void {
     const mapped = this.m.slotU8[mapDirAt(head)]!;
-    if (!isValidMappingDirection(dir)) {
-      throw new MediatorError(
-        'SWIOTLB_INVALID_DIRECTION',
-        `invalid DMA direction ${directionName(dir)}`,
-        {
-          dir,
-        },
+    if (mapped === Dir.NONE) {
+      throw notMapped(
+        this.headTlbAddr(head),
+        'is a coherent allocation: free it, never unmap or sync it',
       );
     }
+    if (!isValidMappingDirection(dir)) throw invalidDirection(dir);
     if (mapped !== Dir.BIDIRECTIONAL && dir !== mapped) {
       throw new MediatorError(
         'SWIOTLB_INVALID_DIRECTION',
         `direction ${directionName(dir)} differs from the mapping's direction ${directionName(mapped)}`,
         { dir, mapped },
       );
-    }
-  }
-
-  private checkArea(area: number): void {
-    if (!Number.isInteger(area) || area < 0 || area >= this.geometry.nareas) {
-      throw invalidArg(
-        `area ${String(area)} must be an integer from 0 to ${this.geometry.nareas - 1}`,
-        {
-          area,
-        },
-      );
-    }
-  }
-
-  private checkMapArgs(
-    origAddr: number,
-    size: number,
-    dir: DmaDirection,
-    minAlignMask: number,
-    allocAlignMask: number,
-    area: number,
-    owner: number,
-  ): void {
-    try {
-      if (!Number.isInteger(owner) || owner < 0 || owner > 0x7fff_ffff) {
-        throw invalidArg(`owner ${String(owner)} must be a non-negative 31-bit integer`, { owner });
-      }
-      if (!Number.isSafeInteger(origAddr) || origAddr < 0) {
-        throw invalidArg(
-          `original address ${String(origAddr)} must be a non-negative integer below 2^53`,
-          {
-            origAddr,
-          },
-        );
-      }
-      if (!Number.isSafeInteger(size) || size <= 0) {
-        throw invalidArg(`size ${String(size)} must be a positive integer`, { size });
-      }
-      if (!Number.isSafeInteger(origAddr + size)) {
-        throw invalidArg('original address + size exceeds 2^53', { origAddr, size });
-      }
-      if (!isMask(minAlignMask)) {
-        throw invalidArg(`min_align_mask ${String(minAlignMask)} must be 2^k - 1 below 2^32`, {
-          minAlignMask,
-        });
-      }
-      if (!isMask(allocAlignMask)) {
-        throw invalidArg(`alloc_align_mask ${String(allocAlignMask)} must be 2^k - 1 below 2^32`, {
-          allocAlignMask,
-        });
-      }
-      if (!isValidMappingDirection(dir)) {
-        throw new MediatorError(
-          'SWIOTLB_INVALID_DIRECTION',
-          `invalid DMA direction ${directionName(dir)}`,
-          {
-            dir,
-          },
-        );
-      }
-      this.checkArea(area);
-    } catch (err) {
-      this.countFailure('invalid');
-      throw err;
     }
   }
 
@@ -786,11 +829,6 @@ export class SwiotlbPool {
     );
   }
 
-  private notMapped(addr: number, why: string): MediatorError {
-    const hex = Number.isSafeInteger(addr) && addr >= 0 ? `0x${addr.toString(16)}` : String(addr);
-    return new MediatorError('SWIOTLB_NOT_MAPPED', `address ${hex} ${why}`, { addr });
-  }
-
   /** inc_used_and_hiwater(): total_used += nslots; raise used_hiwater to it. */
   private incUsedAndHiwater(nslots: number): void {
     const c = this.m.control;
@@ -804,12 +842,9 @@ export class SwiotlbPool {
   }
 }
 
-function alignUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
-}
-
-/** swiotlb_init_io_tlb_pool(): every slot free (usedBits starts zeroed). */
+/** swiotlb_init_io_tlb_pool(): every slot free; the missing slots of a partial segment used. */
 function initMetadata(m: MetadataViews, geometry: Geometry): void {
   m.slotHead.fill(-1);
   for (let i = 0; i < geometry.nslabs; i++) m.slotF64[origAddrAt(i)] = INVALID_PHYS_ADDR;
+  markPhantom(m.usedBits, geometry.nslabs);
 }
