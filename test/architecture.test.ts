@@ -182,7 +182,8 @@ describe('architecture: the import graph of src/', () => {
   it('fails on a planted cycle between folders', () => {
     const planted = join(SRC, 'swiotlb', 'pool.ts');
     const withPlant = (f: string) =>
-      readFileSync(f, 'utf8') + (f === planted ? "\nexport * from '../workers/copy-ring.js';\n" : '');
+      readFileSync(f, 'utf8') +
+      (f === planted ? "\nexport * from '../workers/copy-ring.js';\n" : '');
     expect(unitCycles(unitEdges(withPlant))).toEqual([['swiotlb', 'workers']]);
   });
 

@@ -207,12 +207,8 @@ describe('coherent allocations (dma_alloc_coherent -> swiotlb_alloc / swiotlb_fr
     const p = pool('6.10');
     const ring = p.alloc(4096, { owner: 5 });
     const map = p.map(0x1000, 100, D.TO_DEVICE);
-    expect(error(() => p.unmap(ring, 4096, D.BIDIRECTIONAL, 0, 5)).code).toBe(
-      'SWIOTLB_NOT_MAPPED',
-    );
-    expect(error(() => p.syncForCpu(ring, 16, D.BIDIRECTIONAL, 5)).code).toBe(
-      'SWIOTLB_NOT_MAPPED',
-    );
+    expect(error(() => p.unmap(ring, 4096, D.BIDIRECTIONAL, 0, 5)).code).toBe('SWIOTLB_NOT_MAPPED');
+    expect(error(() => p.syncForCpu(ring, 16, D.BIDIRECTIONAL, 5)).code).toBe('SWIOTLB_NOT_MAPPED');
     expect(error(() => p.free(map, 100)).code).toBe('SWIOTLB_NOT_MAPPED');
     expect(error(() => p.free(ring, 4096)).code).toBe('SWIOTLB_NOT_MAPPED'); // owner 0
     expect(error(() => p.free(ring, 8192, 5)).code).toBe('SWIOTLB_INVALID_ARGUMENT');
@@ -230,7 +226,7 @@ describe('coherent allocations (dma_alloc_coherent -> swiotlb_alloc / swiotlb_fr
     expect(error(() => p.alloc(256 * 1024 + 1)).code).toBe('SWIOTLB_MAPPING_TOO_LARGE');
   });
 
-  it("6.1 in a pool that is not page aligned would hand out the page before its slots", () => {
+  it('6.1 in a pool that is not page aligned would hand out the page before its slots', () => {
     expect(error(() => pool('6.1', 256, 0x800).alloc(4096)).code).toBe('SWIOTLB_KERNEL_OVERRUN');
     expect(pool('6.10', 256, 0x800).alloc(4096)).toBe(0x1000);
   });
