@@ -57,9 +57,17 @@ import {
   padSlotsAt,
 } from './layout.js';
 import { MapPlan, nrSlots, planAlloc, planMap } from './plan.js';
+import {
+  allocFullError as allocFullErrorOf,
+  allocTooLargeError,
+  kernelDefectError,
+  poolFullError,
+  tooLargeError,
+  unalignedAllocError,
+} from './pool-errors.js';
+import { readStats } from './pool-stats.js';
 import type {
   AllocOptions,
-  AreaStats,
   AttachOptions,
   MapFailureReason,
   MapOptions,
@@ -68,8 +76,8 @@ import type {
   SgEntry,
   SharedPool,
 } from './pool-types.js';
-import { findChecked, findWrapped, NOT_FOUND, OVERRUN, WOULD_HANG } from './search.js';
-import { largestFreeRun, markFree, markPhantom, markUsed } from './slot-bitmap.js';
+import { findChecked, findWrapped, NOT_FOUND } from './search.js';
+import { markFree, markPhantom, markUsed } from './slot-bitmap.js';
 import {
   checkArea,
   checkMapArgs,
@@ -346,13 +354,8 @@ export class SwiotlbPool {
 
   /** The error of a coherent allocation that found no room (the kernel logs nothing there). */
   allocFullError(size: number, minAlignMask: number, total: number, used: number): MediatorError {
-    const p = this.plan;
-    planAlloc(this.k, p, size, minAlignMask);
-    return new MediatorError(
-      'SWIOTLB_POOL_FULL',
-      `swiotlb_alloc() found no free run of ${p.nslots} slots aligned to ${p.allocAlignMask + 1} bytes for a coherent allocation of ${p.searchSize} bytes, total ${total} (slots), used ${used} (slots)`,
-      { size: p.searchSize, total, used },
-    );
+    planAlloc(this.k, this.plan, size, minAlignMask);
+    return allocFullErrorOf(this.plan, total, used);
   }
 
   /**
@@ -450,11 +453,7 @@ export class SwiotlbPool {
     total = this.geometry.nslabs,
     used = Atomics.load(this.m.control, this.g + G_TOTAL_USED),
   ): MediatorError {
-    return new MediatorError(
-      'SWIOTLB_POOL_FULL',
-      `swiotlb buffer is full (sz: ${allocSize} bytes), total ${total} (slots), used ${used} (slots)`,
-      { size: allocSize, total, used },
-    );
+    return poolFullError(allocSize, total, used);
   }
 
   /**
@@ -480,51 +479,7 @@ export class SwiotlbPool {
   // ---------------------------------------------------------------------------
 
   stats(): PoolStats {
-    const c = this.m.control;
-    const { nareas, areaNslabs } = this.geometry;
-    const areas: AreaStats[] = [];
-    let largest = 0;
-    let maps = 0;
-    let unmaps = 0;
-    for (let a = 0; a < nareas; a++) {
-      const lockWord = a * AREA_STRIDE + AREA_LOCK;
-      acquire(c, lockWord);
-      let areaLargest = 0;
-      try {
-        areaLargest = largestFreeRun(this.m.usedBits, a * areaNslabs, (a + 1) * areaNslabs);
-        areas.push({
-          used: c[a * AREA_STRIDE + AREA_USED]!,
-          index: c[a * AREA_STRIDE + AREA_INDEX]!,
-          contended: c[a * AREA_STRIDE + AREA_CONTENDED]! >>> 0,
-          largest_free_run: areaLargest,
-        });
-        maps += c[a * AREA_STRIDE + AREA_MAPS]! >>> 0;
-        unmaps += c[a * AREA_STRIDE + AREA_UNMAPS]! >>> 0;
-      } finally {
-        release(c, lockWord);
-      }
-      if (areaLargest > largest) largest = areaLargest;
-    }
-    const g = this.g;
-    return {
-      nslabs: this.geometry.nslabs,
-      used: Atomics.load(c, g + G_TOTAL_USED),
-      used_hiwater: Atomics.load(c, g + G_HIWATER),
-      transient_nslabs: 0,
-      nareas,
-      area_nslabs: areaNslabs,
-      areas,
-      largest_free_run: largest,
-      map_failures: {
-        full: Atomics.load(c, g + G_FAIL_FULL) >>> 0,
-        too_large: Atomics.load(c, g + G_FAIL_TOO_LARGE) >>> 0,
-        invalid: Atomics.load(c, g + G_FAIL_INVALID) >>> 0,
-        kernel_defect: Atomics.load(c, g + G_FAIL_KERNEL) >>> 0,
-      },
-      maps,
-      unmaps,
-      syncs: Atomics.load(c, g + G_SYNCS) >>> 0,
-    };
+    return readStats(this.m, this.geometry);
   }
 
   /** Slots in use now (io_tlb_used), without taking locks. */
@@ -647,13 +602,13 @@ export class SwiotlbPool {
     }
     if (size > this.maxMappingSize(minAlignMask)) {
       this.countFailure('too_large');
-      throw this.tooLargeError(size, minAlignMask);
+      throw tooLargeError(size, this.maxMappingSize(minAlignMask));
     }
     const p = this.plan;
     planMap(this.k, p, origAddr, size, minAlignMask, allocAlignMask, allocSize ?? size);
     if (p.nslots > IO_TLB_SEGSIZE) {
       this.countFailure('too_large');
-      throw this.tooLargeError(size, minAlignMask, p.searchSize);
+      throw tooLargeError(size, this.maxMappingSize(minAlignMask), p.searchSize);
     }
     return p;
   }
@@ -672,21 +627,13 @@ export class SwiotlbPool {
     }
     if (this.k === K6_1 && this.geometry.base % PAGE_SIZE !== 0) {
       this.countFailure('kernel_defect');
-      throw new MediatorError(
-        'SWIOTLB_KERNEL_OVERRUN',
-        `6.1's swiotlb_alloc() aligns slot indexes, not addresses: in a pool at 0x${this.geometry.base.toString(16)} (not page aligned) it would hand out the page that starts before its slots`,
-        { base: this.geometry.base },
-      );
+      throw unalignedAllocError(this.geometry.base);
     }
     const p = this.plan;
     planAlloc(this.k, p, size, minAlignMask);
     if (p.nslots > IO_TLB_SEGSIZE) {
       this.countFailure('too_large');
-      throw new MediatorError(
-        'SWIOTLB_MAPPING_TOO_LARGE',
-        `coherent allocation of ${size} bytes (${p.searchSize} once page aligned) exceeds one ${IO_TLB_SEGSIZE}-slot segment (262144 bytes)`,
-        { size, allocSize: p.searchSize },
-      );
+      throw allocTooLargeError(size, p);
     }
     return p;
   }
@@ -756,21 +703,7 @@ export class SwiotlbPool {
   /** The error of a request the pool's kernel would never answer properly (6.1). */
   private kernelDefect(code: number, area: number, p: MapPlan): MediatorError {
     this.countFailure('kernel_defect');
-    if (code === WOULD_HANG) {
-      return new MediatorError(
-        'SWIOTLB_KERNEL_WOULD_HANG',
-        `Linux ${this.kernel} would spin for ever in swiotlb_do_find_slots() on this request (area ${area}, holding its lock): from the area's cursor the search steps past every slot whose address bits match the original's (iotlb_align_mask 0x${p.iotlbAlignMask.toString(16)}, stride ${p.stride}) and never returns to where it started; fixed by 7c3940bf81e5 in 6.3`,
-        { area, nslots: p.nslots, iotlbAlignMask: p.iotlbAlignMask, stride: p.stride },
-      );
-    }
-    if (code === OVERRUN) {
-      return new MediatorError(
-        'SWIOTLB_KERNEL_OVERRUN',
-        `Linux ${this.kernel} would place these ${p.nslots} slots partly past the end of the pool (${this.geometry.nslabs} slots): its list[] counts the missing slots of a partial last segment as free`,
-        { area, nslots: p.nslots, nslabs: this.geometry.nslabs },
-      );
-    }
-    return new MediatorError('SWIOTLB_INVALID_ARGUMENT', `unknown search result ${code}`, {});
+    return kernelDefectError(code, this.kernel, area, p, this.geometry.nslabs);
   }
 
   /** The head slot of the live mapping of `owner` that contains `addr`, or SWIOTLB_NOT_MAPPED. */
@@ -814,19 +747,6 @@ export class SwiotlbPool {
         { dir, mapped },
       );
     }
-  }
-
-  private tooLargeError(size: number, minAlignMask: number, allocSize?: number): MediatorError {
-    const limit = this.maxMappingSize(minAlignMask);
-    const why =
-      allocSize === undefined
-        ? ''
-        : ` (${allocSize} bytes once aligned, more than one ${IO_TLB_SEGSIZE}-slot segment)`;
-    return new MediatorError(
-      'SWIOTLB_MAPPING_TOO_LARGE',
-      `mapping of ${size} bytes exceeds the max mapping size of ${limit} bytes${why}`,
-      { size, limit, allocSize },
-    );
   }
 
   /** inc_used_and_hiwater(): total_used += nslots; raise used_hiwater to it. */
