@@ -2,7 +2,7 @@
  * The growable default pool (CONFIG_SWIOTLB_DYNAMIC), cases worked from
  * swiotlb_find_slots(), swiotlb_search_area(), swiotlb_dyn_alloc(),
  * swiotlb_alloc_pool() and swiotlb_del_transient() of 6.12.117, and 6.6.y's
- * swiotlb_pool_find_slots() (pool by pool; the area-first order came in 6.7).
+ * swiotlb_pool_find_slots() (pool by pool; the area-first order came later).
  */
 import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';

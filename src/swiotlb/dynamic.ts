@@ -27,7 +27,8 @@ import { checkArea, invalidArg, notMapped } from './validate.js';
  * - 6.10 searches area by area across the pools (swiotlb_search_area(): for
  *   i < default_nareas, every pool with more than i areas, area (cpu + i) &
  *   (nareas - 1)); 6.6.y searches pool by pool, each from its CPU's area round
- *   its areas (swiotlb_pool_find_slots(); the area-first order came in 6.7).
+ *   its areas (swiotlb_pool_find_slots(); the area-first order came later and
+ *   is not in 6.6.y, whose 6.6.35 patches still patch swiotlb_area_find_slots()).
  * - A request that fits nowhere schedules one growth (schedule_work(&mem->dyn_alloc))
  *   and gets a transient pool of exactly nr_slots(alloc_size) slots in one area
  *   (swiotlb_alloc_pool(dev, nslabs, nslabs, 1, ...)); its unmap frees that pool
@@ -288,7 +289,7 @@ export class DynamicPool {
     return this.placed(found);
   }
 
-  /** 6.10 (from 6.7): each area offset in every pool before the next offset. */
+  /** 6.10: each area offset in every pool before the next offset (swiotlb_search_area()). */
   private searchAreaFirst(
     pools: SwiotlbPool[],
     cpu: number,
