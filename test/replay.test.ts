@@ -147,6 +147,18 @@ describe('ReplayEngine: coherent allocations, kernels, calls', () => {
     });
     expect(e.stats().map_failures.kernel_defect).toBe(1);
   });
+
+  it('starts in the area of the CPU a trace names (cpu & (nareas - 1))', () => {
+    const e = new ReplayEngine({ pool: { slots: 1024, areas: 4 } });
+    // 4 areas of 256 slots: CPU 5 -> area 1, whose first slot is 256 (0x80000).
+    expect(e.map('a', { orig: 0, size: 2048, dir: 1, cpu: 5 })).toMatchObject({ tlbAddr: 0x80000 });
+    expect(e.handle('{"op":"alloc","id":"q","size":4096,"cpu":7}', 2)).toEqual({
+      id: 'q',
+      ok: true,
+      tlb_addr: '0x180000',
+      slots: 2,
+    });
+  });
 });
 
 describe('replay command (process)', () => {

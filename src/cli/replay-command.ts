@@ -27,7 +27,8 @@ Both:
 
 Input lines (JSON):
   {"op":"map","id":"a","orig":"0x1234","size":100,"dir":"to_device",
-   "min_align_mask":4095,"alloc_align_mask":0,"area":0}   (6.1/6.6 also "alloc_size")
+   "min_align_mask":4095,"alloc_align_mask":0,"area":0}
+     ("cpu":N instead of "area" starts in area N & (areas - 1); 6.1/6.6 take "alloc_size")
   {"op":"unmap","id":"a"}            (optional "size", "dir", "attrs")
   {"op":"sync_for_device","id":"a","offset":0,"size":100}   (and "sync_for_cpu")
   {"op":"alloc","id":"q","size":6784}   {"op":"free","id":"q"}   (dma_alloc_coherent)

@@ -11,7 +11,7 @@ import { DEFAULT_KERNEL, hasDynamicPools, isKernelVersion, type KernelVersion } 
 import { getOrder } from './plan.js';
 import { SwiotlbPool } from './pool.js';
 import type { AllocOptions, MapOptions, PoolStats } from './pool-types.js';
-import { checkArea, invalidArg, notMapped } from './validate.js';
+import { invalidArg, notMapped } from './validate.js';
 
 /**
  * The default pool with CONFIG_SWIOTLB_DYNAMIC (6.6 and later), placement only:
@@ -135,7 +135,10 @@ export class DynamicPool {
     return n;
   }
 
-  /** swiotlb_tbl_map_single() on the growable pool. Returns the bounce address. */
+  /**
+   * swiotlb_tbl_map_single() on the growable pool. Returns the bounce address.
+   * `opts.area` is the CPU (raw_smp_processor_id()): each pool takes its own area from it.
+   */
   map(origAddr: number, size: number, dir: DmaDirection, opts: MapOptions = {}): number {
     const tlb = this.findSlots(
       opts.area,
@@ -258,12 +261,11 @@ export class DynamicPool {
     slots: () => number,
   ): number {
     this.runPendingGrowth();
+    // The CPU number: each pool masks it with its own area count.
     const cpu = startArea ?? 0;
-    try {
-      checkArea(cpu, this.defpool.geometry.nareas);
-    } catch (err) {
+    if (!Number.isSafeInteger(cpu) || cpu < 0) {
       this.defpool.countFailure('invalid');
-      throw err;
+      throw invalidArg(`cpu ${String(cpu)} must be a non-negative integer`, { cpu });
     }
     const pools = [...this.growth, this.defpool];
     const tlb =

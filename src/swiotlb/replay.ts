@@ -17,6 +17,7 @@ import type { AllocOptions, MapOptions, PoolStats } from './pool-types.js';
  *
  *   {"op":"map","id":"a","orig":"0x1234","size":100,"dir":"to_device",
  *    "min_align_mask":4095,"alloc_align_mask":0,"alloc_size":100,"area":0,"attrs":0}
+ *       ("cpu":N instead of "area": the area is cpu & (nareas - 1), as the kernel takes it)
  *       -> {"id":"a","ok":true,"tlb_addr":"0x...","slots":N}    (+ "pool" with dynamic)
  *   {"op":"unmap","id":"a"}                      -> {"id":"a","ok":true}
  *       optional "size" (default: the mapped size), "dir" (default: the mapped one)
@@ -66,8 +67,13 @@ export interface MapRequest {
   allocAlignMask?: number;
   /** 6.1/6.6's alloc_size. @default size */
   allocSize?: number;
-  /** The area to start in (the CPU's). @default 0 */
+  /** The area to start in. @default 0, or the CPU's area when `cpu` is given */
   area?: number;
+  /**
+   * The CPU that maps (raw_smp_processor_id()): the search starts in area
+   * cpu & (nareas - 1); a growable pool masks it per pool. Ignored when `area` is given.
+   */
+  cpu?: number;
   /** @default 0 */
   attrs?: number;
 }
@@ -75,8 +81,10 @@ export interface MapRequest {
 /** One coherent allocation (dma_alloc_coherent()). */
 export interface AllocRequest {
   size: number;
-  /** @default 0 */
+  /** @default 0, or the CPU's area when `cpu` is given */
   area?: number;
+  /** As {@link MapRequest.cpu}. */
+  cpu?: number;
   /** @default 0 */
   minAlignMask?: number;
 }
@@ -182,7 +190,7 @@ export class ReplayEngine {
       minAlignMask: req.minAlignMask ?? 0,
       allocAlignMask: req.allocAlignMask ?? 0,
       attrs: req.attrs ?? 0,
-      area: req.area ?? 0,
+      area: this.startArea(req),
     };
     if (req.allocSize !== undefined) opts.allocSize = req.allocSize;
     try {
@@ -199,7 +207,7 @@ export class ReplayEngine {
     if (this.live.has(id)) return alreadyLive(id);
     try {
       const tlbAddr = this.target.alloc(req.size, {
-        area: req.area ?? 0,
+        area: this.startArea(req),
         minAlignMask: req.minAlignMask ?? 0,
       });
       this.live.set(id, { kind: 'alloc', tlbAddr, size: req.size, dir: DmaDirection.NONE });
@@ -344,6 +352,12 @@ export class ReplayEngine {
     }
   }
 
+  /** The area a request starts in: its `area`, else its CPU's (growable pools mask per pool). */
+  private startArea(req: { area?: number; cpu?: number }): number {
+    if (req.area !== undefined || req.cpu === undefined) return req.area ?? 0;
+    return this.dyn !== undefined ? req.cpu : req.cpu & (this.geometry.nareas - 1);
+  }
+
   /** The id of a new mapping or allocation: REPLAY_BAD_LINE when it is live already. */
   private newId(key: string | undefined): string {
     const id = requireId(key);
@@ -447,18 +461,21 @@ function readMap(rec: Record<string, unknown>): MapRequest {
     minAlignMask: parseInteger(rec.min_align_mask, 'min_align_mask', 0),
     allocAlignMask: parseInteger(rec.alloc_align_mask, 'alloc_align_mask', 0),
     attrs: parseInteger(rec.attrs, 'attrs', 0),
-    area: parseInteger(rec.area, 'area', 0),
   };
+  if (rec.area !== undefined) req.area = parseInteger(rec.area, 'area');
+  if (rec.cpu !== undefined) req.cpu = parseInteger(rec.cpu, 'cpu');
   if (rec.alloc_size !== undefined) req.allocSize = parseInteger(rec.alloc_size, 'alloc_size');
   return req;
 }
 
 function readAlloc(rec: Record<string, unknown>): AllocRequest {
-  return {
+  const req: AllocRequest = {
     size: parseInteger(rec.size, 'size'),
-    area: parseInteger(rec.area, 'area', 0),
     minAlignMask: parseInteger(rec.min_align_mask, 'min_align_mask', 0),
   };
+  if (rec.area !== undefined) req.area = parseInteger(rec.area, 'area');
+  if (rec.cpu !== undefined) req.cpu = parseInteger(rec.cpu, 'cpu');
+  return req;
 }
 
 function readUnmap(
