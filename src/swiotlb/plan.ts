@@ -105,28 +105,52 @@ export function planMap(
   allocAlignMask: number,
   allocSize: number,
 ): void {
-  if (k === K6_10) {
-    const offset = maskLow(origAddr, minAlignMask) & (allocAlignMask | (IO_TLB_SIZE - 1));
-    p.searchSize = alignUp(size + offset, allocAlignMask + 1);
-    p.fullSize = p.searchSize;
-    p.padSlots = offset >>> IO_TLB_SHIFT;
-    p.headOffset = offset & (IO_TLB_SIZE - 1);
-    searchMasks610(p, allocAlignMask, minAlignMask);
-  } else if (k === K6_1) {
+  if (k === K6_10) planMap610(p, origAddr, size, minAlignMask, allocAlignMask);
+  else planMapAllocSize(k, p, origAddr, minAlignMask, allocAlignMask, allocSize);
+}
+
+/** 6.10: the hot path, kept small so that it inlines into the pool's map. */
+function planMap610(
+  p: MapPlan,
+  origAddr: number,
+  size: number,
+  minAlignMask: number,
+  allocAlignMask: number,
+): void {
+  const offset = maskLow(origAddr, minAlignMask) & (allocAlignMask | (IO_TLB_SIZE - 1));
+  const searchSize =
+    allocAlignMask === 0 ? size + offset : alignUp(size + offset, allocAlignMask + 1);
+  p.searchSize = searchSize;
+  p.fullSize = searchSize;
+  p.padSlots = offset >>> IO_TLB_SHIFT;
+  p.headOffset = offset & (IO_TLB_SIZE - 1);
+  p.nslots = nrSlots(searchSize);
+  searchMasks610(p, allocAlignMask, minAlignMask);
+}
+
+/** 6.1 and 6.6: the search is for alloc_size + offset. */
+function planMapAllocSize(
+  k: KernelCode,
+  p: MapPlan,
+  origAddr: number,
+  minAlignMask: number,
+  allocAlignMask: number,
+  allocSize: number,
+): void {
+  if (k === K6_1) {
     const offset = maskLow(origAddr, minAlignMask) & (IO_TLB_SIZE - 1);
     p.searchSize = allocSize + offset;
-    p.fullSize = allocSize;
     p.padSlots = 0;
     p.headOffset = offset;
     searchMasks61(p, allocAlignMask, minAlignMask);
   } else {
     const offset = maskLow(origAddr, minAlignMask) & (allocAlignMask | (IO_TLB_SIZE - 1));
     p.searchSize = allocSize + offset;
-    p.fullSize = allocSize;
     p.padSlots = offset >>> IO_TLB_SHIFT;
     p.headOffset = offset & (IO_TLB_SIZE - 1);
     searchMasks610(p, allocAlignMask, minAlignMask);
   }
+  p.fullSize = allocSize;
   p.nslots = nrSlots(p.searchSize);
 }
 

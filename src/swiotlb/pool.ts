@@ -578,6 +578,28 @@ export class SwiotlbPool {
     const minAlignMask = opts.minAlignMask ?? 0;
     const allocAlignMask = opts.allocAlignMask ?? 0;
     const allocSize = opts.allocSize;
+    this.validateMap(origAddr, size, dir, minAlignMask, allocAlignMask, allocSize, area, owner);
+    const p = this.plan;
+    planMap(this.k, p, origAddr, size, minAlignMask, allocAlignMask, allocSize ?? size);
+    if (p.nslots > IO_TLB_SEGSIZE || size > this.maxMappingSize(minAlignMask)) {
+      this.countFailure('too_large');
+      const limit = this.maxMappingSize(minAlignMask);
+      throw tooLargeError(size, limit, size > limit ? undefined : p.searchSize);
+    }
+    return p;
+  }
+
+  /** The argument checks of a map (validate.ts), counted as `invalid` when one fails. */
+  private validateMap(
+    origAddr: number,
+    size: number,
+    dir: DmaDirection,
+    minAlignMask: number,
+    allocAlignMask: number,
+    allocSize: number | undefined,
+    area: number,
+    owner: number,
+  ): void {
     try {
       checkMapArgs(
         origAddr,
@@ -600,17 +622,6 @@ export class SwiotlbPool {
       this.countFailure('invalid');
       throw err;
     }
-    if (size > this.maxMappingSize(minAlignMask)) {
-      this.countFailure('too_large');
-      throw tooLargeError(size, this.maxMappingSize(minAlignMask));
-    }
-    const p = this.plan;
-    planMap(this.k, p, origAddr, size, minAlignMask, allocAlignMask, allocSize ?? size);
-    if (p.nslots > IO_TLB_SEGSIZE) {
-      this.countFailure('too_large');
-      throw tooLargeError(size, this.maxMappingSize(minAlignMask), p.searchSize);
-    }
-    return p;
   }
 
   /** Validates a coherent allocation and fills the plan. */
