@@ -110,7 +110,7 @@ export function planMap(
 }
 
 /** 6.10: the hot path, kept small so that it inlines into the pool's map. */
-function planMap610(
+export function planMap610(
   p: MapPlan,
   origAddr: number,
   size: number,
@@ -129,7 +129,7 @@ function planMap610(
 }
 
 /** 6.1 and 6.6: the search is for alloc_size + offset. */
-function planMapAllocSize(
+export function planMapAllocSize(
   k: KernelCode,
   p: MapPlan,
   origAddr: number,

@@ -27,6 +27,15 @@ export function allocFullError(p: MapPlan, total: number, used: number): Mediato
   );
 }
 
+/** swiotlb_bounce()'s "Buffer overflow detected": more bytes than the mapping holds from there. */
+export function overflowError(tlbAddr: number, size: number, available: number): MediatorError {
+  return new MediatorError(
+    'SWIOTLB_BUFFER_OVERFLOW',
+    `Buffer overflow detected. Allocation size: ${available}. Mapping size: ${size}.`,
+    { tlbAddr, size, available },
+  );
+}
+
 /** A map above swiotlb_max_mapping_size(), or one that aligned takes more than a segment. */
 export function tooLargeError(size: number, limit: number, allocSize?: number): MediatorError {
   const why =

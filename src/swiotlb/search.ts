@@ -3,11 +3,12 @@ import type { MapPlan } from './plan.js';
 import { freeRun } from './slot-bitmap.js';
 
 /**
- * The two slot searches of one area, as the kernel walks it with the area's lock
- * held. Both read the used-slot bitmap only (the caller holds the lock and does
- * the bookkeeping of a found run: area->index = wrap(found index + nslots)) and
- * return the first slot of the run, or one of the codes below. Neither checks
- * iommu_is_span_boundary(): the model's devices have no segment boundary (~0UL).
+ * 6.1's slot search of one area, as the kernel walks it with the area's lock
+ * held (6.6's and 6.10's is in pool.ts searchArea(), where it is the hot path).
+ * It reads the used-slot bitmap only (the caller holds the lock and does the
+ * bookkeeping of a found run: area->index = wrap(found index + nslots)) and
+ * returns the first slot of the run, or one of the codes below. Neither search
+ * checks iommu_is_span_boundary(): the model's devices have no segment boundary.
  */
 
 /** No run in this area: try the next area. */
@@ -20,52 +21,6 @@ export const OVERRUN = -3;
 /** addr & mask on the low 32 bits (masks are below 2^32). */
 function low(addr: number, mask: number): number {
   return (addr & mask) >>> 0;
-}
-
-/**
- * swiotlb_search_pool_area() of 6.10 (also 6.6 from 6.6.24/6.6.35), from the
- * area's cursor `index`:
- *
- *   for (slots_checked = 0; slots_checked < area_nslabs; ) {
- *     if ((tlb_addr & alloc_align_mask) ||
- *         (orig_addr && (tlb_addr & iotlb_align_mask) != (orig_addr & iotlb_align_mask)))
- *       { index = wrap(index + 1); slots_checked++; continue; }
- *     if (slots[slot_index].list >= nslots) goto found;
- *     index = wrap(index + stride); slots_checked += stride;
- *   }
- *
- * `index` is the area's cursor (area->index); returns the pool-wide slot found.
- */
-export function findChecked(
-  used: Int32Array,
-  base: number,
-  slotBase: number,
-  areaNslabs: number,
-  index: number,
-  origAddr: number,
-  p: MapPlan,
-): number {
-  const allocAlignMask = p.allocAlignMask;
-  const iotlbAlignMask = p.iotlbAlignMask;
-  const stride = p.stride;
-  const nslots = p.nslots;
-  const origBits = low(origAddr, iotlbAlignMask);
-  for (let checked = 0; checked < areaNslabs; ) {
-    const candidate = slotBase + index;
-    const tlbAddr = base + candidate * IO_TLB_SIZE;
-    if (
-      low(tlbAddr, allocAlignMask) !== 0 ||
-      (origAddr !== 0 && low(tlbAddr, iotlbAlignMask) !== origBits)
-    ) {
-      index = index + 1 >= areaNslabs ? 0 : index + 1; // wrap_area_index()
-      checked++;
-      continue;
-    }
-    if (freeRun(used, candidate) >= nslots) return candidate;
-    index = index + stride >= areaNslabs ? 0 : index + stride;
-    checked += stride;
-  }
-  return NOT_FOUND;
 }
 
 /**
