@@ -40,7 +40,7 @@ export class MapPlan {
   wrapSearch = false;
 }
 
-/** addr & mask for a (up to 53-bit) address and a mask below 2^32 (no `%`: see pool.ts). */
+/** addr & mask for a (up to 53-bit) address and a mask below 2^32: `&` takes the value modulo 2^32 (ToInt32), no floating-point `%` needed. */
 export function maskLow(addr: number, mask: number): number {
   return (addr & mask) >>> 0;
 }

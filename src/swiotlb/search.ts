@@ -4,7 +4,7 @@ import { freeRun } from './slot-bitmap.js';
 
 /**
  * 6.1's slot search of one area, as the kernel walks it with the area's lock
- * held (6.6's and 6.10's is in pool.ts searchArea(), where it is the hot path).
+ * held (6.6's and 6.10's is in allocator.ts searchArea(), where it is the hot path).
  * It reads the used-slot bitmap only (the caller holds the lock and does the
  * bookkeeping of a found run: area->index = wrap(found index + nslots)) and
  * returns the first slot of the run, or one of the codes below. Neither search
