@@ -21,8 +21,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import { SwiotlbPool } from '../src/swiotlb/index.js';
-import { benchArgs, positiveFlag } from './cli.js';
+import { isKernelVersion, type KernelVersion, SwiotlbPool } from '../src/swiotlb/index.js';
+import { benchArgs, positiveFlag, usageError } from './cli.js';
 import {
   BATCH,
   origBaseOf,
@@ -41,6 +41,7 @@ Pool map+unmap pairs per second: one thread, two threads on one area, on two are
 
   --duration S     seconds per case (default 1.5)
   --warmup S       seconds of warm-up per case (default 0.3)
+  --kernel V       whose search rules the pool follows: 6.1, 6.6 or 6.10 (default 6.10)
   --json           print {"results":[...],"ratios":{...}} as the last line
   -h, --help       this help`;
 
@@ -92,8 +93,13 @@ function result(
   };
 }
 
-function runSingle(size: number, warmupS: number, durationS: number): Result {
-  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas: 1 });
+function runSingle(
+  size: number,
+  kernel: KernelVersion,
+  warmupS: number,
+  durationS: number,
+): Result {
+  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas: 1, kernel });
   const loop = new PairLoop(pool, size, origBaseOf(0));
   const warmEnd = performance.now() + warmupS * 1000;
   while (performance.now() < warmEnd) loop.run(BATCH);
@@ -151,10 +157,11 @@ function startWorker(input: WorkerInput): { ready: Promise<void>; done: Promise<
 async function runTwo(
   size: number,
   areas: 1 | 2,
+  kernel: KernelVersion,
   warmupS: number,
   durationS: number,
 ): Promise<Result> {
-  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas });
+  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas, kernel });
   const control = new SharedArrayBuffer(4);
   const phase = new Int32Array(control);
   const workers = [0, 1].map((index) =>
@@ -184,7 +191,7 @@ function ratio(a: Result | undefined, b: Result | undefined): number | null {
 }
 
 async function main(): Promise<void> {
-  const { durationS, warmupS, json } = benchArgs(
+  const { durationS, warmupS, json, kernel } = benchArgs(
     'bench:swiotlb',
     USAGE,
     {
@@ -192,22 +199,29 @@ async function main(): Promise<void> {
         duration: { type: 'string', default: '1.5' },
         warmup: { type: 'string', default: '0.3' },
         json: { type: 'boolean', default: false },
+        kernel: { type: 'string', default: '6.10' },
       },
     },
-    (values) => ({
-      durationS: positiveFlag('duration', values.duration),
-      warmupS: positiveFlag('warmup', values.warmup),
-      json: values.json,
-    }),
+    (values) => {
+      if (!isKernelVersion(values.kernel)) {
+        throw usageError(`--kernel: "${values.kernel}" is not 6.1, 6.6 or 6.10`);
+      }
+      return {
+        durationS: positiveFlag('duration', values.duration),
+        warmupS: positiveFlag('warmup', values.warmup),
+        json: values.json,
+        kernel: values.kernel,
+      };
+    },
   );
 
   const started = performance.now();
   const results: Result[] = [];
   for (const size of SIZES) {
-    console.error(`swiotlb bench: ${size} B mappings...`);
-    results.push(runSingle(size, warmupS, durationS));
-    results.push(await runTwo(size, 1, warmupS, durationS));
-    results.push(await runTwo(size, 2, warmupS, durationS));
+    console.error(`swiotlb bench: ${size} B mappings, Linux ${kernel} rules...`);
+    results.push(runSingle(size, kernel, warmupS, durationS));
+    results.push(await runTwo(size, 1, kernel, warmupS, durationS));
+    results.push(await runTwo(size, 2, kernel, warmupS, durationS));
   }
 
   const ratios: Record<string, Record<string, number | null>> = {};

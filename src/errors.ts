@@ -50,6 +50,18 @@ export const ERROR_SPECS = {
     fix: 'Check the value named in the message.',
     status: 400,
   },
+  SWIOTLB_KERNEL_WOULD_HANG: {
+    meaning:
+      'The pool follows Linux 6.1, whose swiotlb_do_find_slots() loops `while (index != wrap)`: for this min_align_mask request on this pool state the search would step past its start for ever, spinning with the area lock held (fixed upstream by 7c3940bf81e5 in 6.3, never taken into 6.1.y). No placement is invented; nothing was allocated.',
+    fix: 'This is what a 6.1 guest would do: avoid it there with a larger pool (fewer full areas), fewer areas, or a kernel of 6.6 or later; `--kernel 6.6`/`6.10` shows the placement a fixed kernel makes.',
+    status: 503,
+  },
+  SWIOTLB_KERNEL_OVERRUN: {
+    meaning:
+      "The pool follows Linux 6.1, which would place the request partly outside the pool: its list[] counts the missing slots of a restricted pool's partial last segment as free, and its swiotlb_alloc() aligns slot indexes, not addresses. Nothing was allocated.",
+    fix: 'Give a restricted pool a size that is a multiple of 256 KiB and a page-aligned base (as a 6.1 guest must), or use the 6.6 or 6.10 profile.',
+    status: 500,
+  },
   SWIOTLB_INVALID_GEOMETRY: {
     meaning: 'The pool size, slot count, area count or base address cannot form a pool.',
     fix: 'Use a size of at least one 128-slot segment, a base aligned to 2 KiB, and a positive area count.',

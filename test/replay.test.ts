@@ -3,8 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Replayer } from '../src/cli/replay.js';
-import { SwiotlbPool } from '../src/swiotlb/pool.js';
+import { ReplayEngine } from '../src/swiotlb/replay.js';
 
 const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 
@@ -20,13 +19,13 @@ function runCli(
 }
 
 function replay(lines: string[], slots = 256, areas = 1): Record<string, unknown>[] {
-  const r = new Replayer(SwiotlbPool.create({ slots, areas, area: 0 }));
+  const r = new ReplayEngine({ pool: { slots, areas } });
   return lines
     .map((l, i) => r.handle(l, i + 1))
     .filter((x): x is Record<string, unknown> => x !== undefined);
 }
 
-describe('Replayer', () => {
+describe('ReplayEngine (JSON lines)', () => {
   it('maps, unmaps and reports stats in the documented shapes', () => {
     const out = replay([
       '{"op":"map","id":"a","orig":"0x1234","size":100,"dir":"to_device","min_align_mask":4095}',
@@ -107,6 +106,61 @@ describe('Replayer', () => {
   });
 });
 
+describe('ReplayEngine: coherent allocations, kernels, calls', () => {
+  it('answers alloc and free like map lines, and keeps ids of the two kinds apart', () => {
+    const out = replay([
+      '{"op":"map","id":"a","orig":"0x0","size":2048,"dir":"to_device"}',
+      '{"op":"alloc","id":"q","size":6784}',
+      '{"op":"unmap","id":"q"}',
+      '{"op":"free","id":"a"}',
+      '{"op":"alloc","id":"a","size":10}',
+      '{"op":"free","id":"q"}',
+      '{"op":"free","id":"q"}',
+    ]);
+    // 6784 -> PAGE_ALIGN 8192, order 1: 8 KiB aligned from the cursor (1): slot 4.
+    expect(out[1]).toEqual({ id: 'q', ok: true, tlb_addr: '0x2000', slots: 4 });
+    expect(out[2]).toMatchObject({ id: 'q', ok: false, code: 'SWIOTLB_NOT_MAPPED' });
+    expect(String(out[2]!.error)).toContain('coherent allocation');
+    expect(out[3]).toMatchObject({ id: 'a', ok: false, code: 'SWIOTLB_NOT_MAPPED' });
+    expect(out[4]).toMatchObject({ line: 5, id: 'a', code: 'REPLAY_BAD_LINE' });
+    expect(out[5]).toEqual({ id: 'q', ok: true });
+    expect(out[6]).toMatchObject({ id: 'q', ok: false, code: 'SWIOTLB_NOT_MAPPED' });
+  });
+
+  it('places by the chosen kernel, with its alloc_size, and says when 6.1 would hang', () => {
+    const line =
+      '{"op":"map","id":"b","orig":"0x1a34","size":100,"dir":"to_device","min_align_mask":4095,"alloc_align_mask":4095}';
+    const at = (kernel: '6.1' | '6.6' | '6.10') =>
+      new ReplayEngine({ pool: { slots: 256, areas: 1 }, kernel }).handle(line, 1);
+    expect(at('6.10')).toEqual({ id: 'b', ok: true, tlb_addr: '0xa34', slots: 2 });
+    expect(at('6.1')).toEqual({ id: 'b', ok: true, tlb_addr: '0x234', slots: 1 });
+    // A trace parser's calls: start area, min_align_mask, kernel -> address or code.
+    const e = new ReplayEngine({ pool: { restricted: true, size: 128 * 2048 }, kernel: '6.1' });
+    for (let i = 0; i < 128; i++) {
+      expect(e.map(`m${i}`, { orig: 0x100_0000 + i * 2048, size: 2048, dir: 1 }).ok).toBe(true);
+    }
+    for (let i = 0; i < 128; i += 2) expect(e.unmap(`m${i}`).ok).toBe(true);
+    expect(e.map('x', { orig: 0, size: 2048, dir: 1 })).toEqual({ ok: true, tlbAddr: 0, slots: 1 });
+    expect(e.map('nvme', { orig: 0x1a34, size: 4096, dir: 1, minAlignMask: 4095 })).toMatchObject({
+      ok: false,
+      code: 'SWIOTLB_KERNEL_WOULD_HANG',
+    });
+    expect(e.stats().map_failures.kernel_defect).toBe(1);
+  });
+
+  it('starts in the area of the CPU a trace names (cpu & (nareas - 1))', () => {
+    const e = new ReplayEngine({ pool: { slots: 1024, areas: 4 } });
+    // 4 areas of 256 slots: CPU 5 -> area 1, whose first slot is 256 (0x80000).
+    expect(e.map('a', { orig: 0, size: 2048, dir: 1, cpu: 5 })).toMatchObject({ tlbAddr: 0x80000 });
+    expect(e.handle('{"op":"alloc","id":"q","size":4096,"cpu":7}', 2)).toEqual({
+      id: 'q',
+      ok: true,
+      tlb_addr: '0x180000',
+      slots: 2,
+    });
+  });
+});
+
 describe('replay command (process)', () => {
   it('reads a file, writes one JSON line per input line, and logs the rounding on stderr', () => {
     const dir = mkdtempSync(join(tmpdir(), 'replay-'));
@@ -128,7 +182,31 @@ describe('replay command (process)', () => {
     expect(lines[0]).toEqual({ id: 'a', ok: true, tlb_addr: '0x80000234', slots: 1 });
     expect(lines[1]).toMatchObject({ nslabs: 512, used: 1 });
     expect(lines[2]).toMatchObject({ line: 3, code: 'REPLAY_BAD_LINE' });
-    expect(r.stderr).toContain('area num 3 rounded up to 4');
+    // swiotlb=300,3: ALIGN(300, 128) = 384 < 128 x 4 areas -> 512 (1 MiB).
+    expect(r.stderr).toContain('software IO TLB: area num 4.\n');
+    expect(r.stderr).toContain('software IO TLB: SWIOTLB bounce buffer size roundup to 1MB\n');
+    expect(r.stderr).toContain(
+      'software IO TLB: mapped [mem 0x0000000080000000-0x0000000080100000] (1MB)\n',
+    );
+  });
+
+  it('declares a restricted pool and a kernel, and refuses what the kernel has no words for', () => {
+    const r = runCli(
+      ['replay', '--restricted', '400KiB', '--base', '0x90000000', '--kernel', '6.1', '-'],
+      '{"op":"stats"}\n',
+    );
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ nslabs: 200, areas: [{ used: 0 }] });
+    expect(r.stderr).toContain(
+      'software IO TLB: Reserved memory: created restricted DMA pool at 0x0000000090000000, size 0 MiB\n',
+    );
+    expect(r.stderr).toContain('Linux 6.1 rules');
+    const both = runCli(['replay', '--restricted', '1MiB', '--slots', '512']);
+    expect(both.status).toBe(2);
+    expect(both.stderr).toContain('--slots does not apply');
+    const dyn = runCli(['replay', '--dynamic', '--kernel', '6.1']);
+    expect(dyn.status).toBe(2);
+    expect(dyn.stderr).toContain('6.1 has no CONFIG_SWIOTLB_DYNAMIC');
   });
 
   it('reads stdin with "-" and refuses bad flags with exit 2', () => {

@@ -6,6 +6,7 @@ import {
   isUsed,
   largestFreeRun,
   markFree,
+  markPhantom,
   markUsed,
 } from '../src/swiotlb/slot-bitmap.js';
 
@@ -41,6 +42,23 @@ describe('slot bitmap', () => {
     expect(freeRun(bits, 0)).toBe(128);
     markFree(bits, 128, 128);
     expect(Array.from(bits)).toEqual(new Array(8).fill(0));
+  });
+
+  it('ends the runs of a partial last segment at the pool end (list = min(.., nslabs - i))', () => {
+    // 200 slots: the second segment has 72; its words cover 128 slots, the last 56 used.
+    expect(bitmapWords(200)).toBe(8);
+    const bits = new Int32Array(bitmapWords(200));
+    markPhantom(bits, 200);
+    expect(freeRun(bits, 128)).toBe(72);
+    expect(freeRun(bits, 199)).toBe(1);
+    expect(isUsed(bits, 200)).toBe(true);
+    expect(largestFreeRun(bits, 0, 200)).toBe(128);
+    markUsed(bits, 0, 128);
+    expect(largestFreeRun(bits, 0, 200)).toBe(72);
+    // A whole number of segments has nothing to mark.
+    const whole = new Int32Array(bitmapWords(256));
+    markPhantom(whole, 256);
+    expect(whole.every((w) => w === 0)).toBe(true);
   });
 
   it('matches a per-slot model under random marks and frees', () => {

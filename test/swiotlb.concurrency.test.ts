@@ -12,6 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { DmaDirection } from '../src/swiotlb/constants.js';
+import type { KernelVersion } from '../src/swiotlb/kernel.js';
 import {
   AREA_CONTENDED,
   AREA_INDEX,
@@ -20,6 +21,7 @@ import {
   AREA_UNMAPS,
   G_FAIL_FULL,
   G_FAIL_INVALID,
+  G_FAIL_KERNEL,
   G_FAIL_TOO_LARGE,
   G_HIWATER,
   G_SYNCS,
@@ -59,7 +61,14 @@ function normalizedMeta(shared: SharedPool): Uint8Array {
       v.control[a * AREA_STRIDE + w] = 0;
     }
   }
-  for (const w of [G_HIWATER, G_FAIL_FULL, G_FAIL_TOO_LARGE, G_FAIL_INVALID, G_SYNCS]) {
+  for (const w of [
+    G_HIWATER,
+    G_FAIL_FULL,
+    G_FAIL_TOO_LARGE,
+    G_FAIL_INVALID,
+    G_FAIL_KERNEL,
+    G_SYNCS,
+  ]) {
     v.control[v.globalBase + w] = 0;
   }
   return new Uint8Array(copy);
@@ -106,8 +115,8 @@ function startWorker<R>(data: PoolWorkerData | RaceWorkerData): {
   return { worker, report };
 }
 
-async function runThreads(areas: number): Promise<void> {
-  const pool = SwiotlbPool.create({ slots: SLOTS, areas, area: 0 });
+async function runThreads(areas: number, kernel: KernelVersion = '6.10'): Promise<void> {
+  const pool = SwiotlbPool.create({ slots: SLOTS, areas, area: 0, kernel });
   const g = pool.geometry;
   expect(g.nareas).toBe(areas);
   const owners = new SharedArrayBuffer(g.nslabs * 4);
@@ -160,7 +169,13 @@ async function runThreads(areas: number): Promise<void> {
     expect(stats.maps).toBe(sum((r) => r.maps));
     expect(stats.unmaps).toBe(sum((r) => r.unmaps));
     expect(stats.maps).toBe(stats.unmaps);
-    expect(stats.map_failures).toEqual({ full: sum((r) => r.fulls), too_large: 0, invalid: 0 });
+    expect(stats.map_failures).toEqual({
+      full: sum((r) => r.fulls),
+      too_large: 0,
+      invalid: 0,
+      kernel_defect: sum((r) => r.hangs),
+    });
+    if (kernel !== '6.1') expect(sum((r) => r.hangs)).toBe(0);
     expect(stats.used_hiwater).toBeGreaterThan(0);
     expect(stats.used_hiwater).toBeLessThanOrEqual(g.nslabs);
     expect(stats.largest_free_run).toBe(128);
@@ -279,6 +294,11 @@ describe('swiotlb pool shared by threads', () => {
 
   it('main thread + 2 workers, 1 area (one lock for all)', async () => {
     await runThreads(1);
+  });
+
+  it('the 6.1 and 6.6 profiles under the same threads: no slot twice, books balance', async () => {
+    await runThreads(2, '6.1');
+    await runThreads(2, '6.6');
   });
 
   it('racing unmaps of the same mappings free each one exactly once', async () => {

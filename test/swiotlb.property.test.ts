@@ -3,10 +3,16 @@
  *
  * The model knows which slots each live mapping occupies (derived from the
  * returned bounce address alone), the per-area next-fit cursors and counters,
- * and replays Linux's swiotlb_search_pool_area() (kernel/dma/swiotlb.c, 6.10)
- * over its own occupancy map to predict the exact slot every map takes, or
- * that it fails. After every step the pool's stats and its metadata buffer are
- * compared with the model.
+ * and replays the search of the pool's kernel over its own occupancy map to
+ * predict the exact slot every map takes, that it fails, or (6.1) that the
+ * kernel would never return. One reference per kernel, written from that
+ * version's kernel/dma/swiotlb.c, independently of src/:
+ *   6.10  swiotlb_tbl_map_single() + swiotlb_search_pool_area() (6.12.117);
+ *   6.6   the same search, alloc_size + offset searched (6.6.y after 6.6.35);
+ *   6.1   swiotlb_do_find_slots() of 6.1.192 (ALIGN(area->index, stride),
+ *         do { } while (index != wrap), no pad_slots).
+ * After every step the pool's stats and its metadata buffer are compared with
+ * the model.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -32,6 +38,7 @@ import {
   AREA_USED,
   G_FAIL_FULL,
   G_FAIL_INVALID,
+  G_FAIL_KERNEL,
   G_FAIL_TOO_LARGE,
   G_HIWATER,
   G_SYNCS,
@@ -59,30 +66,40 @@ function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
 
-/** What swiotlb_tbl_map_single() + swiotlb_search_pool_area() derive from one request. */
+type Kernel = '6.1' | '6.6' | '6.10';
+
+/** What swiotlb_tbl_map_single() + the search derive from one request. */
 interface Placement {
-  /** swiotlb_align_offset(dev, alloc_align_mask, orig_addr). */
+  /** Bytes from the allocation's start to the bounce address (pad slots included). */
   readonly offset: number;
-  /** ALIGN(mapping_size + offset, alloc_align_mask + 1). */
+  /** The size searched for (the first slot's alloc_size + headOffset). */
   readonly allocSize: number;
+  /** The "sz" the kernel prints when full. */
+  readonly fullSize: number;
   readonly nslots: number;
   readonly padSlots: number;
   /** tlb_addr & 2047. */
   readonly headOffset: number;
-  /** The alignment the search demands of the allocation's first slot address. */
+  /** The alignment the search demands of the allocation's first slot address (6.6/6.10). */
   readonly searchAlignMask: number;
   readonly iotlbAlignMask: number;
   readonly stride: number;
+  /** 6.1: the search never checks addresses against searchAlignMask. */
+  readonly indexAligned: boolean;
 }
 
-function placement(
+/** 6.10: ALIGN(mapping_size + offset, alloc_align_mask + 1); 6.6: alloc_size + offset. */
+function placement610(
+  kernel: '6.6' | '6.10',
   orig: number,
   size: number,
   minAlignMask: number,
   allocAlignMask: number,
+  allocSizeArg: number,
 ): Placement {
   const offset = low(orig, minAlignMask) & (allocAlignMask | (IO_TLB_SIZE - 1));
-  const allocSize = alignUp(size + offset, allocAlignMask + 1);
+  const allocSize =
+    kernel === '6.10' ? alignUp(size + offset, allocAlignMask + 1) : allocSizeArg + offset;
   let searchAlignMask = allocAlignMask;
   if (allocAlignMask === 0 && minAlignMask === 0 && allocSize >= PAGE_SIZE) {
     searchAlignMask = PAGE_SIZE - 1;
@@ -92,19 +109,62 @@ function placement(
   return {
     offset,
     allocSize,
+    fullSize: kernel === '6.10' ? allocSize : allocSizeArg,
     nslots: Math.ceil(allocSize / IO_TLB_SIZE),
     padSlots: offset >> IO_TLB_SHIFT,
     headOffset: offset & (IO_TLB_SIZE - 1),
     searchAlignMask,
     iotlbAlignMask,
     stride: (Math.max(searchAlignMask, iotlbAlignMask) >> IO_TLB_SHIFT) + 1,
+    indexAligned: false,
   };
+}
+
+/** 6.1.192: offset inside a slot only, stride doubled for >= PAGE_SIZE, then the alloc mask's. */
+function placement61(
+  orig: number,
+  minAlignMask: number,
+  allocAlignMask: number,
+  allocSizeArg: number,
+): Placement {
+  const offset = low(orig, minAlignMask) & (IO_TLB_SIZE - 1);
+  const allocSize = allocSizeArg + offset;
+  const align = allocAlignMask | (IO_TLB_SIZE - 1);
+  const iotlbAlignMask = minAlignMask & ~align;
+  let stride = (iotlbAlignMask >> IO_TLB_SHIFT) + 1;
+  if (allocSize >= PAGE_SIZE) stride = Math.max(stride, stride << (12 - IO_TLB_SHIFT));
+  stride = Math.max(stride, (align >> IO_TLB_SHIFT) + 1);
+  return {
+    offset,
+    allocSize,
+    fullSize: allocSizeArg,
+    nslots: Math.ceil(allocSize / IO_TLB_SIZE),
+    padSlots: 0,
+    headOffset: offset,
+    searchAlignMask: align,
+    iotlbAlignMask,
+    stride,
+    indexAligned: true,
+  };
+}
+
+function placement(
+  kernel: Kernel,
+  orig: number,
+  size: number,
+  minAlignMask: number,
+  allocAlignMask: number,
+  allocSize = size,
+): Placement {
+  return kernel === '6.1'
+    ? placement61(orig, minAlignMask, allocAlignMask, allocSize)
+    : placement610(kernel, orig, size, minAlignMask, allocAlignMask, allocSize);
 }
 
 /** A slot whose address the search accepts as the first slot of this allocation. */
 function slotAcceptable(geometry: Geometry, slot: number, orig: number, p: Placement): boolean {
   const addr = geometry.base + slot * IO_TLB_SIZE;
-  if (low(addr, p.searchAlignMask) !== 0) return false;
+  if (!p.indexAligned && low(addr, p.searchAlignMask) !== 0) return false;
   return orig === 0 || low(addr, p.iotlbAlignMask) === low(orig, p.iotlbAlignMask);
 }
 
@@ -143,9 +203,13 @@ class Model {
   full = 0;
   tooLarge = 0;
   invalid = 0;
+  kernelDefect = 0;
   private nextId = 1;
 
-  constructor(geometry: Geometry) {
+  constructor(
+    geometry: Geometry,
+    readonly kernel: Kernel,
+  ) {
     this.geometry = geometry;
     this.owner = new Int32Array(geometry.nslabs);
     this.cursor = new Array<number>(geometry.nareas).fill(0);
@@ -178,19 +242,23 @@ class Model {
 
   /**
    * swiotlb_find_slots() over the model: the first slot the kernel's search
-   * would take, starting in `startArea`, or -1. Does not change the model.
+   * would take, starting in `startArea`, -1 when no area has one, or 'hang' when
+   * 6.1's search of an area would never end. Does not change the model.
    */
-  predict(startArea: number, orig: number, p: Placement): { slot: number; area: number } {
+  predict(startArea: number, orig: number, p: Placement): { slot: number; area: number } | 'hang' {
     const { nareas } = this.geometry;
     let a = startArea;
     do {
-      const slot = this.searchArea(a, orig, p);
+      const slot =
+        this.kernel === '6.1' ? this.searchArea61(a, orig, p) : this.searchArea(a, orig, p);
+      if (slot === 'hang') return slot;
       if (slot >= 0) return { slot, area: a };
       if (++a >= nareas) a = 0;
     } while (a !== startArea);
     return { slot: -1, area: -1 };
   }
 
+  /** swiotlb_search_pool_area() (6.6 and 6.10). */
   private searchArea(a: number, orig: number, p: Placement): number {
     const n = this.geometry.areaNslabs;
     if (p.nslots > n - this.areaUsed[a]!) return -1;
@@ -207,6 +275,32 @@ class Model {
       index = wrap(index + p.stride);
       checked += p.stride;
     }
+    return -1;
+  }
+
+  /**
+   * 6.1's swiotlb_do_find_slots(): from ALIGN(area->index, stride), do { ... }
+   * while (index != wrap). An index seen twice before `wrap` comes round again
+   * means the loop never ends.
+   */
+  private searchArea61(a: number, orig: number, p: Placement): number | 'hang' {
+    const n = this.geometry.areaNslabs;
+    if (p.nslots > n - this.areaUsed[a]!) return -1;
+    const wrapIndex = (i: number): number => (i >= n ? 0 : i);
+    const start = wrapIndex(Math.ceil(this.cursor[a]! / p.stride) * p.stride);
+    const seen = new Set<number>();
+    let index = start;
+    do {
+      if (seen.has(index)) return 'hang';
+      seen.add(index);
+      const slot = a * n + index;
+      if (!slotAcceptable(this.geometry, slot, orig, p)) {
+        index = wrapIndex(index + 1);
+        continue;
+      }
+      if (this.freeRun(slot) >= p.nslots) return slot;
+      index = wrapIndex(index + p.stride);
+    } while (index !== start);
     return -1;
   }
 
@@ -304,7 +398,7 @@ function normalized(shared: SharedPool, exclude: Excluded): Uint8Array {
  */
 const CURSORS_AND_COUNTERS: Excluded = {
   area: [AREA_INDEX, AREA_MAPS, AREA_UNMAPS],
-  global: [G_HIWATER, G_FAIL_FULL, G_FAIL_TOO_LARGE, G_FAIL_INVALID, G_SYNCS],
+  global: [G_HIWATER, G_FAIL_FULL, G_FAIL_TOO_LARGE, G_FAIL_INVALID, G_FAIL_KERNEL, G_SYNCS],
 };
 
 /** Names the metadata field and element at a byte offset, for failure messages. */
@@ -391,6 +485,7 @@ function checkPool(pool: SwiotlbPool, model: Model): void {
     full: model.full,
     too_large: model.tooLarge,
     invalid: model.invalid,
+    kernel_defect: model.kernelDefect,
   });
   expect(stats.nslabs).toBe(g.nslabs);
   expect(stats.transient_nslabs).toBe(0);
@@ -490,12 +585,16 @@ interface PoolConfig {
   slots: number;
   areas: number;
   base: number;
+  kernel: Kernel;
 }
+
+const KERNELS = ['6.1', '6.6', '6.10'] as const;
 
 const poolConfigArb: fc.Arbitrary<PoolConfig> = fc.record({
   slots: fc.integer({ min: 256, max: 2048 }),
   areas: fc.constantFrom(1, 2, 4),
   base: fc.constantFrom(...BASES),
+  kernel: fc.constantFrom(...KERNELS),
 });
 
 const origArb: fc.Arbitrary<number> = fc.oneof(
@@ -523,6 +622,8 @@ interface MapCmd {
   dir: DmaDirection;
   minAlignMask: number;
   allocAlignMask: number;
+  /** 6.1/6.6 only: alloc_size = size + allocExtra (dma-iommu passes iova_align(size)). */
+  allocExtra: number;
   area: number;
   owner: number;
 }
@@ -534,6 +635,7 @@ const mapCmdArb: fc.Arbitrary<MapCmd> = fc.record({
   dir: fc.constantFrom(...DIRECTIONS),
   minAlignMask: fc.constantFrom(...MIN_ALIGN_MASKS),
   allocAlignMask: fc.constantFrom(...ALLOC_ALIGN_MASKS),
+  allocExtra: fc.oneof({ arbitrary: fc.constant(0), weight: 3 }, fc.nat({ max: 8191 })),
   area: fc.nat({ max: 3 }),
   owner: fc.constantFrom(0, 0, 1, 7),
 });
@@ -598,6 +700,15 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
 // Running a sequence
 // ---------------------------------------------------------------------------
 
+/** What the random runs met, per kernel: the last test checks each rule was exercised. */
+const seen = {
+  placed: { '6.1': 0, '6.6': 0, '6.10': 0 },
+  full: { '6.1': 0, '6.6': 0, '6.10': 0 },
+  hang: 0,
+  allocSize: 0,
+  padded: { '6.6': 0, '6.10': 0 },
+};
+
 class Harness {
   readonly pool: SwiotlbPool;
   readonly model: Model;
@@ -605,11 +716,33 @@ class Harness {
 
   constructor(cfg: PoolConfig) {
     this.pool = SwiotlbPool.create({ ...cfg, bouncer: this.bouncer, area: 0 });
-    this.model = new Model(this.pool.geometry);
+    this.model = new Model(this.pool.geometry, cfg.kernel);
   }
 
   get geometry(): Geometry {
     return this.pool.geometry;
+  }
+
+  get kernel(): Kernel {
+    return this.model.kernel;
+  }
+
+  /**
+   * The 6.1/6.6 alloc_size of a command, or undefined (6.10, or an extra that
+   * would take the allocation past one segment: this harness maps what fits).
+   */
+  private allocSizeOf(cmd: MapCmd, size: number): number | undefined {
+    if (this.kernel === '6.10' || cmd.allocExtra === 0) return undefined;
+    const allocSize = size + cmd.allocExtra;
+    const p = placement(
+      this.kernel,
+      cmd.orig,
+      size,
+      cmd.minAlignMask,
+      cmd.allocAlignMask,
+      allocSize,
+    );
+    return p.nslots <= IO_TLB_SEGSIZE ? allocSize : undefined;
   }
 
   map(cmd: MapCmd): void {
@@ -617,7 +750,15 @@ class Harness {
     const g = this.geometry;
     const size = Math.min(cmd.size, pool.maxMappingSize(cmd.minAlignMask));
     const area = cmd.area % g.nareas;
-    const p = placement(cmd.orig, size, cmd.minAlignMask, cmd.allocAlignMask);
+    const allocSize = this.allocSizeOf(cmd, size);
+    const p = placement(
+      this.kernel,
+      cmd.orig,
+      size,
+      cmd.minAlignMask,
+      cmd.allocAlignMask,
+      allocSize,
+    );
     // Sizes up to the max mapping size always fit one segment with these masks.
     expect(p.nslots).toBeLessThanOrEqual(IO_TLB_SEGSIZE);
     const wasEmpty = model.used === 0;
@@ -629,6 +770,7 @@ class Harness {
       tlb = pool.map(cmd.orig, size, cmd.dir, {
         minAlignMask: cmd.minAlignMask,
         allocAlignMask: cmd.allocAlignMask,
+        ...(allocSize === undefined ? {} : { allocSize }),
         area,
         owner: cmd.owner,
       });
@@ -638,35 +780,80 @@ class Harness {
     const predicted = model.predict(area, cmd.orig, p);
 
     if (error !== undefined) {
-      if (!isMediatorError(error, 'SWIOTLB_POOL_FULL')) throw error;
-      // A full pool is plausible only when the kernel's search finds nothing either...
-      expect(predicted.slot, 'pool full, but the kernel search finds a slot').toBe(-1);
-      // ...and never on an empty pool when an aligned run of a segment fits (areas of
-      // two or more segments: there the search's wrap-around gap cannot hide every
-      // candidate; see the one-segment case in the tests below).
-      if (wasEmpty && g.areaNslabs >= 2 * IO_TLB_SEGSIZE) {
-        let fits = false;
-        for (let s = 0; s < IO_TLB_SEGSIZE && !fits; s++) {
-          fits = slotAcceptable(g, s, cmd.orig, p) && s + p.nslots <= IO_TLB_SEGSIZE;
-        }
-        expect(fits, 'pool full while empty, but an aligned run fits a segment').toBe(false);
-      }
-      expect(error.message).toBe(
-        `swiotlb buffer is full (sz: ${p.allocSize} bytes), total ${g.nslabs} (slots), used ${model.used} (slots)`,
-      );
-      expect(this.bouncer.take()).toEqual([]);
-      model.full++;
-      // A failed search changes nothing but the failure counter.
-      expectSameBytes(
-        normalized(pool.share(), { global: [G_FAIL_FULL] }),
-        normalizedBytes(before, pool.share(), { global: [G_FAIL_FULL] }),
-        g,
-        'after a full-pool failure',
-      );
+      this.failedMap(error, predicted, p, cmd, wasEmpty, before);
       return;
     }
+    expect(predicted, 'the kernel never returns, but the pool placed it').not.toBe('hang');
+    this.checkPlaced(cmd, size, tlb, p, predicted as { slot: number; area: number });
+  }
 
-    // Everything below is derived from the returned address alone.
+  /** A map that threw: full or (6.1) would hang, as the model predicts; nothing else changed. */
+  private failedMap(
+    error: unknown,
+    predicted: { slot: number; area: number } | 'hang',
+    p: Placement,
+    cmd: MapCmd,
+    wasEmpty: boolean,
+    before: Uint8Array,
+  ): void {
+    const { pool, model } = this;
+    const g = this.geometry;
+    if (isMediatorError(error, 'SWIOTLB_KERNEL_WOULD_HANG')) {
+      expect(predicted, 'pool says 6.1 would hang, the model does not').toBe('hang');
+      expect(this.kernel).toBe('6.1');
+      model.kernelDefect++;
+      seen.hang++;
+      expectSameBytes(
+        normalized(pool.share(), { global: [G_FAIL_KERNEL] }),
+        normalizedBytes(before, pool.share(), { global: [G_FAIL_KERNEL] }),
+        g,
+        'after a request 6.1 would hang on',
+      );
+      expect(this.bouncer.take()).toEqual([]);
+      return;
+    }
+    if (!isMediatorError(error, 'SWIOTLB_POOL_FULL')) throw error;
+    // A full pool is plausible only when the kernel's search finds nothing either...
+    expect(predicted, 'pool full, but the kernel search finds a slot').toEqual({
+      slot: -1,
+      area: -1,
+    });
+    // ...and never on an empty pool when an aligned run of a segment fits (areas of
+    // two or more segments: there the search's wrap-around gap cannot hide every
+    // candidate; see the one-segment case in the tests below). 6.1's index-aligned
+    // walk is pinned by the model alone.
+    if (wasEmpty && g.areaNslabs >= 2 * IO_TLB_SEGSIZE && this.kernel !== '6.1') {
+      let fits = false;
+      for (let s = 0; s < IO_TLB_SEGSIZE && !fits; s++) {
+        fits = slotAcceptable(g, s, cmd.orig, p) && s + p.nslots <= IO_TLB_SEGSIZE;
+      }
+      expect(fits, 'pool full while empty, but an aligned run fits a segment').toBe(false);
+    }
+    expect(error.message).toBe(
+      `swiotlb buffer is full (sz: ${p.fullSize} bytes), total ${g.nslabs} (slots), used ${model.used} (slots)`,
+    );
+    expect(this.bouncer.take()).toEqual([]);
+    model.full++;
+    seen.full[this.kernel]++;
+    // A failed search changes nothing but the failure counter.
+    expectSameBytes(
+      normalized(pool.share(), { global: [G_FAIL_FULL] }),
+      normalizedBytes(before, pool.share(), { global: [G_FAIL_FULL] }),
+      g,
+      'after a full-pool failure',
+    );
+  }
+
+  /** A placed map: everything derived from the returned address alone, then the model's slot. */
+  private checkPlaced(
+    cmd: MapCmd,
+    size: number,
+    tlb: number,
+    p: Placement,
+    predicted: { slot: number; area: number },
+  ): void {
+    const { pool, model } = this;
+    const g = this.geometry;
     expect(Number.isSafeInteger(tlb), 'bounce address is an integer').toBe(true);
     expect(pool.contains(tlb), 'bounce address inside the pool').toBe(true);
     const start = Math.floor((tlb - g.base) / IO_TLB_SIZE) - (p.offset >> IO_TLB_SHIFT);
@@ -680,18 +867,22 @@ class Harness {
     expect(Math.floor(start / g.areaNslabs), 'allocation crosses an area').toBe(
       Math.floor((start + nslots - 1) / g.areaNslabs),
     );
-    // The bounce address keeps the original's low min_align_mask bits. (Linux skips
-    // the iotlb_align_mask check for orig_addr 0, so only the in-slot offset holds there.)
-    if (cmd.orig !== 0) {
-      expect(low(tlb, cmd.minAlignMask), 'min_align_mask bits of the bounce address').toBe(
-        low(cmd.orig, cmd.minAlignMask),
-      );
-    } else {
-      expect(low(tlb, IO_TLB_SIZE - 1), 'in-slot offset for orig_addr 0').toBe(0);
-    }
-    // The allocation starts aligned.
+    // The bounce address keeps the original's low min_align_mask bits: all of them
+    // from 6.6 on; in 6.1 those below 2 KiB and those of iotlb_align_mask only.
+    // (Linux skips the iotlb_align_mask check for orig_addr 0.)
+    const kept =
+      cmd.orig === 0
+        ? cmd.minAlignMask & (IO_TLB_SIZE - 1)
+        : this.kernel === '6.1'
+          ? cmd.minAlignMask & (p.iotlbAlignMask | (IO_TLB_SIZE - 1))
+          : cmd.minAlignMask;
+    expect(low(tlb, kept), 'min_align_mask bits of the bounce address').toBe(low(cmd.orig, kept));
+    // The allocation starts aligned (6.6/6.10 check every slot's address; 6.1 only
+    // aligns the walk's start index).
     const startAddr = g.base + start * IO_TLB_SIZE;
-    expect(low(startAddr, p.searchAlignMask), 'allocation start alignment').toBe(0);
+    if (this.kernel !== '6.1') {
+      expect(low(startAddr, p.searchAlignMask), 'allocation start alignment').toBe(0);
+    }
     expect(tlb, 'bounce address = allocation start + offset').toBe(startAddr + p.offset);
     // The data fits in the allocation.
     expect(tlb + size, 'mapping end').toBeLessThanOrEqual(startAddr + nslots * IO_TLB_SIZE);
@@ -700,7 +891,7 @@ class Harness {
       { dir: DmaDirection.TO_DEVICE, orig: cmd.orig, tlb, length: size },
     ]);
 
-    // Exactly where Linux's search would have put it.
+    // Exactly where the kernel's search would have put it.
     expect(
       { slot: start, area: Math.floor(start / g.areaNslabs) },
       'placement differs from the kernel search',
@@ -710,6 +901,9 @@ class Harness {
       { tlb, orig: cmd.orig, size, dir: cmd.dir, owner: cmd.owner, start, nslots, p },
       Math.floor(start / g.areaNslabs),
     );
+    seen.placed[this.kernel]++;
+    if (p.allocSize !== p.fullSize && this.kernel !== '6.10') seen.allocSize++;
+    if (p.padSlots > 0 && this.kernel !== '6.1') seen.padded[this.kernel]++;
   }
 
   unmap(cmd: UnmapCmd): void {
@@ -846,7 +1040,7 @@ class Harness {
   expectFresh(): void {
     const g = this.geometry;
     const fresh = SwiotlbPool.create({ slots: g.nslabs, areas: g.nareas, base: g.base });
-    expect({ ...fresh.geometry, adjustments: [] }).toEqual({ ...g, adjustments: [] });
+    expect({ ...fresh.geometry, log: [] }).toEqual({ ...g, log: [] });
     expectSameBytes(
       normalized(this.pool.share(), CURSORS_AND_COUNTERS),
       normalized(fresh.share(), CURSORS_AND_COUNTERS),
@@ -902,6 +1096,7 @@ describe('swiotlb pool: random map/unmap sequences against a model', () => {
           slots: fc.constantFrom(256, 512),
           areas: fc.constantFrom(1, 2, 4),
           base: fc.constantFrom(...BASES),
+          kernel: fc.constantFrom(...KERNELS),
         }),
         fc.array(
           fc.oneof(
@@ -1037,6 +1232,7 @@ describe('swiotlb pool: errors change nothing', () => {
             full: h.model.full,
             too_large: h.model.tooLarge,
             invalid: h.model.invalid,
+            kernel_defect: h.model.kernelDefect,
           });
           expectSameBytes(
             normalized(pool.share(), { global: [counter] }),
@@ -1061,7 +1257,7 @@ describe('swiotlb pool: search corner cases the model pins down', () => {
     // cross the segment end). With the cursor at 2 the search checks 2, then 3, 5,
     // ..., 127 by the stride of 2, wraps to 0 having counted 128 slots and gives up
     // without looking at slot 1: swiotlb_search_pool_area() does the same.
-    const h = new Harness({ slots: 128, areas: 1, base: 0x1800 });
+    const h = new Harness({ slots: 128, areas: 1, base: 0x1800, kernel: '6.10' });
     const small: MapCmd = {
       kind: 'map',
       orig: 0,
@@ -1069,6 +1265,7 @@ describe('swiotlb pool: search corner cases the model pins down', () => {
       dir: DmaDirection.TO_DEVICE,
       minAlignMask: 0,
       allocAlignMask: 0,
+      allocExtra: 0,
       area: 0,
       owner: 0,
     };
@@ -1077,10 +1274,22 @@ describe('swiotlb pool: search corner cases the model pins down', () => {
     h.drain([]);
     expect(h.pool.stats().areas[0]!.index).toBe(2);
     const big: MapCmd = { ...small, size: 126 * IO_TLB_SIZE, allocAlignMask: 4095 };
-    expect(placement(0, big.size, 0, 4095).nslots).toBe(126);
+    expect(placement('6.10', 0, big.size, 0, 4095).nslots).toBe(126);
     expect(h.pool.stats().largest_free_run).toBe(IO_TLB_SEGSIZE);
     h.map(big);
     expect(h.model.full).toBe(1);
     checkPool(h.pool, h.model);
+  });
+});
+
+describe('swiotlb pool: the random runs above', () => {
+  it('placed and filled under every kernel, met 6.1 hangs, alloc_size and pad slots', () => {
+    for (const k of KERNELS) {
+      expect(seen.placed[k], `maps placed under ${k}`).toBeGreaterThan(100);
+      expect(seen.full[k], `full pools under ${k}`).toBeGreaterThan(0);
+    }
+    expect(seen.hang, '6.1 requests that never end').toBeGreaterThan(0);
+    expect(seen.allocSize, '6.1/6.6 maps with an alloc_size of their own').toBeGreaterThan(0);
+    expect(seen.padded['6.6'] + seen.padded['6.10'], 'maps with pad slots').toBeGreaterThan(0);
   });
 });

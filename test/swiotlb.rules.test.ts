@@ -43,10 +43,12 @@ describe('geometry', () => {
     expect(g.areaNslabs).toBe(32768 / g.nareas);
   });
 
-  it('rounds slots up to whole 128-slot segments, as swiotlb=<nslabs> does', () => {
-    expect(computeGeometry({ slots: 300, areas: 1 }).nslabs).toBe(384);
+  it('rounds slots to whole segments, then to a power of two, as swiotlb=<nslabs> does', () => {
+    // ALIGN(300, 128) = 384, not a power of two: roundup_pow_of_two() -> 512
+    // (round_up_default_nslabs(); test/swiotlb.geometry.test.ts has the kernel cases).
+    expect(computeGeometry({ slots: 300, areas: 1 }).nslabs).toBe(512);
     expect(computeGeometry({ size: 1, areas: 1 }).nslabs).toBe(128);
-    expect(computeGeometry({ size: 3 * 2 ** 20, areas: 1 }).nslabs).toBe(1536);
+    expect(computeGeometry({ size: 3 * 2 ** 20, areas: 1 }).nslabs).toBe(2048);
   });
 
   it('rounds areas up to a power of two and grows the pool to 128 slots per area', () => {
@@ -54,14 +56,15 @@ describe('geometry', () => {
     expect(g.nareas).toBe(4);
     expect(g.nslabs).toBe(512);
     expect(g.areaNslabs).toBe(128);
-    expect(g.adjustments.join('\n')).toMatch(/area num 3 rounded up to 4/);
+    expect(g.log).toContain('software IO TLB: area num 4.');
   });
 
-  it('refuses a base that is not 2 KiB aligned, and sizes that are not positive', () => {
+  it('refuses a base that is not 2 KiB aligned, and sizes that are not whole numbers', () => {
     expect(codeOf(() => computeGeometry({ base: 0x801 }))).toBe('SWIOTLB_INVALID_GEOMETRY');
-    expect(codeOf(() => computeGeometry({ slots: 0 }))).toBe('SWIOTLB_INVALID_GEOMETRY');
+    expect(codeOf(() => computeGeometry({ slots: -1 }))).toBe('SWIOTLB_INVALID_GEOMETRY');
+    expect(codeOf(() => computeGeometry({ slots: 1.5 }))).toBe('SWIOTLB_INVALID_GEOMETRY');
     expect(codeOf(() => computeGeometry({ size: -1 }))).toBe('SWIOTLB_INVALID_GEOMETRY');
-    expect(codeOf(() => computeGeometry({ areas: 0 }))).toBe('SWIOTLB_INVALID_GEOMETRY');
+    expect(codeOf(() => computeGeometry({ areas: -1 }))).toBe('SWIOTLB_INVALID_GEOMETRY');
   });
 });
 

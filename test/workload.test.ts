@@ -227,7 +227,12 @@ describe('bench runner', () => {
         const med = report.mediator[m];
         expect(med.pool).toHaveProperty('used_hiwater_slots');
         expect(med.pool).toHaveProperty('used_hiwater_percent');
-        expect(med.pool.map_failures).toEqual({ full: 0, too_large: 0, invalid: 0 });
+        expect(med.pool.map_failures).toEqual({
+          full: 0,
+          too_large: 0,
+          invalid: 0,
+          kernel_defect: 0,
+        });
         expect(med.backpressure).toHaveProperty('waits');
         expect(med.backpressure).toHaveProperty('wait_seconds');
         if (m === 'bounce') {
@@ -288,11 +293,15 @@ describe('counters that wrap at 2^32', () => {
     const at = (maps: number, full: number, copied: number): CounterSnapshot => ({
       engine: engine(copied),
       gate,
-      pool: { ...pool.stats(), maps, map_failures: { full, too_large: 0, invalid: 1 } },
+      pool: {
+        ...pool.stats(),
+        maps,
+        map_failures: { full, too_large: 0, invalid: 1, kernel_defect: 0 },
+      },
     });
     const d = windowDeltas(at(W - 100, W - 1, 2 ** 40), at(900, 2, 2 ** 40 + 8192));
     expect(d.maps).toBe(1000);
-    expect(d.map_failures).toEqual({ full: 3, too_large: 0, invalid: 0 });
+    expect(d.map_failures).toEqual({ full: 3, too_large: 0, invalid: 0, kernel_defect: 0 });
     // The copy engine's counters are Float64: plain differences beyond 2^32.
     expect(d.bounced_bytes.to_device).toBe(8192);
     expect(d.copies.to_device).toBe(2);
@@ -347,7 +356,7 @@ numjobs=4
 min_align_mask=4095
 `;
 
-  it('the recommended pool has no map failures; one 25% smaller does', () => {
+  it('the recommended pool has no map failures; the next smaller one the kernel builds does', () => {
     const jf = parseJobFile(FILLING);
     const advice = adviseSize(jf, { steps: 3000, seed: 7 });
     const rec = advice.recommended_slots!;
@@ -355,8 +364,10 @@ min_align_mask=4095
     const at = simulate(jf, { slots: rec, areas: 1, steps: 3000, seed: 7 });
     expect(at.map_failures).toBe(0);
     expect(at.waits).toBe(0);
-    const smaller = roundedSlots(Math.floor(rec * 0.75), 1);
-    expect(smaller).toBeLessThan(rec);
+    // The kernel builds default pools of a power of two (round_up_default_nslabs()):
+    // the next one below the recommendation is half of it.
+    const smaller = rec / 2;
+    expect(roundedSlots(smaller, 1)).toBe(smaller);
     const under = simulate(jf, { slots: smaller, areas: 1, steps: 3000, seed: 7 });
     expect(under.map_failures).toBeGreaterThan(0);
     // Deterministic: the same seed gives the same answer.

@@ -2,21 +2,28 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { MediatorError } from '../errors.js';
-import { SwiotlbPool } from '../swiotlb/pool.js';
+import type { GeometryOptions } from '../swiotlb/geometry.js';
+import { DEFAULT_KERNEL, isKernelVersion, type KernelVersion } from '../swiotlb/kernel.js';
+import { ReplayEngine } from '../swiotlb/replay.js';
 import { intFlag, parseCommand, sizeFlag } from './args.js';
-import { Replayer } from './replay.js';
 import { isTraceReplay, replayTraceCommand } from './replay-trace.js';
 
 export const REPLAY_HELP = `Usage: swiotlb-mediator replay [options] [FILE|-]
 
-Replays a trace of map/unmap/sync calls against a Linux-faithful swiotlb pool
-(placement only, no copies) and prints one JSON line per input line.
+Replays a trace of map/unmap/sync/alloc/free calls against a pool built and
+searched as a given Linux kernel does (placement only, no copies) and prints one
+JSON line per input line.
 
-Options:
-  --pool-size SIZE   pool size, e.g. 64MiB, 4M (default 64MiB = 32768 slots)
-  --slots N          pool size in 2 KiB slots (the kernel's nslabs); overrides --pool-size
-  --areas N          number of areas (default: CPUs rounded up to a power of 2)
+Pool (the default pool, as the kernel's swiotlb= builds it):
+  --slots N          swiotlb=N: slots before the kernel's rounding (default 32768)
+  --areas A          swiotlb=N,A: areas before rounding (default: CPUs, rounded)
+  --pool-size SIZE   a default pool of SIZE bytes (swiotlb_adjust_size), e.g. 64MiB
+Or a device tree restricted-dma-pool (exact slots, one area, never grows):
+  --restricted SIZE  its size, e.g. 4MiB (size >> 11 slots)
+Both:
   --base ADDR        guest-physical address of the pool, e.g. 0x80000000 (default 0)
+  --kernel V         whose rules: 6.1, 6.6 or 6.10 (default ${DEFAULT_KERNEL}); see docs/kernels.md
+  --dynamic          CONFIG_SWIOTLB_DYNAMIC: the default pool grows (6.6 and later)
   -h, --help         this help
 
 With --trace FILE it replays a kernel DMA trace instead ("replay --trace - --help").
@@ -24,16 +31,18 @@ With --trace FILE it replays a kernel DMA trace instead ("replay --trace - --hel
 Input lines (JSON):
   {"op":"map","id":"a","orig":"0x1234","size":100,"dir":"to_device",
    "min_align_mask":4095,"alloc_align_mask":0,"area":0}
+     ("cpu":N instead of "area" starts in area N & (areas - 1); 6.1/6.6 take "alloc_size")
   {"op":"unmap","id":"a"}            (optional "size", "dir", "attrs")
   {"op":"sync_for_device","id":"a","offset":0,"size":100}   (and "sync_for_cpu")
+  {"op":"alloc","id":"q","size":6784}   {"op":"free","id":"q"}   (dma_alloc_coherent)
   {"op":"stats"}  {"op":"reset_hiwater"}
 
 Output lines:
-  {"id":"a","ok":true,"tlb_addr":"0x...","slots":N}
+  {"id":"a","ok":true,"tlb_addr":"0x...","slots":N}      (+ "pool" with --dynamic)
   {"id":"a","ok":false,"code":"SWIOTLB_POOL_FULL","error":"swiotlb buffer is full (sz: ...)"}
   {"line":N,"ok":false,"code":"REPLAY_BAD_LINE","error":"line N: ..."}
 
-The pool's rounding (segments, areas) is reported on stderr, as the kernel logs it.
+The kernel's log lines for the pool ("software IO TLB: ...") go to stderr.
 Exit status: 0 when every line was read (errors in lines included), 2 on bad flags,
 1 when the input cannot be read.`;
 
@@ -47,6 +56,46 @@ async function write(out: Writable, text: string): Promise<void> {
   if (!out.write(text)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
 }
 
+type ReplayValues = Record<string, string | boolean | undefined>;
+
+/** The pool the flags declare (CLI_USAGE for combinations the kernel has no words for). */
+function poolOptions(values: ReplayValues): GeometryOptions {
+  const str = (k: string): string | undefined => values[k] as string | undefined;
+  const base = intFlag('base', str('base'));
+  const restricted = sizeFlag('restricted', str('restricted'));
+  if (restricted !== undefined) {
+    for (const other of ['slots', 'areas', 'pool-size']) {
+      if (values[other] !== undefined) {
+        throw new MediatorError(
+          'CLI_USAGE',
+          `--restricted SIZE declares a restricted-dma-pool: --${other} does not apply to it`,
+        );
+      }
+    }
+    if (values.dynamic === true) {
+      throw new MediatorError('CLI_USAGE', '--dynamic: a restricted-dma-pool never grows');
+    }
+    return { restricted: true, size: restricted, base };
+  }
+  return {
+    size: sizeFlag('pool-size', str('pool-size')),
+    slots: intFlag('slots', str('slots'), 1),
+    areas: intFlag('areas', str('areas'), 1),
+    base,
+  };
+}
+
+function kernelFlag(value: string | undefined, dynamic: boolean): KernelVersion {
+  const kernel = value ?? DEFAULT_KERNEL;
+  if (!isKernelVersion(kernel)) {
+    throw new MediatorError('CLI_USAGE', `--kernel: "${kernel}" is not 6.1, 6.6 or 6.10`);
+  }
+  if (dynamic && kernel === '6.1') {
+    throw new MediatorError('CLI_USAGE', '--dynamic: 6.1 has no CONFIG_SWIOTLB_DYNAMIC (6.6 on)');
+  }
+  return kernel;
+}
+
 export async function replayCommand(argv: string[], io: ReplayIo): Promise<number> {
   if (isTraceReplay(argv)) return replayTraceCommand(argv, io);
   const parsed = parseCommand('replay', REPLAY_HELP, {
@@ -56,7 +105,10 @@ export async function replayCommand(argv: string[], io: ReplayIo): Promise<numbe
       'pool-size': { type: 'string' },
       slots: { type: 'string' },
       areas: { type: 'string' },
+      restricted: { type: 'string' },
       base: { type: 'string' },
+      kernel: { type: 'string' },
+      dynamic: { type: 'boolean' },
     },
   });
   if (parsed === undefined) {
@@ -70,28 +122,26 @@ export async function replayCommand(argv: string[], io: ReplayIo): Promise<numbe
       `takes one input file, got ${positionals.length}: "${positionals.join(' ')}"`,
     );
   }
-  const pool = SwiotlbPool.create({
-    size: sizeFlag('pool-size', values['pool-size']),
-    slots: intFlag('slots', values.slots, 1),
-    areas: intFlag('areas', values.areas, 1),
-    base: intFlag('base', values.base),
-    area: 0,
+  const dynamic = values.dynamic === true;
+  const engine = new ReplayEngine({
+    pool: poolOptions(values),
+    kernel: kernelFlag(values.kernel, dynamic),
+    dynamic,
   });
-  const g = pool.geometry;
-  for (const note of g.adjustments) io.stderr.write(`swiotlb: ${note}\n`);
+  for (const line of engine.log()) io.stderr.write(`${line}\n`);
+  const g = engine.geometry;
   io.stderr.write(
-    `swiotlb: ${g.nslabs} slots (${g.bytes / 2 ** 20} MiB) in ${g.nareas} areas of ${g.areaNslabs} at 0x${g.base.toString(16)}\n`,
+    `replay: ${g.kind} pool of ${g.nslabs} slots in ${g.nareas} area(s) of ${g.areaNslabs}, Linux ${engine.kernel} rules${dynamic ? ', growable (CONFIG_SWIOTLB_DYNAMIC)' : ''}\n`,
   );
 
   const file = positionals[0];
   const input = file === undefined || file === '-' ? io.stdin : createReadStream(file);
-  const replayer = new Replayer(pool);
   const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
   let lineNo = 0;
   try {
     for await (const line of lines) {
       lineNo++;
-      const out = replayer.handle(line, lineNo);
+      const out = engine.handle(line, lineNo);
       if (out !== undefined) await write(io.stdout, `${JSON.stringify(out)}\n`);
     }
   } catch (err) {

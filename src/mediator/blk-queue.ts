@@ -1,6 +1,6 @@
 import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
-import { DmaDirection, PAGE_SIZE } from '../swiotlb/constants.js';
+import { PAGE_SIZE } from '../swiotlb/constants.js';
 import { Fifo } from '../util/fifo.js';
 import { layoutAt, virtqueueBytes } from '../virtio/virtqueue-layout.js';
 import { type DeviceContext, REQUEST_CTL_BYTES } from './blk-options.js';
@@ -88,7 +88,8 @@ export interface QueueShape {
 
 /**
  * Places queue `index`: in bounce mode the host allocates the virtqueue in the
- * pool (dma_alloc_coherent() from a restricted pool: page aligned, never bounced)
+ * pool (dma_alloc_coherent() from a restricted pool: the pool's swiotlb_alloc(),
+ * never bounced)
  * starting in area index mod nareas; in direct mode it sits in guest memory. Then
  * reserves the request slots' guest memory. The caller wires the device thread
  * and the completion callbacks (worker, sink, rearm, publishNow).
@@ -105,8 +106,9 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
     const pool = ctx.pool!;
     const area = index % pool.geometry.nareas;
     try {
-      poolAddr = pool.tryAllocate(0, bytes, DmaDirection.BIDIRECTIONAL, {
-        allocAlignMask: PAGE_SIZE - 1,
+      // dma_alloc_coherent() -> swiotlb_alloc(): page-aligned size, aligned to its order.
+      poolAddr = pool.tryAlloc(bytes, {
+        minAlignMask: ctx.minAlignMask ?? 0,
         owner: QUEUE_OWNER,
         area,
       });
@@ -190,7 +192,7 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
 /** Gives the queue's pool memory back (bounce mode); the device thread must be stopped. */
 export function releaseQueueMemory(ctx: DeviceContext, q: BlkQueue): void {
   if (q.poolAddr < 0) return;
-  ctx.pool!.release(q.poolAddr, q.vq.layout.bytes, DmaDirection.BIDIRECTIONAL, QUEUE_OWNER);
+  ctx.pool!.free(q.poolAddr, q.vq.layout.bytes, QUEUE_OWNER);
 }
 
 /** Resolves with a slot once one is freed for this caller (FIFO), or -1 at close. */

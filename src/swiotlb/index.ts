@@ -13,12 +13,29 @@ export {
 } from './constants.js';
 export { MAP_COPY, syncForCpuCopies, syncForDeviceCopies, unmapCopies } from './dma-rules.js';
 export {
+  type DynamicPartKind,
+  type DynamicPartStats,
+  DynamicPool,
+  type DynamicPoolOptions,
+  type DynamicPoolStats,
+} from './dynamic.js';
+export {
   computeGeometry,
   defaultAreaCount,
   type Geometry,
   type GeometryOptions,
+  parseSwiotlbParameter,
+  type SwiotlbParameter,
 } from './geometry.js';
 export {
+  DEFAULT_KERNEL,
+  isKernelVersion,
+  KERNEL_SOURCES,
+  KERNEL_VERSIONS,
+  type KernelVersion,
+} from './kernel.js';
+export {
+  type AllocOptions,
   type AreaStats,
   type AttachOptions,
   type MapFailureReason,
@@ -29,3 +46,12 @@ export {
   type SharedPool,
   SwiotlbPool,
 } from './pool.js';
+export {
+  type AllocRequest,
+  type MapRequest,
+  ReplayEngine,
+  type ReplayOptions,
+  type ReplayOutput,
+  type ReplayResult,
+  type ReplayStats,
+} from './replay.js';

@@ -15,7 +15,8 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *       [MAPS] [UNMAPS]  -- all but LOCK and CONTENDED change only under LOCK
  *     then the pool-wide words at G = nareas * AREA_STRIDE (own cache line):
  *       G+TOTAL_USED, G+HIWATER (atomics, as the kernel's total_used and
- *       used_hiwater), G+FAIL_FULL, G+FAIL_TOO_LARGE, G+FAIL_INVALID, G+SYNCS
+ *       used_hiwater), G+FAIL_FULL, G+FAIL_TOO_LARGE, G+FAIL_INVALID, G+SYNCS,
+ *       G+FAIL_KERNEL (requests the pool's kernel would hang on or overrun with)
  *   usedBits: one bit per slot, 1 = in use (slot-bitmap.ts; the kernel's list[s]
  *     is freeRun(usedBits, s)). Plain accesses under the lock of the slot's area.
  *   slotHead: one Int32 per slot s: the head slot h of the mapping s holds data
@@ -31,12 +32,14 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *                 allocation (swiotlb_release_slots() reads it there)
  *   on a mapping's head slot h (its first data slot, after the padding):
  *     origAddr    original (guest) address of h's bytes; -1 = INVALID_PHYS_ADDR
+ *                 (always -1 for a coherent allocation, as swiotlb_alloc() leaves it)
  *     mapSize     mapping_size in bytes (> 0 marks h as a live head; Atomics: a racing
  *                 double unmap must see 0)
  *     mapOwner    who mapped it (a guest id): only that owner may sync or unmap it
  *     headOffset  tlb_addr & 2047 of the mapping
  *     padSlots    slots skipped before h (alignment padding)
- *     mapDir      the dma_data_direction it was mapped with
+ *     mapDir      the dma_data_direction it was mapped with; DMA_NONE (3) marks a
+ *                 coherent allocation (swiotlb_alloc()), which only free() releases
  *   Everything but mapSize's Atomics is a plain access under the area's lock.
  *
  *   The kernel also keeps orig_addr and alloc_size in every slot; both are
@@ -67,6 +70,7 @@ export const G_FAIL_FULL = 2;
 export const G_FAIL_TOO_LARGE = 3;
 export const G_FAIL_INVALID = 4;
 export const G_SYNCS = 5;
+export const G_FAIL_KERNEL = 6;
 const GLOBAL_WORDS = 16;
 
 export const INVALID_PHYS_ADDR = -1;

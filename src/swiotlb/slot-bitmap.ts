@@ -18,16 +18,28 @@ import { IO_TLB_SEGSIZE } from './constants.js';
  * the bitmap answers the same question from at most four words, so every placement
  * is the kernel's.
  *
- * Rules: a run never crosses a segment (nslabs is a whole number of segments and a
- * run is at most one segment), so a segment's words belong to one area and change
- * only under that area's lock.
+ * Rules: a run never crosses a segment (a run is at most one segment, and areas are
+ * whole segments or the whole pool), so a segment's words belong to one area and
+ * change only under that area's lock. Slots past nslabs in a partial last segment
+ * are set (used) for ever, so freeRun() stops at the pool's end as the kernel's
+ * list[] does from 6.6 on (min(IO_TLB_SEGSIZE - io_tlb_offset(i), nslabs - i)).
  */
 
 const WORDS_PER_SEGMENT = IO_TLB_SEGSIZE >>> 5;
 
-/** Words a bitmap for `nslabs` slots takes (nslabs is a multiple of 128). */
+/**
+ * Words a bitmap for `nslabs` slots takes: whole segments, so that a partial last
+ * segment (a restricted pool of nslabs % 128 != 0) has words for its missing slots,
+ * which {@link markPhantom} marks used for ever.
+ */
 export function bitmapWords(nslabs: number): number {
-  return Math.ceil(nslabs / 32);
+  return Math.ceil(nslabs / IO_TLB_SEGSIZE) * WORDS_PER_SEGMENT;
+}
+
+/** Marks the slots after `nslabs` up to the segment's end used: they do not exist. */
+export function markPhantom(bits: Int32Array, nslabs: number): void {
+  const end = Math.ceil(nslabs / IO_TLB_SEGSIZE) * IO_TLB_SEGSIZE;
+  if (end > nslabs) markRange(bits, nslabs, end - nslabs, true);
 }
 
 /** Count of trailing zero bits of a non-zero 32-bit value. */

@@ -46,7 +46,8 @@ export interface MediatorView {
     queue_slots: number;
     used_hiwater_slots: number;
     used_hiwater_percent: number;
-    map_failures: { full: number; too_large: number; invalid: number };
+    /** Map failures by reason; kernel_defect: requests the kernel profile would hang on or overrun with (6.1). */
+    map_failures: { full: number; too_large: number; invalid: number; kernel_defect: number };
     maps: number;
   };
   /** Bytes the copy engine bounced, by direction (0 in direct mode). */
@@ -152,6 +153,7 @@ export function windowDeltas(b: CounterSnapshot, e: CounterSnapshot): WindowDelt
       full: pool((p) => p.map_failures.full),
       too_large: pool((p) => p.map_failures.too_large),
       invalid: pool((p) => p.map_failures.invalid),
+      kernel_defect: pool((p) => p.map_failures.kernel_defect),
     },
     maps: pool((p) => p.maps),
     bounced_bytes: {

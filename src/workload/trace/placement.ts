@@ -123,7 +123,7 @@ export function poolPlacement(spec: PlacementSpec): PlacementSetup {
   const g = pool.geometry;
   if (g.nslabs !== spec.nslabs || g.nareas !== spec.nareas) {
     notes.push(
-      `the model's pool has ${g.nslabs} slots in ${g.nareas} areas where the kernel's has ${spec.nslabs} in ${spec.nareas} (${g.adjustments.join('; ')}): placements near the end of the pool can differ`,
+      `the model's pool has ${g.nslabs} slots in ${g.nareas} areas where the kernel's has ${spec.nslabs} in ${spec.nareas} (${g.log.join('; ')}): placements near the end of the pool can differ`,
     );
   }
   let rules = 'Linux 6.10 rules (unchanged through 6.19)';
