@@ -10,15 +10,7 @@
  * "error".
  */
 import * as M from './model.js';
-import {
-  canvasSize,
-  drawSlotMap,
-  drawSwatch,
-  GUTTER,
-  MARGIN,
-  STATE_LABELS,
-  slotUnder,
-} from './slot-map.js';
+import { drawSlotMap, drawSwatch, GUTTER, MARGIN, STATE_LABELS, slotUnder } from './slot-map.js';
 
 const INTERVAL_MS = 1000;
 const MAX_MAP_HEIGHT = 560;
