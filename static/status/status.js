@@ -440,6 +440,7 @@ function showPool(p, prev, slots, dt) {
     `slot map of ${p.name}: ${c.in_use} slots in use, ${c.padding} padding, ${c.coherent} virtqueue, ${c.free} free; cursors at slots ${slots.cursors.join(', ')}`,
   );
   entry.canvas.dataset.v = slots.map;
+  entry.canvas.dataset.cursors = slots.cursors.join(',');
 }
 
 function drawMap(entry) {
