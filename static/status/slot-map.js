@@ -3,7 +3,7 @@
  * AND a texture, so that the map reads without colour too:
  *
  *   free      very light grey, flat
- *   in use    dark blue, flat
+ *   mapped    dark blue, flat (in use by a mapping)
  *   padding   orange with dark diagonal stripes
  *   coherent  purple with white dots (the virtqueues)
  *
@@ -149,7 +149,7 @@ export function slotUnder(canvas, layout, event, slotAt) {
 
 export const STATE_LABELS = {
   [FREE]: 'free',
-  [IN_USE]: 'in use',
+  [IN_USE]: 'mapped (bounce buffers)',
   [PADDING]: 'padding',
   [COHERENT]: 'virtqueue / coherent',
 };

@@ -151,21 +151,40 @@ function buildPool(p) {
   reset.addEventListener('click', () => void resetHiwater(p.name, reset));
   const stat = (label, ...children) =>
     el('div', {}, el('dt', { text: label }), el('dd', {}, ...children));
+  const explained = (label, title, ...children) =>
+    el('div', { title }, el('dt', { text: label }), el('dd', {}, ...children));
   const stats = el(
     'dl',
     { class: 'stats' },
-    stat('in use', cell(k('used')), ' slots (', cell(k('used_percent')), ')'),
-    stat('high-water', cell(k('hiwater')), ' slots (', cell(k('hiwater_percent')), ') ', reset),
-    stat(
+    explained(
+      'used',
+      'debugfs io_tlb_used: slots taken, the virtqueues included',
+      cell(k('used')),
+      ' slots (',
+      cell(k('used_percent')),
+      ')',
+    ),
+    explained(
+      'high-water',
+      'debugfs io_tlb_used_hiwater: the most slots taken at once since start or the last reset',
+      cell(k('hiwater')),
+      ' slots (',
+      cell(k('hiwater_percent')),
+      ') ',
+      reset,
+    ),
+    explained(
       'largest free run',
+      'the biggest mapping the pool can place now: fragmentation shows here before "swiotlb buffer is full" does',
       cell(k('largest_free_run')),
       ' slots (',
       cell(k('largest_free_bytes')),
       ')',
     ),
     stat('maps/s', cell(k('maps_per_s'))),
-    stat(
+    explained(
       'map failures',
+      'maps that failed since start: full is "swiotlb buffer is full"',
       'full ',
       cell(k('fail_full')),
       ' · too large ',
@@ -173,8 +192,9 @@ function buildPool(p) {
       ' · invalid ',
       cell(k('fail_invalid')),
     ),
-    stat(
+    explained(
       'back-pressure',
+      'requests that waited for slots (policy "wait"), waiting now, and gave up',
       'waits ',
       cell(k('waits')),
       ' (',
@@ -239,7 +259,7 @@ function buildPool(p) {
         'tr',
         {},
         el('th', { scope: 'col', text: 'area' }),
-        el('th', { scope: 'col', class: 'num', text: 'in use' }),
+        el('th', { scope: 'col', class: 'num', text: 'used' }),
         el('th', { scope: 'col', class: 'num', text: 'cursor (slot)' }),
         el('th', { scope: 'col', class: 'num', text: 'largest free run' }),
         el('th', { scope: 'col', class: 'num', text: 'lock contended/s' }),
@@ -437,7 +457,7 @@ function showPool(p, prev, slots, dt) {
   drawMap(entry);
   entry.canvas.setAttribute(
     'aria-label',
-    `slot map of ${p.name}: ${c.in_use} slots in use, ${c.padding} padding, ${c.coherent} virtqueue, ${c.free} free; cursors at slots ${slots.cursors.join(', ')}`,
+    `slot map of ${p.name}: ${c.in_use} slots mapped, ${c.padding} padding, ${c.coherent} virtqueue, ${c.free} free; cursors at slots ${slots.cursors.join(', ')}`,
   );
   entry.canvas.dataset.v = slots.map;
   entry.canvas.dataset.cursors = slots.cursors.join(',');
