@@ -340,6 +340,13 @@ describe.skipIf(!browser.path)(
         const v = await pageValues(page);
         for (const d of DEVICES)
           expect(v[`device:${d}:requests_per_s`] as number).toBeGreaterThan(0);
+        // Pointing at a slot says what it is, in words.
+        const map = page.locator('article[data-pool="disk"] canvas.map');
+        const box = (await map.boundingBox())!;
+        await page.mouse.move(box.x + box.width / 2, box.y + 12);
+        expect(await page.locator('article[data-pool="disk"] .readout').textContent()).toMatch(
+          /^slot [\d,]+ · area 0 · segment \d+ · pool offset 0x[0-9a-f]+ · (free|mapped|padding|virtqueue)/,
+        );
         // The legend names each state in words, not colour alone.
         const legend = await page.locator('article[data-pool="shared"] .legend').textContent();
         for (const word of ['mapped', 'padding', 'virtqueue', 'free', 'cursor']) {
