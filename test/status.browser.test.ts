@@ -6,8 +6,8 @@
  *   every pool (its slot map) and every device of the config, the slot map
  *   changes between two refreshes, its numbers agree with /v1/pools and
  *   /metrics read around it (totals bracketed by the reads before and after;
- *   rates and percentiles within a relative tolerance, since the page and the
- *   test do not read at the same instants), the high-water reset button posts
+ *   rates and percentiles over nearly the same window, within a relative
+ *   tolerance for the few ms between the page's reads and the test's), the high-water reset button posts
  *   to the reset route, and a screenshot goes to .tmp/status-page.png.
  * - Direct mode, as `node dist/cli/main.js serve` in its own process (so the
  *   page's files are found from dist/ too): the page says there is no pool to
@@ -384,9 +384,12 @@ describe.skipIf(!browser.path)(
 
       it('its numbers agree with /v1/pools and /metrics read around it', async () => {
         const page = b.page;
+        // The service read right after one of the page's reads and right after the
+        // next: both windows cover nearly the same second, and each total the page
+        // shows was read between the two.
+        await waitReads(page, 1);
         const before = await readService(server.url);
-        // Two reads of the page after `before`: its last interval lies between the two service reads.
-        await waitReads(page, 2);
+        await waitReads(page, 1);
         const v = await pageValues(page);
         const after = await readService(server.url);
         const m = (r: Reading, name: string, labels: Record<string, string> = {}) =>
@@ -425,21 +428,22 @@ describe.skipIf(!browser.path)(
           );
         }
 
-        // Rates: the page's last interval against the test's window around it. The
-        // load is steady but the instants differ: within a factor 2.
+        // Rates: the page's last interval against the test's window, which starts
+        // and ends a few ms after it (the test reads after the page's read shows):
+        // within a factor 1.5.
         for (const d of DEVICES) {
           const k = (x: string) => `device:${d}:${x}`;
           expectNear(
             `${d} requests/s`,
             v[k('requests_per_s')],
             rate(before, after, 'mediator_requests_total', { device: d }),
-            2,
+            1.5,
           );
           expectNear(
             `${d} written/s`,
             v[k('written_bytes_per_s')],
             rate(before, after, 'mediator_device_written_bytes_total', { device: d }),
-            2,
+            1.5,
           );
           for (const [key, name] of [
             ['faults', 'mediator_device_faults_total'],
@@ -453,10 +457,11 @@ describe.skipIf(!browser.path)(
               m(after, name, { device: d }),
             );
           }
-          // Percentiles from the same histogram, over different windows: within
-          // a bucket's width (buckets go 1, 2.5, 5, 10...) for p50, two for p99.
+          // Percentiles from the same histogram over nearly the same window: within
+          // a bucket's width (buckets go 1, 2.5, 5, 10...) for p50; the tail moves
+          // more with the few requests at the windows' edges: 4 for p99.
           expectNear(`${d} p50`, v[k('p50')], metricsQuantile(before, after, d, 0.5)!, 2.5);
-          expectNear(`${d} p99`, v[k('p99')], metricsQuantile(before, after, d, 0.99)!, 6.25);
+          expectNear(`${d} p99`, v[k('p99')], metricsQuantile(before, after, d, 0.99)!, 4);
         }
         for (const g of ['g0', 'g1']) {
           for (const direction of ['to_device', 'from_device']) {
@@ -464,7 +469,8 @@ describe.skipIf(!browser.path)(
               `guest ${g} bounced ${direction}/s`,
               v[`guest:${g}:${direction}_bytes_per_s`],
               rate(before, after, 'mediator_bounce_bytes_total', { guest: g, direction }),
-              2,
+              // Only the reads' data comes back, a few per window: a burstier figure.
+              direction === 'from_device' ? 2 : 1.5,
             );
           }
         }
@@ -472,7 +478,7 @@ describe.skipIf(!browser.path)(
           'copy engine bytes/s',
           v['copy:bytes_per_s'],
           rate(before, after, 'mediator_bounce_bytes_total'),
-          2,
+          1.5,
         );
         expect(v['copy:workers']).toBe(m(after, 'mediator_copy_workers'));
         expect(v['copy:live_workers']).toBe(m(after, 'mediator_copy_workers'));
