@@ -101,6 +101,7 @@ async function openBrowser(): Promise<Browser> {
   });
   const page = context.pages()[0] ?? (await context.newPage());
   const errors: string[] = [];
+  pageErrors.set(page, errors);
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(`console: ${m.text()}`);
@@ -170,12 +171,27 @@ async function pageValues(page: Page): Promise<Record<string, number | string>> 
 
 const reads = (page: Page) => page.evaluate(() => Number(document.body.dataset.reads));
 
-/** Waits until the page has shown `n` more reads than now. */
+/** Page errors by page, for the message of a wait that times out. */
+const pageErrors = new WeakMap<Page, string[]>();
+
+/**
+ * Waits until the page has shown `n` more reads than now; on a timeout, says
+ * what the page showed and threw (a page that throws never reads).
+ */
 async function waitReads(page: Page, n: number): Promise<void> {
   const target = (await reads(page)) + n;
-  await page.waitForFunction((t) => Number(document.body.dataset.reads) >= t, target, {
-    timeout: 30_000,
-  });
+  try {
+    await page.waitForFunction((t) => Number(document.body.dataset.reads) >= t, target, {
+      timeout: 30_000,
+    });
+  } catch (err) {
+    const shown = await page
+      .evaluate(() => `state ${document.body.dataset.state}, ${document.body.dataset.reads} reads`)
+      .catch(() => 'nothing');
+    throw new Error(
+      `the page did not read ${n} more time(s) (${shown}; errors: ${JSON.stringify(pageErrors.get(page) ?? [])}): ${(err as Error).message}`,
+    );
+  }
 }
 
 /** Prometheus text to samples: name -> [labels, value][]. */

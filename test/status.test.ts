@@ -248,6 +248,16 @@ describe.each(['bounce', 'direct'] as const)('status routes, %s mode', (mode) =>
 });
 
 describe('the page in the package', () => {
+  it.each(Object.keys(STATUS_FILES).filter((f) => f.endsWith('.js')))(
+    'static/status/%s parses as an ES module (without a browser, a syntax error shows here)',
+    (name) => {
+      const r = spawnSync(process.execPath, ['--check', join(STATUS_DIR, name)], {
+        encoding: 'utf8',
+      });
+      expect(r.status, r.stderr).toBe(0);
+    },
+  );
+
   it('package.json ships static/, and npm pack packs every file of the page', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] };
     expect(pkg.files).toContain('static');

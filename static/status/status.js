@@ -141,22 +141,23 @@ function buildPools(snap) {
   for (const p of snap.pools) list.append(buildPool(p));
 }
 
-function buildPool(p) {
-  const k = (name) => `pool:${p.name}:${name}`;
+/** A label and its value(s), with what it means on hover. */
+function stat(label, title, ...children) {
+  return el('div', { title }, el('dt', { text: label }), el('dd', {}, ...children));
+}
+
+/** The pool's counters: used, high-water (with its reset), free run, maps, failures, waits. */
+function poolStats(p, k) {
   const reset = el('button', {
     type: 'button',
     text: 'Reset',
     title: `POST /v1/pools/${p.name}/hiwater/reset: high-water back to 0, as writing 0 to debugfs io_tlb_used_hiwater`,
   });
   reset.addEventListener('click', () => void resetHiwater(p.name, reset));
-  const stat = (label, ...children) =>
-    el('div', {}, el('dt', { text: label }), el('dd', {}, ...children));
-  const explained = (label, title, ...children) =>
-    el('div', { title }, el('dt', { text: label }), el('dd', {}, ...children));
-  const stats = el(
+  return el(
     'dl',
     { class: 'stats' },
-    explained(
+    stat(
       'used',
       'debugfs io_tlb_used: slots taken, the virtqueues included',
       cell(k('used')),
@@ -164,7 +165,7 @@ function buildPool(p) {
       cell(k('used_percent')),
       ')',
     ),
-    explained(
+    stat(
       'high-water',
       'debugfs io_tlb_used_hiwater: the most slots taken at once since start or the last reset',
       cell(k('hiwater')),
@@ -173,7 +174,7 @@ function buildPool(p) {
       ') ',
       reset,
     ),
-    explained(
+    stat(
       'largest free run',
       'the biggest mapping the pool can place now: fragmentation shows here before "swiotlb buffer is full" does',
       cell(k('largest_free_run')),
@@ -181,8 +182,8 @@ function buildPool(p) {
       cell(k('largest_free_bytes')),
       ')',
     ),
-    stat('maps/s', cell(k('maps_per_s'))),
-    explained(
+    stat('maps/s', 'mappings placed per second', cell(k('maps_per_s'))),
+    stat(
       'map failures',
       'maps that failed since start: full is "swiotlb buffer is full"',
       'full ',
@@ -192,7 +193,7 @@ function buildPool(p) {
       ' · invalid ',
       cell(k('fail_invalid')),
     ),
-    explained(
+    stat(
       'back-pressure',
       'requests that waited for slots (policy "wait"), waiting now, and gave up',
       'waits ',
@@ -205,13 +206,10 @@ function buildPool(p) {
       cell(k('bp_timeouts')),
     ),
   );
+}
 
-  const canvas = el('canvas', { class: 'map', role: 'img', 'data-k': k('map') });
-  const readout = el('p', {
-    class: 'readout',
-    'aria-live': 'off',
-    text: 'Point at a slot to see what it holds.',
-  });
+/** The legend: each state's texture, name and count; the cursor's mark; the areas. */
+function poolLegend(p, k) {
   const legend = el('ul', { class: 'legend', 'aria-label': 'legend' });
   for (const [state, name] of [
     [M.IN_USE, 'in_use'],
@@ -237,7 +235,11 @@ function buildPool(p) {
       text: `${p.nareas} area${p.nareas === 1 ? '' : 's'} of ${p.area_nslabs} slots, framed`,
     }),
   );
+  return legend;
+}
 
+/** Per area: slots used, cursor, largest free run, lock contention per second. */
+function areaTable(p, k) {
   const areaRows = p.areas.map((_, a) =>
     el(
       'tr',
@@ -249,7 +251,7 @@ function buildPool(p) {
       cell(k(`area${a}_contended_per_s`), 'td', { class: 'num' }),
     ),
   );
-  const areas = el(
+  return el(
     'table',
     { class: 'areas' },
     el(
@@ -267,7 +269,17 @@ function buildPool(p) {
     ),
     el('tbody', {}, ...areaRows),
   );
+}
 
+/** A pool's card: title, counters, legend, the slot map, the areas. */
+function buildPool(p) {
+  const k = (name) => `pool:${p.name}:${name}`;
+  const canvas = el('canvas', { class: 'map', role: 'img', 'data-k': k('map') });
+  const readout = el('p', {
+    class: 'readout',
+    'aria-live': 'off',
+    text: 'Point at a slot to see what it holds.',
+  });
   const card = el(
     'article',
     { class: 'pool', 'data-pool': p.name },
@@ -280,15 +292,15 @@ function buildPool(p) {
         text: `${M.formatSize(p.bytes)} · ${M.formatInteger(p.nslabs)} slots · base ${p.base} · devices ${p.devices.join(', ') || 'none'}`,
       }),
     ),
-    stats,
-    legend,
+    poolStats(p, k),
+    poolLegend(p, k),
     el('div', { class: 'map-row' }, canvas),
     readout,
     el(
       'details',
       p.nareas <= 8 ? { open: '' } : {},
       el('summary', { text: `areas: cursors, largest free runs, lock contention` }),
-      areas,
+      areaTable(p, k),
     ),
   );
   const entry = {
@@ -356,13 +368,12 @@ function buildDevices(snap) {
 
 function buildCopy(snap) {
   const body = document.getElementById('copy-body');
-  const stat = (label, ...children) =>
-    el('div', {}, el('dt', { text: label }), el('dd', {}, ...children));
   const stats = el(
     'dl',
     { class: 'stats' },
     stat(
       'bounced',
+      'bytes copied between guest memory and the pools per second, both ways',
       cell('copy:bytes_per_s'),
       ' (to device ',
       cell('copy:to_device_bytes_per_s'),
@@ -372,15 +383,26 @@ function buildCopy(snap) {
     ),
     stat(
       'copies/s',
+      'bounce copies per second; the share the main thread did itself (copies below the inline threshold)',
       cell('copy:copies_per_s'),
       ' (',
       cell('copy:inline_percent'),
       ' inline on the main thread)',
     ),
-    stat('workers', cell('copy:live_workers'), ' running of ', cell('copy:workers')),
-    stat('worker utilization', cell('copy:utilization')),
-    stat('pending', cell('copy:pending')),
-    stat('worker crashes', cell('copy:crashes')),
+    stat(
+      'workers',
+      'copy worker threads running, of those configured',
+      cell('copy:live_workers'),
+      ' running of ',
+      cell('copy:workers'),
+    ),
+    stat(
+      'worker utilization',
+      'share of each second each worker spent copying',
+      cell('copy:utilization'),
+    ),
+    stat('pending', 'copies handed to workers and not finished', cell('copy:pending')),
+    stat('worker crashes', 'copy workers that died and were replaced', cell('copy:crashes')),
   );
   const note = el('p', { class: 'muted', 'data-k': 'copy:note' });
   if (snap.mode !== 'bounce')
