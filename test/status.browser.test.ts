@@ -13,8 +13,8 @@
  *   page's files are found from dist/ too): the page says there is no pool to
  *   draw and still shows the devices; .tmp/status-page-direct.png.
  *
- * Runs when chromium is installed (CHROMIUM, else /usr/bin/chromium or chromium
- * on PATH); without it the test skips and says why, except under CI=true, where
+ * Runs when chromium is installed ($CHROMIUM if set, else /usr/bin/chromium or
+ * chromium on PATH); without it the test skips and says why, except under CI=true, where
  * it fails (.ci/run installs Debian's chromium). The direct-mode case needs
  * `npm run build` first, as the other process tests do.
  */
@@ -48,11 +48,12 @@ process.env.PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = '1';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SHOTS = join(ROOT, '.tmp');
 
-/** The browser: $CHROMIUM, else Debian's /usr/bin/chromium, else chromium on PATH. */
+/** The browser: $CHROMIUM if set, else Debian's /usr/bin/chromium, else chromium on PATH. */
 function findChromium(): { path: string | undefined; why: string } {
-  const candidates = [process.env.CHROMIUM, '/usr/bin/chromium', 'chromium'].filter(
-    (c): c is string => !!c,
-  );
+  // $CHROMIUM, when set, is the only one tried.
+  const candidates = process.env.CHROMIUM
+    ? [process.env.CHROMIUM]
+    : ['/usr/bin/chromium', 'chromium'];
   const tried: string[] = [];
   for (const c of candidates) {
     const probe = spawnSync(c, ['--version'], { encoding: 'utf8', timeout: 30_000 });
