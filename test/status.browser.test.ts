@@ -401,14 +401,30 @@ describe.skipIf(!browser.path)(
 
       it('its numbers agree with /v1/pools and /metrics read around it', async () => {
         const page = b.page;
-        // The service read right after one of the page's reads and right after the
-        // next: both windows cover nearly the same second, and each total the page
-        // shows was read between the two.
-        await waitReads(page, 1);
-        const before = await readService(server.url);
-        await waitReads(page, 1);
-        const v = await pageValues(page);
-        const after = await readService(server.url);
+        // The service read right after one of the page's reads (n) and right after
+        // the next (n + 1): both windows cover nearly the same second, and each
+        // total the page shows was read between the two. On a machine so loaded
+        // that the page read again before the test's read was answered, the order
+        // does not hold: that pair of reads is taken again (the values are not
+        // looked at before the order is right).
+        let before: Reading | undefined;
+        let after: Reading | undefined;
+        let v: Record<string, number | string> = {};
+        for (let attempt = 0; attempt < 5 && after === undefined; attempt++) {
+          await waitReads(page, 1);
+          const n = await reads(page);
+          const a = await readService(server.url);
+          if ((await reads(page)) !== n) continue;
+          await waitReads(page, 1);
+          const shown = await pageValues(page);
+          const shownReads = await reads(page);
+          const z = await readService(server.url);
+          if (shownReads !== n + 1) continue;
+          [before, after, v] = [a, z, shown];
+        }
+        if (before === undefined || after === undefined) {
+          throw new Error('the page and the service were never read in order in 5 tries');
+        }
         const m = (r: Reading, name: string, labels: Record<string, string> = {}) =>
           metric(r, name, labels);
 
@@ -476,9 +492,10 @@ describe.skipIf(!browser.path)(
           }
           // Percentiles from the same histogram over nearly the same window: within
           // a bucket's width (buckets go 1, 2.5, 5, 10...) for p50; the tail moves
-          // more with the few requests at the windows' edges: 4 for p99.
+          // more with the few requests at the windows' edges: two widths for p99
+          // (still far from p50, and from a unit slip).
           expectNear(`${d} p50`, v[k('p50')], metricsQuantile(before, after, d, 0.5)!, 2.5);
-          expectNear(`${d} p99`, v[k('p99')], metricsQuantile(before, after, d, 0.99)!, 4);
+          expectNear(`${d} p99`, v[k('p99')], metricsQuantile(before, after, d, 0.99)!, 6.25);
         }
         for (const g of ['g0', 'g1']) {
           for (const direction of ['to_device', 'from_device']) {

@@ -30,6 +30,14 @@ const page = {
   maps: new Map(),
 };
 
+/**
+ * Whether devices go through the pools in this mode: all but `direct` (where
+ * they are handed guest memory), so that a mode added later is drawn too.
+ */
+function usesPool(mode) {
+  return mode !== undefined && mode !== 'direct';
+}
+
 // ---------------------------------------------------------------------------
 // DOM helpers
 // ---------------------------------------------------------------------------
@@ -91,7 +99,7 @@ async function getJSON(path) {
 async function readAll(known) {
   const slotsOf = (names) =>
     Promise.all(names.map((n) => getJSON(`/v1/pools/${encodeURIComponent(n)}/slots`)));
-  const early = known?.mode === 'bounce' ? known.pools.map((p) => p.name) : [];
+  const early = usesPool(known?.mode) ? known.pools.map((p) => p.name) : [];
   const t0 = performance.now();
   const [pools, devices, copy, earlySlots] = await Promise.all([
     getJSON('/v1/pools'),
@@ -100,7 +108,7 @@ async function readAll(known) {
     slotsOf(early),
   ]);
   const t = (t0 + performance.now()) / 2 / 1000;
-  const names = pools.mode === 'bounce' ? pools.pools.map((p) => p.name) : [];
+  const names = usesPool(pools.mode) ? pools.pools.map((p) => p.name) : [];
   const slots = names.join('\n') === early.join('\n') ? earlySlots : await slotsOf(names);
   return {
     t,
@@ -128,7 +136,7 @@ function build(snap) {
 function buildPools(snap) {
   const list = document.getElementById('pool-list');
   list.replaceChildren();
-  if (snap.mode !== 'bounce') {
+  if (!usesPool(snap.mode)) {
     list.append(
       el('p', {
         class: 'note',
@@ -337,7 +345,7 @@ function buildDevices(snap) {
       { 'data-device': d.id },
       el('th', { scope: 'row', text: d.id }),
       el('td', { text: d.kind }),
-      el('td', { text: `${snap.mode === 'bounce' ? d.pool : '(direct)'} · ${d.guest}` }),
+      el('td', { text: `${usesPool(snap.mode) ? d.pool : '(direct)'} · ${d.guest}` }),
       num('requests_per_s'),
       num('read_bytes_per_s'),
       num('written_bytes_per_s'),
@@ -405,7 +413,7 @@ function buildCopy(snap) {
     stat('worker crashes', 'copy workers that died and were replaced', cell('copy:crashes')),
   );
   const note = el('p', { class: 'muted', 'data-k': 'copy:note' });
-  if (snap.mode !== 'bounce')
+  if (!usesPool(snap.mode))
     note.textContent = 'Direct mode: nothing is bounced, so the copy engine stays idle.';
   else if (snap.copy.workers === 0) {
     note.textContent = `No copy workers: every copy is done inline on the main thread (the default on 2 CPUs or fewer, where a worker would take a device thread's core).`;
@@ -422,7 +430,7 @@ function show(snap, prev) {
   document.getElementById('mode').textContent = `${snap.mode} mode`;
   document.getElementById('updated').textContent =
     `read at ${snap.at.toLocaleTimeString()}${dt ? ` · ${dt.toFixed(2)} s since the previous read` : ''}`;
-  if (snap.mode === 'bounce') {
+  if (usesPool(snap.mode)) {
     snap.pools.forEach((p, i) => {
       showPool(
         p,
@@ -556,7 +564,7 @@ function showDevices(snap, prev, dt) {
       set(
         `guest:${g.name}:${dir}_bytes_per_s`,
         r,
-        snap.mode === 'bounce' ? M.formatRate(r) : '– (direct)',
+        usesPool(snap.mode) ? M.formatRate(r) : '– (direct)',
       );
     }
   }
