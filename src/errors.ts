@@ -155,7 +155,7 @@ export const ERROR_SPECS = {
   },
   HTTP_NOT_FOUND: {
     meaning: 'No route of the HTTP API matches the method and path.',
-    fix: 'See docs/http-api.md (every path starts with /v1/, except /healthz and /readyz).',
+    fix: 'See docs/http-api.md (every path starts with /v1/, except /metrics, /healthz, /readyz and the status page at / and /status/).',
     status: 404,
   },
   HTTP_UNKNOWN_DEVICE: {

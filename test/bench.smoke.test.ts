@@ -54,6 +54,7 @@ const BENCHES = [
   ['bench:copy', 'bench/copy.bench.ts'],
   ['bench:pipeline', 'bench/pipeline.bench.ts'],
   ['bench:metrics', 'bench/metrics.bench.ts'],
+  ['bench:status', 'bench/status.bench.ts'],
   ['bench:swiotlb', 'bench/swiotlb.bench.ts'],
   ['loadtest', 'bench/loadtest.ts'],
   ['soak', 'bench/soak.ts'],
@@ -129,6 +130,39 @@ describe('benchmark command lines', () => {
 });
 
 describe('benchmarks', () => {
+  it('bench:status prints IOPS with the page open and closed per workload, ratio = open / closed', async () => {
+    const out = await bench('bench/status.bench.ts', [
+      '--rounds',
+      '1',
+      '--duration',
+      '0.3',
+      '--interval',
+      '100',
+    ]);
+    const results = out.results as {
+      device: string;
+      size: number;
+      open_iops: number;
+      closed_iops: number;
+      open_over_closed: number;
+      page_reads: number;
+      page_bytes_per_read: number;
+    }[];
+    expect(results.map((r) => [r.device, r.size])).toEqual([
+      ['null', 4096],
+      ['ram-blk', 65536],
+    ]);
+    for (const r of results) {
+      expect(r.closed_iops).toBeGreaterThan(0);
+      expect(r.open_iops).toBeGreaterThan(0);
+      // The ratio is of the unrounded medians; the IOPS are printed as integers.
+      expectRoundedQuotient(r.open_over_closed, r.open_iops, r.closed_iops, 12, 0);
+      // The page read while it was open: a 64 MiB pool's map is 8 KiB, 11 KiB in base64.
+      expect(r.page_reads).toBeGreaterThan(0);
+      expect(r.page_bytes_per_read).toBeGreaterThan(11 * 1024);
+    }
+  }, 60_000);
+
   it('bench:copy prints one result per size, worker count and list length, ratio = engine / raw', async () => {
     const out = await bench('bench/copy.bench.ts', [
       '--sizes',

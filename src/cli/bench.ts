@@ -29,7 +29,8 @@ warning; any other option is an error (JOB_UNSUPPORTED_OPTION).
 Options:
   --job FILE        the fio job file (required)
   --json            print the report as fio-shaped JSON on stdout (progress stays on stderr)
-  --html FILE       also write a self-contained HTML page with charts
+  --html FILE       also write a self-contained HTML page with charts and the
+                    pool's slot map at its peak
   --mode MODE       override the job file's mode: bounce, direct or both
   --quiet           no progress output
   -h, --help        this help
@@ -92,6 +93,7 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
   for (const mode of modes) {
     const r = await runMode(jf, mode, {
       log,
+      slotMapAtPeak: values.html !== undefined,
       ...(progress
         ? { onProgress: (p: Parameters<Progress['update']>[0]) => progress.update(p) }
         : {}),

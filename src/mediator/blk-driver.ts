@@ -253,6 +253,17 @@ export class BlkDriver {
     return this.queues.length;
   }
 
+  /**
+   * Where the host placed this device's virtqueues in the pool (bounce mode; none
+   * in direct mode, where they sit in guest memory): the coherent allocations a
+   * slot map draws apart from bounce buffers. They stay put across resets.
+   */
+  queueMemory(): { addr: number; bytes: number }[] {
+    return this.queues
+      .filter((q) => q.poolAddr >= 0)
+      .map((q) => ({ addr: q.poolAddr, bytes: q.vq.layout.bytes }));
+  }
+
   stats(): DeviceStats {
     const c = this.counters;
     return {

@@ -1,11 +1,14 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import { errorBody, sendProblem } from './errors.js';
 import { blockRoutes } from './routes/blocks.js';
+import { copyRoutes } from './routes/copy.js';
 import { deviceRoutes } from './routes/devices.js';
 import { healthRoutes } from './routes/health.js';
 import { ioRoutes } from './routes/io.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { poolRoutes } from './routes/pools.js';
+import { slotRoutes } from './routes/slots.js';
+import { statusPageRoutes } from './routes/status-page.js';
 import type { Service } from './service.js';
 
 export interface BuildServerOptions {
@@ -20,11 +23,17 @@ export interface BuildServerOptions {
    * @default true
    */
   metrics?: boolean;
+  /**
+   * Serve the status page at GET / (its files under /status/).
+   * @default true
+   */
+  statusPage?: boolean;
 }
 
 /**
  * The HTTP API over a {@link Service}: block I/O through the guest's DMA path,
- * synthetic I/O, pool and device statistics, health and readiness, metrics; one
+ * synthetic I/O, pool, slot-map, device and copy-engine statistics, health and
+ * readiness, metrics, the status page; one
  * Fastify plugin per route group (./routes). Errors are JSON
  * `{statusCode, code, error, message}` with the codes of src/errors.ts. It logs
  * through the service's logger, nothing per request.
@@ -79,8 +88,11 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
   app.register(ioRoutes, routes);
   app.register(deviceRoutes, routes);
   app.register(poolRoutes, routes);
+  app.register(slotRoutes, routes);
+  app.register(copyRoutes, routes);
   if (opts.metrics ?? true) app.register(metricsRoutes, routes);
   app.register(healthRoutes, routes);
+  if (opts.statusPage ?? true) app.register(statusPageRoutes, routes);
 
   opts.extend?.(app, service);
   return app;

@@ -1,10 +1,13 @@
 /**
  * A self-contained HTML page for a bench report: inline SVG charts drawn here
  * (no scripts, no network): throughput over time, latency distribution, pool
- * occupancy over time, and bounce vs direct side by side.
+ * occupancy over time (scaled to what was used), the pool's slot map at the
+ * run's peak (a PNG made here), and bounce vs direct side by side.
  */
+import type { SlotMapAtPeak } from './peak-slot-map.js';
 import type { BenchReport } from './report.js';
 import { formatBytes, formatCount, formatNs } from './report.js';
+import { SLOT_COLOURS, slotMapPicture } from './slot-map-png.js';
 
 const W = 640;
 const H = 220;
@@ -29,7 +32,7 @@ function lineChart(
   series: Series[],
   fmtX: (x: number) => string,
   fmtY: (y: number) => string,
-  opts: { logX?: boolean; yMax?: number } = {},
+  opts: { logX?: boolean; yMax?: number; refLines?: { y: number; label: string }[] } = {},
 ): string {
   const all = series.flatMap((s) => s.points);
   if (all.length === 0) return `<h3>${esc(title)}</h3><p>no data</p>`;
@@ -53,6 +56,13 @@ function lineChart(
     const x = opts.logX ? 10 ** xv : xv;
     parts.push(
       `<text x="${sx(x)}" y="${H - PAD.b + 16}" text-anchor="middle">${esc(fmtX(x))}</text>`,
+    );
+  }
+  for (const r of opts.refLines ?? []) {
+    if (r.y > yMax) continue;
+    parts.push(
+      `<line x1="${PAD.l}" x2="${W - PAD.r}" y1="${sy(r.y)}" y2="${sy(r.y)}" stroke="#555" stroke-dasharray="4 3"/>`,
+      `<text x="${PAD.l + 4}" y="${sy(r.y) - 3}" fill="#555">${esc(r.label)}</text>`,
     );
   }
   series.forEach((s, i) => {
@@ -89,6 +99,46 @@ function barChart(title: string, groups: { label: string; bounce: number; direct
     `<text x="${W - PAD.r}" y="${PAD.t + 26}" text-anchor="end" fill="${COLORS.direct}">direct</text>`,
   );
   return `<h3>${esc(title)}</h3><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-size="11" font-family="sans-serif">${parts.join('')}</svg>`;
+}
+
+/**
+ * Top of the occupancy chart's axis: a round number above the peak (with a
+ * fifth of room), never above the pool.
+ */
+export function occupancyAxis(peak: number, nslabs: number): number {
+  const want = Math.max(1, peak * 1.2);
+  const step = 10 ** Math.floor(Math.log10(want));
+  const nice = [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]
+    .map((m) => m * step)
+    .find((v) => v >= want)!;
+  return Math.min(nslabs, nice);
+}
+
+/** The slot map at the peak: the picture, a legend in words and textures, the cursors. */
+function slotMapSection(m: SlotMapAtPeak): string {
+  const pic = slotMapPicture(
+    Buffer.from(m.map, 'base64'),
+    { nslabs: m.nslabs, nareas: m.nareas, areaNslabs: m.area_nslabs },
+    m.cursors,
+  );
+  const swatch = (style: string) =>
+    `<span style="display:inline-block;width:12px;height:12px;border:1px solid #555;vertical-align:-2px;${style}"></span>`;
+  const c = SLOT_COLOURS;
+  const legend = [
+    `${swatch(`background:${c.in_use}`)} in use ${m.counts.in_use}`,
+    `${swatch(`background:repeating-linear-gradient(135deg,#5a3200 0 1px,${c.padding} 1px 4px)`)} padding ${m.counts.padding}`,
+    `${swatch(`background:radial-gradient(#fff 35%,transparent 40%) 0 0/3px 3px,${c.coherent}`)} virtqueue / coherent ${m.counts.coherent}`,
+    `${swatch(`background:${c.free}`)} free ${m.counts.free}`,
+    `${swatch(`background:#fff;border:2px solid ${c.cursor}`)} next-fit cursor (▶ its row)`,
+  ].join(' &nbsp; ');
+  const cursors = m.cursors
+    .map((s, a) => `area ${a}: slot ${s - a * m.area_nslabs} of ${m.area_nslabs}`)
+    .join('; ');
+  const alt = `slot map of ${m.nslabs} slots at ${(m.t_ms / 1000).toFixed(2)} s: ${m.counts.in_use} in use, ${m.counts.padding} padding, ${m.counts.coherent} virtqueue, ${m.counts.free} free`;
+  return `<h3>Slot map at the peak (${m.used_slots} of ${m.nslabs} slots in use, ${(m.t_ms / 1000).toFixed(2)} s into the measured window)</h3>
+<p style="font-size:13px">${legend}</p>
+<img src="data:image/png;base64,${pic.png.toString('base64')}" width="${pic.width}" height="${pic.height}" alt="${esc(alt)}" style="image-rendering:pixelated">
+<p style="font-size:13px">${m.nareas} area${m.nareas === 1 ? '' : 's'} of ${m.area_nslabs} slots, each framed, ${pic.cols} slots a row, ${pic.cell} px a slot, segments of 128 a pixel apart. Cursors: ${cursors}. The highest occupancy the runner saw between its calls into the driver; the pool's high-water counter can be a little higher.</p>`;
 }
 
 export function renderHtml(report: BenchReport, title: string): string {
@@ -128,23 +178,28 @@ export function renderHtml(report: BenchReport, title: string): string {
   );
   const bounceMed = report.mediator.bounce;
   if (bounceMed) {
+    const pool = bounceMed.pool;
+    const points = (report.timeline.bounce ?? []).map(
+      (s) => [s.t_ms / 1000, s.pool_used_slots] as [number, number],
+    );
+    // Scaled to what was used: a peak of 264 of 32768 slots would be a flat line.
+    const peak = Math.max(pool.used_hiwater_slots, pool.queue_slots, ...points.map((p) => p[1]));
     sections.push(
       lineChart(
-        `Pool occupancy over time (bounce; ${bounceMed.pool.nslabs} slots)`,
-        [
-          {
-            name: 'used slots (peak per interval)',
-            color: COLORS.bounce,
-            points: (report.timeline.bounce ?? []).map(
-              (s) => [s.t_ms / 1000, s.pool_used_slots] as [number, number],
-            ),
-          },
-        ],
+        `Pool occupancy over time (bounce; peak ${peak} of ${pool.nslabs} slots, ${pool.used_hiwater_percent}%)`,
+        [{ name: 'used slots (peak per interval)', color: COLORS.bounce, points }],
         (x) => `${x.toFixed(1)}s`,
         (y) => `${Math.round(y)}`,
-        { yMax: bounceMed.pool.nslabs },
+        {
+          yMax: occupancyAxis(peak, pool.nslabs),
+          refLines:
+            pool.queue_slots > 0
+              ? [{ y: pool.queue_slots, label: `virtqueues: ${pool.queue_slots} slots` }]
+              : [],
+        },
       ),
     );
+    if (bounceMed.slot_map_at_peak) sections.push(slotMapSection(bounceMed.slot_map_at_peak));
   }
   const b = report.total.bounce;
   const d = report.total.direct;

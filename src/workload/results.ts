@@ -6,6 +6,7 @@
 import { wrapDelta32 } from '../util/wrap32.js';
 import type { JobFile } from './fio-job.js';
 import { POOL_NAME } from './job-config.js';
+import type { SlotMapAtPeak } from './peak-slot-map.js';
 import type { CounterSnapshot, Sample, WindowOutcome } from './sampling.js';
 import type { Clone, JobRig } from './setup.js';
 import {
@@ -57,6 +58,8 @@ export interface MediatorView {
   copy_workers: number;
   /** Requested vs granted queue depth per device (depth is capped by the queue size). */
   devices: { id: string; kind: string; queues: number; depth: number; iodepth: number }[];
+  /** The pool's slot map at the window's highest occupancy (bounce mode, when asked for: `bench --html`). */
+  slot_map_at_peak?: SlotMapAtPeak;
 }
 
 export interface TotalResult {
@@ -177,7 +180,7 @@ export function mediatorView(
   jf: JobFile,
   mode: 'bounce' | 'direct',
   rig: JobRig,
-  window: Pick<WindowOutcome, 'before' | 'after' | 'hiwater'>,
+  window: Pick<WindowOutcome, 'before' | 'after' | 'hiwater' | 'slotMapAtPeak'>,
   queueSlots: number,
 ): MediatorView {
   const d = windowDeltas(window.before, window.after);
@@ -207,6 +210,7 @@ export function mediatorView(
       depth: dev.depth,
       iodepth: jf.jobs[i]!.iodepth,
     })),
+    ...(window.slotMapAtPeak ? { slot_map_at_peak: window.slotMapAtPeak } : {}),
   };
 }
 

@@ -16,6 +16,7 @@ import type { PoolStats } from '../swiotlb/pool.js';
 import type { Logger } from '../util/logger.js';
 import type { CopyStatsSnapshot } from '../workers/copy-stats.js';
 import { type JobFile, jobDirections, pickSize } from './fio-job.js';
+import { PeakSlotMap, type SlotMapAtPeak } from './peak-slot-map.js';
 import type { Clone, JobRig } from './setup.js';
 
 /** One sampling interval of the timeline. */
@@ -52,6 +53,13 @@ export interface RunOptions {
    * @default nothing is logged
    */
   log?: Logger;
+  /**
+   * Keep the pool's slot map at the highest occupancy of the measured window
+   * (bounce mode; `bench --html` draws it). Costs an atomic load per I/O and a
+   * map read (microseconds) each time the occupancy reaches a new high.
+   * @default false
+   */
+  slotMapAtPeak?: boolean;
 }
 
 /** The mediator's counters at one instant. Pool counters wrap modulo 2^32. */
@@ -79,6 +87,8 @@ export interface WindowOutcome {
   /** Counters when measurement started and when the last clone stopped. */
   before: CounterSnapshot;
   after: CounterSnapshot;
+  /** The slot map at the window's highest occupancy, when asked for (RunOptions.slotMapAtPeak). */
+  slotMapAtPeak?: SlotMapAtPeak;
 }
 
 /** When the window ends and how often it is sampled. */
@@ -153,6 +163,7 @@ class MeasuredWindow {
     private readonly clones: readonly Clone[],
     private readonly plan: WindowPlan,
     private readonly onProgress: RunOptions['onProgress'],
+    private readonly peak: PeakSlotMap | undefined,
   ) {
     this.measuring = plan.rampMs === 0;
     this.before = snapshotCounters(rig);
@@ -180,12 +191,14 @@ class MeasuredWindow {
     }
     if (!this.measuring) this.startMeasuring(); // every clone finished during the ramp
     this.sample(true);
+    const slotMapAtPeak = this.peak?.result();
     return {
       measureStart: this.measureStart,
       timeline: this.timeline,
       hiwater: this.hiwater,
       before: this.before,
       after: snapshotCounters(this.rig),
+      ...(slotMapAtPeak ? { slotMapAtPeak } : {}),
     };
   }
 
@@ -194,6 +207,7 @@ class MeasuredWindow {
     this.measuring = true;
     this.measureStart = performance.now();
     this.rig.pool.resetHiwater();
+    this.peak?.restart();
     this.before = snapshotCounters(this.rig);
     for (const c of this.clones) {
       if (c.job.runtime !== undefined) c.deadline = this.measureStart + c.job.runtime * 1000;
@@ -228,8 +242,14 @@ class MeasuredWindow {
       const t0 = performance.now();
       let ok = true;
       try {
-        if (isRead) await c.device.read(offset / 512, len, false, queue);
-        else await c.device.write(offset / 512, len, queue);
+        const io = isRead
+          ? c.device.read(offset / 512, len, false, queue)
+          : c.device.write(offset / 512, len, queue);
+        // The occupancy only rises inside the driver's calls: look right after
+        // this one placed its buffers, and after its completion let waiters in.
+        this.peak?.check();
+        await io;
+        this.peak?.check();
       } catch (err) {
         ok = false;
         const code = (err as { code?: string }).code ?? 'ERROR';
@@ -316,5 +336,12 @@ export function measureWindow(
   clones: readonly Clone[],
   opts: RunOptions,
 ): Promise<WindowOutcome> {
-  return new MeasuredWindow(mode, rig, clones, windowPlan(jf, opts), opts.onProgress).run();
+  const peak =
+    mode === 'bounce' && opts.slotMapAtPeak
+      ? new PeakSlotMap(
+          rig.pool,
+          rig.devices.flatMap((d) => d.queueMemory()),
+        )
+      : undefined;
+  return new MeasuredWindow(mode, rig, clones, windowPlan(jf, opts), opts.onProgress, peak).run();
 }

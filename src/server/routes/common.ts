@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import type { BlkDriver } from '../../mediator/blk-driver.js';
+import type { PoolEntry } from '../../mediator/mediator.js';
 import { SECTOR_SIZE } from '../../virtio/blk-format.js';
 import { httpError } from '../errors.js';
 import type { Service } from '../service.js';
@@ -11,6 +12,7 @@ export interface RouteOptions {
 
 export type DeviceParams = { id: string };
 export type BlockParams = { id: string; lba: string };
+export type PoolParams = { name: string };
 
 const DIGITS = /^\d+$/;
 
@@ -24,6 +26,24 @@ export function deviceOf(service: Service, id: string): BlkDriver {
     );
   }
   return device;
+}
+
+/** The pool named in the path, or 404 HTTP_UNKNOWN_POOL. */
+export function poolOf(service: Service, name: string): PoolEntry {
+  const pools = service.mediator.pools;
+  const entry = pools.get(name);
+  if (!entry) {
+    throw httpError(
+      'HTTP_UNKNOWN_POOL',
+      `no pool "${name}" (pools: ${[...pools.keys()].join(', ')})`,
+    );
+  }
+  return entry;
+}
+
+/** The first pool of the configuration: what /v1/pool answers for. */
+export function defaultPoolOf(service: Service): PoolEntry {
+  return [...service.mediator.pools.values()][0]!;
 }
 
 /** A sector number from the path; digits too long for a safe integer are past the end of any device (416). */

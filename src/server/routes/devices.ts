@@ -1,8 +1,29 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { BlkDriver } from '../../mediator/blk-driver.js';
+import { BLK_OPS, type BlkDriver } from '../../mediator/blk-driver.js';
 import { SECTOR_SIZE } from '../../virtio/blk-format.js';
 import type { Service } from '../service.js';
 import { type DeviceParams, deviceOf, type RouteOptions } from './common.js';
+
+/**
+ * The device's request latency over every op, as /metrics' histogram
+ * mediator_request_duration_seconds summed over `op`: bucket upper bounds in
+ * seconds and the count in each bucket (not cumulative; the last is +Inf). A
+ * reader takes p50/p99 over a window from two reads (the status page does).
+ * All zero when the device does not record latency.
+ */
+function latencyView(device: BlkDriver) {
+  const first = device.latency[BLK_OPS[0]!];
+  const counts = new Array<number>(first.counts.length).fill(0);
+  let count = 0;
+  let sum = 0;
+  for (const op of BLK_OPS) {
+    const h = device.latency[op];
+    for (let i = 0; i < counts.length; i++) counts[i]! += h.counts[i]!;
+    count += h.count;
+    sum += h.sum;
+  }
+  return { bounds: first.bounds, counts, count, sum };
+}
 
 /** A device's statistics with its configuration (GET /v1/devices[/:id]). */
 function deviceView(service: Service, device: BlkDriver) {
@@ -16,6 +37,7 @@ function deviceView(service: Service, device: BlkDriver) {
     depth: device.depth,
     maxRequestBytes: device.maxRequestBytes,
     timeoutMs: device.timeoutMs,
+    latency: latencyView(device),
     ...(c?.kind === 'file-blk' ? { file: c.file, sync: c.sync } : {}),
   };
 }

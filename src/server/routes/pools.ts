@@ -1,10 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { PoolEntry } from '../../mediator/mediator.js';
-import { httpError } from '../errors.js';
 import type { Service } from '../service.js';
-import type { RouteOptions } from './common.js';
-
-type PoolParams = { name: string };
+import { defaultPoolOf, type PoolParams, poolOf, type RouteOptions } from './common.js';
 
 /** A pool's geometry, debugfs-like counters, back-pressure and devices. */
 function poolView(service: Service, entry: PoolEntry) {
@@ -30,30 +27,21 @@ function poolView(service: Service, entry: PoolEntry) {
  */
 export const poolRoutes: FastifyPluginAsync<RouteOptions> = async (app, { service }) => {
   const pools = service.mediator.pools;
-  const defaultPool = [...pools.values()][0]!;
-  const poolOf = (name: string): PoolEntry => {
-    const entry = pools.get(name);
-    if (!entry) {
-      throw httpError(
-        'HTTP_UNKNOWN_POOL',
-        `no pool "${name}" (pools: ${[...pools.keys()].join(', ')})`,
-      );
-    }
-    return entry;
-  };
+  const defaultPool = defaultPoolOf(service);
   const resetHiwater = (entry: PoolEntry) => {
     entry.pool.resetHiwater();
     return poolView(service, entry);
   };
   app.get('/v1/pools', async () => ({
+    mode: service.mediator.mode,
     pools: [...pools.values()].map((p) => poolView(service, p)),
   }));
   app.get('/v1/pool', async () => poolView(service, defaultPool));
   app.get<{ Params: PoolParams }>('/v1/pools/:name', async (request) =>
-    poolView(service, poolOf(request.params.name)),
+    poolView(service, poolOf(service, request.params.name)),
   );
   app.post('/v1/pool/hiwater/reset', async () => resetHiwater(defaultPool));
   app.post<{ Params: PoolParams }>('/v1/pools/:name/hiwater/reset', async (request) =>
-    resetHiwater(poolOf(request.params.name)),
+    resetHiwater(poolOf(service, request.params.name)),
   );
 };

@@ -1,0 +1,683 @@
+/**
+ * The status page: reads the JSON API once a second while the page is visible
+ * and shows pools (slot map, occupancy, failures, waits), devices (rates,
+ * latency, faults) and the copy engine. Rates come from two successive reads.
+ *
+ * Every number shown sits in an element with data-k (what it is, e.g.
+ * "pool:pool0:used") and data-v (the raw value behind the text), so that a test
+ * or a script can read what the page shows without parsing the text.
+ * body[data-reads] counts the reads shown so far; body[data-state] is "ok" or
+ * "error".
+ */
+import * as M from './model.js';
+import { drawSlotMap, drawSwatch, GUTTER, MARGIN, STATE_LABELS, slotUnder } from './slot-map.js';
+
+const INTERVAL_MS = 1000;
+const MAX_MAP_HEIGHT = 560;
+
+const page = {
+  /** The previous read: rates are taken against it. */
+  prev: undefined,
+  paused: false,
+  timer: undefined,
+  reading: false,
+  reads: 0,
+  /** Shape of what was built (pools, devices): rebuilt when it changes. */
+  shape: '',
+  /** key -> element holding that value. */
+  cells: new Map(),
+  /** pool name -> { canvas, layout, bits, cursors, usedByArea, readout }. */
+  maps: new Map(),
+};
+
+/**
+ * Whether devices go through the pools in this mode: all but `direct` (where
+ * they are handed guest memory), so that a mode added later is drawn too.
+ */
+function usesPool(mode) {
+  return mode !== undefined && mode !== 'direct';
+}
+
+// ---------------------------------------------------------------------------
+// DOM helpers
+// ---------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+/** An element that shows the value `key`. */
+function cell(key, tag = 'span', attrs = {}) {
+  const e = el(tag, { ...attrs, 'data-k': key, text: '…' });
+  page.cells.set(key, e);
+  return e;
+}
+
+/** Shows `text` for `key`, keeping the raw value in data-v. */
+function set(key, value, text, warn = false) {
+  const e = page.cells.get(key);
+  if (!e) return;
+  e.dataset.v = value === undefined ? '' : String(value);
+  e.textContent = text ?? (value === undefined ? '–' : M.formatCount(value));
+  e.classList.toggle('warn', warn);
+}
+
+function sum(values) {
+  let s = 0;
+  for (const v of values) s += v;
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------
+
+async function getJSON(path) {
+  const res = await fetch(path, { cache: 'no-store' });
+  if (!res.ok) {
+    const body = await res.json().catch(() => undefined);
+    throw new Error(
+      `${path}: HTTP ${res.status}${body?.code ? ` ${body.code}` : ''}${body?.message ? `: ${body.message}` : ''}`,
+    );
+  }
+  return res.json();
+}
+
+/**
+ * One read of everything the page shows; `t` in seconds (the rates' clock).
+ * The slot maps are read alongside the rest once the pools are known (after the
+ * first read), so that map and counters are of nearly the same instant.
+ */
+async function readAll(known) {
+  const slotsOf = (names) =>
+    Promise.all(names.map((n) => getJSON(`/v1/pools/${encodeURIComponent(n)}/slots`)));
+  const early = usesPool(known?.mode) ? known.pools.map((p) => p.name) : [];
+  const t0 = performance.now();
+  const [pools, devices, copy, earlySlots] = await Promise.all([
+    getJSON('/v1/pools'),
+    getJSON('/v1/devices'),
+    getJSON('/v1/copy'),
+    slotsOf(early),
+  ]);
+  const t = (t0 + performance.now()) / 2 / 1000;
+  const names = usesPool(pools.mode) ? pools.pools.map((p) => p.name) : [];
+  const slots = names.join('\n') === early.join('\n') ? earlySlots : await slotsOf(names);
+  return {
+    t,
+    at: new Date(),
+    mode: pools.mode,
+    pools: pools.pools,
+    devices: devices.devices,
+    copy,
+    slots,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Building the page for a configuration
+// ---------------------------------------------------------------------------
+
+function build(snap) {
+  page.cells.clear();
+  page.maps.clear();
+  buildPools(snap);
+  buildDevices(snap);
+  buildCopy(snap);
+}
+
+function buildPools(snap) {
+  const list = document.getElementById('pool-list');
+  list.replaceChildren();
+  if (!usesPool(snap.mode)) {
+    list.append(
+      el('p', {
+        class: 'note',
+        'data-k': 'direct-note',
+        text: `Direct mode: the devices are handed guest memory and nothing is bounced, so no pool is in use and there is no slot map to draw (${snap.pools.length === 1 ? 'pool' : 'pools'} ${snap.pools.map((p) => p.name).join(', ')} configured but unused). Start the service with --mode bounce to see the pool.`,
+      }),
+    );
+    return;
+  }
+  for (const p of snap.pools) list.append(buildPool(p));
+}
+
+/** A label and its value(s), with what it means on hover. */
+function stat(label, title, ...children) {
+  return el('div', { title }, el('dt', { text: label }), el('dd', {}, ...children));
+}
+
+/** The pool's counters: used, high-water (with its reset), free run, maps, failures, waits. */
+function poolStats(p, k) {
+  const reset = el('button', {
+    type: 'button',
+    text: 'Reset',
+    title: `POST /v1/pools/${p.name}/hiwater/reset: high-water back to 0, as writing 0 to debugfs io_tlb_used_hiwater`,
+  });
+  reset.addEventListener('click', () => void resetHiwater(p.name, reset));
+  return el(
+    'dl',
+    { class: 'stats' },
+    stat(
+      'used',
+      'debugfs io_tlb_used: slots taken, the virtqueues included',
+      cell(k('used')),
+      ' slots (',
+      cell(k('used_percent')),
+      ')',
+    ),
+    stat(
+      'high-water',
+      'debugfs io_tlb_used_hiwater: the most slots taken at once since start or the last reset',
+      cell(k('hiwater')),
+      ' slots (',
+      cell(k('hiwater_percent')),
+      ') ',
+      reset,
+    ),
+    stat(
+      'largest free run',
+      'the biggest mapping the pool can place now: fragmentation shows here before "swiotlb buffer is full" does',
+      cell(k('largest_free_run')),
+      ' slots (',
+      cell(k('largest_free_bytes')),
+      ')',
+    ),
+    stat('maps/s', 'mappings placed per second', cell(k('maps_per_s'))),
+    stat(
+      'map failures',
+      'maps that failed since start: full is "swiotlb buffer is full"',
+      'full ',
+      cell(k('fail_full')),
+      ' · too large ',
+      cell(k('fail_too_large')),
+      ' · invalid ',
+      cell(k('fail_invalid')),
+    ),
+    stat(
+      'back-pressure',
+      'requests that waited for slots (policy "wait"), waiting now, and gave up',
+      'waits ',
+      cell(k('waits')),
+      ' (',
+      cell(k('waits_per_s')),
+      '/s) · waiting ',
+      cell(k('waiting')),
+      ' · timeouts ',
+      cell(k('bp_timeouts')),
+    ),
+  );
+}
+
+/** The legend: each state's texture, name and count; the cursor's mark; the areas. */
+function poolLegend(p, k) {
+  const legend = el('ul', { class: 'legend', 'aria-label': 'legend' });
+  for (const [state, name] of [
+    [M.IN_USE, 'in_use'],
+    [M.PADDING, 'padding'],
+    [M.COHERENT, 'coherent'],
+    [M.FREE, 'free'],
+  ]) {
+    const swatch = el('canvas', { width: '16', height: '16', 'aria-hidden': 'true' });
+    drawSwatch(swatch, state);
+    legend.append(
+      el('li', {}, swatch, `${STATE_LABELS[state]}: `, cell(k(`slots_${name}`)), ' slots'),
+    );
+  }
+  legend.append(
+    el(
+      'li',
+      {},
+      el('span', { class: 'cursor-key', 'aria-hidden': 'true' }),
+      'next-fit cursor (▶ its row)',
+    ),
+    el('li', {
+      class: 'muted',
+      text: `${p.nareas} area${p.nareas === 1 ? '' : 's'} of ${p.area_nslabs} slots, framed`,
+    }),
+  );
+  return legend;
+}
+
+/** Per area: slots used, cursor, largest free run, lock contention per second. */
+function areaTable(p, k) {
+  const areaRows = p.areas.map((_, a) =>
+    el(
+      'tr',
+      {},
+      el('th', { scope: 'row', text: `area ${a}` }),
+      cell(k(`area${a}_used`), 'td', { class: 'num' }),
+      cell(k(`area${a}_cursor`), 'td', { class: 'num' }),
+      cell(k(`area${a}_largest_free_run`), 'td', { class: 'num' }),
+      cell(k(`area${a}_contended_per_s`), 'td', { class: 'num' }),
+    ),
+  );
+  return el(
+    'table',
+    { class: 'areas' },
+    el(
+      'thead',
+      {},
+      el(
+        'tr',
+        {},
+        el('th', { scope: 'col', text: 'area' }),
+        el('th', { scope: 'col', class: 'num', text: 'used' }),
+        el('th', { scope: 'col', class: 'num', text: 'cursor (slot)' }),
+        el('th', { scope: 'col', class: 'num', text: 'largest free run' }),
+        el('th', { scope: 'col', class: 'num', text: 'lock contended/s' }),
+      ),
+    ),
+    el('tbody', {}, ...areaRows),
+  );
+}
+
+/** A pool's card: title, counters, legend, the slot map, the areas. */
+function buildPool(p) {
+  const k = (name) => `pool:${p.name}:${name}`;
+  const canvas = el('canvas', { class: 'map', role: 'img', 'data-k': k('map') });
+  const readout = el('p', {
+    class: 'readout',
+    'aria-live': 'off',
+    text: 'Point at a slot to see what it holds.',
+  });
+  const card = el(
+    'article',
+    { class: 'pool', 'data-pool': p.name },
+    el(
+      'h3',
+      {},
+      p.name,
+      ' ',
+      el('small', {
+        text: `${M.formatSize(p.bytes)} · ${M.formatInteger(p.nslabs)} slots · base ${p.base} · devices ${p.devices.join(', ') || 'none'}`,
+      }),
+    ),
+    poolStats(p, k),
+    poolLegend(p, k),
+    el('div', { class: 'map-row' }, canvas),
+    readout,
+    el(
+      'details',
+      p.nareas <= 8 ? { open: '' } : {},
+      el('summary', { text: `areas: cursors, largest free runs, lock contention` }),
+      areaTable(p, k),
+    ),
+  );
+  const entry = {
+    canvas,
+    readout,
+    layout: undefined,
+    bits: undefined,
+    cursors: undefined,
+    usedByArea: undefined,
+    nslabs: p.nslabs,
+    nareas: p.nareas,
+    areaNslabs: p.area_nslabs,
+  };
+  page.maps.set(p.name, entry);
+  canvas.addEventListener('mousemove', (event) => showSlot(p, entry, event));
+  canvas.addEventListener('mouseleave', () => {
+    readout.textContent = 'Point at a slot to see what it holds.';
+  });
+  return card;
+}
+
+function buildDevices(snap) {
+  const tbody = document.querySelector('#device-table tbody');
+  tbody.replaceChildren();
+  // Bounce bytes are counted per guest: devices of one guest share those cells.
+  const byGuest = new Map();
+  for (const d of snap.devices) byGuest.set(d.guest, [...(byGuest.get(d.guest) ?? []), d.id]);
+  const shownGuest = new Set();
+  for (const d of snap.devices) {
+    const k = (name) => `device:${d.id}:${name}`;
+    const num = (name) => cell(k(name), 'td', { class: 'num' });
+    const row = el(
+      'tr',
+      { 'data-device': d.id },
+      el('th', { scope: 'row', text: d.id }),
+      el('td', { text: d.kind }),
+      el('td', { text: `${usesPool(snap.mode) ? d.pool : '(direct)'} · ${d.guest}` }),
+      num('requests_per_s'),
+      num('read_bytes_per_s'),
+      num('written_bytes_per_s'),
+    );
+    if (!shownGuest.has(d.guest)) {
+      shownGuest.add(d.guest);
+      const span = String(byGuest.get(d.guest).length);
+      const g = (name) =>
+        cell(`guest:${d.guest}:${name}`, 'td', {
+          class: 'num',
+          rowspan: span,
+          title: `guest ${d.guest}: ${byGuest.get(d.guest).join(', ')}`,
+        });
+      row.append(g('to_device_bytes_per_s'), g('from_device_bytes_per_s'));
+    }
+    row.append(
+      num('p50'),
+      num('p99'),
+      num('in_flight'),
+      num('failed'),
+      num('faults'),
+      num('timeouts'),
+      num('resets'),
+    );
+    tbody.append(row);
+  }
+}
+
+function buildCopy(snap) {
+  const body = document.getElementById('copy-body');
+  const stats = el(
+    'dl',
+    { class: 'stats' },
+    stat(
+      'bounced',
+      'bytes copied between guest memory and the pools per second, both ways',
+      cell('copy:bytes_per_s'),
+      ' (to device ',
+      cell('copy:to_device_bytes_per_s'),
+      ', from device ',
+      cell('copy:from_device_bytes_per_s'),
+      ')',
+    ),
+    stat(
+      'copies/s',
+      'bounce copies per second; the share the main thread did itself (copies below the inline threshold)',
+      cell('copy:copies_per_s'),
+      ' (',
+      cell('copy:inline_percent'),
+      ' inline on the main thread)',
+    ),
+    stat(
+      'workers',
+      'copy worker threads running, of those configured',
+      cell('copy:live_workers'),
+      ' running of ',
+      cell('copy:workers'),
+    ),
+    stat(
+      'worker utilization',
+      'share of each second each worker spent copying',
+      cell('copy:utilization'),
+    ),
+    stat('pending', 'copies handed to workers and not finished', cell('copy:pending')),
+    stat('worker crashes', 'copy workers that died and were replaced', cell('copy:crashes')),
+  );
+  const note = el('p', { class: 'muted', 'data-k': 'copy:note' });
+  if (!usesPool(snap.mode))
+    note.textContent = 'Direct mode: nothing is bounced, so the copy engine stays idle.';
+  else if (snap.copy.workers === 0) {
+    note.textContent = `No copy workers: every copy is done inline on the main thread (the default on 2 CPUs or fewer, where a worker would take a device thread's core).`;
+  }
+  body.replaceChildren(stats, note);
+}
+
+// ---------------------------------------------------------------------------
+// Showing a read
+// ---------------------------------------------------------------------------
+
+function show(snap, prev) {
+  const dt = prev ? snap.t - prev.t : undefined;
+  document.getElementById('mode').textContent = `${snap.mode} mode`;
+  document.getElementById('updated').textContent =
+    `read at ${snap.at.toLocaleTimeString()}${dt ? ` · ${dt.toFixed(2)} s since the previous read` : ''}`;
+  if (usesPool(snap.mode)) {
+    snap.pools.forEach((p, i) => {
+      showPool(
+        p,
+        prev?.pools.find((q) => q.name === p.name),
+        snap.slots[i],
+        dt,
+      );
+    });
+  }
+  showDevices(snap, prev, dt);
+  showCopy(snap, prev, dt);
+}
+
+function showPool(p, prev, slots, dt) {
+  const k = (name) => `pool:${p.name}:${name}`;
+  const rate = (a, b, wraps = true) => M.ratePerSecond(a, b, dt, wraps);
+  set(k('nslabs'), p.nslabs);
+  set(k('used'), p.used, M.formatInteger(p.used));
+  set(k('used_percent'), p.used / p.nslabs, M.formatPercent(p.used, p.nslabs));
+  set(k('hiwater'), p.used_hiwater, M.formatInteger(p.used_hiwater));
+  set(k('hiwater_percent'), p.used_hiwater / p.nslabs, M.formatPercent(p.used_hiwater, p.nslabs));
+  set(k('largest_free_run'), p.largest_free_run, M.formatInteger(p.largest_free_run));
+  set(k('largest_free_bytes'), p.largest_free_run * 2048, M.formatSize(p.largest_free_run * 2048));
+  set(k('maps_per_s'), rate(prev?.maps, p.maps));
+  const f = p.map_failures;
+  set(k('fail_full'), f.full, M.formatInteger(f.full), f.full > 0);
+  set(k('fail_too_large'), f.too_large, M.formatInteger(f.too_large), f.too_large > 0);
+  set(k('fail_invalid'), f.invalid, M.formatInteger(f.invalid), f.invalid > 0);
+  const bp = p.backpressure;
+  set(k('waits'), bp.waits, M.formatInteger(bp.waits));
+  set(k('waits_per_s'), rate(prev?.backpressure.waits, bp.waits, false));
+  set(k('waiting'), bp.waiting, M.formatInteger(bp.waiting));
+  set(k('bp_timeouts'), bp.timeouts, M.formatInteger(bp.timeouts), bp.timeouts > 0);
+  p.areas.forEach((a, i) => {
+    set(k(`area${i}_used`), a.used, M.formatInteger(a.used));
+    set(
+      k(`area${i}_cursor`),
+      i * p.area_nslabs + a.index,
+      M.formatInteger(i * p.area_nslabs + a.index),
+    );
+    set(k(`area${i}_largest_free_run`), a.largest_free_run, M.formatInteger(a.largest_free_run));
+    set(k(`area${i}_contended_per_s`), rate(prev?.areas[i]?.contended, a.contended));
+  });
+  if (!slots) return;
+  const c = slots.counts;
+  set(k('slots_in_use'), c.in_use, M.formatInteger(c.in_use));
+  set(k('slots_padding'), c.padding, M.formatInteger(c.padding));
+  set(k('slots_coherent'), c.coherent, M.formatInteger(c.coherent));
+  set(k('slots_free'), c.free, M.formatInteger(c.free));
+  const entry = page.maps.get(p.name);
+  entry.bits = M.decodeMap(slots.map);
+  entry.cursors = slots.cursors;
+  entry.usedByArea = p.areas.map((a) => a.used);
+  drawMap(entry);
+  entry.canvas.setAttribute(
+    'aria-label',
+    `slot map of ${p.name}: ${c.in_use} slots mapped, ${c.padding} padding, ${c.coherent} virtqueue, ${c.free} free; cursors at slots ${slots.cursors.join(', ')}`,
+  );
+  entry.canvas.dataset.v = slots.map;
+  entry.canvas.dataset.cursors = slots.cursors.join(',');
+}
+
+function drawMap(entry) {
+  if (!entry.bits) return;
+  // The layout follows the room the map has (laid out again when it changes).
+  const room = entry.canvas.parentElement?.clientWidth || 1000;
+  if (!entry.layout || entry.room !== room) {
+    entry.room = room;
+    const width = Math.max(300, Math.min(1200, room)) - GUTTER - 2 * MARGIN - 2;
+    entry.layout = M.slotMapLayout(
+      entry.nslabs,
+      entry.nareas,
+      entry.areaNslabs,
+      width,
+      MAX_MAP_HEIGHT,
+    );
+  }
+  drawSlotMap(entry.canvas, entry.layout, entry.bits, entry.cursors, entry.usedByArea);
+}
+
+function showSlot(p, entry, event) {
+  if (!entry.layout || !entry.bits) return;
+  const s = slotUnder(entry.canvas, entry.layout, event, M.slotAt);
+  if (s < 0) {
+    entry.readout.textContent = 'Point at a slot to see what it holds.';
+    return;
+  }
+  const area = Math.floor(s / p.area_nslabs);
+  const state = M.slotState(entry.bits, s);
+  const cursor = entry.cursors?.[area] === s ? ' · the area’s next-fit cursor' : '';
+  entry.readout.textContent = `slot ${M.formatInteger(s)} · area ${area} · segment ${Math.floor(s / 128)} · pool offset 0x${(s * 2048).toString(16)} · ${STATE_LABELS[state]}${cursor}`;
+}
+
+function showDevices(snap, prev, dt) {
+  for (const d of snap.devices) {
+    const k = (name) => `device:${d.id}:${name}`;
+    const pd = prev?.devices.find((x) => x.id === d.id);
+    const finished = (dev) =>
+      sum(Object.values(dev.requests).flatMap((byOutcome) => Object.values(byOutcome)));
+    const ok = (dev) => sum(Object.values(dev.requests).map((byOutcome) => byOutcome.ok));
+    const total = finished(d);
+    set(k('requests'), total, M.formatInteger(total));
+    set(k('requests_per_s'), M.ratePerSecond(pd && finished(pd), total, dt));
+    set(
+      k('read_bytes_per_s'),
+      M.ratePerSecond(pd?.bytesRead, d.bytesRead, dt),
+      M.formatRate(M.ratePerSecond(pd?.bytesRead, d.bytesRead, dt)),
+    );
+    set(
+      k('written_bytes_per_s'),
+      M.ratePerSecond(pd?.bytesWritten, d.bytesWritten, dt),
+      M.formatRate(M.ratePerSecond(pd?.bytesWritten, d.bytesWritten, dt)),
+    );
+    const lat = d.latency;
+    const p50 = pd ? M.windowQuantile(lat.bounds, pd.latency.counts, lat.counts, 0.5) : undefined;
+    const p99 = pd ? M.windowQuantile(lat.bounds, pd.latency.counts, lat.counts, 0.99) : undefined;
+    set(k('p50'), p50, M.formatSeconds(p50));
+    set(k('p99'), p99, M.formatSeconds(p99));
+    set(k('in_flight'), d.inFlight, M.formatInteger(d.inFlight));
+    const failed = total - ok(d);
+    set(k('failed'), failed, M.formatInteger(failed), failed > 0);
+    const faults = sum(Object.values(d.faults));
+    set(k('faults'), faults, M.formatInteger(faults), faults > 0);
+    set(k('timeouts'), d.timeouts, M.formatInteger(d.timeouts), d.timeouts > 0);
+    set(k('resets'), d.resets, M.formatInteger(d.resets), d.resets > 0);
+  }
+  for (const g of snap.copy.guests) {
+    const pg = prev?.copy.guests.find((x) => x.name === g.name);
+    for (const dir of ['to_device', 'from_device']) {
+      const r = M.ratePerSecond(pg?.[dir].bytes, g[dir].bytes, dt);
+      set(
+        `guest:${g.name}:${dir}_bytes_per_s`,
+        r,
+        usesPool(snap.mode) ? M.formatRate(r) : '– (direct)',
+      );
+    }
+  }
+}
+
+function showCopy(snap, prev, dt) {
+  const c = snap.copy;
+  const pc = prev?.copy;
+  const to = M.ratePerSecond(pc?.totals.to_device.bytes, c.totals.to_device.bytes, dt);
+  const from = M.ratePerSecond(pc?.totals.from_device.bytes, c.totals.from_device.bytes, dt);
+  const both = to === undefined ? undefined : to + from;
+  set('copy:bytes_per_s', both, M.formatRate(both));
+  set('copy:to_device_bytes_per_s', to, M.formatRate(to));
+  set('copy:from_device_bytes_per_s', from, M.formatRate(from));
+  const copies = (x) => x.inline.copies + x.worker.copies;
+  set('copy:copies_per_s', M.ratePerSecond(pc && copies(pc), copies(c), dt));
+  const inlineNow = pc ? M.counterDelta(pc.inline.copies, c.inline.copies) : 0;
+  const allNow = pc ? M.counterDelta(copies(pc), copies(c)) : 0;
+  set(
+    'copy:inline_percent',
+    allNow > 0 ? inlineNow / allNow : undefined,
+    allNow > 0 ? M.formatPercent(inlineNow, allNow) : '–',
+  );
+  set('copy:workers', c.workers, String(c.workers));
+  set('copy:live_workers', c.liveWorkers, String(c.liveWorkers));
+  set('copy:pending', c.pending, M.formatInteger(c.pending));
+  set('copy:crashes', c.crashes, M.formatInteger(c.crashes), c.crashes > 0);
+  const busy = c.workerBusySeconds.map((s, i) => M.ratePerSecond(pc?.workerBusySeconds[i], s, dt));
+  set(
+    'copy:utilization',
+    busy.length && busy.every((b) => b !== undefined) ? sum(busy) / busy.length : undefined,
+    busy.length === 0
+      ? 'no workers'
+      : busy.map((b, i) => `#${i} ${b === undefined ? '–' : M.formatPercent(b, 1)}`).join(' · '),
+  );
+}
+
+// ---------------------------------------------------------------------------
+// The loop
+// ---------------------------------------------------------------------------
+
+async function refresh() {
+  if (page.reading) return;
+  page.reading = true;
+  const started = performance.now();
+  try {
+    const snap = await readAll(page.prev);
+    const shape = JSON.stringify([
+      snap.mode,
+      snap.pools.map((p) => [p.name, p.nslabs, p.nareas]),
+      snap.devices.map((d) => [d.id, d.guest, d.pool]),
+    ]);
+    if (shape !== page.shape) {
+      page.shape = shape;
+      page.prev = undefined;
+      build(snap);
+    }
+    show(snap, page.prev);
+    page.prev = snap;
+    page.reads++;
+    document.body.dataset.reads = String(page.reads);
+    document.body.dataset.state = 'ok';
+    document.getElementById('error').hidden = true;
+  } catch (err) {
+    document.body.dataset.state = 'error';
+    const box = document.getElementById('error');
+    box.hidden = false;
+    box.textContent = `Cannot read the service (${err.message}); the numbers below are from ${page.prev ? page.prev.at.toLocaleTimeString() : 'no read yet'}. Retrying every second.`;
+  } finally {
+    page.reading = false;
+    schedule(Math.max(0, INTERVAL_MS - (performance.now() - started)));
+  }
+}
+
+function schedule(delay) {
+  clearTimeout(page.timer);
+  page.timer = undefined;
+  if (page.paused || document.visibilityState === 'hidden') return;
+  page.timer = setTimeout(() => void refresh(), delay);
+}
+
+async function resetHiwater(pool, button) {
+  button.disabled = true;
+  try {
+    await fetch(`/v1/pools/${encodeURIComponent(pool)}/hiwater/reset`, { method: 'POST' }).then(
+      (res) => {
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      },
+    );
+    button.title = `high-water reset at ${new Date().toLocaleTimeString()}`;
+  } catch (err) {
+    const box = document.getElementById('error');
+    box.hidden = false;
+    box.textContent = `Resetting the high-water of ${pool} failed: ${err.message}`;
+  } finally {
+    button.disabled = false;
+  }
+  await refresh();
+}
+
+const pause = document.getElementById('pause');
+pause.addEventListener('click', () => {
+  page.paused = !page.paused;
+  pause.setAttribute('aria-pressed', String(page.paused));
+  pause.textContent = page.paused ? 'Resume updates' : 'Pause updates';
+  if (page.paused) schedule(0);
+  else void refresh();
+});
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible' && !page.paused) void refresh();
+  else schedule(0);
+});
+window.addEventListener('resize', () => {
+  for (const entry of page.maps.values()) drawMap(entry);
+});
+void refresh();
