@@ -10,7 +10,7 @@
  *   '6.6'   the 6.6.y longterm line after 6.6.35 (the 6.9 alignment fixes and
  *           pad_slots backported): the 6.10 search, but maps search for
  *           alloc_size + offset and CONFIG_SWIOTLB_DYNAMIC searches pool by pool.
- *   '6.10'  mainline 6.10 and later (read in 6.12.117): the search for
+ *   '6.10'  mainline 6.10 and later (read in 6.12.117, unchanged in 7.2.13): the search for
  *           ALIGN(mapping_size + offset, alloc_align_mask + 1).
  */
 export const KERNEL_VERSIONS = ['6.1', '6.6', '6.10'] as const;
@@ -37,7 +37,7 @@ export function isKernelVersion(value: unknown): value is KernelVersion {
 export const KERNEL_SOURCES: Record<KernelVersion, string> = {
   '6.1': 'Linux 6.1.192 (kernel/dma/swiotlb.c, kernel/dma/direct.c)',
   '6.6': 'Linux 6.6.y after 6.6.35 (its stable patches to kernel/dma/swiotlb.c)',
-  '6.10': 'Linux 6.10 and later, read in 6.12.117 (kernel/dma/swiotlb.c, kernel/dma/direct.c)',
+  '6.10': 'Linux 6.10 and later, read in 6.12.117 and unchanged in 7.2.13 (kernel/dma/swiotlb.c, kernel/dma/direct.c)',
 };
 
 /** CONFIG_SWIOTLB_DYNAMIC exists from 6.6 on (it came with 6.6's growable pools). */
