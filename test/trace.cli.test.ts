@@ -184,7 +184,16 @@ describe('replay --trace (process)', () => {
       ],
       [
         ['--trace', trace, '--dmesg', dmesg, '--kernel', 'latest'],
-        /--kernel: "latest" is not a version/,
+        /--kernel latest: not a kernel version like 6\.12/,
+      ],
+      [
+        ['--trace', trace, '--dmesg', dmesg, '--kernel', '6.8.12'],
+        /--kernel 6\.8\.12: no swiotlb profile for Linux 6\.8; the modelled lines are 6\.1 \(6\.1\.y\), 6\.6 \(6\.6\.y\) and 6\.10 \(6\.10 and later\)/,
+      ],
+      [['--trace', trace, '--restricted', 'log'], /--restricted log needs --dmesg FILE/],
+      [
+        ['--trace', trace, '--dmesg', dmesg, '--dynamic', '--kernel', '6.1.100'],
+        /--dynamic: Linux 6\.1 has no CONFIG_SWIOTLB_DYNAMIC/,
       ],
       [
         ['--trace', join(dir, 'missing.txt'), '--dmesg', dmesg],

@@ -5,6 +5,8 @@ export {
   limitNareas,
   parseBootLog,
   poolFromBootLog,
+  restrictedFromBootLog,
+  restrictedPools,
 } from './boot-log.js';
 export {
   ADDR_OUT_OF_RANGE,
@@ -15,10 +17,17 @@ export {
 } from './dma-events.js';
 export { formatTraceReport } from './format.js';
 export {
+  chooseProfile,
+  parseKernelVersion,
+  profileFor,
+  SUPPORTED_LINES,
+  type TracedKernel,
+} from './kernel-version.js';
+export {
+  kernelPlacement,
   type Placement,
   type PlacementSetup,
   type PlacementSpec,
-  parseKernelVersion,
   poolPlacement,
 } from './placement.js';
 export {
@@ -31,5 +40,11 @@ export {
 export { TraceReader } from './reader.js';
 export { type ReplayObserver, type TracedOp, TraceReplay } from './replay.js';
 export { summarize, type TraceReport, type TraceSummary } from './report-types.js';
-export { type PoolFlags, resolvePool, runTraceReplay, type TraceRunOptions } from './run.js';
+export {
+  type PoolFlags,
+  resolveKernel,
+  resolvePool,
+  runTraceReplay,
+  type TraceRunOptions,
+} from './run.js';
 export { parseTraceLine, type TraceLine } from './trace-line.js';
