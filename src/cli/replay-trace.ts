@@ -14,7 +14,8 @@ import { intFlag, noOperands, parseCommand, sizeFlag } from './args.js';
 
 export const REPLAY_TRACE_HELP = `Usage: swiotlb-mediator replay --trace FILE|- [--dmesg FILE] [options]
 
-Replays a kernel DMA trace against the Linux-faithful pool (placement only) and
+Replays a kernel DMA trace against the Linux-faithful pool (placement only),
+built with the traced kernel's geometry and searched by its line's rules, and
 checks it against the kernel's own placements: for every mapping the kernel
 bounced (its dma_addr lies in the pool) the pool places the same buffer, in
 trace order, starting in area "cpu & (nareas - 1)", and the two addresses are
@@ -26,13 +27,15 @@ The trace: the text of /sys/kernel/tracing/trace (or trace_pipe), or the output
 of "trace-cmd report", with the dma events (Linux 6.12 or later) and, better,
 swiotlb:swiotlb_bounced: trace-cmd record -e dma -e swiotlb -- <workload>.
 The pool comes from the traced guest's boot log (--dmesg), or from flags.
+"size --trace" sizes the pool from a trace, "bench --trace" runs its workload.
 
 Options:
   --trace FILE         the trace text; - reads stdin
   --dmesg FILE         the traced boot's log (dmesg, journalctl -k -b): the pool's
                        base, size and area count, and its "swiotlb buffer is full" warnings
   --base ADDR          the pool's physical address (overrides the boot log's)
-  --slots N            the pool's size in 2 KiB slots (default 32768 without --dmesg)
+  --slots N            the pool's size in 2 KiB slots, as the kernel reports it
+                       (io_tlb_nslabs; default 32768 without --dmesg)
   --areas N            the pool's area count (the log's "area num N.")
   --restricted SIZE    replay a restricted-dma-pool of SIZE bytes (one area) at --base,
                        or at the boot log's restricted pool; --restricted log: the

@@ -343,3 +343,42 @@ export function bootLog(
 }
 
 export { DmaDirection };
+
+/**
+ * A virtio-blk request as virtio_queue_rq() maps it (virtqueue_add_sgs(): one
+ * dma_map_page per sg entry, in order, on one CPU): the 16-byte header
+ * (TO_DEVICE), the data in `segment`-byte pieces, the status byte (FROM_DEVICE).
+ * Returns its mappings and their swiotlb_bounced + map events, and its unmap events.
+ */
+export function virtioBlkRequest(
+  sim: KernelSim,
+  dev: string,
+  cpu: number,
+  buf: number,
+  bytes: number,
+  read: boolean,
+  opts: { segment?: number; bounce?: boolean } = {},
+): { maps: Mapping[]; mapEvents: GenEvent[]; unmapEvents: () => GenEvent[] } {
+  const segment = opts.segment ?? bytes;
+  const o = { bounce: opts.bounce !== false };
+  const maps = [sim.map(dev, cpu, buf, 16, DmaDirection.TO_DEVICE, o)];
+  for (let off = 0; off < bytes; off += segment) {
+    const dir = read ? DmaDirection.FROM_DEVICE : DmaDirection.TO_DEVICE;
+    maps.push(sim.map(dev, cpu, buf + 0x1000 + off, Math.min(segment, bytes - off), dir, o));
+  }
+  maps.push(sim.map(dev, cpu, buf + 16, 1, DmaDirection.FROM_DEVICE, o));
+  const mapEvents: GenEvent[] = [];
+  for (const m of maps) {
+    if (m.dmaAddr !== m.phys) mapEvents.push({ t: 'bounced', cpu, m });
+    mapEvents.push({ t: 'map', cpu, m });
+  }
+  return {
+    maps,
+    mapEvents,
+    unmapEvents: () =>
+      maps.map((m) => {
+        sim.unmap(m);
+        return { t: 'unmap', cpu, m } as GenEvent;
+      }),
+  };
+}

@@ -858,7 +858,7 @@ export class TraceReplay {
       return `the ${this.p.profile} rules never end this search (swiotlb_do_find_slots() without 7c3940bf81e5: it would spin with the area lock held), but the kernel returned from it: not a 6.1.y search, or the pools differ (an earlier disagreement)`;
     }
     if (res.failure === 'kernel_overrun') {
-      return `the ${this.p.profile} rules would place it past the pool's end (a run into the missing slots of a partial last segment, or swiotlb_alloc() in a pool that is not page aligned), where the kernel placed it inside: not a 6.1.y search, or the pools differ`;
+      return `the ${this.p.profile} rules would place it past the pool's end (a run into the missing slots of a partial last segment, or swiotlb_alloc() in a pool that is not page aligned), which the kernel did not: not a 6.1.y search, or the pools differ`;
     }
     if (res.failure === 'too_large') {
       return `the model refuses ${size} bytes: more than the max mapping size with min_align_mask 0x${mask.toString(16)}`;
@@ -895,7 +895,8 @@ export class TraceReplay {
     } else {
       model = res.failure;
       this.countFailure(res);
-      if (res.failure === 'kernel_hang') {
+      // The kernel failed; 6.1's rules would have spun or run past the pool's end instead.
+      if (res.failure === 'kernel_hang' || res.failure === 'kernel_overrun') {
         this.disagreed(d, x, area, res.failure, this.whyFailed(res, ev.size, mask));
       } else this.agreed(d);
     }
