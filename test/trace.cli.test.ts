@@ -112,6 +112,9 @@ describe('replay --trace (process)', () => {
         first_disagreement_line: null,
         unmaps_before_trace: 1,
         lost_events: null,
+        profile: '6.10',
+        outside_bounced: 0,
+        kernel_hangs: 0,
       });
     },
     TIMEOUT,

@@ -265,6 +265,12 @@ export interface TraceSummary {
   first_disagreement_line: number | null;
   unmaps_before_trace: number;
   lost_events: number | null;
+  /** The profile whose rules the model followed. */
+  profile: KernelVersion;
+  /** Maps bounced outside the pool (announced by swiotlb_bounced). */
+  outside_bounced: number;
+  /** Requests where the traced 6.1 kernel hung (its CPU wrote nothing after them). */
+  kernel_hangs: number;
 }
 
 export function summarize(r: TraceReport): TraceSummary {
@@ -280,5 +286,8 @@ export function summarize(r: TraceReport): TraceSummary {
     first_disagreement_line: r.placements.first_disagreement_line,
     unmaps_before_trace: r.unmaps.before_trace,
     lost_events: r.input.lost_events,
+    profile: r.pool.profile,
+    outside_bounced: r.maps.outside_bounced,
+    kernel_hangs: r.kernel_hangs.filter((h) => h.kernel === 'hung').length,
   };
 }

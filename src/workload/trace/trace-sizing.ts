@@ -107,10 +107,11 @@ function minimalDefault(runs: Runs, areas: number): number | undefined {
 function minimalRestricted(runs: Runs): number | undefined {
   const maxSegs = MAX_POOL_SLOTS / IO_TLB_SEGSIZE;
   const ok = (segs: number) => runs.restricted(segs * IO_TLB_SEGSIZE).failures === 0;
-  if (!ok(maxSegs)) return undefined;
+  // Doubling first: a 1 GiB pool is tried only when everything below it fails.
   let lo = 0;
   let hi = 1;
   while (!ok(hi)) {
+    if (hi >= maxSegs) return undefined;
     lo = hi;
     hi = Math.min(maxSegs, hi * 2);
   }
