@@ -8,6 +8,7 @@ export {
   restrictedFromBootLog,
   restrictedPools,
 } from './boot-log.js';
+export { type DemandResult, TraceDemand } from './demand.js';
 export {
   ADDR_OUT_OF_RANGE,
   DMA_MAPPING_ERROR,
@@ -47,4 +48,19 @@ export {
   runTraceReplay,
   type TraceRunOptions,
 } from './run.js';
+export {
+  adviseFromTrace,
+  type DeviceDemand,
+  restrictedPoolNode,
+  type TraceSizeOptions,
+  type TraceSizeReport,
+} from './trace-advice.js';
+export {
+  TRACED_JOB_LIMITS,
+  type TracedJob,
+  type TracedJobOptions,
+  tracedJob,
+} from './trace-job.js';
 export { parseTraceLine, type TraceLine } from './trace-line.js';
+export { formatTraceSize } from './trace-size-format.js';
+export { sizeFromTrace, type TraceSizing, type TraceSizingOptions } from './trace-sizing.js';

@@ -30,10 +30,14 @@ import { UsageSeries } from './series.js';
  * order, starting in area `cpu & (nareas - 1)` as swiotlb_pool_find_slots() does
  * with raw_smp_processor_id(); the model's address is compared with the kernel's.
  *
- * Matching rules (each has a hand-worked test in test/trace.replay.test.ts):
+ * Matching rules (each has a hand-worked test in test/trace.replay.test.ts, the
+ * kernel profiles' in test/trace.kernels.test.ts):
  * - dma_addr in [base, base + nslabs * 2 KiB): bounced, replayed;
  *   dma_addr == phys_addr: not bounced, skipped; any other dma_addr: outside the
- *   pool (an IOMMU address, a DMA offset, a transient pool), counted;
+ *   pool. Announced by a swiotlb_bounced line, it was bounced into another pool
+ *   (a transient or grown one of CONFIG_SWIOTLB_DYNAMIC, or a restricted one):
+ *   counted apart, and with a growable model replayed and compared by the kind of
+ *   pool it lands in. Else an IOMMU address or a DMA offset: counted;
  *   dma_addr == ffffffffffffffff: the kernel failed. It is replayed when the device
  *   bounces (a swiotlb_bounced line announced it, or the device has bounced
  *   before): both failing is an agreement.
@@ -49,6 +53,12 @@ import { UsageSeries } from './series.js';
  * - a kernel placement on slots a live mapping holds: that mapping's unmap is
  *   replayed first when it is ahead in the trace, else the mapping is released as
  *   lost (an event the ring buffer dropped).
+ * - 6.1 (swiotlb_do_find_slots() without 7c3940bf81e5 never ends some searches,
+ *   spinning with the area lock held): a traced map line the model says never
+ *   ends is a disagreement (the kernel returned from it); a swiotlb_bounced with
+ *   no map line whose CPU has nothing ahead in the window is tried, and a request
+ *   that never ends is judged at the end: hung (agreement) when its CPU wrote no
+ *   later event, a disagreement when it did.
  *
  * State:
  *
@@ -57,10 +67,15 @@ import { UsageSeries } from './series.js';
  *   recs    id -> the mapping: its kernel slots, its model address (-1: the model
  *           did not place it)
  *   sgLive  (device, buffer) -> ids of its live dma_map_sg entries, oldest first
- *           (0: an entry that was not bounced)
+ *           (an entry that was not bounced: minus its observer id, or 0)
+ *   outsideLive  (device, dma_addr) -> ids of live single maps bounced outside
+ *           the pool (their recs have kSlot -1, and no `owner` slots)
+ *   directLive   (device, dma_addr) -> observer ids of live direct maps (only
+ *           with an observer: it pairs their unmaps)
  *
- * Rules: the slots of every live mapping hold its id in `owner` and no other
- * slot holds an id; kernel use = the sum of live mappings' kernel slots; model
+ * Rules: the slots of every live mapping in the pool hold its id in `owner` and
+ * no other slot holds an id; kernel use = the sum of live in-pool mappings' kernel
+ * slots (those outside: kOutsideUsed); model
  * use = the sum of the model slots of the mappings it placed = the placement's
  * own used() (the property test checks the last two against the generator).
  *
