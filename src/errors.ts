@@ -249,6 +249,12 @@ export const ERROR_SPECS = {
     fix: 'Pass the whole log of the traced boot (`journalctl -k -b` keeps the early lines that the dmesg ring buffer may have dropped), or give the pool with --base/--slots/--areas (or --restricted SIZE --base ADDR).',
     status: 400,
   },
+  TRACE_UNSUPPORTED_KERNEL: {
+    meaning:
+      "The traced kernel (from `--kernel` or the boot log's `Linux version` line) belongs to no line whose swiotlb rules the project models: 6.1 (6.1.y), 6.6 (6.6.y) and 6.10 (6.10 and later) are; 6.2-6.5, 6.7-6.9 and kernels before 6.1 are not.",
+    fix: 'Replay under the rules of a modelled line anyway with `--kernel 6.1`, `--kernel 6.6` or `--kernel 6.10` (docs/kernels.md tells what differs), knowing that placements may disagree.',
+    status: 400,
+  },
   JOB_BAD_FILE: {
     meaning:
       'A fio job file cannot be used: a line is not INI syntax, a value does not parse (a size, a number, an rw or bssplit value), or a setting is out of range.',

@@ -1,10 +1,17 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { isTraceReplay, parseMaskFlags, replayTraceCommand } from '../src/cli/replay-trace.js';
+import { BENCH_TRACE_HELP } from '../src/cli/bench-trace.js';
+import {
+  isTraceReplay,
+  parseMaskFlags,
+  REPLAY_TRACE_HELP,
+  replayTraceCommand,
+} from '../src/cli/replay-trace.js';
+import { SIZE_TRACE_HELP } from '../src/cli/size-trace.js';
 import { isMediatorError } from '../src/errors.js';
 import { bootLog, DmaDirection, type GenEvent, KernelSim, render } from './helpers/trace-gen.js';
 
@@ -105,6 +112,9 @@ describe('replay --trace (process)', () => {
         first_disagreement_line: null,
         unmaps_before_trace: 1,
         lost_events: null,
+        profile: '6.10',
+        outside_bounced: 0,
+        kernel_hangs: 0,
       });
     },
     TIMEOUT,
@@ -184,7 +194,16 @@ describe('replay --trace (process)', () => {
       ],
       [
         ['--trace', trace, '--dmesg', dmesg, '--kernel', 'latest'],
-        /--kernel: "latest" is not a version/,
+        /--kernel latest: not a kernel version like 6\.12/,
+      ],
+      [
+        ['--trace', trace, '--dmesg', dmesg, '--kernel', '6.8.12'],
+        /--kernel 6\.8\.12: no swiotlb profile for Linux 6\.8; the modelled lines are 6\.1 \(6\.1\.y\), 6\.6 \(6\.6\.y\) and 6\.10 \(6\.10 and later\)/,
+      ],
+      [['--trace', trace, '--restricted', 'log'], /--restricted log needs --dmesg FILE/],
+      [
+        ['--trace', trace, '--dmesg', dmesg, '--dynamic', '--kernel', '6.1.100'],
+        /--dynamic: Linux 6\.1 has no CONFIG_SWIOTLB_DYNAMIC/,
       ],
       [
         ['--trace', join(dir, 'missing.txt'), '--dmesg', dmesg],
@@ -208,6 +227,19 @@ describe('replay --trace (process)', () => {
     },
     TIMEOUT,
   );
+});
+
+describe('the trace commands in docs/cli.md', () => {
+  const doc = readFileSync(new URL('../docs/cli.md', import.meta.url), 'utf8');
+  it.each([
+    ['replay --trace', REPLAY_TRACE_HELP],
+    ['size --trace', SIZE_TRACE_HELP],
+    ['bench --trace', BENCH_TRACE_HELP],
+  ])('names every flag of %s --help', (_command, help) => {
+    const flags = [...new Set([...help.matchAll(/(?<![\w-])--[a-z][a-z-]*/g)].map((m) => m[0]))];
+    expect(flags.length).toBeGreaterThan(5);
+    expect(flags.filter((f) => f !== '--help' && !doc.includes(f))).toEqual([]);
+  });
 });
 
 describe('replay --trace flags', () => {

@@ -250,7 +250,7 @@ describe('generated traces (both layouts, both array styles, 6.12 and mainline n
 });
 
 describe('generated traces: property', () => {
-  it('random maps and unmaps on random CPUs replay with every placement agreeing', async () => {
+  it('random maps and unmaps on random CPUs, placed by any profile, replay with every placement agreeing under it', async () => {
     const op = fc.record({
       cpu: fc.integer({ min: 0, max: 3 }),
       size: fc.constantFrom(1, 512, 2048, 4096, 6000, 65536, 262144),
@@ -263,9 +263,14 @@ describe('generated traces: property', () => {
         fc.array(op, { minLength: 1, maxLength: 60 }),
         fc.constantFrom(...STYLES),
         fc.constantFrom(1, 2),
-        async (ops, style, areas) => {
+        fc.constantFrom(
+          ['6.1', '6.1.115'] as const,
+          ['6.6', '6.6.60'] as const,
+          ['6.10', '6.12.3'] as const,
+        ),
+        async (ops, style, areas, [kernel, release]) => {
           const g = { base: 0x4000_0000, slots: 256, areas };
-          const sim = new KernelSim(g);
+          const sim = new KernelSim(g, { kernel });
           const live: Mapping[] = [];
           const events: GenEvent[] = [];
           let phys = 0x2_0000_0000;
@@ -289,12 +294,14 @@ describe('generated traces: property', () => {
           if (placed === 0) return; // a device never seen bouncing: its failures are not replayed
           let placement: Placement | undefined;
           const r = await replayText(render(events, style).text, g, {
+            kernel: release,
             placement: (spec) => {
               const setup = poolPlacement(spec);
               placement = setup.placement;
               return setup;
             },
           });
+          expect(r.pool.profile).toBe(kernel);
           expect(r.placements.disagree).toBe(0);
           expect(placement!.used()).toBe(r.model.used_end);
           expect(r.model.used_hiwater).toBe(r.observed.used_hiwater);

@@ -289,6 +289,7 @@ describe('boot log (kernel/dma/swiotlb.c lines)', () => {
       nslabs: 32768,
       nareas: 4,
       restricted: false,
+      exact: true,
       notes: [],
     });
   });

@@ -1,5 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { MediatorError } from '../errors.js';
 import { createLogger } from '../server/logger.js';
 import { packageVersion } from '../util/package-version.js';
@@ -9,6 +9,8 @@ import { Progress } from '../workload/progress.js';
 import { buildReport, formatReport } from '../workload/report.js';
 import { runMode } from '../workload/runner.js';
 import { jobOperand, parseCommand } from './args.js';
+import { benchTraceCommand } from './bench-trace.js';
+import { isTraceReplay } from './replay-trace.js';
 
 export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--html FILE] [--mode MODE]
 
@@ -41,11 +43,15 @@ for the job; under backpressure=wait the request then waits) and device faults,
 each once per 5 s burst, and device resets (docs/logging.md).
 
 Example jobs ship with the package in examples/jobs/: database.fio, backup.fio,
-network.fio, nvme.fio. The options in full: docs/cli.md.`;
+network.fio, nvme.fio. The options in full: docs/cli.md.
+
+With --trace FILE it runs a real guest's traced workload instead ("bench --trace - --help").`;
 
 export interface BenchIo {
   stdout: Writable;
   stderr: Writable & { isTTY?: boolean };
+  /** For `bench --trace -`. @default process.stdin */
+  stdin?: Readable;
 }
 
 /** Reads and parses a job file; a missing file is JOB_BAD_FILE. */
@@ -60,6 +66,8 @@ export function readJobFile(path: string): JobFile {
 }
 
 export async function benchCommand(argv: string[], io: BenchIo): Promise<number> {
+  if (isTraceReplay(argv))
+    return benchTraceCommand(argv, { ...io, stdin: io.stdin ?? process.stdin });
   const parsed = parseCommand('bench', BENCH_HELP, {
     args: argv,
     allowPositionals: true,

@@ -14,7 +14,9 @@ Commands:
   replay [FILE|-]   replay map/unmap/sync JSON lines against a Linux-faithful swiotlb pool
   replay --trace FILE  replay a kernel DMA trace (tracefs, trace-cmd report) and check the pool against it
   bench --job FILE  run a fio job file in-process; IOPS, latency, pool use (--json: fio-shaped)
+  bench --trace FILE   run a traced guest's workload, bounce and direct
   size --job FILE   pool sizing advice for a fio job (swiotlb=, device tree, service config)
+  size --trace FILE    pool sizing advice from a traced guest's DMA demand
 
 Run "swiotlb-mediator <command> --help" for a command's options.
   -h, --help        this help

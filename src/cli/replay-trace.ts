@@ -2,14 +2,20 @@ import { createReadStream, statSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { MediatorError } from '../errors.js';
 import { formatTraceReport } from '../workload/trace/format.js';
-import { parseKernelVersion } from '../workload/trace/placement.js';
+import { chooseProfile } from '../workload/trace/kernel-version.js';
 import { summarize } from '../workload/trace/report-types.js';
-import { type PoolFlags, runTraceReplay, type TraceProgress } from '../workload/trace/run.js';
+import {
+  type PoolFlags,
+  runTraceReplay,
+  type TraceProgress,
+  type TraceRunOptions,
+} from '../workload/trace/run.js';
 import { intFlag, noOperands, parseCommand, sizeFlag } from './args.js';
 
 export const REPLAY_TRACE_HELP = `Usage: swiotlb-mediator replay --trace FILE|- [--dmesg FILE] [options]
 
-Replays a kernel DMA trace against the Linux-faithful pool (placement only) and
+Replays a kernel DMA trace against the Linux-faithful pool (placement only),
+built with the traced kernel's geometry and searched by its line's rules, and
 checks it against the kernel's own placements: for every mapping the kernel
 bounced (its dma_addr lies in the pool) the pool places the same buffer, in
 trace order, starting in area "cpu & (nareas - 1)", and the two addresses are
@@ -21,21 +27,29 @@ The trace: the text of /sys/kernel/tracing/trace (or trace_pipe), or the output
 of "trace-cmd report", with the dma events (Linux 6.12 or later) and, better,
 swiotlb:swiotlb_bounced: trace-cmd record -e dma -e swiotlb -- <workload>.
 The pool comes from the traced guest's boot log (--dmesg), or from flags.
+"size --trace" sizes the pool from a trace, "bench --trace" runs its workload.
 
 Options:
   --trace FILE         the trace text; - reads stdin
   --dmesg FILE         the traced boot's log (dmesg, journalctl -k -b): the pool's
                        base, size and area count, and its "swiotlb buffer is full" warnings
   --base ADDR          the pool's physical address (overrides the boot log's)
-  --slots N            the pool's size in 2 KiB slots (default 32768 without --dmesg)
+  --slots N            the pool's size in 2 KiB slots, as the kernel reports it
+                       (io_tlb_nslabs; default 32768 without --dmesg)
   --areas N            the pool's area count (the log's "area num N.")
-  --restricted SIZE    replay a restricted-dma-pool of SIZE bytes at --base (one area)
+  --restricted SIZE    replay a restricted-dma-pool of SIZE bytes (one area) at --base,
+                       or at the boot log's restricted pool; --restricted log: the
+                       boot log's restricted pool (its exact size from the "OF:
+                       reserved mem" line, else its whole MiB)
   --device NAME        replay only this device, by its dev_name (repeat for more)
   --min-align-mask M   a device's min_align_mask, NAME=MASK, or MASK for every
                        device (repeat; NVMe sets 0xfff)
-  --kernel V           the traced kernel's version, e.g. 6.12: the pool's rules are
-                       those of Linux 6.10 (unchanged through 6.19) and it has no
-                       profile for older kernels yet; an older V is reported as such
+  --kernel V           the traced kernel's version (default: the boot log's "Linux
+                       version" line, else 6.10): 6.1.y follows the 6.1 profile,
+                       6.6.y the 6.6 one, 6.10 and later the 6.10 one (docs/kernels.md);
+                       6.2-6.5 and 6.7-6.9 have none and are refused
+  --dynamic            CONFIG_SWIOTLB_DYNAMIC (6.6 and later): the model's default pool
+                       grows; maps the kernel bounced outside it are compared by pool kind
   --window N           events held back to replay out of trace order (default 4096)
   --json               print the report as one JSON line, then a summary JSON line last:
                        {"events":N,"replayed":M,"placements":{"agree":A,"disagree":D},
@@ -84,7 +98,7 @@ export function parseMaskFlags(values: readonly string[]): {
   return { all, byDevice };
 }
 
-function openInput(path: string, flag: string, stdin: Readable): Readable {
+export function openInput(path: string, flag: string, stdin: Readable): Readable {
   if (path === '-') return stdin;
   try {
     if (!statSync(path).isFile()) throw new Error('not a regular file');
@@ -94,29 +108,110 @@ function openInput(path: string, flag: string, stdin: Readable): Readable {
   return createReadStream(path);
 }
 
-function progressLine(p: TraceProgress): string {
+function progressLine(command: string, p: TraceProgress): string {
   const mib = (p.bytes / 2 ** 20).toFixed(1);
-  return `replay: ${mib} MiB read, ${p.lines} lines, ${p.events} dma events, ${(p.elapsedMs / 1000).toFixed(0)} s`;
+  return `${command}: ${mib} MiB read, ${p.lines} lines, ${p.events} dma events, ${(p.elapsedMs / 1000).toFixed(0)} s`;
+}
+
+/** The flags every trace command takes (parseArgs options): the trace, the boot log, the pool. */
+export const TRACE_FLAGS = {
+  trace: { type: 'string' },
+  dmesg: { type: 'string' },
+  base: { type: 'string' },
+  slots: { type: 'string' },
+  areas: { type: 'string' },
+  restricted: { type: 'string' },
+  device: { type: 'string', multiple: true },
+  'min-align-mask': { type: 'string', multiple: true },
+  kernel: { type: 'string' },
+  dynamic: { type: 'boolean' },
+  window: { type: 'string' },
+  quiet: { type: 'boolean' },
+} as const;
+
+/** The values of {@link TRACE_FLAGS} as parseArgs returns them. */
+export interface TraceFlagValues {
+  trace?: string | undefined;
+  dmesg?: string | undefined;
+  base?: string | undefined;
+  slots?: string | undefined;
+  areas?: string | undefined;
+  restricted?: string | undefined;
+  device?: string[] | undefined;
+  'min-align-mask'?: string[] | undefined;
+  kernel?: string | undefined;
+  dynamic?: boolean | undefined;
+  window?: string | undefined;
+  quiet?: boolean | undefined;
+}
+
+/**
+ * The run options of a trace command from its flags: files opened, the pool's
+ * flags read, the --kernel checked before any file is read, progress on stderr.
+ * `areasFlag` names the flag that gives the traced pool's areas (`size --trace`
+ * keeps --areas for the areas to recommend for). `finishProgress` clears a drawn bar.
+ * @throws CLI_USAGE
+ */
+export function traceRunFlags(
+  values: TraceFlagValues,
+  io: ReplayTraceIo,
+  command: string,
+  areasFlag: { name: string; value: string | undefined } = { name: 'areas', value: values.areas },
+): { run: TraceRunOptions; finishProgress: () => void } {
+  const trace = values.trace;
+  if (!trace) throw new MediatorError('CLI_USAGE', '--trace needs a file (or - for stdin)');
+  if (values.dmesg === '-' && trace === '-') {
+    throw new MediatorError('CLI_USAGE', '--dmesg and --trace cannot both read stdin');
+  }
+  if (values.kernel !== undefined) chooseProfile(values.kernel, { kind: 'flag' });
+  const pool: PoolFlags = {};
+  const base = intFlag('base', values.base);
+  const slots = intFlag('slots', values.slots, 1);
+  const areas = intFlag(areasFlag.name, areasFlag.value, 1);
+  if (values.restricted === 'log') pool.restrictedFromLog = true;
+  else {
+    const restricted = sizeFlag('restricted', values.restricted);
+    if (restricted !== undefined) pool.restrictedBytes = restricted;
+  }
+  if (base !== undefined) pool.base = base;
+  if (slots !== undefined) pool.slots = slots;
+  if (areas !== undefined) pool.areas = areas;
+  const window = intFlag('window', values.window, 1);
+  let drew = false;
+  const run: TraceRunOptions = {
+    trace: openInput(trace, '--trace', io.stdin),
+    traceName: trace,
+    pool,
+  };
+  if (values.dmesg) {
+    run.bootLog = { input: openInput(values.dmesg, '--dmesg', io.stdin), name: values.dmesg };
+  }
+  if (values.kernel !== undefined) run.kernel = values.kernel;
+  if (values.dynamic) run.dynamic = true;
+  if (values.device) run.devices = values.device;
+  if (values['min-align-mask']) run.minAlignMask = parseMaskFlags(values['min-align-mask']);
+  if (window !== undefined) run.window = window;
+  if (!values.quiet) {
+    run.onProgress = (p: TraceProgress) => {
+      if (io.stderr.isTTY) {
+        io.stderr.write(`\r\x1b[K${progressLine(command, p)}`);
+        drew = true;
+      } else io.stderr.write(`${progressLine(command, p)}\n`);
+    };
+  }
+  return {
+    run,
+    finishProgress: () => {
+      if (drew) io.stderr.write('\r\x1b[K');
+    },
+  };
 }
 
 export async function replayTraceCommand(argv: string[], io: ReplayTraceIo): Promise<number> {
   const parsed = parseCommand('replay', REPLAY_TRACE_HELP, {
     args: argv,
     allowPositionals: true,
-    options: {
-      trace: { type: 'string' },
-      dmesg: { type: 'string' },
-      base: { type: 'string' },
-      slots: { type: 'string' },
-      areas: { type: 'string' },
-      restricted: { type: 'string' },
-      device: { type: 'string', multiple: true },
-      'min-align-mask': { type: 'string', multiple: true },
-      kernel: { type: 'string' },
-      window: { type: 'string' },
-      json: { type: 'boolean' },
-      quiet: { type: 'boolean' },
-    },
+    options: { ...TRACE_FLAGS, json: { type: 'boolean' } },
   });
   if (parsed === undefined) {
     io.stdout.write(`${REPLAY_TRACE_HELP}\n`);
@@ -124,50 +219,9 @@ export async function replayTraceCommand(argv: string[], io: ReplayTraceIo): Pro
   }
   const { values, positionals } = parsed;
   noOperands(positionals);
-  const trace = values.trace;
-  if (!trace) throw new MediatorError('CLI_USAGE', '--trace needs a file (or - for stdin)');
-  if (values.dmesg === '-' && trace === '-') {
-    throw new MediatorError('CLI_USAGE', '--dmesg and --trace cannot both read stdin');
-  }
-  if (values.kernel !== undefined && parseKernelVersion(values.kernel) === undefined) {
-    throw new MediatorError('CLI_USAGE', `--kernel: "${values.kernel}" is not a version like 6.12`);
-  }
-  const pool: PoolFlags = {};
-  const base = intFlag('base', values.base);
-  const slots = intFlag('slots', values.slots, 1);
-  const areas = intFlag('areas', values.areas, 1);
-  const restricted = sizeFlag('restricted', values.restricted);
-  if (base !== undefined) pool.base = base;
-  if (slots !== undefined) pool.slots = slots;
-  if (areas !== undefined) pool.areas = areas;
-  if (restricted !== undefined) pool.restrictedBytes = restricted;
-  const window = intFlag('window', values.window, 1);
-
-  const progress = !values.quiet;
-  let drew = false;
-  const report = await runTraceReplay({
-    trace: openInput(trace, '--trace', io.stdin),
-    traceName: trace,
-    ...(values.dmesg
-      ? { bootLog: { input: openInput(values.dmesg, '--dmesg', io.stdin), name: values.dmesg } }
-      : {}),
-    pool,
-    ...(values.kernel === undefined ? {} : { kernel: values.kernel }),
-    ...(values.device ? { devices: values.device } : {}),
-    ...(values['min-align-mask'] ? { minAlignMask: parseMaskFlags(values['min-align-mask']) } : {}),
-    ...(window === undefined ? {} : { window }),
-    ...(progress
-      ? {
-          onProgress: (p: TraceProgress) => {
-            if (io.stderr.isTTY) {
-              io.stderr.write(`\r\x1b[K${progressLine(p)}`);
-              drew = true;
-            } else io.stderr.write(`${progressLine(p)}\n`);
-          },
-        }
-      : {}),
-  });
-  if (drew) io.stderr.write('\r\x1b[K');
+  const { run, finishProgress } = traceRunFlags(values, io, 'replay');
+  const report = await runTraceReplay(run);
+  finishProgress();
   if (values.json) {
     io.stdout.write(`${JSON.stringify(report)}\n`);
     io.stdout.write(`${JSON.stringify(summarize(report))}\n`);

@@ -1,4 +1,4 @@
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { IO_TLB_DEFAULT_SIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import { formatSize } from '../util/size.js';
 import { formatBytes } from '../workload/report.js';
@@ -6,6 +6,8 @@ import { jobConfig } from '../workload/runner.js';
 import { adviseSize, type SizingAdvice } from '../workload/sizing.js';
 import { intFlag, jobOperand, parseCommand } from './args.js';
 import { readJobFile } from './bench.js';
+import { isTraceReplay } from './replay-trace.js';
+import { sizeTraceCommand } from './size-trace.js';
 
 export const SIZE_HELP = `Usage: swiotlb-mediator size --job FILE [--margin PCT] [--areas N] [--steps N] [--seed N] [--json]
 
@@ -31,11 +33,15 @@ Options:
   -h, --help      this help
 
 Example: swiotlb-mediator size --job examples/jobs/nvme.fio (the example jobs ship
-with the package in examples/jobs/).`;
+with the package in examples/jobs/).
+
+With --trace FILE it sizes from a real guest's DMA trace instead ("size --trace - --help").`;
 
 export interface SizeIo {
   stdout: Writable;
-  stderr: Writable;
+  stderr: Writable & { isTTY?: boolean };
+  /** For `size --trace -`. @default process.stdin */
+  stdin?: Readable;
 }
 
 function hex(n: number): string {
@@ -121,6 +127,8 @@ function formatAdvice(advice: SizingAdvice, configJson: string | undefined): str
 }
 
 export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
+  if (isTraceReplay(argv))
+    return sizeTraceCommand(argv, { ...io, stdin: io.stdin ?? process.stdin });
   const parsed = parseCommand('size', SIZE_HELP, {
     args: argv,
     allowPositionals: true,

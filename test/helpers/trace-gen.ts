@@ -1,4 +1,8 @@
+import { isMediatorError } from '../../src/errors.js';
 import { DmaDirection, IO_TLB_SIZE } from '../../src/swiotlb/constants.js';
+import { DynamicPool } from '../../src/swiotlb/dynamic.js';
+import type { GeometryOptions } from '../../src/swiotlb/geometry.js';
+import type { KernelVersion } from '../../src/swiotlb/kernel.js';
 import { SwiotlbPool } from '../../src/swiotlb/pool.js';
 
 /**
@@ -9,8 +13,10 @@ import { SwiotlbPool } from '../../src/swiotlb/pool.js';
  * space-separated decimal), the 6.12 event names and mainline's renames
  * (dma_map_phys, dma_unmap_phys, dma_map_sg's nents/ents and [TRUNCATED]).
  *
- * The "kernel" is {@link KernelSim}: the project's own pool, driven in the order
- * the test performs the operations, gives every bounced mapping its dma_addr.
+ * The "kernel" is {@link KernelSim}: the project's own pool with a kernel profile
+ * (6.1, 6.6, 6.10), exact geometry, a restricted pool or a growable one, driven in
+ * the order the test performs the operations, gives every bounced mapping its
+ * dma_addr; {@link simBootLog} writes the boot log that pool's kernel prints.
  * The test then lays the events out in whatever trace order it wants (to model
  * CPUs whose trace points fire out of the order of the allocations).
  */
@@ -58,17 +64,51 @@ export type GenEvent =
 
 const DIR_NAMES = ['BIDIRECTIONAL', 'TO_DEVICE', 'FROM_DEVICE', 'NONE'];
 
-/** The simulated kernel: the project's pool, area = cpu & (nareas - 1). */
+/** The simulated kernel's pool: `swiotlb=slots,areas` at base, or a restricted-dma-pool of `restricted` bytes. */
+export interface SimGeometry {
+  base: number;
+  slots: number;
+  areas: number;
+  /** A restricted-dma-pool of this many bytes (one area; `slots` and `areas` are ignored). */
+  restricted?: number;
+}
+
+export interface SimOptions {
+  /** The profile whose rules place the mappings. @default '6.10' */
+  kernel?: KernelVersion;
+  /** CONFIG_SWIOTLB_DYNAMIC: the default pool grows (6.6, 6.10). @default false */
+  dynamic?: boolean;
+}
+
+/**
+ * The simulated kernel: the project's pool with a kernel profile, the search
+ * starting in area cpu & (nareas - 1); with `dynamic`, the growable pool, whose
+ * transient and grown pools lie outside the default pool's range. A map the
+ * 6.1 rules would search for ever is not made (`hung`): a real 6.1 CPU would
+ * write nothing more.
+ */
 export class KernelSim {
   readonly pool: SwiotlbPool;
+  readonly dyn: DynamicPool | undefined;
+  readonly kernel: KernelVersion;
+  /** Requests the profile's kernel would never finish (6.1), in order. */
+  readonly hung: Mapping[] = [];
 
-  constructor(readonly geometry: { base: number; slots: number; areas: number }) {
-    this.pool = SwiotlbPool.create({
-      base: geometry.base,
-      slots: geometry.slots,
-      areas: geometry.areas,
-      area: 0,
-    });
+  constructor(
+    readonly geometry: SimGeometry,
+    opts: SimOptions = {},
+  ) {
+    this.kernel = opts.kernel ?? '6.10';
+    const g: GeometryOptions =
+      geometry.restricted === undefined
+        ? { base: geometry.base, slots: geometry.slots, areas: geometry.areas }
+        : { base: geometry.base, restricted: true, size: geometry.restricted };
+    if (opts.dynamic) {
+      this.dyn = new DynamicPool({ ...g, kernel: this.kernel });
+      this.pool = this.dyn.defpool;
+    } else {
+      this.pool = SwiotlbPool.create({ ...g, kernel: this.kernel, area: 0 });
+    }
   }
 
   /** A streaming map: bounced (placed in the pool, or failed) or direct (dma_addr = phys). */
@@ -81,17 +121,60 @@ export class KernelSim {
     opts: { bounce?: boolean; minAlignMask?: number } = {},
   ): Mapping {
     if (opts.bounce === false) return { dev, phys, size, dir, dmaAddr: phys, placed: -1 };
-    const area = cpu & (this.pool.geometry.nareas - 1);
-    const tlb = this.pool.tryAllocate(phys, size, dir, {
-      area,
-      minAlignMask: opts.minAlignMask ?? 0,
-    });
+    const minAlignMask = opts.minAlignMask ?? 0;
+    let tlb: number;
+    try {
+      if (this.dyn) {
+        try {
+          tlb = this.dyn.map(phys, size, dir, { area: cpu, minAlignMask });
+        } catch (err) {
+          if (!isMediatorError(err, 'SWIOTLB_POOL_FULL')) throw err;
+          tlb = -1;
+        }
+      } else {
+        const area = cpu & (this.pool.geometry.nareas - 1);
+        tlb = this.pool.tryAllocate(phys, size, dir, { area, minAlignMask });
+      }
+    } catch (err) {
+      if (!isMediatorError(err, 'SWIOTLB_KERNEL_WOULD_HANG')) throw err;
+      const m = { dev, phys, size, dir, dmaAddr: -1, placed: -1 };
+      this.hung.push(m);
+      return m;
+    }
     return { dev, phys, size, dir, dmaAddr: tlb, placed: tlb };
   }
 
   unmap(m: Mapping): void {
-    if (m.placed >= 0) this.pool.release(m.placed, m.size, m.dir);
+    if (m.placed < 0) return;
+    if (this.dyn) this.dyn.unmap(m.placed, m.size, m.dir);
+    else this.pool.release(m.placed, m.size, m.dir);
   }
+
+  /** True when the mapping lies outside the default pool (a transient or grown pool). */
+  outside(m: Mapping): boolean {
+    return m.placed >= 0 && !this.pool.contains(m.placed);
+  }
+
+  /** The boot log of this pool (its kernel's own lines), with the banner of `release`. */
+  bootLog(release: string, extra: string[] = []): string {
+    return simBootLog(this.pool.geometry, release, extra);
+  }
+}
+
+/** A boot log from a pool geometry's own log lines (computeGeometry()), dmesg style. */
+export function simBootLog(
+  g: { log: readonly string[] },
+  release: string,
+  extra: string[] = [],
+): string {
+  return [
+    `[    0.000000] Linux version ${release} (builder@host) (gcc (Debian 12.2.0-14) 12.2.0) #1 SMP PREEMPT_DYNAMIC`,
+    '[    0.000000] Command line: console=ttyS0 swiotlb=force',
+    ...g.log.map((line, i) => `[    0.${String(4000 + i * 1000).padStart(6, '0')}] ${line}`),
+    ...extra,
+    '[    1.000000] virtio_blk virtio1: [vda] 2097152 512-byte logical blocks (1.07 GB/1.00 GiB)',
+    '',
+  ].join('\n');
 }
 
 function hex(n: number): string {
@@ -260,3 +343,42 @@ export function bootLog(
 }
 
 export { DmaDirection };
+
+/**
+ * A virtio-blk request as virtio_queue_rq() maps it (virtqueue_add_sgs(): one
+ * dma_map_page per sg entry, in order, on one CPU): the 16-byte header
+ * (TO_DEVICE), the data in `segment`-byte pieces, the status byte (FROM_DEVICE).
+ * Returns its mappings and their swiotlb_bounced + map events, and its unmap events.
+ */
+export function virtioBlkRequest(
+  sim: KernelSim,
+  dev: string,
+  cpu: number,
+  buf: number,
+  bytes: number,
+  read: boolean,
+  opts: { segment?: number; bounce?: boolean } = {},
+): { maps: Mapping[]; mapEvents: GenEvent[]; unmapEvents: () => GenEvent[] } {
+  const segment = opts.segment ?? bytes;
+  const o = { bounce: opts.bounce !== false };
+  const maps = [sim.map(dev, cpu, buf, 16, DmaDirection.TO_DEVICE, o)];
+  for (let off = 0; off < bytes; off += segment) {
+    const dir = read ? DmaDirection.FROM_DEVICE : DmaDirection.TO_DEVICE;
+    maps.push(sim.map(dev, cpu, buf + 0x1000 + off, Math.min(segment, bytes - off), dir, o));
+  }
+  maps.push(sim.map(dev, cpu, buf + 16, 1, DmaDirection.FROM_DEVICE, o));
+  const mapEvents: GenEvent[] = [];
+  for (const m of maps) {
+    if (m.dmaAddr !== m.phys) mapEvents.push({ t: 'bounced', cpu, m });
+    mapEvents.push({ t: 'map', cpu, m });
+  }
+  return {
+    maps,
+    mapEvents,
+    unmapEvents: () =>
+      maps.map((m) => {
+        sim.unmap(m);
+        return { t: 'unmap', cpu, m } as GenEvent;
+      }),
+  };
+}

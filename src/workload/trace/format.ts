@@ -88,7 +88,9 @@ function inputSection(r: TraceReport): string[] {
   out.push(
     `pool: ${p.nslabs} slots (${bytes(p.bytes)}) at ${p.base} in ${p.nareas} area${p.nareas > 1 ? 's' : ''} of ${p.area_nslabs}, from the ${p.source}`,
   );
-  out.push(`  model: ${p.rules}`);
+  out.push(
+    `  model: ${p.rules}${p.exact ? '' : " (not the kernel's exact geometry: see the notes)"}`,
+  );
   for (const note of p.notes) out.push(`  note: ${note}`);
   return out;
 }
@@ -119,9 +121,20 @@ function matchSection(r: TraceReport): string[] {
       out.push(`  (${modelFull} of the ${r.kernel_failures.length} shown failed in the model too)`);
     }
   }
+  for (const h of r.kernel_hangs) {
+    out.push(
+      `6.1's endless search at line ${h.line}: ${h.device} cpu ${h.cpu}, ${h.size} bytes of ${h.phys}, no map line; ${h.kernel === 'hung' ? 'the CPU wrote nothing after it: the kernel hung there' : `but the CPU went on (line ${h.next_line}): a disagreement`}`,
+    );
+  }
   out.push(
-    `maps: ${m.bounced} bounced (${m.sg_lists} scatter-gather lists), ${m.direct} direct, ${m.outside_pool} outside the pool${m.allocs > 0 ? `, ${m.allocs} coherent allocations` : ''}; ${m.reordered} replayed at their swiotlb_bounced line`,
+    `maps: ${m.bounced} bounced (${m.sg_lists} scatter-gather lists), ${m.direct} direct, ${m.outside_pool} outside the pool${m.outside_bounced > 0 ? `, ${m.outside_bounced} bounced outside it (swiotlb_bounced)` : ''}${m.allocs > 0 ? `, ${m.allocs} coherent allocations` : ''}; ${m.reordered} replayed at their swiotlb_bounced line`,
   );
+  const dy = r.dynamic;
+  if (dy) {
+    out.push(
+      `growable pool (CONFIG_SWIOTLB_DYNAMIC): the kernel bounced ${dy.kernel_outside} maps outside its default pool (at most ${dy.kernel_outside_used_hiwater} slots at once); the model put ${dy.both_outside} outside its own too, ${dy.model_in_pool} in its default pool, failed ${dy.model_failed}; ${dy.model_outside_kernel_in_pool} went outside in the model only; the model grew ${dy.growths} times (${dy.nslabs} slots)`,
+    );
+  }
   const u = r.unmaps;
   out.push(
     `unmaps: ${u.replayed} replayed, ${u.before_trace} of mappings made before the trace${u.sg_unknown > 0 ? `, ${u.sg_unknown} unknown sg buffers` : ''}, ${u.implicit} lost, ${u.reordered} replayed ahead of their line`,
@@ -138,7 +151,7 @@ function useSection(r: TraceReport): string[] {
   const out: string[] = [];
   const n = r.pool.nslabs;
   out.push(
-    `pool use (slots): high water ${r.model.used_hiwater} of ${n} (${pct(r.model.used_hiwater, n)}) in the model, ${r.observed.used_hiwater} (${pct(r.observed.used_hiwater, n)}) as the kernel placed them; ${r.model.full} model failures (full)${r.model.too_large > 0 ? `, ${r.model.too_large} too large` : ''}${r.model.invalid > 0 ? `, ${r.model.invalid} refused as invalid` : ''}`,
+    `pool use (slots): high water ${r.model.used_hiwater} of ${n} (${pct(r.model.used_hiwater, n)}) in the model, ${r.observed.used_hiwater} (${pct(r.observed.used_hiwater, n)}) as the kernel placed them; ${r.model.full} model failures (full)${r.model.too_large > 0 ? `, ${r.model.too_large} too large` : ''}${r.model.invalid > 0 ? `, ${r.model.invalid} refused as invalid` : ''}${r.model.kernel_hang > 0 ? `, ${r.model.kernel_hang} searched for ever (6.1)` : ''}${r.model.kernel_overrun > 0 ? `, ${r.model.kernel_overrun} past the pool's end (6.1)` : ''}`,
   );
   const series = thin(r.model.series, 16);
   if (series.length > 1) {
@@ -181,7 +194,7 @@ function deviceSection(r: TraceReport): string[] {
         d.maps,
         d.bounced,
         d.direct,
-        d.outside_pool,
+        d.outside_pool + d.outside_bounced,
         d.kernel_failed,
         bytes(d.bytes_bounced),
         d.largest,

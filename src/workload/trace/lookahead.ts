@@ -131,6 +131,15 @@ export class Lookahead {
     return this.unmapSgs.get(sgPhysKey(device, phys))?.find((p) => !p.done);
   }
 
+  /** True when an event of `cpu` is queued (not done): that CPU went on after the current event. */
+  hasEventOfCpu(cpu: number): boolean {
+    for (let i = this.head; i < this.queue.length; i++) {
+      const p = this.queue[i]!;
+      if (!p.done && p.ev.cpu === cpu) return true;
+    }
+    return false;
+  }
+
   private file(index: Map<string, Pending[]>, key: string, p: Pending): void {
     let list = index.get(key);
     if (!list) {

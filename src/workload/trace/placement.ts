@@ -1,36 +1,48 @@
-import { isMediatorError } from '../../errors.js';
+import { isMediatorError, MediatorError } from '../../errors.js';
 import {
-  DmaDirection as Dir,
   type DmaDirection,
+  IO_TLB_SEGSIZE,
   IO_TLB_SHIFT,
   IO_TLB_SIZE,
-  PAGE_SIZE,
 } from '../../swiotlb/constants.js';
+import { type DynamicPartKind, DynamicPool } from '../../swiotlb/dynamic.js';
+import {
+  computeGeometry,
+  type GeometryOptions,
+  roundUpPowerOfTwo,
+} from '../../swiotlb/geometry.js';
+import { hasDynamicPools, type KernelVersion } from '../../swiotlb/kernel.js';
 import { type PoolStats, SwiotlbPool } from '../../swiotlb/pool.js';
+import { rulesText } from './kernel-version.js';
 
 /**
  * What the trace replay needs of an allocator: placement only (no copies), one
  * call per kernel map, unmap, coherent alloc and free. The replay is written
- * against this interface, not against SwiotlbPool, so that other models of the
- * kernel's allocator (per-kernel-version profiles, exact `swiotlb=N,A` and
- * restricted-pool geometry) plug in by implementing it; {@link poolPlacement}
- * is today's implementation on the project's pool.
+ * against this interface; {@link kernelPlacement} implements it on the project's
+ * pool with the traced kernel's profile (6.1, 6.6, 6.10), the kernel's exact
+ * geometry, and, with CONFIG_SWIOTLB_DYNAMIC, its growable pool (DynamicPool).
  */
 export interface Placement {
   readonly geometry: PlacementGeometry;
   /** Which kernel rules it follows, in words for the report. */
   readonly rules: string;
+  /** The profile it follows. */
+  readonly profile: KernelVersion;
+  /** The default pool grows (CONFIG_SWIOTLB_DYNAMIC): maps may land outside `geometry`. */
+  readonly dynamic: boolean;
   /** swiotlb_tbl_map_single(): a streaming mapping of `size` bytes of the buffer at `orig`. */
   map(orig: number, size: number, dir: DmaDirection, opts: PlaceOptions): PlaceResult;
-  /** swiotlb_alloc() (restricted pools): `size` bytes, no original buffer. */
-  alloc(size: number, opts: { area: number }): PlaceResult;
+  /** swiotlb_alloc() (restricted pools): `size` bytes (page aligned by the caller), no original buffer. */
+  alloc(size: number, opts: { cpu: number }): PlaceResult;
   /** Releases what {@link map} placed at `addr` (the size and direction it was mapped with). */
   unmap(addr: number, size: number, dir: DmaDirection): void;
   /** Releases what {@link alloc} placed at `addr`. */
   free(addr: number, size: number): void;
-  /** Slots in use now. */
+  /** Slots in use now (every pool of a growable one, transient ones included). */
   used(): number;
   stats(): PoolStats;
+  /** Growths and transient pools of a growable pool (zeros otherwise). */
+  growth(): { growths: number; transient_nslabs: number; nslabs: number };
 }
 
 export interface PlacementGeometry {
@@ -42,25 +54,35 @@ export interface PlacementGeometry {
 }
 
 export interface PlaceOptions {
-  /** Area the search starts in: the CPU number & (nareas - 1). */
-  area: number;
+  /**
+   * The CPU number (raw_smp_processor_id()): the search starts in area
+   * cpu & (nareas - 1) of each pool it searches.
+   */
+  cpu: number;
   /** The device's min_align_mask. */
   minAlignMask: number;
 }
 
 /**
  * Where it went and how many slots it took, or why it failed: no room, larger
- * than a mapping can be, or arguments the allocator refuses (a size of 0, the
- * direction NONE: a trace the kernel could not have written).
+ * than a mapping can be, arguments the allocator refuses (a size of 0, the
+ * direction NONE: a trace the kernel could not have written), or a request the
+ * profile's kernel would never finish (6.1's endless search, `kernel_hang`) or
+ * would place past its pool's end (`kernel_overrun`, 6.1).
  */
 export type PlaceResult =
-  | { addr: number; slots: number }
-  | { failure: 'full' | 'too_large' }
+  | { addr: number; slots: number; part: DynamicPartKind }
+  | { failure: 'full' | 'too_large' | 'kernel_hang' | 'kernel_overrun' }
   | { failure: 'invalid'; message: string };
 
+export type PlaceFailure = Exclude<PlaceResult, { addr: number }>;
+
 /** The allocator's refusals, as a result instead of a throw. */
-function refusal(err: unknown): PlaceResult {
+function refusal(err: unknown): PlaceFailure {
+  if (isMediatorError(err, 'SWIOTLB_POOL_FULL')) return { failure: 'full' };
   if (isMediatorError(err, 'SWIOTLB_MAPPING_TOO_LARGE')) return { failure: 'too_large' };
+  if (isMediatorError(err, 'SWIOTLB_KERNEL_WOULD_HANG')) return { failure: 'kernel_hang' };
+  if (isMediatorError(err, 'SWIOTLB_KERNEL_OVERRUN')) return { failure: 'kernel_overrun' };
   if (
     isMediatorError(err, 'SWIOTLB_INVALID_ARGUMENT') ||
     isMediatorError(err, 'SWIOTLB_INVALID_DIRECTION')
@@ -73,12 +95,17 @@ function refusal(err: unknown): PlaceResult {
 /** The pool the kernel had, as the trace replay asks for it. */
 export interface PlacementSpec {
   base: number;
+  /** The kernel's slots, as it reports them (already rounded). */
   nslabs: number;
   nareas: number;
-  /** A restricted-dma-pool (one area, exactly nslabs slots in Linux). */
+  /** A restricted-dma-pool (one area, exactly nslabs slots). */
   restricted?: boolean;
-  /** The traced kernel's version ("6.12"), when the user gave it. */
+  /** The profile whose rules apply. @default '6.10' */
+  profile?: KernelVersion;
+  /** The traced kernel's version as given ("6.12.3"), for the report. */
   kernel?: string;
+  /** CONFIG_SWIOTLB_DYNAMIC: the default pool grows (6.6 and 6.10). @default false */
+  dynamic?: boolean;
 }
 
 /** The placement and what differs from the kernel's pool, for the report. */
@@ -87,110 +114,152 @@ export interface PlacementSetup {
   notes: string[];
 }
 
-/** Oldest kernel line whose rules the project's pool follows (DESIGN.md: 6.10, unchanged through 6.19). */
-const POOL_RULES_SINCE: readonly [number, number] = [6, 10];
-
-/** "6.12", "6.6.30", "v6.1-rc3" -> [6, 12]; undefined when it is not a version. */
-export function parseKernelVersion(text: string): [number, number] | undefined {
-  const m = /^v?(\d+)\.(\d+)/.exec(text.trim());
-  return m ? [Number(m[1]), Number(m[2])] : undefined;
-}
-
-function nrSlots(bytes: number): number {
-  return Math.ceil(bytes / IO_TLB_SIZE);
-}
-
-/** get_order(size) + PAGE_SHIFT as a mask: the alignment swiotlb_alloc() asks (6.9+). */
-function allocAlignMask(size: number): number {
-  let span = PAGE_SIZE;
-  while (span < size) span *= 2;
-  return span - 1;
+function isPowerOfTwo(n: number): boolean {
+  return n > 0 && roundUpPowerOfTwo(n) === n;
 }
 
 /**
- * The project's SwiotlbPool as a {@link Placement} (NO_COPY: placement only).
- * The pool rounds nslabs to whole segments per area and the area count to a
- * power of two; where that changes the kernel's geometry the notes say so.
+ * The pool options that build exactly the kernel's pool, or the closest one and
+ * why it differs. A default pool the kernel built always has a power of two of
+ * at least 128 x nareas slots (round_up_default_nslabs(), halving in
+ * swiotlb_init_remap() keeps that, limit_nareas() too), so `swiotlb=nslabs,nareas`
+ * builds it unchanged; a restricted pool is built from its size. A one-area pool
+ * of another size (a hand-given --slots) is built as a restricted one: the same
+ * pool to the allocator, whose rules do not look at the kind.
  */
-export function poolPlacement(spec: PlacementSpec): PlacementSetup {
-  const notes: string[] = [];
-  const pool = SwiotlbPool.create({
-    slots: spec.nslabs,
-    areas: spec.nareas,
-    base: spec.base,
-    area: 0,
-  });
-  const g = pool.geometry;
-  if (g.nslabs !== spec.nslabs || g.nareas !== spec.nareas) {
-    notes.push(
-      `the model's pool has ${g.nslabs} slots in ${g.nareas} areas where the kernel's has ${spec.nslabs} in ${spec.nareas} (${g.log.join('; ')}): placements near the end of the pool can differ`,
-    );
+export function exactGeometry(spec: PlacementSpec): { opts: GeometryOptions; note?: string } {
+  const { base, nslabs, nareas } = spec;
+  if (spec.restricted) return { opts: { restricted: true, size: nslabs * IO_TLB_SIZE, base } };
+  if (isPowerOfTwo(nareas) && isPowerOfTwo(nslabs) && nslabs >= nareas * IO_TLB_SEGSIZE) {
+    return { opts: { slots: nslabs, areas: nareas, base } };
   }
-  let rules = 'Linux 6.10 rules (unchanged through 6.19)';
-  if (spec.kernel !== undefined) {
-    const v = parseKernelVersion(spec.kernel);
-    const older =
-      v !== undefined &&
-      (v[0] < POOL_RULES_SINCE[0] || (v[0] === POOL_RULES_SINCE[0] && v[1] < POOL_RULES_SINCE[1]));
-    if (older) {
-      rules = `Linux 6.10 rules: the pool has no profile for ${spec.kernel} yet, whose search and alignment rules differ`;
-      notes.push(
-        `--kernel ${spec.kernel}: the pool follows the 6.10 rules (its only profile today); placements that depend on the older search or alignment rules will disagree`,
-      );
-    } else {
-      rules = `Linux 6.10 rules (unchanged through 6.19), for kernel ${spec.kernel}`;
-    }
+  if (nareas === 1 && !spec.dynamic) {
+    return { opts: { restricted: true, size: nslabs * IO_TLB_SIZE, base } };
   }
-  if (spec.restricted) {
-    rules += '; restricted pool: one area';
-  }
-
-  const place = (tlb: number, slots: number): PlaceResult =>
-    tlb < 0 ? fail(pool, 'full') : { addr: tlb, slots };
-
-  const placement: Placement = {
-    geometry: {
-      base: g.base,
-      nslabs: g.nslabs,
-      nareas: g.nareas,
-      areaNslabs: g.areaNslabs,
-      bytes: g.bytes,
-    },
-    rules,
-    map(orig, size, dir, opts) {
-      const mapOpts = { area: opts.area, minAlignMask: opts.minAlignMask };
-      try {
-        const tlb = pool.tryAllocate(orig, size, dir, mapOpts);
-        return place(tlb, nrSlots(pool.paddedSize(orig, size, mapOpts)));
-      } catch (err) {
-        return refusal(err);
-      }
-    },
-    alloc(size, opts) {
-      const mask = allocAlignMask(size);
-      const mapOpts = { area: opts.area, allocAlignMask: mask };
-      try {
-        const tlb = pool.tryAllocate(0, size, Dir.BIDIRECTIONAL, mapOpts);
-        return place(tlb, nrSlots(pool.paddedSize(0, size, mapOpts)));
-      } catch (err) {
-        return refusal(err);
-      }
-    },
-    unmap(addr, size, dir) {
-      pool.release(addr, size, dir);
-    },
-    free(addr, size) {
-      pool.release(addr, size, Dir.BIDIRECTIONAL);
-    },
-    used: () => pool.used(),
-    stats: () => pool.stats(),
+  const opts = { slots: nslabs, areas: nareas, base };
+  const g = computeGeometry(opts);
+  return {
+    opts,
+    note: `no kernel builds a default pool of ${nslabs} slots in ${nareas} areas (it rounds them to a power of two of at least 128 slots per area); the model's pool has ${g.nslabs} slots in ${g.nareas} areas: placements near the end of the pool can differ`,
   };
-  return { placement, notes };
 }
 
-function fail(pool: SwiotlbPool, why: 'full'): PlaceResult {
-  pool.countFailure(why);
-  return { failure: why };
+/**
+ * The project's pool (NO_COPY: placement only) with the kernel's profile and
+ * geometry; a DynamicPool with `dynamic`.
+ * @throws SWIOTLB_INVALID_GEOMETRY, SWIOTLB_INVALID_ARGUMENT (dynamic on 6.1 or on a restricted pool)
+ */
+export function kernelPlacement(spec: PlacementSpec): PlacementSetup {
+  const profile = spec.profile ?? '6.10';
+  const notes: string[] = [];
+  const { opts, note } = exactGeometry(spec);
+  if (note) notes.push(note);
+  let rules = rulesText(profile);
+  if (spec.kernel !== undefined) rules += `, for Linux ${spec.kernel}`;
+  if (spec.restricted) rules += '; restricted pool: one area, exact size';
+  if (spec.dynamic) {
+    if (!hasDynamicPools(profile) || spec.restricted) {
+      throw new MediatorError(
+        'CLI_USAGE',
+        spec.restricted
+          ? '--dynamic: a restricted-dma-pool never grows (CONFIG_SWIOTLB_DYNAMIC grows the default pool only)'
+          : `--dynamic: Linux ${profile} has no CONFIG_SWIOTLB_DYNAMIC (it came with 6.6)`,
+      );
+    }
+    rules += '; CONFIG_SWIOTLB_DYNAMIC: the pool grows';
+    return {
+      placement: dynamicPlacement(new DynamicPool({ ...opts, kernel: profile }), rules),
+      notes,
+    };
+  }
+  const pool = SwiotlbPool.create({ ...opts, kernel: profile, area: 0 });
+  return { placement: poolPlacementOf(pool, rules), notes };
+}
+
+/** @deprecated the name of the first part; {@link kernelPlacement} with the 6.10 profile. */
+export const poolPlacement = kernelPlacement;
+
+function geometryOf(pool: SwiotlbPool): PlacementGeometry {
+  const g = pool.geometry;
+  return {
+    base: g.base,
+    nslabs: g.nslabs,
+    nareas: g.nareas,
+    areaNslabs: g.areaNslabs,
+    bytes: g.bytes,
+  };
+}
+
+function poolPlacementOf(pool: SwiotlbPool, rules: string): Placement {
+  const nareas = pool.geometry.nareas;
+  const fail = (f: PlaceFailure): PlaceFailure => {
+    if (f.failure === 'full') pool.countFailure('full');
+    return f;
+  };
+  return {
+    geometry: geometryOf(pool),
+    rules,
+    profile: pool.kernel,
+    dynamic: false,
+    map(orig, size, dir, o) {
+      const mapOpts = { area: o.cpu & (nareas - 1), minAlignMask: o.minAlignMask };
+      try {
+        const tlb = pool.tryAllocate(orig, size, dir, mapOpts);
+        if (tlb < 0) return fail({ failure: 'full' });
+        return { addr: tlb, slots: pool.mapSlots(orig, size, mapOpts), part: 'default' };
+      } catch (err) {
+        return refusal(err);
+      }
+    },
+    alloc(size, o) {
+      try {
+        const tlb = pool.tryAlloc(size, { area: o.cpu & (nareas - 1) });
+        if (tlb < 0) return fail({ failure: 'full' });
+        return { addr: tlb, slots: pool.allocSlots(size), part: 'default' };
+      } catch (err) {
+        return refusal(err);
+      }
+    },
+    unmap: (addr, size, dir) => pool.release(addr, size, dir),
+    free: (addr, size) => pool.free(addr, size),
+    used: () => pool.used(),
+    stats: () => pool.stats(),
+    growth: () => ({ growths: 0, transient_nslabs: 0, nslabs: pool.geometry.nslabs }),
+  };
+}
+
+function dynamicPlacement(pool: DynamicPool, rules: string): Placement {
+  return {
+    geometry: geometryOf(pool.defpool),
+    rules,
+    profile: pool.kernel,
+    dynamic: true,
+    map(orig, size, dir, o) {
+      const mapOpts = { area: o.cpu, minAlignMask: o.minAlignMask };
+      try {
+        const tlb = pool.map(orig, size, dir, mapOpts);
+        return { addr: tlb, slots: pool.mapSlots(orig, size, mapOpts), part: pool.partOf(tlb) };
+      } catch (err) {
+        return refusal(err);
+      }
+    },
+    alloc(size, o) {
+      try {
+        const tlb = pool.alloc(size, { area: o.cpu });
+        return { addr: tlb, slots: pool.allocSlots(size), part: pool.partOf(tlb) };
+      } catch (err) {
+        return refusal(err);
+      }
+    },
+    unmap: (addr, size, dir) => pool.unmap(addr, size, dir),
+    free: (addr, size) => pool.free(addr, size),
+    used: () => pool.used(),
+    stats: () => pool.stats(),
+    growth: () => {
+      const s = pool.stats();
+      return { growths: s.growths, transient_nslabs: s.transient_nslabs, nslabs: s.nslabs };
+    },
+  };
 }
 
 /** The slot index of a pool address. */

@@ -1,88 +1,281 @@
-import { DmaDirection } from '../../swiotlb/constants.js';
+import { DmaDirection, IO_TLB_SIZE, PAGE_SIZE } from '../../swiotlb/constants.js';
+import { BLK_HEADER_BYTES } from '../../virtio/blk-format.js';
 import type { ReplayObserver, TracedOp } from './replay.js';
 
 /**
- * The traced workload, as the later `size --trace` and `bench --trace` need it:
- * a {@link ReplayObserver} that sees every map and unmap the replay reads (of
- * the devices kept) and keeps, per device, the mapping sizes by direction, the
- * concurrency (mappings and bounced bytes live at once) and the CPUs that
- * mapped. {@link jobShape} turns a device's profile into the shape of a fio job
- * (bssplit, rwmixread, iodepth, numjobs) and {@link fioJobText} into job-file
- * text that parseJobFile() reads, so sizing.ts and the runner take a traced
- * workload the way they take a fio job.
+ * The traced workload, as `size --trace` and `bench --trace` need it: a
+ * {@link ReplayObserver} that sees every map and unmap the replay reads (of the
+ * devices kept) and keeps, per device, the mapping sizes by direction, the I/Os
+ * they make up, the concurrency (mappings, bounced bytes and slots, I/Os live at
+ * once) and the CPUs that mapped. {@link jobShape} turns a device's profile into
+ * the shape of a fio job (bssplit, rwmixread, iodepth, numjobs) and
+ * {@link fioJobText} into job-file text that parseJobFile() reads.
+ *
+ * An I/O is what a driver submits at once, grouped from the mappings:
+ *
+ *   virtio-blk (virtio_queue_rq() -> virtqueue_add_sgs(), one dma_map_page per
+ *   sg entry, under the queue's lock, so on one CPU without interleaving):
+ *       16-byte TO_DEVICE header   (struct virtio_blk_outhdr)
+ *       data maps of >= 512 bytes  (the request's segments, any direction)
+ *       < 512-byte FROM_DEVICE     (the status byte; 16 bytes with zone append)
+ *   a dma_map_sg list              (one request's segments: NVMe, SCSI)
+ *   any other map                  (a network buffer, ...): an I/O of its own
+ *
+ * An I/O is live from its first map until its last mapping is released; a
+ * request with no data (a flush) is counted, not sized. Rules: `open` holds at
+ * most one unfinished virtio-blk request per (device, CPU); every id of a live
+ * mapping maps to its I/O in `ioOf` until its unmap.
  */
 
 export interface DeviceProfile {
   device: string;
   maps: number;
   bounced: number;
+  /** Bounced outside the pool replayed (grown, transient or other pools). */
+  outside: number;
+  /** Maps the kernel failed (dma_addr=ffffffffffffffff). */
+  failed: number;
   sgEntries: number;
-  /** size -> count, per direction of the mapping. */
+  /** Coherent allocations (dma_alloc) in the pool. */
+  allocs: number;
+  /** Mapping size -> count, per direction of the mapping. */
   sizes: {
     toDevice: Map<number, number>;
     fromDevice: Map<number, number>;
     bidirectional: Map<number, number>;
   };
+  /** I/O size (bytes of data) -> count: reads (FROM_DEVICE data) and writes (TO_DEVICE, BIDIRECTIONAL). */
+  ioSizes: { read: Map<number, number>; write: Map<number, number> };
+  /**
+   * I/Os by kind: virtio-blk requests, scatter-gather lists, single maps; of those,
+   * requests without data (flushes) and requests cut short by a failed map (retried later).
+   */
+  ios: { blk: number; sg: number; single: number; flushes: number; aborted: number };
   /** Most mappings live at once (bounced or not). */
   liveMax: number;
+  /** Most I/Os live at once. */
+  liveIosMax: number;
   /** Most bounced bytes live at once. */
   liveBouncedBytesMax: number;
+  /** Most slots the kernel's bounced mappings held at once. */
+  liveBouncedSlotsMax: number;
+  /** Largest mapping. */
+  largest: number;
+  /** Data maps (of at least {@link DATA_MIN_BYTES}), and those whose buffer does not start on a page. */
+  dataMaps: number;
+  unaligned: number;
+  /** The device's min_align_mask as the replay was told it. */
+  minAlignMask: number;
   cpus: Set<number>;
   firstTs: number;
   lastTs: number;
 }
 
+interface Io {
+  maps: number;
+  bytes: number;
+  read: boolean;
+  kind: 'blk' | 'sg' | 'single';
+  /** A virtio-blk request still taking maps (before its status). */
+  open: boolean;
+  /** One of its maps failed: the driver retries the whole request later. */
+  aborted?: boolean;
+}
+
+interface DeviceState extends DeviceProfile {
+  live: number;
+  liveIos: number;
+  liveBytes: number;
+  liveSlots: number;
+  /** Line of the dma_map_sg whose entries the current sg I/O gathers. */
+  sgLine: number;
+  sgIo: Io | undefined;
+}
+
+function bump(m: Map<number, number>, key: number): void {
+  m.set(key, (m.get(key) ?? 0) + 1);
+}
+
 export class TraceProfile implements ReplayObserver {
-  private readonly devices = new Map<string, DeviceProfile & { live: number; liveBytes: number }>();
+  private readonly devices = new Map<string, DeviceState>();
+  /** Mapping id -> its I/O, while live. */
+  private readonly ioOf = new Map<number, Io>();
+  /** `device|cpu` -> the virtio-blk request being mapped there. */
+  private readonly open = new Map<string, Io>();
 
   onMap(op: TracedOp): void {
     const d = this.device(op);
     d.maps++;
-    if (op.bounced) d.bounced++;
+    if (op.failed) {
+      // No mapping was made: the driver undoes the request's maps and retries it
+      // (virtio-blk requeues with BLK_STS_RESOURCE), seen as a new request later.
+      d.failed++;
+      const req = this.open.get(`${op.device}|${op.cpu}`);
+      if (req) req.aborted = true;
+      return;
+    }
+    if (op.kind === 'alloc') {
+      d.allocs++;
+      return;
+    }
+    if (op.bounced) {
+      if (op.outside) d.outside++;
+      else d.bounced++;
+      d.liveBytes += op.size;
+      d.liveSlots += op.slots;
+      if (d.liveBytes > d.liveBouncedBytesMax) d.liveBouncedBytesMax = d.liveBytes;
+      if (d.liveSlots > d.liveBouncedSlotsMax) d.liveBouncedSlotsMax = d.liveSlots;
+    }
     if (op.sg) d.sgEntries++;
-    const bySize =
+    bump(
       op.dir === DmaDirection.TO_DEVICE
         ? d.sizes.toDevice
         : op.dir === DmaDirection.FROM_DEVICE
           ? d.sizes.fromDevice
-          : d.sizes.bidirectional;
-    bySize.set(op.size, (bySize.get(op.size) ?? 0) + 1);
+          : d.sizes.bidirectional,
+      op.size,
+    );
+    if (op.size > d.largest) d.largest = op.size;
+    if (op.size >= DATA_MIN_BYTES) {
+      d.dataMaps++;
+      if (op.phys % PAGE_SIZE !== 0) d.unaligned++;
+    }
     d.cpus.add(op.cpu);
     d.live++;
     if (d.live > d.liveMax) d.liveMax = d.live;
-    if (op.bounced) {
-      d.liveBytes += op.size;
-      if (d.liveBytes > d.liveBouncedBytesMax) d.liveBouncedBytesMax = d.liveBytes;
-    }
+    const io = this.ioFor(d, op);
+    io.maps++;
+    this.ioOf.set(op.id, io);
   }
 
   onUnmap(op: TracedOp): void {
     const d = this.device(op);
     // Unmaps of mappings made before the trace would take the counts below zero.
     if (d.live > 0) d.live--;
-    if (op.bounced) d.liveBytes = Math.max(0, d.liveBytes - op.size);
+    if (op.bounced) {
+      d.liveBytes = Math.max(0, d.liveBytes - op.size);
+      d.liveSlots = Math.max(0, d.liveSlots - op.slots);
+    }
+    const io = this.ioOf.get(op.id);
+    if (io === undefined) return;
+    this.ioOf.delete(op.id);
+    if (--io.maps === 0 && !io.open) d.liveIos--;
   }
 
   result(): DeviceProfile[] {
-    return [...this.devices.values()].map(({ live: _l, liveBytes: _b, ...p }) => p);
+    for (const [key, io] of this.open) {
+      this.close(this.devices.get(key.slice(0, key.lastIndexOf('|')))!, io);
+    }
+    this.open.clear();
+    for (const d of this.devices.values()) {
+      if (d.sgIo) this.finish(d, d.sgIo);
+      d.sgIo = undefined;
+    }
+    return [...this.devices.values()].map(
+      ({ live: _l, liveIos: _i, liveBytes: _b, liveSlots: _s, sgLine: _g, sgIo: _o, ...p }) => p,
+    );
   }
 
-  private device(op: TracedOp): DeviceProfile & { live: number; liveBytes: number } {
+  /** The I/O a mapping belongs to (see the grouping rules at the top of this file). */
+  private ioFor(d: DeviceState, op: TracedOp): Io {
+    const read = op.dir === DmaDirection.FROM_DEVICE;
+    if (d.sgIo !== undefined) {
+      // The entries of one dma_map_sg come in a row, with its line.
+      if (op.sg && d.sgLine === op.line) {
+        d.sgIo.bytes += op.size;
+        return d.sgIo;
+      }
+      this.finish(d, d.sgIo);
+      d.sgIo = undefined;
+    }
+    if (op.sg) {
+      d.sgLine = op.line;
+      d.sgIo = this.start(d, { maps: 0, bytes: op.size, read, kind: 'sg', open: false });
+      return d.sgIo;
+    }
+    const key = `${op.device}|${op.cpu}`;
+    const req = this.open.get(key);
+    if (op.size === BLK_HEADER_BYTES && op.dir === DmaDirection.TO_DEVICE) {
+      if (req) this.close(d, req);
+      const io = this.start(d, { maps: 0, bytes: 0, read: false, kind: 'blk', open: true });
+      this.open.set(key, io);
+      return io;
+    }
+    if (req && op.size >= DATA_MIN_BYTES) {
+      if (req.bytes === 0) req.read = read;
+      req.bytes += op.size;
+      return req;
+    }
+    if (req && op.dir === DmaDirection.FROM_DEVICE) {
+      // The status byte: the request is complete.
+      this.open.delete(key);
+      this.close(d, req);
+      return req;
+    }
+    const io = this.start(d, { maps: 0, bytes: op.size, read, kind: 'single', open: false });
+    this.finish(d, io);
+    return io;
+  }
+
+  private start(d: DeviceState, io: Io): Io {
+    d.liveIos++;
+    if (d.liveIos > d.liveIosMax) d.liveIosMax = d.liveIos;
+    return io;
+  }
+
+  /** Counts a finished I/O by kind and size. */
+  private finish(d: DeviceState, io: Io): void {
+    d.ios[io.kind]++;
+    if (io.aborted) {
+      d.ios.aborted++;
+      return;
+    }
+    if (io.bytes === 0) {
+      d.ios.flushes++;
+      return;
+    }
+    bump(io.read ? d.ioSizes.read : d.ioSizes.write, io.bytes);
+  }
+
+  /** A virtio-blk request whose maps are all made (or cut short by the next header). */
+  private close(d: DeviceState, io: Io): void {
+    if (!io.open) return;
+    io.open = false;
+    this.finish(d, io);
+    if (io.maps === 0) d.liveIos--;
+  }
+
+  private device(op: TracedOp): DeviceState {
     let d = this.devices.get(op.device);
     if (!d) {
       d = {
         device: op.device,
         maps: 0,
         bounced: 0,
+        outside: 0,
+        failed: 0,
         sgEntries: 0,
+        allocs: 0,
         sizes: { toDevice: new Map(), fromDevice: new Map(), bidirectional: new Map() },
+        ioSizes: { read: new Map(), write: new Map() },
+        ios: { blk: 0, sg: 0, single: 0, flushes: 0, aborted: 0 },
         liveMax: 0,
+        liveIosMax: 0,
         liveBouncedBytesMax: 0,
+        liveBouncedSlotsMax: 0,
+        largest: 0,
+        dataMaps: 0,
+        unaligned: 0,
+        minAlignMask: op.minAlignMask,
         cpus: new Set(),
         firstTs: op.ts,
         lastTs: op.ts,
         live: 0,
+        liveIos: 0,
         liveBytes: 0,
+        liveSlots: 0,
+        sgLine: -1,
+        sgIo: undefined,
       };
       this.devices.set(op.device, d);
     }
@@ -93,7 +286,7 @@ export class TraceProfile implements ReplayObserver {
 
 /** A fio job's shape for one device's traffic. */
 export interface JobShape {
-  /** [size, percent] for the device's reads (FROM_DEVICE maps) and writes (TO_DEVICE). */
+  /** [size, percent] for the device's reads (FROM_DEVICE data) and writes (TO_DEVICE, BIDIRECTIONAL). */
   read: [number, number][];
   write: [number, number][];
   rwmixread: number;
@@ -107,14 +300,21 @@ export interface JobShape {
  */
 export const DATA_MIN_BYTES = 512;
 const SPLIT_ENTRIES = 16;
+/** fio's and this runner's limits: numjobs (queues) and iodepth. */
+const MAX_NUMJOBS = 64;
+const MAX_IODEPTH = 4096;
+/** The runner's largest block size (fio-job.ts). */
+const MAX_BS = 16 * 2 ** 20;
 
 /** Integer percentages (largest remainder) of the most frequent sizes, summing to 100. */
 function split(sizes: Map<number, number>): [number, number][] {
-  const data = [...sizes.entries()]
-    .filter(([size]) => size >= DATA_MIN_BYTES)
-    .map(([size, n]): [number, number] => [Math.ceil(size / 512) * 512, n])
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, SPLIT_ENTRIES);
+  const merged = new Map<number, number>();
+  for (const [size, n] of sizes) {
+    if (size < DATA_MIN_BYTES) continue;
+    const s = Math.min(MAX_BS, Math.ceil(size / 512) * 512);
+    merged.set(s, (merged.get(s) ?? 0) + n);
+  }
+  const data = [...merged.entries()].sort((a, b) => b[1] - a[1]).slice(0, SPLIT_ENTRIES);
   const total = data.reduce((s, [, n]) => s + n, 0);
   if (total === 0) return [];
   const raw = data.map(([size, n]) => ({ size, exact: (n * 100) / total }));
@@ -127,24 +327,37 @@ function split(sizes: Map<number, number>): [number, number][] {
   return out.filter((r) => r.pct > 0).map((r) => [r.size, r.pct]);
 }
 
+function count(m: Map<number, number>): number {
+  let n = 0;
+  for (const [s, c] of m) if (s >= DATA_MIN_BYTES) n += c;
+  return n;
+}
+
 /**
- * The fio-job shape of a device's traced traffic: data sizes (mappings of at
- * least {@link DATA_MIN_BYTES}) by direction, the share of reads, the most data
- * mappings live at once as iodepth, the CPUs that mapped as numjobs.
+ * The fio-job shape of a device's traced traffic: I/O sizes (rounded up to 512
+ * bytes, the 16 most frequent) by direction, the share of reads, the CPUs that
+ * mapped as numjobs and the most I/Os live at once, shared among them, as
+ * iodepth. A profile without I/Os (built by hand) uses its mapping sizes.
  */
 export function jobShape(p: DeviceProfile): JobShape {
-  const count = (m: Map<number, number>) =>
-    [...m.entries()].filter(([s]) => s >= DATA_MIN_BYTES).reduce((s, [, n]) => s + n, 0);
-  const reads = count(p.sizes.fromDevice);
-  const writes = count(p.sizes.toDevice) + count(p.sizes.bidirectional);
-  const both = new Map(p.sizes.toDevice);
-  for (const [s, n] of p.sizes.bidirectional) both.set(s, (both.get(s) ?? 0) + n);
+  const haveIos = p.ioSizes.read.size + p.ioSizes.write.size > 0;
+  let readSizes = p.ioSizes.read;
+  let writeSizes = p.ioSizes.write;
+  if (!haveIos) {
+    readSizes = p.sizes.fromDevice;
+    writeSizes = new Map(p.sizes.toDevice);
+    for (const [s, n] of p.sizes.bidirectional) writeSizes.set(s, (writeSizes.get(s) ?? 0) + n);
+  }
+  const reads = count(readSizes);
+  const writes = count(writeSizes);
+  const numjobs = Math.min(MAX_NUMJOBS, Math.max(1, p.cpus.size));
+  const live = haveIos ? p.liveIosMax : p.liveMax;
   return {
-    read: split(p.sizes.fromDevice),
-    write: split(both),
+    read: split(readSizes),
+    write: split(writeSizes),
     rwmixread: reads + writes === 0 ? 50 : Math.round((reads * 100) / (reads + writes)),
-    iodepth: Math.max(1, p.liveMax),
-    numjobs: Math.max(1, p.cpus.size),
+    iodepth: Math.min(MAX_IODEPTH, Math.max(1, Math.ceil(live / numjobs))),
+    numjobs,
   };
 }
 
@@ -167,4 +380,9 @@ export function fioJobText(name: string, shape: JobShape, minAlignMask = 0): str
   lines.push(`iodepth=${shape.iodepth}`, `numjobs=${shape.numjobs}`);
   if (minAlignMask) lines.push(`min_align_mask=${minAlignMask}`);
   return `${lines.join('\n')}\n`;
+}
+
+/** Slots a mapping of `size` bytes at bounce offset `offset` takes (nr_slots()). */
+export function slotsOf(size: number, offset = 0): number {
+  return Math.ceil((size + offset) / IO_TLB_SIZE);
 }

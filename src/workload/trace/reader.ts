@@ -25,6 +25,8 @@ const BAD_LINES_KEPT = 5;
 export class TraceReader {
   private layout: TraceLayout | undefined;
   private readonly st: { arrays?: ArrayStyle } = {};
+  /** CPU -> line of its last event (any event: a CPU that goes on writing did not hang). */
+  private readonly lastLineOfCpu = new Map<number, number>();
   private lines = 0;
   private events = 0;
   private dmaEvents = 0;
@@ -73,6 +75,7 @@ export class TraceReader {
         break;
     }
     this.events++;
+    this.lastLineOfCpu.set(t.cpu, n);
     this.firstTs ??= t.ts;
     this.lastTs = t.ts;
     if (!isDmaEventName(t.event)) {
@@ -135,6 +138,11 @@ export class TraceReader {
       first_ts: this.firstTs,
       last_ts: this.lastTs,
     };
+  }
+
+  /** Line of the last event (of any kind) that CPU `cpu` wrote; 0 when none. */
+  lastEventLine(cpu: number): number {
+    return this.lastLineOfCpu.get(cpu) ?? 0;
   }
 
   /** Lines read so far (for progress). */

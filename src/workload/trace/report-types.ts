@@ -1,3 +1,4 @@
+import type { KernelVersion } from '../../swiotlb/kernel.js';
 import type { FullWarning } from './boot-log.js';
 import type { ArrayStyle } from './dma-events.js';
 import type { SeriesPoint } from './series.js';
@@ -49,6 +50,10 @@ export interface TraceReport {
     too_large: number;
     /** Maps the model refused as invalid (a size of 0, direction NONE): not a kernel's trace. */
     invalid: number;
+    /** Requests the 6.1 model says the kernel would search for ever (SWIOTLB_KERNEL_WOULD_HANG). */
+    kernel_hang: number;
+    /** Requests the 6.1 model says the kernel would place past the pool's end (SWIOTLB_KERNEL_OVERRUN). */
+    kernel_overrun: number;
     used_hiwater: number;
     used_end: number;
     series: SeriesPoint[];
@@ -60,6 +65,14 @@ export interface TraceReport {
   };
   largest: { size: number; device: string; line: number } | null;
   kernel_failures: KernelFailure[];
+  /**
+   * swiotlb_bounced lines without a map line whose request the 6.1 model says never
+   * ends: `hung` when their CPU wrote nothing after them (as a hung CPU would not),
+   * `went on` when it did (a disagreement).
+   */
+  kernel_hangs: KernelHang[];
+  /** With --dynamic: the mappings outside the default pool, compared by the part they land in. */
+  dynamic: DynamicReport | null;
   devices: DeviceReport[];
   boot_log: BootLogReport | null;
   hints: string[];
@@ -96,6 +109,16 @@ export interface PoolReport {
   bytes: number;
   /** Where the geometry came from: the boot log, flags, a restricted pool. */
   source: string;
+  /** The traced kernel's version (--kernel, or the boot log's banner); null when neither told it. */
+  kernel: string | null;
+  /** The profile whose rules the model follows. */
+  profile: KernelVersion;
+  /** A restricted-dma-pool (one area, exact size). */
+  restricted: boolean;
+  /** The model grows as CONFIG_SWIOTLB_DYNAMIC does (--dynamic). */
+  dynamic: boolean;
+  /** The model's pool has exactly the kernel's slots and areas (false only where no model pool can: see notes). */
+  exact: boolean;
   rules: string;
   notes: string[];
 }
@@ -107,8 +130,10 @@ export interface MapCounts {
   bounced: number;
   /** Maps with dma_addr == phys_addr: not bounced. */
   direct: number;
-  /** Maps with a dma_addr outside the pool and not the physical address (IOMMU, a DMA offset, a transient pool). */
+  /** Maps with a dma_addr outside the pool and not the physical address, not announced by swiotlb_bounced (IOMMU, a DMA offset, or an unannounced bounce). */
   outside_pool: number;
+  /** Maps outside the pool that a swiotlb_bounced line announced: transient or grown pools (CONFIG_SWIOTLB_DYNAMIC), or another pool. */
+  outside_bounced: number;
   /** dma_addr=ffffffffffffffff of devices that bounce (swiotlb failures, replayed). */
   kernel_failed: number;
   /** Failed maps of devices never seen bouncing (not replayed). */
@@ -149,7 +174,44 @@ export interface KernelFailure {
   cpu: number;
   size: number;
   /** What the model did with it. */
-  model: 'full' | 'too_large' | 'invalid' | 'placed';
+  model: 'full' | 'too_large' | 'invalid' | 'kernel_hang' | 'kernel_overrun' | 'placed';
+}
+
+export interface KernelHang {
+  /** The swiotlb_bounced line. */
+  line: number;
+  device: string;
+  cpu: number;
+  size: number;
+  phys: string;
+  /** `hung`: the CPU wrote nothing after it; `went on`: it did (the kernel did not hang). */
+  kernel: 'hung' | 'went on';
+  /** The CPU's last event after it (went on). */
+  next_line?: number | null;
+}
+
+/**
+ * CONFIG_SWIOTLB_DYNAMIC: what the kernel placed outside its default pool
+ * (transient and grown pools, whose addresses the model cannot predict) against
+ * where the model placed the same requests.
+ */
+export interface DynamicReport {
+  /** Maps the kernel bounced outside the default pool (announced by swiotlb_bounced). */
+  kernel_outside: number;
+  /** ... that the model placed outside its default pool too (a growth or a transient pool): agreement on the part. */
+  both_outside: number;
+  /** ... that the model placed in its default pool: a disagreement. */
+  model_in_pool: number;
+  /** ... that the model could not place at all. */
+  model_failed: number;
+  /** Maps the kernel placed in its default pool that the model placed outside its own. */
+  model_outside_kernel_in_pool: number;
+  /** Most slots the kernel held outside its default pool at once (from the trace's sizes). */
+  kernel_outside_used_hiwater: number;
+  /** The model's growths (swiotlb_dyn_alloc()), transient slots now, and mem->nslabs at the end. */
+  growths: number;
+  transient_nslabs: number;
+  nslabs: number;
 }
 
 export interface AreaReport {
@@ -169,6 +231,7 @@ export interface DeviceReport {
   bounced: number;
   direct: number;
   outside_pool: number;
+  outside_bounced: number;
   kernel_failed: number;
   bytes_bounced: number;
   largest: number;
@@ -202,6 +265,12 @@ export interface TraceSummary {
   first_disagreement_line: number | null;
   unmaps_before_trace: number;
   lost_events: number | null;
+  /** The profile whose rules the model followed. */
+  profile: KernelVersion;
+  /** Maps bounced outside the pool (announced by swiotlb_bounced). */
+  outside_bounced: number;
+  /** Requests where the traced 6.1 kernel hung (its CPU wrote nothing after them). */
+  kernel_hangs: number;
 }
 
 export function summarize(r: TraceReport): TraceSummary {
@@ -217,5 +286,8 @@ export function summarize(r: TraceReport): TraceSummary {
     first_disagreement_line: r.placements.first_disagreement_line,
     unmaps_before_trace: r.unmaps.before_trace,
     lost_events: r.input.lost_events,
+    profile: r.pool.profile,
+    outside_bounced: r.maps.outside_bounced,
+    kernel_hangs: r.kernel_hangs.filter((h) => h.kernel === 'hung').length,
   };
 }

@@ -2,8 +2,16 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { MediatorError } from '../../errors.js';
 import { IO_TLB_DEFAULT_SIZE, IO_TLB_SHIFT, IO_TLB_SIZE } from '../../swiotlb/constants.js';
-import { type BootLog, BootLogReader, poolFromBootLog } from './boot-log.js';
-import { type PlacementSetup, type PlacementSpec, poolPlacement } from './placement.js';
+import { DEFAULT_KERNEL, type KernelVersion } from '../../swiotlb/kernel.js';
+import {
+  type BootLog,
+  BootLogReader,
+  poolFromBootLog,
+  type RestrictedWanted,
+  restrictedFromBootLog,
+} from './boot-log.js';
+import { chooseProfile } from './kernel-version.js';
+import { kernelPlacement, type PlacementSetup, type PlacementSpec } from './placement.js';
 import { TraceReader } from './reader.js';
 import { type ReplayObserver, TraceReplay } from './replay.js';
 import type { BootLogReport, PoolReport, TraceReport } from './report-types.js';
@@ -18,12 +26,14 @@ import type { BootLogReport, PoolReport, TraceReport } from './report-types.js';
 export interface PoolFlags {
   /** Guest-physical address of the pool (--base). */
   base?: number;
-  /** Slots (--slots). */
+  /** Slots, as the kernel reports them (--slots). */
   slots?: number;
   /** Areas (--areas). */
   areas?: number;
-  /** A restricted-dma-pool of this many bytes at `base` (--restricted SIZE). */
+  /** A restricted-dma-pool of this many bytes (--restricted SIZE), at `base` or the boot log's. */
   restrictedBytes?: number;
+  /** The boot log's restricted-dma-pool (--restricted log), picked by `base` when several. */
+  restrictedFromLog?: boolean;
 }
 
 export interface TraceRunOptions {
@@ -33,13 +43,15 @@ export interface TraceRunOptions {
   /** The boot log, when given (--dmesg). */
   bootLog?: { input: Readable; name: string };
   pool?: PoolFlags;
-  /** The traced kernel's version (--kernel). */
+  /** The traced kernel's version (--kernel); else the boot log's banner; else 6.10. */
   kernel?: string;
+  /** CONFIG_SWIOTLB_DYNAMIC: the default pool grows (--dynamic; 6.6 and later). */
+  dynamic?: boolean;
   devices?: readonly string[];
   minAlignMask?: { all: number; byDevice: ReadonlyMap<string, number> };
   /** @default 4096 */
   window?: number;
-  /** Builds the allocator model. @default poolPlacement (the project's SwiotlbPool) */
+  /** Builds the allocator model. @default kernelPlacement (the project's SwiotlbPool with the kernel's profile) */
   placement?: (spec: PlacementSpec) => PlacementSetup;
   observer?: ReplayObserver;
   /** Called at most every `progressEveryMs` while reading. */
@@ -67,47 +79,128 @@ export async function readBootLog(input: Readable): Promise<BootLog> {
   return r.result();
 }
 
-interface ResolvedPool {
-  spec: PlacementSpec;
+export interface ResolvedPool {
+  spec: PlacementSpec & { profile: KernelVersion };
   source: string;
   notes: string[];
 }
 
+type NamedLog = { log: BootLog; name: string };
+
+/** The traced kernel and its profile: --kernel, else the boot log's banner, else 6.10. */
+export interface ResolvedKernel {
+  profile: KernelVersion;
+  /** The version as given or logged; undefined when neither told it. */
+  text: string | undefined;
+  notes: string[];
+}
+
+/**
+ * Which profile applies: the flag's, else the boot log banner's, else 6.10.
+ * @throws CLI_USAGE, TRACE_UNSUPPORTED_KERNEL
+ */
+export function resolveKernel(flag: string | undefined, log: NamedLog | undefined): ResolvedKernel {
+  const logged = log?.log.kernel;
+  if (flag !== undefined) {
+    const choice = chooseProfile(flag, { kind: 'flag' });
+    const notes = [...choice.notes];
+    if (logged && logged.text !== flag) {
+      notes.push(
+        `${log!.name}:${logged.line} says Linux ${logged.text}; --kernel ${flag} overrides it`,
+      );
+    }
+    return { profile: choice.profile, text: flag, notes };
+  }
+  if (logged) {
+    const choice = chooseProfile(logged.text, {
+      kind: 'boot-log',
+      name: log!.name,
+      line: logged.line,
+    });
+    return {
+      profile: choice.profile,
+      text: logged.text,
+      notes: [`Linux ${logged.text}, from ${log!.name}:${logged.line}`, ...choice.notes],
+    };
+  }
+  return {
+    profile: DEFAULT_KERNEL,
+    text: undefined,
+    notes: [
+      `no --kernel and no "Linux version" line in a boot log: the ${DEFAULT_KERNEL} rules (the dma trace events need 6.12 or later); give --kernel V for a vendor kernel of another line`,
+    ],
+  };
+}
+
 /**
  * The kernel's pool: from the boot log, flags overriding it field by field; or
- * from the flags alone.
+ * from the flags alone. The slots and areas are the kernel's own (already
+ * rounded): the model builds exactly them (placement.ts exactGeometry()).
  * @throws TRACE_BAD_BOOT_LOG, CLI_USAGE
  */
 export function resolvePool(
-  log: { log: BootLog; name: string } | undefined,
+  log: NamedLog | undefined,
   flags: PoolFlags,
-  kernel: string | undefined,
+  kernel: Pick<ResolvedKernel, 'profile' | 'text'> = { profile: DEFAULT_KERNEL, text: undefined },
+  dynamic = false,
 ): ResolvedPool {
   const notes: string[] = [];
-  const withKernel = (s: Omit<PlacementSpec, 'kernel'>): PlacementSpec =>
-    kernel === undefined ? s : { ...s, kernel };
-  if (flags.restrictedBytes !== undefined) {
-    if (flags.base === undefined) {
+  const spec = (s: { base: number; nslabs: number; nareas: number; restricted?: boolean }) => {
+    const out: ResolvedPool['spec'] = { ...s, profile: kernel.profile };
+    if (kernel.text !== undefined) out.kernel = kernel.text;
+    if (dynamic) out.dynamic = true;
+    return out;
+  };
+  if (flags.restrictedBytes !== undefined || flags.restrictedFromLog) {
+    if (dynamic) {
+      throw new MediatorError('CLI_USAGE', '--dynamic: a restricted-dma-pool never grows');
+    }
+    const bytes = flags.restrictedBytes;
+    if (bytes !== undefined && bytes % IO_TLB_SIZE !== 0) {
+      notes.push(
+        `--restricted ${bytes}: not a multiple of 2 KiB; Linux takes size >> ${IO_TLB_SHIFT} slots`,
+      );
+    }
+    if (log !== undefined) {
+      const want: RestrictedWanted = {};
+      if (bytes !== undefined) want.bytes = bytes;
+      if (flags.base !== undefined) want.base = flags.base;
+      const fromLog = restrictedFromBootLog(log.log, log.name, want);
+      notes.push(...fromLog.notes);
+      return {
+        spec: spec({ base: fromLog.base, nslabs: fromLog.nslabs, nareas: 1, restricted: true }),
+        source: `boot log ${log.name}${bytes === undefined ? '' : ' and --restricted'}`,
+        notes,
+      };
+    }
+    if (flags.base === undefined || bytes === undefined) {
       throw new MediatorError(
         'CLI_USAGE',
-        '--restricted SIZE needs --base ADDR (the pool\'s "reg" address)',
+        bytes === undefined
+          ? "--restricted log needs --dmesg FILE (the boot log with the pool's line)"
+          : '--restricted SIZE needs --base ADDR (the pool\'s "reg" address), or --dmesg FILE with its line',
       );
     }
-    if (flags.restrictedBytes % IO_TLB_SIZE !== 0) {
-      notes.push(
-        `--restricted ${flags.restrictedBytes}: not a multiple of 2 KiB; Linux takes size >> ${IO_TLB_SHIFT} slots`,
-      );
-    }
-    const nslabs = Math.floor(flags.restrictedBytes / IO_TLB_SIZE);
     return {
-      spec: withKernel({ base: flags.base, nslabs, nareas: 1, restricted: true }),
+      spec: spec({
+        base: flags.base,
+        nslabs: Math.floor(bytes / IO_TLB_SIZE),
+        nareas: 1,
+        restricted: true,
+      }),
       source: 'flags (--restricted, --base)',
       notes,
     };
   }
   if (log !== undefined) {
-    const fromLog = poolFromBootLog(log.log, log.name);
+    const fromLog = poolFromBootLog(log.log, log.name, kernel.profile);
     notes.push(...fromLog.notes);
+    if (dynamic && fromLog.restricted) {
+      throw new MediatorError(
+        'CLI_USAGE',
+        `--dynamic: ${log.name} has only a restricted-dma-pool, which never grows`,
+      );
+    }
     const base = flags.base ?? fromLog.base;
     const nslabs = flags.slots ?? fromLog.nslabs;
     const nareas = flags.areas ?? fromLog.nareas;
@@ -124,7 +217,7 @@ export function resolvePool(
     ].filter(Boolean);
     if (overridden.length > 0) notes.push(`${overridden.join(', ')} override the boot log`);
     return {
-      spec: withKernel({ base, nslabs, nareas, restricted: fromLog.restricted }),
+      spec: spec({ base, nslabs, nareas, restricted: fromLog.restricted }),
       source: `boot log ${log.name}${overridden.length > 0 ? ` and ${overridden.join(', ')}` : ''}`,
       notes,
     };
@@ -139,7 +232,7 @@ export function resolvePool(
   if (flags.slots === undefined)
     notes.push('--slots not given: the default pool of 32768 slots (64 MiB)');
   return {
-    spec: withKernel({ base: flags.base, nslabs, nareas: flags.areas }),
+    spec: spec({ base: flags.base, nslabs, nareas: flags.areas }),
     source: 'flags (--base, --slots, --areas)',
     notes,
   };
@@ -184,8 +277,9 @@ async function replayStreams(opts: TraceRunOptions): Promise<TraceReport> {
   const log = opts.bootLog
     ? { log: await readBootLog(opts.bootLog.input), name: opts.bootLog.name }
     : undefined;
-  const pool = resolvePool(log, opts.pool ?? {}, opts.kernel);
-  const setup = (opts.placement ?? poolPlacement)(pool.spec);
+  const kernel = resolveKernel(opts.kernel, log);
+  const pool = resolvePool(log, opts.pool ?? {}, kernel, opts.dynamic === true);
+  const setup = (opts.placement ?? kernelPlacement)(pool.spec);
   const replay = new TraceReplay({
     placement: setup.placement,
     kernel: pool.spec,
@@ -220,7 +314,7 @@ async function replayStreams(opts: TraceRunOptions): Promise<TraceReport> {
     }
   });
   const input = reader.finish();
-  const result = replay.finish();
+  const result = replay.finish((cpu) => reader.lastEventLine(cpu));
   const { filtered_events, ...rest } = result;
   input.filtered_events = filtered_events;
   const g = setup.placement.geometry;
@@ -231,10 +325,14 @@ async function replayStreams(opts: TraceRunOptions): Promise<TraceReport> {
     area_nslabs: pool.spec.nslabs / pool.spec.nareas,
     bytes: pool.spec.nslabs * IO_TLB_SIZE,
     source: pool.source,
+    kernel: kernel.text ?? null,
+    profile: kernel.profile,
+    restricted: pool.spec.restricted === true,
+    dynamic: pool.spec.dynamic === true,
+    exact: g.nslabs === pool.spec.nslabs && g.nareas === pool.spec.nareas,
     rules: setup.placement.rules,
-    notes: [...pool.notes, ...setup.notes],
+    notes: [...kernel.notes, ...pool.notes, ...setup.notes],
   };
-  if (g.nslabs !== pool.spec.nslabs) poolReport.notes.push(`model pool: ${g.nslabs} slots`);
   const hints = [...rest.hints];
   if (input.lost_markers > 0) {
     hints.unshift(
