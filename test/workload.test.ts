@@ -416,6 +416,15 @@ describe('CLI', () => {
     expect(report.comparison.bounce_over_direct).toHaveProperty('all');
     expect(stderr).toMatch(/ioengine/);
     expect(stderr).toMatch(/bench: bounce /);
+    // The kernel's lines for the job's pool (Linux's default: 32768 slots, 1 area).
+    expect(stderr).toMatch(/^software IO TLB: area num 1\.$/m);
+    expect(stderr).toMatch(
+      /^bench: pool default pool of 32768 slots in 1 area\(s\), Linux 6\.10 rules, policy requeue-bounded when full$/m,
+    );
+    expect(report.mediator.bounce.backpressure).toMatchObject({
+      policy: 'requeue-bounded',
+      requeues: 0,
+    });
     // Not a terminal: plain lines, no carriage returns nor escape sequences.
     expect(stderr.includes('\r')).toBe(false);
     expect(stderr.includes('\u001b[')).toBe(false);

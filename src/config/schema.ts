@@ -530,7 +530,8 @@ const swiotlbField = z
       });
       return z.NEVER;
     }
-    return p;
+    // The text as written, for messages.
+    return { ...p, text };
   });
 
 const poolSchema = objectField({
@@ -704,9 +705,10 @@ function checkPoolDeclaration(p: ParsedPool, i: number, issue: Report): boolean 
   const given = (['swiotlb', 'size', 'slots', 'areas'] as const).filter((f) => p[f] !== undefined);
   let ok = true;
   if (p.restricted !== undefined && given.length > 0) {
+    const first = given[0]!;
     issue(
-      at(given[0]!),
-      p[given[0]!] === p.swiotlb ? p.swiotlb : p[given[0]!],
+      at(first),
+      first === 'swiotlb' ? p.swiotlb?.text : p[first],
       `nothing beside "restricted": a restricted-dma-pool is given by its size alone (exact slots, one area); ${given.join(', ')} declare a default pool (swiotlb=)`,
     );
     ok = false;
@@ -781,7 +783,7 @@ function checkPoolGeometries(
               : p.areas !== undefined
                 ? 'areas'
                 : 'size';
-      const shown = field === 'swiotlb' ? p.swiotlb : p[field];
+      const shown = field === 'swiotlb' ? p.swiotlb?.text : p[field];
       issue(['pools', i, field], shown, `a pool geometry that works: ${(err as Error).message}`);
     }
   });
