@@ -54,6 +54,51 @@ function numeric(value: string): number | string {
   return /^\s*\d+\s*$/.test(value) ? Number(value) : value;
 }
 
+/** The flags that override the config file, each naming its flag for error messages. */
+function flagOverrides(values: Record<string, string | boolean | undefined>): ConfigOverride[] {
+  const str = (k: string) => values[k] as string | undefined;
+  const overrides: ConfigOverride[] = [];
+  const flag = (
+    name: string,
+    path: (string | number)[],
+    value: unknown,
+    replaces?: readonly string[],
+  ) => {
+    if (value !== undefined) {
+      overrides.push({ path, value, flag: `--${name}`, ...(replaces ? { replaces } : {}) });
+    }
+  };
+  flag('host', ['http', 'host'], str('host'));
+  flag('port', ['http', 'port'], str('port') === undefined ? undefined : numeric(str('port')!));
+  flag('mode', ['mode'], str('mode'));
+  flag('log-level', ['logLevel'], str('log-level'));
+  flag('body-limit', ['http', 'bodyLimit'], str('body-limit'));
+  flag(
+    'shutdown-timeout',
+    ['http', 'shutdownTimeoutMs'],
+    str('shutdown-timeout') === undefined ? undefined : numeric(str('shutdown-timeout')!),
+  );
+  flag(
+    'copy-workers',
+    ['copy', 'workers'],
+    str('copy-workers') === undefined ? undefined : numeric(str('copy-workers')!),
+  );
+
+  flag('kernel', ['kernel'], str('kernel'));
+  if (str('swiotlb') !== undefined && str('restricted') !== undefined) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      '--swiotlb and --restricted both declare the first pool: give one',
+    );
+  }
+  // A pool declared on the command line replaces the file's declaration of it.
+  const declaration = ['swiotlb', 'restricted', 'size', 'slots', 'areas'];
+  flag('swiotlb', ['pools', 0, 'swiotlb'], str('swiotlb'), declaration);
+  flag('restricted', ['pools', 0, 'restricted'], str('restricted'), declaration);
+
+  return overrides;
+}
+
 /**
  * `serve`: loads the config, starts the service, and runs until SIGTERM/SIGINT;
  * resolves the exit status once it has shut down.
@@ -83,44 +128,7 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
   }
   const { values, positionals } = parsed;
   noOperands(positionals);
-  const overrides: ConfigOverride[] = [];
-  const flag = (
-    name: string,
-    path: (string | number)[],
-    value: unknown,
-    replaces?: readonly string[],
-  ) => {
-    if (value !== undefined) {
-      overrides.push({ path, value, flag: `--${name}`, ...(replaces ? { replaces } : {}) });
-    }
-  };
-  flag('host', ['http', 'host'], values.host);
-  flag('port', ['http', 'port'], values.port === undefined ? undefined : numeric(values.port));
-  flag('mode', ['mode'], values.mode);
-  flag('log-level', ['logLevel'], values['log-level']);
-  flag('body-limit', ['http', 'bodyLimit'], values['body-limit']);
-  flag(
-    'shutdown-timeout',
-    ['http', 'shutdownTimeoutMs'],
-    values['shutdown-timeout'] === undefined ? undefined : numeric(values['shutdown-timeout']),
-  );
-  flag(
-    'copy-workers',
-    ['copy', 'workers'],
-    values['copy-workers'] === undefined ? undefined : numeric(values['copy-workers']),
-  );
-
-  flag('kernel', ['kernel'], values.kernel);
-  if (values.swiotlb !== undefined && values.restricted !== undefined) {
-    throw new MediatorError(
-      'CLI_USAGE',
-      '--swiotlb and --restricted both declare the first pool: give one',
-    );
-  }
-  // A pool declared on the command line replaces the file's declaration of it.
-  const declaration = ['swiotlb', 'restricted', 'size', 'slots', 'areas'];
-  flag('swiotlb', ['pools', 0, 'swiotlb'], values.swiotlb, declaration);
-  flag('restricted', ['pools', 0, 'restricted'], values.restricted, declaration);
+  const overrides = flagOverrides(values);
 
   // A wrong config throws MEDIATOR_BAD_CONFIG with one message; main prints it.
   const config = loadConfig({ file: values.config, overrides });
