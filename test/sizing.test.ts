@@ -7,10 +7,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { sizeCommand } from '../src/cli/size.js';
+import { MediatorError } from '../src/errors.js';
 import { IO_TLB_SEGSIZE } from '../src/swiotlb/constants.js';
 import { computeGeometry, roundUpPowerOfTwo as roundUp } from '../src/swiotlb/geometry.js';
+import { SwiotlbPool } from '../src/swiotlb/pool.js';
 import { type JobFile, parseJobFile } from '../src/workload/fio-job.js';
 import {
   adviseSize,
@@ -140,6 +142,32 @@ describe('size: hand-worked advice for examples/jobs', () => {
     expect(at8192.requeues).toBeGreaterThan(0);
     expect(rec).toBe(16384);
     expect(row(advice.table, rec)).toMatchObject({ requeues: 0, kernel_defects: 0 });
+  });
+
+  it('a search the kernel would never finish counts against the pool, then reads as a full one', () => {
+    // 6.1's endless walk (SWIOTLB_KERNEL_WOULD_HANG) is rare in a job's run: the
+    // allocator is made to report it on every 50th map.
+    const jf = job('database');
+    let calls = 0;
+    const real = SwiotlbPool.prototype.tryAllocate;
+    const spy = vi.spyOn(SwiotlbPool.prototype, 'tryAllocate').mockImplementation(function (
+      this: SwiotlbPool,
+      ...args: Parameters<SwiotlbPool['tryAllocate']>
+    ) {
+      if (++calls % 50 === 0) {
+        throw new MediatorError('SWIOTLB_KERNEL_WOULD_HANG', 'the 6.1 search would never end');
+      }
+      return real.apply(this, args);
+    });
+    try {
+      const r = simulate(jf, { slots: 4096, areas: 2, kernel: '6.1', steps: 500 });
+      expect(r.kernel_defects).toBeGreaterThan(0);
+      expect(r.requeues).toBeGreaterThan(0);
+      expect(clean(r)).toBe(false);
+      expect(r.stalled).toBe(false);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('--dynamic: below the advice the pool takes transient pools and grows instead of filling', () => {
