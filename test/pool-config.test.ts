@@ -123,7 +123,7 @@ describe("config: a pool in the kernel's terms", () => {
     [
       'restricted with swiotlb',
       { pools: [{ restricted: '4MiB', swiotlb: '2048,1' }] },
-      'config: pools[0].swiotlb: "2048,1" is not allowed; expected nothing beside "restricted": a restricted-dma-pool is given by its size alone (exact slots, one area); swiotlb declare a default pool (swiotlb=)',
+      'config: pools[0].swiotlb: "2048,1" is not allowed; expected nothing beside "restricted": a restricted-dma-pool is given by its size alone (exact slots, one area), and swiotlb is for a default pool (swiotlb=)',
     ],
     [
       'swiotlb with slots',

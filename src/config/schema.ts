@@ -709,7 +709,7 @@ function checkPoolDeclaration(p: ParsedPool, i: number, issue: Report): boolean 
     issue(
       at(first),
       first === 'swiotlb' ? p.swiotlb?.text : p[first],
-      `nothing beside "restricted": a restricted-dma-pool is given by its size alone (exact slots, one area); ${given.join(', ')} declare a default pool (swiotlb=)`,
+      `nothing beside "restricted": a restricted-dma-pool is given by its size alone (exact slots, one area), and ${given.join(', ')} ${given.length > 1 ? 'are' : 'is'} for a default pool (swiotlb=)`,
     );
     ok = false;
   }
