@@ -59,13 +59,14 @@ describe('the embedded default', () => {
     expect(c.copy.splitThreshold).toBe(128 * 1024);
     const spec = toMediatorSpec(c);
     expect(spec.mode).toBe('bounce');
+    // Linux's default pool: no swiotlb=, no size asked for (32768 slots).
     expect(spec.pools).toEqual([
       {
         name: 'pool0',
-        size: 64 * MiB,
+        kernel: '6.10',
         areas: defaultAreaCount(),
         base: 0,
-        backpressure: { policy: 'wait', waitMs: 5000 },
+        backpressure: { policy: 'requeue-bounded', waitMs: 5000 },
       },
     ]);
     expect(spec.guests).toHaveLength(1);
@@ -333,7 +334,7 @@ describe('a wrong config gets one message: the field, the value, what is allowed
     [
       'unknown top-level field',
       { port: 80 },
-      'config: port: unknown field; the fields of the config are mode, logLevel, http, copy, pools, guests, devices',
+      'config: port: unknown field; the fields of the config are kernel, mode, logLevel, http, copy, pools, guests, devices',
     ],
     [
       'unknown nested field',

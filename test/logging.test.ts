@@ -234,7 +234,7 @@ describe('mediator log records', () => {
     expect(med.pools.get('p')!.pool.stats().map_failures.full).toBe(6);
   });
 
-  it('back-pressure (policy wait): "buffer is full" when a request starts waiting, then its timeout', async () => {
+  it('back-pressure (policy requeue-bounded, old name wait): "buffer is full" when a request is requeued, then its timeout', async () => {
     const { med, warnings } = oneDevice(
       { kind: 'chaos', chaos: { ...NO_FAULTS, drop: 1 }, timeoutMs: ONE_BURST_MS },
       { backpressure: { policy: 'wait', waitMs: 50 } },
@@ -252,10 +252,10 @@ describe('mediator log records', () => {
       pool: 'p',
       device: 'd',
       code: 'SWIOTLB_POOL_FULL',
-      policy: 'wait',
+      policy: 'requeue-bounded',
     });
     expect(String(full!.msg)).toMatch(
-      /^swiotlb buffer is full \(sz: \d+ bytes\), total 128 \(slots\), used \d+ \(slots\); the request waits for slots$/,
+      /^swiotlb buffer is full \(sz: \d+ bytes\), total 128 \(slots\), used \d+ \(slots\); the request is requeued \(BLK_STS_RESOURCE\) until slots come back$/,
     );
     expect(gaveUp).toMatchObject({
       pool: 'p',

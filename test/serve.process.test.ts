@@ -135,15 +135,29 @@ describe('swiotlb-mediator serve, as a process', () => {
 
   it('runs the embedded default, logs its start-up, and exits 0 on SIGINT', async () => {
     const cli = await startCli(['--port', '0']);
-    // The listening line, then the pool its two devices share (logged right after).
-    for (let t = 0; t < 100 && cli.logs.length < 2; t++) {
+    // The kernel's two lines for Linux's default pool, the listening line, then the
+    // pool its two devices share (logged right after).
+    for (let t = 0; t < 100 && cli.logs.length < 4; t++) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    expect(cli.logs).toHaveLength(2);
-    expect(cli.logs[0]).toMatchObject({ level: 30 });
-    expect(cli.logs[1]).toMatchObject({ level: 30, pool: 'pool0', devices: ['blk0', 'null0'] });
-    expect(String(cli.logs[0]!.msg)).toMatch(
-      /listening on http:\/\/127\.0\.0\.1:\d+: bounce mode; pools: pool0 64MiB \(32768 slots, \d+ areas, wait 5000 ms\); guests: guest0 \d+MiB; devices: blk0 \(ram-blk, 256MiB\), null0 \(null, 256MiB\)/,
+    expect(cli.logs).toHaveLength(4);
+    expect(cli.logs.slice(0, 2)).toEqual([
+      expect.objectContaining({
+        level: 30,
+        pool: 'pool0',
+        kernel: '6.10',
+        msg: expect.stringMatching(/^software IO TLB: area num \d+\.$/),
+      }),
+      expect.objectContaining({
+        level: 30,
+        pool: 'pool0',
+        msg: 'software IO TLB: mapped [mem 0x0000000000000000-0x0000000004000000] (64MB)',
+      }),
+    ]);
+    expect(cli.logs[2]).toMatchObject({ level: 30 });
+    expect(cli.logs[3]).toMatchObject({ level: 30, pool: 'pool0', devices: ['blk0', 'null0'] });
+    expect(String(cli.logs[2]!.msg)).toMatch(
+      /listening on http:\/\/127\.0\.0\.1:\d+: bounce mode, Linux 6\.10 swiotlb rules; pools: pool0 64MiB \(32768 slots, \d+ areas?; requeue-bounded, at most 5000 ms\); guests: guest0 \d+MiB; devices: blk0 \(ram-blk, 256MiB\), null0 \(null, 256MiB\)/,
     );
     const data = randomBytes(8 * KiB, 1);
     const res = await fetch(`${cli.url}/v1/devices/blk0/blocks/64`, {
@@ -159,9 +173,11 @@ describe('swiotlb-mediator serve, as a process', () => {
     };
     expect(devices.devices.map((d) => d.id)).toEqual(['blk0', 'null0']);
     // Nothing was logged per request.
-    expect(cli.logs).toHaveLength(2);
+    expect(cli.logs).toHaveLength(4);
     expect(await stop(cli, 'SIGINT')).toEqual({ code: 0, signal: null });
     expect(cli.logs.map((l) => l.msg)).toEqual([
+      expect.stringMatching(/^software IO TLB: area num/),
+      expect.stringMatching(/^software IO TLB: mapped/),
       expect.stringMatching(/listening on/),
       expect.stringMatching(/^pool pool0 is shared by devices blk0, null0/),
       expect.stringMatching(/^SIGINT: shutting down/),

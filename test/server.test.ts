@@ -255,7 +255,12 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
       nareas: 2,
       devices: ['ram', 'file', 'nul', 'faulty'],
     });
-    expect(p0.backpressure).toMatchObject({ policy: 'wait', waitMs: 5000, timeouts: 0 });
+    expect(p0.backpressure).toMatchObject({
+      policy: 'requeue-bounded',
+      waitMs: 5000,
+      timeouts: 0,
+      requeues: 0,
+    });
     // The virtqueues live in the pool in bounce mode: slots in use even when idle.
     if (mode === 'bounce') {
       expect(p0.used).toBeGreaterThan(0);
@@ -271,7 +276,8 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
       nslabs: 128,
       nareas: 1,
       devices: ['stall'],
-      backpressure: { policy: 'wait', waitMs: 100 },
+      // Configured with the old name "wait": the policy it means now.
+      backpressure: { policy: 'requeue-bounded', waitMs: 100 },
     });
     const resetTiny = await inject({ method: 'POST', url: '/v1/pools/tiny/hiwater/reset' });
     expect(resetTiny.json()).toMatchObject({ name: 'tiny', used_hiwater: 0 });
@@ -664,12 +670,31 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
 
   it('logs its start-up (and, in bounce mode, which devices share a pool) and nothing per request at info', () => {
     const all = logs.lines();
-    const lines = all.filter((l) => l.level === 30);
+    const info = all.filter((l) => l.level === 30);
+    // Bounce mode: first the kernel's lines for each pool, as it builds them
+    // (swiotlb_adjust_size() for a pool given by its size).
+    const kernelLines = info.filter((l) => String(l.msg).startsWith('software IO TLB: '));
+    expect(kernelLines.map((l) => [l.pool, l.msg])).toEqual(
+      mode === 'bounce'
+        ? [
+            ['p0', 'software IO TLB: area num 2.'],
+            ['p0', 'software IO TLB: SWIOTLB bounce buffer size adjusted to 4MB'],
+            ['p0', 'software IO TLB: mapped [mem 0x0000000000000000-0x0000000000400000] (4MB)'],
+            ['tiny', 'software IO TLB: area num 1.'],
+            ['tiny', 'software IO TLB: SWIOTLB bounce buffer size adjusted to 0MB'],
+            ['tiny', 'software IO TLB: mapped [mem 0x0000000000000000-0x0000000000040000] (0MB)'],
+          ]
+        : [],
+    );
+    expect(info.slice(0, kernelLines.length)).toEqual(kernelLines);
+    const lines = info.slice(kernelLines.length);
     // p0 holds ram, file, nul and faulty; tiny holds stall alone.
     expect(lines.length, JSON.stringify(lines)).toBe(mode === 'bounce' ? 2 : 1);
     expect(lines[0]!.level).toBe(30);
     expect(String(lines[0]!.msg)).toMatch(
-      new RegExp(`listening on http://127\\.0\\.0\\.1:\\d+: ${mode} mode; pools: p0 4MiB`),
+      new RegExp(
+        `listening on http://127\\.0\\.0\\.1:\\d+: ${mode} mode${mode === 'bounce' ? ', Linux 6\\.10 swiotlb rules' : ''}; pools: p0 4MiB \\(2048 slots, 2 areas; requeue-bounded, at most 5000 ms\\)`,
+      ),
     );
     expect(String(lines[0]!.msg)).toMatch(/devices: ram \(ram-blk, 8MiB\), file \(file-blk/);
     if (mode === 'bounce') {
@@ -725,7 +750,8 @@ describe('one logger', () => {
       expect(server.service.logger).toBe(logger);
       // The instance is used as given: its level wins over the config's "silent".
       await server.service.device('ram')!.reset();
-      const lines = logs.lines();
+      // The kernel's lines for the pool, then where it listens.
+      const lines = logs.lines().filter((l) => !String(l.msg).startsWith('software IO TLB: '));
       expect(String(lines[0]!.msg)).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+/);
       expect(lines.slice(1)).toEqual([
         expect.objectContaining({ level: 40, device: 'ram', code: 'MEDIATOR_DEVICE_RESET' }),

@@ -285,7 +285,7 @@ describe('counters that wrap at 2^32', () => {
 
   it("the runner counts the pool's maps and failures across the wrap", () => {
     const pool = SwiotlbPool.create({ size: 2 ** 20, areas: 1, area: 0 });
-    const gate = { waits: 1, waitSeconds: 0.5, timeouts: 0, waiting: 0 };
+    const gate = { waits: 1, requeues: 1, waitSeconds: 0.5, timeouts: 0, waiting: 0 };
     const engine = (bytes: number) => ({
       to_device: { bytes, copies: bytes / 4096, seconds: 0 },
       from_device: { bytes: 0, copies: 0, seconds: 0 },
@@ -305,7 +305,7 @@ describe('counters that wrap at 2^32', () => {
     // The copy engine's counters are Float64: plain differences beyond 2^32.
     expect(d.bounced_bytes.to_device).toBe(8192);
     expect(d.copies.to_device).toBe(2);
-    expect(d.backpressure).toEqual({ waits: 0, wait_seconds: 0, timeouts: 0 });
+    expect(d.backpressure).toEqual({ requeues: 0, waits: 0, wait_seconds: 0, timeouts: 0 });
   });
 });
 
@@ -356,22 +356,41 @@ numjobs=4
 min_align_mask=4095
 `;
 
-  it('the recommended pool has no map failures; the next smaller one the kernel builds does', () => {
+  it('the recommended default pool is one the kernel builds as written, runs clean, and the next smaller one does not or has no margin', () => {
     const jf = parseJobFile(FILLING);
     const advice = adviseSize(jf, { steps: 3000, seed: 7 });
     const rec = advice.recommended_slots!;
-    expect(rec).toBeGreaterThan(advice.minimal_slots!);
-    const at = simulate(jf, { slots: rec, areas: 1, steps: 3000, seed: 7 });
-    expect(at.map_failures).toBe(0);
+    // swiotlb=<rec>,1 is kept as written: a power of two, no "roundup" line.
+    expect(roundedSlots(rec, 1)).toBe(rec);
+    expect(rec & (rec - 1)).toBe(0);
+    const at = simulate(jf, { slots: rec, areas: 1, steps: 3000, seed: 7, queuesInPool: false });
+    expect(at.requeues).toBe(0);
     expect(at.waits).toBe(0);
+    expect(at.used_hiwater * 1.25).toBeLessThanOrEqual(rec);
     // The kernel builds default pools of a power of two (round_up_default_nslabs()):
-    // the next one below the recommendation is half of it.
-    const smaller = rec / 2;
-    expect(roundedSlots(smaller, 1)).toBe(smaller);
-    const under = simulate(jf, { slots: smaller, areas: 1, steps: 3000, seed: 7 });
-    expect(under.map_failures).toBeGreaterThan(0);
+    // the next one below the recommendation is half of it, and it either requeues
+    // or leaves less than the margin.
+    const under = simulate(jf, {
+      slots: rec / 2,
+      areas: 1,
+      steps: 3000,
+      seed: 7,
+      queuesInPool: false,
+    });
+    expect(under.requeues > 0 || under.used_hiwater * 1.25 > rec / 2).toBe(true);
     // Deterministic: the same seed gives the same answer.
-    expect(simulate(jf, { slots: smaller, areas: 1, steps: 3000, seed: 7 })).toEqual(under);
+    expect(
+      simulate(jf, { slots: rec / 2, areas: 1, steps: 3000, seed: 7, queuesInPool: false }),
+    ).toEqual(under);
+  });
+
+  it('a pool far smaller than the load requeues requests and never fails one', () => {
+    const jf = parseJobFile(FILLING);
+    const r = simulate(jf, { slots: 1024, areas: 1, steps: 2000, seed: 3 });
+    expect(r.requeues).toBeGreaterThan(0);
+    expect(r.waits).toBeGreaterThanOrEqual(r.requeues);
+    expect(r.stalled).toBe(false);
+    expect(r.kernel_defects).toBe(0);
   });
 });
 
@@ -397,6 +416,15 @@ describe('CLI', () => {
     expect(report.comparison.bounce_over_direct).toHaveProperty('all');
     expect(stderr).toMatch(/ioengine/);
     expect(stderr).toMatch(/bench: bounce /);
+    // The kernel's lines for the job's pool (Linux's default: 32768 slots, 1 area).
+    expect(stderr).toMatch(/^software IO TLB: area num 1\.$/m);
+    expect(stderr).toMatch(
+      /^bench: pool default pool of 32768 slots in 1 area\(s\), Linux 6\.10 rules, policy requeue-bounded when full$/m,
+    );
+    expect(report.mediator.bounce.backpressure).toMatchObject({
+      policy: 'requeue-bounded',
+      requeues: 0,
+    });
     // Not a terminal: plain lines, no carriage returns nor escape sequences.
     expect(stderr.includes('\r')).toBe(false);
     expect(stderr.includes('\u001b[')).toBe(false);
@@ -428,6 +456,9 @@ describe('CLI', () => {
     expect(advice.kernel_parameter).toMatch(/^swiotlb=\d+,\d+$/);
     expect(advice.device_tree).toMatch(/compatible = "restricted-dma-pool"/);
     expect(advice.device_tree).not.toMatch(/^\s*(no-map|reusable);/m);
-    expect(advice.config.pools[0].areas).toBe(advice.areas);
+    expect(advice.config.pools[0].swiotlb).toBe(
+      `${advice.service_pool.recommended_slots},${advice.areas}`,
+    );
+    expect(advice.kernel_parameter_forced).toBe(`${advice.kernel_parameter},force`);
   });
 });

@@ -1,5 +1,11 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { MediatorError } from '../errors.js';
+import {
+  hasDynamicPools,
+  isKernelVersion,
+  KERNEL_VERSIONS,
+  type KernelVersion,
+} from '../swiotlb/kernel.js';
 import { parseSize } from '../util/size.js';
 
 /**
@@ -90,6 +96,26 @@ export function intFlag(flag: string, value: string | undefined, min = 0): numbe
     throw new MediatorError('CLI_USAGE', `--${flag}: "${value}" must be an integer >= ${min}`);
   }
   return n;
+}
+
+/**
+ * `--kernel V`: one of the kernel profiles (undefined when not given); with
+ * `--dynamic`, one that has CONFIG_SWIOTLB_DYNAMIC (6.6 and later).
+ */
+export function kernelFlag(value: string | undefined, dynamic = false): KernelVersion | undefined {
+  if (value !== undefined && !isKernelVersion(value)) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      `--kernel: "${value}" is not ${KERNEL_VERSIONS.join(', ').replace(/, ([^,]*)$/, ' or $1')}`,
+    );
+  }
+  if (dynamic && value !== undefined && !hasDynamicPools(value)) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      `--dynamic: ${value} has no CONFIG_SWIOTLB_DYNAMIC (6.6 on)`,
+    );
+  }
+  return value;
 }
 
 /**

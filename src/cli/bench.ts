@@ -5,6 +5,7 @@ import { createLogger } from '../server/logger.js';
 import { packageVersion } from '../util/package-version.js';
 import { type JobFile, parseJobFile } from '../workload/fio-job.js';
 import { renderHtml } from '../workload/html.js';
+import { jobPoolGeometry } from '../workload/job-config.js';
 import { Progress } from '../workload/progress.js';
 import { buildReport, formatReport } from '../workload/report.js';
 import { runMode } from '../workload/runner.js';
@@ -16,15 +17,19 @@ export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--
 
 Runs a fio job file in-process against the mediator and reports IOPS, bandwidth,
 completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
-and the mediator's view: bytes bounced by direction, pool high-water, map
-failures, back-pressure waits. Mode "both" runs bounce then direct and prints
+and the mediator's view: bytes bounced by direction, pool high-water,
+requeues ("swiotlb buffer is full"), back-pressure waits. Mode "both" runs bounce then direct and prints
 bounce / direct for IOPS, bandwidth and p99.
 
 fio options understood: rw (read, write, randread, randwrite, randrw, rw,
 readwrite), bs, bssplit, rwmixread, rwmixwrite, iodepth, numjobs, size,
 io_size, runtime, time_based, ramp_time, number_ios, randseed; and this
 project's: mode (bounce|direct|both), device (null|ram-blk|file-blk),
-pool_size, areas, min_align_mask, copy_workers, backpressure (wait|fail).
+min_align_mask, copy_workers; the pool in the kernel's terms: swiotlb=N[,A]
+(the kernel parameter, built as the kernel builds it), pool_size and areas,
+or restricted=SIZE (a restricted-dma-pool: exact slots, one area); kernel
+(6.1|6.6|6.10: whose swiotlb rules); backpressure (requeue: Linux's virtio-blk,
+no time limit | requeue-bounded: the service's, 5 s | fail: the DMA API's).
 ioengine, direct, filename, name, group_reporting... are ignored with a
 warning; any other option is an error (JOB_UNSUPPORTED_OPTION).
 
@@ -38,9 +43,10 @@ Options:
   -h, --help        this help
 
 Progress goes to stderr: a bar on a terminal, a plain line every second otherwise.
-So do warnings, as pino JSON lines: "swiotlb buffer is full" (a pool too small
-for the job; under backpressure=wait the request then waits) and device faults,
-each once per 5 s burst, and device resets (docs/logging.md).
+So do the kernel's lines for the pool ("software IO TLB: area num 2." ...) and
+warnings, as pino JSON lines: "swiotlb buffer is full" (a pool too small for the
+job; virtio-blk then requeues the request, and the report counts the requeues)
+and device faults, each once per 5 s burst, and device resets (docs/logging.md).
 
 Example jobs ship with the package in examples/jobs/: database.fio, backup.fio,
 network.fio, nvme.fio. The options in full: docs/cli.md.
@@ -97,6 +103,14 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
   const log = createLogger({ level: 'warn', stream: io.stderr });
   const modes: ('bounce' | 'direct')[] =
     jf.settings.mode === 'both' ? ['bounce', 'direct'] : [jf.settings.mode];
+  if (modes.includes('bounce') && !values.quiet) {
+    // What the kernel would log at boot for this pool, in its words.
+    const g = jobPoolGeometry(jf);
+    for (const line of g.log) io.stderr.write(`${line}\n`);
+    io.stderr.write(
+      `bench: pool ${g.kind === 'restricted' ? 'restricted-dma-pool' : 'default pool'} of ${g.nslabs} slots in ${g.nareas} area(s), Linux ${jf.settings.kernel} rules, policy ${jf.settings.backpressure} when full\n`,
+    );
+  }
   const results = [];
   for (const mode of modes) {
     const r = await runMode(jf, mode, {

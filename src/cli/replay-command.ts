@@ -3,9 +3,9 @@ import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
-import { DEFAULT_KERNEL, isKernelVersion, type KernelVersion } from '../swiotlb/kernel.js';
+import { DEFAULT_KERNEL } from '../swiotlb/kernel.js';
 import { ReplayEngine } from '../swiotlb/replay.js';
-import { intFlag, parseCommand, sizeFlag } from './args.js';
+import { intFlag, kernelFlag, parseCommand, sizeFlag } from './args.js';
 import { isTraceReplay, replayTraceCommand } from './replay-trace.js';
 
 export const REPLAY_HELP = `Usage: swiotlb-mediator replay [options] [FILE|-]
@@ -85,17 +85,6 @@ function poolOptions(values: ReplayValues): GeometryOptions {
   };
 }
 
-function kernelFlag(value: string | undefined, dynamic: boolean): KernelVersion {
-  const kernel = value ?? DEFAULT_KERNEL;
-  if (!isKernelVersion(kernel)) {
-    throw new MediatorError('CLI_USAGE', `--kernel: "${kernel}" is not 6.1, 6.6 or 6.10`);
-  }
-  if (dynamic && kernel === '6.1') {
-    throw new MediatorError('CLI_USAGE', '--dynamic: 6.1 has no CONFIG_SWIOTLB_DYNAMIC (6.6 on)');
-  }
-  return kernel;
-}
-
 export async function replayCommand(argv: string[], io: ReplayIo): Promise<number> {
   if (isTraceReplay(argv)) return replayTraceCommand(argv, io);
   const parsed = parseCommand('replay', REPLAY_HELP, {
@@ -125,7 +114,7 @@ export async function replayCommand(argv: string[], io: ReplayIo): Promise<numbe
   const dynamic = values.dynamic === true;
   const engine = new ReplayEngine({
     pool: poolOptions(values),
-    kernel: kernelFlag(values.kernel, dynamic),
+    kernel: kernelFlag(values.kernel, dynamic) ?? DEFAULT_KERNEL,
     dynamic,
   });
   for (const line of engine.log()) io.stderr.write(`${line}\n`);

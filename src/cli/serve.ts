@@ -1,7 +1,7 @@
 import { constants } from 'node:os';
 import type { Writable } from 'node:stream';
 import { type ConfigOverride, loadConfig } from '../config/load.js';
-import { isMediatorError } from '../errors.js';
+import { isMediatorError, MediatorError } from '../errors.js';
 import { createLogger } from '../server/logger.js';
 import { startServer } from '../server/run.js';
 import { noOperands, parseCommand } from './args.js';
@@ -21,10 +21,16 @@ Options:
   --body-limit SIZE       largest request body, e.g. 4MiB (http.bodyLimit)
   --shutdown-timeout MS   longest graceful shutdown (http.shutdownTimeoutMs)
   --copy-workers N        copy worker threads, 0 for inline copies (copy.workers)
+  --kernel V              whose swiotlb rules the pools follow: 6.1, 6.6 or 6.10 (kernel)
+  --swiotlb N[,A]         the first pool as the kernel parameter swiotlb=N,A builds it
+                          (pools[0].swiotlb; replaces its size, slots, areas, restricted)
+  --restricted SIZE       the first pool as a device-tree restricted-dma-pool of SIZE
+                          bytes: exact slots, one area (pools[0].restricted)
   --print-config          print the resolved configuration as JSON and exit
   -h, --help              this help
 
-Logs are pino JSON lines on stdout: one at start-up saying where it listens and
+Logs are pino JSON lines on stdout: at start-up the kernel's lines for each
+pool ("software IO TLB: area num 2." ...), then one saying where it listens and
 what it runs, nothing per request at the default level (info). Warnings: device
 resets, request timeouts, device faults, "swiotlb buffer is full", back-pressure
 timeouts (the last three once per 5 s burst); errors: copy-worker crashes. Every
@@ -48,6 +54,51 @@ function numeric(value: string): number | string {
   return /^\s*\d+\s*$/.test(value) ? Number(value) : value;
 }
 
+/** The flags that override the config file, each naming its flag for error messages. */
+function flagOverrides(values: Record<string, string | boolean | undefined>): ConfigOverride[] {
+  const str = (k: string) => values[k] as string | undefined;
+  const overrides: ConfigOverride[] = [];
+  const flag = (
+    name: string,
+    path: (string | number)[],
+    value: unknown,
+    replaces?: readonly string[],
+  ) => {
+    if (value !== undefined) {
+      overrides.push({ path, value, flag: `--${name}`, ...(replaces ? { replaces } : {}) });
+    }
+  };
+  flag('host', ['http', 'host'], str('host'));
+  flag('port', ['http', 'port'], str('port') === undefined ? undefined : numeric(str('port')!));
+  flag('mode', ['mode'], str('mode'));
+  flag('log-level', ['logLevel'], str('log-level'));
+  flag('body-limit', ['http', 'bodyLimit'], str('body-limit'));
+  flag(
+    'shutdown-timeout',
+    ['http', 'shutdownTimeoutMs'],
+    str('shutdown-timeout') === undefined ? undefined : numeric(str('shutdown-timeout')!),
+  );
+  flag(
+    'copy-workers',
+    ['copy', 'workers'],
+    str('copy-workers') === undefined ? undefined : numeric(str('copy-workers')!),
+  );
+
+  flag('kernel', ['kernel'], str('kernel'));
+  if (str('swiotlb') !== undefined && str('restricted') !== undefined) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      '--swiotlb and --restricted both declare the first pool: give one',
+    );
+  }
+  // A pool declared on the command line replaces the file's declaration of it.
+  const declaration = ['swiotlb', 'restricted', 'size', 'slots', 'areas'];
+  flag('swiotlb', ['pools', 0, 'swiotlb'], str('swiotlb'), declaration);
+  flag('restricted', ['pools', 0, 'restricted'], str('restricted'), declaration);
+
+  return overrides;
+}
+
 /**
  * `serve`: loads the config, starts the service, and runs until SIGTERM/SIGINT;
  * resolves the exit status once it has shut down.
@@ -65,6 +116,9 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
       'body-limit': { type: 'string' },
       'shutdown-timeout': { type: 'string' },
       'copy-workers': { type: 'string' },
+      kernel: { type: 'string' },
+      swiotlb: { type: 'string' },
+      restricted: { type: 'string' },
       'print-config': { type: 'boolean' },
     },
   });
@@ -74,25 +128,7 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
   }
   const { values, positionals } = parsed;
   noOperands(positionals);
-  const overrides: ConfigOverride[] = [];
-  const flag = (name: string, path: string[], value: unknown) => {
-    if (value !== undefined) overrides.push({ path, value, flag: `--${name}` });
-  };
-  flag('host', ['http', 'host'], values.host);
-  flag('port', ['http', 'port'], values.port === undefined ? undefined : numeric(values.port));
-  flag('mode', ['mode'], values.mode);
-  flag('log-level', ['logLevel'], values['log-level']);
-  flag('body-limit', ['http', 'bodyLimit'], values['body-limit']);
-  flag(
-    'shutdown-timeout',
-    ['http', 'shutdownTimeoutMs'],
-    values['shutdown-timeout'] === undefined ? undefined : numeric(values['shutdown-timeout']),
-  );
-  flag(
-    'copy-workers',
-    ['copy', 'workers'],
-    values['copy-workers'] === undefined ? undefined : numeric(values['copy-workers']),
-  );
+  const overrides = flagOverrides(values);
 
   // A wrong config throws MEDIATOR_BAD_CONFIG with one message; main prints it.
   const config = loadConfig({ file: values.config, overrides });

@@ -1,39 +1,51 @@
 import type { Readable, Writable } from 'node:stream';
+import { MediatorError } from '../errors.js';
 import { IO_TLB_DEFAULT_SIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
+import { computeGeometry } from '../swiotlb/geometry.js';
+import { hasDynamicPools, type KernelVersion } from '../swiotlb/kernel.js';
 import { formatSize } from '../util/size.js';
+import type { JobFile } from '../workload/fio-job.js';
 import { formatBytes } from '../workload/report.js';
 import { jobConfig } from '../workload/runner.js';
-import { adviseSize, type SizingAdvice } from '../workload/sizing.js';
-import { intFlag, jobOperand, parseCommand } from './args.js';
+import { adviseSize, type PoolAdvice, type SizingAdvice } from '../workload/sizing.js';
+import { intFlag, jobOperand, kernelFlag, parseCommand } from './args.js';
 import { readJobFile } from './bench.js';
 import { isTraceReplay } from './replay-trace.js';
+import { requirementNotes } from './size-notes.js';
 import { sizeTraceCommand } from './size-trace.js';
 
-export const SIZE_HELP = `Usage: swiotlb-mediator size --job FILE [--margin PCT] [--areas N] [--steps N] [--seed N] [--json]
+export const SIZE_HELP = `Usage: swiotlb-mediator size --job FILE [--kernel V] [--dynamic] [--margin PCT]
+                             [--areas N] [--steps N] [--seed N] [--json]
 
 Pool sizing advice for a fio job. Replays the job's allocation pattern (block
 sizes from bs/bssplit, iodepth requests live per numjobs clone, each request a
 16-byte header + its data split at the max mapping size + a 1-byte status, the
-job's min_align_mask, one virtqueue per clone in the pool, clone q starting in
-area q mod nareas) against the Linux-faithful pool: placement only, no copies, a
-seeded deterministic sequence of out-of-order completions. For a range of pool
-sizes and area counts it reports map failures, back-pressure waits and the
-high-water mark, then recommends the smallest pool with no failures plus a
-margin, printed three ways: the kernel parameter swiotlb=<nslabs>,<nareas>, a
-device-tree restricted-dma-pool node, and this service's config.
+job's min_align_mask, clone q starting in area q mod nareas) against pools built
+and searched as the kernel does: placement only, no copies, a seeded
+deterministic sequence of out-of-order completions. A request that finds the
+pool full is requeued, as Linux's virtio-blk does (BLK_STS_RESOURCE), never
+failed. It advises three pools: the kernel parameter swiotlb=<nslabs>,<nareas>
+(streaming maps only: Linux allocates the virtqueues elsewhere), a device-tree
+restricted-dma-pool node (maps and virtqueues, one area), and this service's
+config; each the smallest the kernel builds where nothing was requeued, with a
+margin. Then what the guest needs for the pool to be used at all.
 
 Options:
   --job FILE      the fio job file (required)
-  --margin PCT    head room over the smallest pool without failures (default 25)
-  --areas N       area count to recommend for (default: the job's areas, else its
+  --kernel V      whose swiotlb rules: 6.1, 6.6 or 6.10 (default: the job's kernel=, else 6.10)
+  --dynamic       CONFIG_SWIOTLB_DYNAMIC (6.6 and later): the default pool takes
+                  transient pools and grows instead of filling; shows what it does
+  --margin PCT    head room over what the run used (default 25)
+  --areas N       area count to advise for (default: the job's areas, else its
                   largest numjobs rounded up to a power of two)
   --steps N       completions simulated (default 4000)
   --seed N        PRNG seed (default 1)
   --json          the advice as JSON
   -h, --help      this help
 
-Example: swiotlb-mediator size --job examples/jobs/nvme.fio (the example jobs ship
-with the package in examples/jobs/).
+The kernel's lines for the advised pool ("software IO TLB: area num 2." ...) go
+to stderr. Example: swiotlb-mediator size --job examples/jobs/nvme.fio (the
+example jobs ship with the package in examples/jobs/).
 
 With --trace FILE it sizes from a real guest's DMA trace instead ("size --trace - --help").`;
 
@@ -48,14 +60,16 @@ function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
 
-/** The device-tree reserved-memory node (a restricted-dma-pool gets one area in Linux). */
+/** The device-tree reserved-memory node of a restricted-dma-pool of `slots` slots. */
 export function deviceTreeNode(slots: number): string {
   const bytes = slots * IO_TLB_SIZE;
   const base = 0x5000_0000;
-  return `/* Linux: Documentation/devicetree/bindings/reserved-memory/shared-dma-pool.yaml.
- * A restricted-dma-pool must not have "no-map" or "reusable" (the kernel maps it to
- * bounce through it), and Linux gives it ONE area (rmem_swiotlb_device_init):
- * it is sized here for one area. Pick a free, suitably aligned physical address. */
+  return `/* Binding: dtschema, schemas/reserved-memory/shared-dma-pool.yaml (the kernel's
+ * Documentation/devicetree/bindings/reserved-memory/shared-dma-pool.yaml moved
+ * there). A restricted-dma-pool must not have "no-map" or "reusable"; Linux makes
+ * it exactly size >> 11 slots in ONE area (rmem_swiotlb_device_init()), never
+ * rounded, never grown, and places the device's virtqueues in it too
+ * (dma_alloc_coherent() -> swiotlb_alloc()). Pick a free, suitably aligned address. */
 reserved-memory {
 \t#address-cells = <2>;
 \t#size-cells = <2>;
@@ -74,56 +88,134 @@ reserved-memory {
 /** An area size that measured as fast as a pool sized to the load (see formatAdvice). */
 const SMALL_AREA_BYTES = 4 * 2 ** 20;
 
-function formatAdvice(advice: SizingAdvice, configJson: string | undefined): string {
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** One table of runs: requeues, held requests, high-water (and growth with --dynamic). */
+function tableLines(a: PoolAdvice, dynamic: boolean): string[] {
+  const out = [
+    `     slots      size   requeues       held  high-water${dynamic ? '             transient  growths  slots after' : ''}`,
+  ];
+  for (const r of a.table) {
+    const mark = r.nslabs === a.recommended_slots ? '  <- recommended' : '';
+    const note = !r.queues_fit
+      ? ' (queues do not fit)'
+      : r.kernel_defects > 0
+        ? ` (${r.kernel_defects} searches Linux ${r.kernel} never finishes)`
+        : r.stalled
+          ? ' (stalls)'
+          : '';
+    const hw = `${r.used_hiwater} (${r.used_hiwater_percent}%)`;
+    const dyn = r.dynamic
+      ? `  ${String(r.dynamic.transient_maps).padStart(9)}  ${String(r.dynamic.growths).padStart(7)}  ${String(r.dynamic.nslabs_after).padStart(11)}`
+      : '';
+    out.push(
+      `${String(r.nslabs).padStart(10)} ${formatBytes(r.bytes).padStart(9)} ${String(r.requeues).padStart(10)} ${String(r.waits).padStart(10)}  ${dynamic ? hw.padEnd(18) : hw}${dyn}${note}${mark}`,
+    );
+  }
+  return out;
+}
+
+/** The default pool: by area count, the table, the recommendation and what it costs. */
+function defaultPoolLines(advice: SizingAdvice): string[] {
   const out: string[] = [];
+  const d = advice.default_pool;
   out.push(
-    `Simulated ${advice.steps} completions per pool (seed ${advice.seed}); "failures" = requests Linux would fail (swiotlb buffer is full), "waits" = requests the back-pressure gate would hold.`,
+    'Default pool (swiotlb=<nslabs>,<nareas>): the streaming maps only; Linux allocates the virtqueues outside it.',
+    `Smallest pool the kernel builds on which nothing was requeued${advice.dynamic ? ' nor grown' : ''}, by area count:`,
   );
-  out.push('');
-  out.push('Smallest pool without map failures, by area count:');
   for (const b of advice.by_areas) {
     out.push(
-      `  ${String(b.areas).padStart(3)} area${b.areas > 1 ? 's' : ' '}: ${b.minimal_slots === undefined ? 'none up to 1 GiB' : `${b.minimal_slots} slots (${formatBytes(b.minimal_slots * IO_TLB_SIZE)})`}`,
+      `  ${String(b.areas).padStart(3)} area${b.areas > 1 ? 's' : ' '}: ${b.minimal_slots === undefined ? 'none up to 1 GiB' : `swiotlb=${b.minimal_slots},${b.areas} (${formatBytes(b.minimal_slots * IO_TLB_SIZE)})`}`,
     );
   }
-  out.push('');
-  out.push(`At ${advice.areas} area${advice.areas > 1 ? 's' : ''}:`);
-  out.push('     slots      size   failures      waits  high-water');
-  for (const r of advice.table) {
-    const mark = r.nslabs === advice.recommended_slots ? '  <- recommended' : '';
-    const note = !r.queues_fit ? ' (queues do not fit)' : r.stalled ? ' (stalls)' : '';
+  out.push('', `At ${plural(advice.areas, 'area')}:`, ...tableLines(d, advice.dynamic), '');
+  const rec = d.recommended_slots;
+  if (rec === undefined) {
     out.push(
-      `${String(r.nslabs).padStart(10)} ${formatBytes(r.bytes).padStart(9)} ${String(r.map_failures).padStart(10)} ${String(r.waits).padStart(10)}  ${r.used_hiwater} (${r.used_hiwater_percent}%)${note}${mark}`,
+      'No default pool up to 1 GiB holds this job without requeues: lower iodepth or numjobs.',
     );
+    return out;
   }
-  out.push('');
-  if (advice.recommended_slots === undefined) {
-    out.push('No pool up to 1 GiB holds this job without failures: lower iodepth or numjobs.');
-    return `${out.join('\n')}\n`;
-  }
-  const rec = advice.recommended_slots;
+  const hw = d.table.find((r) => r.nslabs === rec)!.used_hiwater;
   out.push(
-    `Recommended: ${rec} slots (${formatBytes(rec * IO_TLB_SIZE)}), ${advice.areas} area${advice.areas > 1 ? 's' : ''}: the smallest pool without failures (${advice.minimal_slots} slots) + ${Math.round(advice.margin * 100)}% margin, rounded to whole segments per area.`,
+    `Recommended: swiotlb=${rec},${advice.areas} (${formatBytes(rec * IO_TLB_SIZE)}): the smallest pool the kernel builds on which nothing was requeued${advice.dynamic ? ' nor grown' : ''} and whose high-water (${hw} slots) + ${Math.round(advice.margin * 100)}% fits. The kernel keeps it as written (a power of two, at least 128 slots per area), and logs at boot:`,
   );
+  for (const line of computeGeometry({ slots: rec, areas: advice.areas }).log)
+    out.push(`  ${line}`);
   if (rec * IO_TLB_SIZE * 4 <= IO_TLB_DEFAULT_SIZE) {
     // Measured with bench:pipeline: docs/performance.md ("Pool and area size").
     out.push(
       `Linux's default pool (${formatBytes(IO_TLB_DEFAULT_SIZE)}) is ${Math.floor(IO_TLB_DEFAULT_SIZE / (rec * IO_TLB_SIZE))}x this. A pool far above its high-water costs speed, not only memory: the next-fit search walks the whole area, so each bounce buffer has left the CPU caches before it is used again (ram-blk 64 KiB writes at depth 32 on 2 CPUs ran at 0.55 of direct with 64 MiB in 2 areas, 1.01 with 64 MiB in 16 areas of 4 MiB, 1.10 with 8 MiB). Keep the pool small, or its areas: to keep Linux's 64 MiB, swiotlb=${IO_TLB_DEFAULT_SIZE / IO_TLB_SIZE},${IO_TLB_DEFAULT_SIZE / SMALL_AREA_BYTES} gives areas of ${formatBytes(SMALL_AREA_BYTES)}.`,
     );
   }
-  out.push('');
-  out.push('Kernel command line:');
-  out.push(`  swiotlb=${rec},${advice.areas}`);
-  out.push('');
-  const one = advice.one_area.recommended_slots;
-  out.push('Device tree (restricted DMA pool, one area):');
-  out.push(one === undefined ? '  no one-area pool up to 1 GiB works' : deviceTreeNode(one));
-  out.push('');
-  if (configJson) {
-    out.push('This service (serve --config FILE):');
-    out.push(configJson);
+  if (advice.dynamic) {
+    out.push(
+      'With CONFIG_SWIOTLB_DYNAMIC a smaller pool never says "swiotlb buffer is full": each request that finds it full gets a transient pool of its own (allocated then, freed at its unmap), and the pool grows by up to 4 MiB at a time ("slots after"). The recommendation is the pool that needs neither.',
+    );
   }
+  out.push(
+    '',
+    'Kernel command line:',
+    `  swiotlb=${rec},${advice.areas}          a confidential guest (SEV, TDX) bounces every DMA by itself`,
+    `  swiotlb=${rec},${advice.areas},force    any other guest: without force Linux bounces only what a device cannot reach`,
+  );
+  return out;
+}
+
+function restrictedLines(a: PoolAdvice, margin: number): string[] {
+  const out = [
+    'Device tree restricted-dma-pool: the streaming maps and the virtqueues, exactly size >> 11 slots in one area.',
+    ...tableLines(a, false),
+  ];
+  const rec = a.recommended_slots;
+  if (rec === undefined) return [...out, '  no restricted pool up to 1 GiB holds this job'];
+  out.push(
+    `Recommended: ${rec} slots (${formatBytes(rec * IO_TLB_SIZE)}): the smallest on which nothing was requeued (${a.minimal_slots} slots, in whole segments) + ${Math.round(margin * 100)}% margin, in whole segments.`,
+    deviceTreeNode(rec),
+  );
+  return out;
+}
+
+function formatAdvice(advice: SizingAdvice, configJson: string | undefined): string {
+  const out: string[] = [
+    `Linux ${advice.kernel} swiotlb rules${advice.dynamic ? ' with CONFIG_SWIOTLB_DYNAMIC' : ''}; ${advice.steps} completions simulated per pool (seed ${advice.seed}). "requeues": requests that found the pool full ("swiotlb buffer is full"); Linux's virtio-blk returns BLK_STS_RESOURCE and blk-mq requeues them until slots come back: the I/O is delayed, not failed. "held": requests requeued or waiting behind one on their queue.`,
+    '',
+    ...defaultPoolLines(advice),
+    '',
+    ...restrictedLines(advice.restricted_pool, advice.margin),
+    '',
+  ];
+  if (configJson) {
+    const s = advice.service_pool;
+    out.push(
+      `This service (serve --config FILE): its pool holds the virtqueues too (${s.table.find((r) => r.nslabs === s.recommended_slots)?.queue_slots ?? 0} slots), so it is sized on its own:`,
+      configJson,
+      '',
+    );
+  }
+  out.push('Before you rely on it:', ...requirementNotes(advice).map((n) => `- ${n}`));
   return `${out.join('\n')}\n`;
+}
+
+/** The service config for the advice: the job's devices on the advised service pool. */
+function serviceConfig(jf: JobFile, advice: SizingAdvice): unknown {
+  const slots = advice.service_pool.recommended_slots;
+  if (slots === undefined) return undefined;
+  const c = jobConfig(jf, 'bounce', { pool: { slots, areas: advice.areas }, fileDir: '.' });
+  c.kernel = advice.kernel;
+  // The pool in the kernel's terms, sizes as people write them.
+  c.pools = (c.pools ?? []).map((p) => ({
+    name: p.name,
+    swiotlb: `${slots},${advice.areas}`,
+    ...(p.backpressure ? { backpressure: p.backpressure } : {}),
+  }));
+  for (const d of c.devices ?? []) {
+    if (typeof d.capacity === 'number') d.capacity = formatSize(d.capacity);
+    if (typeof d.maxRequestBytes === 'number') d.maxRequestBytes = formatSize(d.maxRequestBytes);
+  }
+  return c;
 }
 
 export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
@@ -134,6 +226,8 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
     allowPositionals: true,
     options: {
       job: { type: 'string' },
+      kernel: { type: 'string' },
+      dynamic: { type: 'boolean' },
       margin: { type: 'string' },
       areas: { type: 'string' },
       steps: { type: 'string' },
@@ -147,44 +241,60 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
   }
   const { values, positionals } = parsed;
   const job = jobOperand(positionals, values.job);
+  const dynamic = values.dynamic === true;
+  const flagKernel = kernelFlag(values.kernel, dynamic);
   const margin = intFlag('margin', values.margin, 0);
   const areas = intFlag('areas', values.areas, 1);
   const steps = intFlag('steps', values.steps, 1);
   const seed = intFlag('seed', values.seed, 0);
   const jf = readJobFile(job);
   for (const w of jf.warnings) io.stderr.write(`size: warning: ${w}\n`);
+  const kernel: KernelVersion = flagKernel ?? jf.settings.kernel;
+  if (dynamic && !hasDynamicPools(kernel)) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      `--dynamic: ${kernel} (the job's kernel=) has no CONFIG_SWIOTLB_DYNAMIC (6.6 on)`,
+    );
+  }
   const advice = adviseSize(jf, {
+    kernel,
+    dynamic,
     ...(margin !== undefined ? { margin: margin / 100 } : {}),
     ...(areas !== undefined ? { areas } : {}),
     ...(steps !== undefined ? { steps } : {}),
     ...(seed !== undefined ? { seed } : {}),
   });
-  let config: unknown;
-  if (advice.recommended_slots !== undefined) {
-    const c = jobConfig(jf, 'bounce', {
-      poolSize: advice.recommended_slots * IO_TLB_SIZE,
-      areas: advice.areas,
-      fileDir: '.',
-    });
-    // Sizes as people write them.
-    for (const p of c.pools ?? []) if (typeof p.size === 'number') p.size = formatSize(p.size);
-    for (const d of c.devices ?? []) {
-      if (typeof d.capacity === 'number') d.capacity = formatSize(d.capacity);
-      if (typeof d.maxRequestBytes === 'number') d.maxRequestBytes = formatSize(d.maxRequestBytes);
+  return writeAdvice(jf, advice, values.json === true, io);
+}
+
+/**
+ * Prints advice (text or JSON) and the kernel's lines for the advised default pool
+ * on stderr; the exit status: 1 when no default pool up to 1 GiB holds the job.
+ * Also what `size --trace` prints for a traced workload.
+ */
+export function writeAdvice(jf: JobFile, advice: SizingAdvice, json: boolean, io: SizeIo): number {
+  const rec = advice.recommended_slots;
+  if (rec !== undefined) {
+    for (const line of computeGeometry({ slots: rec, areas: advice.areas }).log) {
+      io.stderr.write(`${line}\n`);
     }
-    config = c;
   }
+  const config = serviceConfig(jf, advice);
   const configJson = config === undefined ? undefined : JSON.stringify(config, null, 2);
-  if (values.json) {
-    const rec = advice.recommended_slots;
-    const one = advice.one_area.recommended_slots;
+  if (json) {
+    const one = advice.restricted_pool.recommended_slots;
     io.stdout.write(
       `${JSON.stringify(
         {
           ...advice,
           kernel_parameter: rec === undefined ? null : `swiotlb=${rec},${advice.areas}`,
+          kernel_parameter_forced:
+            rec === undefined ? null : `swiotlb=${rec},${advice.areas},force`,
+          kernel_log:
+            rec === undefined ? [] : computeGeometry({ slots: rec, areas: advice.areas }).log,
           device_tree: one === undefined ? null : deviceTreeNode(one),
           config: config ?? null,
+          requirements: requirementNotes(advice),
         },
         null,
         2,
@@ -193,5 +303,5 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
   } else {
     io.stdout.write(formatAdvice(advice, configJson));
   }
-  return advice.recommended_slots === undefined ? 1 : 0;
+  return rec === undefined ? 1 : 0;
 }

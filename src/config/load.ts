@@ -3,15 +3,21 @@ import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import { MediatorError } from '../errors.js';
 import type { MediatorSpec } from '../mediator/mediator.js';
-import { type ServiceConfig, serviceConfigSchema } from './schema.js';
+import { poolGeometryOptions, type ServiceConfig, serviceConfigSchema } from './schema.js';
 
 /** A value set on the command line, which wins over the file. */
 export interface ConfigOverride {
-  /** Where it goes in the config, e.g. ["http", "port"]. */
-  path: readonly string[];
+  /** Where it goes in the config, e.g. ["http", "port"] or ["pools", 0, "swiotlb"]. */
+  path: readonly (string | number)[];
   value: unknown;
   /** The flag it came from, named in an error message, e.g. "--port". */
   flag: string;
+  /**
+   * Fields of the same object that the value replaces, removed first (a pool
+   * declared on the command line replaces the file's declaration of it).
+   * @default none
+   */
+  replaces?: readonly string[];
 }
 
 export interface LoadConfigOptions {
@@ -85,11 +91,13 @@ export function parseConfig(
   let input = raw;
   if (overrides.length > 0 && isPlainObject(raw)) {
     input = structuredClone(raw);
-    for (const o of overrides) setPath(input as Record<string, unknown>, o.path, o.value);
+    for (const o of overrides) {
+      setPath(input as Record<string, unknown>, o.path, o.value, o.replaces ?? []);
+    }
   }
   const result = serviceConfigSchema.safeParse(input, { reportInput: true });
   if (!result.success) {
-    const flags = new Map(overrides.map((o) => [o.path.join('.'), o.flag]));
+    const flags = new Map(overrides.map((o) => [formatPath(o.path), o.flag]));
     const issues = result.error.issues;
     const first = formatIssue(issues[0]!, (p) => flags.get(p));
     const more =
@@ -151,13 +159,25 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
-  let node = target;
-  for (const key of path.slice(0, -1)) {
+/**
+ * Sets `value` at `path` (a number indexes a list, created when missing), after
+ * removing the `replaces` fields of the object that receives it.
+ */
+function setPath(
+  target: Record<string, unknown>,
+  path: readonly (string | number)[],
+  value: unknown,
+  replaces: readonly string[],
+): void {
+  let node: Record<string | number, unknown> = target;
+  for (let i = 0; i < path.length - 1; i++) {
+    const key = path[i]!;
     const next = node[key];
-    if (!isPlainObject(next)) node[key] = {};
-    node = node[key] as Record<string, unknown>;
+    const wantList = typeof path[i + 1] === 'number';
+    if (wantList ? !Array.isArray(next) : !isPlainObject(next)) node[key] = wantList ? [] : {};
+    node = node[key] as Record<string | number, unknown>;
   }
+  for (const field of replaces) delete node[field];
   node[path.at(-1)!] = value;
 }
 
@@ -176,11 +196,12 @@ export function toMediatorSpec(config: ServiceConfig): MediatorSpec {
     },
     pools: config.pools.map((p) => ({
       name: p.name,
-      size: p.size,
-      ...(p.slots !== undefined ? { slots: p.slots } : {}),
-      areas: p.areas,
-      base: p.base,
-      backpressure: { policy: p.backpressure.policy, waitMs: p.backpressure.waitMs },
+      kernel: config.kernel,
+      ...poolGeometryOptions(p),
+      backpressure: {
+        policy: p.backpressure.policy,
+        ...(p.backpressure.waitMs !== undefined ? { waitMs: p.backpressure.waitMs } : {}),
+      },
     })),
     guests: config.guests.map((g) => ({ name: g.name, size: g.memory, base: g.base })),
     // A resolved DeviceConfig is a DeviceSpec field for field (the chaos rates copied).

@@ -15,7 +15,11 @@ import { z } from 'zod';
 // not load the copy engine, piscina or the device code (test/config.test.ts).
 import { deviceGuestLayout } from '../mediator/blk-options.js';
 import {
+  BACKPRESSURE_ALIASES,
   BACKPRESSURE_DEFAULTS,
+  BACKPRESSURE_POLICIES,
+  type BackpressurePolicy,
+  backpressurePolicy,
   COPY_DEFAULTS,
   DEFAULT_MODE,
   DEVICE_DEFAULTS,
@@ -33,8 +37,13 @@ import {
   MAX_GUEST_MEMORY_SIZE,
   MAX_MIN_ALIGN_MASK,
 } from '../mediator/limits.js';
-import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
-import { computeGeometry } from '../swiotlb/geometry.js';
+import { IO_TLB_SEGSIZE, IO_TLB_SIZE, PAGE_SIZE } from '../swiotlb/constants.js';
+import {
+  computeGeometry,
+  type GeometryOptions,
+  parseSwiotlbParameter,
+} from '../swiotlb/geometry.js';
+import { DEFAULT_KERNEL, KERNEL_VERSIONS, type KernelVersion } from '../swiotlb/kernel.js';
 import { formatSize, parseSize } from '../util/size.js';
 import {
   DEFAULT_CHAOS,
@@ -118,22 +127,40 @@ export interface CopyConfig {
   spinMicros: number;
 }
 
-/** What a request does when its pool has no room for its buffers. */
+/**
+ * What a request does when its pool has no room for its buffers. Linux's
+ * virtio-blk never fails such a request: virtio_queue_rq() returns
+ * BLK_STS_RESOURCE and blk-mq requeues it until slots come back
+ * (BACKPRESSURE_POLICIES in src/mediator/defaults.ts quotes the code).
+ */
 export interface BackpressureConfig {
   /**
-   * `fail`: fail at once with the kernel's "swiotlb buffer is full" (503);
-   * `wait`: queue, first come first served, for up to `waitMs`.
-   * @default "wait"
+   * `requeue`: what Linux does: the request is requeued on its queue until
+   * slots come back, retried when a request of that queue completes and every
+   * 3 ms (BLK_MQ_RESOURCE_DELAY); no time limit.
+   * `requeue-bounded`: requeued too, first come first served across the pool, for
+   * up to `waitMs` (then 503 with Retry-After).
+   * `fail`: the DMA API's answer, which virtio-blk never gives: the request fails
+   * at once with "swiotlb buffer is full" (503).
+   * The file may also say `wait`, the old name of `requeue-bounded`.
+   * @default "requeue-bounded"
    */
-  policy: 'fail' | 'wait';
+  policy: BackpressurePolicy;
   /**
-   * Longest wait for pool slots before the request gives up (503 with Retry-After).
-   * @default 5000
+   * `requeue-bounded` (and `fail`, which ignores it): longest wait for pool slots
+   * before the request gives up. Not allowed with `requeue`, which has no limit.
+   * @default 5000 (absent under `requeue`)
    */
-  waitMs: number;
+  waitMs?: number | undefined;
 }
 
-/** A swiotlb pool: the only memory a device backend sees (in bounce mode). */
+/**
+ * A swiotlb pool: the only memory a device backend sees (in bounce mode),
+ * declared in the kernel's terms and built as that kernel builds it
+ * (src/swiotlb/geometry.ts): a default pool (`swiotlb=<nslabs>[,<nareas>]`, or a
+ * size an architecture asks for) or a device-tree restricted-dma-pool. In the file,
+ * `"swiotlb": "8192,2"` is shorthand for `slots` 8192 and `areas` 2.
+ */
 export interface PoolConfig {
   /**
    * Name devices refer to.
@@ -141,20 +168,34 @@ export interface PoolConfig {
    */
   name: string;
   /**
-   * Pool size in bytes, rounded up to whole 128-slot segments as the kernel does.
-   * @default 67108864 ("64MiB", 32768 slots)
+   * A device-tree `restricted-dma-pool` of this many bytes: exactly `size >> 11`
+   * slots in one area, never rounded, never grown (rmem_swiotlb_device_init()).
+   * With it, `size`, `slots`, `areas` and `swiotlb` do not apply.
+   * @default unset: a default pool
    */
-  size: number;
+  restricted?: number | undefined;
   /**
-   * Pool size in 2 KiB slots (the kernel's nslabs, `swiotlb=<nslabs>`); overrides `size`.
-   * @default unset: derived from `size`
+   * Default pool: the bytes an architecture asks for (swiotlb_adjust_size(), as SEV
+   * and TDX guests size their pool): rounded to whole 128-slot segments, then up
+   * to a power of two, as the kernel rounds nslabs. Not with `slots` (the kernel
+   * ignores swiotlb_adjust_size() once `swiotlb=<nslabs>` is given).
+   * @default unset: Linux's default pool, 64 MiB (32768 slots)
+   */
+  size?: number | undefined;
+  /**
+   * Default pool: the kernel's `swiotlb=<nslabs>`, slots of 2 KiB before the
+   * kernel's rounding (aligned to 128, then up to a power of two, or to 128 x
+   * areas when that is larger).
+   * @default unset: 32768 (or from `size`)
    */
   slots?: number | undefined;
   /**
-   * Areas (each with its own lock and next-fit cursor), rounded up to a power of two.
-   * @default the number of CPUs rounded up to a power of two
+   * Default pool: the kernel's `swiotlb=<nslabs>,<nareas>`: areas (each with its own
+   * lock and next-fit cursor), rounded up to a power of two. Absent for a
+   * restricted pool, which has one.
+   * @default the number of CPUs rounded up to a power of two (num_possible_cpus())
    */
-  areas: number;
+  areas?: number | undefined;
   /**
    * Guest-physical address of the pool's first byte (a multiple of 2 KiB).
    * @default 0
@@ -297,6 +338,12 @@ export interface DeviceConfig {
 /** The whole service. */
 export interface ServiceConfig {
   /**
+   * Whose swiotlb rules every pool follows: the 6.1.y or 6.6.y longterm line, or
+   * 6.10 and later (docs/kernels.md says what differs).
+   * @default "6.10"
+   */
+  kernel: KernelVersion;
+  /**
    * `bounce` isolates (devices see only their pool; data is copied);
    * `direct` hands devices guest memory (no isolation, no copies).
    * @default "bounce"
@@ -431,16 +478,70 @@ const copySchema = objectField({
   spinMicros: intField(0, 100_000).default(COPY_DEFAULTS.spinMicros),
 });
 
-const backpressureSchema = objectField({
-  policy: enumField(['wait', 'fail']).default(BACKPRESSURE_DEFAULTS.policy),
-  waitMs: intField(0, 600_000).default(BACKPRESSURE_DEFAULTS.waitMs),
+const POLICY_NAMES = `one of ${BACKPRESSURE_POLICIES.map((p) => JSON.stringify(p)).join(', ')}${Object.entries(
+  BACKPRESSURE_ALIASES,
+)
+  .map(([old, now]) => ` ("${old}" is the old name of "${now}")`)
+  .join('')}`;
+
+/** A policy name, or an old name for one (BACKPRESSURE_ALIASES), as the policy it means. */
+const policyField = z.string({ error: POLICY_NAMES }).transform((v, ctx) => {
+  const policy = backpressurePolicy(v);
+  if (policy === undefined) {
+    ctx.issues.push({ code: 'custom', message: POLICY_NAMES, input: v });
+    return z.NEVER;
+  }
+  return policy;
 });
+
+const backpressureSchema = objectField({
+  policy: policyField.default(BACKPRESSURE_DEFAULTS.policy),
+  waitMs: intField(0, 600_000).optional(),
+}).superRefine((b, ctx) => {
+  if (b.policy === 'requeue' && b.waitMs !== undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['waitMs'],
+      input: b.waitMs,
+      message:
+        'no waitMs with policy "requeue", which has no time limit (as Linux\'s virtio-blk); "requeue-bounded" takes one',
+    });
+  }
+});
+
+const SWIOTLB_ALLOWED =
+  'the kernel parameter\'s value, "<nslabs>[,<nareas>]" (e.g. "8192,2", "swiotlb=8192,2" or ",4"), as setup_io_tlb_npages() reads it';
+
+/** `swiotlb`: the kernel parameter, read as the kernel reads it (parseSwiotlbParameter). */
+const swiotlbField = z
+  .union([z.string(), z.number()], { error: SWIOTLB_ALLOWED })
+  .transform((v, ctx) => {
+    const text = String(v);
+    const p = parseSwiotlbParameter(text);
+    if (p === undefined || (p.slots === undefined && p.areas === undefined)) {
+      ctx.issues.push({ code: 'custom', message: SWIOTLB_ALLOWED, input: v });
+      return z.NEVER;
+    }
+    if (p.force || p.noforce) {
+      ctx.issues.push({
+        code: 'custom',
+        input: v,
+        message: `${SWIOTLB_ALLOWED}, without "force" or "noforce": in bounce mode every I/O is bounced (force), and a pool that bounces nothing (noforce) has nothing to run`,
+      });
+      return z.NEVER;
+    }
+    // The text as written, for messages.
+    return { ...p, text };
+  });
 
 const poolSchema = objectField({
   name: nameField().optional(),
-  size: sizeField(SEGMENT_BYTES, GiB).default(POOL_DEFAULTS.size),
-  slots: intField(IO_TLB_SEGSIZE, GiB / IO_TLB_SIZE).optional(),
+  swiotlb: swiotlbField.optional(),
+  restricted: sizeField(2 * PAGE_SIZE, GiB).optional(),
+  size: sizeField(SEGMENT_BYTES, GiB).optional(),
+  slots: intField(0, GiB / IO_TLB_SIZE).optional(),
   areas: intField(...LIMITS.areas).optional(),
+  dynamic: z.boolean({ error: 'false (or left out)' }).optional(),
   base: addressField(IO_TLB_SIZE).default(POOL_DEFAULTS.base),
   backpressure: backpressureSchema.prefault({}),
 });
@@ -498,6 +599,7 @@ const DEFAULT_DEVICES = [
 ] as const;
 
 const fileSchema = objectField({
+  kernel: enumField(KERNEL_VERSIONS).default(DEFAULT_KERNEL),
   mode: enumField(['bounce', 'direct']).default(DEFAULT_MODE),
   logLevel: enumField(LOG_LEVELS).default('info'),
   http: httpSchema.prefault({}),
@@ -579,10 +681,82 @@ interface PoolRange {
   end: number;
 }
 
+type ParsedPool = Parsed['pools'][number];
+
+/** A pool's declaration as the kernel's pieces: slots and areas from `swiotlb` or their own fields. */
+function declaredShape(p: ParsedPool): { slots?: number; areas?: number } {
+  return {
+    ...(p.swiotlb?.slots !== undefined ? { slots: p.swiotlb.slots } : {}),
+    ...(p.swiotlb?.areas !== undefined ? { areas: p.swiotlb.areas } : {}),
+    ...(p.slots !== undefined ? { slots: p.slots } : {}),
+    ...(p.areas !== undefined ? { areas: p.areas } : {}),
+  };
+}
+
 /**
- * Rule: each pool's size (or slots), areas and base form a geometry the kernel
- * would set up (computeGeometry's checks). Returns the guest-physical range of
- * each pool that does, for the overlap rule.
+ * Rule: a pool is declared one way: a restricted-dma-pool by `restricted` alone;
+ * a default pool by `swiotlb` or by `slots`/`areas`, not both, with `size` (the
+ * architecture's swiotlb_adjust_size()) only when no nslabs is given (the kernel
+ * ignores it then). `dynamic` is refused: the service's pools do not grow.
+ * Returns whether the declaration is good.
+ */
+function checkPoolDeclaration(p: ParsedPool, i: number, issue: Report): boolean {
+  const at = (field: string) => ['pools', i, field];
+  const given = (['swiotlb', 'size', 'slots', 'areas'] as const).filter((f) => p[f] !== undefined);
+  let ok = true;
+  if (p.restricted !== undefined && given.length > 0) {
+    const first = given[0]!;
+    issue(
+      at(first),
+      first === 'swiotlb' ? p.swiotlb?.text : p[first],
+      `nothing beside "restricted": a restricted-dma-pool is given by its size alone (exact slots, one area), and ${given.join(', ')} ${given.length > 1 ? 'are' : 'is'} for a default pool (swiotlb=)`,
+    );
+    ok = false;
+  }
+  if (p.swiotlb !== undefined && (p.slots !== undefined || p.areas !== undefined)) {
+    issue(
+      at(p.slots !== undefined ? 'slots' : 'areas'),
+      p.slots ?? p.areas,
+      'either "swiotlb" or "slots"/"areas": "swiotlb": "N,A" is slots N and areas A',
+    );
+    ok = false;
+  }
+  if (p.size !== undefined && declaredShape(p).slots !== undefined) {
+    issue(
+      at('size'),
+      formatSize(p.size),
+      'no size beside a slot count: the kernel ignores swiotlb_adjust_size() once swiotlb=<nslabs> is given; give one of them',
+    );
+    ok = false;
+  }
+  if (p.dynamic === true) {
+    issue(
+      at('dynamic'),
+      p.dynamic,
+      'false: the service\'s pools never grow (a device thread is handed one fixed region at start); "size --dynamic" and "replay --dynamic" show what CONFIG_SWIOTLB_DYNAMIC changes',
+    );
+    ok = false;
+  }
+  return ok;
+}
+
+/** The pool a resolved (or parsed) pool entry declares, as computeGeometry takes it. */
+export function poolGeometryOptions(
+  p: Pick<PoolConfig, 'restricted' | 'size' | 'slots' | 'areas' | 'base'>,
+): GeometryOptions {
+  if (p.restricted !== undefined) return { restricted: true, size: p.restricted, base: p.base };
+  return {
+    ...(p.size !== undefined ? { size: p.size } : {}),
+    ...(p.slots !== undefined ? { slots: p.slots } : {}),
+    ...(p.areas !== undefined ? { areas: p.areas } : {}),
+    base: p.base,
+  };
+}
+
+/**
+ * Rule: each pool is declared one way (checkPoolDeclaration) and forms a geometry
+ * the kernel would set up (computeGeometry's checks). Returns the guest-physical
+ * range of each pool that does, for the overlap rule.
  */
 function checkPoolGeometries(
   pools: Parsed['pools'],
@@ -591,12 +765,26 @@ function checkPoolGeometries(
 ): PoolRange[] {
   const ranges: PoolRange[] = [];
   pools.forEach((p, i) => {
+    if (!checkPoolDeclaration(p, i, issue)) return;
+    const shape = declaredShape(p);
     try {
-      const g = computeGeometry({ size: p.size, slots: p.slots, areas: p.areas, base: p.base });
+      const g = computeGeometry(
+        poolGeometryOptions({ restricted: p.restricted, size: p.size, ...shape, base: p.base }),
+      );
       ranges.push({ name: names[i]!, start: g.base, end: g.base + g.bytes });
     } catch (err) {
-      const field = p.slots !== undefined ? 'slots' : p.areas !== undefined ? 'areas' : 'size';
-      issue(['pools', i, field], p[field], `a pool geometry that works: ${(err as Error).message}`);
+      const field =
+        p.restricted !== undefined
+          ? 'restricted'
+          : p.swiotlb !== undefined
+            ? 'swiotlb'
+            : p.slots !== undefined
+              ? 'slots'
+              : p.areas !== undefined
+                ? 'areas'
+                : 'size';
+      const shown = field === 'swiotlb' ? p.swiotlb?.text : p[field];
+      issue(['pools', i, field], shown, `a pool geometry that works: ${(err as Error).message}`);
     }
   });
   return ranges;
@@ -790,6 +978,29 @@ function resolveDevice(
   return out;
 }
 
+/**
+ * A pool with its defaults filled in: `swiotlb` becomes `slots`/`areas` (the same
+ * kernel parameter), a default pool gets its areas (the CPUs, rounded), a
+ * restricted pool none; `waitMs` only where the policy has a limit.
+ */
+function resolvePool(p: ParsedPool, name: string): PoolConfig {
+  const { policy, waitMs } = p.backpressure;
+  const backpressure: BackpressureConfig =
+    policy === 'requeue' ? { policy } : { policy, waitMs: waitMs ?? BACKPRESSURE_DEFAULTS.waitMs };
+  if (p.restricted !== undefined) {
+    return { name, restricted: p.restricted, base: p.base, backpressure };
+  }
+  const shape = declaredShape(p);
+  return {
+    name,
+    ...(p.size !== undefined ? { size: p.size } : {}),
+    ...(shape.slots !== undefined ? { slots: shape.slots } : {}),
+    areas: shape.areas ?? defaultPoolAreas(),
+    base: p.base,
+    backpressure,
+  };
+}
+
 /** The configuration with every default filled in, including those that depend on other fields. */
 function resolveConfig(c: Parsed): ServiceConfig {
   const names = namesOf(c);
@@ -804,6 +1015,7 @@ function resolveConfig(c: Parsed): ServiceConfig {
   });
   const workers = c.copy.workers ?? defaultCopyWorkersFor(c.devices);
   return {
+    kernel: c.kernel,
     mode: c.mode,
     logLevel: c.logLevel,
     http: c.http,
@@ -813,14 +1025,7 @@ function resolveConfig(c: Parsed): ServiceConfig {
       inlineThreshold: c.copy.inlineThreshold ?? defaultInlineThreshold(),
       splitThreshold: c.copy.splitThreshold ?? defaultSplitThreshold(workers),
     },
-    pools: c.pools.map((p, i) => ({
-      name: names.pools[i]!,
-      size: p.size,
-      ...(p.slots !== undefined ? { slots: p.slots } : {}),
-      areas: p.areas ?? defaultPoolAreas(),
-      base: p.base,
-      backpressure: p.backpressure,
-    })),
+    pools: c.pools.map((p, i) => resolvePool(p, names.pools[i]!)),
     guests,
     devices,
   };

@@ -426,7 +426,7 @@ export class BlkDriver {
     const dma = q.dma;
     if (this.mode === 'bounce') {
       const gate = this.ctx.gate!;
-      const admitted = gate.admit(req.place, req.fullError, this.id);
+      const admitted = gate.admit(req.place, req.fullError, this.id, q);
       if (admitted) {
         await admitted;
         since = performance.now();
@@ -493,14 +493,14 @@ export class BlkDriver {
     try {
       pending = q.dma.release(req.n, req.batch, attrs);
     } catch (err) {
-      this.ctx.gate?.released();
+      this.ctx.gate?.released(q);
       throw err;
     }
     if (pending === undefined) {
-      this.ctx.gate?.released();
+      this.ctx.gate?.released(q);
       return undefined;
     }
-    return pending.finally(() => this.ctx.gate?.released());
+    return pending.finally(() => this.ctx.gate?.released(q));
   }
 
   private pickQueue(index: number | undefined): BlkQueue {

@@ -36,11 +36,53 @@ export const POOL_DEFAULTS = {
 /** Areas of a pool by default: the CPUs rounded up to a power of two, as the kernel. */
 export const defaultPoolAreas = defaultAreaCount;
 
-/** What a request does when its pool is full: wait its turn, for up to 5 s. */
+/**
+ * What a virtio-blk request does when its pool has no room for its buffers.
+ *
+ * - `requeue`: what Linux does. virtio_queue_rq() (drivers/block/virtio_blk.c,
+ *   6.1 to 7.2) gets -ENOMEM from virtblk_add_req() (the DMA map of a buffer
+ *   failed: "swiotlb buffer is full") and returns BLK_STS_RESOURCE ("Don't stop
+ *   the queue if -ENOMEM: we may have failed to bounce the buffer due to global
+ *   resource outage"); blk_mq_dispatch_rq_list() (block/blk-mq.c) puts the request
+ *   back at the head of its hardware queue's dispatch list and runs the queue
+ *   again: when a request of that queue completes (blk_mq_sched_restart() from
+ *   __blk_mq_free_request()) and after BLK_MQ_RESOURCE_DELAY (3 ms). No time limit.
+ * - `requeue-bounded`: the service's default. The request is requeued until slots
+ *   come back, as above, but waiters are served first come first served across
+ *   the whole pool (retried whenever any request of the pool frees slots, so a
+ *   large request is never starved by small ones of other queues), and a request
+ *   gives up after `waitMs` (503 MEDIATOR_BACKPRESSURE_TIMEOUT).
+ * - `fail`: the DMA API's answer, not virtio-blk's: the map fails at once with
+ *   "swiotlb buffer is full" and so does the request. Drivers that do not requeue
+ *   (a network driver dropping a packet) see this.
+ */
+export const BACKPRESSURE_POLICIES = ['requeue', 'requeue-bounded', 'fail'] as const;
+export type BackpressurePolicy = (typeof BACKPRESSURE_POLICIES)[number];
+
+/** Names earlier releases took, and the policy each means now. */
+export const BACKPRESSURE_ALIASES: Readonly<Record<string, BackpressurePolicy>> = {
+  wait: 'requeue-bounded',
+};
+
+/** A policy name (or an old alias) as the policy it means; undefined when unknown. */
+export function backpressurePolicy(name: string): BackpressurePolicy | undefined {
+  if ((BACKPRESSURE_POLICIES as readonly string[]).includes(name)) {
+    return name as BackpressurePolicy;
+  }
+  return BACKPRESSURE_ALIASES[name];
+}
+
+/**
+ * blk-mq's BLK_MQ_RESOURCE_DELAY (block/blk-mq.c, 6.1 to 7.2): after a
+ * BLK_STS_RESOURCE, the hardware queue runs again after this many ms.
+ */
+export const BLK_MQ_RESOURCE_DELAY_MS = 3;
+
+/** What a request does when its pool is full: requeued, for up to 5 s. */
 export const BACKPRESSURE_DEFAULTS = {
-  policy: 'wait',
+  policy: 'requeue-bounded',
   waitMs: 5000,
-} as const satisfies { policy: 'fail' | 'wait'; waitMs: number };
+} as const satisfies { policy: BackpressurePolicy; waitMs: number };
 
 /**
  * A guest's private memory when nothing sizes it (the config's "auto" sizes it

@@ -1,5 +1,6 @@
 import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
+import type { KernelVersion } from '../swiotlb/kernel.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
 import { DEFAULT_LOG_INTERVAL_MS, type Logger, NO_LOG } from '../util/logger.js';
 import { CopyEngine, type CopyEngineOptions } from '../workers/copy-engine.js';
@@ -15,6 +16,11 @@ import { type BackpressureOptions, PoolGate } from './pool-gate.js';
 
 export interface PoolSpec extends GeometryOptions {
   name: string;
+  /**
+   * Whose swiotlb rules the pool follows (src/swiotlb/kernel.ts).
+   * @default '6.10'
+   */
+  kernel?: KernelVersion;
   backpressure?: BackpressureOptions;
 }
 

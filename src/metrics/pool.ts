@@ -114,7 +114,7 @@ export function registerMapMetrics(
   );
 }
 
-/** The back-pressure gate of each pool (policy `wait`). */
+/** The back-pressure gate of each pool (its requeues and waits; docs/monitoring.md). */
 export function registerBackpressureMetrics(
   registry: ScrapeRegistry,
   pools: () => PoolSnapshot[],
@@ -130,6 +130,12 @@ export function registerBackpressureMetrics(
     'Requests that waited for pool slots (back-pressure).',
     'counter',
     (p) => p.gate.waits,
+  );
+  metric(
+    'mediator_backpressure_requeues_total',
+    'Requests that found the pool full ("swiotlb buffer is full") and were requeued, as virtio-blk does with BLK_STS_RESOURCE (failed under policy fail).',
+    'counter',
+    (p) => p.gate.requeues,
   );
   metric(
     'mediator_backpressure_wait_seconds_total',

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import type { ServiceConfig } from '../config/schema.js';
+import { poolGeometryOptions, type ServiceConfig } from '../config/schema.js';
+import { computeGeometry } from '../swiotlb/geometry.js';
 import { packageVersion } from '../util/package-version.js';
 import { formatSize } from '../util/size.js';
 import { type BuildServerOptions, buildServer } from './app.js';
@@ -46,13 +47,20 @@ function resolveLogger(config: ServiceConfig, logger: StartServerOptions['logger
   return createLogger({ ...opts, level: opts.level ?? config.logLevel });
 }
 
-/** What runs, in one line: mode, pools, guests, devices, copy workers. */
+/** A pool's policy when full, in a few words. */
+function policyText(b: ServiceConfig['pools'][number]['backpressure']): string {
+  if (b.policy === 'requeue') return 'requeue, no time limit (Linux)';
+  if (b.policy === 'requeue-bounded') return `requeue-bounded, at most ${b.waitMs} ms`;
+  return 'fail (DMA API)';
+}
+
+/** What runs, in one line: mode, kernel rules, pools, guests, devices, copy workers. */
 export function describeService(config: ServiceConfig, service?: Service): string {
   const pools = config.pools.map((p) => {
-    const entry = service?.mediator.pools.get(p.name);
-    const g = entry?.pool.geometry;
-    const slots = g ? `${g.nslabs} slots, ${g.nareas} areas` : `${p.areas} areas`;
-    return `${p.name} ${formatSize(g?.bytes ?? p.size)} (${slots}, ${p.backpressure.policy === 'wait' ? `wait ${p.backpressure.waitMs} ms` : 'fail fast'})`;
+    const g =
+      service?.mediator.pools.get(p.name)?.pool.geometry ?? computeGeometry(poolGeometryOptions(p));
+    const kind = g.kind === 'restricted' ? 'restricted-dma-pool, ' : '';
+    return `${p.name} ${formatSize(g.bytes)} (${kind}${g.nslabs} slots, ${g.nareas} area${g.nareas > 1 ? 's' : ''}; ${policyText(p.backpressure)})`;
   });
   const guests = config.guests.map((g) => `${g.name} ${formatSize(g.memory)}`);
   const devices = config.devices.map((d) => {
@@ -61,7 +69,23 @@ export function describeService(config: ServiceConfig, service?: Service): strin
     if (d.kind === 'file-blk') what.push(`${d.file}, sync ${d.sync}`);
     return `${d.id} (${what.join(', ')})`;
   });
-  return `${config.mode} mode; pools: ${pools.join(', ')}; guests: ${guests.join(', ')}; devices: ${devices.join(', ')}; copy workers: ${config.copy.workers}`;
+  const rules = config.mode === 'bounce' ? `, Linux ${config.kernel} swiotlb rules` : '';
+  return `${config.mode} mode${rules}; pools: ${pools.join(', ')}; guests: ${guests.join(', ')}; devices: ${devices.join(', ')}; copy workers: ${config.copy.workers}`;
+}
+
+/**
+ * The lines the kernel logs while it builds each pool ("software IO TLB: area num
+ * 2.", "... mapped [mem 0x...-0x...] (64MB)", or "Reserved memory: created
+ * restricted DMA pool at ..."), in its words (src/swiotlb/geometry.ts), one info
+ * record each, with the pool's name: the start-up log shows what the kernel would
+ * have printed at boot for this pool.
+ */
+function logPoolGeometries(config: ServiceConfig, service: Service, logger: ServerLogger): void {
+  if (config.mode !== 'bounce') return;
+  for (const p of config.pools) {
+    const g = service.mediator.pools.get(p.name)?.pool.geometry;
+    for (const line of g?.log ?? []) logger.info({ pool: p.name, kernel: config.kernel }, line);
+  }
 }
 
 /**
@@ -108,6 +132,7 @@ export async function startServer(
 ): Promise<RunningServer> {
   const logger = resolveLogger(config, opts.logger);
   const service = new Service(config, { logger });
+  logPoolGeometries(config, service, logger);
   const app = buildServer(service, opts.extend ? { extend: opts.extend } : {});
   let url: string;
   try {

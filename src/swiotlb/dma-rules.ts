@@ -7,7 +7,8 @@ import {
 } from './constants.js';
 
 /**
- * Which copies Linux's swiotlb does at each step (kernel/dma/swiotlb.c, 6.6-6.10).
+ * Which copies Linux's swiotlb does at each step (kernel/dma/swiotlb.c, the same
+ * in 6.1.192 and 6.12.117: every kernel profile).
  * The pool and the guest DMA API both ask these, so the rules live in one place.
  *
  * - map: original -> bounce for EVERY direction. For FROM_DEVICE this is what
@@ -40,7 +41,7 @@ export function syncForCpuCopies(dir: DmaDirection): boolean {
 
 /**
  * The largest mapping a device with `minAlignMask` can get, as
- * swiotlb_max_mapping_size() (kernel/dma/swiotlb.c, 6.6-6.10) gives it: one
+ * swiotlb_max_mapping_size() (kernel/dma/swiotlb.c, 6.1.192 and 6.12.117) gives it: one
  * segment (IO_TLB_SEGSIZE slots of IO_TLB_SIZE, 256 KiB), less
  * roundup(min_align_mask, IO_TLB_SIZE) when the mask is not 0, because the slot
  * search skips slots to keep the low min_align_mask bits of the original address.

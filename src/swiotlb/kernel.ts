@@ -37,7 +37,8 @@ export function isKernelVersion(value: unknown): value is KernelVersion {
 export const KERNEL_SOURCES: Record<KernelVersion, string> = {
   '6.1': 'Linux 6.1.192 (kernel/dma/swiotlb.c, kernel/dma/direct.c)',
   '6.6': 'Linux 6.6.y after 6.6.35 (its stable patches to kernel/dma/swiotlb.c)',
-  '6.10': 'Linux 6.10 and later, read in 6.12.117 and unchanged in 7.2.13 (kernel/dma/swiotlb.c, kernel/dma/direct.c)',
+  '6.10':
+    'Linux 6.10 and later, read in 6.12.117 and unchanged in 7.2.13 (kernel/dma/swiotlb.c, kernel/dma/direct.c)',
 };
 
 /** CONFIG_SWIOTLB_DYNAMIC exists from 6.6 on (it came with 6.6's growable pools). */

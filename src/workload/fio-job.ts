@@ -17,7 +17,19 @@
  */
 
 import { MediatorError } from '../errors.js';
+import {
+  BACKPRESSURE_DEFAULTS,
+  type BackpressurePolicy,
+  backpressurePolicy,
+} from '../mediator/defaults.js';
 import { isMinAlignMask, LIMITS, MAX_MIN_ALIGN_MASK } from '../mediator/limits.js';
+import { parseSwiotlbParameter } from '../swiotlb/geometry.js';
+import {
+  DEFAULT_KERNEL,
+  isKernelVersion,
+  KERNEL_VERSIONS,
+  type KernelVersion,
+} from '../swiotlb/kernel.js';
 import { mulberry32 } from '../util/prng.js';
 import { parseSize } from '../util/size.js';
 import { SECTOR_SIZE } from '../virtio/blk-format.js';
@@ -64,12 +76,21 @@ export interface FioJob {
 /** Settings that apply to the whole run (one mediator); must agree across jobs. */
 export interface RunSettings {
   mode: RunMode;
-  /** Pool bytes; undefined = 64 MiB (the kernel default). */
+  /** Whose swiotlb rules the pool follows (`kernel=`). */
+  kernel: KernelVersion;
+  /**
+   * `pool_size=`: the bytes an architecture asks for (swiotlb_adjust_size());
+   * undefined = Linux's default pool (64 MiB) unless `swiotlb=` or `restricted=`.
+   */
   poolSize: number | undefined;
-  /** Pool areas; undefined = the largest numjobs, rounded up to a power of two. */
+  /** `swiotlb=N`: the kernel parameter's nslabs, before the kernel's rounding. */
+  slots: number | undefined;
+  /** `areas=` or `swiotlb=N,A`; undefined = the largest numjobs, rounded up to a power of two. */
   areas: number | undefined;
+  /** `restricted=SIZE`: a restricted-dma-pool of SIZE bytes (exact slots, one area). */
+  restricted: number | undefined;
   copyWorkers: number | undefined;
-  backpressure: 'wait' | 'fail';
+  backpressure: BackpressurePolicy;
 }
 
 export interface JobFile {
@@ -128,10 +149,22 @@ const KNOWN_OPTIONS = new Set([
   'min_align_mask',
   'copy_workers',
   'backpressure',
+  'kernel',
+  'swiotlb',
+  'restricted',
 ]);
 
 /** Options that configure the one mediator: the same in every job. */
-const RUN_OPTIONS = ['mode', 'pool_size', 'areas', 'copy_workers', 'backpressure'] as const;
+const RUN_OPTIONS = [
+  'mode',
+  'pool_size',
+  'areas',
+  'copy_workers',
+  'backpressure',
+  'kernel',
+  'swiotlb',
+  'restricted',
+] as const;
 
 const MAX_BS = 16 * 2 ** 20;
 const DEFAULT_SIZE = 64 * 2 ** 20;
@@ -367,10 +400,13 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   const get = (k: string) => first.options.get(k);
   const settings: RunSettings = {
     mode: 'bounce',
+    kernel: DEFAULT_KERNEL,
     poolSize: undefined,
+    slots: undefined,
     areas: undefined,
+    restricted: undefined,
     copyWorkers: undefined,
-    backpressure: 'wait',
+    backpressure: BACKPRESSURE_DEFAULTS.policy,
   };
   const mode = get('mode');
   if (mode) {
@@ -379,6 +415,35 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
     }
     settings.mode = mode.value;
   }
+  poolSettings(ctx, get, settings);
+  const cw = get('copy_workers');
+  if (cw) settings.copyWorkers = intValue(ctx, 'copy_workers', cw, ...LIMITS.copyWorkers);
+  const bp = get('backpressure');
+  if (bp) {
+    const policy = backpressurePolicy(bp.value);
+    if (policy === undefined) {
+      throw bad(
+        `${where(ctx, 'backpressure', bp)}: must be requeue (Linux's virtio-blk), requeue-bounded (the service's; "wait" is its old name) or fail (the DMA API's)`,
+      );
+    }
+    settings.backpressure = policy;
+  }
+  const kernel = get('kernel');
+  if (kernel) {
+    if (!isKernelVersion(kernel.value)) {
+      throw bad(`${where(ctx, 'kernel', kernel)}: must be ${KERNEL_VERSIONS.join(', ')}`);
+    }
+    settings.kernel = kernel.value;
+  }
+  return settings;
+}
+
+/**
+ * The pool, in the kernel's terms: `swiotlb=N[,A]` (the kernel parameter),
+ * `pool_size=` (swiotlb_adjust_size()) and `areas=`, or `restricted=SIZE` (a
+ * restricted-dma-pool) alone. Combinations the kernel has no words for are errors.
+ */
+function poolSettings(ctx: Ctx, get: Get, settings: RunSettings): void {
   const pool = get('pool_size');
   if (pool) {
     const n = parseFioSize(pool.value);
@@ -387,16 +452,44 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   }
   const areas = get('areas');
   if (areas) settings.areas = intValue(ctx, 'areas', areas, ...LIMITS.areas);
-  const cw = get('copy_workers');
-  if (cw) settings.copyWorkers = intValue(ctx, 'copy_workers', cw, ...LIMITS.copyWorkers);
-  const bp = get('backpressure');
-  if (bp) {
-    if (bp.value !== 'wait' && bp.value !== 'fail') {
-      throw bad(`${where(ctx, 'backpressure', bp)}: must be wait or fail`);
+  const sw = get('swiotlb');
+  if (sw) {
+    const p = parseSwiotlbParameter(sw.value);
+    if (
+      p === undefined ||
+      p.force ||
+      p.noforce ||
+      (p.slots === undefined && p.areas === undefined)
+    ) {
+      throw bad(
+        `${where(ctx, 'swiotlb', sw)}: must be <nslabs>[,<nareas>] as the kernel parameter takes it (e.g. swiotlb=8192,2), without force/noforce`,
+      );
     }
-    settings.backpressure = bp.value;
+    if (areas && p.areas !== undefined) {
+      throw bad(`${where(ctx, 'swiotlb', sw)}: gives the areas, and so does areas=: give one`);
+    }
+    if (pool && p.slots !== undefined) {
+      throw bad(
+        `${where(ctx, 'swiotlb', sw)}: gives the slots, and pool_size= the size: the kernel ignores the size (swiotlb_adjust_size()) once swiotlb=<nslabs> is given; give one`,
+      );
+    }
+    settings.slots = p.slots;
+    if (p.areas !== undefined) settings.areas = p.areas;
   }
-  return settings;
+  const restricted = get('restricted');
+  if (restricted) {
+    const n = parseFioSize(restricted.value);
+    if (n === undefined || n <= 0) {
+      throw bad(`${where(ctx, 'restricted', restricted)}: not a size`);
+    }
+    const other = ['pool_size', 'areas', 'swiotlb'].find((k) => get(k) !== undefined);
+    if (other !== undefined) {
+      throw bad(
+        `${where(ctx, 'restricted', restricted)}: a restricted-dma-pool is given by its size alone (exact slots, one area): no ${other}=`,
+      );
+    }
+    settings.restricted = n;
+  }
 }
 
 /** Reads one option of a job section (`[global]` merged in). */

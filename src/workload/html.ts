@@ -234,7 +234,7 @@ export function renderHtml(report: BenchReport, title: string): string {
     .map((m) => {
       const t = report.total[m]!;
       const med = report.mediator[m]!;
-      return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(t.all.clat_ns.percentile['50.000000']!)}</td><td>${formatNs(t.all.clat_ns.percentile['99.000000']!)}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.waits}</td></tr>`;
+      return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(t.all.clat_ns.percentile['50.000000']!)}</td><td>${formatNs(t.all.clat_ns.percentile['99.000000']!)}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.requeues}</td><td>${med.backpressure.waits}</td></tr>`;
     })
     .join('');
   const c = report.comparison?.bounce_over_direct.all;
@@ -251,7 +251,7 @@ export function renderHtml(report: BenchReport, title: string): string {
 <h1>${esc(title)}</h1>
 <p>${esc(report.time)} — ${esc(report['fio version'])}, mode ${report.mode}</p>
 ${warnings}
-<table><tr><th>mode</th><th>IOPS</th><th>bandwidth</th><th>p50</th><th>p99</th><th>pool high-water</th><th>map failures</th><th>bounced to/from device</th><th>back-pressure waits</th></tr>${rows}</table>
+<table><tr><th>mode</th><th>IOPS</th><th>bandwidth</th><th>p50</th><th>p99</th><th>pool high-water</th><th>map failures</th><th>bounced to/from device</th><th>requeues (pool full)</th><th>back-pressure waits</th></tr>${rows}</table>
 ${ratio}
 ${sections.join('\n')}
 </body></html>

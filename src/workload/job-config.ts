@@ -6,11 +6,12 @@
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ConfigFile } from '../config/schema.js';
+import { parseConfig } from '../config/load.js';
+import { type ConfigFile, poolGeometryOptions } from '../config/schema.js';
 import { requestChain } from '../mediator/blk-options.js';
-import { DEVICE_DEFAULTS, POOL_DEFAULTS } from '../mediator/defaults.js';
+import { DEVICE_DEFAULTS } from '../mediator/defaults.js';
 import { PAGE_SIZE } from '../swiotlb/constants.js';
-import { roundUpPowerOfTwo } from '../swiotlb/geometry.js';
+import { computeGeometry, type Geometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
 import { type FioJob, type JobFile, maxBlockSize } from './fio-job.js';
 
 export const POOL_NAME = 'pool0';
@@ -57,24 +58,49 @@ export function maxRequestBytesFor(job: FioJob): number {
 }
 
 /**
+ * A pool in the kernel's terms, as the config takes it: a restricted-dma-pool of
+ * `restricted` bytes, or a default pool of `slots` (swiotlb=<nslabs>) or `size`
+ * (swiotlb_adjust_size()) in `areas` areas.
+ */
+export interface JobPool {
+  restricted?: number;
+  size?: number;
+  slots?: number;
+  areas?: number;
+}
+
+/**
+ * The job's pool: `restricted=`, or `swiotlb=` / `pool_size=` / `areas=` (the
+ * areas default to the largest numjobs, rounded up to a power of two).
+ */
+export function jobPool(jf: JobFile): JobPool {
+  const s = jf.settings;
+  if (s.restricted !== undefined) return { restricted: s.restricted };
+  return {
+    ...(s.slots !== undefined ? { slots: s.slots } : {}),
+    ...(s.poolSize !== undefined ? { size: s.poolSize } : {}),
+    areas: s.areas ?? defaultAreas(jf),
+  };
+}
+
+/**
  * The service configuration a job file runs on (what `serve --config` would
- * take). `poolSize`/`areas` override the job's; `fileDir` holds file-blk images.
+ * take). `pool` replaces the job's pool; `fileDir` holds file-blk images.
  */
 export function jobConfig(
   jf: JobFile,
   mode: 'bounce' | 'direct',
-  opts: { poolSize?: number; poolSlots?: number; areas?: number; fileDir?: string } = {},
+  opts: { pool?: JobPool; fileDir?: string } = {},
 ): ConfigFile {
   const ids = deviceIds(jf.jobs);
   const s = jf.settings;
   const pool: NonNullable<ConfigFile['pools']>[number] = {
     name: POOL_NAME,
-    size: opts.poolSize ?? s.poolSize ?? POOL_DEFAULTS.size,
-    areas: opts.areas ?? s.areas ?? defaultAreas(jf),
+    ...(opts.pool ?? jobPool(jf)),
     backpressure: { policy: s.backpressure },
   };
-  if (opts.poolSlots !== undefined) pool.slots = opts.poolSlots;
   const config: ConfigFile = {
+    kernel: s.kernel,
     mode,
     pools: [pool],
     guests: [{ name: GUEST_NAME }],
@@ -101,4 +127,14 @@ export function jobConfig(
   };
   if (s.copyWorkers !== undefined) config.copy = { workers: s.copyWorkers };
   return config;
+}
+
+/**
+ * The pool a job runs on (bounce mode), as the kernel builds it, with the lines
+ * the kernel logs while building it (Geometry.log).
+ * @throws MEDIATOR_BAD_CONFIG when the job's pool is one the kernel would not build
+ */
+export function jobPoolGeometry(jf: JobFile): Geometry {
+  const config = parseConfig(jobConfig(jf, 'bounce'), { source: 'job file' });
+  return computeGeometry(poolGeometryOptions(config.pools[0]!));
 }

@@ -151,6 +151,16 @@ export function formatNs(ns: number): string {
   return `${Math.round(ns)}ns`;
 }
 
+/**
+ * What "swiotlb buffer is full" did to the requests: requeued (virtio-blk's
+ * BLK_STS_RESOURCE, under the requeue policies) or failed (policy fail).
+ */
+function requeueText(b: { policy: string; requeues: number }): string {
+  return b.policy === 'fail'
+    ? `${b.requeues} requests failed ("swiotlb buffer is full", policy fail)`
+    : `${b.requeues} requeues ("swiotlb buffer is full": virtio-blk requeues the request)`;
+}
+
 function dirLine(label: string, d: DirectionResult): string[] {
   if (d.total_ios === 0) return [];
   const p = d.clat_ns.percentile;
@@ -189,7 +199,7 @@ export function formatReport(report: BenchReport): string {
       `  bounced: to_device ${formatBytes(med.bounced_bytes.to_device)} (${med.copies.to_device} copies), from_device ${formatBytes(med.bounced_bytes.from_device)} (${med.copies.from_device} copies); copy workers ${med.copy_workers}`,
     );
     out.push(
-      `  back-pressure (${med.backpressure.policy}): ${med.backpressure.waits} waits, ${(med.backpressure.wait_seconds * 1000).toFixed(1)} ms waited, ${med.backpressure.timeouts} timeouts`,
+      `  pool full: ${requeueText(med.backpressure)}, ${med.backpressure.waits} waits, ${(med.backpressure.wait_seconds * 1000).toFixed(1)} ms waited, ${med.backpressure.timeouts} timeouts (policy ${med.backpressure.policy})`,
     );
     out.push('');
   }

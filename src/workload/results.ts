@@ -54,7 +54,18 @@ export interface MediatorView {
   /** Bytes the copy engine bounced, by direction (0 in direct mode). */
   bounced_bytes: { to_device: number; from_device: number };
   copies: { to_device: number; from_device: number };
-  backpressure: { policy: string; waits: number; wait_seconds: number; timeouts: number };
+  /**
+   * The pool gate: `requeues` are requests that found the pool full ("swiotlb
+   * buffer is full") and were requeued, as virtio-blk does (failed under `fail`);
+   * `waits` the requests held (requeued, or behind a requeued one).
+   */
+  backpressure: {
+    policy: string;
+    requeues: number;
+    waits: number;
+    wait_seconds: number;
+    timeouts: number;
+  };
   copy_workers: number;
   /** Requested vs granted queue depth per device (depth is capped by the queue size). */
   devices: { id: string; kind: string; queues: number; depth: number; iodepth: number }[];
@@ -168,6 +179,7 @@ export function windowDeltas(b: CounterSnapshot, e: CounterSnapshot): WindowDelt
       from_device: e.engine.from_device.copies - b.engine.from_device.copies,
     },
     backpressure: {
+      requeues: e.gate.requeues - b.gate.requeues,
       waits: e.gate.waits - b.gate.waits,
       wait_seconds: Math.round((e.gate.waitSeconds - b.gate.waitSeconds) * 1e6) / 1e6,
       timeouts: e.gate.timeouts - b.gate.timeouts,

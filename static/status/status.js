@@ -203,7 +203,7 @@ function poolStats(p, k) {
     ),
     stat(
       'back-pressure',
-      'requests that waited for slots (policy "wait"), waiting now, and gave up',
+      'requests that waited for slots (requeued when the pool was full, as virtio-blk does), waiting now, and gave up (policy requeue-bounded)',
       'waits ',
       cell(k('waits')),
       ' (',

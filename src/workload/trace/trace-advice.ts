@@ -155,20 +155,26 @@ function serviceAdvice(
     ...(o.seed === undefined ? {} : { seed: o.seed }),
   });
   let config: ConfigFile | null = null;
-  if (advice.recommended_slots !== undefined) {
+  // The service's pool also holds the virtqueues: the service-pool advice, not swiotlb='s.
+  const slots = advice.service_pool.recommended_slots;
+  if (slots !== undefined) {
     config = jobConfig(job.jobFile, 'bounce', {
-      poolSize: advice.recommended_slots * IO_TLB_SIZE,
-      areas: advice.areas,
+      pool: { slots, areas: advice.areas },
       fileDir: '.',
     });
-    for (const p of config.pools ?? []) if (typeof p.size === 'number') p.size = formatSize(p.size);
+    config.kernel = advice.kernel;
+    config.pools = (config.pools ?? []).map((p) => ({
+      name: p.name,
+      swiotlb: `${slots},${advice.areas}`,
+      ...(p.backpressure ? { backpressure: p.backpressure } : {}),
+    }));
     for (const d of config.devices ?? []) {
       if (typeof d.capacity === 'number') d.capacity = formatSize(d.capacity);
       if (typeof d.maxRequestBytes === 'number') d.maxRequestBytes = formatSize(d.maxRequestBytes);
     }
   }
   return {
-    recommended_slots: advice.recommended_slots,
+    recommended_slots: slots,
     areas: advice.areas,
     config,
     job: job.text,
