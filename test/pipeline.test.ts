@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
+import type { Mode } from '../src/mediator/defaults.js';
 import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
 import { DEFAULT_CHAOS, type DeviceKind } from '../src/virtio/device-spec.js';
 import { NO_FAULTS } from './helpers/chaos.js';
@@ -14,11 +15,20 @@ import { randomBytes } from './helpers/http.js';
 
 const MiB = 2 ** 20;
 
+/** A mode, or a mode with options every device of the spec gets. */
+type ModeVariant = Mode | { mode: Mode; device: Partial<DeviceSpec> };
+
+const modeOf = (v: ModeVariant): Mode => (typeof v === 'string' ? v : v.mode);
+const deviceOptionsOf = (v: ModeVariant): Partial<DeviceSpec> =>
+  typeof v === 'string' ? {} : v.device;
+
 function spec(
-  mode: 'bounce' | 'direct',
+  variant: ModeVariant,
   devices: Partial<DeviceSpec>[],
   extra: Partial<MediatorSpec> = {},
 ): MediatorSpec {
+  const mode = modeOf(variant);
+  const common = deviceOptionsOf(variant);
   return {
     mode,
     copy: { workers: 2, inlineThreshold: 16 * 1024 },
@@ -30,6 +40,7 @@ function spec(
       guest: 'g0',
       pool: 'p0',
       capacity: 8 * MiB,
+      ...common,
       ...d,
     })),
     ...extra,
@@ -45,7 +56,17 @@ async function withMediator<T>(s: MediatorSpec, fn: (m: Mediator) => Promise<T>)
   }
 }
 
-describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
+const VARIANTS: { name: string; mode: ModeVariant }[] = [
+  { name: 'bounce', mode: 'bounce' },
+  {
+    name: 'bounce, used-length',
+    mode: { mode: 'bounce', device: { fromDeviceBounce: 'used-length' } },
+  },
+  { name: 'direct', mode: 'direct' },
+  { name: 'shared', mode: 'shared' },
+];
+
+describe.each(VARIANTS)('$name mode', ({ mode }) => {
   it('ram-blk and file-blk: random data written then read back byte for byte, depth 1 and 64', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'blk-'));
     const file = join(dir, 'disk.img');
@@ -138,7 +159,7 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
   it('several guests, several devices and queues per guest', async () => {
     await withMediator(
       {
-        mode,
+        mode: modeOf(mode),
         copy: { workers: 2 },
         pools: [
           { name: 'shared', size: 8 * MiB, areas: 2 },
@@ -150,6 +171,7 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
         ],
         devices: [
           {
+            ...deviceOptionsOf(mode),
             id: 'a0',
             kind: 'ram-blk',
             guest: 'a',
@@ -159,6 +181,7 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
             maxRequestBytes: 256 * 1024,
           },
           {
+            ...deviceOptionsOf(mode),
             id: 'a1',
             kind: 'ram-blk',
             guest: 'a',
@@ -167,6 +190,7 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
             depth: 8,
           },
           {
+            ...deviceOptionsOf(mode),
             id: 'b0',
             kind: 'ram-blk',
             guest: 'b',

@@ -1,0 +1,151 @@
+import { MediatorError } from '../errors.js';
+import { DmaDirection, PAGE_SIZE } from '../swiotlb/constants.js';
+import type { SwiotlbPool } from '../swiotlb/pool.js';
+import type { BatchDma, DmaBatch } from './dma.js';
+
+/**
+ * Shared mode: the driver allocates each request's data buffers in the pool itself,
+ * as a driver whose device has a restricted DMA pool does with dma_alloc_coherent()
+ * (dma_direct_alloc() -> swiotlb_alloc()). The device reads and writes them where
+ * they are: no bounce copy. The request's header and status live in a control
+ * block the queue allocated in the pool when it was set up.
+ *
+ * Placement is the kernel's: swiotlb_alloc() (kernel/dma/swiotlb.c, 6.10) searches
+ * with `align = (1 << (get_order(size) + PAGE_SHIFT)) - 1` and no original address
+ * (`swiotlb_find_slots(dev, 0, size, align, &pool)`), so a buffer is aligned to its
+ * size rounded up to a power of two pages. Each data segment (at most the max
+ * mapping size, as in bounce mode) is one such allocation.
+ *
+ * The trade-off (the README's "What the isolation covers"): the device sees, and
+ * may change, these buffers for as long as the request is in flight, and the
+ * bytes stay in the pool until they are freed. So the driver reads each byte it
+ * hands back once: {@link copyOut} copies a read's data out of the pool into the
+ * caller's buffer once, after the completion and before the buffers are freed,
+ * and nothing is read from the pool again.
+ *
+ *   batch entry i:  addrs[i] = -1          to be allocated by tryPlace
+ *                   addrs[i] in the pool   placed already (control block, or a
+ *                                          buffer the caller filled: allocated[i] = 1)
+ *   after tryPlace: out[i] = addrs[i]; allocated[i] = 1 for every buffer this
+ *                   request owns in the pool; release() frees those, and only those.
+ * Rule: a batch's data entries are either all -1 or all placed, so a tryPlace that
+ * fails frees only what it allocated itself.
+ */
+export class SharedDma implements BatchDma {
+  readonly mode = 'shared' as const;
+  private readonly pool: SwiotlbPool;
+  private readonly opts: { minAlignMask: number; area: number; owner: number };
+
+  constructor(pool: SwiotlbPool, opts: { minAlignMask: number; area: number; owner: number }) {
+    this.pool = pool;
+    this.opts = opts;
+  }
+
+  /** swiotlb_alloc()'s alignment for a buffer of `size` bytes: its page order. */
+  static allocAlignMask(size: number): number {
+    let bytes = PAGE_SIZE;
+    while (bytes < size) bytes *= 2;
+    return bytes - 1;
+  }
+
+  /**
+   * Allocates one pool buffer of `size` bytes; its address, or -1 when the pool
+   * has no room.
+   */
+  allocate(size: number): number {
+    const o = this.opts;
+    return this.pool.tryAllocate(0, size, DmaDirection.BIDIRECTIONAL, {
+      minAlignMask: o.minAlignMask,
+      allocAlignMask: SharedDma.allocAlignMask(size),
+      area: o.area,
+      owner: o.owner,
+    });
+  }
+
+  /** Frees a buffer {@link allocate} returned. */
+  free(addr: number, size: number): void {
+    this.pool.release(addr, size, DmaDirection.BIDIRECTIONAL, this.opts.owner);
+  }
+
+  /** The pool's bytes at [addr, addr + size): what the device sees there too. */
+  view(addr: number, size: number): Uint8Array {
+    const off = this.pool.offsetOf(addr);
+    return this.pool.data.subarray(off, off + size);
+  }
+
+  /** Allocates every entry still at -1 (all or none) and hands the device the pool addresses. */
+  tryPlace(n: number, b: DmaBatch): boolean {
+    for (let i = 0; i < n; i++) {
+      if (b.addrs[i]! >= 0) {
+        const addr = b.addrs[i]!;
+        if (!this.pool.contains(addr) || !this.pool.contains(addr + b.sizes[i]! - 1)) {
+          throw new MediatorError(
+            'DMA_BAD_ADDRESS',
+            `shared buffer [0x${addr.toString(16)}, +${b.sizes[i]}) is not inside the pool`,
+            { addr, size: b.sizes[i] },
+          );
+        }
+        b.out[i] = addr;
+        continue;
+      }
+      const addr = this.allocate(b.sizes[i]!);
+      if (addr < 0) {
+        this.freeAllocated(i, b, true);
+        return false;
+      }
+      b.addrs[i] = addr;
+      b.out[i] = addr;
+      b.allocated[i] = 1;
+    }
+    return true;
+  }
+
+  /** Nothing to copy: the buffers are where the device reads them. */
+  copyIn(): undefined {
+    return undefined;
+  }
+
+  /** Frees the buffers this request owns in the pool (no copy: nothing was bounced). */
+  release(n: number, b: DmaBatch): undefined {
+    this.freeAllocated(n, b, false);
+    return undefined;
+  }
+
+  /** Copies `data` into the data entries of a placed batch, in order (a write's payload). */
+  fill(n: number, b: DmaBatch, first: number, data: Uint8Array): void {
+    let at = 0;
+    for (let i = first; i < n && at < data.length; i++) {
+      const size = Math.min(b.sizes[i]!, data.length - at);
+      this.pool.data.set(data.subarray(at, at + size), this.pool.offsetOf(b.out[i]!));
+      at += size;
+    }
+  }
+
+  /**
+   * Copies the first `bytes` bytes of the data entries [first, ...) of a completed
+   * batch into `out` (one read of each pool byte), and zeroes the rest of `out`.
+   */
+  copyOut(n: number, b: DmaBatch, first: number, out: Uint8Array, bytes: number): void {
+    let at = 0;
+    for (let i = first; i < n && at < bytes; i++) {
+      const size = Math.min(b.sizes[i]!, bytes - at);
+      const off = this.pool.offsetOf(b.out[i]!);
+      out.set(this.pool.data.subarray(off, off + size), at);
+      at += size;
+    }
+    if (at < out.length) out.fill(0, at);
+  }
+
+  /**
+   * Frees what the batch owns among its first `count` entries; `undo` (a failed
+   * tryPlace) also puts the entries it allocated back to -1.
+   */
+  private freeAllocated(count: number, b: DmaBatch, undo: boolean): void {
+    for (let i = 0; i < count; i++) {
+      if (b.allocated[i] !== 1) continue;
+      b.allocated[i] = 0;
+      this.free(b.addrs[i]!, b.sizes[i]!);
+      if (undo) b.addrs[i] = -1;
+    }
+  }
+}
