@@ -3,7 +3,13 @@ import type { Writable } from 'node:stream';
 import { MediatorError } from '../errors.js';
 import { createLogger } from '../server/logger.js';
 import { packageVersion } from '../util/package-version.js';
-import { type JobFile, parseJobFile } from '../workload/fio-job.js';
+import {
+  type JobFile,
+  modesOf,
+  parseJobFile,
+  RUN_MODES,
+  type RunMode,
+} from '../workload/fio-job.js';
 import { renderHtml } from '../workload/html.js';
 import { Progress } from '../workload/progress.js';
 import { buildReport, formatReport } from '../workload/report.js';
@@ -15,14 +21,18 @@ export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--
 Runs a fio job file in-process against the mediator and reports IOPS, bandwidth,
 completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
 and the mediator's view: bytes bounced by direction, pool high-water, map
-failures, back-pressure waits. Mode "both" runs bounce then direct and prints
-bounce / direct for IOPS, bandwidth and p99.
+failures, back-pressure waits. Modes: bounce (Linux's swiotlb), bounce-tuned
+(bounce, reads without the copy-in), shared (buffers allocated in the pool, no
+copies), direct (no isolation). "both" runs bounce then direct, "all" every
+mode; each mode's IOPS, bandwidth and p99 are printed divided by direct's.
 
 fio options understood: rw (read, write, randread, randwrite, randrw, rw,
 readwrite), bs, bssplit, rwmixread, rwmixwrite, iodepth, numjobs, size,
 io_size, runtime, time_based, ramp_time, number_ios, randseed; and this
-project's: mode (bounce|direct|both), device (null|ram-blk|file-blk),
-pool_size, areas, min_align_mask, copy_workers, backpressure (wait|fail).
+project's: mode (bounce|bounce-tuned|shared|direct|both|all),
+from_device_bounce (linux|used-length: what mode bounce copies for reads),
+device (null|ram-blk|file-blk), pool_size, areas, min_align_mask,
+copy_workers, backpressure (wait|fail).
 ioengine, direct, filename, name, group_reporting... are ignored with a
 warning; any other option is an error (JOB_UNSUPPORTED_OPTION).
 
@@ -30,7 +40,8 @@ Options:
   --job FILE        the fio job file (required)
   --json            print the report as fio-shaped JSON on stdout (progress stays on stderr)
   --html FILE       also write a self-contained HTML page with charts
-  --mode MODE       override the job file's mode: bounce, direct or both
+  --mode MODE       override the job file's mode: bounce, bounce-tuned, shared,
+                    direct, both or all
   --quiet           no progress output
   -h, --help        this help
 
@@ -76,20 +87,21 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
   }
   const { values, positionals } = parsed;
   const job = jobOperand(positionals, values.job);
-  if (values.mode && !['bounce', 'direct', 'both'].includes(values.mode)) {
-    throw new MediatorError('CLI_USAGE', `--mode: "${values.mode}" is not bounce, direct or both`);
+  if (values.mode && !RUN_MODES.includes(values.mode as RunMode)) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      `--mode: "${values.mode}" is not one of ${RUN_MODES.join(', ')}`,
+    );
   }
   const jf = readJobFile(job);
-  if (values.mode) jf.settings.mode = values.mode as JobFile['settings']['mode'];
+  if (values.mode) jf.settings.mode = values.mode as RunMode;
   for (const w of jf.warnings) io.stderr.write(`bench: warning: ${w}\n`);
 
   const progress = values.quiet ? undefined : new Progress(io.stderr);
   // Warnings (device faults, full pools...) as pino lines on stderr: stdout is the report's.
   const log = createLogger({ level: 'warn', stream: io.stderr });
-  const modes: ('bounce' | 'direct')[] =
-    jf.settings.mode === 'both' ? ['bounce', 'direct'] : [jf.settings.mode];
   const results = [];
-  for (const mode of modes) {
+  for (const mode of modesOf(jf.settings.mode)) {
     const r = await runMode(jf, mode, {
       log,
       ...(progress

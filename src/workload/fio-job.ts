@@ -17,13 +17,35 @@
  */
 
 import { MediatorError } from '../errors.js';
+import { FROM_DEVICE_BOUNCES, type FromDeviceBounce } from '../mediator/defaults.js';
 import { isMinAlignMask, LIMITS, MAX_MIN_ALIGN_MASK } from '../mediator/limits.js';
 import { mulberry32 } from '../util/prng.js';
 import { parseSize } from '../util/size.js';
 import { SECTOR_SIZE } from '../virtio/blk-format.js';
 
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw';
-export type RunMode = 'bounce' | 'direct' | 'both';
+
+/**
+ * The modes a job runs in, each on a Mediator of its own:
+ * - `bounce`: Linux's swiotlb (reads bounced as `from_device_bounce` says, `linux`
+ *   by default);
+ * - `bounce-tuned`: bounce with this project's options that cost less and keep
+ *   the isolation: reads without the copy-in (`used-length`);
+ * - `direct`: no isolation (the baseline);
+ * - `shared`: request buffers allocated in the pool, no copies.
+ */
+export const JOB_MODES = ['bounce', 'bounce-tuned', 'shared', 'direct'] as const;
+export type JobMode = (typeof JOB_MODES)[number];
+/** A job's `mode=`: one mode, `both` (bounce then direct) or `all` (every mode, direct last). */
+export type RunMode = JobMode | 'both' | 'all';
+export const RUN_MODES: readonly RunMode[] = [...JOB_MODES, 'both', 'all'];
+
+/** The modes `mode=` runs, in order. */
+export function modesOf(mode: RunMode): JobMode[] {
+  if (mode === 'both') return ['bounce', 'direct'];
+  if (mode === 'all') return [...JOB_MODES];
+  return [mode];
+}
 export type JobDevice = 'null' | 'ram-blk' | 'file-blk';
 
 /** One entry of a block size split: `size` bytes for `percent` % of the I/Os. */
@@ -64,6 +86,8 @@ export interface FioJob {
 /** Settings that apply to the whole run (one mediator); must agree across jobs. */
 export interface RunSettings {
   mode: RunMode;
+  /** What mode `bounce` copies for reads; `bounce-tuned` always uses `used-length`. */
+  fromDeviceBounce: FromDeviceBounce;
   /** Pool bytes; undefined = 64 MiB (the kernel default). */
   poolSize: number | undefined;
   /** Pool areas; undefined = the largest numjobs, rounded up to a power of two. */
@@ -122,6 +146,7 @@ const KNOWN_OPTIONS = new Set([
   'randseed',
   // this project's options
   'mode',
+  'from_device_bounce',
   'device',
   'pool_size',
   'areas',
@@ -131,7 +156,14 @@ const KNOWN_OPTIONS = new Set([
 ]);
 
 /** Options that configure the one mediator: the same in every job. */
-const RUN_OPTIONS = ['mode', 'pool_size', 'areas', 'copy_workers', 'backpressure'] as const;
+const RUN_OPTIONS = [
+  'mode',
+  'from_device_bounce',
+  'pool_size',
+  'areas',
+  'copy_workers',
+  'backpressure',
+] as const;
 
 const MAX_BS = 16 * 2 ** 20;
 const DEFAULT_SIZE = 64 * 2 ** 20;
@@ -367,6 +399,7 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   const get = (k: string) => first.options.get(k);
   const settings: RunSettings = {
     mode: 'bounce',
+    fromDeviceBounce: 'linux',
     poolSize: undefined,
     areas: undefined,
     copyWorkers: undefined,
@@ -374,10 +407,19 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   };
   const mode = get('mode');
   if (mode) {
-    if (mode.value !== 'bounce' && mode.value !== 'direct' && mode.value !== 'both') {
-      throw bad(`${where(ctx, 'mode', mode)}: must be bounce, direct or both`);
+    if (!RUN_MODES.includes(mode.value as RunMode)) {
+      throw bad(`${where(ctx, 'mode', mode)}: must be ${RUN_MODES.join(', ')}`);
     }
-    settings.mode = mode.value;
+    settings.mode = mode.value as RunMode;
+  }
+  const fdb = get('from_device_bounce');
+  if (fdb) {
+    if (!FROM_DEVICE_BOUNCES.includes(fdb.value as FromDeviceBounce)) {
+      throw bad(
+        `${where(ctx, 'from_device_bounce', fdb)}: must be ${FROM_DEVICE_BOUNCES.join(' or ')}`,
+      );
+    }
+    settings.fromDeviceBounce = fdb.value as FromDeviceBounce;
   }
   const pool = get('pool_size');
   if (pool) {

@@ -11,7 +11,7 @@ import { requestChain } from '../mediator/blk-options.js';
 import { DEVICE_DEFAULTS, POOL_DEFAULTS } from '../mediator/defaults.js';
 import { PAGE_SIZE } from '../swiotlb/constants.js';
 import { roundUpPowerOfTwo } from '../swiotlb/geometry.js';
-import { type FioJob, type JobFile, maxBlockSize } from './fio-job.js';
+import { type FioJob, type JobFile, type JobMode, maxBlockSize } from './fio-job.js';
 
 export const POOL_NAME = 'pool0';
 export const GUEST_NAME = 'guest0';
@@ -57,12 +57,12 @@ export function maxRequestBytesFor(job: FioJob): number {
 }
 
 /**
- * The service configuration a job file runs on (what `serve --config` would
- * take). `poolSize`/`areas` override the job's; `fileDir` holds file-blk images.
+ * The service configuration a job file runs on in `mode` (what `serve --config`
+ * would take). `poolSize`/`areas` override the job's; `fileDir` holds file-blk images.
  */
 export function jobConfig(
   jf: JobFile,
-  mode: 'bounce' | 'direct',
+  mode: JobMode,
   opts: { poolSize?: number; poolSlots?: number; areas?: number; fileDir?: string } = {},
 ): ConfigFile {
   const ids = deviceIds(jf.jobs);
@@ -75,7 +75,8 @@ export function jobConfig(
   };
   if (opts.poolSlots !== undefined) pool.slots = opts.poolSlots;
   const config: ConfigFile = {
-    mode,
+    mode: mode === 'bounce-tuned' ? 'bounce' : mode,
+    fromDeviceBounce: mode === 'bounce-tuned' ? 'used-length' : s.fromDeviceBounce,
     pools: [pool],
     guests: [{ name: GUEST_NAME }],
     devices: jf.jobs.map((j, i) => {

@@ -4,7 +4,7 @@
  * mediator's view (pool, copies, back-pressure). Pure: no clock, no I/O.
  */
 import { wrapDelta32 } from '../util/wrap32.js';
-import type { JobFile } from './fio-job.js';
+import { type FioJob, type JobFile, type JobMode, prng } from './fio-job.js';
 import { POOL_NAME } from './job-config.js';
 import type { CounterSnapshot, Sample, WindowOutcome } from './sampling.js';
 import type { Clone, JobRig } from './setup.js';
@@ -36,7 +36,7 @@ export interface CloneResult {
 }
 
 export interface MediatorView {
-  mode: 'bounce' | 'direct';
+  mode: JobMode;
   pool: {
     name: string;
     nslabs: number;
@@ -67,7 +67,7 @@ export interface TotalResult {
 }
 
 export interface ModeResult {
-  mode: 'bounce' | 'direct';
+  mode: JobMode;
   clones: CloneResult[];
   total: TotalResult;
   mediator: MediatorView;
@@ -173,7 +173,7 @@ export function windowDeltas(b: CounterSnapshot, e: CounterSnapshot): WindowDelt
 /** What the mediator did in the window, with the pool's shape and the devices' depths. */
 export function mediatorView(
   jf: JobFile,
-  mode: 'bounce' | 'direct',
+  mode: JobMode,
   rig: JobRig,
   window: Pick<WindowOutcome, 'before' | 'after' | 'hiwater'>,
   queueSlots: number,
@@ -211,7 +211,7 @@ export function mediatorView(
 /** The report of one mode: per clone, total, mediator view, timeline and histogram. */
 export function modeResult(
   jf: JobFile,
-  mode: 'bounce' | 'direct',
+  mode: JobMode,
   rig: JobRig,
   clones: readonly Clone[],
   window: WindowOutcome,
