@@ -4,7 +4,7 @@
  * mediator's view (pool, copies, back-pressure). Pure: no clock, no I/O.
  */
 import { wrapDelta32 } from '../util/wrap32.js';
-import { type FioJob, type JobFile, type JobMode, prng } from './fio-job.js';
+import type { JobFile, JobMode } from './fio-job.js';
 import { POOL_NAME } from './job-config.js';
 import type { CounterSnapshot, Sample, WindowOutcome } from './sampling.js';
 import type { Clone, JobRig } from './setup.js';
