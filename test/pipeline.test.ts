@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
 import type { Mode } from '../src/mediator/defaults.js';
 import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
@@ -388,6 +388,45 @@ describe('isolation', () => {
       expect(g.timeouts + g.resets).toBe(0);
     });
   }, 60_000);
+});
+
+describe('waking the device', () => {
+  it('a sleeping device is woken once per event-loop turn, not once per request', async () => {
+    // No polling: the device thread sleeps as soon as its queue is empty, so every
+    // request of a turn finds it asleep. Eight requests, each submitted by its own
+    // callback of one turn (as an HTTP server submits one per readable socket).
+    const s = spec('bounce', [{ kind: 'ram-blk', depth: 16, spinMicros: 0, pollMicros: 0 }], {
+      copy: { workers: 0 },
+    });
+    await withMediator(s, async (m) => {
+      const dev = m.device('d0')!;
+      await dev.ready();
+      await dev.read(0, 4096);
+      // Let the device thread fall asleep.
+      await new Promise((r) => setTimeout(r, 20));
+      const notify = vi.spyOn(Atomics, 'notify');
+      try {
+        const reads = await new Promise<Promise<Buffer | undefined>[]>((resolve) => {
+          const started: Promise<Buffer | undefined>[] = [];
+          for (let i = 0; i < 8; i++) {
+            setImmediate(() => {
+              started.push(dev.read(i * 8, 4096));
+              if (started.length === 8) resolve(started);
+            });
+          }
+        });
+        const wakesInTurn = notify.mock.calls.length;
+        await Promise.all(reads);
+        // The futex wake came after the turn's eight submissions, once.
+        expect(wakesInTurn).toBe(0);
+        expect(notify.mock.calls.length).toBeGreaterThanOrEqual(1);
+        expect(notify.mock.calls.length).toBeLessThanOrEqual(2);
+      } finally {
+        notify.mockRestore();
+      }
+      expect(dev.stats().requests.read.ok).toBe(9);
+    });
+  });
 });
 
 describe('back-pressure', () => {

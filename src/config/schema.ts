@@ -295,6 +295,13 @@ export interface DeviceConfig {
    * thread have a CPU each, else 50 (defaultSpinMicrosFor)
    */
   spinMicros: number;
+  /**
+   * After a completion, how long the driver keeps looking for the next one on
+   * each event-loop turn before it sleeps until the device notifies (hybrid
+   * polling), in microseconds. 0 never polls.
+   * @default 200
+   */
+  pollMicros: number;
   /** kind `chaos`: seed and fault rates. */
   chaos?: ChaosConfig | undefined;
   /**
@@ -517,6 +524,7 @@ const deviceSchema = objectField({
     .default(DEVICE_DEFAULTS.minAlignMask),
   serial: z.string({ error: 'a string of at most 20 characters' }).max(20).optional(),
   spinMicros: intField(0, 100_000).optional(),
+  pollMicros: intField(0, 100_000).default(DEVICE_DEFAULTS.pollMicros),
   chaos: chaosSchema.optional(),
   fromDeviceBounce: enumField(FROM_DEVICE_BOUNCES).optional(),
 });
@@ -844,6 +852,7 @@ function resolveDevice(
     minAlignMask: d.minAlignMask,
     serial: d.serial ?? id.slice(0, 20),
     spinMicros: d.spinMicros ?? spinMicros,
+    pollMicros: d.pollMicros,
     fromDeviceBounce: d.fromDeviceBounce ?? fromDeviceBounce,
   };
   if (d.kind === 'file-blk') out.file = d.file ?? `${id}.img`;

@@ -702,15 +702,31 @@ export class BlkDriver {
   }
 
   /**
-   * Publishes the chains added during this turn of the event loop with one avail
-   * index update and at most one doorbell: the completions of one batch start
-   * the next requests in the same microtask run, so they reach the device together
-   * (as virtio drivers batch with notification suppression).
+   * Publishes the chains added in this microtask run with one avail index update:
+   * the completions of one batch start the next requests in the same run, so they
+   * reach the device together (as virtio drivers batch with notification
+   * suppression). A device that polls sees them at once.
    */
   private schedulePublish(q: BlkQueue): void {
     if (q.publishScheduled) return;
     q.publishScheduled = true;
     queueMicrotask(q.publishNow);
+  }
+
+  /**
+   * Wakes a sleeping device once per event-loop turn, when the turn ends
+   * (setImmediate), not once per request. A wake-up is a futex call that costs
+   * this thread several microseconds in a VM (an IPI to the device's idle vCPU),
+   * and an HTTP server handles one request per readable socket, several in a
+   * turn: woken at each, the device polled for the next one for spinMicros, slept
+   * again before it came, and cost a wake-up per request. Waiting costs the
+   * requests little: a lone request's turn ends right after it, and this thread
+   * reaps completions only between turns anyway.
+   */
+  private ring(q: BlkQueue): void {
+    if (q.ringDue) return;
+    q.ringDue = true;
+    setImmediate(q.endTurn);
   }
 
   /** Completes what the device finished and, while requests remain, waits for more. */
@@ -906,8 +922,12 @@ export class BlkDriver {
     };
     q.publishNow = () => {
       q.publishScheduled = false;
-      q.vq.publish();
+      if (q.vq.publish()) this.ring(q);
       this.arm(q);
+    };
+    q.endTurn = () => {
+      q.ringDue = false;
+      q.vq.ring();
     };
     q.worker = this.startWorker(q);
     return q;

@@ -81,6 +81,9 @@ export interface BlkQueue {
   worker: Worker | undefined;
   publishScheduled: boolean;
   publishNow: () => void;
+  /** A sleeping device is to be woken when this event-loop turn ends (BlkDriver.ring). */
+  ringDue: boolean;
+  endTurn: () => void;
   rearm: () => void;
   lastCompletion: number;
   /** The device thread has started serving (timeouts count from then). */
@@ -141,7 +144,7 @@ function poolCoherent(
  * memory. Then reserves the request slots' control blocks (the pool in shared
  * mode, else guest memory) and data buffers (guest memory; none in shared mode).
  * The caller wires the device thread and the completion callbacks (worker, sink,
- * rearm, publishNow).
+ * rearm, publishNow, endTurn).
  * @throws MEDIATOR_BAD_CONFIG when the pool has no room for the queue
  */
 export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape): BlkQueue {
@@ -237,6 +240,8 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
     worker: undefined,
     publishScheduled: false,
     publishNow: () => undefined,
+    ringDue: false,
+    endTurn: () => undefined,
     rearm: () => undefined,
     lastCompletion: 0,
     ready: Promise.resolve(),
