@@ -41,7 +41,6 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../src/util/size.js';
-import type { DeviceKind } from '../src/virtio/device-spec.js';
 import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
 import { benchArgs, choicesFlag, intFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
 import {
@@ -304,8 +303,8 @@ for (const device of devices) {
       for (const { run, r } of done) {
         if (run.mode === 'direct') continue;
         const table = run.pool === poolMiB ? overDirect : overDirectSized;
-        const byKey = (table[run.mode] ??= {});
-        byKey[key] = ratio(r, direct);
+        table[run.mode] ??= {};
+        table[run.mode]![key] = ratio(r, direct);
       }
       const parts = (modes.filter((m) => m !== 'direct') as PooledMode[]).flatMap((m) => {
         const r = overDirect[m]?.[key];
