@@ -81,9 +81,11 @@ export interface BlkQueue {
   worker: Worker | undefined;
   publishScheduled: boolean;
   publishNow: () => void;
-  /** A sleeping device is to be woken when this event-loop turn ends (BlkDriver.ring). */
+  /** A rearm is due on the next event-loop turn (the driver polls for completions). */
+  pollPending: boolean;
+  /** The sleeping device is to be woken at the end of this turn (BlkDriver.ring). */
   ringDue: boolean;
-  endTurn: () => void;
+  ringNow: () => void;
   rearm: () => void;
   lastCompletion: number;
   /** The device thread has started serving (timeouts count from then). */
@@ -144,7 +146,7 @@ function poolCoherent(
  * memory. Then reserves the request slots' control blocks (the pool in shared
  * mode, else guest memory) and data buffers (guest memory; none in shared mode).
  * The caller wires the device thread and the completion callbacks (worker, sink,
- * rearm, publishNow, endTurn).
+ * rearm, publishNow, ringNow).
  * @throws MEDIATOR_BAD_CONFIG when the pool has no room for the queue
  */
 export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape): BlkQueue {
@@ -240,8 +242,9 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
     worker: undefined,
     publishScheduled: false,
     publishNow: () => undefined,
+    pollPending: false,
     ringDue: false,
-    endTurn: () => undefined,
+    ringNow: () => undefined,
     rearm: () => undefined,
     lastCompletion: 0,
     ready: Promise.resolve(),
