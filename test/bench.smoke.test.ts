@@ -57,6 +57,7 @@ const BENCHES = [
   ['bench:swiotlb', 'bench/swiotlb.bench.ts'],
   ['loadtest', 'bench/loadtest.ts'],
   ['soak', 'bench/soak.ts'],
+  ['bench:stability', 'bench/stability.bench.ts'],
 ] as const;
 
 /** Runs a bench file under tsx; its exit code and output, whatever the code. */
