@@ -306,6 +306,39 @@ describe('benchmarks', () => {
     );
   }, 90_000);
 
+  it('loadtest --baseline prints service / baseline per phase, the ratio of the two rates', async () => {
+    const out = await bench('bench/loadtest.ts', [
+      '--baseline',
+      '--duration',
+      '1',
+      '--connections',
+      '2',
+      '--size',
+      '512',
+    ]);
+    const phases = out.phases as {
+      name: string;
+      rps: number;
+      baseline_rps: number;
+      ratio: number;
+      client: { non_2xx: number; errors: number };
+      baseline: { non_2xx: number; errors: number };
+    }[];
+    expect(phases.map((p) => p.name)).toEqual([
+      'synthetic write (POST /io)',
+      'synthetic read (POST /io)',
+      'block write (PUT /blocks)',
+      'block read (GET /blocks)',
+    ]);
+    for (const p of phases) {
+      expect(p.rps).toBeGreaterThan(0);
+      expect(p.baseline_rps).toBeGreaterThan(0);
+      expectRoundedQuotient(p.ratio, p.rps, p.baseline_rps, 3);
+      expect(p.client).toMatchObject({ non_2xx: 0, errors: 0 });
+      expect(p.baseline).toMatchObject({ non_2xx: 0, errors: 0 });
+    }
+  }, 90_000);
+
   it('bench:pipeline runs each case in a fresh process by default', async () => {
     const out = await bench('bench/pipeline.bench.ts', [
       '--modes',
