@@ -721,9 +721,9 @@ export class BlkDriver {
    * vCPU), and a busy HTTP server handles one request per readable socket,
    * several in a turn: woken at each, the device polled for the next one for
    * spinMicros, slept again before it came, and cost a wake-up per request
-   * (measured under HTTP load: 82-98% of requests found it asleep). Deferred to
-   * the turn's end, the requests lose little: this thread reaps completions only
-   * between turns anyway, and a lone request's turn ends right after it.
+   * (docs/performance.md, "The HTTP path"). Deferred to the turn's end, the
+   * requests lose little: this thread reaps completions only between turns
+   * anyway, and a lone request's turn ends right after it.
    */
   private ring(q: BlkQueue): void {
     if (q.ringDue) return;

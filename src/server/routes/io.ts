@@ -56,8 +56,9 @@ export function plainRequest(
 /**
  * Synthetic I/O, for load tests: POST /v1/devices/:id/io `{op, size, lba}` moves
  * `size` bytes of whatever the guest buffer holds, with no data in the HTTP body.
- * A well-formed body is checked by hand (zod costs a tenth of the request's
- * instructions); anything else goes through the schema, which words the error.
+ * A well-formed body is checked by hand (a zod parse per request is dear:
+ * docs/performance.md, "The HTTP path"); anything else goes through the
+ * schema, which words the error.
  */
 export const ioRoutes: FastifyPluginAsync<RouteOptions> = async (app, { service }) => {
   app.post<{ Params: DeviceParams; Body: unknown }>(
