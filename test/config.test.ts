@@ -321,14 +321,28 @@ describe('sizes, addresses and defaults', () => {
         done();
       },
     });
-    const code = await serveCommand(['--print-config', '--port', '9999', '--body-limit', '2MiB'], {
-      stdout,
-      stderr: stdout,
-    });
+    const code = await serveCommand(
+      [
+        '--print-config',
+        '--port',
+        '9999',
+        '--body-limit',
+        '2MiB',
+        '--mode',
+        'shared',
+        '--from-device-bounce',
+        'used-length',
+      ],
+      { stdout, stderr: stdout },
+    );
     expect(code).toBe(0);
     const printed = JSON.parse(out) as ReturnType<typeof parseConfig>;
     expect(printed.http).toMatchObject({ port: 9999, bodyLimit: 2 * MiB });
-    expect(printed.devices.map((d) => d.id)).toEqual(['blk0', 'null0']);
+    expect(printed).toMatchObject({ mode: 'shared', fromDeviceBounce: 'used-length' });
+    expect(printed.devices.map((d) => [d.id, d.pool, d.fromDeviceBounce])).toEqual([
+      ['blk0', 'pool0', 'used-length'],
+      ['null0', 'pool1', 'used-length'],
+    ]);
   });
 });
 
