@@ -112,6 +112,8 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
         depth,
         queueSize: 256,
         maxRequestBytes: Math.max(size, 64 * 1024),
+        // bounce-tuned; warm placement joins it as the pool's `placement: "warm"`
+        // once the pool has that policy.
         fromDeviceBounce: mode === 'bounce-tuned' ? 'used-length' : 'linux',
         ...spec.deviceTuning,
       },

@@ -74,6 +74,9 @@ export function jobConfig(
     backpressure: { policy: s.backpressure },
   };
   if (opts.poolSlots !== undefined) pool.slots = opts.poolSlots;
+  // bounce-tuned: bounce with the options that cost less and keep the isolation:
+  // reads without the copy-in; warm placement joins it here (the pool's
+  // `placement: "warm"`) once the pool has that policy.
   const config: ConfigFile = {
     mode: mode === 'bounce-tuned' ? 'bounce' : mode,
     fromDeviceBounce: mode === 'bounce-tuned' ? 'used-length' : s.fromDeviceBounce,
