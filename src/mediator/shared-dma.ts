@@ -149,3 +149,117 @@ export class SharedDma implements BatchDma {
     }
   }
 }
+
+/**
+ * Shared mode: pool buffers holding one write's data, filled by the caller before
+ * the write is submitted (the HTTP service reads a request body straight into
+ * them). From BlkDriver.allocBuffer; BlkDriver.writeBuffer takes
+ * them over. The device can see them as soon as they are allocated.
+ */
+export interface PoolBuffer {
+  readonly length: number;
+  /** Copies `chunk` in at byte `at` of the buffer. */
+  write(chunk: Uint8Array, at: number): void;
+  /** Frees the buffers unless a write took them over; safe to call more than once. */
+  release(): void;
+}
+
+/**
+ * A shared-mode write's data in the pool, allocated before the write is submitted:
+ * segments of the driver's segment size (the layout the request's chain will have),
+ * all allocated at once or none.
+ *
+ *   state: held  -> taken (a request owns the segments now and frees them)
+ *          held  -> freed (release(): the caller gave up)
+ */
+export class SharedWriteBuffer implements PoolBuffer {
+  state: 'held' | 'taken' | 'freed' = 'held';
+  private readonly addrs: Float64Array;
+  private readonly sizes: Uint32Array;
+  private allocated = false;
+
+  constructor(
+    private readonly dma: SharedDma,
+    readonly length: number,
+    segmentBytes: number,
+    private readonly onFree: () => void,
+  ) {
+    const count = Math.max(1, Math.ceil(length / segmentBytes));
+    this.addrs = new Float64Array(count).fill(-1);
+    this.sizes = new Uint32Array(count);
+    for (let i = 0; i < count; i++) {
+      this.sizes[i] = Math.min(segmentBytes, length - i * segmentBytes);
+    }
+  }
+
+  /** All segments or none; false when the pool has no room (the gate waits). */
+  allocate(): boolean {
+    for (let i = 0; i < this.addrs.length; i++) {
+      const addr = this.dma.allocate(this.sizes[i]!);
+      if (addr < 0) {
+        for (let k = 0; k < i; k++) {
+          this.dma.free(this.addrs[k]!, this.sizes[k]!);
+          this.addrs[k] = -1;
+        }
+        return false;
+      }
+      this.addrs[i] = addr;
+    }
+    this.allocated = true;
+    return true;
+  }
+
+  /** Pool bytes the segments take with swiotlb_alloc()'s alignment. */
+  paddedBytes(): number {
+    let total = 0;
+    for (const size of this.sizes) {
+      const align = SharedDma.allocAlignMask(size) + 1;
+      total += Math.ceil(size / align) * align;
+    }
+    return total;
+  }
+
+  write(chunk: Uint8Array, at: number): void {
+    if (this.state !== 'held' || !this.allocated) {
+      throw new MediatorError('MEDIATOR_BAD_CONFIG', 'this pool buffer was freed or written');
+    }
+    if (!Number.isSafeInteger(at) || at < 0 || at + chunk.length > this.length) {
+      throw new MediatorError(
+        'DMA_BAD_ADDRESS',
+        `${chunk.length} bytes at ${at} do not fit a pool buffer of ${this.length}`,
+        { at, length: chunk.length },
+      );
+    }
+    let seg = 0;
+    let segStart = 0;
+    while (segStart + this.sizes[seg]! <= at) segStart += this.sizes[seg++]!;
+    let done = 0;
+    while (done < chunk.length) {
+      const within = at + done - segStart;
+      const n = Math.min(this.sizes[seg]! - within, chunk.length - done);
+      this.dma.view(this.addrs[seg]! + within, n).set(chunk.subarray(done, done + n));
+      done += n;
+      segStart += this.sizes[seg++]!;
+    }
+  }
+
+  /** Gives the segments to a request's batch, entries [first, end): it frees them now. */
+  handOver(b: DmaBatch, first: number, end: number): void {
+    if (this.state !== 'held' || end - first !== this.addrs.length) {
+      throw new MediatorError('MEDIATOR_BAD_CONFIG', 'this pool buffer cannot be handed over');
+    }
+    for (let i = first; i < end; i++) {
+      b.addrs[i] = this.addrs[i - first]!;
+      b.allocated[i] = 1;
+    }
+    this.state = 'taken';
+  }
+
+  release(): void {
+    if (this.state !== 'held') return;
+    this.state = 'freed';
+    if (!this.allocated) return;
+    for (let i = 0; i < this.addrs.length; i++) this.dma.free(this.addrs[i]!, this.sizes[i]!);
+    this.onFree();
+  }
+}
