@@ -556,7 +556,8 @@ export class BlkDriver {
       }
       this.releaseBuffers(q, req, 0, usedLen);
     } else {
-      // Bounce: unmap (copies back what the device wrote, by the fromDevice rule).
+      // Bounce: unmap (copies back what the device wrote, by the fromDevice rule);
+      // direct: nothing to unmap.
       const releasing = this.releaseBuffers(q, req, 0, usedLen);
       if (releasing) await releasing;
       status = this.ctlBytes[statusAt]!;

@@ -147,10 +147,11 @@ export interface BounceContext {
  * writing memory, i.e. dir == DMA_FROM_DEVICE, copy the original buffer to the TLB
  * buffer before initiating DMA in order to preserve the original's data if the
  * device does a partial write, i.e. if the device doesn't overwrite the entire
- * buffer." (The comment it replaced, from the fix for CVE-2022-0854: "we could omit the copy from the orig to the tlb buffer,
- * if we knew for sure the device will overwrite the entire current content. But we
- * don't. Thus unconditional bounce may prevent leaking swiotlb content (i.e. kernel
- * memory) to user-space.") The unmap copies the whole buffer back. The price: the
+ * buffer." (The comment it replaced, from the rework of the fix for CVE-2022-0854:
+ * "we could omit the copy from the orig to the tlb buffer, if we knew for sure the
+ * device will overwrite the entire current content. But we don't. Thus
+ * unconditional bounce may prevent leaking swiotlb content (i.e. kernel memory) to
+ * user-space.") The unmap copies the whole buffer back. The price: the
  * device sees the old contents of every read buffer, and a read is copied three
  * times.
  *
