@@ -14,7 +14,10 @@ import type { BatchDma, DmaBatch } from './dma.js';
  * with `align = (1 << (get_order(size) + PAGE_SHIFT)) - 1` and no original address
  * (`swiotlb_find_slots(dev, 0, size, align, &pool)`), so a buffer is aligned to its
  * size rounded up to a power of two pages. Each data segment (at most the max
- * mapping size, as in bounce mode) is one such allocation.
+ * mapping size, as in bounce mode) is one such allocation. One difference: the
+ * pool's tryAllocate rounds the size up to the alignment, as
+ * swiotlb_tbl_map_single() does, where swiotlb_alloc() takes only the slots the
+ * size needs; the two agree for power-of-two sizes (4 KiB, 64 KiB, 256 KiB).
  *
  * The trade-off (the README's "What the isolation covers"): the device sees, and
  * may change, these buffers for as long as the request is in flight, and the
