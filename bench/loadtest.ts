@@ -3,30 +3,44 @@
  *
  * Options: `npm run loadtest -- --help`.
  *
- * Starts the service in-process (embedded default configuration, port 0 on
- * 127.0.0.1), then runs four phases of `--duration` seconds each: synthetic
- * writes and reads (POST /v1/devices/blk0/io) and real block writes and reads
- * (PUT / GET /v1/devices/blk0/blocks/:lba). For each phase it prints the client's
- * view (req/s, latency percentiles, non-2xx answers, errors) beside the server's,
- * scraped from /metrics before and after (requests by outcome, bytes bounced,
- * pool high-water, back-pressure waits). Bounded in time; loopback only.
+ * Starts the service (embedded default configuration, port 0 on 127.0.0.1) in a
+ * process of its own, and with `--baseline` a bare Fastify server doing the same
+ * socket work in another (bench/loadtest-server.ts), then runs four phases of
+ * `--duration` seconds each against them from this process: synthetic writes and
+ * reads (POST /v1/devices/blk0/io) and block writes and reads (PUT / GET
+ * /v1/devices/blk0/blocks/:lba). With `--baseline` each phase runs against the
+ * service and the baseline in alternated windows (`--rounds` of each, the order
+ * swapped every round), and prints service ÷ baseline: what the service costs
+ * over the socket work any HTTP server does. For each phase it prints the
+ * client's view (req/s, latency percentiles, non-2xx answers, errors) beside the
+ * service's, scraped from /metrics before and after (requests by outcome, bytes
+ * bounced, pool high-water, back-pressure waits). Bounded in time; loopback only.
  */
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { loadConfig } from '../src/config/load.js';
-import { startServer } from '../src/server/run.js';
+import { MODES, type Mode } from '../src/mediator/defaults.js';
 import { benchArgs, choiceFlag, intFlag, positiveFlag, usageError } from './cli.js';
+import { SERVER_ENV, type ServerSpec } from './loadtest-server.js';
 
 const USAGE = `Usage: npm run loadtest -- [options]
 HTTP load test of the service over loopback (autocannon), four phases.
 
-  --duration S        seconds per phase, at most 600 (default 5)
+  --duration S        seconds per window, at most 600 (default 5)
   --connections N     concurrent connections (default 32)
   --size B            bytes per request, a multiple of 512 (default 4096)
-  --mode MODE         bounce or direct (default bounce)
-  --json              print the phases as JSON on the last line
+  --mode MODE         bounce, direct or shared (default bounce)
+  --config FILE       the service's config file (default: the embedded default);
+                      its blk0 device is the one loaded
+  --baseline          also run every phase against a bare Fastify server doing
+                      the same socket work, alternated, and print service / baseline
+  --rounds N          with --baseline: windows of each server per phase; the
+                      figures are medians (default 1)
+  --json              print {"phases":[{"name","rps","baseline_rps","ratio",...}]}
+                      as the last line
   -h, --help          this help`;
 
-const { duration, connections, size, mode, json } = benchArgs(
+const { duration, connections, size, mode, json, withBaseline, rounds, configFile } = benchArgs(
   'loadtest',
   USAGE,
   {
@@ -35,6 +49,9 @@ const { duration, connections, size, mode, json } = benchArgs(
       connections: { type: 'string', default: '32' },
       size: { type: 'string', default: '4096' },
       mode: { type: 'string', default: 'bounce' },
+      config: { type: 'string' },
+      baseline: { type: 'boolean', default: false },
+      rounds: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
     },
   },
@@ -47,7 +64,10 @@ const { duration, connections, size, mode, json } = benchArgs(
       duration: seconds,
       connections: intFlag('connections', values.connections, 1),
       size: bytes,
-      mode: choiceFlag('mode', values.mode, ['bounce', 'direct'] as const),
+      mode: choiceFlag('mode', values.mode, MODES) as Mode,
+      withBaseline: values.baseline,
+      configFile: values.config,
+      rounds: intFlag('rounds', values.rounds, 1),
       json: values.json,
     };
   },
@@ -79,16 +99,37 @@ function diff(a: Record<string, number>, b: Record<string, number>): Record<stri
   return out;
 }
 
-const config = loadConfig({
-  overrides: [
-    { path: ['http', 'port'], value: 0, flag: '--port' },
-    { path: ['http', 'host'], value: '127.0.0.1', flag: '--host' },
-    { path: ['mode'], value: mode, flag: '--mode' },
-  ],
-});
-const server = await startServer(config, { logger: false });
-await server.service.started;
-const base = server.url;
+interface Server {
+  url: string;
+  child: ChildProcess;
+}
+
+/** Starts one server in a process of its own; resolves with its URL. */
+function startChild(spec: ServerSpec): Promise<Server> {
+  const here = fileURLToPath(import.meta.url);
+  const script = here.replace(/loadtest\.(ts|js)$/, 'loadtest-server.$1');
+  return new Promise<Server>((resolve, reject) => {
+    const child = fork(script, [], {
+      env: { ...process.env, [SERVER_ENV]: JSON.stringify(spec) },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    child.once('message', (msg: { url?: string; error?: string }) => {
+      if (msg.url) resolve({ url: msg.url, child });
+      else reject(new Error(`${spec.kind} server failed to start: ${msg.error}`));
+    });
+    child.once('exit', (code) => reject(new Error(`${spec.kind} server exited with ${code}`)));
+  });
+}
+
+function stopChild(s: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (s.child.exitCode !== null) return resolve();
+    s.child.once('exit', () => resolve());
+    s.child.disconnect();
+    setTimeout(() => s.child.kill('SIGKILL'), 15_000).unref();
+  });
+}
+
 const sectors = Math.floor((256 * 2 ** 20 - size) / 512);
 const block = Buffer.alloc(size, 0xa5);
 const blocks = Math.floor(sectors / (size / 512));
@@ -137,82 +178,118 @@ const phases: Phase[] = [
   },
 ];
 
-async function scrape() {
+async function scrape(base: string) {
   const text = await (await fetch(`${base}/metrics`)).text();
   return {
     requests: metric(text, 'mediator_requests_total', 'outcome'),
     bounced: metric(text, 'mediator_bounce_bytes_total', 'direction'),
-    hiwater: metric(text, 'swiotlb_pool_used_hiwater_slots').all ?? 0,
-    slots: metric(text, 'swiotlb_pool_slots').all ?? 0,
+    hiwater: metric(text, 'swiotlb_pool_used_hiwater_slots', 'pool'),
+    slots: metric(text, 'swiotlb_pool_slots', 'pool'),
     waits: metric(text, 'mediator_backpressure_waits_total').all ?? 0,
     failures: metric(text, 'swiotlb_map_failures_total', 'reason'),
   };
 }
 
-const results: Record<string, unknown>[] = [];
+interface ClientView {
+  requests_per_sec: number;
+  total: number;
+  latency_ms: { p50: number; p90: number; p99: number; max: number };
+  non_2xx: number;
+  errors: number;
+  timeouts: number;
+}
+
+async function window(url: string, phase: Phase): Promise<ClientView> {
+  const r = await autocannon({ url, connections, duration, requests: [phase.request] });
+  return {
+    requests_per_sec: r.requests.average,
+    total: r.requests.total,
+    latency_ms: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, max: r.latency.max },
+    non_2xx: r.non2xx,
+    errors: r.errors,
+    timeouts: r.timeouts,
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
 const log = (s: string) => {
   if (!json) console.log(s);
 };
+
+const service = await startChild({ kind: 'service', mode, config: configFile });
+const baseline = withBaseline ? await startChild({ kind: 'baseline', mode }) : undefined;
+const rows: Record<string, unknown>[] = [];
 log(
-  `loadtest: ${base} (${config.mode} mode), ${connections} connections, ${size}-byte I/O, ${duration} s per phase`,
+  `loadtest: the service at ${service.url} (${mode} mode)${baseline ? `, the bare Fastify baseline at ${baseline.url}` : ''}, ${connections} connections, ${size}-byte I/O, ${duration} s per window${baseline ? `, ${rounds} round${rounds > 1 ? 's' : ''}` : ''}`,
 );
 try {
   for (const phase of phases) {
-    await fetch(`${base}/v1/pool/hiwater/reset`, { method: 'POST' });
-    const before = await scrape();
-    const r = await autocannon({
-      url: base,
-      connections,
-      duration,
-      requests: [phase.request],
-    });
-    const after = await scrape();
+    await fetch(`${service.url}/v1/pool/hiwater/reset`, { method: 'POST' });
+    const before = await scrape(service.url);
+    const mine: ClientView[] = [];
+    const theirs: ClientView[] = [];
+    for (let k = 0; k < (baseline ? rounds : 1); k++) {
+      // Alternated, the order swapped every round: a slow stretch of the machine
+      // hits both servers alike.
+      if (baseline && k % 2 === 1) theirs.push(await window(baseline.url, phase));
+      mine.push(await window(service.url, phase));
+      if (baseline && k % 2 === 0) theirs.push(await window(baseline.url, phase));
+    }
+    const after = await scrape(service.url);
+    const rps = median(mine.map((c) => c.requests_per_sec));
+    const baselineRps = baseline ? median(theirs.map((c) => c.requests_per_sec)) : undefined;
     const row = {
-      phase: phase.name,
-      client: {
-        requests_per_sec: r.requests.average,
-        total: r.requests.total,
-        latency_ms: {
-          p50: r.latency.p50,
-          p90: r.latency.p90,
-          p99: r.latency.p99,
-          max: r.latency.max,
-        },
-        non_2xx: r.non2xx,
-        errors: r.errors,
-        timeouts: r.timeouts,
-      },
+      name: phase.name,
+      rps,
+      ...(baselineRps !== undefined
+        ? {
+            baseline_rps: baselineRps,
+            ratio: baselineRps > 0 ? +(rps / baselineRps).toFixed(3) : null,
+          }
+        : {}),
+      client: mine.length === 1 ? mine[0]! : mine,
+      ...(baseline ? { baseline: theirs.length === 1 ? theirs[0]! : theirs } : {}),
       server: {
         requests_by_outcome: diff(before.requests, after.requests),
         bounced_bytes: diff(before.bounced, after.bounced),
         pool_hiwater_slots: after.hiwater,
-        pool_hiwater_percent: after.slots
-          ? Math.round((after.hiwater / after.slots) * 10000) / 100
-          : 0,
+        pool_hiwater_percent: Object.fromEntries(
+          Object.entries(after.hiwater).map(([p, h]) => [
+            p,
+            after.slots[p] ? Math.round((h / after.slots[p]!) * 10000) / 100 : 0,
+          ]),
+        ),
         backpressure_waits: after.waits - before.waits,
         map_failures: diff(before.failures, after.failures),
       },
     };
-    results.push(row);
-    const c = row.client;
+    rows.push(row);
+    const c = mine[mine.length - 1]!;
     const s = row.server;
     log('');
     log(`== ${phase.name}`);
     log(
-      `  client: ${Math.round(c.requests_per_sec)} req/s (${c.total} requests), latency p50 ${c.latency_ms.p50} ms, p90 ${c.latency_ms.p90} ms, p99 ${c.latency_ms.p99} ms, max ${c.latency_ms.max} ms; non-2xx ${c.non_2xx}, errors ${c.errors}, timeouts ${c.timeouts}`,
+      `  client: ${Math.round(rps)} req/s${mine.length > 1 ? ' (median)' : ''} (${c.total} requests in the last window), latency p50 ${c.latency_ms.p50} ms, p90 ${c.latency_ms.p90} ms, p99 ${c.latency_ms.p99} ms, max ${c.latency_ms.max} ms; non-2xx ${c.non_2xx}, errors ${c.errors}, timeouts ${c.timeouts}`,
     );
+    if (baselineRps !== undefined) {
+      const b = theirs[theirs.length - 1]!;
+      log(
+        `  baseline: ${Math.round(baselineRps)} req/s, latency p50 ${b.latency_ms.p50} ms, p99 ${b.latency_ms.p99} ms; non-2xx ${b.non_2xx}, errors ${b.errors}`,
+      );
+      log(`  service / baseline: ${row.ratio}`);
+    }
     log(
-      `  server: requests ${JSON.stringify(s.requests_by_outcome)}, bounced ${JSON.stringify(s.bounced_bytes)}, pool high-water ${s.pool_hiwater_slots} slots (${s.pool_hiwater_percent}%), back-pressure waits ${s.backpressure_waits}, map failures ${JSON.stringify(s.map_failures)}`,
+      `  server: requests ${JSON.stringify(s.requests_by_outcome)}, bounced ${JSON.stringify(s.bounced_bytes)}, pool high-water ${JSON.stringify(s.pool_hiwater_slots)} slots (${JSON.stringify(s.pool_hiwater_percent)}%), back-pressure waits ${s.backpressure_waits}, map failures ${JSON.stringify(s.map_failures)}`,
     );
   }
 } finally {
-  await server.shutdown();
+  await Promise.all([stopChild(service), ...(baseline ? [stopChild(baseline)] : [])]);
 }
-if (json)
-  console.log(
-    JSON.stringify(
-      { url: base, mode: config.mode, connections, size, duration, phases: results },
-      null,
-      2,
-    ),
-  );
+if (json) {
+  console.log(JSON.stringify({ mode, connections, size, duration, rounds, phases: rows }));
+}

@@ -4,11 +4,19 @@ export {
   BlkDriver,
   type BlkDriverOptions,
   type DeviceStats,
+  type PoolBuffer,
 } from './mediator/blk-driver.js';
-export { BounceDma, DirectDma, type GuestDma } from './mediator/dma.js';
+export {
+  FROM_DEVICE_BOUNCES,
+  type FromDeviceBounce,
+  MODES,
+  type Mode,
+} from './mediator/defaults.js';
+export { type BatchDma, BounceDma, DirectDma, type GuestDma } from './mediator/dma.js';
 export { GuestMemory, type GuestMemoryOptions } from './mediator/guest-memory.js';
 export { Mediator, type MediatorSpec } from './mediator/mediator.js';
 export { type BackpressureOptions, PoolGate } from './mediator/pool-gate.js';
+export { SharedDma } from './mediator/shared-dma.js';
 export { createMetrics, type MetricsOptions } from './metrics/metrics.js';
 export { type RunningServer, startServer } from './server/index.js';
 export * from './swiotlb/index.js';

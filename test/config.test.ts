@@ -42,9 +42,10 @@ function refusal(fn: () => unknown): string {
 }
 
 describe('the embedded default', () => {
-  it('is one guest, a 64 MiB pool, ram-blk blk0 of 256 MiB, null0, bounce mode, 127.0.0.1:8080', () => {
+  it('is one guest, ram-blk blk0 of 256 MiB and null0 each on a 64 MiB pool of its own, bounce mode, 127.0.0.1:8080', () => {
     const c = parseConfig({});
     expect(c.mode).toBe('bounce');
+    expect(c.fromDeviceBounce).toBe('linux');
     expect(c.logLevel).toBe('info');
     expect(c.http).toEqual({
       host: '127.0.0.1',
@@ -59,13 +60,20 @@ describe('the embedded default', () => {
     expect(c.copy.splitThreshold).toBe(128 * 1024);
     const spec = toMediatorSpec(c);
     expect(spec.mode).toBe('bounce');
-    // Linux's default pool: no swiotlb=, no size asked for (32768 slots).
+    // One pool per device, each Linux's default pool: no swiotlb=, no size asked for (32768 slots).
     expect(spec.pools).toEqual([
       {
         name: 'pool0',
         kernel: '6.10',
         areas: defaultAreaCount(),
         base: 0,
+        backpressure: { policy: 'requeue-bounded', waitMs: 5000 },
+      },
+      {
+        name: 'pool1',
+        kernel: '6.10',
+        areas: defaultAreaCount(),
+        base: 64 * MiB,
         backpressure: { policy: 'requeue-bounded', waitMs: 5000 },
       },
     ]);
@@ -75,9 +83,10 @@ describe('the embedded default', () => {
     expect(spec.guests[0]!.size).toBe(65 * MiB);
     expect(spec.devices.map((d) => [d.id, d.kind, d.capacity, d.guest, d.pool])).toEqual([
       ['blk0', 'ram-blk', 256 * MiB, 'guest0', 'pool0'],
-      ['null0', 'null', 256 * MiB, 'guest0', 'pool0'],
+      ['null0', 'null', 256 * MiB, 'guest0', 'pool1'],
     ]);
     expect(spec.devices[0]).toMatchObject({
+      fromDeviceBounce: 'linux',
       queues: 1,
       queueSize: 256,
       depth: 32,
@@ -85,6 +94,64 @@ describe('the embedded default', () => {
       timeoutMs: 5000,
       minAlignMask: 0,
     });
+  });
+
+  it('gives the default devices their own pools only when the file names neither pools nor devices', () => {
+    const pools = (raw: object) => {
+      const c = parseConfig(raw);
+      return {
+        pools: c.pools.map((p) => p.name),
+        devices: c.devices.map((d) => `${d.id}:${d.pool}`),
+      };
+    };
+    expect(pools({ mode: 'direct' })).toEqual({
+      pools: ['pool0', 'pool1'],
+      devices: ['blk0:pool0', 'null0:pool1'],
+    });
+    // Devices given: one default pool, which devices without a pool use.
+    expect(pools({ devices: [{ id: 'a' }, { id: 'b' }] })).toEqual({
+      pools: ['pool0'],
+      devices: ['a:pool0', 'b:pool0'],
+    });
+    // Pools given: the default devices on the first of them.
+    expect(pools({ pools: [{ name: 'only' }] })).toEqual({
+      pools: ['only'],
+      devices: ['blk0:only', 'null0:only'],
+    });
+  });
+
+  it('takes shared mode and fromDeviceBounce (service-wide, and per device)', () => {
+    const c = parseConfig({
+      mode: 'shared',
+      fromDeviceBounce: 'used-length',
+      devices: [{ id: 'a' }, { id: 'b', fromDeviceBounce: 'linux' }],
+    });
+    expect(c.mode).toBe('shared');
+    expect(c.devices.map((d) => d.fromDeviceBounce)).toEqual(['used-length', 'linux']);
+    expect(toMediatorSpec(c).devices.map((d) => d.fromDeviceBounce)).toEqual([
+      'used-length',
+      'linux',
+    ]);
+    // Shared mode keeps no request buffers in guest memory: "auto" is the 1 MiB floor.
+    expect(c.guests[0]!.memory).toBe(MiB);
+    expect(refusal(() => parseConfig({ devices: [{ id: 'a', fromDeviceBounce: 'skip' }] }))).toBe(
+      'config: devices[0].fromDeviceBounce: "skip" is not allowed; expected one of "linux", "used-length"',
+    );
+    expect(
+      refusal(() =>
+        parseConfig(
+          {},
+          { overrides: [{ path: ['fromDeviceBounce'], value: 'x', flag: '--from-device-bounce' }] },
+        ),
+      ),
+    ).toBe(
+      'config: fromDeviceBounce (--from-device-bounce): "x" is not allowed; expected one of "linux", "used-length"',
+    );
+    expect(
+      refusal(() => parseConfig({ mode: 'shared', devices: [{ id: 'a', queueSize: 16384 }] })),
+    ).toBe(
+      'config: devices[0].queueSize: 16384 is not allowed; expected at most 8192 in shared mode (a virtqueue must fit one 256 KiB pool segment)',
+    );
   });
 
   it('device threads poll 200 us when they and the main thread have a CPU each, else 50', () => {
@@ -241,7 +308,9 @@ describe('sizes, addresses and defaults', () => {
       refusal(() =>
         parseConfig({}, { overrides: [{ path: ['mode'], value: 'isolated', flag: '--mode' }] }),
       ),
-    ).toBe('config: mode (--mode): "isolated" is not allowed; expected one of "bounce", "direct"');
+    ).toBe(
+      'config: mode (--mode): "isolated" is not allowed; expected one of "bounce", "direct", "shared"',
+    );
   });
 
   it('serve --print-config prints the resolved configuration', async () => {
@@ -252,14 +321,28 @@ describe('sizes, addresses and defaults', () => {
         done();
       },
     });
-    const code = await serveCommand(['--print-config', '--port', '9999', '--body-limit', '2MiB'], {
-      stdout,
-      stderr: stdout,
-    });
+    const code = await serveCommand(
+      [
+        '--print-config',
+        '--port',
+        '9999',
+        '--body-limit',
+        '2MiB',
+        '--mode',
+        'shared',
+        '--from-device-bounce',
+        'used-length',
+      ],
+      { stdout, stderr: stdout },
+    );
     expect(code).toBe(0);
     const printed = JSON.parse(out) as ReturnType<typeof parseConfig>;
     expect(printed.http).toMatchObject({ port: 9999, bodyLimit: 2 * MiB });
-    expect(printed.devices.map((d) => d.id)).toEqual(['blk0', 'null0']);
+    expect(printed).toMatchObject({ mode: 'shared', fromDeviceBounce: 'used-length' });
+    expect(printed.devices.map((d) => [d.id, d.pool, d.fromDeviceBounce])).toEqual([
+      ['blk0', 'pool0', 'used-length'],
+      ['null0', 'pool1', 'used-length'],
+    ]);
   });
 });
 
@@ -334,7 +417,7 @@ describe('a wrong config gets one message: the field, the value, what is allowed
     [
       'unknown top-level field',
       { port: 80 },
-      'config: port: unknown field; the fields of the config are kernel, mode, logLevel, http, copy, pools, guests, devices',
+      'config: port: unknown field; the fields of the config are kernel, mode, fromDeviceBounce, logLevel, http, copy, pools, guests, devices',
     ],
     [
       'unknown nested field',
@@ -354,7 +437,7 @@ describe('a wrong config gets one message: the field, the value, what is allowed
     [
       'bad enum',
       { mode: 'isolated' },
-      'config: mode: "isolated" is not allowed; expected one of "bounce", "direct"',
+      'config: mode: "isolated" is not allowed; expected one of "bounce", "direct", "shared"',
     ],
     [
       'unknown device kind',
@@ -444,7 +527,7 @@ describe('a wrong config gets one message: the field, the value, what is allowed
     [
       'guest memory overlapping a pool',
       { guests: [{ base: 0 }] },
-      'config: guests[0].base: 0 is not allowed; expected an address range clear of pool "pool0" (0x0-0x3ffffff); guest memory is 0x0-0x40fffff',
+      'config: guests[0].base: 0 is not allowed; expected an address range clear of pool "pool0" (0x0-0x3ffffff); guest memory is 0x0-0x40fffff (and 1 more: guests[0].base)',
     ],
     [
       'no pools',
@@ -454,7 +537,7 @@ describe('a wrong config gets one message: the field, the value, what is allowed
     [
       'several problems: the first, and where the others are',
       { mode: 'x', logLevel: 'loud', http: { port: -1 } },
-      'config: mode: "x" is not allowed; expected one of "bounce", "direct" (and 2 more: logLevel, http.port)',
+      'config: mode: "x" is not allowed; expected one of "bounce", "direct", "shared" (and 2 more: logLevel, http.port)',
     ],
   ];
 

@@ -5,8 +5,9 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
+import type { Mode } from '../src/mediator/defaults.js';
 import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
 import { DEFAULT_CHAOS, type DeviceKind } from '../src/virtio/device-spec.js';
 import { NO_FAULTS } from './helpers/chaos.js';
@@ -14,11 +15,20 @@ import { randomBytes } from './helpers/http.js';
 
 const MiB = 2 ** 20;
 
+/** A mode, or a mode with options every device of the spec gets. */
+type ModeVariant = Mode | { mode: Mode; device: Partial<DeviceSpec> };
+
+const modeOf = (v: ModeVariant): Mode => (typeof v === 'string' ? v : v.mode);
+const deviceOptionsOf = (v: ModeVariant): Partial<DeviceSpec> =>
+  typeof v === 'string' ? {} : v.device;
+
 function spec(
-  mode: 'bounce' | 'direct',
+  variant: ModeVariant,
   devices: Partial<DeviceSpec>[],
   extra: Partial<MediatorSpec> = {},
 ): MediatorSpec {
+  const mode = modeOf(variant);
+  const common = deviceOptionsOf(variant);
   return {
     mode,
     copy: { workers: 2, inlineThreshold: 16 * 1024 },
@@ -30,6 +40,7 @@ function spec(
       guest: 'g0',
       pool: 'p0',
       capacity: 8 * MiB,
+      ...common,
       ...d,
     })),
     ...extra,
@@ -45,7 +56,17 @@ async function withMediator<T>(s: MediatorSpec, fn: (m: Mediator) => Promise<T>)
   }
 }
 
-describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
+const VARIANTS: { name: string; mode: ModeVariant }[] = [
+  { name: 'bounce', mode: 'bounce' },
+  {
+    name: 'bounce, used-length',
+    mode: { mode: 'bounce', device: { fromDeviceBounce: 'used-length' } },
+  },
+  { name: 'direct', mode: 'direct' },
+  { name: 'shared', mode: 'shared' },
+];
+
+describe.each(VARIANTS)('$name mode', ({ mode }) => {
   it('ram-blk and file-blk: random data written then read back byte for byte, depth 1 and 64', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'blk-'));
     const file = join(dir, 'disk.img');
@@ -138,7 +159,7 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
   it('several guests, several devices and queues per guest', async () => {
     await withMediator(
       {
-        mode,
+        mode: modeOf(mode),
         copy: { workers: 2 },
         pools: [
           { name: 'shared', size: 8 * MiB, areas: 2 },
@@ -150,6 +171,7 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
         ],
         devices: [
           {
+            ...deviceOptionsOf(mode),
             id: 'a0',
             kind: 'ram-blk',
             guest: 'a',
@@ -159,6 +181,7 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
             maxRequestBytes: 256 * 1024,
           },
           {
+            ...deviceOptionsOf(mode),
             id: 'a1',
             kind: 'ram-blk',
             guest: 'a',
@@ -167,6 +190,7 @@ describe.each(['bounce', 'direct'] as const)('%s mode', (mode) => {
             depth: 8,
           },
           {
+            ...deviceOptionsOf(mode),
             id: 'b0',
             kind: 'ram-blk',
             guest: 'b',
@@ -364,6 +388,45 @@ describe('isolation', () => {
       expect(g.timeouts + g.resets).toBe(0);
     });
   }, 60_000);
+});
+
+describe('waking the device', () => {
+  it('a sleeping device is woken once per event-loop turn, not once per request', async () => {
+    // No polling: the device thread sleeps as soon as its queue is empty, so every
+    // request of a turn finds it asleep. Eight requests, each submitted by its own
+    // callback of one turn (as an HTTP server submits one per readable socket).
+    const s = spec('bounce', [{ kind: 'ram-blk', depth: 16, spinMicros: 0, pollMicros: 0 }], {
+      copy: { workers: 0 },
+    });
+    await withMediator(s, async (m) => {
+      const dev = m.device('d0')!;
+      await dev.ready();
+      await dev.read(0, 4096);
+      // Let the device thread fall asleep.
+      await new Promise((r) => setTimeout(r, 20));
+      const notify = vi.spyOn(Atomics, 'notify');
+      try {
+        const reads = await new Promise<Promise<Buffer | undefined>[]>((resolve) => {
+          const started: Promise<Buffer | undefined>[] = [];
+          for (let i = 0; i < 8; i++) {
+            setImmediate(() => {
+              started.push(dev.read(i * 8, 4096));
+              if (started.length === 8) resolve(started);
+            });
+          }
+        });
+        const wakesInTurn = notify.mock.calls.length;
+        await Promise.all(reads);
+        // The futex wake came after the turn's eight submissions, once.
+        expect(wakesInTurn).toBe(0);
+        expect(notify.mock.calls.length).toBeGreaterThanOrEqual(1);
+        expect(notify.mock.calls.length).toBeLessThanOrEqual(2);
+      } finally {
+        notify.mockRestore();
+      }
+      expect(dev.stats().requests.read.ok).toBe(9);
+    });
+  });
 });
 
 describe('back-pressure', () => {

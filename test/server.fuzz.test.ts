@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { ERROR_SPECS } from '../src/errors.js';
 import { type RunningServer, startServer } from '../src/server/index.js';
+import { ioRequestSchema, plainRequest } from '../src/server/routes/io.js';
 import { logCapture } from './helpers/http.js';
 
 const KiB = 1024;
@@ -182,82 +183,117 @@ const request = fc
               : 'application/json')),
   }));
 
-describe.each(['bounce', 'direct'] as const)('HTTP API under random requests, %s mode', (mode) => {
-  let server: RunningServer;
-  const logs = logCapture();
+describe.each(['bounce', 'direct', 'shared'] as const)(
+  'HTTP API under random requests, %s mode',
+  (mode) => {
+    let server: RunningServer;
+    const logs = logCapture();
 
-  beforeAll(async () => {
-    const config = parseConfig({
-      mode,
-      logLevel: 'info',
-      http: { port: 0, bodyLimit: BODY_LIMIT, shutdownTimeoutMs: 5000, retryAfterSeconds: 1 },
-      copy: { workers: 1 },
-      pools: [{ name: 'p0', size: '2MiB', areas: 2 }],
-      devices: [
-        { id: 'ram', kind: 'ram-blk', capacity: SECTORS * 512, maxRequestBytes: '32KiB' },
-        { id: 'nul', kind: 'null', capacity: SECTORS * 512, maxRequestBytes: '32KiB' },
-      ],
+    beforeAll(async () => {
+      const config = parseConfig({
+        mode,
+        logLevel: 'info',
+        http: { port: 0, bodyLimit: BODY_LIMIT, shutdownTimeoutMs: 5000, retryAfterSeconds: 1 },
+        copy: { workers: 1 },
+        pools: [{ name: 'p0', size: '2MiB', areas: 2 }],
+        devices: [
+          { id: 'ram', kind: 'ram-blk', capacity: SECTORS * 512, maxRequestBytes: '32KiB' },
+          { id: 'nul', kind: 'null', capacity: SECTORS * 512, maxRequestBytes: '32KiB' },
+        ],
+      });
+      server = await startServer(config, { logger: { level: 'info', stream: logs.stream } });
+      await server.service.started;
     });
-    server = await startServer(config, { logger: { level: 'info', stream: logs.stream } });
-    await server.service.started;
-  });
 
-  afterAll(async () => {
-    expect(await server.shutdown()).toBe(true);
-  });
+    afterAll(async () => {
+      expect(await server.shutdown()).toBe(true);
+    });
 
-  it('answers every request as documented, stays up and leaks no pool slots', async () => {
-    const pool = server.service.mediator.pools.get('p0')!.pool;
-    // What the virtqueues hold: allocated once at start-up, for good.
-    const baseline = pool.stats().used;
-    const seen = new Map<string, number>();
-    let completedIo = 0;
-    await fc.assert(
-      fc.asyncProperty(request, async (r) => {
-        const opts: InjectOptions = {
-          method: r.method as InjectOptions['method'],
-          url: r.url,
-          headers: r.contentType === undefined ? {} : { 'content-type': r.contentType },
-          ...(r.payload === undefined ? {} : { payload: r.payload }),
-        };
-        const res = await server.app.inject(opts);
-        const what = `${r.method} ${r.url} (${r.contentType ?? 'no type'}) -> ${res.statusCode} ${res.body.slice(0, 200)}`;
-        expect(DOCUMENTED.has(res.statusCode), what).toBe(true);
-        if (res.statusCode >= 400 && r.method !== 'HEAD') {
-          expect(res.headers['content-type'], what).toMatch(/^application\/json/);
-          const body = res.json() as Record<string, unknown>;
-          expect(body.statusCode, what).toBe(res.statusCode);
-          expect(Object.keys(ERROR_SPECS), what).toContain(body.code);
-          expect(typeof body.message, what).toBe('string');
-          expect((body.message as string).length, what).toBeGreaterThan(0);
-          const code = body.code as string;
-          seen.set(code, (seen.get(code) ?? 0) + 1);
-        }
-        if (res.statusCode === 200 && /\/(blocks\/|io$)/.test(r.url)) completedIo++;
-        if (res.statusCode === 200 && r.method === 'GET' && r.url.includes('/blocks/')) {
-          const sectors = Number(/[?&]count=(\d+)/.exec(r.url)?.[1] ?? 1);
-          expect(res.rawPayload.length, what).toBe(sectors * 512);
-        }
-        // Every request has completed: its slots are back.
-        expect(pool.stats().used, what).toBe(baseline);
-      }),
-      { seed: 20261125, numRuns: 1000 },
+    it('answers every request as documented, stays up and leaks no pool slots', async () => {
+      const pool = server.service.mediator.pools.get('p0')!.pool;
+      // What the virtqueues hold: allocated once at start-up, for good.
+      const baseline = pool.stats().used;
+      const seen = new Map<string, number>();
+      let completedIo = 0;
+      await fc.assert(
+        fc.asyncProperty(request, async (r) => {
+          const opts: InjectOptions = {
+            method: r.method as InjectOptions['method'],
+            url: r.url,
+            headers: r.contentType === undefined ? {} : { 'content-type': r.contentType },
+            ...(r.payload === undefined ? {} : { payload: r.payload }),
+          };
+          const res = await server.app.inject(opts);
+          const what = `${r.method} ${r.url} (${r.contentType ?? 'no type'}) -> ${res.statusCode} ${res.body.slice(0, 200)}`;
+          expect(DOCUMENTED.has(res.statusCode), what).toBe(true);
+          if (res.statusCode >= 400 && r.method !== 'HEAD') {
+            expect(res.headers['content-type'], what).toMatch(/^application\/json/);
+            const body = res.json() as Record<string, unknown>;
+            expect(body.statusCode, what).toBe(res.statusCode);
+            expect(Object.keys(ERROR_SPECS), what).toContain(body.code);
+            expect(typeof body.message, what).toBe('string');
+            expect((body.message as string).length, what).toBeGreaterThan(0);
+            const code = body.code as string;
+            seen.set(code, (seen.get(code) ?? 0) + 1);
+          }
+          if (res.statusCode === 200 && /\/(blocks\/|io$)/.test(r.url)) completedIo++;
+          if (res.statusCode === 200 && r.method === 'GET' && r.url.includes('/blocks/')) {
+            const sectors = Number(/[?&]count=(\d+)/.exec(r.url)?.[1] ?? 1);
+            expect(res.rawPayload.length, what).toBe(sectors * 512);
+          }
+          // Every request has completed: its slots are back.
+          expect(pool.stats().used, what).toBe(baseline);
+        }),
+        { seed: 20261125, numRuns: 1000 },
+      );
+      const health = await server.app.inject({ method: 'GET', url: '/healthz' });
+      expect(health.json()).toEqual({ status: 'ok', state: 'ready' });
+      // The run did I/O through the pool, and reached the error paths it is for.
+      expect(completedIo).toBeGreaterThan(100);
+      for (const code of [
+        'HTTP_NOT_FOUND',
+        'HTTP_INVALID_PARAMETER',
+        'HTTP_UNKNOWN_DEVICE',
+        'HTTP_UNSUPPORTED_MEDIA_TYPE',
+        'HTTP_BAD_BODY',
+      ]) {
+        expect(seen.get(code) ?? 0, `${code} in ${JSON.stringify([...seen])}`).toBeGreaterThan(0);
+      }
+      // Nothing reached the "unexpected error" path (logged with its stack).
+      const unexpected = logs.lines().filter((l) => String(l.msg).startsWith('unexpected error'));
+      expect(unexpected).toEqual([]);
+    }, 60_000);
+  },
+);
+
+describe('POST /io: the hand-written check of a well-formed body', () => {
+  it('accepts exactly what the schema accepts, with the same values (property)', () => {
+    const value = fc.oneof(
+      fc.constantFrom('read', 'write', 'READ', '', 'trim'),
+      fc.integer({ min: -2, max: 5000 }).map((k) => k * 512),
+      fc.integer({ min: -3, max: 100_000 }),
+      fc.constantFrom(0, 0.5, 512.5, 2 ** 53, 2 ** 53 - 512, -0, Number.NaN, null, true, '512'),
     );
-    const health = await server.app.inject({ method: 'GET', url: '/healthz' });
-    expect(health.json()).toEqual({ status: 'ok', state: 'ready' });
-    // The run did I/O through the pool, and reached the error paths it is for.
-    expect(completedIo).toBeGreaterThan(100);
-    for (const code of [
-      'HTTP_NOT_FOUND',
-      'HTTP_INVALID_PARAMETER',
-      'HTTP_UNKNOWN_DEVICE',
-      'HTTP_UNSUPPORTED_MEDIA_TYPE',
-      'HTTP_BAD_BODY',
-    ]) {
-      expect(seen.get(code) ?? 0, `${code} in ${JSON.stringify([...seen])}`).toBeGreaterThan(0);
-    }
-    // Nothing reached the "unexpected error" path (logged with its stack).
-    const unexpected = logs.lines().filter((l) => String(l.msg).startsWith('unexpected error'));
-    expect(unexpected).toEqual([]);
-  }, 60_000);
+    const body = fc.oneof(
+      fc.record({ op: value, size: value, lba: value, extra: value }, { requiredKeys: [] }),
+      fc.record({ op: fc.constantFrom('read', 'write'), size: value }, { requiredKeys: [] }),
+      fc.constantFrom(null, [], 'x', 7),
+    );
+    fc.assert(
+      fc.property(body, (b) => {
+        const fast = plainRequest(b);
+        const slow = ioRequestSchema.safeParse(b);
+        // The fast path never accepts what the schema refuses, and agrees on values;
+        // what it leaves to the schema, the schema decides.
+        if (fast !== undefined) {
+          expect(slow.success).toBe(true);
+          expect(fast).toEqual(slow.data);
+        }
+        if (slow.success && typeof b === 'object' && b !== null) {
+          expect(fast).toEqual(slow.data);
+        }
+      }),
+      { numRuns: 2000, seed: 11 },
+    );
+  });
 });

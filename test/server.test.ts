@@ -1,6 +1,6 @@
 /**
  * The HTTP API, in process: Fastify inject and a real socket, on every device kind,
- * in bounce and direct mode; every error case; concurrent clients; draining.
+ * in bounce, direct and shared mode; every error case; concurrent clients; draining.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +20,7 @@ const MiB = 1024 * KiB;
 const CAPACITY = 8 * MiB;
 const SECTORS = CAPACITY / 512;
 
-function testConfig(mode: 'bounce' | 'direct', dir: string) {
+function testConfig(mode: 'bounce' | 'direct' | 'shared', dir: string) {
   return parseConfig({
     mode,
     logLevel: 'info',
@@ -65,7 +65,7 @@ function testConfig(mode: 'bounce' | 'direct', dir: string) {
   });
 }
 
-describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
+describe.each(['bounce', 'direct', 'shared'] as const)('HTTP API, %s mode', (mode) => {
   let server: RunningServer;
   let dir: string;
   const logs = logCapture();
@@ -261,8 +261,8 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
       timeouts: 0,
       requeues: 0,
     });
-    // The virtqueues live in the pool in bounce mode: slots in use even when idle.
-    if (mode === 'bounce') {
+    // The virtqueues live in the pool in bounce and shared mode: slots in use even when idle.
+    if (mode !== 'direct') {
       expect(p0.used).toBeGreaterThan(0);
       expect(p0.used_hiwater).toBeGreaterThan(p0.used!);
       expect(p0.maps).toBeGreaterThan(0);
@@ -668,7 +668,7 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
     expect(Buffer.compare(back.rawPayload, data)).toBe(0);
   });
 
-  it('logs its start-up (and, in bounce mode, which devices share a pool) and nothing per request at info', () => {
+  it('logs its start-up (and, in bounce and shared mode, which devices share a pool) and nothing per request at info', () => {
     const all = logs.lines();
     const info = all.filter((l) => l.level === 30);
     // Bounce mode: first the kernel's lines for each pool, as it builds them
@@ -689,7 +689,7 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
     expect(info.slice(0, kernelLines.length)).toEqual(kernelLines);
     const lines = info.slice(kernelLines.length);
     // p0 holds ram, file, nul and faulty; tiny holds stall alone.
-    expect(lines.length, JSON.stringify(lines)).toBe(mode === 'bounce' ? 2 : 1);
+    expect(lines.length, JSON.stringify(lines)).toBe(mode === 'direct' ? 1 : 2);
     expect(lines[0]!.level).toBe(30);
     expect(String(lines[0]!.msg)).toMatch(
       new RegExp(
@@ -697,7 +697,7 @@ describe.each(['bounce', 'direct'] as const)('HTTP API, %s mode', (mode) => {
       ),
     );
     expect(String(lines[0]!.msg)).toMatch(/devices: ram \(ram-blk, 8MiB\), file \(file-blk/);
-    if (mode === 'bounce') {
+    if (mode !== 'direct') {
       expect(lines[1]).toMatchObject({
         level: 30,
         pool: 'p0',

@@ -6,14 +6,15 @@ import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/index.js';
 import { isMediatorError } from '../src/errors.js';
 import { deviceGuestLayout } from '../src/mediator/blk-options.js';
 import { maxMappingSize } from '../src/swiotlb/dma-rules.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
 import { wrapDelta32 } from '../src/util/wrap32.js';
-import { parseFioTime, parseJobFile } from '../src/workload/fio-job.js';
+import { type JobMode, modesOf, parseFioTime, parseJobFile } from '../src/workload/fio-job.js';
 import { renderHtml } from '../src/workload/html.js';
-import { queueSizeFor } from '../src/workload/job-config.js';
+import { jobConfig, queueSizeFor } from '../src/workload/job-config.js';
 import { Progress } from '../src/workload/progress.js';
 import { buildReport } from '../src/workload/report.js';
 import { windowDeltas } from '../src/workload/results.js';
@@ -106,6 +107,28 @@ time_based=0
     expect(jf.jobs[0]!.bs.write).toEqual([{ size: 65536, percent: 100 }]);
   });
 
+  it('takes every mode, mode=all, and from_device_bounce; the job config says what runs', () => {
+    expect(parseJobFile('[x]\n').settings).toMatchObject({
+      mode: 'bounce',
+      fromDeviceBounce: 'linux',
+    });
+    for (const mode of ['bounce', 'bounce-tuned', 'shared', 'direct', 'both', 'all'] as const) {
+      expect(parseJobFile(`[global]\nmode=${mode}\n[x]\n`).settings.mode).toBe(mode);
+    }
+    expect(modesOf('all')).toEqual(['bounce', 'bounce-tuned', 'shared', 'direct']);
+    expect(modesOf('both')).toEqual(['bounce', 'direct']);
+    const jf = parseJobFile('[global]\nfrom_device_bounce=used-length\n[x]\n');
+    expect(jf.settings.fromDeviceBounce).toBe('used-length');
+    const config = (mode: JobMode, j = jf) => parseConfig(jobConfig(j, mode));
+    expect(config('bounce')).toMatchObject({ mode: 'bounce', fromDeviceBounce: 'used-length' });
+    const linux = parseJobFile('[x]\n');
+    expect(config('bounce', linux).devices[0]!.fromDeviceBounce).toBe('linux');
+    // bounce-tuned: bounce with reads without the copy-in, whatever the job says.
+    expect(config('bounce-tuned', linux)).toMatchObject({ mode: 'bounce' });
+    expect(config('bounce-tuned', linux).devices[0]!.fromDeviceBounce).toBe('used-length');
+    expect(config('shared', linux).mode).toBe('shared');
+  });
+
   it('reports unsupported options by name, all of them', () => {
     const err = caught(() =>
       parseJobFile('[global]\nverify=crc32c\n[x]\nrw=read\nrate=10m\nfsync=1\n', 'j.fio'),
@@ -125,6 +148,8 @@ time_based=0
       '[x]\nbssplit=4k/60:8k/60\n',
       '[x]\ntime_based\n',
       '[x]\nmode=sideways\n',
+      '[x]\nfrom_device_bounce=skip\n',
+      '[a]\nfrom_device_bounce=linux\n[b]\nfrom_device_bounce=used-length\n',
       '[x]\nmin_align_mask=4000\n',
       'rw=read\n',
       '[global]\nbs=4k\n',
@@ -198,12 +223,12 @@ describe('the max mapping size, one rule for the pool, the driver and the runner
 });
 
 describe('bench runner', () => {
-  it('runs a short job in bounce, direct and both; numbers agree with the counters', async () => {
-    for (const mode of ['bounce', 'direct', 'both'] as const) {
+  it('runs a short job in bounce, direct, both and all; numbers agree with the counters', async () => {
+    for (const mode of ['bounce', 'direct', 'both', 'all'] as const) {
       const jf = parseJobFile(SHORT_JOB.replace('[global]', `[global]\nmode=${mode}`));
       const results = await runJobFile(jf);
       const report = JSON.parse(JSON.stringify(buildReport(jf, results, 'test')));
-      const modes = mode === 'both' ? ['bounce', 'direct'] : [mode];
+      const modes = modesOf(mode);
       expect(report.jobs).toHaveLength(3 * modes.length);
       for (const job of report.jobs) {
         expect(typeof job.jobname).toBe('string');
@@ -235,17 +260,32 @@ describe('bench runner', () => {
         });
         expect(med.backpressure).toHaveProperty('waits');
         expect(med.backpressure).toHaveProperty('wait_seconds');
-        if (m === 'bounce') {
+        if (m === 'bounce' || m === 'bounce-tuned') {
           // Reads copy back what was read; writes copy the data in.
           expect(med.bounced_bytes.from_device).toBeGreaterThanOrEqual(total.read.io_bytes);
           expect(med.bounced_bytes.to_device).toBeGreaterThanOrEqual(total.write.io_bytes);
           expect(med.pool.used_hiwater_slots).toBeGreaterThan(med.pool.queue_slots);
+          if (m === 'bounce') {
+            // Linux copies every read buffer in as well.
+            expect(med.bounced_bytes.to_device).toBeGreaterThanOrEqual(
+              total.write.io_bytes + total.read.io_bytes,
+            );
+          } else {
+            // Reads without the copy-in: only the data written and 16-byte headers go in.
+            expect(med.bounced_bytes.to_device).toBeLessThanOrEqual(
+              total.write.io_bytes + 16 * total.all.total_ios,
+            );
+          }
         } else {
           expect(med.bounced_bytes).toEqual({ to_device: 0, from_device: 0 });
         }
       }
-      if (mode === 'both') {
+      if (mode === 'both' || mode === 'all') {
         const c = report.comparison.bounce_over_direct;
+        expect(report.comparison.over_direct.bounce).toEqual(c);
+        expect(Object.keys(report.comparison.over_direct)).toEqual(
+          modes.filter((m) => m !== 'direct'),
+        );
         expect(c.all.iops).toBeGreaterThan(0);
         expect(c.all.bw_bytes).toBeGreaterThan(0);
         expect(c.all.clat_p99_ns).toBeGreaterThan(0);

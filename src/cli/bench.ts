@@ -3,7 +3,13 @@ import type { Readable, Writable } from 'node:stream';
 import { MediatorError } from '../errors.js';
 import { createLogger } from '../server/logger.js';
 import { packageVersion } from '../util/package-version.js';
-import { type JobFile, parseJobFile } from '../workload/fio-job.js';
+import {
+  type JobFile,
+  modesOf,
+  parseJobFile,
+  RUN_MODES,
+  type RunMode,
+} from '../workload/fio-job.js';
 import { renderHtml } from '../workload/html.js';
 import { jobPoolGeometry } from '../workload/job-config.js';
 import { Progress } from '../workload/progress.js';
@@ -18,18 +24,22 @@ export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--
 Runs a fio job file in-process against the mediator and reports IOPS, bandwidth,
 completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
 and the mediator's view: bytes bounced by direction, pool high-water,
-requeues ("swiotlb buffer is full"), back-pressure waits. Mode "both" runs bounce then direct and prints
-bounce / direct for IOPS, bandwidth and p99.
+requeues ("swiotlb buffer is full"), back-pressure waits. Modes: bounce (Linux's swiotlb), bounce-tuned
+(bounce, reads without the copy-in), shared (buffers allocated in the pool, no
+copies), direct (no isolation). "both" runs bounce then direct, "all" every
+mode; each mode's IOPS, bandwidth and p99 are printed divided by direct's.
 
 fio options understood: rw (read, write, randread, randwrite, randrw, rw,
 readwrite), bs, bssplit, rwmixread, rwmixwrite, iodepth, numjobs, size,
 io_size, runtime, time_based, ramp_time, number_ios, randseed; and this
-project's: mode (bounce|direct|both), device (null|ram-blk|file-blk),
-min_align_mask, copy_workers; the pool in the kernel's terms: swiotlb=N[,A]
-(the kernel parameter, built as the kernel builds it), pool_size and areas,
-or restricted=SIZE (a restricted-dma-pool: exact slots, one area); kernel
-(6.1|6.6|6.10: whose swiotlb rules); backpressure (requeue: Linux's virtio-blk,
-no time limit | requeue-bounded: the service's, 5 s | fail: the DMA API's).
+project's: mode (bounce|bounce-tuned|shared|direct|both|all),
+from_device_bounce (linux|used-length: what mode bounce copies for reads),
+device (null|ram-blk|file-blk), min_align_mask, copy_workers; the pool in the
+kernel's terms: swiotlb=N[,A] (the kernel parameter, built as the kernel builds
+it), pool_size and areas, or restricted=SIZE (a restricted-dma-pool: exact
+slots, one area); kernel (6.1|6.6|6.10: whose swiotlb rules); backpressure
+(requeue: Linux's virtio-blk, no time limit | requeue-bounded: the service's,
+5 s | fail: the DMA API's).
 ioengine, direct, filename, name, group_reporting... are ignored with a
 warning; any other option is an error (JOB_UNSUPPORTED_OPTION).
 
@@ -38,7 +48,8 @@ Options:
   --json            print the report as fio-shaped JSON on stdout (progress stays on stderr)
   --html FILE       also write a self-contained HTML page with charts and the
                     pool's slot map at its peak
-  --mode MODE       override the job file's mode: bounce, direct or both
+  --mode MODE       override the job file's mode: bounce, bounce-tuned, shared,
+                    direct, both or all
   --quiet           no progress output
   -h, --help        this help
 
@@ -91,19 +102,21 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
   }
   const { values, positionals } = parsed;
   const job = jobOperand(positionals, values.job);
-  if (values.mode && !['bounce', 'direct', 'both'].includes(values.mode)) {
-    throw new MediatorError('CLI_USAGE', `--mode: "${values.mode}" is not bounce, direct or both`);
+  if (values.mode && !RUN_MODES.includes(values.mode as RunMode)) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      `--mode: "${values.mode}" is not one of ${RUN_MODES.join(', ')}`,
+    );
   }
   const jf = readJobFile(job);
-  if (values.mode) jf.settings.mode = values.mode as JobFile['settings']['mode'];
+  if (values.mode) jf.settings.mode = values.mode as RunMode;
   for (const w of jf.warnings) io.stderr.write(`bench: warning: ${w}\n`);
 
   const progress = values.quiet ? undefined : new Progress(io.stderr);
   // Warnings (device faults, full pools...) as pino lines on stderr: stdout is the report's.
   const log = createLogger({ level: 'warn', stream: io.stderr });
-  const modes: ('bounce' | 'direct')[] =
-    jf.settings.mode === 'both' ? ['bounce', 'direct'] : [jf.settings.mode];
-  if (modes.includes('bounce') && !values.quiet) {
+  const modes = modesOf(jf.settings.mode);
+  if (modes.some((m) => m !== 'direct') && !values.quiet) {
     // What the kernel would log at boot for this pool, in its words.
     const g = jobPoolGeometry(jf);
     for (const line of g.log) io.stderr.write(`${line}\n`);

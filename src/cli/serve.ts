@@ -9,14 +9,20 @@ import { noOperands, parseCommand } from './args.js';
 export const SERVE_HELP = `Usage: swiotlb-mediator serve [options]
 
 Runs the mediator as an HTTP service. Without --config it runs the embedded
-default: one guest, a 64 MiB pool, a ram-blk device "blk0" (256 MiB), a null
-device "null0", bounce mode, on 127.0.0.1:8080. Flags override the config file.
+default: one guest, a ram-blk device "blk0" (256 MiB) and a null device
+"null0", each behind a 64 MiB pool of its own, bounce mode, on 127.0.0.1:8080.
+Flags override the config file.
 
 Options:
   --config FILE           JSON config file (see docs/configuration.md)
   --host ADDR             address to listen on (http.host)
   --port N                TCP port, 0 for any free one (http.port)
-  --mode bounce|direct    bounce isolates devices behind the pool; direct does not (mode)
+  --mode MODE             bounce isolates devices behind their pool and copies;
+                          direct hands them guest memory; shared allocates each
+                          request's buffers in the pool, no copies (mode)
+  --from-device-bounce B  bounce mode, reads: linux (the map copies the buffer in,
+                          the unmap copies all back) or used-length (nothing in,
+                          the used length back) (fromDeviceBounce)
   --log-level LEVEL       fatal, error, warn, info, debug, trace or silent (logLevel)
   --body-limit SIZE       largest request body, e.g. 4MiB (http.bodyLimit)
   --shutdown-timeout MS   longest graceful shutdown (http.shutdownTimeoutMs)
@@ -71,6 +77,7 @@ function flagOverrides(values: Record<string, string | boolean | undefined>): Co
   flag('host', ['http', 'host'], str('host'));
   flag('port', ['http', 'port'], str('port') === undefined ? undefined : numeric(str('port')!));
   flag('mode', ['mode'], str('mode'));
+  flag('from-device-bounce', ['fromDeviceBounce'], str('from-device-bounce'));
   flag('log-level', ['logLevel'], str('log-level'));
   flag('body-limit', ['http', 'bodyLimit'], str('body-limit'));
   flag(
@@ -112,6 +119,7 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
       host: { type: 'string' },
       port: { type: 'string' },
       mode: { type: 'string' },
+      'from-device-bounce': { type: 'string' },
       'log-level': { type: 'string' },
       'body-limit': { type: 'string' },
       'shutdown-timeout': { type: 'string' },

@@ -6,8 +6,9 @@
  * (every default filled in, sizes in bytes). A config file may leave out any
  * field, and may write sizes as strings such as "64MiB" (src/util/size.ts) and
  * addresses as hex strings such as "0x80000000". An empty file (`{}`) is the
- * embedded default: one guest, a 64 MiB pool, a ram-blk device `blk0` of
- * 256 MiB, a null device `null0`, bounce mode, listening on 127.0.0.1:8080.
+ * embedded default ({@link EMBEDDED_DEFAULT}): one guest, a ram-blk device `blk0`
+ * of 256 MiB and a null device `null0`, each behind a 64 MiB pool of its own
+ * (`pool0`, `pool1`), bounce mode, listening on 127.0.0.1:8080.
  */
 
 import { z } from 'zod';
@@ -28,7 +29,11 @@ import {
   defaultPoolAreas,
   defaultSpinMicrosFor,
   defaultSplitThreshold,
+  FROM_DEVICE_BOUNCES,
+  type FromDeviceBounce,
   GUEST_DEFAULTS,
+  MODES,
+  type Mode,
   POOL_DEFAULTS,
 } from '../mediator/defaults.js';
 import {
@@ -155,7 +160,7 @@ export interface BackpressureConfig {
 }
 
 /**
- * A swiotlb pool: the only memory a device backend sees (in bounce mode),
+ * A swiotlb pool: the only memory a device backend sees (in bounce and shared mode),
  * declared in the kernel's terms and built as that kernel builds it
  * (src/swiotlb/geometry.ts): a default pool (`swiotlb=<nslabs>[,<nareas>]`, or a
  * size an architecture asks for) or a device-tree restricted-dma-pool. In the file,
@@ -267,7 +272,7 @@ export interface DeviceConfig {
    */
   guest: string;
   /**
-   * The pool it sees (bounce mode).
+   * The pool it sees (bounce and shared mode).
    * @default the first pool
    */
   pool: string;
@@ -282,8 +287,8 @@ export interface DeviceConfig {
    */
   queues: number;
   /**
-   * Descriptors per virtqueue (a power of two; at most 8192 in bounce mode, where
-   * a queue must fit one 256 KiB pool segment).
+   * Descriptors per virtqueue (a power of two; at most 8192 in bounce and shared
+   * mode, where a queue must fit one 256 KiB pool segment).
    * @default 256
    */
   queueSize: number;
@@ -331,8 +336,24 @@ export interface DeviceConfig {
    * thread have a CPU each, else 50 (defaultSpinMicrosFor)
    */
   spinMicros: number;
+  /**
+   * After a completion, how long the driver keeps looking for the next one on
+   * each event-loop turn before it sleeps until the device notifies (hybrid
+   * polling), in microseconds. 0 never polls.
+   * @default 200
+   */
+  pollMicros: number;
   /** kind `chaos`: seed and fault rates. */
   chaos?: ChaosConfig | undefined;
+  /**
+   * Bounce mode: what a read's map and unmap copy. `linux`: the map copies the
+   * guest buffer into the pool (as swiotlb_tbl_map_single() does for every
+   * direction) and the unmap copies the whole buffer back; `used-length`: nothing
+   * is copied in, and only the bytes the device's used length says it wrote come
+   * back (docs/configuration.md says what each keeps and costs).
+   * @default the top-level `fromDeviceBounce` ("linux")
+   */
+  fromDeviceBounce: FromDeviceBounce;
 }
 
 /** The whole service. */
@@ -345,10 +366,17 @@ export interface ServiceConfig {
   kernel: KernelVersion;
   /**
    * `bounce` isolates (devices see only their pool; data is copied);
-   * `direct` hands devices guest memory (no isolation, no copies).
+   * `direct` hands devices guest memory (no isolation, no copies);
+   * `shared` allocates each request's buffers in the device's pool (no copies;
+   * the device sees the data while the request is in flight).
    * @default "bounce"
    */
-  mode: 'bounce' | 'direct';
+  mode: Mode;
+  /**
+   * Bounce mode: the devices' `fromDeviceBounce` unless a device sets its own.
+   * @default "linux"
+   */
+  fromDeviceBounce: FromDeviceBounce;
   /**
    * pino log level. Nothing is logged per request at `info`.
    * @default "info"
@@ -356,11 +384,18 @@ export interface ServiceConfig {
   logLevel: LogLevel;
   http: HttpConfig;
   copy: CopyConfig;
-  /** @default one pool, "pool0", of 64 MiB */
+  /**
+   * @default one pool "pool0" of 64 MiB when `devices` is given; with neither
+   * `pools` nor `devices`, one 64 MiB pool per default device ("pool0" at 0,
+   * "pool1" at 64 MiB)
+   */
   pools: PoolConfig[];
   /** @default one guest, "guest0", memory "auto" */
   guests: GuestConfig[];
-  /** @default a ram-blk "blk0" of 256 MiB and a null device "null0" */
+  /**
+   * @default a ram-blk "blk0" of 256 MiB and a null device "null0"; each on a
+   * pool of its own when `pools` is not given either, else both on the first
+   */
   devices: DeviceConfig[];
 }
 
@@ -590,7 +625,9 @@ const deviceSchema = objectField({
     .default(DEVICE_DEFAULTS.minAlignMask),
   serial: z.string({ error: 'a string of at most 20 characters' }).max(20).optional(),
   spinMicros: intField(0, 100_000).optional(),
+  pollMicros: intField(0, 100_000).default(DEVICE_DEFAULTS.pollMicros),
   chaos: chaosSchema.optional(),
+  fromDeviceBounce: enumField(FROM_DEVICE_BOUNCES).optional(),
 });
 
 const DEFAULT_DEVICES = [
@@ -598,9 +635,27 @@ const DEFAULT_DEVICES = [
   { id: 'null0', kind: 'null' },
 ] as const;
 
-const fileSchema = objectField({
+/**
+ * What a config that names neither pools nor devices runs: the default devices,
+ * each behind a pool of its own (as a device-tree restricted-dma-pool gives one
+ * device its own pool), so that no device can read or alter another's I/O. Both
+ * pools are Linux's default size; their guest-physical ranges follow each other.
+ */
+export const EMBEDDED_DEFAULT = {
+  pools: [
+    { name: 'pool0', base: 0 },
+    { name: 'pool1', base: POOL_DEFAULTS.size },
+  ],
+  devices: [
+    { ...DEFAULT_DEVICES[0], pool: 'pool0' },
+    { ...DEFAULT_DEVICES[1], pool: 'pool1' },
+  ],
+} as const;
+
+const fileSchemaFields = objectField({
   kernel: enumField(KERNEL_VERSIONS).default(DEFAULT_KERNEL),
-  mode: enumField(['bounce', 'direct']).default(DEFAULT_MODE),
+  mode: enumField(MODES).default(DEFAULT_MODE),
+  fromDeviceBounce: enumField(FROM_DEVICE_BOUNCES).default(DEVICE_DEFAULTS.fromDeviceBounce),
   logLevel: enumField(LOG_LEVELS).default('info'),
   http: httpSchema.prefault({}),
   copy: copySchema.prefault({}),
@@ -609,9 +664,21 @@ const fileSchema = objectField({
   devices: listField(deviceSchema, 0, 64).prefault([...DEFAULT_DEVICES]),
 });
 
+/** The file format: {@link EMBEDDED_DEFAULT} fills `pools` and `devices` when both are absent. */
+const fileSchema = z.preprocess((raw) => {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return raw;
+  const r = raw as Record<string, unknown>;
+  if (r.pools !== undefined || r.devices !== undefined) return raw;
+  return {
+    ...r,
+    pools: EMBEDDED_DEFAULT.pools.map((p) => ({ ...p })),
+    devices: EMBEDDED_DEFAULT.devices.map((d) => ({ ...d })),
+  };
+}, fileSchemaFields);
+
 /** A config file as written: every field optional. */
-export type ConfigFile = z.input<typeof fileSchema>;
-type Parsed = z.output<typeof fileSchema>;
+export type ConfigFile = z.input<typeof fileSchemaFields>;
+type Parsed = z.output<typeof fileSchemaFields>;
 
 // ---------------------------------------------------------------------------
 // Cross-field checks and resolution of the defaults that depend on other fields.
@@ -620,7 +687,7 @@ type Parsed = z.output<typeof fileSchema>;
 /** How much guest memory one device reserves, as BlkDriver lays it out. */
 export function deviceGuestBytes(
   d: Pick<DeviceConfig, 'queues' | 'queueSize' | 'depth' | 'maxRequestBytes' | 'minAlignMask'>,
-  mode: 'bounce' | 'direct',
+  mode: Mode,
 ): { bytes: number; depth: number } {
   const layout = deviceGuestLayout(d, mode);
   return { bytes: layout.bytes, depth: layout.depth };
@@ -831,8 +898,8 @@ function checkKindOptions(d: ParsedDevice, i: number, issue: Report): void {
 }
 
 /**
- * Rule: in bounce mode a virtqueue fits one 256 KiB pool segment (it is one
- * allocation from the pool), so queueSize is at most MAX_BOUNCE_QUEUE_SIZE.
+ * Rule: in bounce and shared mode a virtqueue fits one 256 KiB pool segment (it
+ * is one allocation from the pool), so queueSize is at most MAX_BOUNCE_QUEUE_SIZE.
  */
 function checkBounceQueueSize(
   mode: Parsed['mode'],
@@ -840,11 +907,11 @@ function checkBounceQueueSize(
   i: number,
   issue: Report,
 ): void {
-  if (mode === 'bounce' && d.queueSize > MAX_BOUNCE_QUEUE_SIZE) {
+  if (mode !== 'direct' && d.queueSize > MAX_BOUNCE_QUEUE_SIZE) {
     issue(
       ['devices', i, 'queueSize'],
       d.queueSize,
-      `at most ${MAX_BOUNCE_QUEUE_SIZE} in bounce mode (a virtqueue must fit one 256 KiB pool segment)`,
+      `at most ${MAX_BOUNCE_QUEUE_SIZE} in ${mode} mode (a virtqueue must fit one 256 KiB pool segment)`,
     );
   }
 }
@@ -956,6 +1023,7 @@ function resolveDevice(
   id: string,
   names: Names,
   spinMicros: number,
+  fromDeviceBounce: FromDeviceBounce,
 ): DeviceConfig {
   const out: DeviceConfig = {
     id,
@@ -972,6 +1040,8 @@ function resolveDevice(
     minAlignMask: d.minAlignMask,
     serial: d.serial ?? id.slice(0, 20),
     spinMicros: d.spinMicros ?? spinMicros,
+    pollMicros: d.pollMicros,
+    fromDeviceBounce: d.fromDeviceBounce ?? fromDeviceBounce,
   };
   if (d.kind === 'file-blk') out.file = d.file ?? `${id}.img`;
   if (d.kind === 'chaos') out.chaos = { seed: DEFAULT_CHAOS_SEED, ...DEFAULT_CHAOS, ...d.chaos };
@@ -1005,7 +1075,9 @@ function resolvePool(p: ParsedPool, name: string): PoolConfig {
 function resolveConfig(c: Parsed): ServiceConfig {
   const names = namesOf(c);
   const spinMicros = defaultSpinMicrosFor(c.devices);
-  const devices = c.devices.map((d, i) => resolveDevice(d, names.devices[i]!, names, spinMicros));
+  const devices = c.devices.map((d, i) =>
+    resolveDevice(d, names.devices[i]!, names, spinMicros, c.fromDeviceBounce),
+  );
   const guests: GuestConfig[] = c.guests.map((g, i) => {
     const name = names.guests[i]!;
     const need = devices
@@ -1017,6 +1089,7 @@ function resolveConfig(c: Parsed): ServiceConfig {
   return {
     kernel: c.kernel,
     mode: c.mode,
+    fromDeviceBounce: c.fromDeviceBounce,
     logLevel: c.logLevel,
     http: c.http,
     copy: {

@@ -22,8 +22,26 @@ export interface Chain {
 
 /** What serves requests on a device thread. */
 export interface RequestHandler {
-  /** Handles one request; returns the used length (bytes written into the chain). */
+  /**
+   * Handles one request; returns the used length (bytes written into the chain,
+   * counted from its first device-writable buffer).
+   */
   handle(mem: Buffer, chain: Chain): number;
+}
+
+/**
+ * The used length of a request whose device wrote `dataWritten` bytes into its
+ * writable buffers before the status (the chain's last byte), then the status.
+ * VIRTIO 1.2 §2.7.8.2: "The device MUST write at least len bytes to descriptor,
+ * beginning at the first device-writable buffer", and len may be an
+ * underestimate. The status counts only when every writable byte before it was
+ * written; otherwise the length stops at the data written (a read the device did
+ * not fill, an error: 0), so it never claims bytes it left alone.
+ */
+function usedLength(chain: Chain, statusAt: number, dataWritten: number): number {
+  let before = 0;
+  for (let i = 0; i < statusAt; i++) if (chain.writable[i]) before += chain.lens[i]!;
+  return dataWritten === before ? dataWritten + 1 : dataWritten;
 }
 
 /** A virtio-blk device on a store. `serial` answers GET_ID (up to 20 bytes, NUL padded). */
@@ -43,7 +61,7 @@ export class BlkBackend implements RequestHandler {
     const last = chain.count - 1;
     if (last < 0 || !chain.writable[last] || chain.lens[last]! < 1) return 0;
     mem[chain.offsets[last]!] = VIRTIO_BLK_S_IOERR;
-    return 1;
+    return usedLength(chain, last, 0);
   }
 
   handle(mem: Buffer, chain: Chain): number {
@@ -54,7 +72,7 @@ export class BlkBackend implements RequestHandler {
     const statusOff = chain.offsets[statusAt]!;
     if (chain.writable[0] || chain.lens[0]! < BLK_HEADER_BYTES) {
       mem[statusOff] = VIRTIO_BLK_S_IOERR;
-      return 1;
+      return usedLength(chain, statusAt, 0);
     }
     const h = chain.offsets[0]!;
     const type = mem.readUInt32LE(h);
@@ -107,6 +125,6 @@ export class BlkBackend implements RequestHandler {
         status = VIRTIO_BLK_S_UNSUPP;
     }
     mem[statusOff] = status;
-    return written + 1;
+    return usedLength(chain, statusAt, written);
   }
 }

@@ -8,6 +8,7 @@ import {
   BLK_HEADER_BYTES,
   SECTOR_SIZE,
   VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_S_OK,
   VIRTIO_BLK_T_FLUSH,
   VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_IN,
@@ -32,18 +33,27 @@ import {
   releaseQueueMemory,
   waitForSlot,
 } from './blk-queue.js';
-import { layOutRequest, opOf, outcomeOf, statusError } from './blk-request.js';
-import { DEVICE_DEFAULTS, defaultDeviceSpinMicros } from './defaults.js';
+import { dataWritten, layOutRequest, opOf, outcomeOf, statusError } from './blk-request.js';
+import {
+  DEVICE_DEFAULTS,
+  defaultDeviceSpinMicros,
+  type FromDeviceBounce,
+  type Mode,
+} from './defaults.js';
 import { deviceWorkerData, startDeviceThread, stopDeviceThread } from './device-thread.js';
 import { FAULT_KINDS, type FaultKind, type UsedSink } from './driver-virtqueue.js';
 import { LIMITS } from './limits.js';
+import { type PoolBuffer, SharedWriteBuffer } from './shared-dma.js';
 
 export * from './blk-options.js';
+export type { PoolBuffer } from './shared-dma.js';
 
 export interface DeviceStats {
   id: string;
   kind: DeviceKind;
-  mode: 'bounce' | 'direct';
+  mode: Mode;
+  /** Bounce mode: what a read's map and unmap copy (`linux` or `used-length`). */
+  fromDeviceBounce: FromDeviceBounce;
   capacity: number;
   queues: { index: number; size: number; depth: number; inFlight: number; waiting: number }[];
   /** Requests finished, by op and outcome. */
@@ -82,7 +92,8 @@ function zeroOutcomes(): Record<Outcome, number> {
 export class BlkDriver {
   readonly id: string;
   readonly kind: DeviceKind;
-  readonly mode: 'bounce' | 'direct';
+  readonly mode: Mode;
+  readonly fromDeviceBounce: FromDeviceBounce;
   readonly capacity: number;
   readonly maxRequestBytes: number;
   readonly depth: number;
@@ -109,7 +120,13 @@ export class BlkDriver {
     inFlight: number;
   };
   private idleWaiters: (() => void)[] = [];
-  private readonly guestView: DataView;
+  /**
+   * The memory the request slots' control blocks (header, status) are in, and
+   * its first byte's address: guest memory, or the pool in shared mode.
+   */
+  private readonly ctlView: DataView;
+  private readonly ctlBytes: Uint8Array;
+  private readonly ctlBase: number;
   private readonly pollMs: number;
   private readonly recordLatency: boolean;
   /** Completion latency (seconds) of finished requests, by op; read at scrape time. */
@@ -124,7 +141,10 @@ export class BlkDriver {
     this.opts = opts;
     this.log = (ctx.log ?? NO_LOG).child({ device: opts.id });
     this.faultLimit = new RateLimit(ctx.logIntervalMs);
-    this.guestView = new DataView(ctx.guest.buffer);
+    const ctlMemory = ctx.mode === 'shared' ? ctx.pool?.share().data : ctx.guest.buffer;
+    this.ctlView = new DataView(ctlMemory ?? ctx.guest.buffer);
+    this.ctlBytes = new Uint8Array(ctlMemory ?? ctx.guest.buffer);
+    this.ctlBase = ctx.mode === 'shared' && ctx.pool ? ctx.pool.geometry.base : ctx.guest.base;
     this.pollMs = (opts.pollMicros ?? DEVICE_DEFAULTS.pollMicros) / 1000;
     this.recordLatency = opts.recordLatency ?? DEVICE_DEFAULTS.recordLatency;
     this.latency = Object.fromEntries(
@@ -133,6 +153,7 @@ export class BlkDriver {
     this.id = opts.id;
     this.kind = opts.kind;
     this.mode = ctx.mode;
+    this.fromDeviceBounce = opts.fromDeviceBounce ?? DEVICE_DEFAULTS.fromDeviceBounce;
     if (!DEVICE_KINDS.includes(opts.kind)) {
       throw new MediatorError(
         'MEDIATOR_BAD_CONFIG',
@@ -163,8 +184,14 @@ export class BlkDriver {
         `device ${opts.id}: queues must be from ${minQueues} to ${maxQueues}`,
       );
     }
-    if (ctx.mode === 'bounce' && (!ctx.pool || !ctx.engine || !ctx.gate)) {
-      throw new MediatorError('MEDIATOR_BAD_CONFIG', `device ${opts.id}: bounce mode needs a pool`);
+    if (
+      ctx.mode !== 'direct' &&
+      (!ctx.pool || !ctx.gate || (ctx.mode === 'bounce' && !ctx.engine))
+    ) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${opts.id}: ${ctx.mode} mode needs a pool`,
+      );
     }
     const layout = deviceGuestLayout(
       {
@@ -200,7 +227,12 @@ export class BlkDriver {
     this.sweeper.unref();
   }
 
-  /** Reads `length` bytes at `sector`; returns a copy of them (or nothing with `copyOut: false`). */
+  /**
+   * Reads `length` bytes at `sector`; returns a copy of them (or nothing with
+   * `copyOut: false`). The copy holds the bytes the device's used length says it
+   * wrote, zeros past them (VIRTIO 1.2 §2.7.8.3: the driver makes no assumption
+   * about the rest): a slot's buffer never hands one caller's old data to another.
+   */
   async read(
     sector: number,
     length: number,
@@ -211,10 +243,9 @@ export class BlkDriver {
       await this.submit(VIRTIO_BLK_T_IN, sector, length, queue);
       return undefined;
     }
-    let out: Buffer | undefined;
-    await this.submit(VIRTIO_BLK_T_IN, sector, length, queue, undefined, (view) => {
-      out = Buffer.from(view);
-    });
+    this.checkLength('read', length); // before the buffer is made for it
+    const out = Buffer.allocUnsafe(length);
+    await this.submit(VIRTIO_BLK_T_IN, sector, length, queue, undefined, out);
     return out;
   }
 
@@ -236,12 +267,78 @@ export class BlkDriver {
 
   /** VIRTIO_BLK_T_GET_ID: the device's serial. */
   async getId(queue?: number): Promise<string> {
-    let id = '';
-    await this.submit(VIRTIO_BLK_T_GET_ID, 0, VIRTIO_BLK_ID_BYTES, queue, undefined, (view) => {
-      const end = view.indexOf(0);
-      id = Buffer.from(view.subarray(0, end < 0 ? view.length : end)).toString('latin1');
-    });
-    return id;
+    // Parsed from a private copy: the pool is read once (shared mode).
+    const out = Buffer.allocUnsafe(VIRTIO_BLK_ID_BYTES);
+    await this.submit(VIRTIO_BLK_T_GET_ID, 0, VIRTIO_BLK_ID_BYTES, queue, undefined, out);
+    const end = out.indexOf(0);
+    return out.subarray(0, end < 0 ? out.length : end).toString('latin1');
+  }
+
+  /**
+   * Shared mode: allocates pool buffers for a write of `length` bytes (waiting at
+   * the pool's back-pressure gate like any request), for the caller to fill and
+   * hand to {@link writeBuffer}; the caller must release() them if it does not.
+   * @throws MEDIATOR_BAD_CONFIG outside shared mode; BLK_BAD_LENGTH,
+   *   MEDIATOR_REQUEST_TOO_LARGE, and what the gate throws (pool full, closing)
+   */
+  async allocBuffer(length: number, queue?: number): Promise<PoolBuffer> {
+    const q = this.pickQueue(queue);
+    const shared = q.shared;
+    if (shared === undefined) {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${this.id}: pool buffers exist in shared mode only (this device is in ${this.mode} mode)`,
+      );
+    }
+    if (this.closing) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
+    this.checkLength('write', length);
+    if (length === 0) {
+      throw new MediatorError(
+        'BLK_BAD_LENGTH',
+        `device ${this.id}: a pool buffer holds at least one sector`,
+        {
+          length,
+        },
+      );
+    }
+    // Under the requeue policy, buffers taken before their request has a queue wait
+    // in a line of the device's own (the gate's key when no queue is named).
+    const buf = new SharedWriteBuffer(shared, length, this.segmentBytes, () =>
+      this.ctx.gate!.released(this.id),
+    );
+    const admitted = this.ctx.gate!.admit(
+      () => buf.allocate(),
+      () => this.ctx.pool!.fullError(buf.paddedBytes()),
+      this.id,
+    );
+    if (admitted) await admitted;
+    return buf;
+  }
+
+  /**
+   * Shared mode: writes a buffer from {@link allocBuffer} at `sector`; the
+   * request takes the buffer over (and frees it when it completes, or fails).
+   */
+  async writeBuffer(sector: number, buffer: PoolBuffer, queue?: number): Promise<void> {
+    if (!(buffer instanceof SharedWriteBuffer) || buffer.state !== 'held') {
+      throw new MediatorError(
+        'MEDIATOR_BAD_CONFIG',
+        `device ${this.id}: writeBuffer takes a buffer from allocBuffer, once`,
+      );
+    }
+    try {
+      await this.submit(
+        VIRTIO_BLK_T_OUT,
+        sector,
+        buffer.length,
+        queue,
+        undefined,
+        undefined,
+        buffer,
+      );
+    } finally {
+      buffer.release();
+    }
   }
 
   /** Resolves when every queue's device thread is serving. */
@@ -270,6 +367,7 @@ export class BlkDriver {
       id: this.id,
       kind: this.kind,
       mode: this.mode,
+      fromDeviceBounce: this.fromDeviceBounce,
       capacity: this.capacity,
       queues: this.queues.map((q) => ({
         index: q.index,
@@ -337,23 +435,8 @@ export class BlkDriver {
   // The request pipeline
   // ---------------------------------------------------------------------------
 
-  private async submit(
-    type: number,
-    sector: number,
-    length: number,
-    queueIndex: number | undefined,
-    data?: Uint8Array,
-    onData?: (view: Uint8Array) => void,
-  ): Promise<void> {
-    const op: BlkOp = opOf(type);
-    if (this.closing) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
-    if (!Number.isSafeInteger(sector) || sector < 0) {
-      throw new MediatorError(
-        'BLK_BAD_SECTOR',
-        `device ${this.id}: sector ${String(sector)} must be a non-negative integer`,
-        { sector },
-      );
-    }
+  /** BLK_BAD_LENGTH or MEDIATOR_REQUEST_TOO_LARGE unless a request of `op` may move `length` bytes. */
+  private checkLength(op: BlkOp, length: number): void {
     if (
       !Number.isSafeInteger(length) ||
       length < 0 ||
@@ -372,6 +455,32 @@ export class BlkDriver {
         { length, limit: this.maxRequestBytes },
       );
     }
+  }
+
+  /**
+   * One request: `data` is a write's payload (absent: whatever the buffer holds,
+   * a synthetic I/O), `out` receives a read's data, `buffer` is a shared-mode
+   * write's pool buffer, filled already.
+   */
+  private async submit(
+    type: number,
+    sector: number,
+    length: number,
+    queueIndex: number | undefined,
+    data?: Uint8Array,
+    out?: Uint8Array,
+    buffer?: SharedWriteBuffer,
+  ): Promise<void> {
+    const op: BlkOp = opOf(type);
+    if (this.closing) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
+    if (!Number.isSafeInteger(sector) || sector < 0) {
+      throw new MediatorError(
+        'BLK_BAD_SECTOR',
+        `device ${this.id}: sector ${String(sector)} must be a non-negative integer`,
+        { sector },
+      );
+    }
+    this.checkLength(op, length);
     const q = this.pickQueue(queueIndex);
     const slot = q.freeSlots.pop() ?? (await waitForSlot(q));
     if (slot < 0) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
@@ -381,13 +490,8 @@ export class BlkDriver {
     this.counters.inFlight++;
     let outcome: Outcome = 'error';
     try {
-      await this.execute(q, req, type, sector, length, data, started);
+      await this.execute(q, req, type, sector, length, started, data, out, buffer);
       outcome = 'ok';
-      const guest = this.ctx.guest;
-      if (onData) {
-        const off = req.dataAddr - guest.base;
-        onData(guest.bytes.subarray(off, off + length));
-      }
       if (op === 'read') this.counters.bytesRead += length;
       if (op === 'write') this.counters.bytesWritten += length;
     } catch (err) {
@@ -405,43 +509,26 @@ export class BlkDriver {
     }
   }
 
+  /**
+   * Places and fills the request's buffers (mode by mode), submits its chain,
+   * awaits and validates its completion, hands the data back and checks the status.
+   */
   private async execute(
     q: BlkQueue,
     req: RequestSlot,
     type: number,
     sector: number,
     length: number,
-    data: Uint8Array | undefined,
     started: number,
+    data: Uint8Array | undefined,
+    out: Uint8Array | undefined,
+    buffer: SharedWriteBuffer | undefined,
   ): Promise<void> {
-    const guest = this.ctx.guest;
     // The device's clock for this request: from its slot, or from when it got pool
     // slots if it had to wait for them (so back-pressure never reads as a timeout).
-    let since = started;
-    layOutRequest(this.guestView, guest.base, req, type, sector, length, this.segmentBytes);
-    if (data) guest.bytes.set(data, req.dataAddr - guest.base);
+    const since = await this.placeBuffers(q, req, type, sector, length, started, data, buffer);
     const n = req.n;
     const b = req.batch;
-
-    const dma = q.dma;
-    if (this.mode === 'bounce') {
-      const gate = this.ctx.gate!;
-      const admitted = gate.admit(req.place, req.fullError, this.id, q);
-      if (admitted) {
-        await admitted;
-        since = performance.now();
-      }
-      try {
-        const copying = dma.copyIn(n, b);
-        if (copying) await copying;
-      } catch (err) {
-        const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
-        if (releasing) await releasing;
-        throw err;
-      }
-    } else {
-      dma.tryPlace(n, b);
-    }
 
     let usedLen: number;
     try {
@@ -464,17 +551,37 @@ export class BlkDriver {
       // Timed out: the device may still write into these slots, so they stay
       // mapped until reset() has stopped the device thread.
       if (!req.quarantined) {
-        const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+        const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC, 0);
         if (releasing) await releasing;
       }
       throw err;
     }
     req.complete = undefined;
     req.fail = undefined;
-    void usedLen; // buffers are copied back whole, as swiotlb does; the length was validated
-    const releasing = this.releaseBuffers(q, req, 0);
-    if (releasing) await releasing;
-    const status = guest.bytes[req.ctlAddr - guest.base + BLK_HEADER_BYTES]!;
+    const statusAt = req.ctlAddr - this.ctlBase + BLK_HEADER_BYTES;
+    let status: number;
+    if (q.shared) {
+      // The device can still change these bytes: read the status once, copy the
+      // data out once, then free the buffers; nothing is read from the pool again.
+      status = this.ctlBytes[statusAt]!;
+      if (out && status === VIRTIO_BLK_S_OK) {
+        q.shared.copyOut(n, b, 1, out, dataWritten(length, usedLen));
+      }
+      this.releaseBuffers(q, req, 0, usedLen);
+    } else {
+      // Bounce: unmap (copies back what the device wrote, by the fromDevice rule);
+      // direct: nothing to unmap.
+      const releasing = this.releaseBuffers(q, req, 0, usedLen);
+      if (releasing) await releasing;
+      status = this.ctlBytes[statusAt]!;
+      if (out && status === VIRTIO_BLK_S_OK) {
+        const guest = this.ctx.guest;
+        const off = req.dataAddr - guest.base;
+        const bytes = dataWritten(length, usedLen);
+        out.set(guest.bytes.subarray(off, off + bytes));
+        if (bytes < out.length) out.fill(0, bytes);
+      }
+    }
     const failed = statusError(status, this.id, type, sector, length);
     if (failed === undefined) return;
     if (failed.code === 'MEDIATOR_DEVICE_FAULT') {
@@ -485,13 +592,80 @@ export class BlkDriver {
   }
 
   /**
+   * Lays the request out and gets its buffers to the device: direct mode hands
+   * over guest addresses; bounce mode places the buffers in the pool (through the
+   * back-pressure gate) and makes the map copies; shared mode allocates the data
+   * in the pool (through the gate) and writes the payload there, or takes over
+   * a pool buffer the caller filled. Returns the time the device's clock starts.
+   */
+  private async placeBuffers(
+    q: BlkQueue,
+    req: RequestSlot,
+    type: number,
+    sector: number,
+    length: number,
+    started: number,
+    data: Uint8Array | undefined,
+    buffer: SharedWriteBuffer | undefined,
+  ): Promise<number> {
+    const guest = this.ctx.guest;
+    const shared = q.shared;
+    layOutRequest(
+      this.ctlView,
+      this.ctlBase,
+      req,
+      type,
+      sector,
+      length,
+      this.segmentBytes,
+      shared ? -1 : req.dataAddr,
+    );
+    const n = req.n;
+    const b = req.batch;
+    if (data && !shared) guest.bytes.set(data, req.dataAddr - guest.base);
+    if (this.mode === 'direct') {
+      q.dma.tryPlace(n, b);
+      return started;
+    }
+    if (buffer) {
+      buffer.handOver(b, 1, n - 1);
+      q.dma.tryPlace(n, b);
+      return started;
+    }
+    let since = started;
+    const admitted = this.ctx.gate!.admit(req.place, req.fullError, this.id, q);
+    if (admitted) {
+      await admitted;
+      since = performance.now();
+    }
+    if (shared) {
+      if (data) shared.fill(n, b, 1, data);
+      return since;
+    }
+    try {
+      const copying = q.dma.copyIn(n, b);
+      if (copying) await copying;
+    } catch (err) {
+      const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC, 0);
+      if (releasing) await releasing;
+      throw err;
+    }
+    return since;
+  }
+
+  /**
    * Unmaps a request's buffers and tells the back-pressure gate; a promise only
    * when a copy back went to a worker (no promise and no microtask hop otherwise).
    */
-  private releaseBuffers(q: BlkQueue, req: RequestSlot, attrs: number): Promise<void> | undefined {
+  private releaseBuffers(
+    q: BlkQueue,
+    req: RequestSlot,
+    attrs: number,
+    usedLen: number,
+  ): Promise<void> | undefined {
     let pending: Promise<void> | undefined;
     try {
-      pending = q.dma.release(req.n, req.batch, attrs);
+      pending = q.dma.release(req.n, req.batch, attrs, usedLen);
     } catch (err) {
       this.ctx.gate?.released(q);
       throw err;
@@ -528,15 +702,33 @@ export class BlkDriver {
   }
 
   /**
-   * Publishes the chains added during this turn of the event loop with one avail
-   * index update and at most one doorbell: the completions of one batch start
-   * the next requests in the same microtask run, so they reach the device together
-   * (as virtio drivers batch with notification suppression).
+   * Publishes the chains added in this microtask run with one avail index update:
+   * the completions of one batch start the next requests in the same run, so they
+   * reach the device together (as virtio drivers batch with notification
+   * suppression). A device that polls sees them at once.
    */
   private schedulePublish(q: BlkQueue): void {
     if (q.publishScheduled) return;
     q.publishScheduled = true;
     queueMicrotask(q.publishNow);
+  }
+
+  /**
+   * Wakes a sleeping device once per event-loop turn, when the turn ends, not
+   * once per request: by the rearm due then when this thread polls for
+   * completions, else by an immediate of its own. A wake-up is a futex call that
+   * costs this thread several microseconds in a VM (an IPI to the device's idle
+   * vCPU), and a busy HTTP server handles one request per readable socket,
+   * several in a turn: woken at each, the device polled for the next one for
+   * spinMicros, slept again before it came, and cost a wake-up per request
+   * (docs/performance.md, "The HTTP path"). Deferred to the turn's end, the
+   * requests lose little: this thread reaps completions only between turns
+   * anyway, and a lone request's turn ends right after it.
+   */
+  private ring(q: BlkQueue): void {
+    if (q.ringDue) return;
+    q.ringDue = true;
+    if (!q.pollPending) setImmediate(q.ringNow);
   }
 
   /** Completes what the device finished and, while requests remain, waits for more. */
@@ -550,6 +742,7 @@ export class BlkDriver {
     // next event-loop turn, which costs less than a wake-up through waitAsync;
     // once the queue has been quiet for pollMicros, sleep until the device notifies.
     if (now - q.lastCompletion < this.pollMs) {
+      q.pollPending = true;
       setImmediate(q.rearm);
       return;
     }
@@ -676,7 +869,7 @@ export class BlkDriver {
   private releaseQuarantined(q: BlkQueue, req: RequestSlot): Promise<void> {
     let pending: Promise<void> | undefined;
     try {
-      pending = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC);
+      pending = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC, 0);
     } catch {
       // the request failed already; its slots are what matters here
     }
@@ -722,16 +915,24 @@ export class BlkDriver {
       depth: this.depth,
       maxRequestBytes: this.maxRequestBytes,
       maxDescs: this.maxDescs,
+      fromDeviceBounce: this.fromDeviceBounce,
     });
     q.sink = this.makeSink(q);
+    q.ringNow = () => {
+      if (!q.ringDue) return; // a rearm rang it first
+      q.ringDue = false;
+      q.vq.ring();
+    };
     q.rearm = () => {
       q.armed = false;
+      q.pollPending = false;
+      q.ringNow();
       q.vq.endWait();
       this.arm(q);
     };
     q.publishNow = () => {
       q.publishScheduled = false;
-      q.vq.publish();
+      if (q.vq.publish()) this.ring(q);
       this.arm(q);
     };
     q.worker = this.startWorker(q);

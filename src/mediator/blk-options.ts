@@ -6,6 +6,7 @@ import { SECTOR_SIZE } from '../virtio/blk-format.js';
 import type { ChaosOptions, DeviceKind } from '../virtio/device-spec.js';
 import { virtqueueBytes } from '../virtio/virtqueue-layout.js';
 import type { CopyEngine } from '../workers/copy-engine.js';
+import type { FromDeviceBounce, Mode } from './defaults.js';
 import type { GuestMemory } from './guest-memory.js';
 import type { PoolGate } from './pool-gate.js';
 
@@ -85,13 +86,25 @@ export interface BlkDriverOptions {
    * counts the queues of all its devices)
    */
   spinMicros?: number;
+  /**
+   * Bounce mode: what the map and unmap of a DMA_FROM_DEVICE buffer (a read's
+   * data) copy. `linux`: the map copies the guest buffer in, the unmap copies the
+   * whole buffer back (swiotlb_tbl_map_single()); `used-length`: nothing is copied
+   * in and only the bytes the device's used length says it wrote come back (see
+   * BounceDma in dma.ts). Other modes do not bounce and ignore it.
+   * @default 'linux'
+   */
+  fromDeviceBounce?: FromDeviceBounce;
 }
 
-/** Where the device's buffers go: the bounce path or direct. */
+/** Where the device's buffers go: bounced, direct, or allocated in the pool (shared). */
 export interface DeviceContext {
-  mode: 'bounce' | 'direct';
+  mode: Mode;
   guest: GuestMemory;
-  /** bounce: the pool the device sees, its gate, and the copy engine with both registered. */
+  /**
+   * bounce and shared: the pool the device sees and its gate; bounce: the copy
+   * engine with the pool and the guest registered.
+   */
   pool?: SwiotlbPool;
   gate?: PoolGate;
   engine?: CopyEngine;
@@ -145,15 +158,15 @@ export interface DeviceShape {
 
 /**
  * The descriptor chain of the device's largest request: its data is split in
- * segments of at most the max mapping size (bounce mode: maxMappingSize() of the
- * device's min_align_mask, in whole sectors; direct mode: one segment), and the
- * chain is header + segments + status.
+ * segments of at most the max mapping size (bounce and shared mode: maxMappingSize()
+ * of the device's min_align_mask, in whole sectors; direct mode: one segment), and
+ * the chain is header + segments + status.
  */
 export function requestChain(
   d: Pick<DeviceShape, 'maxRequestBytes' | 'minAlignMask'>,
-  mode: 'bounce' | 'direct',
+  mode: Mode,
 ): { segmentBytes: number; maxDescs: number } {
-  const maxMap = mode === 'bounce' ? maxMappingSize(d.minAlignMask) : d.maxRequestBytes;
+  const maxMap = mode === 'direct' ? d.maxRequestBytes : maxMappingSize(d.minAlignMask);
   const segmentBytes = Math.floor(maxMap / SECTOR_SIZE) * SECTOR_SIZE;
   return { segmentBytes, maxDescs: 2 + Math.ceil(d.maxRequestBytes / segmentBytes) };
 }
@@ -165,18 +178,21 @@ export function requestChain(
  * - queue depth is capped so that every chain fits in the queue;
  * - per queue, guest memory holds REQUEST_CTL_BYTES of header and status per request
  *   slot, one data buffer of maxRequestBytes per slot, and (direct mode) the
- *   virtqueue itself, each reservation 4 KiB aligned.
+ *   virtqueue itself, each reservation 4 KiB aligned; in shared mode, nothing
+ *   (headers, data and queue are in the pool).
  */
 export function deviceGuestLayout(
   d: DeviceShape,
-  mode: 'bounce' | 'direct',
+  mode: Mode,
 ): { segmentBytes: number; maxDescs: number; depth: number; bytesPerQueue: number; bytes: number } {
   const { segmentBytes, maxDescs } = requestChain(d, mode);
   const depth = Math.max(1, Math.min(d.depth, Math.floor(d.queueSize / maxDescs)));
   const page = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
   const bytesPerQueue =
-    page(depth * REQUEST_CTL_BYTES) +
-    page(depth * d.maxRequestBytes) +
-    (mode === 'direct' ? page(virtqueueBytes(d.queueSize)) : 0);
+    mode === 'shared'
+      ? 0
+      : page(depth * REQUEST_CTL_BYTES) +
+        page(depth * d.maxRequestBytes) +
+        (mode === 'direct' ? page(virtqueueBytes(d.queueSize)) : 0);
   return { segmentBytes, maxDescs, depth, bytesPerQueue, bytes: bytesPerQueue * d.queues };
 }

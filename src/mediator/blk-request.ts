@@ -34,27 +34,34 @@ export function opOf(type: number): BlkOp {
         : 'get_id';
 }
 
+/** The byte the driver presets the status to: no virtio-blk status, so a device that never writes it is caught. */
+export const STATUS_PRESET = 0xff;
+
 /**
- * Writes the request header into guest memory, presets the status byte to a value
- * no device sends (so a device that never writes it is caught), and lists the
- * chain's buffers in the slot's batch: guest addresses, sizes, DMA directions, and
- * which ones the device writes.
+ * Writes the request header where the slot's control block lies (`view` is the
+ * memory it is in, whose first byte is at address `base`: guest memory, or the
+ * pool in shared mode), presets the status byte to {@link STATUS_PRESET}, and
+ * lists the chain's buffers in the slot's batch: addresses, sizes, DMA
+ * directions, presets, and which ones the device writes. Data segments start at
+ * `dataAddr`; -1 leaves them to be allocated (shared mode: tryPlace allocates
+ * each in the pool).
  */
 export function layOutRequest(
   view: DataView,
-  guestBase: number,
+  base: number,
   req: RequestSlot,
   type: number,
   sector: number,
   length: number,
   segmentBytes: number,
+  dataAddr: number,
 ): void {
-  const ctl = req.ctlAddr - guestBase;
+  const ctl = req.ctlAddr - base;
   view.setUint32(ctl, type, true);
   view.setUint32(ctl + 4, 0, true);
   view.setUint32(ctl + 8, sector % 2 ** 32, true);
   view.setUint32(ctl + 12, Math.floor(sector / 2 ** 32), true);
-  view.setUint8(ctl + BLK_HEADER_BYTES, 0xff);
+  view.setUint8(ctl + BLK_HEADER_BYTES, STATUS_PRESET);
 
   const b = req.batch;
   const dataDir = type === VIRTIO_BLK_T_OUT ? DmaDirection.TO_DEVICE : DmaDirection.FROM_DEVICE;
@@ -62,18 +69,31 @@ export function layOutRequest(
   b.addrs[n] = req.ctlAddr;
   b.sizes[n] = BLK_HEADER_BYTES;
   b.dirs[n] = DmaDirection.TO_DEVICE;
+  b.presets[n] = -1;
   req.writes[n++] = 0;
   for (let off = 0; off < length; off += segmentBytes) {
-    b.addrs[n] = req.dataAddr + off;
+    b.addrs[n] = dataAddr < 0 ? -1 : dataAddr + off;
     b.sizes[n] = Math.min(segmentBytes, length - off);
     b.dirs[n] = dataDir;
+    b.presets[n] = -1;
     req.writes[n++] = dataDir === DmaDirection.FROM_DEVICE ? 1 : 0;
   }
   b.addrs[n] = req.ctlAddr + BLK_HEADER_BYTES;
   b.sizes[n] = 1;
   b.dirs[n] = DmaDirection.FROM_DEVICE;
+  b.presets[n] = STATUS_PRESET;
   req.writes[n++] = 1;
   req.n = n;
+}
+
+/**
+ * Bytes of a request's data that the device wrote, by its used length: the data
+ * buffers are the chain's first device-writable buffers (VIRTIO 1.2 §2.7.8.2:
+ * len counts from the first device-writable buffer), so the first
+ * min(length, usedLen) bytes. The driver hands back no byte past it.
+ */
+export function dataWritten(length: number, usedLen: number): number {
+  return Math.max(0, Math.min(length, usedLen));
 }
 
 /**

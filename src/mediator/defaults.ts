@@ -24,8 +24,33 @@ export {
   defaultSplitThreshold,
 } from '../workers/copy-defaults.js';
 
+/**
+ * How the guest hands its I/O buffers to devices:
+ * - `bounce` isolates: buffers stay in guest memory and are bounced through the
+ *   pool (Linux's swiotlb);
+ * - `direct` is the baseline without isolation: devices are handed guest memory;
+ * - `shared` allocates each request's buffers in the pool itself (a driver
+ *   allocating from a restricted DMA pool): no bounce copies, but the device sees
+ *   those buffers, and can change them, while the request is in flight.
+ */
+export const MODES = ['bounce', 'direct', 'shared'] as const;
+export type Mode = (typeof MODES)[number];
+
 /** `bounce` isolates; `direct` is the baseline without isolation. */
-export const DEFAULT_MODE = 'bounce' as const;
+export const DEFAULT_MODE = 'bounce' as const satisfies Mode;
+
+/**
+ * What a bounce-mode map and unmap copy for a DMA_FROM_DEVICE buffer (a read):
+ * - `linux`: as swiotlb_tbl_map_single() (kernel/dma/swiotlb.c, 6.10): the
+ *   map copies the guest buffer into the slots for every direction, and the unmap
+ *   copies the whole buffer back;
+ * - `used-length`: the map copies nothing in (no guest byte reaches the device),
+ *   and the unmap copies back only the bytes the device's used length says it
+ *   wrote (VIRTIO 1.2 §2.7.8.2), as virtio-net's premapped receive path syncs
+ *   only the received length. Rules and reasoning: BounceDma in dma.ts.
+ */
+export const FROM_DEVICE_BOUNCES = ['linux', 'used-length'] as const;
+export type FromDeviceBounce = (typeof FROM_DEVICE_BOUNCES)[number];
 
 /** A pool: Linux's default size (IO_TLB_DEFAULT_SIZE, 64 MiB) at guest-physical 0. */
 export const POOL_DEFAULTS = {
@@ -120,6 +145,8 @@ export const DEVICE_DEFAULTS = {
   pollMicros: 200,
   /** Record each request's latency for the metrics. */
   recordLatency: true,
+  /** Bounce mode: Linux's copies for DMA_FROM_DEVICE buffers (map copies in, unmap copies all back). */
+  fromDeviceBounce: 'linux',
 } as const satisfies {
   capacity: number;
   queues: number;
@@ -131,6 +158,7 @@ export const DEVICE_DEFAULTS = {
   minAlignMask: number;
   pollMicros: number;
   recordLatency: boolean;
+  fromDeviceBounce: FromDeviceBounce;
 };
 
 /** Device threads a process runs for `devices`: one per queue, all devices together. */

@@ -8,6 +8,7 @@ import {
 import { syncForCpuCopies, syncForDeviceCopies, unmapCopies } from '../swiotlb/dma-rules.js';
 import type { SgEntry, SwiotlbPool } from '../swiotlb/pool.js';
 import type { CopyEngine } from '../workers/copy-engine.js';
+import type { FromDeviceBounce } from './defaults.js';
 import type { GuestMemory } from './guest-memory.js';
 
 /**
@@ -18,7 +19,7 @@ import type { GuestMemory } from './guest-memory.js';
  *   the device address is the bounce address;
  * - direct: no isolation, no pool, no copy; the device address is the guest address.
  */
-export interface GuestDma {
+export interface GuestDma extends BatchDma {
   readonly mode: 'bounce' | 'direct';
   readonly guest: GuestMemory;
   /** The largest buffer one mapping can take (dma_max_mapping_size()). */
@@ -34,19 +35,27 @@ export interface GuestDma {
     dir: DmaDirection,
     attrs?: number,
   ): Promise<void>;
+}
+
+/** The request pipeline's path through a DMA layer: a batch of buffers per request. */
+export interface BatchDma {
+  readonly mode: 'bounce' | 'direct' | 'shared';
   /**
-   * The pipeline's path (no allocation beyond the caller's arrays): places the `n`
-   * buffers all at once or none (returns false when the pool is full, having
-   * placed nothing), writing the device addresses to `out`. No copies yet.
+   * Places the `n` buffers all at once or none (returns false when the pool is
+   * full, having placed nothing), writing the device addresses to `out`. No
+   * copies yet; no allocation beyond the caller's arrays.
    */
   tryPlace(n: number, b: DmaBatch): boolean;
   /** The map copies of a placed batch; undefined when already done inline. */
   copyIn(n: number, b: DmaBatch): Promise<unknown> | undefined;
   /**
-   * Unmaps a placed batch: copies back what Linux copies back (unless `attrs` has
-   * SKIP_CPU_SYNC), then frees every buffer, even when a copy fails.
+   * Unmaps a placed batch: copies back what the mapping's rules copy back (unless
+   * `attrs` has SKIP_CPU_SYNC), then frees every buffer, even when a copy fails.
+   * `usedLen` is the device's used length for the chain the batch is (read once
+   * and validated against its device-writable bytes); only `used-length`
+   * bouncing reads it, and copies back nothing but presets without it.
    */
-  release(n: number, b: DmaBatch, attrs: number): Promise<void> | undefined;
+  release(n: number, b: DmaBatch, attrs: number, usedLen?: number): Promise<void> | undefined;
 }
 
 /** A request's buffers, in preallocated arrays reused from request to request. */
@@ -59,6 +68,20 @@ export interface DmaBatch {
   out: Float64Array;
   /** Scratch for release(). */
   heads: Int32Array;
+  /**
+   * Per buffer: -1, or a byte value (0-255) the driver preset the buffer to, a
+   * value no device sends (the virtio-blk status byte). Under `used-length`
+   * bouncing such a DMA_FROM_DEVICE buffer is filled with it in the pool instead
+   * of copied in, and read back whole whatever the used length (the driver
+   * validates its value).
+   */
+  presets: Int16Array;
+  /**
+   * Shared mode: 1 where the buffer was allocated in the pool for this request
+   * (by tryPlace, or handed over with a pool buffer the caller filled); release()
+   * frees exactly these. 0 elsewhere, and in the other modes.
+   */
+  allocated: Uint8Array;
 }
 
 export function createBatch(capacity: number): DmaBatch {
@@ -68,6 +91,8 @@ export function createBatch(capacity: number): DmaBatch {
     dirs: new Uint8Array(capacity),
     out: new Float64Array(capacity),
     heads: new Int32Array(capacity),
+    presets: new Int16Array(capacity).fill(-1),
+    allocated: new Uint8Array(capacity),
   };
 }
 
@@ -93,6 +118,15 @@ export interface BounceDmaOptions {
    * @default the guest's region id in the copy engine
    */
   owner?: number;
+  /**
+   * What the batch path (tryPlace, copyIn, release) copies for a DMA_FROM_DEVICE
+   * buffer: `linux` (copy in at map, the whole buffer back at unmap) or
+   * `used-length` (nothing in, the used length back). The single-buffer calls
+   * (mapSingle, unmapSingle, the syncs) always follow Linux: they know no used
+   * length.
+   * @default 'linux'
+   */
+  fromDevice?: FromDeviceBounce;
 }
 
 /** What a bounce-mode DMA user needs: its guest and pool registered with one engine. */
@@ -104,6 +138,42 @@ export interface BounceContext {
   engine: CopyEngine;
 }
 
+/**
+ * Bounce mode. For DMA_FROM_DEVICE buffers the batch path follows one of two rules
+ * (option `fromDevice`):
+ *
+ * `linux`: swiotlb_tbl_map_single() copies the original buffer into the slots for
+ * every direction; kernel/dma/swiotlb.c (6.10) says why: "When the device is
+ * writing memory, i.e. dir == DMA_FROM_DEVICE, copy the original buffer to the TLB
+ * buffer before initiating DMA in order to preserve the original's data if the
+ * device does a partial write, i.e. if the device doesn't overwrite the entire
+ * buffer." (The comment it replaced, from the rework of the fix for CVE-2022-0854:
+ * "we could omit the copy from the orig to the tlb buffer, if we knew for sure the
+ * device will overwrite the entire current content. But we don't. Thus
+ * unconditional bounce may prevent leaking swiotlb content (i.e. kernel memory) to
+ * user-space.") The unmap copies the whole buffer back. The price: the
+ * device sees the old contents of every read buffer, and a read is copied three
+ * times.
+ *
+ * `used-length`: a virtio device says how much it wrote. VIRTIO 1.2 §2.7.8.2: "The
+ * device MUST write at least len bytes to descriptor, beginning at the first
+ * device-writable buffer" (len is allowed to be an underestimate); §2.7.8.3: "The
+ * driver MUST NOT make assumptions about data in device-writable buffers beyond the
+ * first len bytes". So the map copies nothing in, and the unmap copies back, of the
+ * chain's device-writable buffers in order, only the first `usedLen` bytes (the
+ * used length was validated against those buffers' total by the virtqueue). Both
+ * of Linux's reasons hold without the copy-in:
+ * - bytes the device did not write are not copied back, so they keep the guest's
+ *   data (not clobbered, and no stale pool byte reaches the guest);
+ * - bytes it says it wrote come back from the pool. A device that claims bytes it
+ *   did not write breaks the MUST above; what it hands back then is pool content,
+ *   which the device could read, and so could have written itself: a fill of the
+ *   slots would protect nothing against it, so none is made (and none is paid).
+ * The only bytes filled are presets (DmaBatch.presets: the virtio-blk status byte,
+ * which the driver reads whatever the used length, as Linux's virtio_blk does), so
+ * that a device that never writes its status cannot leave a stale "OK" there.
+ * No guest byte reaches the device through a read buffer.
+ */
 export class BounceDma implements GuestDma {
   readonly mode = 'bounce' as const;
   readonly guest: GuestMemory;
@@ -117,6 +187,8 @@ export class BounceDma implements GuestDma {
     area: number;
     owner: number;
   };
+  /** `used-length` bouncing of DMA_FROM_DEVICE buffers (see the class comment). */
+  private readonly usedLength: boolean;
 
   constructor(ctx: BounceContext, opts: BounceDmaOptions = {}) {
     this.guest = ctx.guest;
@@ -130,6 +202,7 @@ export class BounceDma implements GuestDma {
       area: opts.area ?? ctx.pool.area,
       owner: opts.owner ?? ctx.guestRegion,
     };
+    this.usedLength = (opts.fromDevice ?? 'linux') === 'used-length';
     const g = this.guest;
     const p = this.pool.geometry;
     if (g.base < p.base + p.bytes && p.base < g.base + g.size) {
@@ -263,6 +336,14 @@ export class BounceDma implements GuestDma {
   copyIn(n: number, b: DmaBatch): Promise<unknown> | undefined {
     let pending: Promise<void>[] | undefined;
     for (let i = 0; i < n; i++) {
+      if (this.usedLength && b.dirs[i] === Dir.FROM_DEVICE) {
+        const preset = b.presets[i]!;
+        if (preset >= 0) {
+          const off = this.pool.offsetOf(b.out[i]!);
+          this.pool.data.fill(preset, off, off + b.sizes[i]!);
+        }
+        continue;
+      }
       const p = this.engine.copy(
         Dir.TO_DEVICE,
         this.guestRegion,
@@ -279,18 +360,29 @@ export class BounceDma implements GuestDma {
     return pending === undefined ? undefined : Promise.all(pending);
   }
 
-  release(n: number, b: DmaBatch, attrs: number): Promise<void> | undefined {
+  release(n: number, b: DmaBatch, attrs: number, usedLen = 0): Promise<void> | undefined {
     const owner = this.mapOpts.owner;
     let pending: Promise<void>[] | undefined;
     let firstError: unknown;
     const heads = b.heads;
     let begun = 0;
+    // used-length: what the device says it wrote, spread over the chain's
+    // device-writable buffers in order (every buffer that unmapCopies names).
+    let unwritten = usedLen;
     for (let i = 0; i < n; i++) {
       const dir = b.dirs[i] as DmaDirection;
       const tlb = b.out[i]!;
-      const head = this.pool.beginUnmap(tlb, b.sizes[i]!, dir, owner);
+      const size = b.sizes[i]!;
+      const head = this.pool.beginUnmap(tlb, size, dir, owner);
       heads[begun++] = head;
       if (!unmapCopies(dir, attrs)) continue;
+      let bytes = size;
+      if (this.usedLength) {
+        const written = Math.max(0, Math.min(size, unwritten));
+        unwritten -= written;
+        if (dir === Dir.FROM_DEVICE && b.presets[i]! < 0) bytes = written;
+      }
+      if (bytes === 0) continue;
       try {
         const p = this.engine.copy(
           Dir.FROM_DEVICE,
@@ -298,7 +390,7 @@ export class BounceDma implements GuestDma {
           this.pool.mappedOrigAddr(head) - this.guest.base,
           this.poolRegion,
           this.pool.offsetOf(tlb),
-          b.sizes[i]!,
+          bytes,
         );
         if (p) {
           pending ??= [];

@@ -153,12 +153,25 @@ export class GuestVirtqueue {
     return head;
   }
 
-  /** Makes added chains visible to the device and rings the doorbell if it sleeps. */
-  publish(): void {
+  /**
+   * Makes added chains visible to the device (a device that polls sees them at
+   * once) and bumps the doorbell word. Returns true when the device sleeps: then
+   * it must be woken with {@link ring}, now or a little later (a device that
+   * announced its sleep before this bump either sees the new chains before it
+   * waits, or waits on a doorbell value that no longer holds; only a ring wakes
+   * one that already waits, so no wake-up is lost as long as a ring follows).
+   */
+  publish(): boolean {
     const availWord = (this.layout.avail - this.memBase) >>> 1;
     Atomics.store(this.u16, availWord + 1, this.availIdx);
     const n = this.notifyWord;
     Atomics.add(this.i32, n + NOTIFY_DOORBELL, 1);
+    return Atomics.load(this.i32, n + NOTIFY_DEVICE_SLEEPING) !== 0;
+  }
+
+  /** Wakes the device if it sleeps on the doorbell (a futex wake: costly, so batched). */
+  ring(): void {
+    const n = this.notifyWord;
     if (Atomics.load(this.i32, n + NOTIFY_DEVICE_SLEEPING) !== 0) {
       Atomics.notify(this.i32, n + NOTIFY_DOORBELL, 1);
     }

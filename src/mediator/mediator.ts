@@ -10,6 +10,7 @@ import {
   DEVICE_DEFAULTS,
   defaultCopyWorkersFor,
   defaultSpinMicrosFor,
+  type Mode,
 } from './defaults.js';
 import { GuestMemory, type GuestMemoryOptions } from './guest-memory.js';
 import { type BackpressureOptions, PoolGate } from './pool-gate.js';
@@ -42,10 +43,12 @@ export interface DeviceSpec extends BlkDriverOptions {
 
 export interface MediatorSpec {
   /**
-   * `bounce` isolates (devices see only the pool); `direct` hands devices guest memory.
+   * `bounce` isolates (devices see only the pool; buffers are bounced through it);
+   * `direct` hands devices guest memory; `shared` allocates each request's
+   * buffers in the pool (no copies; the device sees them while in flight).
    * @default 'bounce'
    */
-  mode?: 'bounce' | 'direct';
+  mode?: Mode;
   /**
    * The copy engine's options.
    * @default the engine's defaults, but for workers: {@link defaultCopyWorkersFor}
@@ -90,7 +93,7 @@ export interface GuestEntry {
  * service, the benchmarks and the tests run is one of these.
  */
 export class Mediator {
-  readonly mode: 'bounce' | 'direct';
+  readonly mode: Mode;
   readonly engine: CopyEngine;
   readonly pools = new Map<string, PoolEntry>();
   readonly guests = new Map<string, GuestEntry>();

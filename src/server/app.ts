@@ -45,6 +45,10 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
     loggerInstance: service.logger,
     // Nothing logged per request.
     logController: new LogController({ disableRequestLogging: true }),
+    // request.log is the service's logger itself: Fastify would otherwise make a
+    // pino child (bound to a request id) for every request, for records that are
+    // rare (errors) and name the method and URL anyway.
+    childLoggerFactory: (logger) => logger,
     bodyLimit: http.bodyLimit,
     // Draining is ours to answer (503 MEDIATOR_CLOSED in the error format).
     return503OnClosing: false,

@@ -67,6 +67,9 @@ export function describeService(config: ServiceConfig, service?: Service): strin
     const what = [d.kind, formatSize(d.capacity)];
     if (d.queues > 1) what.push(`${d.queues} queues`);
     if (d.kind === 'file-blk') what.push(`${d.file}, sync ${d.sync}`);
+    if (config.mode === 'bounce' && d.fromDeviceBounce !== 'linux') {
+      what.push(`fromDeviceBounce ${d.fromDeviceBounce}`);
+    }
     return `${d.id} (${what.join(', ')})`;
   });
   const rules = config.mode === 'bounce' ? `, Linux ${config.kernel} swiotlb rules` : '';
@@ -89,12 +92,13 @@ function logPoolGeometries(config: ServiceConfig, service: Service, logger: Serv
 }
 
 /**
- * Pools that several devices share, in bounce mode: each of those devices can read
- * and alter the others' requests while they are in the pool (their bounce buffers
- * and virtqueues), as every device can with Linux's one default swiotlb.
+ * Pools that several devices share, in bounce and shared mode: each of those
+ * devices can read and alter the others' requests while they are in the pool
+ * (their buffers and virtqueues), as every device can with Linux's one default
+ * swiotlb.
  */
 export function sharedPools(config: ServiceConfig): { pool: string; devices: string[] }[] {
-  if (config.mode !== 'bounce') return [];
+  if (config.mode === 'direct') return [];
   return config.pools
     .map((p) => ({
       pool: p.name,

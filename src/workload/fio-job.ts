@@ -21,6 +21,8 @@ import {
   BACKPRESSURE_DEFAULTS,
   type BackpressurePolicy,
   backpressurePolicy,
+  FROM_DEVICE_BOUNCES,
+  type FromDeviceBounce,
 } from '../mediator/defaults.js';
 import { isMinAlignMask, LIMITS, MAX_MIN_ALIGN_MASK } from '../mediator/limits.js';
 import { parseSwiotlbParameter } from '../swiotlb/geometry.js';
@@ -35,7 +37,28 @@ import { parseSize } from '../util/size.js';
 import { SECTOR_SIZE } from '../virtio/blk-format.js';
 
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw';
-export type RunMode = 'bounce' | 'direct' | 'both';
+
+/**
+ * The modes a job runs in, each on a Mediator of its own:
+ * - `bounce`: Linux's swiotlb (reads bounced as `from_device_bounce` says, `linux`
+ *   by default);
+ * - `bounce-tuned`: bounce with this project's options that cost less and keep
+ *   the isolation: reads without the copy-in (`used-length`);
+ * - `direct`: no isolation (the baseline);
+ * - `shared`: request buffers allocated in the pool, no copies.
+ */
+export const JOB_MODES = ['bounce', 'bounce-tuned', 'shared', 'direct'] as const;
+export type JobMode = (typeof JOB_MODES)[number];
+/** A job's `mode=`: one mode, `both` (bounce then direct) or `all` (every mode, direct last). */
+export type RunMode = JobMode | 'both' | 'all';
+export const RUN_MODES: readonly RunMode[] = [...JOB_MODES, 'both', 'all'];
+
+/** The modes `mode=` runs, in order. */
+export function modesOf(mode: RunMode): JobMode[] {
+  if (mode === 'both') return ['bounce', 'direct'];
+  if (mode === 'all') return [...JOB_MODES];
+  return [mode];
+}
 export type JobDevice = 'null' | 'ram-blk' | 'file-blk';
 
 /** One entry of a block size split: `size` bytes for `percent` % of the I/Os. */
@@ -78,6 +101,8 @@ export interface RunSettings {
   mode: RunMode;
   /** Whose swiotlb rules the pool follows (`kernel=`). */
   kernel: KernelVersion;
+  /** What mode `bounce` copies for reads; `bounce-tuned` always uses `used-length`. */
+  fromDeviceBounce: FromDeviceBounce;
   /**
    * `pool_size=`: the bytes an architecture asks for (swiotlb_adjust_size());
    * undefined = Linux's default pool (64 MiB) unless `swiotlb=` or `restricted=`.
@@ -143,6 +168,7 @@ const KNOWN_OPTIONS = new Set([
   'randseed',
   // this project's options
   'mode',
+  'from_device_bounce',
   'device',
   'pool_size',
   'areas',
@@ -157,6 +183,7 @@ const KNOWN_OPTIONS = new Set([
 /** Options that configure the one mediator: the same in every job. */
 const RUN_OPTIONS = [
   'mode',
+  'from_device_bounce',
   'pool_size',
   'areas',
   'copy_workers',
@@ -401,6 +428,7 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   const settings: RunSettings = {
     mode: 'bounce',
     kernel: DEFAULT_KERNEL,
+    fromDeviceBounce: 'linux',
     poolSize: undefined,
     slots: undefined,
     areas: undefined,
@@ -410,10 +438,19 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   };
   const mode = get('mode');
   if (mode) {
-    if (mode.value !== 'bounce' && mode.value !== 'direct' && mode.value !== 'both') {
-      throw bad(`${where(ctx, 'mode', mode)}: must be bounce, direct or both`);
+    if (!RUN_MODES.includes(mode.value as RunMode)) {
+      throw bad(`${where(ctx, 'mode', mode)}: must be ${RUN_MODES.join(', ')}`);
     }
-    settings.mode = mode.value;
+    settings.mode = mode.value as RunMode;
+  }
+  const fdb = get('from_device_bounce');
+  if (fdb) {
+    if (!FROM_DEVICE_BOUNCES.includes(fdb.value as FromDeviceBounce)) {
+      throw bad(
+        `${where(ctx, 'from_device_bounce', fdb)}: must be ${FROM_DEVICE_BOUNCES.join(' or ')}`,
+      );
+    }
+    settings.fromDeviceBounce = fdb.value as FromDeviceBounce;
   }
   poolSettings(ctx, get, settings);
   const cw = get('copy_workers');

@@ -4,6 +4,8 @@
  * occupancy over time (scaled to what was used), the pool's slot map at the
  * run's peak (a PNG made here), and bounce vs direct side by side.
  */
+
+import { JOB_MODES } from './fio-job.js';
 import type { SlotMapAtPeak } from './peak-slot-map.js';
 import type { BenchReport } from './report.js';
 import { formatBytes, formatCount, formatNs } from './report.js';
@@ -12,7 +14,12 @@ import { SLOT_COLOURS, slotMapPicture } from './slot-map-png.js';
 const W = 640;
 const H = 220;
 const PAD = { l: 64, r: 16, t: 16, b: 32 };
-const COLORS = { bounce: '#c0392b', direct: '#2471a3' } as const;
+const COLORS = {
+  bounce: '#c0392b',
+  'bounce-tuned': '#d68910',
+  shared: '#7d3c98',
+  direct: '#2471a3',
+} as const;
 
 function esc(s: string): string {
   return s.replace(
@@ -142,7 +149,7 @@ function slotMapSection(m: SlotMapAtPeak): string {
 }
 
 export function renderHtml(report: BenchReport, title: string): string {
-  const modes = (['bounce', 'direct'] as const).filter((m) => report.total[m]);
+  const modes = JOB_MODES.filter((m) => report.total[m]);
   const sections: string[] = [];
 
   sections.push(
@@ -237,10 +244,12 @@ export function renderHtml(report: BenchReport, title: string): string {
       return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(t.all.clat_ns.percentile['50.000000']!)}</td><td>${formatNs(t.all.clat_ns.percentile['99.000000']!)}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.requeues}</td><td>${med.backpressure.waits}</td></tr>`;
     })
     .join('');
-  const c = report.comparison?.bounce_over_direct.all;
-  const ratio = c
-    ? `<p><b>bounce ÷ direct</b>: IOPS ${c.iops ?? 'n/a'}, bandwidth ${c.bw_bytes ?? 'n/a'}, p99 ${c.clat_p99_ns ?? 'n/a'}</p>`
-    : '';
+  const ratio = Object.entries(report.comparison?.over_direct ?? {})
+    .map(
+      ([m, r]) =>
+        `<p><b>${esc(m)} ÷ direct</b>: IOPS ${r.all.iops ?? 'n/a'}, bandwidth ${r.all.bw_bytes ?? 'n/a'}, p99 ${r.all.clat_p99_ns ?? 'n/a'}</p>`,
+    )
+    .join('\n');
   const warnings = report.warnings.length
     ? `<ul>${report.warnings.map((w) => `<li>${esc(w)}</li>`).join('')}</ul>`
     : '';

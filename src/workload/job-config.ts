@@ -12,7 +12,7 @@ import { requestChain } from '../mediator/blk-options.js';
 import { DEVICE_DEFAULTS } from '../mediator/defaults.js';
 import { PAGE_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry, type Geometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
-import { type FioJob, type JobFile, maxBlockSize } from './fio-job.js';
+import { type FioJob, type JobFile, type JobMode, maxBlockSize } from './fio-job.js';
 
 export const POOL_NAME = 'pool0';
 export const GUEST_NAME = 'guest0';
@@ -89,7 +89,7 @@ export function jobPool(jf: JobFile): JobPool {
  */
 export function jobConfig(
   jf: JobFile,
-  mode: 'bounce' | 'direct',
+  mode: JobMode,
   opts: { pool?: JobPool; fileDir?: string } = {},
 ): ConfigFile {
   const ids = deviceIds(jf.jobs);
@@ -99,9 +99,13 @@ export function jobConfig(
     ...(opts.pool ?? jobPool(jf)),
     backpressure: { policy: s.backpressure },
   };
+  // bounce-tuned: bounce with the options that cost less and keep the isolation:
+  // reads without the copy-in; warm placement joins it here (the pool's
+  // `placement: "warm"`) once the pool has that policy.
   const config: ConfigFile = {
     kernel: s.kernel,
-    mode,
+    mode: mode === 'bounce-tuned' ? 'bounce' : mode,
+    fromDeviceBounce: mode === 'bounce-tuned' ? 'used-length' : s.fromDeviceBounce,
     pools: [pool],
     guests: [{ name: GUEST_NAME }],
     devices: jf.jobs.map((j, i) => {

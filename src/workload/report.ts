@@ -1,10 +1,10 @@
 /**
  * The bench report: fio-shaped JSON (`jobs[].read` / `jobs[].write` with `iops`,
  * `bw_bytes`, `io_bytes`, `runtime`, `clat_ns`...) plus `total`, `mediator`,
- * `comparison` (mode both), `timeline` and `latency_histogram`, keyed by mode;
- * and the same as text.
+ * `comparison` (when direct ran beside another mode), `timeline` and
+ * `latency_histogram`, keyed by mode; and the same as text.
  */
-import type { JobFile } from './fio-job.js';
+import { JOB_MODES, type JobFile, type JobMode, type RunMode } from './fio-job.js';
 import type { DirectionResult, MediatorView, ModeResult, Sample, TotalResult } from './runner.js';
 
 export interface FioJobEntry {
@@ -12,7 +12,7 @@ export interface FioJobEntry {
   groupid: number;
   /** Clone number within the section (fio numbers clones of one section the same way). */
   jobnum: number;
-  mode: 'bounce' | 'direct';
+  mode: JobMode;
   device: string;
   queue: number;
   /** 0, or 5 (EIO) when any I/O failed; `errors` counts them by code. */
@@ -22,6 +22,12 @@ export interface FioJobEntry {
   read: DirectionResult;
   write: DirectionResult;
   job_runtime: number;
+}
+
+export interface ModeRatios {
+  all: Ratio;
+  read: Ratio;
+  write: Ratio;
 }
 
 export interface Ratio {
@@ -36,16 +42,21 @@ export interface BenchReport {
   timestamp_ms: number;
   time: string;
   'global options': Record<string, string>;
-  mode: 'bounce' | 'direct' | 'both';
+  mode: RunMode;
   jobs: FioJobEntry[];
-  total: Partial<Record<'bounce' | 'direct', TotalResult>>;
-  mediator: Partial<Record<'bounce' | 'direct', MediatorView>>;
-  /** Mode both: bounce ÷ direct (below 1 for IOPS and bandwidth is the cost of isolation). */
+  total: Partial<Record<JobMode, TotalResult>>;
+  mediator: Partial<Record<JobMode, MediatorView>>;
+  /**
+   * When direct ran beside other modes: each of them ÷ direct (below 1 for IOPS
+   * and bandwidth is what that mode costs). `bounce_over_direct` is
+   * `over_direct.bounce`, under the name it always had.
+   */
   comparison?: {
-    bounce_over_direct: { all: Ratio; read: Ratio; write: Ratio };
+    bounce_over_direct?: ModeRatios;
+    over_direct: Partial<Record<Exclude<JobMode, 'direct'>, ModeRatios>>;
   };
-  timeline: Partial<Record<'bounce' | 'direct', Sample[]>>;
-  latency_histogram: Partial<Record<'bounce' | 'direct', { le_ns: number; count: number }[]>>;
+  timeline: Partial<Record<JobMode, Sample[]>>;
+  latency_histogram: Partial<Record<JobMode, { le_ns: number; count: number }[]>>;
   warnings: string[];
 }
 
@@ -102,11 +113,13 @@ export function buildReport(jf: JobFile, results: ModeResult[], version: string)
     report.latency_histogram[r.mode] = r.histogram;
     for (const w of r.warnings) report.warnings.push(`${r.mode}: ${w}`);
   });
-  const b = report.total.bounce;
   const d = report.total.direct;
-  if (b && d) {
-    report.comparison = {
-      bounce_over_direct: {
+  if (d) {
+    const over: NonNullable<BenchReport['comparison']>['over_direct'] = {};
+    for (const mode of JOB_MODES) {
+      const b = report.total[mode];
+      if (mode === 'direct' || !b) continue;
+      over[mode] = {
         all: {
           iops: ratio(b.all.iops, d.all.iops),
           bw_bytes: ratio(b.all.bw_bytes, d.all.bw_bytes),
@@ -117,8 +130,14 @@ export function buildReport(jf: JobFile, results: ModeResult[], version: string)
         },
         read: dirRatio(b.read, d.read),
         write: dirRatio(b.write, d.write),
-      },
-    };
+      };
+    }
+    if (Object.keys(over).length > 0) {
+      report.comparison = {
+        ...(over.bounce ? { bounce_over_direct: over.bounce } : {}),
+        over_direct: over,
+      };
+    }
   }
   return report;
 }
@@ -174,7 +193,7 @@ export function formatReport(report: BenchReport): string {
   const out: string[] = [];
   for (const w of report.warnings) out.push(`warning: ${w}`);
   if (report.warnings.length) out.push('');
-  for (const mode of ['bounce', 'direct'] as const) {
+  for (const mode of JOB_MODES) {
     const total = report.total[mode];
     const med = report.mediator[mode];
     if (!total || !med) continue;
@@ -203,10 +222,13 @@ export function formatReport(report: BenchReport): string {
     );
     out.push('');
   }
-  const c = report.comparison?.bounce_over_direct;
-  if (c) {
-    const f = (v: number | null) => (v === null ? 'n/a' : v.toFixed(3));
-    out.push('bounce / direct (the cost of isolation):');
+  const f = (v: number | null) => (v === null ? 'n/a' : v.toFixed(3));
+  for (const [mode, c] of Object.entries(report.comparison?.over_direct ?? {})) {
+    out.push(
+      mode === 'bounce'
+        ? 'bounce / direct (the cost of isolation):'
+        : `${mode} / direct (the cost of ${mode === 'shared' ? 'sharing the buffers with the device' : 'isolation, tuned'}):`,
+    );
     out.push(
       `  all  : IOPS ${f(c.all.iops)}, BW ${f(c.all.bw_bytes)}, p99 ${f(c.all.clat_p99_ns)}`,
     );

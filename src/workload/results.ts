@@ -4,7 +4,7 @@
  * mediator's view (pool, copies, back-pressure). Pure: no clock, no I/O.
  */
 import { wrapDelta32 } from '../util/wrap32.js';
-import type { JobFile } from './fio-job.js';
+import type { JobFile, JobMode } from './fio-job.js';
 import { POOL_NAME } from './job-config.js';
 import type { SlotMapAtPeak } from './peak-slot-map.js';
 import type { CounterSnapshot, Sample, WindowOutcome } from './sampling.js';
@@ -37,7 +37,7 @@ export interface CloneResult {
 }
 
 export interface MediatorView {
-  mode: 'bounce' | 'direct';
+  mode: JobMode;
   pool: {
     name: string;
     nslabs: number;
@@ -82,7 +82,7 @@ export interface TotalResult {
 }
 
 export interface ModeResult {
-  mode: 'bounce' | 'direct';
+  mode: JobMode;
   clones: CloneResult[];
   total: TotalResult;
   mediator: MediatorView;
@@ -190,7 +190,7 @@ export function windowDeltas(b: CounterSnapshot, e: CounterSnapshot): WindowDelt
 /** What the mediator did in the window, with the pool's shape and the devices' depths. */
 export function mediatorView(
   jf: JobFile,
-  mode: 'bounce' | 'direct',
+  mode: JobMode,
   rig: JobRig,
   window: Pick<WindowOutcome, 'before' | 'after' | 'hiwater' | 'slotMapAtPeak'>,
   queueSlots: number,
@@ -229,7 +229,7 @@ export function mediatorView(
 /** The report of one mode: per clone, total, mediator view, timeline and histogram. */
 export function modeResult(
   jf: JobFile,
-  mode: 'bounce' | 'direct',
+  mode: JobMode,
   rig: JobRig,
   clones: readonly Clone[],
   window: WindowOutcome,

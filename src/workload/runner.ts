@@ -1,7 +1,8 @@
 /**
  * Runs a fio job file in-process against a Mediator and measures it.
  *
- * - One Mediator per mode (mode `both`: bounce, then direct), one pool `pool0`.
+ * - One Mediator per mode (mode `both`: bounce, then direct; `all`: bounce,
+ *   bounce-tuned, shared, direct), one pool `pool0`.
  * - Each job section is one virtio-blk device; each of its `numjobs` clones is one
  *   queue of that device (queue q starts its maps in pool area q mod nareas) and
  *   keeps `iodepth` requests in flight: `iodepth` async submitters on that queue.
@@ -15,7 +16,7 @@
  * the clones (from job-config.ts, the job's service configuration), sampling.ts
  * runs the measured window, results.ts turns its counters into the report.
  */
-import type { JobFile } from './fio-job.js';
+import { type JobFile, type JobMode, modesOf } from './fio-job.js';
 import { type ModeResult, modeResult } from './results.js';
 import { measureWindow, type RunOptions } from './sampling.js';
 import { depthWarnings, makeClones, openRig } from './setup.js';
@@ -38,19 +39,17 @@ export type {
 } from './results.js';
 export type { ProgressSnapshot, RunOptions, Sample } from './sampling.js';
 
-/** Runs every mode the job asks for (`both`: bounce then direct). */
+/** Runs every mode the job asks for (`both`: bounce then direct; `all`: every mode). */
 export async function runJobFile(jf: JobFile, opts: RunOptions = {}): Promise<ModeResult[]> {
-  const modes: ('bounce' | 'direct')[] =
-    jf.settings.mode === 'both' ? ['bounce', 'direct'] : [jf.settings.mode];
   const results: ModeResult[] = [];
-  for (const mode of modes) results.push(await runMode(jf, mode, opts));
+  for (const mode of modesOf(jf.settings.mode)) results.push(await runMode(jf, mode, opts));
   return results;
 }
 
 /** Runs the job file in one mode, on a Mediator of its own. */
 export async function runMode(
   jf: JobFile,
-  mode: 'bounce' | 'direct',
+  mode: JobMode,
   opts: RunOptions = {},
 ): Promise<ModeResult> {
   const rig = await openRig(jf, mode, opts.log);

@@ -15,7 +15,7 @@ import type { BackpressureStats } from '../mediator/pool-gate.js';
 import type { PoolStats } from '../swiotlb/pool.js';
 import type { Logger } from '../util/logger.js';
 import type { CopyStatsSnapshot } from '../workers/copy-stats.js';
-import { type JobFile, jobDirections, pickSize } from './fio-job.js';
+import { type JobFile, type JobMode, jobDirections, pickSize } from './fio-job.js';
 import { PeakSlotMap, type SlotMapAtPeak } from './peak-slot-map.js';
 import type { Clone, JobRig } from './setup.js';
 
@@ -31,7 +31,7 @@ export interface Sample {
 }
 
 export interface ProgressSnapshot {
-  mode: 'bounce' | 'direct';
+  mode: JobMode;
   ramping: boolean;
   elapsedMs: number;
   /** 0..1 when known. */
@@ -158,7 +158,7 @@ class MeasuredWindow {
   private hiwater = 0;
 
   constructor(
-    private readonly mode: 'bounce' | 'direct',
+    private readonly mode: JobMode,
     private readonly rig: JobRig,
     private readonly clones: readonly Clone[],
     private readonly plan: WindowPlan,
@@ -331,7 +331,7 @@ class MeasuredWindow {
 /** Runs the measured window (ramp first) over `clones` until every clone stops. */
 export function measureWindow(
   jf: JobFile,
-  mode: 'bounce' | 'direct',
+  mode: JobMode,
   rig: JobRig,
   clones: readonly Clone[],
   opts: RunOptions,

@@ -13,7 +13,7 @@ import { Mediator } from '../mediator/mediator.js';
 import type { PoolGate } from '../mediator/pool-gate.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import type { Logger } from '../util/logger.js';
-import { type FioJob, type JobFile, prng } from './fio-job.js';
+import { type FioJob, type JobFile, type JobMode, prng } from './fio-job.js';
 import { deviceIds, jobConfig, POOL_NAME } from './job-config.js';
 import { LatencyRecorder } from './stats.js';
 
@@ -35,11 +35,7 @@ export interface JobRig {
  * temporary folder) and waits until every device serves.
  * @throws MEDIATOR_BAD_CONFIG when the job's configuration cannot run
  */
-export async function openRig(
-  jf: JobFile,
-  mode: 'bounce' | 'direct',
-  log?: Logger,
-): Promise<JobRig> {
+export async function openRig(jf: JobFile, mode: JobMode, log?: Logger): Promise<JobRig> {
   const needsDir = jf.jobs.some((j) => j.device === 'file-blk');
   const fileDir = needsDir ? mkdtempSync(join(tmpdir(), 'swiotlb-bench-')) : undefined;
   const removeDir = () => {

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import type { PoolBuffer } from '../../mediator/blk-driver.js';
 import { SECTOR_SIZE } from '../../virtio/blk-format.js';
 import { httpError } from '../errors.js';
 import {
@@ -12,13 +13,34 @@ import {
   refuseWhileDraining,
   requireType,
 } from './common.js';
+import { type BlockBody, poolBodyParser } from './pool-body.js';
 
 /**
  * Block I/O through the guest's DMA path: PUT and GET /v1/devices/:id/blocks/:lba
- * (raw sectors, application/octet-stream), POST /v1/devices/:id/flush.
+ * (raw sectors, application/octet-stream), POST /v1/devices/:id/flush. In shared
+ * mode a PUT's body is read straight into pool buffers (pool-body.ts), and a GET
+ * is answered from the one copy the driver makes of the pool's bytes.
  */
 export const blockRoutes: FastifyPluginAsync<RouteOptions> = async (app, { service }) => {
-  app.put<{ Params: BlockParams; Body: Buffer }>(
+  const shared = service.mediator.mode === 'shared';
+  if (shared) {
+    // This plugin's own parser (Fastify scopes parsers to the plugin).
+    app.removeContentTypeParser('application/octet-stream');
+    app.addContentTypeParser(
+      'application/octet-stream',
+      poolBodyParser(service, service.config.http.bodyLimit),
+    );
+    // A body parsed into pool buffers that no write took over (the handler failed
+    // before it) is released with the answer.
+    app.addHook('onResponse', async (request) => {
+      const body = request.body as BlockBody | undefined;
+      if (body !== undefined && !Buffer.isBuffer(body) && typeof body === 'object') {
+        (body as PoolBuffer).release();
+      }
+    });
+  }
+
+  app.put<{ Params: BlockParams; Body: BlockBody }>(
     '/v1/devices/:id/blocks/:lba',
     {
       // Refused before the body is read: unknown device, bad lba, wrong type, draining.
@@ -33,6 +55,11 @@ export const blockRoutes: FastifyPluginAsync<RouteOptions> = async (app, { servi
       const device = deviceOf(service, request.params.id);
       const lba = lbaOf(request.params.lba);
       const body = request.body;
+      if (shared && !Buffer.isBuffer(body) && body !== undefined && body !== null) {
+        // Checked (size, range) before the pool buffers were taken.
+        await service.run(() => device.writeBuffer(lba, body));
+        return { lba, bytes: body.length };
+      }
       if (!Buffer.isBuffer(body) || body.length === 0 || body.length % SECTOR_SIZE !== 0) {
         throw httpError(
           'HTTP_BAD_BODY',
