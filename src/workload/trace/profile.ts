@@ -1,6 +1,6 @@
 import { DmaDirection, IO_TLB_SIZE, PAGE_SIZE } from '../../swiotlb/constants.js';
 import { BLK_HEADER_BYTES } from '../../virtio/blk-format.js';
-import type { ReplayObserver, TracedOp } from './replay.js';
+import type { ReplayObserver, TracedOp } from './replay-types.js';
 
 /**
  * The traced workload, as `size --trace` and `bench --trace` need it: a

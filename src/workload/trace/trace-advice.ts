@@ -5,7 +5,7 @@ import { jobConfig } from '../job-config.js';
 import { adviseSize } from '../sizing.js';
 import { TraceDemand } from './demand.js';
 import { type DeviceProfile, jobShape, TraceProfile } from './profile.js';
-import type { ReplayObserver, TracedOp } from './replay.js';
+import type { ReplayObserver, TracedOp } from './replay-types.js';
 import { type PoolReport, summarize, type TraceReport, type TraceSummary } from './report-types.js';
 import { runTraceReplay, type TraceRunOptions } from './run.js';
 import { type TracedJob, tracedJob } from './trace-job.js';
