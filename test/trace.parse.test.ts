@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { isMediatorError } from '../src/errors.js';
 import { DmaDirection } from '../src/swiotlb/constants.js';
-import { limitNareas, parseBootLog, poolFromBootLog } from '../src/workload/trace/boot-log.js';
+import { parseBootLog } from '../src/workload/trace/boot-log.js';
+import { limitNareas, poolFromBootLog } from '../src/workload/trace/boot-pool.js';
 import {
   DMA_MAPPING_ERROR,
   EventParseError,
   parseDmaEvent,
-  splitFields,
 } from '../src/workload/trace/dma-events.js';
 import { TraceReader } from '../src/workload/trace/reader.js';
 import { parseTraceLine } from '../src/workload/trace/trace-line.js';
+import { splitFields } from '../src/workload/trace/trace-values.js';
 
 const AT = { line: 7, cpu: 2, pid: 99, ts: 1.5 };
 

@@ -1,12 +1,8 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { parseJobFile } from '../src/workload/fio-job.js';
-import {
-  type DeviceProfile,
-  fioJobText,
-  jobShape,
-  TraceProfile,
-} from '../src/workload/trace/profile.js';
+import { fioJobText, jobShape } from '../src/workload/trace/job-shape.js';
+import { type DeviceProfile, TraceProfile } from '../src/workload/trace/profile.js';
 import { runTraceReplay } from '../src/workload/trace/run.js';
 import type { GenEvent } from './helpers/trace-gen.js';
 import { mapping, replayEvents } from './helpers/trace-run.js';

@@ -4,7 +4,8 @@ import type { GenEvent } from './helpers/trace-gen.js';
 import { mapping, replayEvents } from './helpers/trace-run.js';
 
 /**
- * Hand-worked cases, one per matching rule of src/workload/trace/replay.ts. The
+ * Hand-worked cases, one per matching rule of the replay (src/workload/trace/replay.ts
+ * names the module of each: replay-maps.ts, replay-unmaps.ts, replay-bounced.ts...). The
  * kernel addresses are worked out by hand from the 6.10 rules (DESIGN.md):
  * pool at 0x10000000; area a of n starts at slot a * nslabs / n; next-fit from
  * the area's cursor; a map of 4 KiB or more takes an even (page-aligned) slot.

@@ -1,5 +1,5 @@
 /**
- * `size --trace` and `bench --trace`: the traced workload's I/Os (profile.ts),
+ * `size --trace` and `bench --trace`: the traced workload's I/Os (profile.ts, job-shape.ts),
  * the traced demand replayed against other pools (demand.ts, trace-sizing.ts),
  * the advice end to end, and the traced workload run through the real pipeline.
  */
@@ -14,7 +14,8 @@ import { sizeCommand } from '../src/cli/size.js';
 import { DmaDirection as D, IO_TLB_SIZE } from '../src/swiotlb/constants.js';
 import { parseJobFile } from '../src/workload/fio-job.js';
 import { TraceDemand } from '../src/workload/trace/demand.js';
-import { jobShape, TraceProfile } from '../src/workload/trace/profile.js';
+import { jobShape } from '../src/workload/trace/job-shape.js';
+import { TraceProfile } from '../src/workload/trace/profile.js';
 import { runTraceReplay } from '../src/workload/trace/run.js';
 import type { TraceSizeReport } from '../src/workload/trace/trace-advice.js';
 import { sizeFromTrace } from '../src/workload/trace/trace-sizing.js';

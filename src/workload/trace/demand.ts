@@ -1,6 +1,6 @@
 import type { DmaDirection } from '../../swiotlb/constants.js';
 import { kernelPlacement, type PlacementSpec } from './placement.js';
-import type { ReplayObserver, TracedOp } from './replay.js';
+import type { ReplayObserver, TracedOp } from './replay-types.js';
 
 /**
  * The traced demand on the pool, kept to replay it against other pools: every

@@ -2,12 +2,10 @@ export {
   type BootLog,
   BootLogReader,
   type FullWarning,
-  limitNareas,
   parseBootLog,
-  poolFromBootLog,
-  restrictedFromBootLog,
   restrictedPools,
 } from './boot-log.js';
+export { limitNareas, poolFromBootLog, restrictedFromBootLog } from './boot-pool.js';
 export { type DemandResult, TraceDemand } from './demand.js';
 export {
   ADDR_OUT_OF_RANGE,
@@ -17,6 +15,7 @@ export {
   parseDmaEvent,
 } from './dma-events.js';
 export { formatTraceReport } from './format.js';
+export { fioJobText, type JobShape, jobShape } from './job-shape.js';
 export {
   chooseProfile,
   parseKernelVersion,
@@ -31,13 +30,7 @@ export {
   type PlacementSpec,
   poolPlacement,
 } from './placement.js';
-export {
-  type DeviceProfile,
-  fioJobText,
-  type JobShape,
-  jobShape,
-  TraceProfile,
-} from './profile.js';
+export { type DeviceProfile, TraceProfile } from './profile.js';
 export { TraceReader } from './reader.js';
 export { type ReplayObserver, type TracedOp, TraceReplay } from './replay.js';
 export { summarize, type TraceReport, type TraceSummary } from './report-types.js';

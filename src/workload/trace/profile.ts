@@ -1,15 +1,15 @@
-import { DmaDirection, IO_TLB_SIZE, PAGE_SIZE } from '../../swiotlb/constants.js';
+import { DmaDirection, PAGE_SIZE } from '../../swiotlb/constants.js';
 import { BLK_HEADER_BYTES } from '../../virtio/blk-format.js';
-import type { ReplayObserver, TracedOp } from './replay.js';
+import type { ReplayObserver, TracedOp } from './replay-types.js';
 
 /**
  * The traced workload, as `size --trace` and `bench --trace` need it: a
  * {@link ReplayObserver} that sees every map and unmap the replay reads (of the
  * devices kept) and keeps, per device, the mapping sizes by direction, the I/Os
  * they make up, the concurrency (mappings, bounced bytes and slots, I/Os live at
- * once) and the CPUs that mapped. {@link jobShape} turns a device's profile into
- * the shape of a fio job (bssplit, rwmixread, iodepth, numjobs) and
- * {@link fioJobText} into job-file text that parseJobFile() reads.
+ * once) and the CPUs that mapped. job-shape.ts turns a device's profile into
+ * the shape of a fio job (bssplit, rwmixread, iodepth, numjobs) and job-file
+ * text.
  *
  * An I/O is what a driver submits at once, grouped from the mappings:
  *
@@ -26,6 +26,12 @@ import type { ReplayObserver, TracedOp } from './replay.js';
  * most one unfinished virtio-blk request per (device, CPU); every id of a live
  * mapping maps to its I/O in `ioOf` until its unmap.
  */
+
+/**
+ * Mappings smaller than this are control structures, not data: virtio-blk maps
+ * a 16-byte request header and a 1-byte status around each request's data.
+ */
+export const DATA_MIN_BYTES = 512;
 
 export interface DeviceProfile {
   device: string;
@@ -282,107 +288,4 @@ export class TraceProfile implements ReplayObserver {
     d.lastTs = op.ts;
     return d;
   }
-}
-
-/** A fio job's shape for one device's traffic. */
-export interface JobShape {
-  /** [size, percent] for the device's reads (FROM_DEVICE data) and writes (TO_DEVICE, BIDIRECTIONAL). */
-  read: [number, number][];
-  write: [number, number][];
-  rwmixread: number;
-  iodepth: number;
-  numjobs: number;
-}
-
-/**
- * Mappings smaller than this are control structures, not data: virtio-blk maps
- * a 16-byte request header and a 1-byte status around each request's data.
- */
-export const DATA_MIN_BYTES = 512;
-const SPLIT_ENTRIES = 16;
-/** fio's and this runner's limits: numjobs (queues) and iodepth. */
-const MAX_NUMJOBS = 64;
-const MAX_IODEPTH = 4096;
-/** The runner's largest block size (fio-job.ts). */
-const MAX_BS = 16 * 2 ** 20;
-
-/** Integer percentages (largest remainder) of the most frequent sizes, summing to 100. */
-function split(sizes: Map<number, number>): [number, number][] {
-  const merged = new Map<number, number>();
-  for (const [size, n] of sizes) {
-    if (size < DATA_MIN_BYTES) continue;
-    const s = Math.min(MAX_BS, Math.ceil(size / 512) * 512);
-    merged.set(s, (merged.get(s) ?? 0) + n);
-  }
-  const data = [...merged.entries()].sort((a, b) => b[1] - a[1]).slice(0, SPLIT_ENTRIES);
-  const total = data.reduce((s, [, n]) => s + n, 0);
-  if (total === 0) return [];
-  const raw = data.map(([size, n]) => ({ size, exact: (n * 100) / total }));
-  const out = raw.map((r) => ({ size: r.size, pct: Math.floor(r.exact), rem: r.exact % 1 }));
-  let left = 100 - out.reduce((s, r) => s + r.pct, 0);
-  for (const r of [...out].sort((a, b) => b.rem - a.rem)) {
-    if (left-- <= 0) break;
-    r.pct++;
-  }
-  return out.filter((r) => r.pct > 0).map((r) => [r.size, r.pct]);
-}
-
-function count(m: Map<number, number>): number {
-  let n = 0;
-  for (const [s, c] of m) if (s >= DATA_MIN_BYTES) n += c;
-  return n;
-}
-
-/**
- * The fio-job shape of a device's traced traffic: I/O sizes (rounded up to 512
- * bytes, the 16 most frequent) by direction, the share of reads, the CPUs that
- * mapped as numjobs and the most I/Os live at once, shared among them, as
- * iodepth. A profile without I/Os (built by hand) uses its mapping sizes.
- */
-export function jobShape(p: DeviceProfile): JobShape {
-  const haveIos = p.ioSizes.read.size + p.ioSizes.write.size > 0;
-  let readSizes = p.ioSizes.read;
-  let writeSizes = p.ioSizes.write;
-  if (!haveIos) {
-    readSizes = p.sizes.fromDevice;
-    writeSizes = new Map(p.sizes.toDevice);
-    for (const [s, n] of p.sizes.bidirectional) writeSizes.set(s, (writeSizes.get(s) ?? 0) + n);
-  }
-  const reads = count(readSizes);
-  const writes = count(writeSizes);
-  const numjobs = Math.min(MAX_NUMJOBS, Math.max(1, p.cpus.size));
-  const live = haveIos ? p.liveIosMax : p.liveMax;
-  return {
-    read: split(readSizes),
-    write: split(writeSizes),
-    rwmixread: reads + writes === 0 ? 50 : Math.round((reads * 100) / (reads + writes)),
-    iodepth: Math.min(MAX_IODEPTH, Math.max(1, Math.ceil(live / numjobs))),
-    numjobs,
-  };
-}
-
-/** A fio job section (INI text) for the shape; `name` must be a valid section name. */
-export function fioJobText(name: string, shape: JobShape, minAlignMask = 0): string {
-  const fmt = (s: [number, number][]) => s.map(([size, pct]) => `${size}/${pct}`).join(':');
-  const rw =
-    shape.read.length > 0 && shape.write.length > 0
-      ? 'randrw'
-      : shape.read.length > 0
-        ? 'randread'
-        : 'randwrite';
-  const lines = [`[${name}]`, `rw=${rw}`];
-  if (rw === 'randrw') {
-    lines.push(`bssplit=${fmt(shape.read)},${fmt(shape.write)}`, `rwmixread=${shape.rwmixread}`);
-  } else {
-    const s = rw === 'randread' ? shape.read : shape.write;
-    if (s.length > 0) lines.push(`bssplit=${fmt(s)}`);
-  }
-  lines.push(`iodepth=${shape.iodepth}`, `numjobs=${shape.numjobs}`);
-  if (minAlignMask) lines.push(`min_align_mask=${minAlignMask}`);
-  return `${lines.join('\n')}\n`;
-}
-
-/** Slots a mapping of `size` bytes at bounce offset `offset` takes (nr_slots()). */
-export function slotsOf(size: number, offset = 0): number {
-  return Math.ceil((size + offset) / IO_TLB_SIZE);
 }

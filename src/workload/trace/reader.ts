@@ -1,6 +1,5 @@
 import { MediatorError } from '../../errors.js';
 import {
-  type ArrayStyle,
   type DmaEvent,
   EventParseError,
   eventKind,
@@ -9,6 +8,7 @@ import {
 } from './dma-events.js';
 import type { InputReport } from './report-types.js';
 import { parseTraceLine, type TraceLayout } from './trace-line.js';
+import type { ArrayStyle } from './trace-values.js';
 
 /**
  * Reads trace text line by line and hands each dma:* / swiotlb:* event to a

@@ -1,8 +1,8 @@
 import type { KernelVersion } from '../../swiotlb/kernel.js';
 import type { FullWarning } from './boot-log.js';
-import type { ArrayStyle } from './dma-events.js';
 import type { SeriesPoint } from './series.js';
 import type { TraceLayout } from './trace-line.js';
+import type { ArrayStyle } from './trace-values.js';
 
 /**
  * What `replay --trace` reports. "Model" is the project's pool replaying the

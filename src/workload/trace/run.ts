@@ -3,13 +3,8 @@ import type { Readable } from 'node:stream';
 import { MediatorError } from '../../errors.js';
 import { IO_TLB_DEFAULT_SIZE, IO_TLB_SHIFT, IO_TLB_SIZE } from '../../swiotlb/constants.js';
 import { DEFAULT_KERNEL, type KernelVersion } from '../../swiotlb/kernel.js';
-import {
-  type BootLog,
-  BootLogReader,
-  poolFromBootLog,
-  type RestrictedWanted,
-  restrictedFromBootLog,
-} from './boot-log.js';
+import { type BootLog, BootLogReader } from './boot-log.js';
+import { poolFromBootLog, type RestrictedWanted, restrictedFromBootLog } from './boot-pool.js';
 import { chooseProfile } from './kernel-version.js';
 import { kernelPlacement, type PlacementSetup, type PlacementSpec } from './placement.js';
 import { TraceReader } from './reader.js';

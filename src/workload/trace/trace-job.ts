@@ -3,14 +3,15 @@ import { MAX_MIN_ALIGN_MASK } from '../../mediator/limits.js';
 import { IO_TLB_SIZE } from '../../swiotlb/constants.js';
 import { roundUpPowerOfTwo } from '../../swiotlb/geometry.js';
 import { type JobFile, parseJobFile } from '../fio-job.js';
-import { type DeviceProfile, fioJobText, jobShape } from './profile.js';
+import { fioJobText, jobShape } from './job-shape.js';
+import { DATA_MIN_BYTES, type DeviceProfile } from './profile.js';
 
 /**
  * The traced workload as a fio job file for this project's runner (`bench
  * --trace`, and the service configuration of `size --trace`): one job section
  * per device that bounced (or per device with data, when none did), its I/O
  * sizes (bssplit), directions (rwmixread), CPUs (numjobs) and concurrency
- * (iodepth) from profile.ts, its min_align_mask; the pool's size and areas in
+ * (iodepth) from profile.ts and job-shape.ts, its min_align_mask; the pool's size and areas in
  * [global]. What a job file cannot carry (timing, offsets, the order of sizes)
  * is listed in {@link TRACED_JOB_LIMITS} and in docs/trace.md.
  */
@@ -71,13 +72,13 @@ export function tracedJob(profiles: readonly DeviceProfile[], o: TracedJobOption
   const bouncing = profiles.filter((p) => p.bounced + p.outside > 0);
   const chosen = (bouncing.length > 0 ? bouncing : profiles).filter((p) => {
     if (hasData(p)) return true;
-    notes.push(`${p.device}: no data mappings of ${512} bytes or more: left out`);
+    notes.push(`${p.device}: no data mappings of ${DATA_MIN_BYTES} bytes or more: left out`);
     return false;
   });
   if (chosen.length === 0) {
     throw new MediatorError(
       'TRACE_NO_DMA_EVENTS',
-      `no device of the trace has data mappings (${512} bytes or more) to replay as I/O${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`,
+      `no device of the trace has data mappings (${DATA_MIN_BYTES} bytes or more) to replay as I/O${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`,
     );
   }
   if (bouncing.length === 0) {
