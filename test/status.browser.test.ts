@@ -4,14 +4,27 @@
  *
  * - Bounce mode, several pools, in process, under a load loop: the page shows
  *   every pool (its slot map) and every device of the config, the slot map
- *   changes between two refreshes, its numbers agree with /v1/pools and
- *   /metrics read around it (totals bracketed by the reads before and after;
- *   rates and percentiles over nearly the same window, within a relative
- *   tolerance for the few ms between the page's reads and the test's), the high-water reset button posts
- *   to the reset route, and a screenshot goes to .tmp/status-page.png.
+ *   changes between two refreshes, its numbers are the service's (below), the
+ *   high-water reset button posts to the reset route, and a screenshot goes to
+ *   .tmp/status-page.png.
  * - Direct mode, as `node dist/cli/main.js serve` in its own process (so the
  *   page's files are found from dist/ too): the page says there is no pool to
  *   draw and still shows the devices; .tmp/status-page-direct.png.
+ *
+ * The numbers, exactly, on a machine however loaded: the test pauses the page
+ * (its Pause button) and has it read twice, once at a time (Resume and Pause in
+ * one go), with its own reads of /metrics and /v1/pools before, between and after:
+ *
+ *   test: r0 ── page: read 1 ── test: r1 … (until the load moved) … r1b ── page: read 2 ── test: r2
+ *
+ * Every counter only grows, so each total the page shows (read 2) lies between
+ * r1b and r2. A rate or a percentile is shown with what the page computed it
+ * from (status.js keepFrom: the two reads' counter readings or histogram
+ * buckets, and their times): read 1's readings lie between r0 and r1 and read 2's
+ * between r1b and r2 (the page read the service's counters, the right ones), read
+ * 2's "before" are read 1's "after" (two successive reads, at two times), and the
+ * figure shown is the one model.js computes from them (tested on its own against
+ * histogram_quantile in status-model.test.ts), to the last bit.
  *
  * Runs when chromium is installed ($CHROMIUM if set, else /usr/bin/chromium or
  * chromium on PATH); without it the test skips and says why, except under CI=true, where
@@ -28,7 +41,7 @@ import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { type RunningServer, startServer } from '../src/server/index.js';
-import { windowQuantile } from '../static/status/model.js';
+import * as M from '../static/status/model.js';
 
 /**
  * The little of the DOM that the callbacks run in the page use: this file
@@ -36,7 +49,10 @@ import { windowQuantile } from '../static/status/model.js';
  */
 interface El {
   dataset: Record<string, string | undefined>;
+  textContent: string | null;
   toDataURL(): string;
+  click(): void;
+  getAttribute(name: string): string | null;
 }
 declare const document: {
   body: El;
@@ -158,16 +174,74 @@ function loadLoop(
   };
 }
 
+/** What the page keeps beside a figure of two reads (status.js keepFrom). */
+interface From {
+  t0: number;
+  t1: number;
+  before: number[];
+  after: number[];
+  bounds?: number[];
+  q?: number;
+}
+
+/** A figure the page shows: data-v (a number where it is one), its text, what it came from. */
+interface Figure {
+  v: number | string;
+  text: string;
+  from?: From;
+}
+
+/** One look at the page: its read count, state, and every figure by data-k. */
+interface Shown {
+  reads: number;
+  state: string;
+  figures: Record<string, Figure>;
+}
+
+/** Everything the page shows, taken in one go (so all of it is of one read). */
+async function pageShown(page: Page): Promise<Shown> {
+  const raw = await page.evaluate(() => {
+    const figures: Record<string, { v: string; text: string; from: Record<string, string> }> = {};
+    for (const e of document.querySelectorAll('[data-k]')) {
+      const { v, t0, t1, before, after, bounds, q } = e.dataset;
+      const from: Record<string, string> = {};
+      for (const [name, x] of Object.entries({ t0, t1, before, after, bounds, q })) {
+        if (x !== undefined) from[name] = x;
+      }
+      figures[e.dataset.k!] = { v: v ?? '', text: e.textContent ?? '', from };
+    }
+    const body = document.body.dataset;
+    return { reads: Number(body.reads), state: body.state ?? '', figures };
+  });
+  const list = (x: string | undefined) => (x ? x.split(',').map(Number) : []);
+  const figures: Record<string, Figure> = {};
+  for (const [k, f] of Object.entries(raw.figures)) {
+    const v = f.v !== '' && Number.isFinite(Number(f.v)) ? Number(f.v) : f.v;
+    const x = f.from;
+    figures[k] = {
+      v,
+      text: f.text,
+      ...(x.t0 === undefined
+        ? {}
+        : {
+            from: {
+              t0: Number(x.t0),
+              t1: Number(x.t1),
+              before: list(x.before),
+              after: list(x.after),
+              ...(x.bounds === undefined ? {} : { bounds: list(x.bounds) }),
+              ...(x.q === undefined ? {} : { q: Number(x.q) }),
+            },
+          }),
+    };
+  }
+  return { reads: raw.reads, state: raw.state, figures };
+}
+
 /** Every value the page shows: data-k -> data-v, parsed as numbers where they are. */
 async function pageValues(page: Page): Promise<Record<string, number | string>> {
-  return page.evaluate(() => {
-    const out: Record<string, number | string> = {};
-    for (const e of document.querySelectorAll('[data-k]')) {
-      const v = e.dataset.v ?? '';
-      out[e.dataset.k!] = v !== '' && Number.isFinite(Number(v)) ? Number(v) : v;
-    }
-    return out;
-  });
+  const { figures } = await pageShown(page);
+  return Object.fromEntries(Object.entries(figures).map(([k, f]) => [k, f.v]));
 }
 
 const reads = (page: Page) => page.evaluate(() => Number(document.body.dataset.reads));
@@ -193,6 +267,76 @@ async function waitReads(page: Page, n: number): Promise<void> {
       `the page did not read ${n} more time(s) (${shown}; errors: ${JSON.stringify(pageErrors.get(page) ?? [])}): ${(err as Error).message}`,
     );
   }
+}
+
+/**
+ * Reads the page shows until `ok` holds of what it shows (at most `most` reads):
+ * under load, one read may show a quiet instant. The last look is returned.
+ */
+async function waitShown(
+  page: Page,
+  what: string,
+  ok: (v: Record<string, number | string>) => boolean,
+  most = 20,
+): Promise<Record<string, number | string>> {
+  let v = await pageValues(page);
+  for (let i = 0; i < most && !ok(v); i++) {
+    await waitReads(page, 1);
+    v = await pageValues(page);
+  }
+  if (!ok(v)) throw new Error(`${most} reads of the page and still not ${what}`);
+  return v;
+}
+
+/** Until the page has no read under way (body[data-reading]). */
+async function waitIdle(page: Page): Promise<void> {
+  await page.waitForFunction(() => document.body.dataset.reading === 'false', undefined, {
+    timeout: 30_000,
+  });
+}
+
+/**
+ * Pauses the page's updates (its Pause button) and waits for a read under way to
+ * end: from then on it reads only when told (readOnce), nothing else starts one.
+ */
+async function pause(page: Page): Promise<void> {
+  const pressed = await page.evaluate(() => {
+    const button = document.querySelector('#pause')!;
+    if (button.getAttribute('aria-pressed') !== 'true') button.click();
+    return button.getAttribute('aria-pressed');
+  });
+  expect(pressed).toBe('true');
+  await waitIdle(page);
+}
+
+/** Resumes the page's updates once a second (it reads at once). */
+async function resume(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const button = document.querySelector('#pause')!;
+    if (button.getAttribute('aria-pressed') === 'true') button.click();
+  });
+}
+
+/**
+ * One read of a paused page, and what it shows then: Resume starts a read at
+ * once, Pause right after it (in the same task) lets no other follow. The read
+ * starts after this is called and has ended when it returns.
+ */
+async function readOnce(page: Page): Promise<Shown> {
+  const before = await reads(page);
+  const started = await page.evaluate(() => {
+    const button = document.querySelector('#pause')!;
+    button.click();
+    const reading = document.body.dataset.reading;
+    button.click();
+    return reading === 'true' && button.getAttribute('aria-pressed') === 'true';
+  });
+  expect(started, 'Resume on a paused, idle page starts a read at once').toBe(true);
+  await waitIdle(page);
+  const shown = await pageShown(page);
+  expect(shown.state, `the page's read failed: ${JSON.stringify(pageErrors.get(page))}`).toBe('ok');
+  expect(shown.reads).toBe(before + 1);
+  return shown;
 }
 
 /** Prometheus text to samples: name -> [labels, value][]. */
@@ -235,40 +379,180 @@ function metric(r: Reading, name: string, labels: Record<string, string> = {}): 
   return sum;
 }
 
-/** The rate of a counter between two readings. */
-function rate(a: Reading, b: Reading, name: string, labels: Record<string, string> = {}): number {
-  return (metric(b, name, labels) - metric(a, name, labels)) / (b.t - a.t);
-}
-
-/** A device's latency quantile between two readings, from /metrics' histogram. */
-function metricsQuantile(a: Reading, b: Reading, device: string, q: number): number | undefined {
-  const buckets = (r: Reading) => {
-    const byLe = new Map<string, number>();
-    for (const [l, v] of r.metrics.get('mediator_request_duration_seconds_bucket') ?? []) {
-      if (l.device === device) byLe.set(l.le!, (byLe.get(l.le!) ?? 0) + v);
-    }
-    const les = [...byLe.keys()]
-      .filter((le) => le !== '+Inf')
-      .sort((x, y) => Number(x) - Number(y));
-    const cumulative = [...les.map((le) => byLe.get(le)!), byLe.get('+Inf')!];
-    return {
-      bounds: les.map(Number),
-      counts: cumulative.map((c, i) => c - (cumulative[i - 1] ?? 0)),
-    };
+/**
+ * A device's latency histogram in /metrics, summed over `op` as /v1/devices sums
+ * it: upper bounds, and the count in each bucket (not cumulative; the last +Inf).
+ */
+function buckets(r: Reading, device: string): { bounds: number[]; counts: number[] } {
+  const byLe = new Map<string, number>();
+  for (const [l, v] of r.metrics.get('mediator_request_duration_seconds_bucket') ?? []) {
+    if (l.device === device) byLe.set(l.le!, (byLe.get(l.le!) ?? 0) + v);
+  }
+  const les = [...byLe.keys()].filter((le) => le !== '+Inf').sort((x, y) => Number(x) - Number(y));
+  const cumulative = [...les.map((le) => byLe.get(le)!), byLe.get('+Inf')!];
+  return {
+    bounds: les.map(Number),
+    counts: cumulative.map((c, i) => c - (cumulative[i - 1] ?? 0)),
   };
-  const before = buckets(a);
-  const after = buckets(b);
-  return windowQuantile(after.bounds, before.counts, after.counts, q);
 }
 
-/** `got` within a factor `factor` of `want` (both positive), with a message naming both. */
-function expectNear(what: string, got: number | string | undefined, want: number, factor: number) {
-  expect(typeof got, `${what}: the page shows no number`).toBe('number');
-  const ratio = (got as number) / want;
-  expect(
-    ratio >= 1 / factor && ratio <= factor,
-    `${what}: page ${got}, service ${want} (ratio ${ratio.toFixed(3)}, allowed 1/${factor}..${factor})`,
-  ).toBe(true);
+/**
+ * A figure the page takes from two reads, and how the test checks it:
+ * `service` reads, from the test's own reading of the service, the counters the
+ * page read for it (in the order of data-before/data-after); `compute` is the
+ * figure from the page's readings with the page's own arithmetic (model.js),
+ * `text` how the page writes it (status.js); `moving` the counters that the load makes grow,
+ * so that the figure shown is a number above 0 (an empty list: may be 0).
+ */
+interface TwoReadFigure {
+  key: string;
+  service: (r: Reading) => number[];
+  compute: (f: From) => number | undefined;
+  text: (v: number | undefined, f: From) => string;
+  moving: (r: Reading) => number[];
+}
+
+/** A counter's rate, as the page takes it (model.js ratePerSecond). */
+function rateFigure(
+  key: string,
+  service: (r: Reading) => number,
+  opts: { wraps?: boolean; bytes?: boolean; moving?: boolean } = {},
+): TwoReadFigure {
+  return {
+    key,
+    service: (r) => [service(r)],
+    compute: (f) => M.ratePerSecond(f.before[0], f.after[0], f.t1 - f.t0, opts.wraps ?? false),
+    text: opts.bytes ? M.formatRate : M.formatCount,
+    moving: (r) => (opts.moving === false ? [] : [service(r)]),
+  };
+}
+
+/** A pool's figures of two reads: maps, waits, lock contention per area. */
+function poolFigures(pool: string, areas: number): TwoReadFigure[] {
+  const k = (x: string) => `pool:${pool}:${x}`;
+  // The allocator's 32-bit counters, which the page lets wrap: maps are the
+  // attempts that did not fail (one pool read per scrape: one instant).
+  const maps = (r: Reading) =>
+    metric(r, 'swiotlb_map_attempts_total', { pool }) -
+    metric(r, 'swiotlb_map_failures_total', { pool });
+  return [
+    rateFigure(k('maps_per_s'), maps, { wraps: true }),
+    rateFigure(k('waits_per_s'), (r) => metric(r, 'mediator_backpressure_waits_total', { pool }), {
+      moving: false,
+    }),
+    ...Array.from({ length: areas }, (_, a) =>
+      rateFigure(
+        k(`area${a}_contended_per_s`),
+        (r) => metric(r, 'swiotlb_area_lock_contended_total', { pool, area: String(a) }),
+        { wraps: true, moving: false },
+      ),
+    ),
+  ];
+}
+
+/** A device's figures of two reads: requests, bytes read and written, p50 and p99. */
+function deviceFigures(device: string): TwoReadFigure[] {
+  const k = (x: string) => `device:${device}:${x}`;
+  const counter = (name: string) => (r: Reading) => metric(r, name, { device });
+  const percentile = (name: string, q: number): TwoReadFigure => ({
+    key: k(name),
+    service: (r) => buckets(r, device).counts,
+    compute: (f) => {
+      expect(f.q, `${k(name)}: the quantile the page took`).toBe(q);
+      return M.windowQuantile(f.bounds!, f.before, f.after, q);
+    },
+    text: M.formatSeconds,
+    moving: (r) => [metric(r, 'mediator_request_duration_seconds_count', { device })],
+  });
+  return [
+    rateFigure(k('requests_per_s'), counter('mediator_requests_total')),
+    rateFigure(k('read_bytes_per_s'), counter('mediator_device_read_bytes_total'), {
+      bytes: true,
+    }),
+    rateFigure(k('written_bytes_per_s'), counter('mediator_device_written_bytes_total'), {
+      bytes: true,
+    }),
+    percentile('p50', 0.5),
+    percentile('p99', 0.99),
+  ];
+}
+
+/**
+ * The copy engine's figures of two reads: bytes bounced by guest and direction
+ * and in all, copies, the share inline, the workers' utilization.
+ */
+function copyFigures(guests: string[], workers: number): TwoReadFigure[] {
+  const bounced = (labels: Record<string, string>) => (r: Reading) =>
+    metric(r, 'mediator_bounce_bytes_total', labels);
+  const bytes = { bytes: true };
+  const out: TwoReadFigure[] = [];
+  for (const direction of ['to_device', 'from_device']) {
+    for (const guest of guests) {
+      out.push(
+        rateFigure(`guest:${guest}:${direction}_bytes_per_s`, bounced({ guest, direction }), bytes),
+      );
+    }
+    out.push(rateFigure(`copy:${direction}_bytes_per_s`, bounced({ direction }), bytes));
+  }
+  out.push(rateFigure('copy:bytes_per_s', bounced({}), bytes));
+  const byPath = (r: Reading) => [
+    metric(r, 'mediator_bounce_copies_by_path_total', { path: 'inline' }),
+    metric(r, 'mediator_bounce_copies_by_path_total'),
+  ];
+  out.push(rateFigure('copy:copies_per_s', (r) => byPath(r)[1]!));
+  out.push({
+    key: 'copy:inline_percent',
+    service: byPath,
+    compute: (f) => {
+      const all = M.counterDelta(f.before[1]!, f.after[1]!);
+      return all > 0 ? M.counterDelta(f.before[0]!, f.after[0]!) / all : undefined;
+    },
+    text: (v) => (v === undefined ? '–' : M.formatPercent(v, 1)),
+    moving: byPath,
+  });
+  const busy = (r: Reading) =>
+    Array.from({ length: workers }, (_, i) =>
+      metric(r, 'mediator_copy_worker_busy_seconds_total', { worker: String(i) }),
+    );
+  out.push({
+    key: 'copy:utilization',
+    service: busy,
+    compute: (f) => workerRates(f).reduce((a, x) => a + x, 0) / f.after.length,
+    // Written per worker: "#0 12.3% · #1 4.5%".
+    text: (_v, f) =>
+      workerRates(f)
+        .map((x, i) => `#${i} ${M.formatPercent(x, 1)}`)
+        .join(' · '),
+    moving: busy,
+  });
+  return out;
+}
+
+/** Each worker's share of the window spent copying, as the page takes it. */
+function workerRates(f: From): number[] {
+  return f.after.map((s, i) => M.ratePerSecond(f.before[i], s, f.t1 - f.t0)!);
+}
+
+/**
+ * Reads the service until every counter in `moving` has grown past `from`'s
+ * reading (the load moves them: a condition, however long the machine takes).
+ */
+async function readUntilMoved(
+  url: string,
+  from: Reading,
+  moving: { what: string; value: (r: Reading) => number[] }[],
+): Promise<Reading> {
+  let r = await readService(url);
+  const still = () => moving.filter(({ value }) => value(r).some((x, i) => !(x > value(from)[i]!)));
+  for (let i = 0; i < 1500 && still().length > 0; i++) {
+    await new Promise((done) => setTimeout(done, 20));
+    r = await readService(url);
+  }
+  const left = still();
+  if (left.length > 0) {
+    throw new Error(`the load moved nothing of ${left.map((x) => x.what).join(', ')}`);
+  }
+  return r;
 }
 
 /** Totals: the page's value lies between the service's before and after. */
@@ -278,6 +562,132 @@ function expectBetween(what: string, got: number | string | undefined, lo: numbe
     (got as number) >= lo && (got as number) <= hi,
     `${what}: page ${got}, service ${lo} before and ${hi} after`,
   ).toBe(true);
+}
+
+/** Each of the page's readings between the service's before and after, counter by counter. */
+function expectReadingsBetween(what: string, got: number[], lo: number[], hi: number[]) {
+  expect(
+    got.length,
+    `${what}: the page read ${got.length} counters, the service has ${lo.length}`,
+  ).toBe(lo.length);
+  got.forEach((x, i) => {
+    expectBetween(`${what} [${i}]`, x, lo[i]!, hi[i]!);
+  });
+}
+
+/**
+ * The totals a read of the page shows (pools, devices, copy workers) lie between
+ * the service's readings `lo` and `hi`, taken before and after that read.
+ */
+function expectTotals(
+  shown: Shown,
+  lo: Reading,
+  hi: Reading,
+  pools: string[],
+  devices: string[],
+): void {
+  const v = Object.fromEntries(Object.entries(shown.figures).map(([k, f]) => [k, f.v]));
+  const m = metric;
+  for (const name of pools) {
+    const k = (x: string) => `pool:${name}:${x}`;
+    const slots = ['in_use', 'padding', 'coherent', 'free'].map(
+      (s) => v[k(`slots_${s}`)] as number,
+    );
+    expect(slots.reduce((a, x) => a + x, 0)).toBe(m(hi, 'swiotlb_pool_slots', { pool: name }));
+    // The virtqueues: drawn as coherent, held for the service's life.
+    expect(v[k('slots_coherent')] as number).toBeGreaterThan(0);
+    const hiwater = (r: Reading) => r.pools.find((p) => p.name === name)!.used_hiwater;
+    expectBetween(`${name} high-water`, v[k('hiwater')], hiwater(lo), hiwater(hi));
+    expect(v[k('used')] as number).toBeLessThanOrEqual(hiwater(hi));
+    for (const [key, reason] of [
+      ['fail_full', 'full'],
+      ['fail_too_large', 'too_large'],
+      ['fail_invalid', 'invalid'],
+    ] as const) {
+      const labels = { pool: name, reason };
+      expectBetween(
+        `${name} map failures ${reason}`,
+        v[k(key)],
+        m(lo, 'swiotlb_map_failures_total', labels),
+        m(hi, 'swiotlb_map_failures_total', labels),
+      );
+    }
+    const waits = (r: Reading) => m(r, 'mediator_backpressure_waits_total', { pool: name });
+    expectBetween(`${name} back-pressure waits`, v[k('waits')], waits(lo), waits(hi));
+  }
+  for (const device of devices) {
+    const k = (x: string) => `device:${device}:${x}`;
+    const notOk = (r: Reading) =>
+      m(r, 'mediator_requests_total', { device }) -
+      m(r, 'mediator_requests_total', { device, outcome: 'ok' });
+    expectBetween(`${device} failed`, v[k('failed')], notOk(lo), notOk(hi));
+    for (const [key, name] of [
+      ['faults', 'mediator_device_faults_total'],
+      ['timeouts', 'mediator_device_timeouts_total'],
+      ['resets', 'mediator_device_resets_total'],
+    ] as const) {
+      expectBetween(
+        `${device} ${key}`,
+        v[k(key)],
+        m(lo, name, { device }),
+        m(hi, name, { device }),
+      );
+    }
+  }
+  expect(v['copy:workers']).toBe(m(hi, 'mediator_copy_workers'));
+  expect(v['copy:live_workers']).toBe(m(hi, 'mediator_copy_workers'));
+}
+
+/**
+ * The figures of two reads, exactly: `first` and `second` are two successive
+ * reads of the page, each between the service's readings `around1` and
+ * `around2`. Every figure the page keeps readings for is in `figures`; each was
+ * computed over the window from read 1 to read 2, from the service's counters
+ * (each reading between the service's readings around its read), and is shown
+ * as model.js computes it from those readings, to the bit, and written as the
+ * page writes it.
+ */
+function expectTwoReadFigures(
+  figures: TwoReadFigure[],
+  first: Shown,
+  second: Shown,
+  around1: [Reading, Reading],
+  around2: [Reading, Reading],
+): void {
+  const kept = (s: Shown) =>
+    Object.keys(s.figures)
+      .filter((k) => s.figures[k]!.from !== undefined)
+      .sort();
+  expect(kept(second)).toEqual(figures.map((f) => f.key).sort());
+  expect(kept(first)).toEqual(kept(second));
+  // Two successive reads at two times: read 2's window starts at read 1.
+  const t1 = first.figures[figures[0]!.key]!.from!.t1;
+  for (const f of figures) {
+    const a = first.figures[f.key]!.from!;
+    const z = second.figures[f.key]!;
+    const from = z.from!;
+    expect(a.t1, `${f.key}: read 1 is of one time`).toBe(t1);
+    expect(from.t0, `${f.key}: read 2's window starts at read 1`).toBe(t1);
+    expect(from.t1, `${f.key}: read 2 is later than read 1`).toBeGreaterThan(from.t0);
+    expect(from.before, `${f.key}: read 2's "before" is read 1's "after"`).toEqual(a.after);
+    // The page read the service's counters, at each read.
+    const [lo1, hi1] = around1.map(f.service);
+    const [lo2, hi2] = around2.map(f.service);
+    expectReadingsBetween(`${f.key} read 1`, a.after, lo1!, hi1!);
+    expectReadingsBetween(`${f.key} read 2`, from.after, lo2!, hi2!);
+    if (from.bounds !== undefined) {
+      expect(from.bounds, `${f.key}: the histogram's buckets`).toEqual(
+        buckets(around2[1], f.key.split(':')[1]!).bounds,
+      );
+    }
+    // The figure shown is the one computed from those readings, to the bit.
+    const want = f.compute(from);
+    if (f.moving(around2[1]).length > 0) {
+      expect(want, `${f.key}: the load moved it`).toBeGreaterThan(0);
+    }
+    expect(z.v, `${f.key}: shown vs computed from its readings`).toBe(want ?? '');
+    expect(z.text, `${f.key}: its text`).toBe(f.text(want, from));
+  }
 }
 
 describe.skipIf(!browser.path)(
@@ -354,7 +764,10 @@ describe.skipIf(!browser.path)(
           .locator('#device-table tbody tr')
           .evaluateAll((es) => es.map((e) => (e as unknown as El).dataset.device));
         expect(devices).toEqual(DEVICES);
-        const v = await pageValues(page);
+        // Each device finishes requests under the load: the page shows their rate.
+        const v = await waitShown(page, 'requests/s above 0 on every device', (x) =>
+          DEVICES.every((d) => (x[`device:${d}:requests_per_s`] as number) > 0),
+        );
         for (const d of DEVICES)
           expect(v[`device:${d}:requests_per_s`] as number).toBeGreaterThan(0);
         // Pointing at a slot says what it is, in words.
@@ -387,7 +800,7 @@ describe.skipIf(!browser.path)(
         let next = first;
         // Under load one refresh nearly always differs; a few are allowed for a quiet instant.
         const same = () => next.map === first.map && next.cursors === first.cursors;
-        for (let i = 0; i < 5 && same(); i++) {
+        for (let i = 0; i < 20 && same(); i++) {
           await waitReads(page, 1);
           next = await snap();
         }
@@ -395,127 +808,46 @@ describe.skipIf(!browser.path)(
         expect(same()).toBe(false);
         expect(next.pixels).not.toBe(first.pixels);
         // Under this load the pool holds bounce buffers besides the virtqueues.
-        const v = await pageValues(page);
-        expect(v['pool:shared:slots_in_use'] as number).toBeGreaterThan(0);
+        await waitShown(page, 'bounce buffers in pool shared', (v) => {
+          return (v['pool:shared:slots_in_use'] as number) > 0;
+        });
       });
 
-      it('its numbers agree with /v1/pools and /metrics read around it', async () => {
+      it('its numbers are those of the service: totals between two of its reads, rates and percentiles exactly from the counters the page read', async () => {
         const page = b.page;
-        // The service read right after one of the page's reads (n) and right after
-        // the next (n + 1): both windows cover nearly the same second, and each
-        // total the page shows was read between the two. On a machine so loaded
-        // that the page read again before the test's read was answered, the order
-        // does not hold: that pair of reads is taken again (the values are not
-        // looked at before the order is right).
-        let before: Reading | undefined;
-        let after: Reading | undefined;
-        let v: Record<string, number | string> = {};
-        for (let attempt = 0; attempt < 5 && after === undefined; attempt++) {
-          await waitReads(page, 1);
-          const n = await reads(page);
-          const a = await readService(server.url);
-          if ((await reads(page)) !== n) continue;
-          await waitReads(page, 1);
-          const shown = await pageValues(page);
-          const shownReads = await reads(page);
-          const z = await readService(server.url);
-          if (shownReads !== n + 1) continue;
-          [before, after, v] = [a, z, shown];
-        }
-        if (before === undefined || after === undefined) {
-          throw new Error('the page and the service were never read in order in 5 tries');
-        }
-        const m = (r: Reading, name: string, labels: Record<string, string> = {}) =>
-          metric(r, name, labels);
-
-        for (const name of POOLS) {
-          const k = (x: string) => `pool:${name}:${x}`;
-          const slots = ['in_use', 'padding', 'coherent', 'free'].map(
-            (s) => v[k(`slots_${s}`)] as number,
+        // Every figure the page takes from two reads (pool shared has 2 areas,
+        // disk 1; one copy worker).
+        const figures = [
+          ...poolFigures('shared', 2),
+          ...poolFigures('disk', 1),
+          ...DEVICES.flatMap(deviceFigures),
+          ...copyFigures(['g0', 'g1'], 1),
+        ];
+        // The page reads twice, when told, between the test's own reads (the
+        // picture at the head of this file).
+        await pause(page);
+        let r0: Reading;
+        let r1: Reading;
+        let r1b: Reading;
+        let r2: Reading;
+        let first: Shown;
+        let second: Shown;
+        try {
+          r0 = await readService(server.url);
+          first = await readOnce(page);
+          r1 = await readService(server.url);
+          r1b = await readUntilMoved(
+            server.url,
+            r1,
+            figures.map((f) => ({ what: f.key, value: f.moving })),
           );
-          expect(slots.reduce((a, x) => a + x, 0)).toBe(
-            m(after, 'swiotlb_pool_slots', { pool: name }),
-          );
-          // The virtqueues: drawn as coherent, held for the service's life.
-          expect(v[k('slots_coherent')] as number).toBeGreaterThan(0);
-          const hi = (r: Reading) => r.pools.find((p) => p.name === name)!.used_hiwater;
-          expectBetween(`${name} high-water`, v[k('hiwater')], hi(before), hi(after));
-          expect(v[k('used')] as number).toBeLessThanOrEqual(hi(after));
-          for (const [key, reason] of [
-            ['fail_full', 'full'],
-            ['fail_too_large', 'too_large'],
-            ['fail_invalid', 'invalid'],
-          ] as const) {
-            expectBetween(
-              `${name} map failures ${reason}`,
-              v[k(key)],
-              m(before, 'swiotlb_map_failures_total', { pool: name, reason }),
-              m(after, 'swiotlb_map_failures_total', { pool: name, reason }),
-            );
-          }
-          expectBetween(
-            `${name} back-pressure waits`,
-            v[k('waits')],
-            m(before, 'mediator_backpressure_waits_total', { pool: name }),
-            m(after, 'mediator_backpressure_waits_total', { pool: name }),
-          );
+          second = await readOnce(page);
+          r2 = await readService(server.url);
+        } finally {
+          await resume(page);
         }
-
-        // Rates: the page's last interval against the test's window, which starts
-        // and ends a few ms after it (the test reads after the page's read shows):
-        // within a factor 1.5.
-        for (const d of DEVICES) {
-          const k = (x: string) => `device:${d}:${x}`;
-          expectNear(
-            `${d} requests/s`,
-            v[k('requests_per_s')],
-            rate(before, after, 'mediator_requests_total', { device: d }),
-            1.5,
-          );
-          expectNear(
-            `${d} written/s`,
-            v[k('written_bytes_per_s')],
-            rate(before, after, 'mediator_device_written_bytes_total', { device: d }),
-            1.5,
-          );
-          for (const [key, name] of [
-            ['faults', 'mediator_device_faults_total'],
-            ['timeouts', 'mediator_device_timeouts_total'],
-            ['resets', 'mediator_device_resets_total'],
-          ] as const) {
-            expectBetween(
-              `${d} ${key}`,
-              v[k(key)],
-              m(before, name, { device: d }),
-              m(after, name, { device: d }),
-            );
-          }
-          // Percentiles from the same histogram over nearly the same window: within
-          // a bucket's width (buckets go 1, 2.5, 5, 10...) for p50; the tail moves
-          // more with the few requests at the windows' edges: two widths for p99
-          // (still far from p50, and from a unit slip).
-          expectNear(`${d} p50`, v[k('p50')], metricsQuantile(before, after, d, 0.5)!, 2.5);
-          expectNear(`${d} p99`, v[k('p99')], metricsQuantile(before, after, d, 0.99)!, 6.25);
-        }
-        for (const g of ['g0', 'g1']) {
-          for (const direction of ['to_device', 'from_device']) {
-            expectNear(
-              `guest ${g} bounced ${direction}/s`,
-              v[`guest:${g}:${direction}_bytes_per_s`],
-              rate(before, after, 'mediator_bounce_bytes_total', { guest: g, direction }),
-              // Only the reads' data comes back, a few per window: a burstier figure.
-              direction === 'from_device' ? 2 : 1.5,
-            );
-          }
-        }
-        expectNear(
-          'copy engine bytes/s',
-          v['copy:bytes_per_s'],
-          rate(before, after, 'mediator_bounce_bytes_total'),
-          1.5,
-        );
-        expect(v['copy:workers']).toBe(m(after, 'mediator_copy_workers'));
-        expect(v['copy:live_workers']).toBe(m(after, 'mediator_copy_workers'));
+        expectTotals(second, r1b, r2, POOLS, DEVICES);
+        expectTwoReadFigures(figures, first, second, [r0, r1], [r1b, r2]);
       });
 
       it('the reset button posts to the high-water reset route; a screenshot goes to .tmp/', async () => {
@@ -529,10 +861,13 @@ describe.skipIf(!browser.path)(
         expect((await posted).status()).toBe(200);
         // The page reads again at once after a reset.
         await page.waitForFunction((n) => Number(document.body.dataset.reads) > n, seen);
-        // One more read: maps since the reset have raised the high-water again
+        // Reads until maps since the reset have raised the high-water again
         // (debugfs reads 0 until the next map), for the picture.
-        await waitReads(page, 1);
-        const hi = await pageValues(page);
+        const hi = await waitShown(
+          page,
+          'a high-water above 0 since the reset',
+          (x) => (x['pool:disk:hiwater'] as number) > 0,
+        );
         expect(hi['pool:disk:hiwater'] as number).toBeGreaterThan(0);
         await page.screenshot({ path: join(SHOTS, 'status-page.png'), fullPage: true });
         expect(existsSync(join(SHOTS, 'status-page.png'))).toBe(true);
@@ -622,7 +957,9 @@ describe.skipIf(!browser.path)(
         expect(note).toMatch(/no slot map to draw/);
         expect(note).toContain('pool-a, pool-b');
         expect(await page.locator('canvas.map').count()).toBe(0);
-        const v = await pageValues(page);
+        const v = await waitShown(page, 'requests/s above 0 on both devices', (x) =>
+          ['blk0', 'null0'].every((d) => (x[`device:${d}:requests_per_s`] as number) > 0),
+        );
         for (const d of ['blk0', 'null0']) {
           expect(v[`device:${d}:requests_per_s`] as number).toBeGreaterThan(0);
         }

@@ -5,9 +5,11 @@
  *
  * Every number shown sits in an element with data-k (what it is, e.g.
  * "pool:pool0:used") and data-v (the raw value behind the text), so that a test
- * or a script can read what the page shows without parsing the text.
- * body[data-reads] counts the reads shown so far; body[data-state] is "ok" or
- * "error".
+ * or a script can read what the page shows without parsing the text. A figure
+ * taken from two reads (a rate, a percentile) also keeps what it was computed
+ * from (see keepFrom). body[data-reads] counts the reads shown so far;
+ * body[data-reading] is "true" while a read is under way; body[data-state] is
+ * "ok" or "error".
  */
 import * as M from './model.js';
 import { drawSlotMap, drawSwatch, GUTTER, MARGIN, STATE_LABELS, slotUnder } from './slot-map.js';
@@ -68,6 +70,43 @@ function set(key, value, text, warn = false) {
   e.dataset.v = value === undefined ? '' : String(value);
   e.textContent = text ?? (value === undefined ? '–' : M.formatCount(value));
   e.classList.toggle('warn', warn);
+}
+
+/** The data attributes keepFrom writes (dataset names). */
+const FROM = ['t0', 't1', 'before', 'after', 'bounds', 'q'];
+
+/**
+ * Keeps beside a figure of two reads what it was computed from, so that a test
+ * or a script can check each reading against the service's own counters and
+ * redo the arithmetic (model.js):
+ *
+ *   data-t0, data-t1         the two reads' times, in seconds (the page's clock)
+ *   data-before, data-after  the counter readings of each read: one number, or a
+ *                            comma list (several counters, a histogram's buckets)
+ *   data-bounds, data-q      a percentile's bucket upper bounds and quantile
+ *
+ * Numbers are written with String(), which gives back the same double. Without a
+ * previous read (or a counter the previous read lacked), the attributes go.
+ */
+function keepFrom(key, from) {
+  const e = page.cells.get(key);
+  if (!e) return;
+  for (const name of FROM) delete e.dataset[name];
+  if (!from) return;
+  for (const [name, v] of Object.entries(from)) {
+    e.dataset[name] = Array.isArray(v) ? v.join(',') : String(v);
+  }
+}
+
+/**
+ * Shows a counter's growth per second between the reads of `win` ({t0, t1},
+ * undefined at the first read), with its readings (keepFrom); `format` writes
+ * the text (default: formatCount).
+ */
+function setRate(key, win, before, after, { wraps = false, format } = {}) {
+  const r = win ? M.ratePerSecond(before, after, win.t1 - win.t0, wraps) : undefined;
+  set(key, r, format?.(r));
+  keepFrom(key, r === undefined ? undefined : { t0: win.t0, t1: win.t1, before, after });
 }
 
 function sum(values) {
@@ -426,7 +465,9 @@ function buildCopy(snap) {
 // ---------------------------------------------------------------------------
 
 function show(snap, prev) {
-  const dt = prev ? snap.t - prev.t : undefined;
+  // The window of the figures of two reads: this read and the previous one.
+  const win = prev ? { t0: prev.t, t1: snap.t } : undefined;
+  const dt = win ? win.t1 - win.t0 : undefined;
   document.getElementById('mode').textContent = `${snap.mode} mode`;
   document.getElementById('updated').textContent =
     `read at ${snap.at.toLocaleTimeString()}${dt ? ` · ${dt.toFixed(2)} s since the previous read` : ''}`;
@@ -436,17 +477,18 @@ function show(snap, prev) {
         p,
         prev?.pools.find((q) => q.name === p.name),
         snap.slots[i],
-        dt,
+        win,
       );
     });
   }
-  showDevices(snap, prev, dt);
-  showCopy(snap, prev, dt);
+  showDevices(snap, prev, win);
+  showCopy(snap, prev, win);
 }
 
-function showPool(p, prev, slots, dt) {
+function showPool(p, prev, slots, win) {
   const k = (name) => `pool:${p.name}:${name}`;
-  const rate = (a, b, wraps = true) => M.ratePerSecond(a, b, dt, wraps);
+  // The allocator's counters are 32-bit and wrap; the gate's do not.
+  const rate = (key, a, b, wraps = true) => setRate(k(key), win, a, b, { wraps });
   set(k('nslabs'), p.nslabs);
   set(k('used'), p.used, M.formatInteger(p.used));
   set(k('used_percent'), p.used / p.nslabs, M.formatPercent(p.used, p.nslabs));
@@ -454,14 +496,14 @@ function showPool(p, prev, slots, dt) {
   set(k('hiwater_percent'), p.used_hiwater / p.nslabs, M.formatPercent(p.used_hiwater, p.nslabs));
   set(k('largest_free_run'), p.largest_free_run, M.formatInteger(p.largest_free_run));
   set(k('largest_free_bytes'), p.largest_free_run * 2048, M.formatSize(p.largest_free_run * 2048));
-  set(k('maps_per_s'), rate(prev?.maps, p.maps));
+  rate('maps_per_s', prev?.maps, p.maps);
   const f = p.map_failures;
   set(k('fail_full'), f.full, M.formatInteger(f.full), f.full > 0);
   set(k('fail_too_large'), f.too_large, M.formatInteger(f.too_large), f.too_large > 0);
   set(k('fail_invalid'), f.invalid, M.formatInteger(f.invalid), f.invalid > 0);
   const bp = p.backpressure;
   set(k('waits'), bp.waits, M.formatInteger(bp.waits));
-  set(k('waits_per_s'), rate(prev?.backpressure.waits, bp.waits, false));
+  rate('waits_per_s', prev?.backpressure.waits, bp.waits, false);
   set(k('waiting'), bp.waiting, M.formatInteger(bp.waiting));
   set(k('bp_timeouts'), bp.timeouts, M.formatInteger(bp.timeouts), bp.timeouts > 0);
   p.areas.forEach((a, i) => {
@@ -472,7 +514,7 @@ function showPool(p, prev, slots, dt) {
       M.formatInteger(i * p.area_nslabs + a.index),
     );
     set(k(`area${i}_largest_free_run`), a.largest_free_run, M.formatInteger(a.largest_free_run));
-    set(k(`area${i}_contended_per_s`), rate(prev?.areas[i]?.contended, a.contended));
+    rate(`area${i}_contended_per_s`, prev?.areas[i]?.contended, a.contended);
   });
   if (!slots) return;
   const c = slots.counts;
@@ -524,7 +566,7 @@ function showSlot(p, entry, event) {
   entry.readout.textContent = `slot ${M.formatInteger(s)} · area ${area} · segment ${Math.floor(s / 128)} · pool offset 0x${(s * 2048).toString(16)} · ${STATE_LABELS[state]}${cursor}`;
 }
 
-function showDevices(snap, prev, dt) {
+function showDevices(snap, prev, win) {
   for (const d of snap.devices) {
     const k = (name) => `device:${d.id}:${name}`;
     const pd = prev?.devices.find((x) => x.id === d.id);
@@ -533,22 +575,11 @@ function showDevices(snap, prev, dt) {
     const ok = (dev) => sum(Object.values(dev.requests).map((byOutcome) => byOutcome.ok));
     const total = finished(d);
     set(k('requests'), total, M.formatInteger(total));
-    set(k('requests_per_s'), M.ratePerSecond(pd && finished(pd), total, dt));
-    set(
-      k('read_bytes_per_s'),
-      M.ratePerSecond(pd?.bytesRead, d.bytesRead, dt),
-      M.formatRate(M.ratePerSecond(pd?.bytesRead, d.bytesRead, dt)),
-    );
-    set(
-      k('written_bytes_per_s'),
-      M.ratePerSecond(pd?.bytesWritten, d.bytesWritten, dt),
-      M.formatRate(M.ratePerSecond(pd?.bytesWritten, d.bytesWritten, dt)),
-    );
-    const lat = d.latency;
-    const p50 = pd ? M.windowQuantile(lat.bounds, pd.latency.counts, lat.counts, 0.5) : undefined;
-    const p99 = pd ? M.windowQuantile(lat.bounds, pd.latency.counts, lat.counts, 0.99) : undefined;
-    set(k('p50'), p50, M.formatSeconds(p50));
-    set(k('p99'), p99, M.formatSeconds(p99));
+    setRate(k('requests_per_s'), win, pd && finished(pd), total);
+    const bytes = { format: M.formatRate };
+    setRate(k('read_bytes_per_s'), win, pd?.bytesRead, d.bytesRead, bytes);
+    setRate(k('written_bytes_per_s'), win, pd?.bytesWritten, d.bytesWritten, bytes);
+    showLatency(k, d.latency, pd?.latency, win);
     set(k('in_flight'), d.inFlight, M.formatInteger(d.inFlight));
     const failed = total - ok(d);
     set(k('failed'), failed, M.formatInteger(failed), failed > 0);
@@ -559,28 +590,50 @@ function showDevices(snap, prev, dt) {
   }
   for (const g of snap.copy.guests) {
     const pg = prev?.copy.guests.find((x) => x.name === g.name);
+    const format = usesPool(snap.mode) ? M.formatRate : () => '– (direct)';
     for (const dir of ['to_device', 'from_device']) {
-      const r = M.ratePerSecond(pg?.[dir].bytes, g[dir].bytes, dt);
-      set(
-        `guest:${g.name}:${dir}_bytes_per_s`,
-        r,
-        usesPool(snap.mode) ? M.formatRate(r) : '– (direct)',
-      );
+      setRate(`guest:${g.name}:${dir}_bytes_per_s`, win, pg?.[dir].bytes, g[dir].bytes, {
+        format,
+      });
     }
   }
 }
 
-function showCopy(snap, prev, dt) {
+/** p50 and p99 of the requests finished between the two reads, with the buckets they came from. */
+function showLatency(k, lat, before, win) {
+  for (const [name, q] of [
+    ['p50', 0.5],
+    ['p99', 0.99],
+  ]) {
+    const v = before ? M.windowQuantile(lat.bounds, before.counts, lat.counts, q) : undefined;
+    set(k(name), v, M.formatSeconds(v));
+    keepFrom(
+      k(name),
+      win && before
+        ? {
+            t0: win.t0,
+            t1: win.t1,
+            bounds: lat.bounds,
+            before: before.counts,
+            after: lat.counts,
+            q,
+          }
+        : undefined,
+    );
+  }
+}
+
+function showCopy(snap, prev, win) {
   const c = snap.copy;
   const pc = prev?.copy;
-  const to = M.ratePerSecond(pc?.totals.to_device.bytes, c.totals.to_device.bytes, dt);
-  const from = M.ratePerSecond(pc?.totals.from_device.bytes, c.totals.from_device.bytes, dt);
-  const both = to === undefined ? undefined : to + from;
-  set('copy:bytes_per_s', both, M.formatRate(both));
-  set('copy:to_device_bytes_per_s', to, M.formatRate(to));
-  set('copy:from_device_bytes_per_s', from, M.formatRate(from));
+  const bytes = { format: M.formatRate };
+  const both = (x) => x.totals.to_device.bytes + x.totals.from_device.bytes;
+  setRate('copy:bytes_per_s', win, pc && both(pc), both(c), bytes);
+  for (const dir of ['to_device', 'from_device']) {
+    setRate(`copy:${dir}_bytes_per_s`, win, pc?.totals[dir].bytes, c.totals[dir].bytes, bytes);
+  }
   const copies = (x) => x.inline.copies + x.worker.copies;
-  set('copy:copies_per_s', M.ratePerSecond(pc && copies(pc), copies(c), dt));
+  setRate('copy:copies_per_s', win, pc && copies(pc), copies(c));
   const inlineNow = pc ? M.counterDelta(pc.inline.copies, c.inline.copies) : 0;
   const allNow = pc ? M.counterDelta(copies(pc), copies(c)) : 0;
   set(
@@ -588,10 +641,22 @@ function showCopy(snap, prev, dt) {
     allNow > 0 ? inlineNow / allNow : undefined,
     allNow > 0 ? M.formatPercent(inlineNow, allNow) : '–',
   );
+  keepFrom(
+    'copy:inline_percent',
+    win && pc
+      ? {
+          t0: win.t0,
+          t1: win.t1,
+          before: [pc.inline.copies, copies(pc)],
+          after: [c.inline.copies, copies(c)],
+        }
+      : undefined,
+  );
   set('copy:workers', c.workers, String(c.workers));
   set('copy:live_workers', c.liveWorkers, String(c.liveWorkers));
   set('copy:pending', c.pending, M.formatInteger(c.pending));
   set('copy:crashes', c.crashes, M.formatInteger(c.crashes), c.crashes > 0);
+  const dt = win ? win.t1 - win.t0 : undefined;
   const busy = c.workerBusySeconds.map((s, i) => M.ratePerSecond(pc?.workerBusySeconds[i], s, dt));
   set(
     'copy:utilization',
@@ -599,6 +664,12 @@ function showCopy(snap, prev, dt) {
     busy.length === 0
       ? 'no workers'
       : busy.map((b, i) => `#${i} ${b === undefined ? '–' : M.formatPercent(b, 1)}`).join(' · '),
+  );
+  keepFrom(
+    'copy:utilization',
+    win && pc
+      ? { t0: win.t0, t1: win.t1, before: pc.workerBusySeconds, after: c.workerBusySeconds }
+      : undefined,
   );
 }
 
@@ -609,6 +680,7 @@ function showCopy(snap, prev, dt) {
 async function refresh() {
   if (page.reading) return;
   page.reading = true;
+  document.body.dataset.reading = 'true';
   const started = performance.now();
   try {
     const snap = await readAll(page.prev);
@@ -635,6 +707,7 @@ async function refresh() {
     box.textContent = `Cannot read the service (${err.message}); the numbers below are from ${page.prev ? page.prev.at.toLocaleTimeString() : 'no read yet'}. Retrying every second.`;
   } finally {
     page.reading = false;
+    document.body.dataset.reading = 'false';
     schedule(Math.max(0, INTERVAL_MS - (performance.now() - started)));
   }
 }
