@@ -135,7 +135,9 @@ async function openBrowser(): Promise<Browser> {
 }
 
 /**
- * Load until stopped (or 90 s, or 200k requests, if a test forgets): synthetic
+ * Load until stopped (or 300 s, or 5M requests, if a test forgets: the tests wait
+ * for the load to move the counters, so these bounds lie far beyond what the
+ * tests take on a loaded machine or send on a fast one): synthetic
  * I/O through the HTTP API on every device, and, when `deep` gives devices of an
  * in-process service, many requests in flight on each, straight on the driver,
  * so that the pool holds bounce buffers at any instant the page reads it.
@@ -146,9 +148,9 @@ function loadLoop(
   deep: { write(sector: number, length: number): Promise<void> }[] = [],
 ): () => Promise<void> {
   let stop = false;
-  const until = Date.now() + 90_000;
+  const until = Date.now() + 300_000;
   let sent = 0;
-  const running = () => !stop && Date.now() < until && sent++ < 200_000;
+  const running = () => !stop && Date.now() < until && sent++ < 5_000_000;
   const http = Array.from({ length: 6 }, async (_, i) => {
     const device = devices[i % devices.length]!;
     for (let n = 0; running(); n++) {
