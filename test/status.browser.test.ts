@@ -272,8 +272,8 @@ async function waitReads(page: Page, n: number): Promise<void> {
 }
 
 /**
- * Reads the page shows until `ok` holds of what it shows (at most `most` reads):
- * under load, one read may show a quiet instant. The last look is returned.
+ * Waits, read after read of the page (at most `most`), until `ok` holds of what
+ * it shows: under load, one read may show a quiet instant. Returns the last look.
  */
 async function waitShown(
   page: Page,
