@@ -250,6 +250,29 @@ describe('benchmarks', () => {
     expect(rounds[1]!.outcomes.MEDIATOR_CLOSED).toBeGreaterThan(0);
   }, 90_000);
 
+  it('soak --mode shared: the same rounds with buffers allocated in the pool, a short timeout, no slot left', async () => {
+    const out = await bench('bench/soak.ts', [
+      '--mode',
+      'shared',
+      '--rounds',
+      '1',
+      '--seconds',
+      '1',
+      '--timeout-ms',
+      '50',
+      '--seed',
+      '3',
+    ]);
+    const rounds = out.rounds as {
+      end: string;
+      leaked: number;
+      outcomes: Record<string, number>;
+    }[];
+    expect(rounds.map((r) => `${r.end}/${r.leaked}`)).toEqual(['stopped, reset/0']);
+    expect(rounds[0]!.outcomes.ok).toBeGreaterThan(0);
+    expect(rounds[0]!.outcomes.MEDIATOR_DEVICE_FAULT).toBeGreaterThan(0);
+  }, 90_000);
+
   it('bench:pipeline prints every mode (pooled modes on two pool sizes) and their ratios to direct', async () => {
     const out = await bench('bench/pipeline.bench.ts', [
       '--in-process',

@@ -5,7 +5,9 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it, vi } from 'vitest';
+import { DeviceQueue } from '../src/devices/device-queue.js';
 import { isMediatorError } from '../src/errors.js';
 import type { Mode } from '../src/mediator/defaults.js';
 import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
@@ -632,4 +634,69 @@ describe('a device that stops answering', () => {
       }
     });
   });
+
+  // Found by `npm run soak -- --mode shared --timeout-ms 20 --hogs 2`: a request
+  // timed out, and the reset its timeout started was waiting for the device
+  // thread to stop when the thread's late used entry for that request came in.
+  // The entry took the request out of the in-flight table, where the reset looked
+  // for timed-out requests to free: its pool slots and its request slot were never
+  // given back. Here the test holds the thread's termination and writes that late
+  // entry itself (the device's own DeviceQueue), so the interleaving is the same
+  // on every run.
+  const LATE = [
+    { what: 'completion', len: 0, fault: 0 },
+    { what: 'used length larger than the chain (a fault)', len: 2 ** 20, fault: 1 },
+  ];
+  for (const mode of ['bounce', 'shared'] as const) {
+    for (const late of LATE) {
+      it(`${mode}: a timed-out request's late ${late.what} before the reset has stopped the device: its pool slots and its slot come back`, async () => {
+        const s = spec(mode, [{ kind: 'chaos', chaos: NEVER_ANSWERS, timeoutMs: 100, depth: 1 }], {
+          copy: { workers: 0 },
+        });
+        let letGo = () => {};
+        const held = new Promise<void>((resolve) => {
+          letGo = resolve;
+        });
+        const terminate = Worker.prototype.terminate;
+        const stopping = vi.spyOn(Worker.prototype, 'terminate').mockImplementation(async function (
+          this: Worker,
+        ) {
+          await held;
+          return terminate.call(this);
+        });
+        try {
+          await withMediator(s, async (m) => {
+            const dev = m.device('d0')!;
+            await dev.ready();
+            const pool = m.pools.get('p0')!.pool;
+            const baseline = pool.used();
+            const device = new DeviceQueue(dev.workerData(0));
+            const request = dev.read(0, 8192).catch((err: unknown) => err);
+            await vi.waitFor(() => expect(device.hasNew(device.availIdx())).toBe(true));
+            const head = device.takeHead();
+            expect(pool.used()).toBeGreaterThan(baseline);
+            expect(await request).toMatchObject({ code: 'MEDIATOR_DEVICE_TIMEOUT' });
+            // The timeout started a reset, which waits for the device thread to stop.
+            expect(stopping).toHaveBeenCalledTimes(1);
+            device.pushUsed(head, late.len);
+            device.publishUsed();
+            // The driver took the entry: the chain is no longer in flight.
+            await vi.waitFor(() => expect(dev.stats().queues[0]!.inFlight).toBe(0));
+            expect(dev.stats().faults.used_len).toBe(late.fault);
+            letGo();
+            await dev.reset();
+            expect(pool.used()).toBe(baseline);
+            // The request's slot came back too: with depth 1 the next request reaches
+            // the device (it never answers, so that one times out in turn).
+            const next = dev.read(0, 512).catch((err: unknown) => err);
+            await vi.waitFor(() => expect(dev.stats().queues[0]!.inFlight).toBe(1));
+            expect(await next).toMatchObject({ code: 'MEDIATOR_DEVICE_TIMEOUT' });
+          });
+        } finally {
+          letGo();
+          stopping.mockRestore();
+        }
+      });
+    }
+  }
 });

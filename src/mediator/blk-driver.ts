@@ -424,6 +424,11 @@ export class BlkDriver {
     if (this.resetting) await this.resetting;
     if (this.sweeper) clearInterval(this.sweeper);
     await Promise.all(this.queues.map((q) => stopDeviceThread(q, true)));
+    // Every timeout was followed by a reset that freed it; this frees what a reset
+    // could not (none is known), before the queue memory goes.
+    const releasing: Promise<void>[] = [];
+    for (const q of this.queues) this.releaseQuarantine(q, releasing);
+    await Promise.all(releasing);
     for (const q of this.queues) releaseQueueMemory(this.ctx, q);
     if (this.fd !== undefined) {
       closeSync(this.fd);
@@ -800,7 +805,10 @@ export class BlkDriver {
         const req = q.byHead[h];
         if (req === undefined || req.quarantined || now - req.submittedAt < this.timeoutMs)
           continue;
+        // On the queue's quarantine until the reset below has stopped the thread:
+        // a late used entry may take it out of byHead before then.
         req.quarantined = true;
+        q.quarantine.push(req);
         expired = true;
         expiredHere++;
         this.counters.timeouts++;
@@ -841,14 +849,16 @@ export class BlkDriver {
         const req = q.byHead[h];
         if (req === undefined) continue;
         q.byHead[h] = undefined;
-        if (req.quarantined) {
-          // Its submitter gave up already: free its buffers and slot here.
-          releasing.push(this.releaseQuarantined(q, req));
-        } else {
-          failed++;
-          req.fail?.(new MediatorError('MEDIATOR_DEVICE_RESET', `device ${this.id} was reset`));
-        }
+        // A timed-out request is freed from the quarantine below.
+        if (req.quarantined) continue;
+        failed++;
+        req.fail?.(new MediatorError('MEDIATOR_DEVICE_RESET', `device ${this.id} was reset`));
       }
+      // Timed-out requests, whose submitters gave up already: free their buffers and
+      // slots, now that the thread that could still write there is stopped. Taken
+      // from the quarantine, not byHead: one completed late (after its timeout,
+      // while the thread was being stopped) has left byHead, and would be lost.
+      this.releaseQuarantine(q, releasing);
       q.vq.reset();
       if (!this.closing) q.worker = this.startWorker(q);
     }
@@ -863,6 +873,18 @@ export class BlkDriver {
       `device ${this.id} reset (${RESET_WHY[reason]}): ${failed} request(s) in flight failed with MEDIATOR_DEVICE_RESET, ${releasing.length} timed-out request(s) freed`,
     );
     await Promise.all(releasing);
+  }
+
+  /**
+   * Frees every timed-out request of `q` (its device thread must be stopped),
+   * adding what is still being released to `into`. In a reset nothing after this
+   * yields to a timer (these releases copy nothing back, so the promises are
+   * settled), so no timeout the sweep finds later is absorbed by a reset that
+   * has freed its quarantine already.
+   */
+  private releaseQuarantine(q: BlkQueue, into: Promise<void>[]): void {
+    for (const req of q.quarantine) into.push(this.releaseQuarantined(q, req));
+    q.quarantine.length = 0;
   }
 
   /** Frees a timed-out request's buffers (copying nothing back), then its slot. */

@@ -24,10 +24,16 @@ import { SharedDma } from './shared-dma.js';
  *   [ 31 30 ... k ]   ->   [ 0 | 1 | ... | depth-1 ]  <-  the request whose chain
  *   slotWaiters (FIFO): callers waiting for a slot        starts there, while the
  *                                                          device holds it
+ *   quarantine: [ timed-out slots ], freed by the reset that follows (or close)
  * Rules:
  * - a slot is in freeSlots, or busy (one caller owns it), or quarantined (its
  *   request timed out: the device may still write into its buffers, so they stay
  *   mapped and the slot unused until the device thread has been stopped);
+ * - a quarantined slot is on `quarantine` from its timeout until the reset that
+ *   follows it (or close) has stopped the device thread and frees its buffers and
+ *   the slot; that list, not byHead, is what the reset frees: a late used entry
+ *   (a completion or a fault) takes a timed-out request out of byHead while the
+ *   thread is still being stopped;
  * - a freed slot goes to the oldest waiter first, so no caller starves;
  * - byHead[h] is set from when the chain is added until its used entry is taken
  *   (or the device is reset); the used ring names heads, never slots.
@@ -49,7 +55,10 @@ export interface RequestSlot {
   n: number;
   head: number;
   submittedAt: number;
-  /** Timed out: its buffers stay mapped (quarantined) until the device thread is stopped. */
+  /**
+   * Timed out: its buffers stay mapped (quarantined), and it stays on its queue's
+   * `quarantine`, until the device thread is stopped.
+   */
   quarantined: boolean;
   busy: boolean;
   complete: ((len: number) => void) | undefined;
@@ -78,6 +87,8 @@ export interface BlkQueue {
   readonly freeSlots: number[];
   readonly slotWaiters: Fifo<(slot: number) => void>;
   readonly byHead: (RequestSlot | undefined)[];
+  /** Timed-out requests whose buffers and slots the next reset (or close) frees. */
+  readonly quarantine: RequestSlot[];
   worker: Worker | undefined;
   publishScheduled: boolean;
   publishNow: () => void;
@@ -252,6 +263,7 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
     freeSlots: Array.from({ length: shape.depth }, (_, i) => shape.depth - 1 - i),
     slotWaiters: new Fifo(),
     byHead: new Array(shape.queueSize),
+    quarantine: [],
     worker: undefined,
     publishScheduled: false,
     publishNow: () => undefined,
