@@ -281,4 +281,21 @@ describe('virtio-blk on a pool far smaller than its load, policy requeue', () =>
       await m.close();
     }
   });
+
+  it('close() ends a request that can never fit (the kernel would retry it for ever): MEDIATOR_CLOSED', async () => {
+    // 256 slots, the queue's ring and more: a 512 KiB write needs 256 slots of its own.
+    const m = new Mediator(spec([{ queues: 1, depth: 2, maxRequestBytes: 512 * 1024 }], 256));
+    const dev = m.device('d0')!;
+    await dev.ready();
+    const write = dev.write(0, randomBytes(512 * 1024, 1)).then(
+      () => 'written',
+      (e: MediatorError) => e.code,
+    );
+    // Requeued (found the pool full), and retried every 3 ms without end.
+    await vi.waitFor(() => expect(m.pools.get('p0')!.gate.stats().requeues).toBeGreaterThan(0));
+    await m.close();
+    expect(await write).toBe('MEDIATOR_CLOSED');
+    // Nothing of it stayed in the pool.
+    expect(m.pools.get('p0')!.pool.used()).toBe(0);
+  }, 10_000);
 });

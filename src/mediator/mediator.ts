@@ -168,14 +168,21 @@ export class Mediator {
     return this.devices.get(id);
   }
 
-  /** Closes every device (finishing in-flight I/O), then the copy engine. */
+  /**
+   * Fails the requests still waiting for pool slots (MEDIATOR_CLOSED), closes every
+   * device (finishing the I/O it holds), then the copy engine.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all([...this.devices.values()].map((d) => d.close()));
+    // Requests still waiting for pool slots fail first: the devices then finish what
+    // they hold. Under the requeue policy a request that can never fit would wait
+    // for ever (as the kernel retries it), and a device's close waits for every
+    // request it was given.
     for (const p of this.pools.values()) {
       p.gate.rejectAll(new MediatorError('MEDIATOR_CLOSED', 'the mediator is closing'));
     }
+    await Promise.all([...this.devices.values()].map((d) => d.close()));
     await this.engine.close();
   }
 }
