@@ -73,6 +73,14 @@ export interface BenchIo {
   stdin?: Readable;
 }
 
+/** Which of the modes run on warm placement (not the kernel's), for the pool line. */
+function placementNote(jf: JobFile, modes: readonly string[]): string {
+  const warm = modes.filter(
+    (m) => m === 'bounce-tuned' || (m !== 'direct' && jf.settings.placement === 'warm'),
+  );
+  return warm.length === 0 ? '' : `; warm placement (not the kernel's) in ${warm.join(', ')}`;
+}
+
 /** Reads and parses a job file; a missing file is JOB_BAD_FILE. */
 export function readJobFile(path: string): JobFile {
   let text: string;
@@ -123,7 +131,7 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
     const g = jobPoolGeometry(jf);
     for (const line of g.log) io.stderr.write(`${line}\n`);
     io.stderr.write(
-      `bench: pool ${g.kind === 'restricted' ? 'restricted-dma-pool' : 'default pool'} of ${g.nslabs} slots in ${g.nareas} area(s), Linux ${jf.settings.kernel} rules, policy ${jf.settings.backpressure} when full\n`,
+      `bench: pool ${g.kind === 'restricted' ? 'restricted-dma-pool' : 'default pool'} of ${g.nslabs} slots in ${g.nareas} area(s), Linux ${jf.settings.kernel} rules, policy ${jf.settings.backpressure} when full${placementNote(jf, modes)}\n`,
     );
   }
   const results = [];
