@@ -50,8 +50,8 @@ export function placementCode(placement: Placement): number {
  *     after one completed takes that one's runs, in reverse order).
  *   map: look at the WARM_SCAN newest entries, newest first; in each, walk as the
  *     kernel's search walks from a cursor at the entry's first slot (6.1: from the
- *     stride grid point at or before it), over the candidates that start inside
- *     the entry, and take the first that fits. The entry keeps what is left of it
+ *     stride grid point at or before it), over the candidates that start before
+ *     the entry's end, and take the first that fits. The entry keeps what is left of it
  *     after the placement (its tail, else its head), or becomes a tombstone.
  *     Tombstones on top are popped.
  *
