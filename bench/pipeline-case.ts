@@ -99,6 +99,8 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
         name: 'pool',
         size: poolMiB * 2 ** 20,
         ...(spec.poolAreas === undefined ? {} : { areas: spec.poolAreas }),
+        // bounce-tuned: recently freed slots first (src/swiotlb/warm.ts).
+        placement: mode === 'bounce-tuned' ? 'warm' : 'linux',
       },
     ],
     guests: [{ name: 'guest', size: 256 * 2 ** 20 }],
@@ -112,8 +114,7 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
         depth,
         queueSize: 256,
         maxRequestBytes: Math.max(size, 64 * 1024),
-        // bounce-tuned; warm placement joins it as the pool's `placement: "warm"`
-        // once the pool has that policy.
+        // bounce-tuned: reads without the copy-in.
         fromDeviceBounce: mode === 'bounce-tuned' ? 'used-length' : 'linux',
         ...spec.deviceTuning,
       },

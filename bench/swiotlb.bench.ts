@@ -21,7 +21,13 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import { isKernelVersion, type KernelVersion, SwiotlbPool } from '../src/swiotlb/index.js';
+import {
+  isKernelVersion,
+  isPlacement,
+  type KernelVersion,
+  type Placement,
+  SwiotlbPool,
+} from '../src/swiotlb/index.js';
 import { benchArgs, positiveFlag, usageError } from './cli.js';
 import {
   BATCH,
@@ -42,10 +48,18 @@ Pool map+unmap pairs per second: one thread, two threads on one area, on two are
   --duration S     seconds per case (default 1.5)
   --warmup S       seconds of warm-up per case (default 0.3)
   --kernel V       whose search rules the pool follows: 6.1, 6.6 or 6.10 (default 6.10)
+  --placement P    linux (the kernel's next-fit search; default) or warm (the runs
+                   freed last first: src/swiotlb/warm.ts)
   --json           print {"results":[...],"ratios":{...}} as the last line
   -h, --help       this help`;
 
 type CaseName = 'single' | 'two-threads-1-area' | 'two-threads-2-areas';
+
+/** Whose rules the pools follow, and their placement. */
+interface Rules {
+  kernel: KernelVersion;
+  placement: Placement;
+}
 
 interface Result {
   case: CaseName;
@@ -93,13 +107,8 @@ function result(
   };
 }
 
-function runSingle(
-  size: number,
-  kernel: KernelVersion,
-  warmupS: number,
-  durationS: number,
-): Result {
-  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas: 1, kernel });
+function runSingle(size: number, rules: Rules, warmupS: number, durationS: number): Result {
+  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas: 1, ...rules });
   const loop = new PairLoop(pool, size, origBaseOf(0));
   const warmEnd = performance.now() + warmupS * 1000;
   while (performance.now() < warmEnd) loop.run(BATCH);
@@ -157,11 +166,11 @@ function startWorker(input: WorkerInput): { ready: Promise<void>; done: Promise<
 async function runTwo(
   size: number,
   areas: 1 | 2,
-  kernel: KernelVersion,
+  rules: Rules,
   warmupS: number,
   durationS: number,
 ): Promise<Result> {
-  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas, kernel });
+  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas, ...rules });
   const control = new SharedArrayBuffer(4);
   const phase = new Int32Array(control);
   const workers = [0, 1].map((index) =>
@@ -191,7 +200,7 @@ function ratio(a: Result | undefined, b: Result | undefined): number | null {
 }
 
 async function main(): Promise<void> {
-  const { durationS, warmupS, json, kernel } = benchArgs(
+  const { durationS, warmupS, json, rules } = benchArgs(
     'bench:swiotlb',
     USAGE,
     {
@@ -200,17 +209,21 @@ async function main(): Promise<void> {
         warmup: { type: 'string', default: '0.3' },
         json: { type: 'boolean', default: false },
         kernel: { type: 'string', default: '6.10' },
+        placement: { type: 'string', default: 'linux' },
       },
     },
     (values) => {
       if (!isKernelVersion(values.kernel)) {
         throw usageError(`--kernel: "${values.kernel}" is not 6.1, 6.6 or 6.10`);
       }
+      if (!isPlacement(values.placement)) {
+        throw usageError(`--placement: "${values.placement}" is not linux or warm`);
+      }
       return {
         durationS: positiveFlag('duration', values.duration),
         warmupS: positiveFlag('warmup', values.warmup),
         json: values.json,
-        kernel: values.kernel,
+        rules: { kernel: values.kernel, placement: values.placement },
       };
     },
   );
@@ -218,10 +231,12 @@ async function main(): Promise<void> {
   const started = performance.now();
   const results: Result[] = [];
   for (const size of SIZES) {
-    console.error(`swiotlb bench: ${size} B mappings, Linux ${kernel} rules...`);
-    results.push(runSingle(size, kernel, warmupS, durationS));
-    results.push(await runTwo(size, 1, kernel, warmupS, durationS));
-    results.push(await runTwo(size, 2, kernel, warmupS, durationS));
+    console.error(
+      `swiotlb bench: ${size} B mappings, Linux ${rules.kernel} rules, ${rules.placement} placement...`,
+    );
+    results.push(runSingle(size, rules, warmupS, durationS));
+    results.push(await runTwo(size, 1, rules, warmupS, durationS));
+    results.push(await runTwo(size, 2, rules, warmupS, durationS));
   }
 
   const ratios: Record<string, Record<string, number | null>> = {};

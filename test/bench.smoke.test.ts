@@ -359,7 +359,7 @@ describe('benchmarks', () => {
     expect(null4k.measured).toBe(results[0]!.iops);
     expect(null4k.met).toBe(results[0]!.iops >= 300_000);
     expect(out.notes as string[]).toContain(
-      'bounce-tuned = bounce with reads without the copy-in (fromDeviceBounce "used-length"); warm placement is not available yet, so it is not part of it',
+      'bounce-tuned = bounce with warm placement (placement "warm": recently freed slots first, not the kernel\'s next-fit) and reads without the copy-in (fromDeviceBounce "used-length")',
     );
   }, 90_000);
 

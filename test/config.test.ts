@@ -65,6 +65,7 @@ describe('the embedded default', () => {
       {
         name: 'pool0',
         kernel: '6.10',
+        placement: 'linux',
         areas: defaultAreaCount(),
         base: 0,
         backpressure: { policy: 'requeue-bounded', waitMs: 5000 },
@@ -72,6 +73,7 @@ describe('the embedded default', () => {
       {
         name: 'pool1',
         kernel: '6.10',
+        placement: 'linux',
         areas: defaultAreaCount(),
         base: 64 * MiB,
         backpressure: { policy: 'requeue-bounded', waitMs: 5000 },
@@ -417,7 +419,7 @@ describe('a wrong config gets one message: the field, the value, what is allowed
     [
       'unknown top-level field',
       { port: 80 },
-      'config: port: unknown field; the fields of the config are kernel, mode, fromDeviceBounce, logLevel, http, copy, pools, guests, devices',
+      'config: port: unknown field; the fields of the config are kernel, mode, fromDeviceBounce, placement, logLevel, http, copy, pools, guests, devices',
     ],
     [
       'unknown nested field',

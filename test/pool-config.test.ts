@@ -2,7 +2,8 @@
  * Pools declared in the kernel's terms, on every command that takes one: the
  * config's `swiotlb`, `restricted`, `size`, `slots`/`areas` and `kernel`; serve's
  * --kernel, --swiotlb and --restricted; the fio job options kernel=, swiotlb=,
- * restricted= and backpressure=. Each form builds the pool the kernel builds
+ * restricted= and backpressure=. And the pools' placement (`placement`, serve's
+ * --placement, the job option placement=, bounce-tuned). Each form builds the pool the kernel builds
  * (hand-worked against round_up_default_nslabs() and rmem_swiotlb_device_init()),
  * and each combination the kernel has no words for is one clear error.
  */
@@ -160,6 +161,47 @@ describe("config: a pool in the kernel's terms", () => {
   });
 });
 
+describe('config: placement', () => {
+  it('"linux" unless said; the top-level value is every pool\'s default, a pool may set its own', async () => {
+    const plain = parseConfig({});
+    expect(plain.placement).toBe('linux');
+    expect(plain.pools.map((p) => p.placement)).toEqual(['linux', 'linux']);
+    const c = parseConfig({
+      placement: 'warm',
+      pools: [
+        {},
+        { name: 'kernel-like', placement: 'linux', restricted: '1MiB', base: '0x10000000' },
+      ],
+      devices: [
+        { id: 'a', capacity: '1MiB', maxRequestBytes: '64KiB' },
+        { id: 'b', pool: 'kernel-like', capacity: '1MiB', maxRequestBytes: '64KiB' },
+      ],
+      copy: { workers: 0 },
+    });
+    expect(c.pools.map((p) => [p.name, p.placement])).toEqual([
+      ['pool0', 'warm'],
+      ['kernel-like', 'linux'],
+    ]);
+    expect(toMediatorSpec(c).pools.map((p) => p.placement)).toEqual(['warm', 'linux']);
+    const areas = defaultAreaCount();
+    expect(describeService(c)).toContain(
+      `pools: pool0 64MiB (32768 slots, ${areas} area${areas > 1 ? 's' : ''}; requeue-bounded, at most 5000 ms; warm placement, not the kernel's), ` +
+        'kernel-like 1MiB (restricted-dma-pool, 512 slots, 1 area; requeue-bounded, at most 5000 ms)',
+    );
+    const m = new Mediator(toMediatorSpec(c));
+    try {
+      expect(m.pools.get('pool0')!.pool.placement).toBe('warm');
+      expect(m.pools.get('kernel-like')!.pool.placement).toBe('linux');
+    } finally {
+      await m.close();
+    }
+    expect(parseConfig(JSON.parse(JSON.stringify(c)))).toEqual(c);
+    expect(refusal(() => parseConfig({ pools: [{ placement: 'hot' }] }))).toBe(
+      'config: pools[0].placement: "hot" is not allowed; expected one of "linux", "warm"',
+    );
+  });
+});
+
 describe('config: back-pressure policies', () => {
   it('default requeue-bounded; "wait" is its old name; requeue has no waitMs', () => {
     expect(parseConfig({}).pools[0]!.backpressure).toEqual({
@@ -200,7 +242,7 @@ describe('config: back-pressure policies', () => {
   });
 });
 
-describe('serve: --kernel, --swiotlb and --restricted', () => {
+describe('serve: --kernel, --placement, --swiotlb and --restricted', () => {
   async function printConfig(args: string[]): Promise<ReturnType<typeof parseConfig>> {
     let out = '';
     const stdout = new Writable({
@@ -222,6 +264,18 @@ describe('serve: --kernel, --swiotlb and --restricted', () => {
     expect(r.pools[0]!.areas).toBeUndefined();
   });
 
+  it("--placement sets the pools' default; a pool of the file that sets its own keeps it", async () => {
+    const c = await printConfig(['--placement', 'warm']);
+    expect(c.placement).toBe('warm');
+    expect(c.pools.map((p) => p.placement)).toEqual(['warm', 'warm']);
+    const sink = new Writable({ write: (_c, _e, done) => done() });
+    await expect(
+      serveCommand(['--print-config', '--placement', 'lifo'], { stdout: sink, stderr: sink }),
+    ).rejects.toThrow(
+      'config: placement (--placement): "lifo" is not allowed; expected one of "linux", "warm"',
+    );
+  });
+
   it('a bad value names its flag; both flags at once are refused', async () => {
     const sink = new Writable({ write: (_c, _e, done) => done() });
     await expect(
@@ -236,8 +290,24 @@ describe('serve: --kernel, --swiotlb and --restricted', () => {
   });
 });
 
-describe('fio job options: kernel=, swiotlb=, restricted=, backpressure=', () => {
+describe('fio job options: kernel=, swiotlb=, restricted=, backpressure=, placement=', () => {
   const job = (global: string) => parseJobFile(`[global]\n${global}\n[j]\nrw=read\nnumjobs=2\n`);
+
+  it('placement=warm puts the pool on warm placement; bounce-tuned always runs it', () => {
+    expect(job('').settings.placement).toBe('linux');
+    const placementOf = (global: string, mode: Parameters<typeof jobConfig>[1]) =>
+      parseConfig(jobConfig(job(global), mode)).pools[0]!.placement;
+    expect(placementOf('', 'bounce')).toBe('linux');
+    expect(placementOf('placement=warm', 'bounce')).toBe('warm');
+    expect(placementOf('', 'bounce-tuned')).toBe('warm');
+    expect(placementOf('placement=linux', 'bounce-tuned')).toBe('warm');
+    expect(refusal(() => job('placement=fifo'), 'JOB_BAD_FILE')).toBe(
+      'job file:2: [j] placement=fifo: must be linux or warm',
+    );
+    expect(() => parseJobFile('[a]\nplacement=warm\n[b]\nplacement=linux\n')).toThrow(
+      /"placement" differs between jobs/,
+    );
+  });
 
   it('swiotlb=10240,2 runs on the pool the kernel builds: 16384 slots, with its log', () => {
     const jf = job('swiotlb=10240,2\nkernel=6.6\nbackpressure=requeue');

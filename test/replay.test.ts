@@ -161,6 +161,47 @@ describe('ReplayEngine: coherent allocations, kernels, calls', () => {
   });
 });
 
+describe("replay --placement warm (not the kernel's)", () => {
+  const lines = [
+    '{"op":"map","id":"a","orig":"0x10000","size":65536,"dir":"to_device"}',
+    '{"op":"map","id":"b","orig":"0x20000","size":65536,"dir":"to_device"}',
+    '{"op":"unmap","id":"a"}',
+    '{"op":"map","id":"c","orig":"0x30000","size":65536,"dir":"to_device"}',
+  ];
+
+  it('a map after an unmap takes the freed slots, where the kernel moves on', () => {
+    const run = (placement: 'linux' | 'warm') => {
+      const r = new ReplayEngine({ pool: { slots: 1024, areas: 1 }, placement });
+      expect(r.placement).toBe(placement);
+      return lines.map((l, i) => r.handle(l, i + 1));
+    };
+    expect(run('linux')[3]).toEqual({ id: 'c', ok: true, tlb_addr: '0x20000', slots: 32 });
+    expect(run('warm')[3]).toEqual({ id: 'c', ok: true, tlb_addr: '0x0', slots: 32 });
+    // A growable pool passes it to its pools.
+    const dyn = new ReplayEngine({
+      pool: { slots: 1024, areas: 1 },
+      placement: 'warm',
+      dynamic: true,
+    });
+    expect(lines.map((l, i) => dyn.handle(l, i + 1))[3]).toMatchObject({ tlb_addr: '0x0' });
+  });
+
+  it('the command says so on stderr, and refuses a placement it does not know', () => {
+    const r = runCli(
+      ['replay', '--slots', '1024', '--areas', '1', '--placement', 'warm', '-'],
+      `${lines.join('\n')}\n`,
+    );
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n')[3]!)).toMatchObject({ tlb_addr: '0x0' });
+    expect(r.stderr).toContain(
+      "warm placement (recently freed slots first: not the kernel's next-fit)",
+    );
+    const bad = runCli(['replay', '--placement', 'lifo']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('--placement "lifo": must be linux or warm');
+  });
+});
+
 describe('replay command (process)', () => {
   it('reads a file, writes one JSON line per input line, and logs the rounding on stderr', () => {
     const dir = mkdtempSync(join(tmpdir(), 'replay-'));

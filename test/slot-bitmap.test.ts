@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  allUsed,
   bitmapWords,
   freeRun,
   isUsed,
@@ -61,6 +62,18 @@ describe('slot bitmap', () => {
     expect(whole.every((w) => w === 0)).toBe(true);
   });
 
+  it('allUsed: whole words, partial words, a range across a word boundary', () => {
+    const bits = new Int32Array(bitmapWords(128));
+    markUsed(bits, 30, 40); // slots 30-69: the end of word 0, word 1, the start of word 2
+    expect(allUsed(bits, 30, 40)).toBe(true);
+    expect(allUsed(bits, 32, 32)).toBe(true);
+    expect(allUsed(bits, 29, 2)).toBe(false);
+    expect(allUsed(bits, 69, 2)).toBe(false);
+    markFree(bits, 50, 1);
+    expect(allUsed(bits, 30, 40)).toBe(false);
+    expect(allUsed(bits, 51, 19)).toBe(true);
+  });
+
   it('matches a per-slot model under random marks and frees', () => {
     const segments = 3;
     const op = fc.record({
@@ -88,6 +101,14 @@ describe('slot bitmap', () => {
           largest = Math.max(largest, run);
         }
         expect(largestFreeRun(bits, 0, n)).toBe(largest);
+        // allUsed over ranges of every length and offset, across word boundaries.
+        for (let from = 0; from < n; from += 7) {
+          for (const count of [1, 5, 31, 32, 33, 64, 100]) {
+            if (from + count > n) continue;
+            const want = model.slice(from, from + count).every((u) => u);
+            expect(allUsed(bits, from, count), `allUsed(${from}, ${count})`).toBe(want);
+          }
+        }
       }),
       { numRuns: 300 },
     );

@@ -15,6 +15,8 @@ import { DmaDirection } from '../src/swiotlb/constants.js';
 import type { KernelVersion } from '../src/swiotlb/kernel.js';
 import {
   AREA_CONTENDED,
+  AREA_HINT_COUNT,
+  AREA_HINT_TOP,
   AREA_INDEX,
   AREA_MAPS,
   AREA_STRIDE,
@@ -28,6 +30,7 @@ import {
   metadataViews,
 } from '../src/swiotlb/layout.js';
 import { type SharedPool, SwiotlbPool } from '../src/swiotlb/pool.js';
+import type { Placement } from '../src/swiotlb/warm.js';
 import {
   POOL_WORKER_ROLE,
   type PoolWorkerData,
@@ -51,16 +54,27 @@ const OPS_PER_THREAD = 40_000;
 /** Small enough that a map sometimes finds its start area, or the whole pool, full. */
 const SLOTS = 256;
 
-/** A copy of the metadata with what may differ from a fresh pool zeroed: cursors, counters. */
+/**
+ * A copy of the metadata with what may differ from a fresh pool zeroed: cursors,
+ * counters, and the warm placement's hint rings.
+ */
 function normalizedMeta(shared: SharedPool): Uint8Array {
   const copy = new SharedArrayBuffer(shared.meta.byteLength);
   new Uint8Array(copy).set(new Uint8Array(shared.meta));
   const v = metadataViews(copy, shared.geometry);
   for (let a = 0; a < shared.geometry.nareas; a++) {
-    for (const w of [AREA_INDEX, AREA_CONTENDED, AREA_MAPS, AREA_UNMAPS]) {
+    for (const w of [
+      AREA_INDEX,
+      AREA_CONTENDED,
+      AREA_MAPS,
+      AREA_UNMAPS,
+      AREA_HINT_TOP,
+      AREA_HINT_COUNT,
+    ]) {
       v.control[a * AREA_STRIDE + w] = 0;
     }
   }
+  v.hints.fill(0);
   for (const w of [
     G_HIWATER,
     G_FAIL_FULL,
@@ -115,8 +129,12 @@ function startWorker<R>(data: PoolWorkerData | RaceWorkerData): {
   return { worker, report };
 }
 
-async function runThreads(areas: number, kernel: KernelVersion = '6.10'): Promise<void> {
-  const pool = SwiotlbPool.create({ slots: SLOTS, areas, area: 0, kernel });
+async function runThreads(
+  areas: number,
+  kernel: KernelVersion = '6.10',
+  placement: Placement = 'linux',
+): Promise<void> {
+  const pool = SwiotlbPool.create({ slots: SLOTS, areas, area: 0, kernel, placement });
   const g = pool.geometry;
   expect(g.nareas).toBe(areas);
   const owners = new SharedArrayBuffer(g.nslabs * 4);
@@ -181,7 +199,7 @@ async function runThreads(areas: number, kernel: KernelVersion = '6.10'): Promis
     expect(stats.largest_free_run).toBe(128);
     expect(new Int32Array(owners).every((o) => o === 0)).toBe(true);
 
-    const fresh = SwiotlbPool.create({ slots: SLOTS, areas });
+    const fresh = SwiotlbPool.create({ slots: SLOTS, areas, placement });
     const got = normalizedMeta(pool.share());
     const want = normalizedMeta(fresh.share());
     expect(got.length).toBe(want.length);
@@ -299,6 +317,13 @@ describe('swiotlb pool shared by threads', () => {
   it('the 6.1 and 6.6 profiles under the same threads: no slot twice, books balance', async () => {
     await runThreads(2, '6.1');
     await runThreads(2, '6.6');
+  });
+
+  it('warm placement (hint rings under the area locks), 2 areas and 1, every profile', async () => {
+    await runThreads(2, '6.10', 'warm');
+    await runThreads(1, '6.10', 'warm');
+    await runThreads(2, '6.1', 'warm');
+    await runThreads(2, '6.6', 'warm');
   });
 
   it('racing unmaps of the same mappings free each one exactly once', async () => {

@@ -1,5 +1,6 @@
 /**
- * Property tests of the swiotlb pool against a reference model kept here.
+ * Property tests of the swiotlb pool against a reference model kept here (the
+ * kernel's arithmetic and search in test/helpers/swiotlb-ref.ts).
  *
  * The model knows which slots each live mapping occupies (derived from the
  * returned bounce address alone), the per-area next-fit cursors and counters,
@@ -25,7 +26,6 @@ import {
   IO_TLB_SEGSIZE,
   IO_TLB_SHIFT,
   IO_TLB_SIZE,
-  PAGE_SIZE,
 } from '../src/swiotlb/constants.js';
 import type { Geometry } from '../src/swiotlb/geometry.js';
 import {
@@ -50,123 +50,14 @@ import {
 } from '../src/swiotlb/layout.js';
 import { type SharedPool, SwiotlbPool } from '../src/swiotlb/pool.js';
 import { freeRun } from '../src/swiotlb/slot-bitmap.js';
-
-// ---------------------------------------------------------------------------
-// Arithmetic of the kernel, written out independently of src/
-// ---------------------------------------------------------------------------
-
-const TWO_POW_32 = 2 ** 32;
-
-/** addr & mask on the low 32 bits (masks here are below 2^31). */
-function low(addr: number, mask: number): number {
-  return ((addr % TWO_POW_32) & mask) >>> 0;
-}
-
-function alignUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
-}
-
-type Kernel = '6.1' | '6.6' | '6.10';
-
-/** What swiotlb_tbl_map_single() + the search derive from one request. */
-interface Placement {
-  /** Bytes from the allocation's start to the bounce address (pad slots included). */
-  readonly offset: number;
-  /** The size searched for (the first slot's alloc_size + headOffset). */
-  readonly allocSize: number;
-  /** The "sz" the kernel prints when full. */
-  readonly fullSize: number;
-  readonly nslots: number;
-  readonly padSlots: number;
-  /** tlb_addr & 2047. */
-  readonly headOffset: number;
-  /** The alignment the search demands of the allocation's first slot address (6.6/6.10). */
-  readonly searchAlignMask: number;
-  readonly iotlbAlignMask: number;
-  readonly stride: number;
-  /** 6.1: the search never checks addresses against searchAlignMask. */
-  readonly indexAligned: boolean;
-}
-
-/** 6.10: ALIGN(mapping_size + offset, alloc_align_mask + 1); 6.6: alloc_size + offset. */
-function placement610(
-  kernel: '6.6' | '6.10',
-  orig: number,
-  size: number,
-  minAlignMask: number,
-  allocAlignMask: number,
-  allocSizeArg: number,
-): Placement {
-  const offset = low(orig, minAlignMask) & (allocAlignMask | (IO_TLB_SIZE - 1));
-  const allocSize =
-    kernel === '6.10' ? alignUp(size + offset, allocAlignMask + 1) : allocSizeArg + offset;
-  let searchAlignMask = allocAlignMask;
-  if (allocAlignMask === 0 && minAlignMask === 0 && allocSize >= PAGE_SIZE) {
-    searchAlignMask = PAGE_SIZE - 1;
-  }
-  searchAlignMask |= IO_TLB_SIZE - 1;
-  const iotlbAlignMask = minAlignMask & ~searchAlignMask;
-  return {
-    offset,
-    allocSize,
-    fullSize: kernel === '6.10' ? allocSize : allocSizeArg,
-    nslots: Math.ceil(allocSize / IO_TLB_SIZE),
-    padSlots: offset >> IO_TLB_SHIFT,
-    headOffset: offset & (IO_TLB_SIZE - 1),
-    searchAlignMask,
-    iotlbAlignMask,
-    stride: (Math.max(searchAlignMask, iotlbAlignMask) >> IO_TLB_SHIFT) + 1,
-    indexAligned: false,
-  };
-}
-
-/** 6.1.192: offset inside a slot only, stride doubled for >= PAGE_SIZE, then the alloc mask's. */
-function placement61(
-  orig: number,
-  minAlignMask: number,
-  allocAlignMask: number,
-  allocSizeArg: number,
-): Placement {
-  const offset = low(orig, minAlignMask) & (IO_TLB_SIZE - 1);
-  const allocSize = allocSizeArg + offset;
-  const align = allocAlignMask | (IO_TLB_SIZE - 1);
-  const iotlbAlignMask = minAlignMask & ~align;
-  let stride = (iotlbAlignMask >> IO_TLB_SHIFT) + 1;
-  if (allocSize >= PAGE_SIZE) stride = Math.max(stride, stride << (12 - IO_TLB_SHIFT));
-  stride = Math.max(stride, (align >> IO_TLB_SHIFT) + 1);
-  return {
-    offset,
-    allocSize,
-    fullSize: allocSizeArg,
-    nslots: Math.ceil(allocSize / IO_TLB_SIZE),
-    padSlots: 0,
-    headOffset: offset,
-    searchAlignMask: align,
-    iotlbAlignMask,
-    stride,
-    indexAligned: true,
-  };
-}
-
-function placement(
-  kernel: Kernel,
-  orig: number,
-  size: number,
-  minAlignMask: number,
-  allocAlignMask: number,
-  allocSize = size,
-): Placement {
-  return kernel === '6.1'
-    ? placement61(orig, minAlignMask, allocAlignMask, allocSize)
-    : placement610(kernel, orig, size, minAlignMask, allocAlignMask, allocSize);
-}
-
-/** A slot whose address the search accepts as the first slot of this allocation. */
-function slotAcceptable(geometry: Geometry, slot: number, orig: number, p: Placement): boolean {
-  const addr = geometry.base + slot * IO_TLB_SIZE;
-  if (!p.indexAligned && low(addr, p.searchAlignMask) !== 0) return false;
-  return orig === 0 || low(addr, p.iotlbAlignMask) === low(orig, p.iotlbAlignMask);
-}
+import {
+  type Kernel,
+  low,
+  type Placement,
+  placement,
+  refSearchArea,
+  slotAcceptable,
+} from './helpers/swiotlb-ref.js';
 
 // ---------------------------------------------------------------------------
 // The reference model
@@ -249,8 +140,7 @@ class Model {
     const { nareas } = this.geometry;
     let a = startArea;
     do {
-      const slot =
-        this.kernel === '6.1' ? this.searchArea61(a, orig, p) : this.searchArea(a, orig, p);
+      const slot = this.searchArea(a, orig, p);
       if (slot === 'hang') return slot;
       if (slot >= 0) return { slot, area: a };
       if (++a >= nareas) a = 0;
@@ -258,50 +148,15 @@ class Model {
     return { slot: -1, area: -1 };
   }
 
-  /** swiotlb_search_pool_area() (6.6 and 6.10). */
-  private searchArea(a: number, orig: number, p: Placement): number {
-    const n = this.geometry.areaNslabs;
-    if (p.nslots > n - this.areaUsed[a]!) return -1;
-    const wrap = (i: number): number => (i >= n ? 0 : i);
-    let index = this.cursor[a]!;
-    for (let checked = 0; checked < n; ) {
-      const slot = a * n + index;
-      if (!slotAcceptable(this.geometry, slot, orig, p)) {
-        index = wrap(index + 1);
-        checked += 1;
-        continue;
-      }
-      if (this.freeRun(slot) >= p.nslots) return slot;
-      index = wrap(index + p.stride);
-      checked += p.stride;
-    }
-    return -1;
-  }
-
-  /**
-   * 6.1's swiotlb_do_find_slots(): from ALIGN(area->index, stride), do { ... }
-   * while (index != wrap). An index seen twice before `wrap` comes round again
-   * means the loop never ends.
-   */
-  private searchArea61(a: number, orig: number, p: Placement): number | 'hang' {
-    const n = this.geometry.areaNslabs;
-    if (p.nslots > n - this.areaUsed[a]!) return -1;
-    const wrapIndex = (i: number): number => (i >= n ? 0 : i);
-    const start = wrapIndex(Math.ceil(this.cursor[a]! / p.stride) * p.stride);
-    const seen = new Set<number>();
-    let index = start;
-    do {
-      if (seen.has(index)) return 'hang';
-      seen.add(index);
-      const slot = a * n + index;
-      if (!slotAcceptable(this.geometry, slot, orig, p)) {
-        index = wrapIndex(index + 1);
-        continue;
-      }
-      if (this.freeRun(slot) >= p.nslots) return slot;
-      index = wrapIndex(index + p.stride);
-    } while (index !== start);
-    return -1;
+  /** swiotlb_search_pool_area() (6.6/6.10) or 6.1's swiotlb_do_find_slots() of area `a`. */
+  private searchArea(a: number, orig: number, p: Placement): number | 'hang' {
+    return refSearchArea(this.geometry, (s) => this.freeRun(s), {
+      area: a,
+      used: this.areaUsed[a]!,
+      cursor: this.cursor[a]!,
+      orig,
+      p,
+    });
   }
 
   add(m: Omit<Live, 'id'>, area: number): Live {

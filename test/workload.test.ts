@@ -471,6 +471,18 @@ describe('CLI', () => {
     expect(readFileSync(html, 'utf8')).toMatch(/<svg/);
   });
 
+  it("bench says which modes run on warm placement, not the kernel's", async () => {
+    const job = join(dir, 'tuned.fio');
+    writeFileSync(
+      job,
+      '[global]\nmode=bounce-tuned\ncopy_workers=0\nsize=4m\n[j]\nrw=randwrite\nbs=64k\niodepth=4\nnumber_ios=200\n',
+    );
+    const { stderr } = await cli(['bench', '--job', job, '--json']);
+    expect(stderr).toMatch(
+      /^bench: pool default pool of 32768 slots in 1 area\(s\), Linux 6\.10 rules, policy requeue-bounded when full; warm placement \(not the kernel's\) in bounce-tuned$/m,
+    );
+  });
+
   it('bench reports an unsupported option with its code and exit status 2', async () => {
     const job = join(dir, 'bad.fio');
     writeFileSync(job, '[j]\nrw=read\nverify=md5\n');

@@ -25,7 +25,7 @@ Runs a fio job file in-process against the mediator and reports IOPS, bandwidth,
 completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
 and the mediator's view: bytes bounced by direction, pool high-water,
 requeues ("swiotlb buffer is full"), back-pressure waits. Modes: bounce (Linux's swiotlb), bounce-tuned
-(bounce, reads without the copy-in), shared (buffers allocated in the pool, no
+(bounce, warm placement, reads without the copy-in), shared (buffers allocated in the pool, no
 copies), direct (no isolation). "both" runs bounce then direct, "all" every
 mode; each mode's IOPS, bandwidth and p99 are printed divided by direct's.
 
@@ -34,6 +34,8 @@ readwrite), bs, bssplit, rwmixread, rwmixwrite, iodepth, numjobs, size,
 io_size, runtime, time_based, ramp_time, number_ios, randseed; and this
 project's: mode (bounce|bounce-tuned|shared|direct|both|all),
 from_device_bounce (linux|used-length: what mode bounce copies for reads),
+placement (linux|warm: the kernel's next-fit search, or recently freed slots
+first; bounce-tuned always runs warm),
 device (null|ram-blk|file-blk), min_align_mask, copy_workers; the pool in the
 kernel's terms: swiotlb=N[,A] (the kernel parameter, built as the kernel builds
 it), pool_size and areas, or restricted=SIZE (a restricted-dma-pool: exact
@@ -69,6 +71,14 @@ export interface BenchIo {
   stderr: Writable & { isTTY?: boolean };
   /** For `bench --trace -`. @default process.stdin */
   stdin?: Readable;
+}
+
+/** Which of the modes run on warm placement (not the kernel's), for the pool line. */
+function placementNote(jf: JobFile, modes: readonly string[]): string {
+  const warm = modes.filter(
+    (m) => m === 'bounce-tuned' || (m !== 'direct' && jf.settings.placement === 'warm'),
+  );
+  return warm.length === 0 ? '' : `; warm placement (not the kernel's) in ${warm.join(', ')}`;
 }
 
 /** Reads and parses a job file; a missing file is JOB_BAD_FILE. */
@@ -121,7 +131,7 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
     const g = jobPoolGeometry(jf);
     for (const line of g.log) io.stderr.write(`${line}\n`);
     io.stderr.write(
-      `bench: pool ${g.kind === 'restricted' ? 'restricted-dma-pool' : 'default pool'} of ${g.nslabs} slots in ${g.nareas} area(s), Linux ${jf.settings.kernel} rules, policy ${jf.settings.backpressure} when full\n`,
+      `bench: pool ${g.kind === 'restricted' ? 'restricted-dma-pool' : 'default pool'} of ${g.nslabs} slots in ${g.nareas} area(s), Linux ${jf.settings.kernel} rules, policy ${jf.settings.backpressure} when full${placementNote(jf, modes)}\n`,
     );
   }
   const results = [];

@@ -5,6 +5,7 @@ import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
 import { DEFAULT_KERNEL } from '../swiotlb/kernel.js';
 import { ReplayEngine } from '../swiotlb/replay.js';
+import { isPlacement, PLACEMENTS } from '../swiotlb/warm.js';
 import { intFlag, kernelFlag, parseCommand, sizeFlag } from './args.js';
 import { isTraceReplay, replayTraceCommand } from './replay-trace.js';
 
@@ -24,6 +25,9 @@ Both:
   --base ADDR        guest-physical address of the pool, e.g. 0x80000000 (default 0)
   --kernel V         whose rules: 6.1, 6.6 or 6.10 (default ${DEFAULT_KERNEL}); see docs/kernels.md
   --dynamic          CONFIG_SWIOTLB_DYNAMIC: the default pool grows (6.6 and later)
+  --placement P      linux (default: the kernel's next-fit search) or warm (the
+                     runs freed last first; NOT what the kernel does, though each
+                     placement keeps the kernel's alignment and padding rules)
   -h, --help         this help
 
 With --trace FILE it replays a kernel DMA trace instead ("replay --trace - --help").
@@ -98,6 +102,7 @@ export async function replayCommand(argv: string[], io: ReplayIo): Promise<numbe
       base: { type: 'string' },
       kernel: { type: 'string' },
       dynamic: { type: 'boolean' },
+      placement: { type: 'string' },
     },
   });
   if (parsed === undefined) {
@@ -112,15 +117,23 @@ export async function replayCommand(argv: string[], io: ReplayIo): Promise<numbe
     );
   }
   const dynamic = values.dynamic === true;
+  const placement = values.placement as string | undefined;
+  if (placement !== undefined && !isPlacement(placement)) {
+    throw new MediatorError(
+      'CLI_USAGE',
+      `--placement ${JSON.stringify(placement)}: must be ${PLACEMENTS.join(' or ')}`,
+    );
+  }
   const engine = new ReplayEngine({
     pool: poolOptions(values),
     kernel: kernelFlag(values.kernel, dynamic) ?? DEFAULT_KERNEL,
     dynamic,
+    ...(placement === undefined ? {} : { placement }),
   });
   for (const line of engine.log()) io.stderr.write(`${line}\n`);
   const g = engine.geometry;
   io.stderr.write(
-    `replay: ${g.kind} pool of ${g.nslabs} slots in ${g.nareas} area(s) of ${g.areaNslabs}, Linux ${engine.kernel} rules${dynamic ? ', growable (CONFIG_SWIOTLB_DYNAMIC)' : ''}\n`,
+    `replay: ${g.kind} pool of ${g.nslabs} slots in ${g.nareas} area(s) of ${g.areaNslabs}, Linux ${engine.kernel} rules${dynamic ? ', growable (CONFIG_SWIOTLB_DYNAMIC)' : ''}${engine.placement === 'warm' ? ", warm placement (recently freed slots first: not the kernel's next-fit)" : ''}\n`,
   );
 
   const file = positionals[0];

@@ -28,6 +28,9 @@ Options:
   --shutdown-timeout MS   longest graceful shutdown (http.shutdownTimeoutMs)
   --copy-workers N        copy worker threads, 0 for inline copies (copy.workers)
   --kernel V              whose swiotlb rules the pools follow: 6.1, 6.6 or 6.10 (kernel)
+  --placement P           which free slots a map takes, in the pools that set none:
+                          linux (the kernel's next-fit search) or warm (recently
+                          freed slots first; not the kernel's) (placement)
   --swiotlb N[,A]         the first pool as the kernel parameter swiotlb=N,A builds it
                           (pools[0].swiotlb; replaces its size, slots, areas, restricted)
   --restricted SIZE       the first pool as a device-tree restricted-dma-pool of SIZE
@@ -92,6 +95,7 @@ function flagOverrides(values: Record<string, string | boolean | undefined>): Co
   );
 
   flag('kernel', ['kernel'], str('kernel'));
+  flag('placement', ['placement'], str('placement'));
   if (str('swiotlb') !== undefined && str('restricted') !== undefined) {
     throw new MediatorError(
       'CLI_USAGE',
@@ -125,6 +129,7 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
       'shutdown-timeout': { type: 'string' },
       'copy-workers': { type: 'string' },
       kernel: { type: 'string' },
+      placement: { type: 'string' },
       swiotlb: { type: 'string' },
       restricted: { type: 'string' },
       'print-config': { type: 'boolean' },

@@ -197,6 +197,7 @@ export function toMediatorSpec(config: ServiceConfig): MediatorSpec {
     pools: config.pools.map((p) => ({
       name: p.name,
       kernel: config.kernel,
+      placement: p.placement,
       ...poolGeometryOptions(p),
       backpressure: {
         policy: p.backpressure.policy,

@@ -49,6 +49,7 @@ import {
   parseSwiotlbParameter,
 } from '../swiotlb/geometry.js';
 import { DEFAULT_KERNEL, KERNEL_VERSIONS, type KernelVersion } from '../swiotlb/kernel.js';
+import { DEFAULT_PLACEMENT, PLACEMENTS, type Placement } from '../swiotlb/warm.js';
 import { formatSize, parseSize } from '../util/size.js';
 import {
   DEFAULT_CHAOS,
@@ -206,6 +207,14 @@ export interface PoolConfig {
    * @default 0
    */
   base: number;
+  /**
+   * Which free slots a map takes: `linux` (the kernel's next-fit search, what the
+   * kernel does) or `warm` (the runs freed most recently first, so that a steady
+   * workload reuses the same, cache-warm slots; not a kernel behaviour, but every
+   * placement keeps the kernel profile's alignment, offset and padding rules).
+   * @default the top-level `placement` ("linux")
+   */
+  placement: Placement;
   /** Back-pressure: what a request does when the pool is full. */
   backpressure: BackpressureConfig;
 }
@@ -377,6 +386,12 @@ export interface ServiceConfig {
    * @default "linux"
    */
   fromDeviceBounce: FromDeviceBounce;
+  /**
+   * The pools' `placement` unless a pool sets its own: `linux` (the kernel's
+   * search) or `warm` (recently freed slots first).
+   * @default "linux"
+   */
+  placement: Placement;
   /**
    * pino log level. Nothing is logged per request at `info`.
    * @default "info"
@@ -578,6 +593,7 @@ const poolSchema = objectField({
   areas: intField(...LIMITS.areas).optional(),
   dynamic: z.boolean({ error: 'false (or left out)' }).optional(),
   base: addressField(IO_TLB_SIZE).default(POOL_DEFAULTS.base),
+  placement: enumField(PLACEMENTS).optional(),
   backpressure: backpressureSchema.prefault({}),
 });
 
@@ -656,6 +672,7 @@ const fileSchemaFields = objectField({
   kernel: enumField(KERNEL_VERSIONS).default(DEFAULT_KERNEL),
   mode: enumField(MODES).default(DEFAULT_MODE),
   fromDeviceBounce: enumField(FROM_DEVICE_BOUNCES).default(DEVICE_DEFAULTS.fromDeviceBounce),
+  placement: enumField(PLACEMENTS).default(DEFAULT_PLACEMENT),
   logLevel: enumField(LOG_LEVELS).default('info'),
   http: httpSchema.prefault({}),
   copy: copySchema.prefault({}),
@@ -1053,12 +1070,13 @@ function resolveDevice(
  * kernel parameter), a default pool gets its areas (the CPUs, rounded), a
  * restricted pool none; `waitMs` only where the policy has a limit.
  */
-function resolvePool(p: ParsedPool, name: string): PoolConfig {
+function resolvePool(p: ParsedPool, name: string, topPlacement: Placement): PoolConfig {
   const { policy, waitMs } = p.backpressure;
   const backpressure: BackpressureConfig =
     policy === 'requeue' ? { policy } : { policy, waitMs: waitMs ?? BACKPRESSURE_DEFAULTS.waitMs };
+  const placement = p.placement ?? topPlacement;
   if (p.restricted !== undefined) {
-    return { name, restricted: p.restricted, base: p.base, backpressure };
+    return { name, restricted: p.restricted, base: p.base, placement, backpressure };
   }
   const shape = declaredShape(p);
   return {
@@ -1067,6 +1085,7 @@ function resolvePool(p: ParsedPool, name: string): PoolConfig {
     ...(shape.slots !== undefined ? { slots: shape.slots } : {}),
     areas: shape.areas ?? defaultPoolAreas(),
     base: p.base,
+    placement,
     backpressure,
   };
 }
@@ -1090,6 +1109,7 @@ function resolveConfig(c: Parsed): ServiceConfig {
     kernel: c.kernel,
     mode: c.mode,
     fromDeviceBounce: c.fromDeviceBounce,
+    placement: c.placement,
     logLevel: c.logLevel,
     http: c.http,
     copy: {
@@ -1098,7 +1118,7 @@ function resolveConfig(c: Parsed): ServiceConfig {
       inlineThreshold: c.copy.inlineThreshold ?? defaultInlineThreshold(),
       splitThreshold: c.copy.splitThreshold ?? defaultSplitThreshold(workers),
     },
-    pools: c.pools.map((p, i) => resolvePool(p, names.pools[i]!)),
+    pools: c.pools.map((p, i) => resolvePool(p, names.pools[i]!, c.placement)),
     guests,
     devices,
   };

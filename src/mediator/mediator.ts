@@ -2,6 +2,7 @@ import { MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
 import type { KernelVersion } from '../swiotlb/kernel.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
+import type { Placement } from '../swiotlb/warm.js';
 import { DEFAULT_LOG_INTERVAL_MS, type Logger, NO_LOG } from '../util/logger.js';
 import { CopyEngine, type CopyEngineOptions } from '../workers/copy-engine.js';
 import { BlkDriver, type BlkDriverOptions } from './blk-driver.js';
@@ -22,6 +23,12 @@ export interface PoolSpec extends GeometryOptions {
    * @default '6.10'
    */
   kernel?: KernelVersion;
+  /**
+   * Which free slots a map takes: `linux` (the kernel's search) or `warm`
+   * (recently freed runs first; src/swiotlb/warm.ts).
+   * @default 'linux'
+   */
+  placement?: Placement;
   backpressure?: BackpressureOptions;
 }
 

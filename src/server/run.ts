@@ -60,7 +60,12 @@ export function describeService(config: ServiceConfig, service?: Service): strin
     const g =
       service?.mediator.pools.get(p.name)?.pool.geometry ?? computeGeometry(poolGeometryOptions(p));
     const kind = g.kind === 'restricted' ? 'restricted-dma-pool, ' : '';
-    return `${p.name} ${formatSize(g.bytes)} (${kind}${g.nslabs} slots, ${g.nareas} area${g.nareas > 1 ? 's' : ''}; ${policyText(p.backpressure)})`;
+    // Said only when it is not the kernel's: warm placement is this project's option.
+    const placement =
+      p.placement === 'warm' && config.mode !== 'direct'
+        ? "; warm placement, not the kernel's"
+        : '';
+    return `${p.name} ${formatSize(g.bytes)} (${kind}${g.nslabs} slots, ${g.nareas} area${g.nareas > 1 ? 's' : ''}; ${policyText(p.backpressure)}${placement})`;
   });
   const guests = config.guests.map((g) => `${g.name} ${formatSize(g.memory)}`);
   const devices = config.devices.map((d) => {

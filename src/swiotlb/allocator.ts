@@ -28,6 +28,7 @@ import {
   G_FAIL_KERNEL,
   G_FAIL_TOO_LARGE,
   G_HIWATER,
+  G_PLACEMENT,
   G_SYNCS,
   G_TOTAL_USED,
   headOffsetAt,
@@ -70,6 +71,7 @@ import {
   invalidDirection,
   notMapped,
 } from './validate.js';
+import { PLACEMENT_WARM, type Placement, placementCode, warmFind, warmPush } from './warm.js';
 
 /**
  * A swiotlb pool (struct io_tlb_pool) in shared memory, following one kernel
@@ -90,6 +92,12 @@ import {
  * - a mapping's slots are contiguous and lie in one segment and one area;
  * - the sum of area used = TOTAL_USED = number of slots with list = 0.
  *
+ * Placement (the pool's `placement`, warm.ts): `linux` is the kernel's search
+ * alone; `warm` looks first in the area's ring of runs freed lately (pushed by
+ * finishUnmap() under the same lock), then runs the kernel's search. Either way
+ * a run is placed only where the pool's kernel profile would place it from some
+ * cursor position, under the area's lock, with no allocation.
+ *
  * This class is the allocator; the map/unmap/sync API with copies is its subclass
  * SwiotlbPool (pool.ts), which is what callers create.
  */
@@ -109,6 +117,8 @@ export class SwiotlbAllocator {
   private readonly k: KernelCode;
   /** Scratch for one request: a map allocates nothing (a handle is used by one thread). */
   private readonly plan = new MapPlan();
+  /** The pool's placement is `warm` (G_PLACEMENT, set when the pool was created). */
+  private readonly warm: boolean;
 
   protected constructor(shared: SharedPool, bouncer: Bouncer, area: number | undefined) {
     this.shared = shared;
@@ -118,10 +128,16 @@ export class SwiotlbAllocator {
     this.data = new Uint8Array(shared.data);
     this.m = metadataViews(shared.meta, shared.geometry);
     this.g = this.m.globalBase;
+    this.warm = this.m.control[this.g + G_PLACEMENT] === PLACEMENT_WARM;
     this.bouncer = bouncer;
     const defaultArea = area ?? threadId % this.geometry.nareas;
     checkArea(defaultArea, this.geometry.nareas);
     this.area = defaultArea;
+  }
+
+  /** The pool's placement policy (warm.ts): `linux` (the kernel's search) or `warm`. */
+  get placement(): Placement {
+    return this.warm ? 'warm' : 'linux';
   }
 
   /** The buffers to pass (in workerData or task data) to another thread that attaches. */
@@ -477,10 +493,12 @@ export class SwiotlbAllocator {
     const offset = m.slotU16[headOffsetAt(head)]!;
     const index = head - m.slotU8[padSlotsAt(head)]!;
     const nslots = nrSlots(m.slotI32[allocSizeAt(index)]! + offset);
-    const word = Math.floor(index / this.geometry.areaNslabs) * AREA_STRIDE;
+    const area = Math.floor(index / this.geometry.areaNslabs);
+    const word = area * AREA_STRIDE;
     if (acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
     try {
       markFree(m.usedBits, index, nslots);
+      if (this.warm) warmPush(c, m.hints, area, index, nslots);
       for (let i = index + nslots - 1; i >= index; i--) m.slotHead[i] = -1;
       // Set on the first and the head slot only (see layout.ts).
       m.slotI32[allocSizeAt(index)] = 0;
@@ -529,8 +547,10 @@ export class SwiotlbAllocator {
   /**
    * One area's search and, when found, the bookkeeping of swiotlb_search_pool_area()
    * and swiotlb_tbl_map_single(): marks the run used, moves the cursor past it,
-   * writes the mapping's records. `searchOrig` is what the search compares
-   * (0 for a coherent allocation), `recordOrig` what is stored (INVALID for one).
+   * writes the mapping's records. Under `warm` the area's hint ring is looked at
+   * first (warm.ts; a run found there leaves the cursor alone). `searchOrig` is
+   * what the search compares (0 for a coherent allocation), `recordOrig` what is
+   * stored (INVALID for one).
    * Returns the first slot, NOT_FOUND, or 6.1's WOULD_HANG / OVERRUN.
    */
   private searchArea(
@@ -552,11 +572,16 @@ export class SwiotlbAllocator {
       if (nslots > areaNslabs - c[word + AREA_USED]!) return NOT_FOUND;
       const slotBase = areaIndex * areaNslabs;
       const cursor = c[word + AREA_INDEX]!;
-      let slotIndex = NOT_FOUND;
-      if (p.wrapSearch) {
+      // warm: a run freed lately, taken as the kernel's search would take it from
+      // there (warm.ts); else the kernel's search from the cursor, which only it moves.
+      let slotIndex = this.warm
+        ? warmFind(c, this.m.hints, used, areaIndex, slotBase, base, nslabs, searchOrig, p)
+        : NOT_FOUND;
+      const hinted = slotIndex >= 0;
+      if (!hinted && p.wrapSearch) {
         slotIndex = findWrapped(used, base, slotBase, areaNslabs, nslabs, cursor, searchOrig, p);
         if (slotIndex < 0) return slotIndex;
-      } else {
+      } else if (!hinted) {
         // swiotlb_search_pool_area() of 6.10 (and 6.6.y after 6.6.35), from the cursor:
         //   for (slots_checked = 0; slots_checked < area_nslabs; ) {
         //     if ((tlb_addr & alloc_align_mask) || (orig_addr &&
@@ -598,7 +623,7 @@ export class SwiotlbAllocator {
       markUsed(used, slotIndex, nslots);
       // alloc_size of the first slot; the kernel's later slots are derived (layout.ts).
       m.slotI32[allocSizeAt(slotIndex)] = p.searchSize - p.headOffset;
-      c[word + AREA_INDEX] = index + nslots >= areaNslabs ? 0 : index + nslots;
+      if (!hinted) c[word + AREA_INDEX] = index + nslots >= areaNslabs ? 0 : index + nslots;
       c[word + AREA_USED] = c[word + AREA_USED]! + nslots;
       c[word + AREA_MAPS] = c[word + AREA_MAPS]! + 1;
 
@@ -690,8 +715,12 @@ export class SwiotlbAllocator {
   }
 }
 
-/** swiotlb_init_io_tlb_pool(): every slot free; the missing slots of a partial segment used. */
-export function initMetadata(m: MetadataViews, geometry: Geometry): void {
+/**
+ * swiotlb_init_io_tlb_pool(): every slot free; the missing slots of a partial
+ * segment used. And the pool's placement policy, which every handle reads.
+ */
+export function initMetadata(m: MetadataViews, geometry: Geometry, placement: Placement): void {
+  m.control[m.globalBase + G_PLACEMENT] = placementCode(placement);
   m.slotHead.fill(-1);
   for (let i = 0; i < geometry.nslabs; i++) m.slotF64[origAddrAt(i)] = INVALID_PHYS_ADDR;
   markPhantom(m.usedBits, geometry.nslabs);

@@ -12,6 +12,7 @@ import { getOrder } from './plan.js';
 import { SwiotlbPool } from './pool.js';
 import type { AllocOptions, MapOptions, PoolStats } from './pool-types.js';
 import { invalidArg, notMapped } from './validate.js';
+import { DEFAULT_PLACEMENT, type Placement } from './warm.js';
 
 /**
  * The default pool with CONFIG_SWIOTLB_DYNAMIC (6.6 and later), placement only:
@@ -53,6 +54,11 @@ export interface DynamicPoolOptions extends Omit<GeometryOptions, 'restricted'> 
    * @default '6.10'
    */
   kernel?: KernelVersion;
+  /**
+   * Placement in every pool, growths and transient pools included (warm.ts).
+   * @default 'linux'
+   */
+  placement?: Placement;
 }
 
 /** What a part of the growable pool is. */
@@ -89,6 +95,7 @@ function limitNareas(nareas: number, nslots: number): number {
 
 export class DynamicPool {
   readonly kernel: KernelVersion;
+  readonly placement: Placement;
   /** The default pool (mem->defpool). */
   readonly defpool: SwiotlbPool;
   /** Lines the kernel logs along the way ("Failed to allocate new pool"). */
@@ -113,6 +120,7 @@ export class DynamicPool {
       );
     }
     this.kernel = kernel;
+    this.placement = opts.placement ?? DEFAULT_PLACEMENT;
     this.defpool = SwiotlbPool.create({ ...opts, restricted: false, kernel, area: 0 });
     const g = this.defpool.geometry;
     this.nextAddr = g.base + g.bytes;
@@ -282,6 +290,7 @@ export class DynamicPool {
       size: bytes,
       base: this.takeAddress(bytes),
       kernel: this.kernel,
+      placement: this.placement,
       area: 0,
     });
     const found = tryIn(pool, 0);
@@ -362,6 +371,7 @@ export class DynamicPool {
       areas: nareas,
       base: this.takeAddress(bytes),
       kernel: this.kernel,
+      placement: this.placement,
       area: 0,
     });
     this.growth.unshift(pool); // list_add_rcu(): newest first

@@ -55,3 +55,9 @@ export {
   type ReplayResult,
   type ReplayStats,
 } from './replay.js';
+export {
+  DEFAULT_PLACEMENT,
+  isPlacement,
+  PLACEMENTS,
+  type Placement,
+} from './warm.js';

@@ -12,13 +12,19 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *     each, as the kernel aligns struct io_tlb_area, so that two threads working
  *     in two areas do not bounce one line between their cores):
  *       [LOCK] [INDEX: next-fit cursor] [USED: slots] [CONTENDED: lock waits]
- *       [MAPS] [UNMAPS]  -- all but LOCK and CONTENDED change only under LOCK
+ *       [MAPS] [UNMAPS] [HINT_TOP] [HINT_COUNT: the warm hint ring's, warm.ts]
+ *       -- all but LOCK and CONTENDED change only under LOCK
  *     then the pool-wide words at G = nareas * AREA_STRIDE (own cache line):
  *       G+TOTAL_USED, G+HIWATER (atomics, as the kernel's total_used and
  *       used_hiwater), G+FAIL_FULL, G+FAIL_TOO_LARGE, G+FAIL_INVALID, G+SYNCS,
- *       G+FAIL_KERNEL (requests the pool's kernel would hang on or overrun with)
+ *       G+FAIL_KERNEL (requests the pool's kernel would hang on or overrun with),
+ *       G+PLACEMENT (the pool's placement policy, set once at creation: 0 linux,
+ *       1 warm; every handle reads it when it attaches)
  *   usedBits: one bit per slot, 1 = in use (slot-bitmap.ts; the kernel's list[s]
  *     is freeRun(usedBits, s)). Plain accesses under the lock of the slot's area.
+ *   hints: WARM_HINTS Int32 words per area, the warm placement's ring of recently
+ *     freed runs (warm.ts has its picture and rules); all 0 under `linux`. Plain
+ *     accesses under the lock of its area.
  *   slotHead: one Int32 per slot s: the head slot h of the mapping s holds data
  *     of; -1 when s is free or padding. The only per-slot field: a 64 KiB map or
  *     unmap writes 32 of them (two cache lines).
@@ -63,6 +69,10 @@ export const AREA_USED = 2;
 export const AREA_CONTENDED = 3;
 export const AREA_MAPS = 4;
 export const AREA_UNMAPS = 5;
+/** Position of the newest entry of the area's warm hint ring (warm.ts). */
+export const AREA_HINT_TOP = 6;
+/** Entries the area's warm hint ring holds (warm.ts). */
+export const AREA_HINT_COUNT = 7;
 
 export const G_TOTAL_USED = 0;
 export const G_HIWATER = 1;
@@ -71,9 +81,18 @@ export const G_FAIL_TOO_LARGE = 3;
 export const G_FAIL_INVALID = 4;
 export const G_SYNCS = 5;
 export const G_FAIL_KERNEL = 6;
+export const G_PLACEMENT = 7;
 const GLOBAL_WORDS = 16;
 
 export const INVALID_PHYS_ADDR = -1;
+
+/**
+ * Entries of one area's warm hint ring (a power of two; 512 bytes, eight cache
+ * lines). A virtio-blk request frees three runs (header, data, status): the ring
+ * holds those of 42 requests completed before the next ones are mapped (a
+ * queue's completions are reaped together, then its next requests mapped).
+ */
+export const WARM_HINTS = 128;
 
 /** Bytes of one slot record. */
 export const SLOT_RECORD_BYTES = 32;
@@ -93,6 +112,8 @@ export interface MetadataViews {
   readonly globalBase: number;
   /** One bit per slot (slot-bitmap.ts). */
   readonly usedBits: Int32Array;
+  /** The warm hint rings, WARM_HINTS words per area (warm.ts). */
+  readonly hints: Int32Array;
   /** Per slot: the head of the mapping it holds data of, or -1. */
   readonly slotHead: Int32Array;
   /** The slot records, seen as each field type (index with the *At functions). */
@@ -162,6 +183,7 @@ function plan(geometry: Geometry): { total: number; sections: Record<string, Sec
   const sizes: [string, number][] = [
     ['control', (geometry.nareas * AREA_STRIDE + GLOBAL_WORDS) * 4],
     ['usedBits', bitmapWords(n) * 4],
+    ['hints', geometry.nareas * WARM_HINTS * 4],
     ['slotHead', n * 4],
     ['slots', n * SLOT_RECORD_BYTES],
   ];
@@ -192,6 +214,7 @@ export function metadataViews(buffer: SharedArrayBuffer, geometry: Geometry): Me
     control: new Int32Array(buffer, at('control'), geometry.nareas * AREA_STRIDE + GLOBAL_WORDS),
     globalBase: geometry.nareas * AREA_STRIDE,
     usedBits: new Int32Array(buffer, at('usedBits'), bitmapWords(n)),
+    hints: new Int32Array(buffer, at('hints'), geometry.nareas * WARM_HINTS),
     slotHead: new Int32Array(buffer, at('slotHead'), n),
     slotF64: new Float64Array(buffer, slots, slotBytes / 8),
     slotI32: new Int32Array(buffer, slots, slotBytes / 4),

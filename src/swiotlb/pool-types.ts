@@ -1,6 +1,7 @@
 import type { Bouncer } from './bouncer.js';
 import type { Geometry, GeometryOptions } from './geometry.js';
 import type { KernelVersion } from './kernel.js';
+import type { Placement } from './warm.js';
 
 /** Per-mapping options: the device's DMA constraints and attributes. */
 export interface MapOptions {
@@ -73,6 +74,16 @@ export interface PoolOptions extends GeometryOptions {
    * @default '6.10'
    */
   kernel?: KernelVersion;
+  /**
+   * Which free run a map takes: `linux`, the kernel's search from the area's
+   * next-fit cursor (what the kernel does); or `warm`, the runs freed most
+   * recently first (so a steady workload keeps reusing the same, cache-warm
+   * slots), the kernel's search when none fits. Every warm placement keeps the
+   * profile's alignment, offset and padding rules; it is not a kernel behaviour
+   * (docs/kernels.md, src/swiotlb/warm.ts).
+   * @default 'linux'
+   */
+  placement?: Placement;
   /**
    * The copy done at map/unmap/sync.
    * @default NO_COPY (placement only)

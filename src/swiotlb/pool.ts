@@ -7,6 +7,7 @@ import { DEFAULT_KERNEL, isKernelVersion } from './kernel.js';
 import { metadataBytes, metadataViews } from './layout.js';
 import type { AttachOptions, MapOptions, PoolOptions, SgEntry, SharedPool } from './pool-types.js';
 import { invalidArg } from './validate.js';
+import { DEFAULT_PLACEMENT, isPlacement } from './warm.js';
 
 export type {
   AllocOptions,
@@ -34,7 +35,7 @@ export type {
 export class SwiotlbPool extends SwiotlbAllocator {
   /**
    * Allocates a new, empty pool.
-   * @throws SWIOTLB_INVALID_GEOMETRY, SWIOTLB_INVALID_ARGUMENT (an unknown kernel)
+   * @throws SWIOTLB_INVALID_GEOMETRY, SWIOTLB_INVALID_ARGUMENT (an unknown kernel or placement)
    */
   static create(opts: PoolOptions = {}): SwiotlbPool {
     const kernel = opts.kernel ?? DEFAULT_KERNEL;
@@ -43,11 +44,17 @@ export class SwiotlbPool extends SwiotlbAllocator {
         kernel,
       });
     }
+    const placement = opts.placement ?? DEFAULT_PLACEMENT;
+    if (!isPlacement(placement)) {
+      throw invalidArg(`placement ${JSON.stringify(placement)} must be "linux" or "warm"`, {
+        placement,
+      });
+    }
     const geometry = computeGeometry(opts);
     const data = new SharedArrayBuffer(geometry.bytes);
     const meta = new SharedArrayBuffer(metadataBytes(geometry));
     const shared: SharedPool = { geometry, kernel, data, meta };
-    initMetadata(metadataViews(meta, geometry), geometry);
+    initMetadata(metadataViews(meta, geometry), geometry, placement);
     return new SwiotlbPool(shared, opts.bouncer ?? NO_COPY, opts.area);
   }
 

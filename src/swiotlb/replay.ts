@@ -5,6 +5,7 @@ import type { Geometry, GeometryOptions } from './geometry.js';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel.js';
 import { SwiotlbPool } from './pool.js';
 import type { AllocOptions, MapOptions, PoolStats } from './pool-types.js';
+import { DEFAULT_PLACEMENT, type Placement } from './warm.js';
 
 /**
  * The replay engine: what a kernel would do with a trace of DMA calls, on a
@@ -54,6 +55,12 @@ export interface ReplayOptions {
    * @default false
    */
   dynamic?: boolean;
+  /**
+   * Which free slots a map takes: `linux` (the kernel's search) or `warm`
+   * (recently freed runs first: not a kernel behaviour, see src/swiotlb/warm.ts).
+   * @default 'linux'
+   */
+  placement?: Placement;
 }
 
 /** One map as a trace gives it. */
@@ -146,6 +153,7 @@ function failure(err: unknown): ReplayResult {
 export class ReplayEngine {
   readonly kernel: KernelVersion;
   readonly dynamic: boolean;
+  readonly placement: Placement;
   private readonly target: Target;
   private readonly dyn: DynamicPool | undefined;
   private readonly live = new Map<string, Live>();
@@ -154,6 +162,8 @@ export class ReplayEngine {
   constructor(opts: ReplayOptions = {}) {
     this.kernel = opts.kernel ?? DEFAULT_KERNEL;
     this.dynamic = opts.dynamic === true;
+    this.placement = opts.placement ?? DEFAULT_PLACEMENT;
+    const placement = this.placement;
     if (this.dynamic) {
       if (opts.pool?.restricted === true) {
         throw new MediatorError(
@@ -162,10 +172,10 @@ export class ReplayEngine {
           {},
         );
       }
-      this.dyn = new DynamicPool({ ...opts.pool, kernel: this.kernel });
+      this.dyn = new DynamicPool({ ...opts.pool, kernel: this.kernel, placement });
       this.target = this.dyn;
     } else {
-      this.target = SwiotlbPool.create({ ...opts.pool, kernel: this.kernel, area: 0 });
+      this.target = SwiotlbPool.create({ ...opts.pool, kernel: this.kernel, placement, area: 0 });
     }
   }
 

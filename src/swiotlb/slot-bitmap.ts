@@ -68,6 +68,19 @@ export function isUsed(bits: Int32Array, slot: number): boolean {
   return ((bits[slot >>> 5]! >>> (slot & 31)) & 1) !== 0;
 }
 
+/** Whether every slot of [slot, slot + count) is in use (a word at a time). */
+export function allUsed(bits: Int32Array, slot: number, count: number): boolean {
+  const end = slot + count;
+  for (let s = slot; s < end; ) {
+    const bit = s & 31;
+    const take = Math.min(32 - bit, end - s);
+    const mask = take === 32 ? -1 : ((1 << take) - 1) << bit;
+    if ((bits[s >>> 5]! & mask) !== mask) return false;
+    s += take;
+  }
+  return true;
+}
+
 /** Marks slots [slot, slot + count) used (inside one segment). */
 export function markUsed(bits: Int32Array, slot: number, count: number): void {
   markRange(bits, slot, count, true);

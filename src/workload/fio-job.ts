@@ -32,6 +32,7 @@ import {
   KERNEL_VERSIONS,
   type KernelVersion,
 } from '../swiotlb/kernel.js';
+import { DEFAULT_PLACEMENT, isPlacement, PLACEMENTS, type Placement } from '../swiotlb/warm.js';
 import { mulberry32 } from '../util/prng.js';
 import { parseSize } from '../util/size.js';
 import { SECTOR_SIZE } from '../virtio/blk-format.js';
@@ -43,7 +44,8 @@ export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'r
  * - `bounce`: Linux's swiotlb (reads bounced as `from_device_bounce` says, `linux`
  *   by default);
  * - `bounce-tuned`: bounce with this project's options that cost less and keep
- *   the isolation: reads without the copy-in (`used-length`);
+ *   the isolation: warm placement (`placement=warm`) and reads without the
+ *   copy-in (`used-length`);
  * - `direct`: no isolation (the baseline);
  * - `shared`: request buffers allocated in the pool, no copies.
  */
@@ -103,6 +105,8 @@ export interface RunSettings {
   kernel: KernelVersion;
   /** What mode `bounce` copies for reads; `bounce-tuned` always uses `used-length`. */
   fromDeviceBounce: FromDeviceBounce;
+  /** `placement=`: which free slots the pool hands out; `bounce-tuned` always uses `warm`. */
+  placement: Placement;
   /**
    * `pool_size=`: the bytes an architecture asks for (swiotlb_adjust_size());
    * undefined = Linux's default pool (64 MiB) unless `swiotlb=` or `restricted=`.
@@ -169,6 +173,7 @@ const KNOWN_OPTIONS = new Set([
   // this project's options
   'mode',
   'from_device_bounce',
+  'placement',
   'device',
   'pool_size',
   'areas',
@@ -184,6 +189,7 @@ const KNOWN_OPTIONS = new Set([
 const RUN_OPTIONS = [
   'mode',
   'from_device_bounce',
+  'placement',
   'pool_size',
   'areas',
   'copy_workers',
@@ -429,6 +435,7 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
     mode: 'bounce',
     kernel: DEFAULT_KERNEL,
     fromDeviceBounce: 'linux',
+    placement: DEFAULT_PLACEMENT,
     poolSize: undefined,
     slots: undefined,
     areas: undefined,
@@ -451,6 +458,13 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
       );
     }
     settings.fromDeviceBounce = fdb.value as FromDeviceBounce;
+  }
+  const placement = get('placement');
+  if (placement) {
+    if (!isPlacement(placement.value)) {
+      throw bad(`${where(ctx, 'placement', placement)}: must be ${PLACEMENTS.join(' or ')}`);
+    }
+    settings.placement = placement.value;
   }
   poolSettings(ctx, get, settings);
   const cw = get('copy_workers');

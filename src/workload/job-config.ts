@@ -94,14 +94,14 @@ export function jobConfig(
 ): ConfigFile {
   const ids = deviceIds(jf.jobs);
   const s = jf.settings;
+  // bounce-tuned: bounce with the options that cost less and keep the isolation:
+  // warm placement (the pool's `placement: "warm"`) and reads without the copy-in.
   const pool: NonNullable<ConfigFile['pools']>[number] = {
     name: POOL_NAME,
     ...(opts.pool ?? jobPool(jf)),
+    placement: mode === 'bounce-tuned' ? 'warm' : s.placement,
     backpressure: { policy: s.backpressure },
   };
-  // bounce-tuned: bounce with the options that cost less and keep the isolation:
-  // reads without the copy-in; warm placement joins it here (the pool's
-  // `placement: "warm"`) once the pool has that policy.
   const config: ConfigFile = {
     kernel: s.kernel,
     mode: mode === 'bounce-tuned' ? 'bounce' : mode,
