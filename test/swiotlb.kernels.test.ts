@@ -116,6 +116,19 @@ describe('page alignment of mappings of PAGE_SIZE or more', () => {
     expect(run('6.6')).toBe(0xa34);
     expect(run('6.10')).toBe(0xa34);
   });
+
+  it("6.1's ALIGN(area->index, stride) is bit arithmetic, also for a stride that is not a power of two", () => {
+    // min_align_mask 0x1fff, alloc_align_mask 0xfff (an IOMMU's 4 KiB granule):
+    // iotlb_align_mask = 0x1fff & ~0xfff = 0x1000, stride (0x1000 >> 11) + 1 = 3,
+    // doubled for a page or more: 6. ALIGN(1, 6) = (1 + 5) & ~5 = 2, not 6. From 2:
+    // slots 2 and 3 have bit 12 set (the original's is clear), slot 4 (0x2000) fits.
+    // Rounding up to a multiple of 6 would start at 6 and take slot 8 (0x4000).
+    const p = pool('6.1');
+    p.map(0x10_0000, 2048, D.TO_DEVICE); // cursor 0 -> 1
+    expect(
+      p.map(0x2_0000, 4096, D.TO_DEVICE, { minAlignMask: 0x1fff, allocAlignMask: 0xfff }),
+    ).toBe(0x2000);
+  });
 });
 
 describe("6.1's search that never ends (no 7c3940bf81e5)", () => {

@@ -437,10 +437,9 @@ class WarmHarness {
   kernelTakes(a: number, start: number, orig: number, p: Placement): boolean {
     const index = start - a * this.g.areaNslabs;
     if (!p.indexAligned) return this.search(a, index, orig, p) === start;
-    // 6.1: the walk begins at a stride grid point; warm begins at most a run (a
-    // segment) and a stride before the slot it takes.
-    const from = index - (index % p.stride);
-    for (let c = from; c >= 0 && c >= index - IO_TLB_SEGSIZE - p.stride; c -= p.stride) {
+    // 6.1: the walk begins where ALIGN(cursor, stride) puts it; warm begins at most
+    // a run (a segment) and a stride before the slot it takes: try every cursor there.
+    for (let c = index; c >= 0 && c >= index - IO_TLB_SEGSIZE - p.stride; c--) {
       if (this.search(a, c, orig, p) === start) return true;
     }
     return false;

@@ -59,7 +59,11 @@ export function findWrapped(
   const stride = p.stride;
   const nslots = p.nslots;
   const origBits = low(origAddr, iotlbAlignMask);
-  const aligned = Math.ceil(cursor / stride) * stride;
+  // The kernel's ALIGN(x, a) is ((x + a - 1) & ~(a - 1)) (include/uapi/linux/const.h,
+  // __ALIGN_KERNEL_MASK): a round-up only for a power of two. 6.1's stride need not be
+  // one (min_align_mask 0x1fff with alloc_align_mask 0xfff gives 3, then 6), and
+  // then the walk starts where the bit arithmetic puts it, as here.
+  const aligned = ((cursor + stride - 1) & ~(stride - 1)) >>> 0;
   const wrap = aligned >= areaNslabs ? 0 : aligned;
   let index = wrap;
   for (let steps = 0; ; ) {

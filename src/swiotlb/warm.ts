@@ -147,7 +147,9 @@ export function warmFind(
     const len = e & (RUN_SPAN - 1);
     const end = start - slotBase + len;
     let index = start - slotBase;
-    if (wrapSearch) index -= index % stride; // ALIGN(area->index, stride) of a cursor there
+    // A start the kernel's ALIGN(area->index, stride) can give (its mask bits clear;
+    // for a power-of-two stride the grid point at or before the entry).
+    if (wrapSearch) index = (index & ~(stride - 1)) >>> 0;
     while (index < end) {
       if (budget-- === 0) return finish(c, hints, word, ring, NOT_FOUND);
       const candidate = slotBase + index;

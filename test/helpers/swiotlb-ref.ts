@@ -188,7 +188,9 @@ function searchArea61(
   const n = geometry.areaNslabs;
   if (p.nslots > n - used) return -1;
   const wrapIndex = (i: number): number => (i >= n ? 0 : i);
-  const start = wrapIndex(Math.ceil(cursor / p.stride) * p.stride);
+  // ALIGN(x, a) = (x + a - 1) & ~(a - 1) (include/uapi/linux/const.h), also for a stride
+  // that is not a power of two.
+  const start = wrapIndex(((cursor + p.stride - 1) & ~(p.stride - 1)) >>> 0);
   const seen = new Set<number>();
   let index = start;
   do {
