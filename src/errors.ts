@@ -108,8 +108,8 @@ export const ERROR_SPECS = {
   },
   MEDIATOR_IO_ERROR: {
     meaning:
-      'The device completed the request with VIRTIO_BLK_S_IOERR (for example a sector beyond the end of the disk).',
-    fix: 'Check the sector range against the device capacity.',
+      'The device completed the request with VIRTIO_BLK_S_IOERR (for example a sector beyond the end of the disk, or its backing store failed).',
+    fix: 'Check the sector range against the device capacity; when it is in range, the log has a "backing store error" line saying what the disk answered.',
     status: 416,
   },
   MEDIATOR_UNSUPPORTED: {

@@ -1,10 +1,11 @@
 /**
  * What the mediator logs, record by record, through a pino logger writing to a
  * captured stream: device faults (once per burst), request timeouts, device
- * resets, "swiotlb buffer is full" (once per burst, the kernel's words and
- * figures), back-pressure timeouts, copy-worker crashes, device threads.
+ * resets, backing store errors (once per burst), "swiotlb buffer is full" (once
+ * per burst, the kernel's words and figures), back-pressure timeouts, copy-worker
+ * crashes, device threads.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -190,6 +191,76 @@ describe('mediator log records', () => {
       }),
     ]);
   });
+
+  /**
+   * A file-blk device whose disk starts failing: the test closes the descriptor
+   * the device opened and opens /dev/full in its place (the lowest free number, so
+   * the same one, checked), so that the device thread's pwrite() fails with
+   * ENOSPC and its fdatasync() with EINVAL, as a real disk's errors would.
+   */
+  async function failingDisk(logIntervalMs: number) {
+    const dir = mkdtempSync(join(tmpdir(), 'io-error-'));
+    dirs.push(dir);
+    const t = oneDevice({ kind: 'file-blk', file: join(dir, 'd.img') }, {}, logIntervalMs);
+    const dev = t.med.device('d')!;
+    await dev.ready();
+    const held = dev as unknown as { fd: number };
+    closeSync(held.fd);
+    const full = openSync('/dev/full', 'r+');
+    if (full !== held.fd) closeSync(full);
+    expect(full, 'the descriptor number came back for /dev/full').toBe(held.fd);
+    return { ...t, dev };
+  }
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  const storeErrors = (records: Rec[]) => records.filter((r) => r.code === 'MEDIATOR_IO_ERROR');
+
+  it.skipIf(!existsSync('/dev/full'))(
+    "a backing store error: the request's IOERR, and a warning with the device and the store's message",
+    async () => {
+      const { med, dev, warnings } = await failingDisk(0);
+      expect(await codeOf(dev.write(0, 4096))).toBe('MEDIATOR_IO_ERROR');
+      expect(await codeOf(dev.flush())).toBe('MEDIATOR_IO_ERROR');
+      // The thread's posts are delivered before its exit is (a clean stop at close).
+      await med.close();
+      expect(storeErrors(warnings())).toEqual([
+        {
+          level: 40,
+          time: expect.any(Number),
+          pid: process.pid,
+          hostname: expect.any(String),
+          device: 'd',
+          queue: 0,
+          code: 'MEDIATOR_IO_ERROR',
+          suppressed: 0,
+          msg: 'device d: backing store error on queue 0: ENOSPC: no space left on device, write',
+        },
+        expect.objectContaining({
+          device: 'd',
+          suppressed: 0,
+          msg: 'device d: backing store error on queue 0: EINVAL: invalid argument, fdatasync',
+        }),
+      ]);
+      // Nothing else went wrong: no fault, no reset, the thread lived on.
+      expect(warnings().filter((r) => r.code !== 'MEDIATOR_IO_ERROR')).toEqual([]);
+    },
+  );
+
+  it.skipIf(!existsSync('/dev/full'))(
+    'backing store errors: one warning per burst (a failing disk fails every request)',
+    async () => {
+      const { med, dev, warnings } = await failingDisk(ONE_BURST_MS);
+      const codes = await Promise.all([0, 8, 16].map((s) => codeOf(dev.write(s, 4096))));
+      expect(codes).toEqual(['MEDIATOR_IO_ERROR', 'MEDIATOR_IO_ERROR', 'MEDIATOR_IO_ERROR']);
+      expect(dev.stats().requests.write.ioerr).toBe(3);
+      await med.close();
+      expect(storeErrors(warnings())).toEqual([
+        expect.objectContaining({ device: 'd', queue: 0, suppressed: 0 }),
+      ]);
+    },
+  );
 
   it('"swiotlb buffer is full": the kernel\'s words and figures, once per burst', async () => {
     const { med, warnings } = oneDevice({}, {}, 200);

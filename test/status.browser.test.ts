@@ -4,9 +4,10 @@
  *
  * - Bounce mode, several pools, in process, under a load loop: the page shows
  *   every pool (its slot map) and every device of the config, the slot map
- *   changes between two refreshes, its numbers are the service's (below), the
- *   high-water reset button posts to the reset route, and a screenshot goes to
- *   .tmp/status-page.png.
+ *   changes between two refreshes, every value status.js writes has a cell to
+ *   show it in (body[data-unshown] stays unset), its numbers are the service's
+ *   (below), the high-water reset button posts to the reset route, and a
+ *   screenshot goes to .tmp/status-page.png.
  * - Direct mode, as `node dist/cli/main.js serve` in its own process (so the
  *   page's files are found from dist/ too): the page says there is no pool to
  *   draw and still shows the devices; .tmp/status-page-direct.png.
@@ -596,6 +597,7 @@ function expectTotals(
       (s) => v[k(`slots_${s}`)] as number,
     );
     expect(slots.reduce((a, x) => a + x, 0)).toBe(m(hi, 'swiotlb_pool_slots', { pool: name }));
+    expect(v[k('nslabs')]).toBe(m(hi, 'swiotlb_pool_slots', { pool: name }));
     // The virtqueues: drawn as coherent, held for the service's life.
     expect(v[k('slots_coherent')] as number).toBeGreaterThan(0);
     const hiwater = (r: Reading) => r.pools.find((p) => p.name === name)!.used_hiwater;
@@ -623,6 +625,8 @@ function expectTotals(
       m(r, 'mediator_requests_total', { device }) -
       m(r, 'mediator_requests_total', { device, outcome: 'ok' });
     expectBetween(`${device} failed`, v[k('failed')], notOk(lo), notOk(hi));
+    const finished = (r: Reading) => m(r, 'mediator_requests_total', { device });
+    expectBetween(`${device} requests`, v[k('requests')], finished(lo), finished(hi));
     for (const [key, name] of [
       ['faults', 'mediator_device_faults_total'],
       ['timeouts', 'mediator_device_timeouts_total'],
@@ -717,9 +721,11 @@ describe.skipIf(!browser.path)(
               { name: 'shared', size: '8MiB', areas: 2 },
               { name: 'disk', size: '4MiB', areas: 1 },
             ],
+            // g2 drives no device: the page has no row for its bytes, and writes none.
             guests: [
               { name: 'g0', memory: '128MiB' },
               { name: 'g1', memory: '64MiB' },
+              { name: 'g2', memory: '16MiB' },
             ],
             devices: [
               { id: 'blk0', kind: 'ram-blk', capacity: '16MiB', pool: 'shared', guest: 'g0' },
@@ -766,6 +772,8 @@ describe.skipIf(!browser.path)(
           .locator('#device-table tbody tr')
           .evaluateAll((es) => es.map((e) => (e as unknown as El).dataset.device));
         expect(devices).toEqual(DEVICES);
+        // Every value status.js writes has its cell (a key without one is listed here).
+        expect(await page.evaluate(() => document.body.dataset.unshown)).toBeUndefined();
         // Each device finishes requests under the load: the page shows their rate.
         const v = await waitShown(page, 'requests/s above 0 on every device', (x) =>
           DEVICES.every((d) => (x[`device:${d}:requests_per_s`] as number) > 0),
@@ -966,6 +974,7 @@ describe.skipIf(!browser.path)(
           expect(v[`device:${d}:requests_per_s`] as number).toBeGreaterThan(0);
         }
         expect(v['guest:guest0:to_device_bytes_per_s']).toBe(0);
+        expect(await page.evaluate(() => document.body.dataset.unshown)).toBeUndefined();
         await page.screenshot({ path: join(SHOTS, 'status-page-direct.png'), fullPage: true });
         expect(b.errors).toEqual([]);
       });

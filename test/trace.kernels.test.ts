@@ -376,11 +376,16 @@ describe("6.1's search that never ends", () => {
   it('... and when that CPU went on writing events, the kernel did not hang: a disagreement', async () => {
     const { events, nvme } = oddSlots('6.1');
     events.push({ t: 'bounced', cpu: 1, m: nvme });
+    // Any later line of that CPU is evidence, DMA or not (here a scheduler event).
     events.push({ t: 'other', cpu: 1, name: 'sched_switch', body: 'prev_comm=fio prev_pid=1' });
-    const { text } = render(events, TRACEFS);
+    const { text, lineOf } = render(events, TRACEFS);
     const r = await replay(text, undefined, opts('6.1.115'));
     expect(r.kernel_hangs).toEqual([
-      expect.objectContaining({ kernel: 'went on', next_line: expect.any(Number) }),
+      expect.objectContaining({
+        line: lineOf.get(events[events.length - 2]!),
+        kernel: 'went on',
+        next_line: lineOf.get(events[events.length - 1]!),
+      }),
     ]);
     expect(r.placements.disagree).toBe(1);
     expect(r.placements.disagreements[0]).toMatchObject({

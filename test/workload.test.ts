@@ -292,6 +292,20 @@ describe('bench runner', () => {
         const html = renderHtml(report, 'test');
         expect(html).toMatch(/<svg/);
         expect(html).not.toMatch(/https?:\/\//);
+        // The page's parts in their order: one table row and one ratio per mode,
+        // then the charts (no slot map: the run did not capture one).
+        expect(html.match(/<tr><td>[a-z-]+<\/td>/g)).toEqual(modes.map((m) => `<tr><td>${m}</td>`));
+        expect(html.match(/<b>[a-z-]+ ÷ direct<\/b>/g)).toEqual(
+          modes.filter((m) => m !== 'direct').map((m) => `<b>${m} ÷ direct</b>`),
+        );
+        expect(html.match(/<h3>[A-Z][a-z]+ [a-z]+/g)).toEqual([
+          '<h3>Throughput over',
+          '<h3>Completion latency',
+          '<h3>Pool occupancy',
+          '<h3>Bounce vs',
+          '<h3>Bounce vs',
+        ]);
+        expect(html.indexOf('</table>')).toBeLessThan(html.indexOf('<h3>'));
       } else {
         expect(report.comparison).toBeUndefined();
       }

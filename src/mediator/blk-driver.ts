@@ -135,12 +135,15 @@ export class BlkDriver {
   private readonly log: Logger;
   /** One fault warning per burst: a hostile device can fault on every request. */
   private readonly faultLimit: RateLimit;
+  /** One store-error warning per burst: a failing disk fails every request. */
+  private readonly ioErrorLimit: RateLimit;
 
   constructor(ctx: DeviceContext, opts: BlkDriverOptions) {
     this.ctx = ctx;
     this.opts = opts;
     this.log = (ctx.log ?? NO_LOG).child({ device: opts.id });
     this.faultLimit = new RateLimit(ctx.logIntervalMs);
+    this.ioErrorLimit = new RateLimit(ctx.logIntervalMs);
     const ctlMemory = ctx.mode === 'shared' ? ctx.pool?.share().data : ctx.guest.buffer;
     this.ctlView = new DataView(ctlMemory ?? ctx.guest.buffer);
     this.ctlBytes = new Uint8Array(ctlMemory ?? ctx.guest.buffer);
@@ -983,24 +986,36 @@ export class BlkDriver {
 
   private startWorker(q: BlkQueue): Worker {
     let threadId = -1;
-    const worker = startDeviceThread(q, this.makeWorkerData(q), (dead, death) => {
-      const fields = { queue: q.index, threadId };
-      if (death.how === 'exit') {
-        this.log.debug(
-          { ...fields, exitCode: death.exitCode },
-          `device thread of queue ${q.index} stopped`,
-        );
-      } else {
+    const worker = startDeviceThread(q, this.makeWorkerData(q), {
+      death: (dead, death) => {
+        const fields = { queue: q.index, threadId };
+        if (death.how === 'exit') {
+          this.log.debug(
+            { ...fields, exitCode: death.exitCode },
+            `device thread of queue ${q.index} stopped`,
+          );
+        } else {
+          this.log.warn(
+            { ...fields, err: death.error },
+            `device thread of queue ${q.index} failed: ${death.error.message}`,
+          );
+        }
+        // A device thread that dies is a device that stopped answering: reset it
+        // (an exit during a reset is the reset's own doing).
+        if (q.worker !== dead || this.closing) return;
+        if (death.how === 'error' || !this.resetting)
+          void this.resetFor(death.how === 'error' ? 'thread_error' : 'thread_exit');
+      },
+      ioError: (message) => {
+        // The request has its IOERR already (MEDIATOR_IO_ERROR, outcome "ioerr" in
+        // the metrics); this says why, once per burst.
+        const suppressed = this.ioErrorLimit.take();
+        if (suppressed < 0) return;
         this.log.warn(
-          { ...fields, err: death.error },
-          `device thread of queue ${q.index} failed: ${death.error.message}`,
+          { queue: q.index, code: 'MEDIATOR_IO_ERROR', suppressed },
+          `device ${this.id}: backing store error on queue ${q.index}: ${message}`,
         );
-      }
-      // A device thread that dies is a device that stopped answering: reset it
-      // (an exit during a reset is the reset's own doing).
-      if (q.worker !== dead || this.closing) return;
-      if (death.how === 'error' || !this.resetting)
-        void this.resetFor(death.how === 'error' ? 'thread_error' : 'thread_exit');
+      },
     });
     threadId = worker.threadId;
     void q.ready.then(() => {

@@ -54,15 +54,45 @@ export function deviceWorkerData(q: BlkQueue, spec: DeviceThreadSpec): DeviceWor
 /** How a device thread ended: an uncaught error (an exit follows), or its exit. */
 export type ThreadDeath = { how: 'error'; error: Error } | { how: 'exit'; exitCode: number };
 
+/** What a device thread tells the device that started it. */
+export interface DeviceThreadEvents {
+  /** An error or an exit of the thread; the device decides whether to reset. */
+  death(worker: Worker, death: ThreadDeath): void;
+  /**
+   * Its backing store threw (EIO, ENOSPC...): the request completed with
+   * VIRTIO_BLK_S_IOERR, and this says why. `message` is the thread's word, cut
+   * to {@link IO_ERROR_MESSAGE_MAX} characters.
+   */
+  ioError(message: string): void;
+}
+
+/**
+ * The longest store error message passed on: the thread is the untrusted side,
+ * and a message goes into the log as is.
+ */
+export const IO_ERROR_MESSAGE_MAX = 200;
+
+/**
+ * The message of an `io-error` post, or undefined for any other post. Read once,
+ * as anything the device side hands over: a post that is not an object of that
+ * shape is no io-error; a message that is not a string is "(no message)".
+ */
+function ioErrorMessage(msg: unknown): string | undefined {
+  if (typeof msg !== 'object' || msg === null) return undefined;
+  const { type, message } = msg as { type?: unknown; message?: unknown };
+  if (type !== 'io-error') return undefined;
+  return typeof message === 'string' ? message.slice(0, IO_ERROR_MESSAGE_MAX) : '(no message)';
+}
+
 /**
  * Starts the queue's device thread and sets `q.ready`, which resolves once it
- * serves (or exits). Requests already queued are timed from then. `onDeath` hears
- * of an error or an exit of this thread; the device decides whether to reset.
+ * serves (or exits). Requests already queued are timed from then. `events`
+ * hears of the thread's store errors, errors and exit.
  */
 export function startDeviceThread(
   q: BlkQueue,
   data: DeviceWorkerData,
-  onDeath: (worker: Worker, death: ThreadDeath) => void,
+  events: DeviceThreadEvents,
 ): Worker {
   const script = workerScript('devices/device-worker');
   const worker = new Worker(script.filename, {
@@ -72,8 +102,8 @@ export function startDeviceThread(
   worker.unref();
   q.isReady = false;
   q.ready = new Promise<void>((resolve) => {
-    worker.on('message', (msg: { type?: string }) => {
-      if (msg.type !== 'ready') return;
+    worker.on('message', (msg: { type?: unknown } | null) => {
+      if (msg?.type !== 'ready') return;
       q.isReady = true;
       const now = performance.now();
       for (const req of q.byHead) if (req) req.submittedAt = Math.max(req.submittedAt, now);
@@ -81,8 +111,12 @@ export function startDeviceThread(
     });
     worker.once('exit', () => resolve());
   });
-  worker.on('error', (error) => onDeath(worker, { how: 'error', error }));
-  worker.on('exit', (exitCode) => onDeath(worker, { how: 'exit', exitCode }));
+  worker.on('message', (msg: unknown) => {
+    const message = ioErrorMessage(msg);
+    if (message !== undefined) events.ioError(message);
+  });
+  worker.on('error', (error) => events.death(worker, { how: 'error', error }));
+  worker.on('exit', (exitCode) => events.death(worker, { how: 'exit', exitCode }));
   return worker;
 }
 

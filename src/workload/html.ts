@@ -5,10 +5,11 @@
  * run's peak (a PNG made here), and bounce vs direct side by side.
  */
 
-import { JOB_MODES } from './fio-job.js';
+import { JOB_MODES, type JobMode } from './fio-job.js';
 import type { SlotMapAtPeak } from './peak-slot-map.js';
 import type { BenchReport } from './report.js';
 import { formatBytes, formatCount, formatNs } from './report.js';
+import type { TotalResult } from './runner.js';
 import { SLOT_COLOURS, slotMapPicture } from './slot-map-png.js';
 
 const W = 640;
@@ -148,95 +149,96 @@ function slotMapSection(m: SlotMapAtPeak): string {
 <p style="font-size:13px">${m.nareas} area${m.nareas === 1 ? '' : 's'} of ${m.area_nslabs} slots, each framed, ${pic.cols} slots a row, ${pic.cell} px a slot, segments of 128 a pixel apart. Cursors: ${cursors}. The highest occupancy the runner saw between its calls into the driver; the pool's high-water counter can be a little higher.</p>`;
 }
 
-export function renderHtml(report: BenchReport, title: string): string {
-  const modes = JOB_MODES.filter((m) => report.total[m]);
-  const sections: string[] = [];
+/** Throughput of each mode over the measured window. */
+function throughputSection(report: BenchReport, modes: readonly JobMode[]): string {
+  return lineChart(
+    'Throughput over time',
+    modes.map((m) => ({
+      name: m,
+      color: COLORS[m],
+      points: (report.timeline[m] ?? []).map(
+        (s) => [s.t_ms / 1000, s.bw_bytes] as [number, number],
+      ),
+    })),
+    (x) => `${x.toFixed(1)}s`,
+    (y) => `${formatBytes(y)}/s`,
+  );
+}
 
-  sections.push(
-    lineChart(
-      'Throughput over time',
-      modes.map((m) => ({
+/** Each mode's completion latency histogram, as shares of its I/Os (log time axis). */
+function latencySection(report: BenchReport, modes: readonly JobMode[]): string {
+  return lineChart(
+    'Completion latency distribution (share of I/Os per bin)',
+    modes.map((m) => {
+      const bins = report.latency_histogram[m] ?? [];
+      const total = bins.reduce((s, b) => s + b.count, 0) || 1;
+      return {
         name: m,
         color: COLORS[m],
-        points: (report.timeline[m] ?? []).map(
-          (s) => [s.t_ms / 1000, s.bw_bytes] as [number, number],
-        ),
-      })),
-      (x) => `${x.toFixed(1)}s`,
-      (y) => `${formatBytes(y)}/s`,
-    ),
+        points: bins.map((b) => [b.le_ns, (b.count / total) * 100] as [number, number]),
+      };
+    }),
+    (x) => formatNs(x),
+    (y) => `${y.toFixed(1)}%`,
+    { logX: true },
   );
-  sections.push(
-    lineChart(
-      'Completion latency distribution (share of I/Os per bin)',
-      modes.map((m) => {
-        const bins = report.latency_histogram[m] ?? [];
-        const total = bins.reduce((s, b) => s + b.count, 0) || 1;
-        return {
-          name: m,
-          color: COLORS[m],
-          points: bins.map((b) => [b.le_ns, (b.count / total) * 100] as [number, number]),
-        };
-      }),
-      (x) => formatNs(x),
-      (y) => `${y.toFixed(1)}%`,
-      { logX: true },
-    ),
-  );
+}
+
+/** Bounce mode's pool: occupancy over time, then the slot map at the peak when captured. */
+function poolSections(report: BenchReport): string[] {
   const bounceMed = report.mediator.bounce;
-  if (bounceMed) {
-    const pool = bounceMed.pool;
-    const points = (report.timeline.bounce ?? []).map(
-      (s) => [s.t_ms / 1000, s.pool_used_slots] as [number, number],
-    );
-    // Scaled to what was used: a peak of 264 of 32768 slots would be a flat line.
-    const peak = Math.max(pool.used_hiwater_slots, pool.queue_slots, ...points.map((p) => p[1]));
-    sections.push(
-      lineChart(
-        `Pool occupancy over time (bounce; peak ${peak} of ${pool.nslabs} slots, ${pool.used_hiwater_percent}%)`,
-        [{ name: 'used slots (peak per interval)', color: COLORS.bounce, points }],
-        (x) => `${x.toFixed(1)}s`,
-        (y) => `${Math.round(y)}`,
-        {
-          yMax: occupancyAxis(peak, pool.nslabs),
-          refLines:
-            pool.queue_slots > 0
-              ? [{ y: pool.queue_slots, label: `virtqueues: ${pool.queue_slots} slots` }]
-              : [],
-        },
-      ),
-    );
-    if (bounceMed.slot_map_at_peak) sections.push(slotMapSection(bounceMed.slot_map_at_peak));
-  }
+  if (!bounceMed) return [];
+  const pool = bounceMed.pool;
+  const points = (report.timeline.bounce ?? []).map(
+    (s) => [s.t_ms / 1000, s.pool_used_slots] as [number, number],
+  );
+  // Scaled to what was used: a peak of 264 of 32768 slots would be a flat line.
+  const peak = Math.max(pool.used_hiwater_slots, pool.queue_slots, ...points.map((p) => p[1]));
+  const sections = [
+    lineChart(
+      `Pool occupancy over time (bounce; peak ${peak} of ${pool.nslabs} slots, ${pool.used_hiwater_percent}%)`,
+      [{ name: 'used slots (peak per interval)', color: COLORS.bounce, points }],
+      (x) => `${x.toFixed(1)}s`,
+      (y) => `${Math.round(y)}`,
+      {
+        yMax: occupancyAxis(peak, pool.nslabs),
+        refLines:
+          pool.queue_slots > 0
+            ? [{ y: pool.queue_slots, label: `virtqueues: ${pool.queue_slots} slots` }]
+            : [],
+      },
+    ),
+  ];
+  if (bounceMed.slot_map_at_peak) sections.push(slotMapSection(bounceMed.slot_map_at_peak));
+  return sections;
+}
+
+/** IOPS and p99 of bounce beside direct, when both ran. */
+function bounceVsDirectSections(report: BenchReport): string[] {
   const b = report.total.bounce;
   const d = report.total.direct;
-  if (b && d) {
-    sections.push(
-      barChart('Bounce vs direct: IOPS', [
-        { label: 'read', bounce: b.read.iops, direct: d.read.iops },
-        { label: 'write', bounce: b.write.iops, direct: d.write.iops },
-        { label: 'all', bounce: b.all.iops, direct: d.all.iops },
-      ]),
-      barChart('Bounce vs direct: p99 completion latency', [
-        {
-          label: 'read',
-          bounce: b.read.clat_ns.percentile['99.000000']!,
-          direct: d.read.clat_ns.percentile['99.000000']!,
-        },
-        {
-          label: 'write',
-          bounce: b.write.clat_ns.percentile['99.000000']!,
-          direct: d.write.clat_ns.percentile['99.000000']!,
-        },
-        {
-          label: 'all',
-          bounce: b.all.clat_ns.percentile['99.000000']!,
-          direct: d.all.clat_ns.percentile['99.000000']!,
-        },
-      ]),
-    );
-  }
+  if (!b || !d) return [];
+  const p99 = (t: TotalResult, dir: 'read' | 'write' | 'all') =>
+    t[dir].clat_ns.percentile['99.000000']!;
+  return [
+    barChart('Bounce vs direct: IOPS', [
+      { label: 'read', bounce: b.read.iops, direct: d.read.iops },
+      { label: 'write', bounce: b.write.iops, direct: d.write.iops },
+      { label: 'all', bounce: b.all.iops, direct: d.all.iops },
+    ]),
+    barChart(
+      'Bounce vs direct: p99 completion latency',
+      (['read', 'write', 'all'] as const).map((dir) => ({
+        label: dir,
+        bounce: p99(b, dir),
+        direct: p99(d, dir),
+      })),
+    ),
+  ];
+}
 
+/** The summary table: one row per mode, client-side figures then the mediator's. */
+function summaryTable(report: BenchReport, modes: readonly JobMode[]): string {
   const rows = modes
     .map((m) => {
       const t = report.total[m]!;
@@ -244,24 +246,48 @@ export function renderHtml(report: BenchReport, title: string): string {
       return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(t.all.clat_ns.percentile['50.000000']!)}</td><td>${formatNs(t.all.clat_ns.percentile['99.000000']!)}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.requeues}</td><td>${med.backpressure.waits}</td></tr>`;
     })
     .join('');
-  const ratio = Object.entries(report.comparison?.over_direct ?? {})
+  return `<table><tr><th>mode</th><th>IOPS</th><th>bandwidth</th><th>p50</th><th>p99</th><th>pool high-water</th><th>map failures</th><th>bounced to/from device</th><th>requeues (pool full)</th><th>back-pressure waits</th></tr>${rows}</table>`;
+}
+
+/** Each mode ÷ direct, one paragraph a mode (none when direct did not run). */
+function ratioParagraphs(report: BenchReport): string {
+  return Object.entries(report.comparison?.over_direct ?? {})
     .map(
       ([m, r]) =>
         `<p><b>${esc(m)} ÷ direct</b>: IOPS ${r.all.iops ?? 'n/a'}, bandwidth ${r.all.bw_bytes ?? 'n/a'}, p99 ${r.all.clat_p99_ns ?? 'n/a'}</p>`,
     )
     .join('\n');
-  const warnings = report.warnings.length
+}
+
+/** The report's warnings as a list, or nothing. */
+function warningList(report: BenchReport): string {
+  return report.warnings.length
     ? `<ul>${report.warnings.map((w) => `<li>${esc(w)}</li>`).join('')}</ul>`
     : '';
+}
+
+/**
+ * The whole page: title and run line, warnings, the summary table, the ratios to
+ * direct, then the charts in a fixed order (throughput, latency, pool, bounce vs
+ * direct).
+ */
+export function renderHtml(report: BenchReport, title: string): string {
+  const modes = JOB_MODES.filter((m) => report.total[m]);
+  const sections = [
+    throughputSection(report, modes),
+    latencySection(report, modes),
+    ...poolSections(report),
+    ...bounceVsDirectSections(report),
+  ];
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
 <style>body{font-family:sans-serif;max-width:720px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style>
 </head><body>
 <h1>${esc(title)}</h1>
 <p>${esc(report.time)} — ${esc(report['fio version'])}, mode ${report.mode}</p>
-${warnings}
-<table><tr><th>mode</th><th>IOPS</th><th>bandwidth</th><th>p50</th><th>p99</th><th>pool high-water</th><th>map failures</th><th>bounced to/from device</th><th>requeues (pool full)</th><th>back-pressure waits</th></tr>${rows}</table>
-${ratio}
+${warningList(report)}
+${summaryTable(report, modes)}
+${ratioParagraphs(report)}
 ${sections.join('\n')}
 </body></html>
 `;

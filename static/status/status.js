@@ -9,7 +9,9 @@
  * taken from two reads (a rate, a percentile) also keeps what it was computed
  * from (see keepFrom). body[data-reads] counts the reads shown so far;
  * body[data-reading] is "true" while a read is under way; body[data-state] is
- * "ok" or "error".
+ * "ok" or "error". Rule: every value written has a cell built for it; a key
+ * written without one is a bug of this file, listed in body[data-unshown] (the
+ * browser test fails on it) instead of vanishing.
  */
 import * as M from './model.js';
 import { drawSlotMap, drawSwatch, GUTTER, MARGIN, STATE_LABELS, slotUnder } from './slot-map.js';
@@ -28,6 +30,8 @@ const page = {
   shape: '',
   /** key -> element holding that value. */
   cells: new Map(),
+  /** Keys written that have no cell (see the rule at the head): body[data-unshown]. */
+  unshown: new Set(),
   /** pool name -> { canvas, layout, bits, cursors, usedByArea, readout }. */
   maps: new Map(),
 };
@@ -66,7 +70,11 @@ function cell(key, tag = 'span', attrs = {}) {
 /** Shows `text` for `key`, keeping the raw value in data-v. */
 function set(key, value, text, warn = false) {
   const e = page.cells.get(key);
-  if (!e) return;
+  if (!e) {
+    page.unshown.add(key);
+    document.body.dataset.unshown = [...page.unshown].join(' ');
+    return;
+  }
   e.dataset.v = value === undefined ? '' : String(value);
   e.textContent = text ?? (value === undefined ? '–' : M.formatCount(value));
   e.classList.toggle('warn', warn);
@@ -167,6 +175,8 @@ async function readAll(known) {
 function build(snap) {
   page.cells.clear();
   page.maps.clear();
+  page.unshown.clear();
+  delete document.body.dataset.unshown;
   buildPools(snap);
   buildDevices(snap);
   buildCopy(snap);
@@ -335,9 +345,13 @@ function buildPool(p) {
       {},
       p.name,
       ' ',
-      el('small', {
-        text: `${M.formatSize(p.bytes)} · ${M.formatInteger(p.nslabs)} slots · base ${p.base} · devices ${p.devices.join(', ') || 'none'}`,
-      }),
+      el(
+        'small',
+        {},
+        `${M.formatSize(p.bytes)} · `,
+        cell(k('nslabs')),
+        ` slots · base ${p.base} · devices ${p.devices.join(', ') || 'none'}`,
+      ),
     ),
     poolStats(p, k),
     poolLegend(p, k),
@@ -404,6 +418,7 @@ function buildDevices(snap) {
       num('p50'),
       num('p99'),
       num('in_flight'),
+      num('requests'),
       num('failed'),
       num('faults'),
       num('timeouts'),
@@ -489,7 +504,7 @@ function showPool(p, prev, slots, win) {
   const k = (name) => `pool:${p.name}:${name}`;
   // The allocator's counters are 32-bit and wrap; the gate's do not.
   const rate = (key, a, b, wraps = true) => setRate(k(key), win, a, b, { wraps });
-  set(k('nslabs'), p.nslabs);
+  set(k('nslabs'), p.nslabs, M.formatInteger(p.nslabs));
   set(k('used'), p.used, M.formatInteger(p.used));
   set(k('used_percent'), p.used / p.nslabs, M.formatPercent(p.used, p.nslabs));
   set(k('hiwater'), p.used_hiwater, M.formatInteger(p.used_hiwater));
@@ -588,7 +603,10 @@ function showDevices(snap, prev, win) {
     set(k('timeouts'), d.timeouts, M.formatInteger(d.timeouts), d.timeouts > 0);
     set(k('resets'), d.resets, M.formatInteger(d.resets), d.resets > 0);
   }
+  // A guest that drives no device has no row to show its bytes in.
+  const driving = new Set(snap.devices.map((d) => d.guest));
   for (const g of snap.copy.guests) {
+    if (!driving.has(g.name)) continue;
     const pg = prev?.copy.guests.find((x) => x.name === g.name);
     const format = usesPool(snap.mode) ? M.formatRate : () => '– (direct)';
     for (const dir of ['to_device', 'from_device']) {

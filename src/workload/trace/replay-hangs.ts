@@ -5,8 +5,6 @@ import type { ReplayState } from './replay-state.js';
 import { hex } from './replay-verdicts.js';
 import type { KernelHang } from './report-types.js';
 
-type PendingHang = KernelHang & { seenAfter: boolean };
-
 /**
  * 6.1's endless search: swiotlb_do_find_slots() without 7c3940bf81e5 never ends
  * some searches (its loop never ends for some min_align_mask requests), spinning
@@ -19,9 +17,14 @@ type PendingHang = KernelHang & { seenAfter: boolean };
  *
  * Rules: `hangs` holds, in trace order, every request tried that the model says
  * never ends; each is judged once, by {@link judge}, when the trace has ended.
+ * The only evidence weighed is the CPU's own last event line (the reader's, over
+ * every event of the trace, DMA or not): 6.1's swiotlb_do_find_slots()
+ * (kernel/dma/swiotlb.c) loops `do { ... } while (index != wrap)` inside
+ * spin_lock_irqsave(&area->lock, flags), so a CPU caught in it runs nothing else
+ * and any later line of that CPU means it returned.
  */
 export class KernelHangs {
-  private readonly hangs: PendingHang[] = [];
+  private readonly hangs: KernelHang[] = [];
 
   constructor(private readonly s: ReplayState) {}
 
@@ -48,7 +51,7 @@ export class KernelHangs {
     if (res.failure !== 'kernel_hang') return;
     s.counts.maps.replayed++;
     s.counts.failures.kernelHang++;
-    this.hangs.push({ line, device, cpu, size, phys: hex(phys), kernel: 'hung', seenAfter: false });
+    this.hangs.push({ line, device, cpu, size, phys: hex(phys), kernel: 'hung' });
   }
 
   /**
@@ -59,12 +62,12 @@ export class KernelHangs {
     for (const h of this.hangs) this.judgeOne(h, lastEventLine(h.cpu));
   }
 
-  private judgeOne(h: PendingHang, lastLine: number): void {
+  private judgeOne(h: KernelHang, lastLine: number): void {
     const s = this.s;
     const d = s.counts.dev(h.device);
-    if (lastLine > h.line || h.seenAfter) {
+    if (lastLine > h.line) {
       h.kernel = 'went on';
-      h.next_line = lastLine > h.line ? lastLine : null;
+      h.next_line = lastLine;
       s.verdicts.disagreed(
         d,
         { ...h, phys: Number(h.phys), kAddr: DMA_MAPPING_ERROR },
@@ -81,7 +84,7 @@ export class KernelHangs {
 
   /** The requests tried, as the report gives them. */
   list(): KernelHang[] {
-    return this.hangs.map(({ seenAfter: _s, ...h }) => h);
+    return this.hangs.map((h) => ({ ...h }));
   }
 
   /** The requests judged hung. */

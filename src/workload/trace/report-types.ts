@@ -186,8 +186,8 @@ export interface KernelHang {
   phys: string;
   /** `hung`: the CPU wrote nothing after it; `went on`: it did (the kernel did not hang). */
   kernel: 'hung' | 'went on';
-  /** The CPU's last event after it (went on). */
-  next_line?: number | null;
+  /** The line of the CPU's last event, after this one (only when it went on). */
+  next_line?: number;
 }
 
 /**
