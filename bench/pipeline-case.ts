@@ -20,6 +20,7 @@
 import { Mediator } from '../src/mediator/mediator.js';
 import type { DeviceKind } from '../src/virtio/device-spec.js';
 import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
+import { closeProbe, coreToCoreNs } from './c2c-probe.js';
 
 /** The modes bench:pipeline compares, by the names its JSON carries. */
 export const BENCH_MODES = ['direct', 'bounce', 'bounce-tuned', 'shared'] as const;
@@ -40,6 +41,8 @@ export interface CaseSpec {
   deviceTuning: { spinMicros?: number; pollMicros?: number };
   /** Skip pre-touching memory (measure first-touch and zero-page effects). */
   cold: boolean;
+  /** The parent's core-to-core probe just before the case (0: not probed). */
+  c2cBeforeNs?: number;
 }
 
 export interface CaseResult {
@@ -61,6 +64,14 @@ export interface CaseResult {
   copy_us_per_io: number;
   /** Share of the copied bytes copied inline on the main thread (1 = all). */
   inline_copy_share: number;
+  /**
+   * Core-to-core round trip (bench/c2c-probe.ts), nanoseconds, probed just before
+   * the case started (by the parent) and right after its window (by the case).
+   */
+  c2c_before_ns: number;
+  c2c_after_ns: number;
+  /** Runs behind this result with a far probe before or after (bench:pipeline sets it). */
+  far_runs: number;
   /** Measurements behind this result (--repeat): the figures are their medians. */
   runs: number;
   iops_min: number;
@@ -170,6 +181,10 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
     const inlineBytes = copies1[0]!.bytes - copies0[0]!.bytes;
     stop = true;
     await Promise.all(loops);
+    // The topology the window ran on, probed at once (no I/O runs now; the device
+    // thread sleeps after its spin).
+    const c2cAfter = await coreToCoreNs();
+    await closeProbe();
     const sorted = lat.slice(0, done).sort();
     const iops = Math.round(done / elapsed);
     return {
@@ -185,6 +200,9 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
       p99_us: percentile(sorted, 99) * 1000,
       copy_us_per_io: done > 0 ? (copySeconds / done) * 1e6 : 0,
       inline_copy_share: copiedBytes > 0 ? inlineBytes / copiedBytes : 0,
+      c2c_before_ns: spec.c2cBeforeNs ?? 0,
+      c2c_after_ns: c2cAfter,
+      far_runs: 0,
       runs: 1,
       iops_min: iops,
       iops_max: iops,

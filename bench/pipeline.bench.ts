@@ -42,7 +42,16 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../src/util/size.js';
 import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
-import { benchArgs, choicesFlag, intFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
+import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
+import {
+  benchArgs,
+  choiceFlag,
+  choicesFlag,
+  intFlag,
+  listFlag,
+  positiveFlag,
+  sizeFlag,
+} from './cli.js';
 import {
   BENCH_MODES,
   type BenchMode,
@@ -70,6 +79,12 @@ The cost of isolation: virtio-blk requests in each mode, divided by direct mode.
   --pool-areas N            areas of both pools (default: one per CPU, as Linux)
   --in-process              run every case in this process (no fresh process per case)
   --cold                    do not pre-touch guest memory, pool and disk before a case
+  --topology near|any       near (default): start each case only when the two cores
+                            are near (core-to-core round trip within 2.5x of the lowest
+                            seen; bench/c2c-probe.ts), waiting up to --topology-wait,
+                            and measure a case again (twice at most) when they were far
+                            by its end; any: probe and print, never wait
+  --topology-wait S         seconds to wait for the near state per case (default 20)
   --copy-workers N          copy workers; default: the CPUs the main thread and the
                             device threads leave (0 on 2 CPUs)
   --inline-threshold B      copy engine option
@@ -98,6 +113,8 @@ const options = benchArgs(
       'pool-areas': { type: 'string' },
       'in-process': { type: 'boolean', default: false },
       cold: { type: 'boolean', default: false },
+      topology: { type: 'string', default: 'near' },
+      'topology-wait': { type: 'string', default: '20' },
       'device-poll-micros': { type: 'string' },
       'copy-workers': { type: 'string' },
       'inline-threshold': { type: 'string' },
@@ -142,6 +159,8 @@ const options = benchArgs(
       repeat: intFlag('repeat', values.repeat, 1),
       inProcess: values['in-process'],
       cold: values.cold,
+      topology: choiceFlag('topology', values.topology, ['near', 'any'] as const),
+      topologyWaitMs: positiveFlag('topology-wait', values['topology-wait']) * 1000,
       json: values.json,
     };
   },
@@ -173,6 +192,61 @@ function measure(spec: CaseSpec): Promise<CaseResult> {
   });
 }
 
+/** Far: a round trip over this many times the lowest (c2c-probe.ts isFar's default). */
+const FAR_FACTOR = 2.5;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The topology of the two cores (bench/c2c-probe.ts): the lowest round trip seen
+ * in this run is the near state's; a probe over 1.6x of it is far.
+ */
+const topology = { floorNs: Number.POSITIVE_INFINITY, farRuns: 0, reruns: 0, waitedMs: 0 };
+
+async function probe(): Promise<number> {
+  const ns = await coreToCoreNs();
+  topology.floorNs = Math.min(topology.floorNs, ns);
+  return ns;
+}
+
+/** Under `--topology near`, waits (bounded) until the cores are near; returns the last probe. */
+async function settle(): Promise<number> {
+  let ns = await probe();
+  if (options.topology === 'any') return ns;
+  const t0 = performance.now();
+  while (
+    isFar(ns, topology.floorNs, FAR_FACTOR) &&
+    performance.now() - t0 < options.topologyWaitMs
+  ) {
+    await sleep(250);
+    ns = await probe();
+  }
+  topology.waitedMs += performance.now() - t0;
+  return ns;
+}
+
+/** Measures again, under `--topology near`, a case whose cores were far by its end. */
+const MAX_RERUNS = 2;
+
+/** One measurement of a case, started (and, under `near`, ended) in the near state when it can be. */
+async function measureSettled(spec: CaseSpec): Promise<CaseResult> {
+  for (let attempt = 0; ; attempt++) {
+    const before = await settle();
+    const r = await measure({ ...spec, c2cBeforeNs: before });
+    topology.floorNs = Math.min(topology.floorNs, r.c2c_after_ns);
+    const far =
+      isFar(before, topology.floorNs, FAR_FACTOR) ||
+      isFar(r.c2c_after_ns, topology.floorNs, FAR_FACTOR);
+    if (far && options.topology === 'near' && attempt < MAX_RERUNS) {
+      topology.reruns++;
+      continue;
+    }
+    r.far_runs = far ? 1 : 0;
+    if (far) topology.farRuns++;
+    return r;
+  }
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
@@ -192,6 +266,9 @@ function medianResult(repeats: CaseResult[]): CaseResult {
     p99_us: median(repeats.map((r) => r.p99_us)),
     copy_us_per_io: median(repeats.map((r) => r.copy_us_per_io)),
     inline_copy_share: median(repeats.map((r) => r.inline_copy_share)),
+    c2c_before_ns: median(repeats.map((r) => r.c2c_before_ns)),
+    c2c_after_ns: median(repeats.map((r) => r.c2c_after_ns)),
+    far_runs: repeats.reduce((n, r) => n + r.far_runs, 0),
     runs: repeats.length,
     iops_min: Math.min(...iops),
     iops_max: Math.max(...iops),
@@ -253,8 +330,16 @@ if (modes.includes('bounce-tuned')) log(`note: ${TUNED_NOTE}`);
 log(
   `cases run ${options.inProcess ? 'in this process' : 'each in a fresh process'}, memory ${options.cold ? 'cold (not pre-touched)' : 'pre-touched'}`,
 );
+// The near state's round trip: the lowest of a few probes before the first case.
+for (let i = 0; i < 5; i++) {
+  await probe();
+  await sleep(100);
+}
 log(
-  'device   op    size   mode          pool/areas      IOPS     GB/s   p50 us   p99 us  copy us/IO',
+  `core-to-core round trip: ${topology.floorNs} ns at best before the first case; ${options.topology === 'near' ? 'each case waits for the near state (--topology near)' : 'probed, not waited for (--topology any)'}`,
+);
+log(
+  'device   op    size   mode          pool/areas      IOPS     GB/s   p50 us   p99 us  copy us/IO   c2c ns',
 );
 for (const device of devices) {
   for (const size of sizes) {
@@ -265,7 +350,7 @@ for (const device of devices) {
       for (let k = 0; k < repeat; k++) {
         for (const [i, run] of runs.entries()) {
           measured[i]!.push(
-            await measure({
+            await measureSettled({
               device,
               op,
               size,
@@ -293,8 +378,9 @@ for (const device of devices) {
           r.copy_us_per_io === 0
             ? '-'
             : `${r.copy_us_per_io.toFixed(2)}${r.inline_copy_share >= ALL_INLINE ? '' : '*'}`;
+        const c2c = `${r.c2c_before_ns}/${r.c2c_after_ns}${r.far_runs > 0 ? ` far ${r.far_runs}` : ''}`;
         log(
-          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(12)} ${pool.padStart(10)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)} ${copyUs.padStart(11)}${range}`,
+          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(12)} ${pool.padStart(10)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)} ${copyUs.padStart(11)} ${c2c.padStart(8)}${range}`,
         );
       }
       const direct = done.find((x) => x.run.mode === 'direct')?.r;
@@ -414,6 +500,10 @@ log(
   '  ("copies allow N": the main thread copied every byte; its copy time per request alone caps mode / direct at N.',
 );
 log("   '*' after a copy time: some copies ran on workers, so no such cap.)");
+log(
+  `core-to-core round trip (c2c ns: median before/after each case): lowest ${topology.floorNs} ns; ${topology.farRuns} run(s) kept with the cores far (over ${FAR_FACTOR}x that), ${topology.reruns} measured again, ${(topology.waitedMs / 1000).toFixed(1)} s waited for the near state`,
+);
+await closeProbe();
 if (options.json) {
   console.log(
     JSON.stringify({
@@ -424,6 +514,14 @@ if (options.json) {
       bounce_over_direct: overDirect.bounce ?? {},
       bounce_over_direct_sized_pool: overDirectSized.bounce ?? {},
       targets,
+      topology: {
+        mode: options.topology,
+        floor_ns: topology.floorNs,
+        far_factor: FAR_FACTOR,
+        far_runs: topology.farRuns,
+        reruns: topology.reruns,
+        waited_s: +(topology.waitedMs / 1000).toFixed(1),
+      },
       notes: [
         TUNED_NOTE,
         `cases ${options.inProcess ? 'in one process' : 'each in a fresh process'}; memory ${options.cold ? 'cold' : 'pre-touched'}`,

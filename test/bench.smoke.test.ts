@@ -276,6 +276,8 @@ describe('benchmarks', () => {
   it('bench:pipeline prints every mode (pooled modes on two pool sizes) and their ratios to direct', async () => {
     const out = await bench('bench/pipeline.bench.ts', [
       '--in-process',
+      '--topology',
+      'any',
       '--pool-areas',
       '4',
       '--repeat',
@@ -304,6 +306,9 @@ describe('benchmarks', () => {
       p99_us: number;
       copy_us_per_io: number;
       inline_copy_share: number;
+      c2c_before_ns: number;
+      c2c_after_ns: number;
+      far_runs: number;
       runs: number;
       iops_min: number;
       iops_max: number;
@@ -325,6 +330,25 @@ describe('benchmarks', () => {
       expect(r.iops_min).toBeLessThanOrEqual(r.iops);
       expect(r.iops).toBeLessThanOrEqual(r.iops_max);
       expect(r.p99_us).toBeGreaterThanOrEqual(r.p50_us);
+      // Every run probed the cores before and after; the floor is the lowest probe.
+      expect(r.c2c_before_ns).toBeGreaterThan(0);
+      expect(r.c2c_after_ns).toBeGreaterThan(0);
+      expect(r.far_runs).toBeLessThanOrEqual(r.runs);
+    }
+    const topology = out.topology as {
+      mode: string;
+      floor_ns: number;
+      far_factor: number;
+      far_runs: number;
+      reruns: number;
+    };
+    expect(topology.mode).toBe('any');
+    // --topology any never measures a case again.
+    expect(topology.reruns).toBe(0);
+    expect(topology.far_runs).toBe(results.reduce((n, r) => n + r.far_runs, 0));
+    for (const r of results) {
+      // A median of two probes is at least the lower one, which is at least the floor.
+      expect(Math.max(r.c2c_before_ns, r.c2c_after_ns)).toBeGreaterThanOrEqual(topology.floor_ns);
     }
     type Ratio = { iops: number; copy_bound: number | null };
     const over = out.over_direct as Record<string, Record<string, Ratio>>;
@@ -398,6 +422,8 @@ describe('benchmarks', () => {
 
   it('bench:pipeline runs each case in a fresh process by default', async () => {
     const out = await bench('bench/pipeline.bench.ts', [
+      '--topology',
+      'any',
       '--modes',
       'shared,direct',
       '--sized-pool-mib',
