@@ -6,7 +6,7 @@ import {
   type DmaDirection,
 } from '../swiotlb/constants.js';
 import { syncForCpuCopies, syncForDeviceCopies, unmapCopies } from '../swiotlb/dma-rules.js';
-import type { SgEntry, SwiotlbPool } from '../swiotlb/pool.js';
+import type { MapOptions, SgEntry, SwiotlbPool } from '../swiotlb/pool.js';
 import type { CopyEngine } from '../workers/copy-engine.js';
 import type { FromDeviceBounce } from './defaults.js';
 import type { GuestMemory } from './guest-memory.js';
@@ -189,6 +189,11 @@ export class BounceDma implements GuestDma {
   };
   /** `used-length` bouncing of DMA_FROM_DEVICE buffers (see the class comment). */
   private readonly usedLength: boolean;
+  /**
+   * mapOpts for a DMA_FROM_DEVICE buffer under `used-length`: the kernel's search
+   * even in a `warm` pool (MapOptions.kernelSearch: nothing is copied into it).
+   */
+  private readonly fromDeviceOpts: MapOptions;
 
   constructor(ctx: BounceContext, opts: BounceDmaOptions = {}) {
     this.guest = ctx.guest;
@@ -203,6 +208,7 @@ export class BounceDma implements GuestDma {
       owner: opts.owner ?? ctx.guestRegion,
     };
     this.usedLength = (opts.fromDevice ?? 'linux') === 'used-length';
+    this.fromDeviceOpts = this.usedLength ? { ...this.mapOpts, kernelSearch: true } : this.mapOpts;
     const g = this.guest;
     const p = this.pool.geometry;
     if (g.base < p.base + p.bytes && p.base < g.base + g.size) {
@@ -313,14 +319,15 @@ export class BounceDma implements GuestDma {
   }
 
   tryPlace(n: number, b: DmaBatch): boolean {
-    const opts = this.mapOpts;
     let i = 0;
     try {
       for (; i < n; i++) {
         const addr = b.addrs[i]!;
         const size = b.sizes[i]!;
+        const dir = b.dirs[i] as DmaDirection;
         this.guest.offsetOf(addr, size);
-        const tlb = this.pool.tryAllocate(addr, size, b.dirs[i] as DmaDirection, opts);
+        const opts = dir === Dir.FROM_DEVICE ? this.fromDeviceOpts : this.mapOpts;
+        const tlb = this.pool.tryAllocate(addr, size, dir, opts);
         if (tlb < 0) break;
         b.out[i] = tlb;
       }

@@ -234,9 +234,10 @@ export class SwiotlbAllocator {
       const limit = this.maxMappingSize(minAlignMask);
       throw tooLargeError(size, limit, size > limit ? undefined : p.searchSize);
     }
+    const warm = this.warm && opts.kernelSearch !== true;
     let a = startArea;
     do {
-      const slot = this.searchArea(a, origAddr, origAddr, size, dir, owner, p);
+      const slot = this.searchArea(a, origAddr, origAddr, size, dir, owner, p, warm);
       if (slot >= 0) {
         this.incUsedAndHiwater(p.nslots);
         return this.geometry.base + (slot + p.padSlots) * IO_TLB_SIZE + p.headOffset;
@@ -280,7 +281,16 @@ export class SwiotlbAllocator {
     const nareas = this.geometry.nareas;
     let a = startArea;
     do {
-      const slot = this.searchArea(a, 0, INVALID_PHYS_ADDR, p.searchSize, Dir.NONE, owner, p);
+      const slot = this.searchArea(
+        a,
+        0,
+        INVALID_PHYS_ADDR,
+        p.searchSize,
+        Dir.NONE,
+        owner,
+        p,
+        this.warm,
+      );
       if (slot >= 0) return this.placed(slot, p);
       if (slot !== NOT_FOUND) throw this.kernelDefect(slot, a, p);
       if (++a >= nareas) a = 0;
@@ -292,7 +302,16 @@ export class SwiotlbAllocator {
   tryAllocArea(area: number, size: number, opts: AllocOptions = {}): number {
     const owner = opts.owner ?? 0;
     const p = this.prepareAlloc(size, opts, area, owner);
-    const slot = this.searchArea(area, 0, INVALID_PHYS_ADDR, p.searchSize, Dir.NONE, owner, p);
+    const slot = this.searchArea(
+      area,
+      0,
+      INVALID_PHYS_ADDR,
+      p.searchSize,
+      Dir.NONE,
+      owner,
+      p,
+      this.warm,
+    );
     if (slot >= 0) return this.placed(slot, p);
     if (slot !== NOT_FOUND) throw this.kernelDefect(slot, area, p);
     return -1;
@@ -547,8 +566,9 @@ export class SwiotlbAllocator {
   /**
    * One area's search and, when found, the bookkeeping of swiotlb_search_pool_area()
    * and swiotlb_tbl_map_single(): marks the run used, moves the cursor past it,
-   * writes the mapping's records. Under `warm` the area's hint ring is looked at
-   * first (warm.ts; a run found there leaves the cursor alone). `searchOrig` is
+   * writes the mapping's records. With `warm` (the pool's placement, unless the
+   * map asked for the kernel's search) the area's hint ring is looked at first
+   * (warm.ts; a run found there leaves the cursor alone). `searchOrig` is
    * what the search compares (0 for a coherent allocation), `recordOrig` what is
    * stored (INVALID for one).
    * Returns the first slot, NOT_FOUND, or 6.1's WOULD_HANG / OVERRUN.
@@ -561,6 +581,7 @@ export class SwiotlbAllocator {
     dir: number,
     owner: number,
     p: MapPlan,
+    warm: boolean,
   ): number {
     const c = this.m.control;
     const used = this.m.usedBits;
@@ -574,7 +595,7 @@ export class SwiotlbAllocator {
       const cursor = c[word + AREA_INDEX]!;
       // warm: a run freed lately, taken as the kernel's search would take it from
       // there (warm.ts); else the kernel's search from the cursor, which only it moves.
-      let slotIndex = this.warm
+      let slotIndex = warm
         ? warmFind(c, this.m.hints, used, areaIndex, slotBase, base, nslabs, searchOrig, p)
         : NOT_FOUND;
       const hinted = slotIndex >= 0;

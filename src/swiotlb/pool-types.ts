@@ -40,6 +40,16 @@ export interface MapOptions {
    * @default 0
    */
   owner?: number;
+  /**
+   * Under the pool's `warm` placement, place this mapping by the kernel's search
+   * alone, as under `linux` (its slots still go to the warm ring when unmapped).
+   * For a buffer the CPU does not fill at map time (a DMA_FROM_DEVICE buffer
+   * bounced with `used-length`): warm slots pay off through the CPU's copy into
+   * them, and a device writing slots the CPU has just read pays for them instead
+   * (docs/performance.md, "64 KiB reads").
+   * @default false
+   */
+  kernelSearch?: boolean;
 }
 
 /** Options of a coherent allocation (dma_alloc_coherent() through swiotlb_alloc()). */
