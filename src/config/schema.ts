@@ -35,6 +35,7 @@ import {
   MODES,
   type Mode,
   POOL_DEFAULTS,
+  SERVICE_DEFAULTS,
 } from '../mediator/defaults.js';
 import {
   isMinAlignMask,
@@ -49,7 +50,7 @@ import {
   parseSwiotlbParameter,
 } from '../swiotlb/geometry.js';
 import { DEFAULT_KERNEL, KERNEL_VERSIONS, type KernelVersion } from '../swiotlb/kernel.js';
-import { DEFAULT_PLACEMENT, PLACEMENTS, type Placement } from '../swiotlb/warm.js';
+import { PLACEMENTS, type Placement } from '../swiotlb/warm.js';
 import { formatSize, parseSize } from '../util/size.js';
 import {
   DEFAULT_CHAOS,
@@ -212,7 +213,7 @@ export interface PoolConfig {
    * kernel does) or `warm` (the runs freed most recently first, so that a steady
    * workload reuses the same, cache-warm slots; not a kernel behaviour, but every
    * placement keeps the kernel profile's alignment, offset and padding rules).
-   * @default the top-level `placement` ("linux")
+   * @default the top-level `placement` ("warm")
    */
   placement: Placement;
   /** Back-pressure: what a request does when the pool is full. */
@@ -360,7 +361,7 @@ export interface DeviceConfig {
    * direction) and the unmap copies the whole buffer back; `used-length`: nothing
    * is copied in, and only the bytes the device's used length says it wrote come
    * back (docs/configuration.md says what each keeps and costs).
-   * @default the top-level `fromDeviceBounce` ("linux")
+   * @default the top-level `fromDeviceBounce` ("used-length")
    */
   fromDeviceBounce: FromDeviceBounce;
 }
@@ -383,13 +384,15 @@ export interface ServiceConfig {
   mode: Mode;
   /**
    * Bounce mode: the devices' `fromDeviceBounce` unless a device sets its own.
-   * @default "linux"
+   * The service's default is not Linux's (SERVICE_DEFAULTS in src/mediator/defaults.ts).
+   * @default "used-length"
    */
   fromDeviceBounce: FromDeviceBounce;
   /**
    * The pools' `placement` unless a pool sets its own: `linux` (the kernel's
-   * search) or `warm` (recently freed slots first).
-   * @default "linux"
+   * search) or `warm` (recently freed slots first). The service's default is not
+   * Linux's (SERVICE_DEFAULTS in src/mediator/defaults.ts).
+   * @default "warm"
    */
   placement: Placement;
   /**
@@ -671,8 +674,8 @@ export const EMBEDDED_DEFAULT = {
 const fileSchemaFields = objectField({
   kernel: enumField(KERNEL_VERSIONS).default(DEFAULT_KERNEL),
   mode: enumField(MODES).default(DEFAULT_MODE),
-  fromDeviceBounce: enumField(FROM_DEVICE_BOUNCES).default(DEVICE_DEFAULTS.fromDeviceBounce),
-  placement: enumField(PLACEMENTS).default(DEFAULT_PLACEMENT),
+  fromDeviceBounce: enumField(FROM_DEVICE_BOUNCES).default(SERVICE_DEFAULTS.fromDeviceBounce),
+  placement: enumField(PLACEMENTS).default(SERVICE_DEFAULTS.placement),
   logLevel: enumField(LOG_LEVELS).default('info'),
   http: httpSchema.prefault({}),
   copy: copySchema.prefault({}),

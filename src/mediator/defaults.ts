@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { IO_TLB_DEFAULT_SIZE } from '../swiotlb/constants.js';
 import { defaultAreaCount } from '../swiotlb/geometry.js';
+import type { Placement } from '../swiotlb/warm.js';
 
 /**
  * Every default that both the runtime (Mediator, BlkDriver, PoolGate, GuestMemory,
@@ -51,6 +52,19 @@ export const DEFAULT_MODE = 'bounce' as const satisfies Mode;
  */
 export const FROM_DEVICE_BOUNCES = ['linux', 'used-length'] as const;
 export type FromDeviceBounce = (typeof FROM_DEVICE_BOUNCES)[number];
+
+/**
+ * Where the service's config departs from Linux's behaviour by default: the
+ * service takes what costs less while it keeps the isolation (issue 17; the
+ * figures: docs/performance.md, "Tuned defaults"). Warm placement (recently freed
+ * slots first) and reads without the copy-in. Everything that models a kernel
+ * keeps Linux's behaviour: `replay`, `size`, the pool and Mediator APIs, and
+ * mode `bounce` of `bench` (its `bounce-tuned` mode is these two).
+ */
+export const SERVICE_DEFAULTS = {
+  placement: 'warm',
+  fromDeviceBounce: 'used-length',
+} as const satisfies { placement: Placement; fromDeviceBounce: FromDeviceBounce };
 
 /** A pool: Linux's default size (IO_TLB_DEFAULT_SIZE, 64 MiB) at guest-physical 0. */
 export const POOL_DEFAULTS = {
