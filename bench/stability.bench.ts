@@ -21,15 +21,24 @@
  *   times each in a fresh process with pre-touched memory (the default now): the
  *   spread of each (max / min of IOPS, and of bounce ÷ direct) says whether the
  *   state earlier cases leave behind (device threads, heap, JIT, pages) decided it.
+ * - `topology`: how far apart the two cores are (bench/c2c-probe.ts), probed
+ *   before and after each window, and what it does to a 64 KiB hand-off between
+ *   two threads as a read makes it: a worker (the device) writes a buffer from a
+ *   64 MiB disk, the main thread (the driver) copies it out. Two slot policies
+ *   alternate: `reuse`, the buffer the main thread copied out last is written
+ *   next (warm placement), and `walk`, buffers taken round a 32 MiB area
+ *   (next-fit). Windows are classed near or far by their probes.
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
 import { benchArgs, choiceFlag, intFlag, positiveFlag } from './cli.js';
 
 const USAGE = `Usage: npm run bench:stability -- [options]
 What decides the swings between runs of one bench:pipeline case (needs a quiet machine).
 
-  --experiment E      alias, backing, isolation or all (default all)
+  --experiment E      alias, backing, isolation, topology or all (default all)
   --rounds N          alternated rounds per figure; medians and ranges (default 7)
   --seconds S         seconds per measurement window (alias, backing; default 0.3)
   --repeat N          isolation: measurements of the case each way (default 5)
@@ -53,6 +62,7 @@ const options = benchArgs(
       'alias',
       'backing',
       'isolation',
+      'topology',
       'all',
     ] as const),
     rounds: intFlag('rounds', v.rounds, 1),
@@ -263,9 +273,131 @@ function isolation(): Figure[] {
   return out;
 }
 
+// The device side of the topology hand-off: waits while RUN is 0; while it is 1,
+// writes each posted slot from the disk and counts it done.
+const HANDOFF_THREAD = `
+const { workerData } = require('node:worker_threads');
+const { ctl, pool, disk } = workerData;
+const c = new Int32Array(ctl), p = new Uint8Array(pool), d = new Uint8Array(disk);
+const N = 65536;
+let taken = 0, at = 0;
+for (;;) {
+  Atomics.wait(c, 0, 0);
+  if (Atomics.load(c, 0) === -1) break;
+  taken = Atomics.load(c, 2);
+  while (Atomics.load(c, 0) === 1) {
+    const posted = Atomics.load(c, 1);
+    while (taken < posted) {
+      const slot = Atomics.load(c, 16 + (taken & 31));
+      at = (at + 4099 * N) % (d.length - N);
+      p.set(d.subarray(at & ~4095, (at & ~4095) + N), slot * N);
+      Atomics.store(c, 2, ++taken);
+    }
+  }
+}`;
+
+async function topologyExperiment(): Promise<Figure[]> {
+  const N = 65536;
+  const SLOTS = 512; // 32 MiB: the walk
+  const ctl = new Int32Array(new SharedArrayBuffer(64 * 4));
+  const pool = new SharedArrayBuffer(SLOTS * N);
+  const disk = new SharedArrayBuffer(64 * MiB);
+  const guest = new Uint8Array(32 * N);
+  for (const b of [pool, disk]) {
+    const words = new Int32Array(b);
+    for (let i = 0; i < words.length; i += 1024) words[i] = 1;
+  }
+  const worker = new Worker(HANDOFF_THREAD, {
+    eval: true,
+    workerData: { ctl: ctl.buffer, pool, disk },
+  });
+  await new Promise((resolve) => worker.once('online', resolve));
+  const p = new Uint8Array(pool);
+  /** Hand-offs per second for `ms`, 16 in flight. */
+  const window = (reuse: boolean, ms: number): number => {
+    const free: number[] = [];
+    for (let i = 15; i >= 0; i--) free.push(i);
+    let walk = 0;
+    let posted = Atomics.load(ctl, 2);
+    let done = posted;
+    const start = done;
+    Atomics.store(ctl, 1, posted);
+    Atomics.store(ctl, 0, 1);
+    Atomics.notify(ctl, 0);
+    const t0 = performance.now();
+    let t = t0;
+    while (t - t0 < ms) {
+      for (let k = 0; k < 16; k++) {
+        while (posted - done < 16) {
+          walk = (walk + 1) % SLOTS;
+          const slot = reuse ? free.pop()! : walk;
+          Atomics.store(ctl, 16 + (posted & 31), slot);
+          Atomics.store(ctl, 1, ++posted);
+        }
+        const finished = Atomics.load(ctl, 2);
+        while (done < finished) {
+          const slot = Atomics.load(ctl, 16 + (done & 31));
+          guest.set(p.subarray(slot * N, slot * N + N), (done & 31) * N);
+          if (reuse) free.push(slot);
+          done++;
+        }
+      }
+      t = performance.now();
+    }
+    // Let the worker drain what is posted, then park it.
+    while (Atomics.load(ctl, 2) < posted);
+    Atomics.store(ctl, 0, 0);
+    return (done - start) / ((t - t0) / 1000);
+  };
+  const samples: { policy: string; before: number; after: number; rate: number }[] = [];
+  try {
+    for (let r = 0; r < options.rounds; r++) {
+      for (const policy of ['reuse', 'walk']) {
+        const before = await coreToCoreNs();
+        const rate = window(policy === 'reuse', options.windowMs);
+        const after = await coreToCoreNs();
+        samples.push({ policy, before, after, rate });
+      }
+    }
+  } finally {
+    Atomics.store(ctl, 0, -1);
+    Atomics.notify(ctl, 0);
+    await worker.terminate();
+    await closeProbe();
+  }
+  const floor = Math.min(...samples.flatMap((x) => [x.before, x.after]));
+  const far = (x: (typeof samples)[number]) => isFar(Math.max(x.before, x.after), floor);
+  const out: Figure[] = [];
+  log(
+    `topology: core-to-core round trip (lowest ${floor} ns; far = over 2.5x that) and 64 KiB hand-offs per second, device thread writes, main thread copies out:`,
+  );
+  for (const state of ['near', 'far'] as const) {
+    const inState = samples.filter((x) => far(x) === (state === 'far'));
+    if (inState.length === 0) {
+      log(`  ${state}: no window`);
+      continue;
+    }
+    const f = figure(
+      `${state}: round trip ns (${inState.length} windows)`,
+      inState.flatMap((x) => [x.before, x.after]),
+    );
+    show('ns', f);
+    out.push(f);
+    for (const policy of ['reuse', 'walk']) {
+      const values = inState.filter((x) => x.policy === policy).map((x) => x.rate);
+      if (values.length === 0) continue;
+      const g = figure(`${state}: ${policy} hand-offs/s (${values.length} windows)`, values);
+      show('/s', g);
+      out.push(g);
+    }
+  }
+  return out;
+}
+
 const experiments: Record<string, Figure[]> = {};
 const want = (e: string) => options.experiment === 'all' || options.experiment === e;
 if (want('alias')) experiments.alias = alias();
 if (want('backing')) experiments.backing = backing();
 if (want('isolation')) experiments.isolation = isolation();
+if (want('topology')) experiments.topology = await topologyExperiment();
 if (options.json) console.log(JSON.stringify({ experiments }));
