@@ -22,6 +22,7 @@ import {
   defaultInlineThreshold,
   defaultSplitInline,
   defaultSplitThreshold,
+  SERVICE_DEFAULTS,
 } from '../src/mediator/defaults.js';
 import { startServer } from '../src/server/index.js';
 import { defaultAreaCount } from '../src/swiotlb/geometry.js';
@@ -45,7 +46,9 @@ describe('the embedded default', () => {
   it('is one guest, ram-blk blk0 of 256 MiB and null0 each on a 64 MiB pool of its own, bounce mode, 127.0.0.1:8080', () => {
     const c = parseConfig({});
     expect(c.mode).toBe('bounce');
-    expect(c.fromDeviceBounce).toBe('linux');
+    // The service's two departures from Linux (SERVICE_DEFAULTS).
+    expect(c.fromDeviceBounce).toBe('used-length');
+    expect(c.placement).toBe('warm');
     expect(c.logLevel).toBe('info');
     expect(c.http).toEqual({
       host: '127.0.0.1',
@@ -65,7 +68,7 @@ describe('the embedded default', () => {
       {
         name: 'pool0',
         kernel: '6.10',
-        placement: 'linux',
+        placement: 'warm',
         areas: defaultAreaCount(),
         base: 0,
         backpressure: { policy: 'requeue-bounded', waitMs: 5000 },
@@ -73,7 +76,7 @@ describe('the embedded default', () => {
       {
         name: 'pool1',
         kernel: '6.10',
-        placement: 'linux',
+        placement: 'warm',
         areas: defaultAreaCount(),
         base: 64 * MiB,
         backpressure: { policy: 'requeue-bounded', waitMs: 5000 },
@@ -88,7 +91,7 @@ describe('the embedded default', () => {
       ['null0', 'null', 256 * MiB, 'guest0', 'pool1'],
     ]);
     expect(spec.devices[0]).toMatchObject({
-      fromDeviceBounce: 'linux',
+      fromDeviceBounce: 'used-length',
       queues: 1,
       queueSize: 256,
       depth: 32,
@@ -214,8 +217,18 @@ describe('the embedded default', () => {
 
   it('fills in the runtime defaults (src/mediator/defaults.ts), not copies of them', () => {
     const c = parseConfig({ devices: [{ id: 'a' }] });
-    const { pollMicros: _poll, recordLatency: _record, ...configured } = DEVICE_DEFAULTS;
-    expect(c.devices[0]).toMatchObject(configured);
+    // fromDeviceBounce: the service's default, not the runtime's (SERVICE_DEFAULTS).
+    const {
+      pollMicros: _poll,
+      recordLatency: _record,
+      fromDeviceBounce: _fdb,
+      ...configured
+    } = DEVICE_DEFAULTS;
+    expect(c.devices[0]).toMatchObject({
+      ...configured,
+      fromDeviceBounce: SERVICE_DEFAULTS.fromDeviceBounce,
+    });
+    expect(c.pools[0]!.placement).toBe(SERVICE_DEFAULTS.placement);
     expect(c.pools[0]!.backpressure).toEqual(BACKPRESSURE_DEFAULTS);
   });
 

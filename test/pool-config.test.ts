@@ -94,6 +94,8 @@ describe("config: a pool in the kernel's terms", () => {
   it("a Mediator built from it runs the pool the kernel builds, with the kernel's rules", async () => {
     const c = parseConfig({
       kernel: '6.6',
+      // The kernel's own placement, so that the pools run as 6.6 runs them.
+      placement: 'linux',
       pools: [{ swiotlb: '3000,3' }, { name: 'rmem', restricted: '1MiB', base: '0x10000000' }],
       devices: [
         { id: 'a', capacity: '1MiB', maxRequestBytes: '64KiB' },
@@ -162,10 +164,12 @@ describe("config: a pool in the kernel's terms", () => {
 });
 
 describe('config: placement', () => {
-  it('"linux" unless said; the top-level value is every pool\'s default, a pool may set its own', async () => {
+  it('"warm" unless said (the service\'s default); the top-level value is every pool\'s default, a pool may set its own', async () => {
     const plain = parseConfig({});
-    expect(plain.placement).toBe('linux');
-    expect(plain.pools.map((p) => p.placement)).toEqual(['linux', 'linux']);
+    expect(plain.placement).toBe('warm');
+    expect(plain.pools.map((p) => p.placement)).toEqual(['warm', 'warm']);
+    const kernelLike = parseConfig({ placement: 'linux' });
+    expect(kernelLike.pools.map((p) => p.placement)).toEqual(['linux', 'linux']);
     const c = parseConfig({
       placement: 'warm',
       pools: [

@@ -168,7 +168,7 @@ describe('swiotlb-mediator serve, as a process', () => {
     ]);
     expect(cli.logs[4]).toMatchObject({ level: 30 });
     expect(String(cli.logs[4]!.msg)).toMatch(
-      /listening on http:\/\/127\.0\.0\.1:\d+: bounce mode, Linux 6\.10 swiotlb rules.*; pools: pool0 64MiB \(32768 slots, \d+ areas?; requeue-bounded, at most 5000 ms\), pool1 64MiB \(32768 slots, \d+ areas?; requeue-bounded, at most 5000 ms\); guests: guest0 \d+MiB; devices: blk0 \(ram-blk, 256MiB\), null0 \(null, 256MiB\)/,
+      /listening on http:\/\/127\.0\.0\.1:\d+: bounce mode, Linux 6\.10 swiotlb rules.*; pools: pool0 64MiB \(32768 slots, \d+ areas?; requeue-bounded, at most 5000 ms; warm placement, not the kernel's\), pool1 64MiB \(32768 slots, \d+ areas?; requeue-bounded, at most 5000 ms; warm placement, not the kernel's\); guests: guest0 \d+MiB; devices: blk0 \(ram-blk, 256MiB, fromDeviceBounce used-length\), null0 \(null, 256MiB, fromDeviceBounce used-length\)/,
     );
     const data = randomBytes(8 * KiB, 1);
     const res = await fetch(`${cli.url}/v1/devices/blk0/blocks/64`, {

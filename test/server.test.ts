@@ -693,10 +693,12 @@ describe.each(['bounce', 'direct', 'shared'] as const)('HTTP API, %s mode', (mod
     expect(lines[0]!.level).toBe(30);
     expect(String(lines[0]!.msg)).toMatch(
       new RegExp(
-        `listening on http://127\\.0\\.0\\.1:\\d+: ${mode} mode${mode === 'bounce' ? ', Linux 6\\.10 swiotlb rules' : ''}; pools: p0 4MiB \\(2048 slots, 2 areas; requeue-bounded, at most 5000 ms\\)`,
+        `listening on http://127\\.0\\.0\\.1:\\d+: ${mode} mode${mode === 'bounce' ? ', Linux 6\\.10 swiotlb rules' : ''}; pools: p0 4MiB \\(2048 slots, 2 areas; requeue-bounded, at most 5000 ms${mode === 'direct' ? '' : "; warm placement, not the kernel's"}\\)`,
       ),
     );
-    expect(String(lines[0]!.msg)).toMatch(/devices: ram \(ram-blk, 8MiB\), file \(file-blk/);
+    expect(String(lines[0]!.msg)).toMatch(
+      /devices: ram \(ram-blk, 8MiB(, fromDeviceBounce used-length)?\), file \(file-blk/,
+    );
     if (mode !== 'direct') {
       expect(lines[1]).toMatchObject({
         level: 30,

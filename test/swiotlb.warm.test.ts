@@ -74,6 +74,21 @@ describe('warm placement: a map after an unmap takes the freed slots', () => {
     }
   });
 
+  it('a map with kernelSearch takes the kernel search even in a warm pool; its slots still go to the ring', () => {
+    // As above: A (0-31) freed, B at 32-63. C asks for the kernel's search: slot 64
+    // (0x20000), as Linux. Unmapped, C's run is pushed on the ring: D (warm) takes
+    // it, not A's older run.
+    const p = pool('6.10', 'warm', 1024);
+    const a = p.map(0x1_0000_0000, 65536, D.TO_DEVICE);
+    p.map(0x1_0001_0000, 65536, D.TO_DEVICE);
+    p.unmap(a, 65536, D.TO_DEVICE);
+    const c = p.map(0x1_0002_0000, 65536, D.FROM_DEVICE, { kernelSearch: true });
+    expect(c).toBe(0x20000);
+    expect(cursor(p)).toBe(96);
+    p.unmap(c, 65536, D.FROM_DEVICE);
+    expect(p.map(0x1_0003_0000, 65536, D.TO_DEVICE)).toBe(0x20000);
+  });
+
   it("a request's three runs come back in reverse order: header, data, status (6.10)", () => {
     // Header 16 B -> slot 0; data 64 KiB needs a 4 KiB-aligned start (6.10 page-aligns
     // a map of PAGE_SIZE or more): slot 1 is 0x800, so slots 2-33; status 1 B -> 34.

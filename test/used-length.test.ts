@@ -28,9 +28,9 @@ describe('BounceDma batch path, DMA_FROM_DEVICE buffers', () => {
   const engine = new CopyEngine({ workers: 0 });
   afterAll(() => engine.close());
 
-  function rig(fromDevice: FromDeviceBounce) {
+  function rig(fromDevice: FromDeviceBounce, placement: 'linux' | 'warm' = 'linux') {
     const guest = new GuestMemory({ size: 4 * MiB });
-    const pool = SwiotlbPool.create({ size: 4 * MiB, areas: 1, area: 0 });
+    const pool = SwiotlbPool.create({ size: 4 * MiB, areas: 1, area: 0, placement });
     const dma = new BounceDma(
       {
         guest,
@@ -151,6 +151,29 @@ describe('BounceDma batch path, DMA_FROM_DEVICE buffers', () => {
       { numRuns: 200, seed: 17 },
     );
     expect(pool.used()).toBe(0);
+  });
+
+  it('warm pool: used-length read buffers take the kernel search, the header a freed slot', () => {
+    // Nothing is copied into a used-length read buffer, so warm slots buy nothing
+    // there (MapOptions.kernelSearch); the header, copied in, still reuses its slot.
+    for (const [fromDevice, dataWarm] of [
+      ['used-length', false],
+      ['linux', true],
+    ] as const) {
+      const { guest, dma } = rig(fromDevice, 'warm');
+      const base = guest.reserve(128 * 1024, 4096);
+      const first = readBatch(base, [65536]);
+      expect(dma.tryPlace(first.n, first.b)).toBe(true);
+      const placed = Array.from(first.b.out.subarray(0, first.n));
+      void dma.release(first.n, first.b, 0, 65536 + 1);
+      const second = readBatch(base, [65536]);
+      expect(dma.tryPlace(second.n, second.b)).toBe(true);
+      const again = Array.from(second.b.out.subarray(0, second.n));
+      // The header takes the newest freed run that fits it (LIFO: the status's).
+      expect(placed, `${fromDevice}: header`).toContain(again[0]);
+      expect(again[1] === placed[1], `${fromDevice}: data`).toBe(dataWarm);
+      void dma.release(second.n, second.b, 0, 65536 + 1);
+    }
   });
 
   it('used-length: a failed request (SKIP_CPU_SYNC) copies nothing back', () => {
