@@ -28,6 +28,11 @@
  * (bench/pipeline-case.ts says why), so that no case inherits another's
  * threads, heap, JIT or page state; `--in-process` runs them all in this
  * process instead (quicker, and what the earlier runs of docs/performance.md did).
+ * What no process can reset is where the host runs the two vCPUs: a case measured
+ * with them far apart (no shared cache) and its direct baseline near measure luck.
+ * So every case is bracketed by a core-to-core probe (bench/c2c-probe.ts), printed
+ * as `c2c ns`, and under `--topology near` (the default) starts in the near state
+ * and is measured again when its cores were far by its end.
  *
  * What bounds a figure, measured:
  * - copies: each copying result carries the guest-side copy time per request
@@ -199,7 +204,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The topology of the two cores (bench/c2c-probe.ts): the lowest round trip seen
- * in this run is the near state's; a probe over 1.6x of it is far.
+ * in this run is the near state's; a probe over FAR_FACTOR times it is far.
  */
 const topology = { floorNs: Number.POSITIVE_INFINITY, farRuns: 0, reruns: 0, waitedMs: 0 };
 
