@@ -9,9 +9,11 @@ import { connect } from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { isMediatorError } from '../src/errors.js';
+import { createBatch } from '../src/mediator/dma.js';
 import { Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
 import { SharedDma } from '../src/mediator/shared-dma.js';
 import { type RunningServer, startServer } from '../src/server/index.js';
+import { DmaDirection as D, type DmaDirection } from '../src/swiotlb/constants.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
 import { expectErrorBody, OCTET, randomBytes } from './helpers/http.js';
 
@@ -90,6 +92,32 @@ describe('shared mode', () => {
       dma.free(addr, size);
     }
     dma.free(small, 512);
+    expect(pool.used()).toBe(0);
+  });
+
+  it('in a warm pool, a read buffer (the device writes it first) takes the kernel search; a write buffer a freed one', () => {
+    const pool = SwiotlbPool.create({ slots: 4096, areas: 1, placement: 'warm' });
+    const dma = new SharedDma(pool, { minAlignMask: 0, area: 0, owner: 0 });
+    // A 64 KiB buffer at 0, freed: warm hands it out again to what the CPU fills.
+    const first = dma.allocate(65536);
+    expect(first).toBe(0);
+    dma.free(first, 65536);
+    const batch = (dir: DmaDirection) => {
+      const b = createBatch(1);
+      b.addrs[0] = -1;
+      b.sizes[0] = 65536;
+      b.dirs[0] = dir;
+      return b;
+    };
+    const read = batch(D.FROM_DEVICE);
+    expect(dma.tryPlace(1, read)).toBe(true);
+    // The kernel's search from the cursor (past the first buffer), not the freed run.
+    expect(read.out[0]).toBe(0x10000);
+    const write = batch(D.TO_DEVICE);
+    expect(dma.tryPlace(1, write)).toBe(true);
+    expect(write.out[0]).toBe(0);
+    dma.release(1, read);
+    dma.release(1, write);
     expect(pool.used()).toBe(0);
   });
 

@@ -1,6 +1,6 @@
 import { MediatorError } from '../errors.js';
-import { IO_TLB_SIZE } from '../swiotlb/constants.js';
-import type { SwiotlbPool } from '../swiotlb/pool.js';
+import { DmaDirection as Dir, IO_TLB_SIZE } from '../swiotlb/constants.js';
+import type { AllocOptions, SwiotlbPool } from '../swiotlb/pool.js';
 import type { BatchDma, DmaBatch } from './dma.js';
 
 /**
@@ -36,9 +36,18 @@ export class SharedDma implements BatchDma {
   private readonly pool: SwiotlbPool;
   private readonly opts: { minAlignMask: number; area: number; owner: number };
 
+  /**
+   * {@link opts} for a buffer the device writes first (DMA_FROM_DEVICE): the
+   * kernel's search even in a `warm` pool, since warm slots pay off only through
+   * the CPU's writes into them (AllocOptions.kernelSearch; docs/configuration.md,
+   * "Warm placement").
+   */
+  private readonly fromDeviceOpts: AllocOptions;
+
   constructor(pool: SwiotlbPool, opts: { minAlignMask: number; area: number; owner: number }) {
     this.pool = pool;
     this.opts = opts;
+    this.fromDeviceOpts = { ...opts, kernelSearch: true };
   }
 
   /**
@@ -46,8 +55,7 @@ export class SharedDma implements BatchDma {
    * has no room.
    */
   allocate(size: number): number {
-    const o = this.opts;
-    return this.pool.tryAlloc(size, { minAlignMask: o.minAlignMask, area: o.area, owner: o.owner });
+    return this.pool.tryAlloc(size, this.opts);
   }
 
   /** Pool bytes one allocation of `size` takes (whole slots, as swiotlb_alloc() takes them). */
@@ -81,7 +89,10 @@ export class SharedDma implements BatchDma {
         b.out[i] = addr;
         continue;
       }
-      const addr = this.allocate(b.sizes[i]!);
+      const addr = this.pool.tryAlloc(
+        b.sizes[i]!,
+        b.dirs[i] === Dir.FROM_DEVICE ? this.fromDeviceOpts : this.opts,
+      );
       if (addr < 0) {
         this.freeAllocated(i, b, true);
         return false;

@@ -279,18 +279,10 @@ export class SwiotlbAllocator {
     const owner = opts.owner ?? 0;
     const p = this.prepareAlloc(size, opts, startArea, owner);
     const nareas = this.geometry.nareas;
+    const warm = this.warm && opts.kernelSearch !== true;
     let a = startArea;
     do {
-      const slot = this.searchArea(
-        a,
-        0,
-        INVALID_PHYS_ADDR,
-        p.searchSize,
-        Dir.NONE,
-        owner,
-        p,
-        this.warm,
-      );
+      const slot = this.searchArea(a, 0, INVALID_PHYS_ADDR, p.searchSize, Dir.NONE, owner, p, warm);
       if (slot >= 0) return this.placed(slot, p);
       if (slot !== NOT_FOUND) throw this.kernelDefect(slot, a, p);
       if (++a >= nareas) a = 0;

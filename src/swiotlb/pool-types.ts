@@ -64,6 +64,13 @@ export interface AllocOptions {
   area?: number;
   /** @default 0 */
   owner?: number;
+  /**
+   * Under the pool's `warm` placement, take the kernel's search alone (as
+   * {@link MapOptions.kernelSearch}): for a buffer the device writes before the
+   * CPU touches it (a shared-mode read buffer).
+   * @default false
+   */
+  kernelSearch?: boolean;
 }
 
 /** Everything a thread needs to attach to the same pool. Only the guest side gets `meta`. */
