@@ -253,6 +253,11 @@ export class SwiotlbAllocator {
    * the size it searches for, padding included). Validates nothing.
    */
   mapSlots(origAddr: number, size: number, opts: MapOptions = {}): number {
+    return this.planOf(origAddr, size, opts).nslots;
+  }
+
+  /** The kernel's plan of a map of these arguments, in the shared plan object. Validates nothing. */
+  private planOf(origAddr: number, size: number, opts: MapOptions): MapPlan {
     const p = this.plan;
     planMap(
       this.k,
@@ -263,7 +268,7 @@ export class SwiotlbAllocator {
       opts.allocAlignMask ?? 0,
       opts.allocSize ?? size,
     );
-    return p.nslots;
+    return p;
   }
 
   /**
@@ -429,17 +434,7 @@ export class SwiotlbAllocator {
    * alloc_align_mask + 1); 6.1 and 6.6 the alloc_size (the mapping size by default).
    */
   paddedSize(origAddr: number, size: number, opts: MapOptions = {}): number {
-    const p = this.plan;
-    planMap(
-      this.k,
-      p,
-      origAddr,
-      size,
-      opts.minAlignMask ?? 0,
-      opts.allocAlignMask ?? 0,
-      opts.allocSize ?? size,
-    );
-    return p.fullSize;
+    return this.planOf(origAddr, size, opts).fullSize;
   }
 
   // ---------------------------------------------------------------------------
