@@ -184,6 +184,20 @@ describe('warm placement: a map after an unmap takes the freed slots', () => {
     }
   });
 
+  it('a coherent allocation with kernelSearch takes the cursor, in tryAlloc and tryAllocArea alike', () => {
+    for (const alloc of [
+      (p: SwiotlbPool) => p.tryAlloc(4096, { kernelSearch: true }),
+      (p: SwiotlbPool) => p.tryAllocArea(0, 4096, { kernelSearch: true }),
+    ]) {
+      const p = pool('6.10', 'warm');
+      const a = p.alloc(8192);
+      expect(p.alloc(8192)).toBe(0x2000);
+      p.free(a, 8192);
+      // The freed run at 0 is on the ring; the kernel's search goes on from slot 8.
+      expect(alloc(p)).toBe(0x4000);
+    }
+  });
+
   it('keeps the newest runs when more are freed than the ring holds', () => {
     const p = pool('6.10', 'warm', 1024);
     const n = WARM_HINTS + 40;

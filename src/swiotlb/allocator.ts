@@ -299,6 +299,7 @@ export class SwiotlbAllocator {
   tryAllocArea(area: number, size: number, opts: AllocOptions = {}): number {
     const owner = opts.owner ?? 0;
     const p = this.prepareAlloc(size, opts, area, owner);
+    const warm = this.warm && opts.kernelSearch !== true;
     const slot = this.searchArea(
       area,
       0,
@@ -307,7 +308,7 @@ export class SwiotlbAllocator {
       Dir.NONE,
       owner,
       p,
-      this.warm,
+      warm,
     );
     if (slot >= 0) return this.placed(slot, p);
     if (slot !== NOT_FOUND) throw this.kernelDefect(slot, area, p);
