@@ -14,9 +14,14 @@
  * over the socket work any HTTP server does. For each phase it prints the
  * client's view (req/s, latency percentiles, non-2xx answers, errors) beside the
  * service's, scraped from /metrics before and after (requests by outcome, bytes
- * bounced, pool high-water, back-pressure waits). Bounded in time; loopback only.
+ * bounced, pool high-water, back-pressure waits), and the CPU time a request
+ * costs the server (its process, every thread) and the load generator (this
+ * process): on a machine whose CPUs the two fill, the baseline's CPU per request
+ * over the service's is the ratio the CPU allows, a figure that holds stiller
+ * than requests per second. Bounded in time; loopback only.
  */
 import { type ChildProcess, fork } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { MODES, type Mode } from '../src/mediator/defaults.js';
@@ -36,8 +41,9 @@ HTTP load test of the service over loopback (autocannon), four phases.
                       the same socket work, alternated, and print service / baseline
   --rounds N          with --baseline: windows of each server per phase; the
                       figures are medians (default 1)
-  --json              print {"phases":[{"name","rps","baseline_rps","ratio",...}]}
-                      as the last line
+  --json              print {"phases":[{"name","rps","baseline_rps","ratio",
+                      "cpu_us_per_request","baseline_cpu_us_per_request",
+                      "cpu_bound_ratio",...}]} as the last line
   -h, --help          this help`;
 
 const { duration, connections, size, mode, json, withBaseline, rounds, configFile } = benchArgs(
@@ -121,6 +127,23 @@ function startChild(spec: ServerSpec): Promise<Server> {
   });
 }
 
+/** The server process's CPU time so far (all its threads), in microseconds. */
+function cpuOf(s: Server): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const onMessage = (msg: { cpuMicros?: unknown }) => {
+      if (typeof msg?.cpuMicros !== 'number') return;
+      s.child.off('message', onMessage);
+      resolve(msg.cpuMicros);
+    };
+    s.child.on('message', onMessage);
+    s.child.send('cpu', (err) => {
+      if (!err) return;
+      s.child.off('message', onMessage);
+      reject(err);
+    });
+  });
+}
+
 function stopChild(s: Server): Promise<void> {
   return new Promise<void>((resolve) => {
     if (s.child.exitCode !== null) return resolve();
@@ -197,10 +220,24 @@ interface ClientView {
   non_2xx: number;
   errors: number;
   timeouts: number;
+  /** CPU time per request of the server process, every thread (µs). */
+  server_cpu_us: number;
+  /** CPU time per request of this process, the load generator (µs). */
+  client_cpu_us: number;
+  /** CPU time of both over the window's CPU capacity (every CPU of the machine). */
+  cpu_busy: number;
 }
 
-async function window(url: string, phase: Phase): Promise<ClientView> {
-  const r = await autocannon({ url, connections, duration, requests: [phase.request] });
+async function window(server: Server, phase: Phase): Promise<ClientView> {
+  const serverCpu0 = await cpuOf(server);
+  const clientCpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const r = await autocannon({ url: server.url, connections, duration, requests: [phase.request] });
+  const elapsedMicros = (performance.now() - t0) * 1000;
+  const clientCpu = process.cpuUsage(clientCpu0);
+  const serverMicros = (await cpuOf(server)) - serverCpu0;
+  const clientMicros = clientCpu.user + clientCpu.system;
+  const n = Math.max(1, r.requests.total);
   return {
     requests_per_sec: r.requests.average,
     total: r.requests.total,
@@ -208,6 +245,20 @@ async function window(url: string, phase: Phase): Promise<ClientView> {
     non_2xx: r.non2xx,
     errors: r.errors,
     timeouts: r.timeouts,
+    server_cpu_us: round2(serverMicros / n),
+    client_cpu_us: round2(clientMicros / n),
+    cpu_busy: round2((serverMicros + clientMicros) / (elapsedMicros * availableParallelism())),
+  };
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+/** Medians over a phase's windows of {@link ClientView}'s CPU figures. */
+function cpuPerRequest(views: ClientView[]): { server: number; client: number; busy: number } {
+  return {
+    server: round2(median(views.map((v) => v.server_cpu_us))),
+    client: round2(median(views.map((v) => v.client_cpu_us))),
+    busy: round2(median(views.map((v) => v.cpu_busy))),
   };
 }
 
@@ -236,13 +287,15 @@ try {
     for (let k = 0; k < (baseline ? rounds : 1); k++) {
       // Alternated, the order swapped every round: a slow stretch of the machine
       // hits both servers alike.
-      if (baseline && k % 2 === 1) theirs.push(await window(baseline.url, phase));
-      mine.push(await window(service.url, phase));
-      if (baseline && k % 2 === 0) theirs.push(await window(baseline.url, phase));
+      if (baseline && k % 2 === 1) theirs.push(await window(baseline, phase));
+      mine.push(await window(service, phase));
+      if (baseline && k % 2 === 0) theirs.push(await window(baseline, phase));
     }
     const after = await scrape(service.url);
     const rps = median(mine.map((c) => c.requests_per_sec));
     const baselineRps = baseline ? median(theirs.map((c) => c.requests_per_sec)) : undefined;
+    const cpu = cpuPerRequest(mine);
+    const baselineCpu = baseline ? cpuPerRequest(theirs) : undefined;
     const row = {
       name: phase.name,
       rps,
@@ -250,6 +303,16 @@ try {
         ? {
             baseline_rps: baselineRps,
             ratio: baselineRps > 0 ? +(rps / baselineRps).toFixed(3) : null,
+          }
+        : {}),
+      cpu_us_per_request: cpu,
+      ...(baselineCpu !== undefined
+        ? {
+            baseline_cpu_us_per_request: baselineCpu,
+            cpu_bound_ratio: +(
+              (baselineCpu.server + baselineCpu.client) /
+              (cpu.server + cpu.client)
+            ).toFixed(3),
           }
         : {}),
       client: mine.length === 1 ? mine[0]! : mine,
@@ -282,6 +345,14 @@ try {
         `  baseline: ${Math.round(baselineRps)} req/s, latency p50 ${b.latency_ms.p50} ms, p99 ${b.latency_ms.p99} ms; non-2xx ${b.non_2xx}, errors ${b.errors}`,
       );
       log(`  service / baseline: ${row.ratio}`);
+    }
+    log(
+      `  CPU per request: the server ${cpu.server} µs, the load generator ${cpu.client} µs (CPUs ${Math.round(cpu.busy * 100)}% busy)${baselineCpu ? `; baseline ${baselineCpu.server} µs and ${baselineCpu.client} µs (${Math.round(baselineCpu.busy * 100)}% busy)` : ''}`,
+    );
+    if (baselineCpu) {
+      log(
+        `  what the CPU allows with every CPU busy: service / baseline ≈ ${row.cpu_bound_ratio} (the baseline's CPU per request over the service's, the load generator's included)`,
+      );
     }
     log(
       `  server: requests ${JSON.stringify(s.requests_by_outcome)}, bounced ${JSON.stringify(s.bounced_bytes)}, pool high-water ${JSON.stringify(s.pool_hiwater_slots)} slots (${JSON.stringify(s.pool_hiwater_percent)}%), back-pressure waits ${s.backpressure_waits}, map failures ${JSON.stringify(s.map_failures)}`,

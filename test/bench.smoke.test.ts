@@ -385,8 +385,11 @@ describe('benchmarks', () => {
       rps: number;
       baseline_rps: number;
       ratio: number;
-      client: { non_2xx: number; errors: number };
-      baseline: { non_2xx: number; errors: number };
+      client: { non_2xx: number; errors: number; server_cpu_us: number; client_cpu_us: number };
+      baseline: { non_2xx: number; errors: number; server_cpu_us: number; client_cpu_us: number };
+      cpu_us_per_request: { server: number; client: number; busy: number };
+      baseline_cpu_us_per_request: { server: number; client: number; busy: number };
+      cpu_bound_ratio: number;
     }[];
     expect(phases.map((p) => p.name)).toEqual([
       'synthetic write (POST /io)',
@@ -400,6 +403,23 @@ describe('benchmarks', () => {
       expectRoundedQuotient(p.ratio, p.rps, p.baseline_rps, 3);
       expect(p.client).toMatchObject({ non_2xx: 0, errors: 0 });
       expect(p.baseline).toMatchObject({ non_2xx: 0, errors: 0 });
+      // One window each: the medians are that window's figures, and the bound is
+      // the baseline's CPU per request over the service's, the client's included.
+      const mine = p.cpu_us_per_request;
+      const theirs = p.baseline_cpu_us_per_request;
+      expect(mine.server).toBe(p.client.server_cpu_us);
+      expect(mine.client).toBe(p.client.client_cpu_us);
+      expect(theirs.server).toBe(p.baseline.server_cpu_us);
+      // A request costs both processes some CPU time.
+      for (const v of [mine.server, mine.client, theirs.server, theirs.client]) {
+        expect(v).toBeGreaterThan(0);
+      }
+      expectRoundedQuotient(
+        p.cpu_bound_ratio,
+        theirs.server + theirs.client,
+        mine.server + mine.client,
+        3,
+      );
     }
   }, 90_000);
 

@@ -20,9 +20,11 @@ import {
   defaultDeviceSpinMicros,
   defaultEnginePollMicros,
   defaultInlineThreshold,
+  defaultSpinMicrosFor,
   defaultSplitInline,
   defaultSplitThreshold,
   SERVICE_DEFAULTS,
+  serviceDeviceSpinMicros,
 } from '../src/mediator/defaults.js';
 import { startServer } from '../src/server/index.js';
 import { defaultAreaCount } from '../src/swiotlb/geometry.js';
@@ -163,12 +165,22 @@ describe('the embedded default', () => {
     expect(defaultDeviceSpinMicros(1, 2)).toBe(200);
     expect(defaultDeviceSpinMicros(2, 2)).toBe(50);
     expect(defaultDeviceSpinMicros(3, 4)).toBe(200);
+    expect(defaultSpinMicrosFor([{ queues: 2 }, {}], 4)).toBe(200);
+    expect(defaultSpinMicrosFor([{ queues: 2 }, {}], 3)).toBe(50);
+  });
+
+  it("the service's device threads poll only with a CPU left for the network stack, else sleep at once", () => {
+    expect(serviceDeviceSpinMicros([{}], 2)).toBe(0);
+    expect(serviceDeviceSpinMicros([{}, {}], 2)).toBe(0);
+    expect(serviceDeviceSpinMicros([{}], 3)).toBe(200);
+    expect(serviceDeviceSpinMicros([{ queues: 2 }, {}], 4)).toBe(0);
+    expect(serviceDeviceSpinMicros([{ queues: 2 }, {}], 5)).toBe(200);
     const cpus = availableParallelism();
     // Every queue of every device is a thread.
     const spin = (devices: object[]) => parseConfig({ devices }).devices.map((d) => d.spinMicros);
-    expect(spin([{ id: 'a', queues: 64 }])).toEqual([cpus >= 65 ? 200 : 50]);
-    expect(spin([{ id: 'a' }])).toEqual([cpus >= 2 ? 200 : 50]);
-    expect(spin([{ id: 'a' }, { id: 'b' }])).toEqual(cpus >= 3 ? [200, 200] : [50, 50]);
+    expect(spin([{ id: 'a', queues: 64 }])).toEqual([cpus >= 66 ? 200 : 0]);
+    expect(spin([{ id: 'a' }])).toEqual([cpus >= 3 ? 200 : 0]);
+    expect(spin([{ id: 'a' }, { id: 'b' }])).toEqual(cpus >= 4 ? [200, 200] : [0, 0]);
     expect(spin([{ id: 'a', spinMicros: 7 }])).toEqual([7]);
   });
 

@@ -27,7 +27,6 @@ import {
   defaultCopyWorkersFor,
   defaultInlineThreshold,
   defaultPoolAreas,
-  defaultSpinMicrosFor,
   defaultSplitThreshold,
   FROM_DEVICE_BOUNCES,
   type FromDeviceBounce,
@@ -36,6 +35,7 @@ import {
   type Mode,
   POOL_DEFAULTS,
   SERVICE_DEFAULTS,
+  serviceDeviceSpinMicros,
 } from '../mediator/defaults.js';
 import {
   isMinAlignMask,
@@ -342,8 +342,8 @@ export interface DeviceConfig {
   serial: string;
   /**
    * How long a device thread polls its queue before sleeping, in microseconds.
-   * @default 200 when every device thread (one per queue, all devices) and the main
-   * thread have a CPU each, else 50 (defaultSpinMicrosFor)
+   * @default 200 when every device thread (one per queue, all devices), the HTTP
+   * thread and one CPU more have a CPU each, else 0 (serviceDeviceSpinMicros)
    */
   spinMicros: number;
   /**
@@ -1096,7 +1096,7 @@ function resolvePool(p: ParsedPool, name: string, topPlacement: Placement): Pool
 /** The configuration with every default filled in, including those that depend on other fields. */
 function resolveConfig(c: Parsed): ServiceConfig {
   const names = namesOf(c);
-  const spinMicros = defaultSpinMicrosFor(c.devices);
+  const spinMicros = serviceDeviceSpinMicros(c.devices);
   const devices = c.devices.map((d, i) =>
     resolveDevice(d, names.devices[i]!, names, spinMicros, c.fromDeviceBounce),
   );

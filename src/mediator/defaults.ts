@@ -182,11 +182,12 @@ export function deviceThreadCount(devices: readonly { queues?: number | undefine
 
 /**
  * How long a device thread polls its queue before it sleeps, by default: 200 us
- * when the process's device threads and its main thread have a CPU each, else
- * 50 us. A sleeping device thread must be woken by the driver (a futex wake on the
- * main thread's time); with a core of its own it can afford to wait for the next
- * batch instead. With more threads than CPUs, polling takes the core the main
- * thread needs: there the shorter poll stays.
+ * when the process's device threads and the `feeders` (the threads that keep
+ * them busy) have a CPU each, else 50 us. A sleeping device thread must be woken
+ * by the driver (a futex wake on the main thread's time); with a core of its own
+ * it can afford to wait for the next batch instead. With more threads than CPUs,
+ * polling takes the core the main thread needs: there the shorter poll stays.
+ * The service asks with its own rule ({@link serviceDeviceSpinMicros}).
  */
 export function defaultDeviceSpinMicros(
   deviceThreads: number,
@@ -196,14 +197,32 @@ export function defaultDeviceSpinMicros(
 }
 
 /**
- * {@link defaultDeviceSpinMicros} for a process that runs `devices` (the config,
- * to show the value, and the Mediator, which runs them, both ask).
+ * {@link defaultDeviceSpinMicros} for a process that runs `devices` (the Mediator
+ * asks it for devices that set no spinMicros).
  */
 export function defaultSpinMicrosFor(
   devices: readonly { queues?: number | undefined }[],
   cpus: number = availableParallelism(),
 ): number {
   return defaultDeviceSpinMicros(deviceThreadCount(devices), cpus);
+}
+
+/**
+ * The service's device threads poll 200 us only when they, its HTTP thread and
+ * one CPU more (the kernel's socket work and whatever sends the requests) have a
+ * CPU each, else not at all: they sleep as soon as their queue is empty. An HTTP
+ * thread publishes requests as it reads them from its sockets and wakes a
+ * sleeping device once, when its event-loop turn ends (BlkDriver.ring), so a
+ * device that polls between requests saves few wake-ups and burns the CPU the
+ * HTTP thread and the network stack need (docs/performance.md, "The service's
+ * device threads sleep at once on 2 CPUs"). A closed loop of I/O in one process
+ * (`bench`, `bench:pipeline`, the library) keeps {@link defaultSpinMicrosFor}.
+ */
+export function serviceDeviceSpinMicros(
+  devices: readonly { queues?: number | undefined }[],
+  cpus: number = availableParallelism(),
+): number {
+  return deviceThreadCount(devices) + 2 <= cpus ? 200 : 0;
 }
 
 /**

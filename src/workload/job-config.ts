@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { parseConfig } from '../config/load.js';
 import { type ConfigFile, poolGeometryOptions } from '../config/schema.js';
 import { requestChain } from '../mediator/blk-options.js';
-import { DEVICE_DEFAULTS } from '../mediator/defaults.js';
+import { DEVICE_DEFAULTS, defaultSpinMicrosFor } from '../mediator/defaults.js';
 import { PAGE_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry, type Geometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
 import { type FioJob, type JobFile, type JobMode, maxBlockSize } from './fio-job.js';
@@ -102,6 +102,9 @@ export function jobConfig(
     placement: mode === 'bounce-tuned' ? 'warm' : s.placement,
     backpressure: { policy: s.backpressure },
   };
+  // A job is a closed loop of I/O in one process: its device threads poll as the
+  // library's do, not as the HTTP service's (serviceDeviceSpinMicros).
+  const spinMicros = defaultSpinMicrosFor(jf.jobs.map((j) => ({ queues: j.numjobs })));
   const config: ConfigFile = {
     kernel: s.kernel,
     mode: mode === 'bounce-tuned' ? 'bounce' : mode,
@@ -121,6 +124,7 @@ export function jobConfig(
         depth: j.iodepth,
         maxRequestBytes,
         minAlignMask: j.minAlignMask,
+        spinMicros,
       };
       if (j.device === 'file-blk') {
         d.file = join(opts.fileDir ?? tmpdir(), `${ids[i]}.img`);
