@@ -18,6 +18,7 @@
  *   after the warm-up, before the window.
  */
 import { Mediator } from '../src/mediator/mediator.js';
+import type { Placement } from '../src/swiotlb/warm.js';
 import type { DeviceKind } from '../src/virtio/device-spec.js';
 import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
 import { closeProbe, coreToCoreNs } from './c2c-probe.js';
@@ -53,6 +54,8 @@ export interface CaseResult {
   /** The pool's size and areas (0 in direct mode, which has none). */
   pool_mib: number;
   pool_areas: number;
+  /** Which free slots the pool hands out (null in direct mode). */
+  placement: Placement | null;
   iops: number;
   gbps: number;
   p50_us: number;
@@ -110,8 +113,9 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
         name: 'pool',
         size: poolMiB * 2 ** 20,
         ...(spec.poolAreas === undefined ? {} : { areas: spec.poolAreas }),
-        // bounce-tuned: recently freed slots first (src/swiotlb/warm.ts).
-        placement: mode === 'bounce-tuned' ? 'warm' : 'linux',
+        // bounce-tuned, and shared as the service runs it: recently freed slots
+        // first (src/swiotlb/warm.ts).
+        placement: mode === 'bounce-tuned' || mode === 'shared' ? 'warm' : 'linux',
       },
     ],
     guests: [{ name: 'guest', size: 256 * 2 ** 20 }],
@@ -194,6 +198,7 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
       mode,
       pool_mib: mode === 'direct' ? 0 : poolMiB,
       pool_areas: mode === 'direct' ? 0 : pool.geometry.nareas,
+      placement: mode === 'direct' ? null : pool.placement,
       iops,
       gbps: (done * size) / elapsed / 1e9,
       p50_us: percentile(sorted, 50) * 1000,

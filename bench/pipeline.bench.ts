@@ -8,7 +8,8 @@
  *   placement (the pool's `placement: "warm"`, recently freed slots first) and
  *   reads without the copy-in (`fromDeviceBounce: "used-length"`);
  * - `shared`: each request's buffers allocated in the pool, no copies (the
- *   device sees them while in flight).
+ *   device sees them while in flight), on warm placement as the service's
+ *   shared mode runs.
  *
  * Options: `npm run bench:pipeline -- --help`.
  *
@@ -331,7 +332,10 @@ const log = (line: string) => {
 };
 const TUNED_NOTE =
   'bounce-tuned = bounce with warm placement (placement "warm": recently freed slots first, not the kernel\'s next-fit) and reads without the copy-in (fromDeviceBounce "used-length")';
+const SHARED_NOTE =
+  "shared = buffers allocated in the pool, no bounce copies, on warm placement (as the service's shared mode)";
 if (modes.includes('bounce-tuned')) log(`note: ${TUNED_NOTE}`);
+if (modes.includes('shared')) log(`note: ${SHARED_NOTE}`);
 log(
   `cases run ${options.inProcess ? 'in this process' : 'each in a fresh process'}, memory ${options.cold ? 'cold (not pre-touched)' : 'pre-touched'}`,
 );
@@ -529,6 +533,7 @@ if (options.json) {
       },
       notes: [
         TUNED_NOTE,
+        SHARED_NOTE,
         `cases ${options.inProcess ? 'in one process' : 'each in a fresh process'}; memory ${options.cold ? 'cold' : 'pre-touched'}`,
       ],
     }),

@@ -95,10 +95,10 @@ describe('shared mode', () => {
     expect(pool.used()).toBe(0);
   });
 
-  it('in a warm pool, a read buffer (the device writes it first) takes the kernel search; a write buffer a freed one', () => {
+  it('in a warm pool, read and write buffers alike take the run freed last', () => {
     const pool = SwiotlbPool.create({ slots: 4096, areas: 1, placement: 'warm' });
     const dma = new SharedDma(pool, { minAlignMask: 0, area: 0, owner: 0 });
-    // A 64 KiB buffer at 0, freed: warm hands it out again to what the CPU fills.
+    // A 64 KiB buffer at 0, freed: warm hands it out again.
     const first = dma.allocate(65536);
     expect(first).toBe(0);
     dma.free(first, 65536);
@@ -111,13 +111,18 @@ describe('shared mode', () => {
     };
     const read = batch(D.FROM_DEVICE);
     expect(dma.tryPlace(1, read)).toBe(true);
-    // The kernel's search from the cursor (past the first buffer), not the freed run.
-    expect(read.out[0]).toBe(0x10000);
+    expect(read.out[0]).toBe(0);
+    // The freed run is taken: the next one comes from the kernel's search, past it.
     const write = batch(D.TO_DEVICE);
     expect(dma.tryPlace(1, write)).toBe(true);
-    expect(write.out[0]).toBe(0);
+    expect(write.out[0]).toBe(0x10000);
     dma.release(1, read);
     dma.release(1, write);
+    // Freed in that order, the write's run is the newest: a read takes it first.
+    const again = batch(D.FROM_DEVICE);
+    expect(dma.tryPlace(1, again)).toBe(true);
+    expect(again.out[0]).toBe(0x10000);
+    dma.release(1, again);
     expect(pool.used()).toBe(0);
   });
 

@@ -1,6 +1,6 @@
 import { MediatorError } from '../errors.js';
-import { DmaDirection as Dir, IO_TLB_SIZE } from '../swiotlb/constants.js';
-import type { AllocOptions, SwiotlbPool } from '../swiotlb/pool.js';
+import { IO_TLB_SIZE } from '../swiotlb/constants.js';
+import type { SwiotlbPool } from '../swiotlb/pool.js';
 import type { BatchDma, DmaBatch } from './dma.js';
 
 /**
@@ -14,7 +14,8 @@ import type { BatchDma, DmaBatch } from './dma.js';
  * bounce mode) is one coherent allocation through the pool's swiotlb_alloc() of its
  * kernel profile (SwiotlbPool.tryAlloc; in 6.10 `align = (1 << (get_order(size) +
  * PAGE_SHIFT)) - 1` with no original address, see docs/kernels.md), freed with
- * swiotlb_free() (SwiotlbPool.free).
+ * swiotlb_free() (SwiotlbPool.free). In a `warm` pool (the service's default) a
+ * run freed lately is taken first, for read and write buffers alike (warm.ts).
  *
  * The trade-off (the README's "What the isolation covers"): the device sees, and
  * may change, these buffers for as long as the request is in flight, and the
@@ -36,18 +37,13 @@ export class SharedDma implements BatchDma {
   private readonly pool: SwiotlbPool;
   private readonly opts: { minAlignMask: number; area: number; owner: number };
 
-  /**
-   * {@link opts} for a buffer the device writes first (DMA_FROM_DEVICE): the
-   * kernel's search even in a `warm` pool, since warm slots pay off only through
-   * the CPU's writes into them (AllocOptions.kernelSearch; docs/configuration.md,
-   * "Warm placement").
-   */
-  private readonly fromDeviceOpts: AllocOptions;
-
   constructor(pool: SwiotlbPool, opts: { minAlignMask: number; area: number; owner: number }) {
     this.pool = pool;
+    // Read buffers too take what the pool's placement gives (warm: a freed run):
+    // unlike a bounce read, nothing but the device writes them before the driver's
+    // one copy out, which is what direct mode's reused guest buffers see too
+    // (docs/configuration.md, "Warm placement").
     this.opts = opts;
-    this.fromDeviceOpts = { ...opts, kernelSearch: true };
   }
 
   /**
@@ -89,10 +85,7 @@ export class SharedDma implements BatchDma {
         b.out[i] = addr;
         continue;
       }
-      const addr = this.pool.tryAlloc(
-        b.sizes[i]!,
-        b.dirs[i] === Dir.FROM_DEVICE ? this.fromDeviceOpts : this.opts,
-      );
+      const addr = this.pool.tryAlloc(b.sizes[i]!, this.opts);
       if (addr < 0) {
         this.freeAllocated(i, b, true);
         return false;
