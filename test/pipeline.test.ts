@@ -551,6 +551,54 @@ describe('back-pressure', () => {
   });
 });
 
+describe('a map copy that fails', () => {
+  // 64 KiB copies go to the one copy worker (over the 2 KiB inline threshold).
+  const s = () =>
+    spec('bounce', [{ kind: 'ram-blk', depth: 32 }], {
+      copy: { workers: 1, inlineThreshold: 2048 },
+    });
+
+  it('a copy engine that closed: the request fails with its code and unmaps what it had mapped', async () => {
+    await withMediator(s(), async (m) => {
+      const dev = m.device('d0')!;
+      const pool = m.pools.get('p0')!.pool;
+      await dev.write(0, randomBytes(64 * 1024, 1));
+      // What stays mapped between requests: the virtqueue, allocated at set-up.
+      const idle = pool.used();
+      await m.engine.close();
+      const err = await dev.write(128, randomBytes(64 * 1024, 2)).catch((e: unknown) => e);
+      expect(isMediatorError(err, 'COPY_ENGINE_CLOSED')).toBe(true);
+      expect(pool.used()).toBe(idle);
+      expect(dev.stats().inFlight).toBe(0);
+    });
+  });
+
+  it('a copy worker that dies under load: every request ends, ok or COPY_WORKER_CRASHED, and no slot leaks', async () => {
+    await withMediator(s(), async (m) => {
+      const dev = m.device('d0')!;
+      const pool = m.pools.get('p0')!.pool;
+      await dev.ready();
+      const idle = pool.used();
+      const writes = Array.from({ length: 64 }, (_, i) =>
+        dev.write((i % 32) * 128, randomBytes(64 * 1024, i)),
+      );
+      await m.engine.crashWorker(0);
+      const results = await Promise.allSettled(writes);
+      for (const r of results) {
+        if (r.status === 'rejected') {
+          expect(isMediatorError(r.reason, 'COPY_WORKER_CRASHED'), String(r.reason)).toBe(true);
+        }
+      }
+      expect(pool.used()).toBe(idle);
+      // The new worker serves: a write and its read-back go through.
+      const data = randomBytes(64 * 1024, 99);
+      await dev.write(4096, data);
+      expect(Buffer.compare((await dev.read(4096, data.length))!, data)).toBe(0);
+      expect(pool.used()).toBe(idle);
+    });
+  });
+});
+
 describe('block request arguments', () => {
   it('are refused with a block-level code and HTTP 400 before anything reaches the device', async () => {
     await withMediator(spec('bounce', [{ kind: 'ram-blk', queues: 2 }]), async (m) => {

@@ -534,7 +534,8 @@ export class BlkDriver {
   ): Promise<void> {
     // The device's clock for this request: from its slot, or from when it got pool
     // slots if it had to wait for them (so back-pressure never reads as a timeout).
-    const since = await this.placeBuffers(q, req, type, sector, length, started, data, buffer);
+    const placed = this.placeBuffers(q, req, type, sector, length, started, data, buffer);
+    const since = typeof placed === 'number' ? placed : await placed;
     const n = req.n;
     const b = req.batch;
 
@@ -604,9 +605,11 @@ export class BlkDriver {
    * over guest addresses; bounce mode places the buffers in the pool (through the
    * back-pressure gate) and makes the map copies; shared mode allocates the data
    * in the pool (through the gate) and writes the payload there, or takes over
-   * a pool buffer the caller filled. Returns the time the device's clock starts.
+   * a pool buffer the caller filled. Returns the time the device's clock starts,
+   * as a promise only when the gate or a copy worker made it wait (no microtask
+   * hop per request otherwise).
    */
-  private async placeBuffers(
+  private placeBuffers(
     q: BlkQueue,
     req: RequestSlot,
     type: number,
@@ -615,7 +618,7 @@ export class BlkDriver {
     started: number,
     data: Uint8Array | undefined,
     buffer: SharedWriteBuffer | undefined,
-  ): Promise<number> {
+  ): number | Promise<number> {
     const guest = this.ctx.guest;
     const shared = q.shared;
     layOutRequest(
@@ -640,25 +643,44 @@ export class BlkDriver {
       q.dma.tryPlace(n, b);
       return started;
     }
-    let since = started;
     const admitted = this.ctx.gate!.admit(req.place, req.fullError, this.id, q);
-    if (admitted) {
-      await admitted;
-      since = performance.now();
-    }
+    if (admitted) return admitted.then(() => this.fillPlaced(q, req, data, performance.now()));
+    return this.fillPlaced(q, req, data, started);
+  }
+
+  /**
+   * After the gate placed a request's buffers: shared mode writes the payload into
+   * them, bounce mode makes the map copies (unmapping them again if a copy fails).
+   */
+  private fillPlaced(
+    q: BlkQueue,
+    req: RequestSlot,
+    data: Uint8Array | undefined,
+    since: number,
+  ): number | Promise<number> {
+    const shared = q.shared;
     if (shared) {
-      if (data) shared.fill(n, b, 1, data);
+      if (data) shared.fill(req.n, req.batch, 1, data);
       return since;
     }
+    let copying: Promise<unknown> | undefined;
     try {
-      const copying = q.dma.copyIn(n, b);
-      if (copying) await copying;
+      copying = q.dma.copyIn(req.n, req.batch);
     } catch (err) {
-      const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC, 0);
-      if (releasing) await releasing;
-      throw err;
+      return this.unplace(q, req, err);
     }
-    return since;
+    if (copying === undefined) return since;
+    return copying.then(
+      () => since,
+      (err: unknown) => this.unplace(q, req, err),
+    );
+  }
+
+  /** Unmaps the buffers of a request whose map copies failed, then fails with `err`. */
+  private async unplace(q: BlkQueue, req: RequestSlot, err: unknown): Promise<never> {
+    const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC, 0);
+    if (releasing) await releasing;
+    throw err;
   }
 
   /**
