@@ -22,6 +22,7 @@ import type { Placement } from '../src/swiotlb/warm.js';
 import type { DeviceKind } from '../src/virtio/device-spec.js';
 import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
 import { closeProbe, coreToCoreNs } from './c2c-probe.js';
+import { threadTime } from './thread-cpu.js';
 
 /** The modes bench:pipeline compares, by the names its JSON carries. */
 export const BENCH_MODES = ['direct', 'bounce', 'bounce-tuned', 'shared'] as const;
@@ -67,6 +68,13 @@ export interface CaseResult {
   copy_us_per_io: number;
   /** Share of the copied bytes copied inline on the main thread (1 = all). */
   inline_copy_share: number;
+  /**
+   * The main thread's time on a CPU per request over the measured window,
+   * microseconds (bench/thread-cpu.ts), and that time over the window's length;
+   * null where the kernel does not tell (no /proc/thread-self/schedstat).
+   */
+  main_cpu_us_per_io: number | null;
+  main_busy: number | null;
   /**
    * Core-to-core round trip (bench/c2c-probe.ts), nanoseconds, probed just before
    * the case started (by the parent) and right after its window (by the case).
@@ -170,10 +178,12 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
     await sleep(20);
     recording = true;
     const copies0 = m.engine.stats().byWriter;
+    const main0 = threadTime();
     const t0 = performance.now();
     await sleep(spec.durationMs);
     const done = count;
     const elapsed = (performance.now() - t0) / 1000;
+    const main1 = threadTime();
     const copies1 = m.engine.stats().byWriter;
     recording = false;
     let copySeconds = 0;
@@ -205,6 +215,9 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
       p99_us: percentile(sorted, 99) * 1000,
       copy_us_per_io: done > 0 ? (copySeconds / done) * 1e6 : 0,
       inline_copy_share: copiedBytes > 0 ? inlineBytes / copiedBytes : 0,
+      main_cpu_us_per_io:
+        main0 && main1 && done > 0 ? (main1.runNs - main0.runNs) / 1000 / done : null,
+      main_busy: main0 && main1 ? (main1.runNs - main0.runNs) / 1e9 / elapsed : null,
       c2c_before_ns: spec.c2cBeforeNs ?? 0,
       c2c_after_ns: c2cAfter,
       far_runs: 0,

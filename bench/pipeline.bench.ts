@@ -42,6 +42,14 @@
  *   the main thread cannot complete requests faster than one per copy_us_per_io,
  *   so mode ÷ direct cannot exceed (1e6 / copy_us_per_io) / direct IOPS, whatever
  *   the rest costs: "copies allow" (copy_bound in the JSON);
+ * - the main thread: its time on a CPU per request over the window
+ *   (main_cpu_us_per_io, from /proc/thread-self/schedstat) and how busy that kept
+ *   it (main_busy). It issues, maps, copies and completes every request, so mode
+ *   ÷ direct cannot exceed (1e6 / main_cpu_us_per_io) / direct IOPS even were it
+ *   never idle: "the main thread allows" (main_bound in the JSON). A bound near
+ *   the measured figure with the thread near 100% busy says the main thread's own
+ *   work is the limit; one far above it says the thread waited (for the device,
+ *   or for a CPU);
  * - placement: the same mode on the sized pool ("on a pool sized to the load").
  */
 import { fork } from 'node:child_process';
@@ -259,6 +267,11 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/** The median of the known values; null when any is unknown. */
+function medianOrNull(values: (number | null)[]): number | null {
+  return values.every((v) => v !== null) ? median(values as number[]) : null;
+}
+
 /** One result for the repeats of a case: the median of each figure, and the IOPS range. */
 function medianResult(repeats: CaseResult[]): CaseResult {
   const first = repeats[0]!;
@@ -272,6 +285,8 @@ function medianResult(repeats: CaseResult[]): CaseResult {
     p99_us: median(repeats.map((r) => r.p99_us)),
     copy_us_per_io: median(repeats.map((r) => r.copy_us_per_io)),
     inline_copy_share: median(repeats.map((r) => r.inline_copy_share)),
+    main_cpu_us_per_io: medianOrNull(repeats.map((r) => r.main_cpu_us_per_io)),
+    main_busy: medianOrNull(repeats.map((r) => r.main_busy)),
     c2c_before_ns: median(repeats.map((r) => r.c2c_before_ns)),
     c2c_after_ns: median(repeats.map((r) => r.c2c_after_ns)),
     far_runs: repeats.reduce((n, r) => n + r.far_runs, 0),
@@ -292,6 +307,8 @@ interface Ratio {
    * or null when some copies ran on workers or there were none.
    */
   copy_bound: number | null;
+  /** The highest IOPS ratio the main thread's CPU time per request allows; null when unknown. */
+  main_bound: number | null;
 }
 
 const ratio = (b: CaseResult, d: CaseResult): Ratio => ({
@@ -301,7 +318,17 @@ const ratio = (b: CaseResult, d: CaseResult): Ratio => ({
     b.inline_copy_share >= ALL_INLINE && b.copy_us_per_io > 0
       ? +(1e6 / b.copy_us_per_io / d.iops).toFixed(3)
       : null,
+  main_bound:
+    b.main_cpu_us_per_io !== null && b.main_cpu_us_per_io > 0
+      ? +(1e6 / b.main_cpu_us_per_io / d.iops).toFixed(3)
+      : null,
 });
+
+/** "the main thread allows X (Y us per request on a CPU, Z% busy)", or undefined when unknown. */
+function mainBoundText(allows: string, r: CaseResult): string | undefined {
+  if (r.main_cpu_us_per_io === null || r.main_busy === null) return undefined;
+  return `the main thread allows ${allows} (${r.main_cpu_us_per_io.toFixed(2)} us per request on a CPU, ${Math.round(r.main_busy * 100)}% busy)`;
+}
 
 /** ", copies allow N" when the bound holds. */
 const boundText = (r: Ratio | undefined) =>
@@ -348,7 +375,7 @@ log(
   `core-to-core round trip: ${topology.floorNs} ns at best before the first case; ${options.topology === 'near' ? 'each case waits for the near state (--topology near)' : 'probed, not waited for (--topology any)'}`,
 );
 log(
-  'device   op    size   mode          pool/areas      IOPS     GB/s   p50 us   p99 us  copy us/IO   c2c ns',
+  'device   op    size   mode          pool/areas      IOPS     GB/s   p50 us   p99 us  copy us/IO   main us/IO   c2c ns',
 );
 for (const device of devices) {
   for (const size of sizes) {
@@ -388,8 +415,12 @@ for (const device of devices) {
             ? '-'
             : `${r.copy_us_per_io.toFixed(2)}${r.inline_copy_share >= ALL_INLINE ? '' : '*'}`;
         const c2c = `${r.c2c_before_ns}/${r.c2c_after_ns}${r.far_runs > 0 ? ` far ${r.far_runs}` : ''}`;
+        const mainUs =
+          r.main_cpu_us_per_io === null || r.main_busy === null
+            ? '-'
+            : `${r.main_cpu_us_per_io.toFixed(2)} ${Math.round(r.main_busy * 100)}%`;
         log(
-          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(12)} ${pool.padStart(10)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)} ${copyUs.padStart(11)} ${c2c.padStart(8)}${range}`,
+          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(12)} ${pool.padStart(10)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)} ${copyUs.padStart(11)} ${mainUs.padStart(12)} ${c2c.padStart(8)}${range}`,
         );
       }
       const direct = done.find((x) => x.run.mode === 'direct')?.r;
@@ -432,6 +463,12 @@ function ratioTarget(name: string, mode: PooledMode, key: string, target: number
   const met = r === undefined ? null : r.iops >= target;
   const bounds: string[] = [];
   if (met === false) {
+    const result = results.find(
+      (x) => x.mode === mode && `${x.device}/${x.op}/${x.size}` === key && x.pool_mib === poolMiB,
+    );
+    const main =
+      result && r?.main_bound != null ? mainBoundText(String(r.main_bound), result) : undefined;
+    if (main !== undefined) bounds.push(main);
     if (r?.copy_bound != null) {
       bounds.push(
         `the main thread's copies allow ${r.copy_bound} (copy time per request, measured)`,
@@ -447,6 +484,23 @@ function ratioTarget(name: string, mode: PooledMode, key: string, target: number
     if (bounds.length === 0) bounds.push('no bound measured in this run');
   }
   return { name, measured: r?.iops ?? null, target, met, bounds };
+}
+
+/** What bounds the null 4 KiB bounce figure: the main thread's CPU time, its copies. */
+function nullBounds(b: CaseResult, r: Ratio | undefined): string[] {
+  const bounds: string[] = [];
+  const main =
+    b.main_cpu_us_per_io !== null && b.main_cpu_us_per_io > 0
+      ? mainBoundText(`${Math.round(1e6 / b.main_cpu_us_per_io)} IOPS`, b)
+      : undefined;
+  if (main !== undefined) bounds.push(main);
+  if (r?.copy_bound != null) {
+    bounds.push(
+      `the main thread's copies allow ${Math.round(1e6 / b.copy_us_per_io)} IOPS (${b.copy_us_per_io.toFixed(2)} us per request)`,
+    );
+  }
+  if (bounds.length === 0) bounds.push('no bound measured in this run');
+  return bounds;
 }
 
 const nullBounce4k = results.find(
@@ -488,14 +542,7 @@ const targets: Target[] = [
     measured: nullBounce4k?.iops ?? null,
     target: 300_000,
     met,
-    bounds:
-      met === false && nullBounce4k && r?.copy_bound != null
-        ? [
-            `the main thread's copies allow ${Math.round(1e6 / nullBounce4k.copy_us_per_io)} IOPS (${nullBounce4k.copy_us_per_io.toFixed(2)} us per request)`,
-          ]
-        : met === false
-          ? ['no bound measured in this run']
-          : [],
+    bounds: met === false && nullBounce4k ? nullBounds(nullBounce4k, r) : [],
   });
 }
 log('');

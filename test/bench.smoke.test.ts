@@ -3,6 +3,7 @@
  * checks shapes and invariants, never speed (speed is what `npm run bench:*` is for).
  */
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { CaseResult } from '../bench/pipeline-case.js';
@@ -449,6 +450,15 @@ describe('benchmarks', () => {
       'direct/0/null',
     ]);
     for (const r of results) expect(r.iops).toBeGreaterThan(0);
+    // The main thread's CPU time per request, where Linux tells it: some time, and
+    // never more than the window (busy at most 1, with a little slack for the clocks).
+    if (existsSync('/proc/thread-self/schedstat')) {
+      for (const r of results) {
+        expect(r.main_cpu_us_per_io).toBeGreaterThan(0);
+        expect(r.main_busy).toBeGreaterThan(0);
+        expect(r.main_busy).toBeLessThan(1.05);
+      }
+    }
     expect((out.notes as string[])[2]).toMatch(/each in a fresh process; memory pre-touched/);
   }, 90_000);
 });
