@@ -24,7 +24,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { MODES, type Mode } from '../src/mediator/defaults.js';
+import { DEFAULT_MODE, MODES, type Mode } from '../src/mediator/defaults.js';
 import { benchArgs, choiceFlag, intFlag, positiveFlag, usageError } from './cli.js';
 import { SERVER_ENV, type ServerSpec } from './loadtest-server.js';
 
@@ -43,7 +43,9 @@ HTTP load test of the service over loopback (autocannon), four phases.
                       figures are medians (default 1)
   --json              print {"phases":[{"name","rps","baseline_rps","ratio",
                       "cpu_us_per_request","baseline_cpu_us_per_request",
-                      "cpu_bound_ratio",...}]} as the last line
+                      "cpu_bound_ratio",...}],"targets":[...]} as the last line
+                      (targets: 4 KiB PUT and GET >= 0.8 of the baseline, in
+                      the default mode and configuration)
   -h, --help          this help`;
 
 const { duration, connections, size, mode, json, withBaseline, rounds, configFile } = benchArgs(
@@ -275,6 +277,8 @@ const log = (s: string) => {
 const service = await startChild({ kind: 'service', mode, config: configFile });
 const baseline = withBaseline ? await startChild({ kind: 'baseline', mode }) : undefined;
 const rows: Record<string, unknown>[] = [];
+/** What the targets read of each phase with a baseline. */
+const judged: { name: string; ratio: number | null; bound: string }[] = [];
 log(
   `loadtest: the service at ${service.url} (${mode} mode)${baseline ? `, the bare Fastify baseline at ${baseline.url}` : ''}, ${connections} connections, ${size}-byte I/O, ${duration} s per window${baseline ? `, ${rounds} round${rounds > 1 ? 's' : ''}` : ''}`,
 );
@@ -332,6 +336,13 @@ try {
       },
     };
     rows.push(row);
+    if (baselineCpu && row.ratio !== undefined) {
+      judged.push({
+        name: phase.name,
+        ratio: row.ratio,
+        bound: `the CPU allows ${row.cpu_bound_ratio}: a request cost the service ${cpu.server} µs and the load generator ${cpu.client} µs, the baseline ${baselineCpu.server} µs and ${baselineCpu.client} µs`,
+      });
+    }
     const c = mine[mine.length - 1]!;
     const s = row.server;
     log('');
@@ -361,6 +372,44 @@ try {
 } finally {
   await Promise.all([stopChild(service), ...(baseline ? [stopChild(baseline)] : [])]);
 }
+/**
+ * Issue 17's targets for the HTTP path: 4 KiB PUT and GET at 0.8 of the baseline
+ * or more, with the service in its default mode and configuration.
+ */
+const HTTP_TARGET = 0.8;
+const targets =
+  withBaseline && size === 4096 && mode === DEFAULT_MODE && configFile === undefined
+    ? judged
+        .filter((j) => j.name.startsWith('block '))
+        .map((j) => {
+          const met = j.ratio === null ? null : j.ratio >= HTTP_TARGET;
+          return {
+            name: `${j.name}, service ÷ baseline`,
+            measured: j.ratio,
+            target: HTTP_TARGET,
+            met,
+            bounds: met === false ? [j.bound] : [],
+          };
+        })
+    : undefined;
+if (targets) {
+  log('');
+  log("targets (4 KiB, the service's default configuration):");
+  for (const t of targets) {
+    log(`  ${t.name} >= ${t.target}: ${t.measured} (${t.met ? 'met' : 'not met'})`);
+    for (const b of t.bounds) log(`    bound: ${b}`);
+  }
+}
 if (json) {
-  console.log(JSON.stringify({ mode, connections, size, duration, rounds, phases: rows }));
+  console.log(
+    JSON.stringify({
+      mode,
+      connections,
+      size,
+      duration,
+      rounds,
+      phases: rows,
+      ...(targets ? { targets } : {}),
+    }),
+  );
 }

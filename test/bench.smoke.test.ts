@@ -378,8 +378,6 @@ describe('benchmarks', () => {
       '1',
       '--connections',
       '2',
-      '--size',
-      '512',
     ]);
     const phases = out.phases as {
       name: string;
@@ -420,6 +418,29 @@ describe('benchmarks', () => {
         theirs.server + theirs.client,
         mine.server + mine.client,
         3,
+      );
+    }
+    // 4 KiB (the default size) in the default mode and config: issue 17's targets,
+    // PUT and GET at 0.8 of the baseline, judged on the phases' ratios.
+    const targets = out.targets as {
+      name: string;
+      measured: number;
+      target: number;
+      met: boolean;
+      bounds: string[];
+    }[];
+    expect(targets.map((t) => t.name)).toEqual([
+      'block write (PUT /blocks), service ÷ baseline',
+      'block read (GET /blocks), service ÷ baseline',
+    ]);
+    for (const [i, t] of targets.entries()) {
+      const phase = phases[2 + i]!;
+      expect(t.measured).toBe(phase.ratio);
+      expect(t.target).toBe(0.8);
+      expect(t.met).toBe(phase.ratio >= 0.8);
+      // A missed target says what bounds it: the CPU per request, measured.
+      expect(t.bounds).toEqual(
+        t.met ? [] : [expect.stringContaining(`the CPU allows ${phase.cpu_bound_ratio}`)],
       );
     }
   }, 90_000);
