@@ -182,12 +182,12 @@ export function deviceThreadCount(devices: readonly { queues?: number | undefine
 
 /**
  * How long a device thread polls its queue before it sleeps, by default: 200 us
- * when the process's device threads and the `feeders` (the threads that keep
- * them busy) have a CPU each, else 50 us. A sleeping device thread must be woken
- * by the driver (a futex wake on the main thread's time); with a core of its own
- * it can afford to wait for the next batch instead. With more threads than CPUs,
- * polling takes the core the main thread needs: there the shorter poll stays.
- * The service asks with its own rule ({@link serviceDeviceSpinMicros}).
+ * when the process's device threads and its main thread have a CPU each, else
+ * 50 us. A sleeping device thread must be woken by the driver (a futex wake on the
+ * main thread's time); with a core of its own it can afford to wait for the next
+ * batch instead. With more threads than CPUs, polling takes the core the main
+ * thread needs: there the shorter poll stays. The service has a rule of its own
+ * ({@link serviceDeviceSpinMicros}).
  */
 export function defaultDeviceSpinMicros(
   deviceThreads: number,

@@ -66,8 +66,9 @@ export interface AllocOptions {
   owner?: number;
   /**
    * Under the pool's `warm` placement, take the kernel's search alone (as
-   * {@link MapOptions.kernelSearch}): for a buffer the device writes before the
-   * CPU touches it (a shared-mode read buffer).
+   * {@link MapOptions.kernelSearch}), for a caller that wants a fresh run rather
+   * than the one freed last. Shared mode does not ask it: its read buffers are
+   * reused as direct mode reuses guest buffers (shared-dma.ts).
    * @default false
    */
   kernelSearch?: boolean;
