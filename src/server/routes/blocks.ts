@@ -43,12 +43,19 @@ export const blockRoutes: FastifyPluginAsync<RouteOptions> = async (app, { servi
   app.put<{ Params: BlockParams; Body: BlockBody }>(
     '/v1/devices/:id/blocks/:lba',
     {
-      // Refused before the body is read: unknown device, bad lba, wrong type, draining.
-      onRequest: async (request) => {
-        deviceOf(service, request.params.id);
-        lbaOf(request.params.lba);
-        requireType(request, 'application/octet-stream');
-        refuseWhileDraining(service);
+      // Refused before the body is read: unknown device, bad lba, wrong type,
+      // draining. A callback hook, not an async one: no promise per request.
+      onRequest: (request, _reply, done) => {
+        try {
+          deviceOf(service, request.params.id);
+          lbaOf(request.params.lba);
+          requireType(request, 'application/octet-stream');
+          refuseWhileDraining(service);
+        } catch (err) {
+          done(err as Error);
+          return;
+        }
+        done();
       },
     },
     async (request) => {

@@ -64,10 +64,17 @@ export const ioRoutes: FastifyPluginAsync<RouteOptions> = async (app, { service 
   app.post<{ Params: DeviceParams; Body: unknown }>(
     '/v1/devices/:id/io',
     {
-      onRequest: async (request) => {
-        deviceOf(service, request.params.id);
-        requireType(request, 'application/json');
-        refuseWhileDraining(service);
+      // A callback hook, not an async one: no promise per request.
+      onRequest: (request, _reply, done) => {
+        try {
+          deviceOf(service, request.params.id);
+          requireType(request, 'application/json');
+          refuseWhileDraining(service);
+        } catch (err) {
+          done(err as Error);
+          return;
+        }
+        done();
       },
     },
     async (request) => {
