@@ -297,14 +297,17 @@ describe('serve: --kernel, --placement, --swiotlb and --restricted', () => {
 describe('fio job options: kernel=, swiotlb=, restricted=, backpressure=, placement=', () => {
   const job = (global: string) => parseJobFile(`[global]\n${global}\n[j]\nrw=read\nnumjobs=2\n`);
 
-  it('placement=warm puts the pool on warm placement; bounce-tuned always runs it', () => {
-    expect(job('').settings.placement).toBe('linux');
+  it('placement=warm puts the pool on warm placement; bounce-tuned always runs it, shared unless told', () => {
+    expect(job('').settings.placement).toBe(undefined);
     const placementOf = (global: string, mode: Parameters<typeof jobConfig>[1]) =>
       parseConfig(jobConfig(job(global), mode)).pools[0]!.placement;
     expect(placementOf('', 'bounce')).toBe('linux');
     expect(placementOf('placement=warm', 'bounce')).toBe('warm');
     expect(placementOf('', 'bounce-tuned')).toBe('warm');
     expect(placementOf('placement=linux', 'bounce-tuned')).toBe('warm');
+    // Shared mode as the service runs it, unless the job says otherwise.
+    expect(placementOf('', 'shared')).toBe('warm');
+    expect(placementOf('placement=linux', 'shared')).toBe('linux');
     expect(refusal(() => job('placement=fifo'), 'JOB_BAD_FILE')).toBe(
       'job file:2: [j] placement=fifo: must be linux or warm',
     );

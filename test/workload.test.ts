@@ -495,6 +495,9 @@ describe('CLI', () => {
     expect(stderr).toMatch(
       /^bench: pool default pool of 32768 slots in 1 area\(s\), Linux 6\.10 rules, policy requeue-bounded when full; warm placement \(not the kernel's\) in bounce-tuned$/m,
     );
+    // Every mode: bounce on the kernel's search, shared on warm as the service runs it.
+    const all = await cli(['bench', '--job', job, '--json', '--mode', 'all']);
+    expect(all.stderr).toMatch(/; warm placement \(not the kernel's\) in bounce-tuned, shared$/m);
   });
 
   it('bench reports an unsupported option with its code and exit status 2', async () => {

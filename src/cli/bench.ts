@@ -5,6 +5,8 @@ import { createLogger } from '../server/logger.js';
 import { packageVersion } from '../util/package-version.js';
 import {
   type JobFile,
+  type JobMode,
+  jobPlacement,
   modesOf,
   parseJobFile,
   RUN_MODES,
@@ -26,7 +28,7 @@ completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
 and the mediator's view: bytes bounced by direction, pool high-water,
 requeues ("swiotlb buffer is full"), back-pressure waits. Modes: bounce (Linux's swiotlb), bounce-tuned
 (bounce, warm placement, reads without the copy-in), shared (buffers allocated in the pool, no
-copies), direct (no isolation). "both" runs bounce then direct, "all" every
+copies, warm placement unless the job sets placement), direct (no isolation). "both" runs bounce then direct, "all" every
 mode; each mode's IOPS, bandwidth and p99 are printed divided by direct's.
 
 fio options understood: rw (read, write, randread, randwrite, randrw, rw,
@@ -35,7 +37,7 @@ io_size, runtime, time_based, ramp_time, number_ios, randseed; and this
 project's: mode (bounce|bounce-tuned|shared|direct|both|all),
 from_device_bounce (linux|used-length: what mode bounce copies for reads),
 placement (linux|warm: the kernel's next-fit search, or recently freed slots
-first; bounce-tuned always runs warm),
+first; default linux, but shared runs warm unless set; bounce-tuned always warm),
 device (null|ram-blk|file-blk), min_align_mask, copy_workers; the pool in the
 kernel's terms: swiotlb=N[,A] (the kernel parameter, built as the kernel builds
 it), pool_size and areas, or restricted=SIZE (a restricted-dma-pool: exact
@@ -74,10 +76,8 @@ export interface BenchIo {
 }
 
 /** Which of the modes run on warm placement (not the kernel's), for the pool line. */
-function placementNote(jf: JobFile, modes: readonly string[]): string {
-  const warm = modes.filter(
-    (m) => m === 'bounce-tuned' || (m !== 'direct' && jf.settings.placement === 'warm'),
-  );
+function placementNote(jf: JobFile, modes: readonly JobMode[]): string {
+  const warm = modes.filter((m) => m !== 'direct' && jobPlacement(jf.settings, m) === 'warm');
   return warm.length === 0 ? '' : `; warm placement (not the kernel's) in ${warm.join(', ')}`;
 }
 

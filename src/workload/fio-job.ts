@@ -47,7 +47,8 @@ export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'r
  *   the isolation: warm placement (`placement=warm`) and reads without the
  *   copy-in (`used-length`);
  * - `direct`: no isolation (the baseline);
- * - `shared`: request buffers allocated in the pool, no copies.
+ * - `shared`: request buffers allocated in the pool, no copies (on warm placement
+ *   unless the job sets `placement=`: {@link jobPlacement}).
  */
 export const JOB_MODES = ['bounce', 'bounce-tuned', 'shared', 'direct'] as const;
 export type JobMode = (typeof JOB_MODES)[number];
@@ -105,8 +106,12 @@ export interface RunSettings {
   kernel: KernelVersion;
   /** What mode `bounce` copies for reads; `bounce-tuned` always uses `used-length`. */
   fromDeviceBounce: FromDeviceBounce;
-  /** `placement=`: which free slots the pool hands out; `bounce-tuned` always uses `warm`. */
-  placement: Placement;
+  /**
+   * `placement=`: which free slots the pool hands out; undefined when the job does
+   * not say (then {@link jobPlacement}: `linux`, but `warm` in modes `bounce-tuned`,
+   * always, and `shared`, as the service runs it).
+   */
+  placement: Placement | undefined;
   /**
    * `pool_size=`: the bytes an architecture asks for (swiotlb_adjust_size());
    * undefined = Linux's default pool (64 MiB) unless `swiotlb=` or `restricted=`.
@@ -435,7 +440,7 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
     mode: 'bounce',
     kernel: DEFAULT_KERNEL,
     fromDeviceBounce: 'linux',
-    placement: DEFAULT_PLACEMENT,
+    placement: undefined,
     poolSize: undefined,
     slots: undefined,
     areas: undefined,
@@ -715,4 +720,15 @@ export function pickSize(split: readonly BsSplitEntry[], r: number): number {
     if (x < acc) return e.size;
   }
   return split[split.length - 1]!.size;
+}
+
+/**
+ * The placement a job's pool runs in `mode`: `warm` in `bounce-tuned` whatever the
+ * job says; the job's `placement=` otherwise; without one, `warm` for `shared` (as
+ * the service runs shared mode, whose buffers are not bounced) and the kernel's
+ * (`linux`) for `bounce`.
+ */
+export function jobPlacement(settings: RunSettings, mode: JobMode): Placement {
+  if (mode === 'bounce-tuned') return 'warm';
+  return settings.placement ?? (mode === 'shared' ? 'warm' : DEFAULT_PLACEMENT);
 }

@@ -12,7 +12,7 @@ import { requestChain } from '../mediator/blk-options.js';
 import { DEVICE_DEFAULTS, defaultSpinMicrosFor } from '../mediator/defaults.js';
 import { PAGE_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry, type Geometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
-import { type FioJob, type JobFile, type JobMode, maxBlockSize } from './fio-job.js';
+import { type FioJob, type JobFile, type JobMode, jobPlacement, maxBlockSize } from './fio-job.js';
 
 export const POOL_NAME = 'pool0';
 export const GUEST_NAME = 'guest0';
@@ -95,11 +95,12 @@ export function jobConfig(
   const ids = deviceIds(jf.jobs);
   const s = jf.settings;
   // bounce-tuned: bounce with the options that cost less and keep the isolation:
-  // warm placement (the pool's `placement: "warm"`) and reads without the copy-in.
+  // warm placement (the pool's `placement: "warm"`) and reads without the copy-in;
+  // shared runs warm too unless the job says otherwise (jobPlacement).
   const pool: NonNullable<ConfigFile['pools']>[number] = {
     name: POOL_NAME,
     ...(opts.pool ?? jobPool(jf)),
-    placement: mode === 'bounce-tuned' ? 'warm' : s.placement,
+    placement: jobPlacement(s, mode),
     backpressure: { policy: s.backpressure },
   };
   // A job is a closed loop of I/O in one process: its device threads poll as the
