@@ -13,6 +13,7 @@ import { serveCommand } from '../src/cli/serve.js';
 import { parseConfig, toMediatorSpec } from '../src/config/index.js';
 import { poolGeometryOptions } from '../src/config/schema.js';
 import { isMediatorError } from '../src/errors.js';
+import { defaultSpinMicrosFor, serviceDeviceSpinMicros } from '../src/mediator/defaults.js';
 import { Mediator } from '../src/mediator/mediator.js';
 import { describeService } from '../src/server/run.js';
 import { computeGeometry, defaultAreaCount } from '../src/swiotlb/geometry.js';
@@ -308,6 +309,15 @@ describe('fio job options: kernel=, swiotlb=, restricted=, backpressure=, placem
     // Shared mode as the service runs it, unless the job says otherwise.
     expect(placementOf('', 'shared')).toBe('warm');
     expect(placementOf('placement=linux', 'shared')).toBe('linux');
+  });
+
+  it("a job's device threads poll as a closed loop's do, not as the HTTP service's", () => {
+    // numjobs=2: two queues, two device threads.
+    const devices = parseConfig(jobConfig(job(''), 'bounce')).devices;
+    expect(devices.map((d) => d.spinMicros)).toEqual([defaultSpinMicrosFor([{ queues: 2 }])]);
+    // On 2 CPUs the two rules part: 50 against 0 (with 4, 200 against 200).
+    expect(defaultSpinMicrosFor([{ queues: 2 }], 2)).toBe(50);
+    expect(serviceDeviceSpinMicros([{ queues: 2 }], 2)).toBe(0);
     expect(refusal(() => job('placement=fifo'), 'JOB_BAD_FILE')).toBe(
       'job file:2: [j] placement=fifo: must be linux or warm',
     );
