@@ -4,6 +4,7 @@ import { SECTOR_SIZE } from '../../virtio/blk-format.js';
 import { httpError } from '../errors.js';
 import {
   type BlockParams,
+  checkFirst,
   checkRange,
   countOf,
   type DeviceParams,
@@ -43,20 +44,13 @@ export const blockRoutes: FastifyPluginAsync<RouteOptions> = async (app, { servi
   app.put<{ Params: BlockParams; Body: BlockBody }>(
     '/v1/devices/:id/blocks/:lba',
     {
-      // Refused before the body is read: unknown device, bad lba, wrong type,
-      // draining. A callback hook, not an async one: no promise per request.
-      onRequest: (request, _reply, done) => {
-        try {
-          deviceOf(service, request.params.id);
-          lbaOf(request.params.lba);
-          requireType(request, 'application/octet-stream');
-          refuseWhileDraining(service);
-        } catch (err) {
-          done(err as Error);
-          return;
-        }
-        done();
-      },
+      // Refused before the body is read: unknown device, bad lba, wrong type, draining.
+      onRequest: checkFirst<BlockParams>((request) => {
+        deviceOf(service, request.params.id);
+        lbaOf(request.params.lba);
+        requireType(request, 'application/octet-stream');
+        refuseWhileDraining(service);
+      }),
     },
     async (request) => {
       const device = deviceOf(service, request.params.id);

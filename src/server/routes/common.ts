@@ -111,6 +111,24 @@ export function requireType(request: FastifyRequest, type: string): void {
   }
 }
 
+/**
+ * An onRequest hook that runs `check` and fails the request with what it throws.
+ * A callback hook, not an async one: no promise per request.
+ */
+export function checkFirst<P>(
+  check: (request: FastifyRequest<{ Params: P }>) => void,
+): (request: FastifyRequest<{ Params: P }>, reply: unknown, done: (err?: Error) => void) => void {
+  return (request, _reply, done) => {
+    try {
+      check(request);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    done();
+  };
+}
+
 /** 503 MEDIATOR_CLOSED while the service drains. */
 export function refuseWhileDraining(service: Service): void {
   if (service.refusing) {

@@ -4,6 +4,7 @@ import { formatIssue } from '../../config/load.js';
 import { SECTOR_SIZE } from '../../virtio/blk-format.js';
 import { httpError } from '../errors.js';
 import {
+  checkFirst,
   checkRange,
   type DeviceParams,
   deviceOf,
@@ -64,18 +65,12 @@ export const ioRoutes: FastifyPluginAsync<RouteOptions> = async (app, { service 
   app.post<{ Params: DeviceParams; Body: unknown }>(
     '/v1/devices/:id/io',
     {
-      // A callback hook, not an async one: no promise per request.
-      onRequest: (request, _reply, done) => {
-        try {
-          deviceOf(service, request.params.id);
-          requireType(request, 'application/json');
-          refuseWhileDraining(service);
-        } catch (err) {
-          done(err as Error);
-          return;
-        }
-        done();
-      },
+      // Refused before the body is read: unknown device, wrong type, draining.
+      onRequest: checkFirst<DeviceParams>((request) => {
+        deviceOf(service, request.params.id);
+        requireType(request, 'application/json');
+        refuseWhileDraining(service);
+      }),
     },
     async (request) => {
       const device = deviceOf(service, request.params.id);
