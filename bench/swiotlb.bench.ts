@@ -6,6 +6,9 @@
  *
  * Cases, measured in one run so that their ratios share the machine's state:
  *   single               the main thread alone, 1-area pool;
+ *   single-exclusive     the same on an exclusive pool (PoolOptions.exclusive: one
+ *                        mapping thread, no lock, no atomic access): what the
+ *                        locks and atomics cost a thread that never contends;
  *   two-threads-1-area   two workers on one pool with one lock: they contend;
  *   two-threads-2-areas  two workers, each starting in its own area (own lock and
  *                        cursor): the contention that Linux's swiotlb areas removed
@@ -43,7 +46,8 @@ const POOL_BYTES = 4 * 2 ** 20;
 const SIZES = [4096, 65536];
 
 const USAGE = `Usage: npm run bench:swiotlb -- [options]
-Pool map+unmap pairs per second: one thread, two threads on one area, on two areas.
+Pool map+unmap pairs per second: one thread (on a shared and on an exclusive pool),
+two threads on one area, on two areas.
 
   --duration S     seconds per case (default 1.5)
   --warmup S       seconds of warm-up per case (default 0.3)
@@ -53,7 +57,7 @@ Pool map+unmap pairs per second: one thread, two threads on one area, on two are
   --json           print {"results":[...],"ratios":{...}} as the last line
   -h, --help       this help`;
 
-type CaseName = 'single' | 'two-threads-1-area' | 'two-threads-2-areas';
+type CaseName = 'single' | 'single-exclusive' | 'two-threads-1-area' | 'two-threads-2-areas';
 
 /** Whose rules the pools follow, and their placement. */
 interface Rules {
@@ -107,8 +111,14 @@ function result(
   };
 }
 
-function runSingle(size: number, rules: Rules, warmupS: number, durationS: number): Result {
-  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas: 1, ...rules });
+function runSingle(
+  size: number,
+  rules: Rules,
+  warmupS: number,
+  durationS: number,
+  exclusive: boolean,
+): Result {
+  const pool = SwiotlbPool.create({ size: POOL_BYTES, areas: 1, ...rules, exclusive });
   const loop = new PairLoop(pool, size, origBaseOf(0));
   const warmEnd = performance.now() + warmupS * 1000;
   while (performance.now() < warmEnd) loop.run(BATCH);
@@ -124,7 +134,8 @@ function runSingle(size: number, rules: Rules, warmupS: number, durationS: numbe
     t = performance.now();
   }
   loop.drain();
-  return result(pool, 'single', size, 1, pairs / ((t - t0) / 1000), before);
+  const name = exclusive ? 'single-exclusive' : 'single';
+  return result(pool, name, size, 1, pairs / ((t - t0) / 1000), before);
 }
 
 /**
@@ -234,7 +245,8 @@ async function main(): Promise<void> {
     console.error(
       `swiotlb bench: ${size} B mappings, Linux ${rules.kernel} rules, ${rules.placement} placement...`,
     );
-    results.push(runSingle(size, rules, warmupS, durationS));
+    results.push(runSingle(size, rules, warmupS, durationS, false));
+    results.push(runSingle(size, rules, warmupS, durationS, true));
     results.push(await runTwo(size, 1, rules, warmupS, durationS));
     results.push(await runTwo(size, 2, rules, warmupS, durationS));
   }
@@ -244,6 +256,7 @@ async function main(): Promise<void> {
     const get = (name: CaseName) => results.find((r) => r.case === name && r.size === size);
     ratios[size] = {
       two_areas_vs_one_area: ratio(get('two-threads-2-areas'), get('two-threads-1-area')),
+      exclusive_vs_single: ratio(get('single-exclusive'), get('single')),
       two_threads_1_area_vs_single: ratio(get('two-threads-1-area'), get('single')),
       two_threads_2_areas_vs_single: ratio(get('two-threads-2-areas'), get('single')),
     };
@@ -267,6 +280,7 @@ async function main(): Promise<void> {
     const r = ratios[size]!;
     console.log(
       `${size} B: 2 areas / 1 area = ${r.two_areas_vs_one_area}; ` +
+        `exclusive / single = ${r.exclusive_vs_single}; ` +
         `two threads / single = ${r.two_threads_1_area_vs_single} (1 area), ` +
         `${r.two_threads_2_areas_vs_single} (2 areas)`,
     );

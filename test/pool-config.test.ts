@@ -197,6 +197,9 @@ describe('config: placement', () => {
     try {
       expect(m.pools.get('pool0')!.pool.placement).toBe('warm');
       expect(m.pools.get('kernel-like')!.pool.placement).toBe('linux');
+      // Only the main thread maps (devices and copy workers get the data alone):
+      // every pool is exclusive, so its maps take no lock.
+      expect([...m.pools.values()].map((p) => p.pool.exclusive)).toEqual([true, true]);
     } finally {
       await m.close();
     }

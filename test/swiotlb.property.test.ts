@@ -36,6 +36,7 @@ import {
   AREA_STRIDE,
   AREA_UNMAPS,
   AREA_USED,
+  G_EXCLUSIVE,
   G_FAIL_FULL,
   G_FAIL_INVALID,
   G_FAIL_KERNEL,
@@ -441,6 +442,8 @@ interface PoolConfig {
   areas: number;
   base: number;
   kernel: Kernel;
+  /** PoolOptions.exclusive: no locks, no atomics; the same placements and bytes. */
+  exclusive?: boolean;
 }
 
 const KERNELS = ['6.1', '6.6', '6.10'] as const;
@@ -450,6 +453,7 @@ const poolConfigArb: fc.Arbitrary<PoolConfig> = fc.record({
   areas: fc.constantFrom(1, 2, 4),
   base: fc.constantFrom(...BASES),
   kernel: fc.constantFrom(...KERNELS),
+  exclusive: fc.boolean(),
 });
 
 const origArb: fc.Arbitrary<number> = fc.oneof(
@@ -894,7 +898,12 @@ class Harness {
   /** The metadata of an empty pool is byte for byte a fresh pool's, cursors and counters aside. */
   expectFresh(): void {
     const g = this.geometry;
-    const fresh = SwiotlbPool.create({ slots: g.nslabs, areas: g.nareas, base: g.base });
+    const fresh = SwiotlbPool.create({
+      slots: g.nslabs,
+      areas: g.nareas,
+      base: g.base,
+      exclusive: this.pool.exclusive,
+    });
     expect({ ...fresh.geometry, log: [] }).toEqual({ ...g, log: [] });
     expectSameBytes(
       normalized(this.pool.share(), CURSORS_AND_COUNTERS),
@@ -972,6 +981,48 @@ describe('swiotlb pool: random map/unmap sequences against a model', () => {
         },
       ),
       { numRuns: 80, seed: 0xf011 },
+    );
+  });
+});
+
+describe('swiotlb pool: an exclusive pool', () => {
+  it('places, records and counts exactly as a shared pool does, byte for byte', () => {
+    fc.assert(
+      fc.property(
+        poolConfigArb,
+        fc.array(cmdArb, { minLength: 1, maxLength: 120, size: 'max' }),
+        (cfg, cmds) => {
+          const shared = new Harness({ ...cfg, exclusive: false });
+          const exclusive = new Harness({ ...cfg, exclusive: true });
+          expect([shared.pool.exclusive, exclusive.pool.exclusive]).toEqual([false, true]);
+          const only = { global: [G_EXCLUSIVE] };
+          for (const [i, cmd] of cmds.entries()) {
+            shared.run(cmd);
+            exclusive.run(cmd);
+            expectSameBytes(
+              normalized(exclusive.pool.share(), only),
+              normalized(shared.pool.share(), only),
+              shared.geometry,
+              `after step ${i} (${cmd.kind})`,
+            );
+          }
+          expect(exclusive.pool.stats()).toEqual(shared.pool.stats());
+        },
+      ),
+      { numRuns: 60, seed: 0xe8c1 },
+    );
+  });
+
+  it('cannot be attached by another handle, and the option must be a boolean', () => {
+    const pool = SwiotlbPool.create({ slots: 256, exclusive: true });
+    expectError(() => SwiotlbPool.attach(pool.share()), 'SWIOTLB_INVALID_ARGUMENT');
+    expect(() => SwiotlbPool.attach(pool.share())).toThrow(/exclusive: true/);
+    const open = SwiotlbPool.create({ slots: 256 });
+    expect(open.exclusive).toBe(false);
+    expect(SwiotlbPool.attach(open.share()).exclusive).toBe(false);
+    expectError(
+      () => SwiotlbPool.create({ slots: 256, exclusive: 'yes' as unknown as boolean }),
+      'SWIOTLB_INVALID_ARGUMENT',
     );
   });
 });

@@ -119,7 +119,9 @@ export class Mediator {
     try {
       for (const p of spec.pools) {
         if (this.pools.has(p.name)) throw badConfig(`pool "${p.name}" is defined twice`);
-        const pool = SwiotlbPool.create({ ...p, area: 0 });
+        // Exclusive: only this thread maps (the copy workers and devices get the
+        // data buffer alone), so maps and unmaps take no lock.
+        const pool = SwiotlbPool.create({ ...p, area: 0, exclusive: true });
         this.pools.set(p.name, {
           name: p.name,
           pool,

@@ -23,6 +23,7 @@ import {
   AREA_UNMAPS,
   AREA_USED,
   allocSizeAt,
+  G_EXCLUSIVE,
   G_FAIL_FULL,
   G_FAIL_INVALID,
   G_FAIL_KERNEL,
@@ -92,6 +93,11 @@ import { PLACEMENT_WARM, type Placement, placementCode, warmFind, warmPush } fro
  * - a mapping's slots are contiguous and lie in one segment and one area;
  * - the sum of area used = TOTAL_USED = number of slots with list = 0.
  *
+ * An exclusive pool (PoolOptions.exclusive) has one handle, the one that created
+ * it, and nobody can attach: with no other mapper, its map and unmap take no area
+ * lock and make no atomic access (each is a call into V8's Atomics builtins, about
+ * a hundred instructions; docs/performance.md). Same placements, same counters.
+ *
  * Placement (the pool's `placement`, warm.ts): `linux` is the kernel's search
  * alone; `warm` looks first in the area's ring of runs freed lately (pushed by
  * finishUnmap() under the same lock), then runs the kernel's search. Either way
@@ -119,6 +125,8 @@ export class SwiotlbAllocator {
   private readonly plan = new MapPlan();
   /** The pool's placement is `warm` (G_PLACEMENT, set when the pool was created). */
   private readonly warm: boolean;
+  /** The pool is exclusive (G_EXCLUSIVE): this handle is its only mapper. */
+  private readonly isExclusive: boolean;
 
   protected constructor(shared: SharedPool, bouncer: Bouncer, area: number | undefined) {
     this.shared = shared;
@@ -129,10 +137,16 @@ export class SwiotlbAllocator {
     this.m = metadataViews(shared.meta, shared.geometry);
     this.g = this.m.globalBase;
     this.warm = this.m.control[this.g + G_PLACEMENT] === PLACEMENT_WARM;
+    this.isExclusive = this.m.control[this.g + G_EXCLUSIVE] === 1;
     this.bouncer = bouncer;
     const defaultArea = area ?? threadId % this.geometry.nareas;
     checkArea(defaultArea, this.geometry.nareas);
     this.area = defaultArea;
+  }
+
+  /** Whether the pool is exclusive (PoolOptions.exclusive): this handle is its only mapper. */
+  get exclusive(): boolean {
+    return this.isExclusive;
   }
 
   /** The pool's placement policy (warm.ts): `linux` (the kernel's search) or `warm`. */
@@ -353,16 +367,14 @@ export class SwiotlbAllocator {
       throw notMapped(tlbAddr, 'is a streaming mapping: unmap it, do not free it');
     }
     checkSize(size);
-    const allocated = Atomics.load(this.m.slotI32, mapSizeAt(head));
+    const allocated = this.mapSizeOf(head);
     if (pageAlign(size) !== allocated) {
       throw invalidArg(
         `free of ${size} bytes, but the allocation at 0x${tlbAddr.toString(16)} has ${allocated}`,
         { size, allocated },
       );
     }
-    if (Atomics.compareExchange(this.m.slotI32, mapSizeAt(head), allocated, 0) !== allocated) {
-      throw notMapped(tlbAddr, 'was freed concurrently');
-    }
+    if (!this.takeMapping(head, allocated)) throw notMapped(tlbAddr, 'was freed concurrently');
     this.finishUnmap(head);
   }
 
@@ -385,7 +397,7 @@ export class SwiotlbAllocator {
     const headTlb = this.headTlbAddr(head);
     // Read once: a concurrent unmap of the same mapping (a caller bug) must read as
     // "not mapped", never as a size of 0 or an original address of -1.
-    const mapSize = Atomics.load(this.m.slotI32, mapSizeAt(head));
+    const mapSize = this.mapSizeOf(head);
     const origAddr = this.m.slotF64[origAddrAt(head)]!;
     if (mapSize <= 0 || origAddr < 0) {
       throw this.m.slotU8[mapDirAt(head)] === Dir.NONE
@@ -472,14 +484,12 @@ export class SwiotlbAllocator {
     if (this.headTlbAddr(head) !== tlbAddr) {
       throw notMapped(tlbAddr, 'is inside a mapping, not its start');
     }
-    const mapSize = Atomics.load(this.m.slotI32, mapSizeAt(head));
+    const mapSize = this.mapSizeOf(head);
     if (mapSize <= 0) throw notMapped(tlbAddr, 'was unmapped concurrently');
     checkSize(size);
     if (size > mapSize) throw overflowError(tlbAddr, size, mapSize);
     this.checkDirection(dir, head);
-    if (Atomics.compareExchange(this.m.slotI32, mapSizeAt(head), mapSize, 0) !== mapSize) {
-      throw notMapped(tlbAddr, 'was unmapped concurrently');
-    }
+    if (!this.takeMapping(head, mapSize)) throw notMapped(tlbAddr, 'was unmapped concurrently');
     return head;
   }
 
@@ -502,7 +512,8 @@ export class SwiotlbAllocator {
     const nslots = nrSlots(m.slotI32[allocSizeAt(index)]! + offset);
     const area = Math.floor(index / this.geometry.areaNslabs);
     const word = area * AREA_STRIDE;
-    if (acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
+    const locked = !this.isExclusive;
+    if (locked && acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
     try {
       markFree(m.usedBits, index, nslots);
       if (this.warm) warmPush(c, m.hints, area, index, nslots);
@@ -517,9 +528,32 @@ export class SwiotlbAllocator {
       c[word + AREA_USED] = c[word + AREA_USED]! - nslots;
       c[word + AREA_UNMAPS] = c[word + AREA_UNMAPS]! + 1;
     } finally {
-      release(c, word + AREA_LOCK);
+      if (locked) release(c, word + AREA_LOCK);
     }
-    Atomics.sub(c, this.g + G_TOTAL_USED, nslots);
+    if (locked) Atomics.sub(c, this.g + G_TOTAL_USED, nslots);
+    else c[this.g + G_TOTAL_USED] = c[this.g + G_TOTAL_USED]! - nslots;
+  }
+
+  /**
+   * mapSize of the mapping at `head`, read once (an atomic load unless the pool is
+   * exclusive): a concurrent unmap must read as 0, never as half a value.
+   */
+  private mapSizeOf(head: number): number {
+    const at = mapSizeAt(head);
+    return this.isExclusive ? this.m.slotI32[at]! : Atomics.load(this.m.slotI32, at);
+  }
+
+  /**
+   * Takes the mapping at `head` out of reach of any other unmap, sync or free
+   * (mapSize -> 0) if its mapSize is still `mapSize`; false when another thread
+   * got there first (a compare-and-exchange unless the pool is exclusive).
+   */
+  private takeMapping(head: number, mapSize: number): boolean {
+    const at = mapSizeAt(head);
+    if (!this.isExclusive)
+      return Atomics.compareExchange(this.m.slotI32, at, mapSize, 0) === mapSize;
+    this.m.slotI32[at] = 0;
+    return true;
   }
 
   // ---------------------------------------------------------------------------
@@ -576,7 +610,8 @@ export class SwiotlbAllocator {
     const { areaNslabs, base, nslabs } = this.geometry;
     const nslots = p.nslots;
     const word = areaIndex * AREA_STRIDE;
-    if (acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
+    const locked = !this.isExclusive;
+    if (locked && acquire(c, word + AREA_LOCK)) Atomics.add(c, word + AREA_CONTENDED, 1);
     try {
       if (nslots > areaNslabs - c[word + AREA_USED]!) return NOT_FOUND;
       const slotBase = areaIndex * areaNslabs;
@@ -644,10 +679,12 @@ export class SwiotlbAllocator {
       m.slotU8[mapDirAt(head)] = dir;
       m.slotI32[mapOwnerAt(head)] = owner;
       m.slotU16[headOffsetAt(head)] = p.headOffset;
-      Atomics.store(m.slotI32, mapSizeAt(head), mappingSize); // publishes the mapping
+      // Publishes the mapping (last, so that a thread that sees mapSize sees the rest).
+      if (locked) Atomics.store(m.slotI32, mapSizeAt(head), mappingSize);
+      else m.slotI32[mapSizeAt(head)] = mappingSize;
       return slotIndex;
     } finally {
-      release(c, word + AREA_LOCK);
+      if (locked) release(c, word + AREA_LOCK);
     }
   }
 
@@ -670,11 +707,7 @@ export class SwiotlbAllocator {
     }
     const slot = Math.floor((addr - this.geometry.base) / IO_TLB_SIZE);
     const head = this.m.slotHead[slot]!;
-    if (
-      head < 0 ||
-      head >= this.geometry.nslabs ||
-      Atomics.load(this.m.slotI32, mapSizeAt(head)) <= 0
-    ) {
+    if (head < 0 || head >= this.geometry.nslabs || this.mapSizeOf(head) <= 0) {
       throw notMapped(addr, 'is not mapped');
     }
     const headTlb = this.headTlbAddr(head);
@@ -714,6 +747,12 @@ export class SwiotlbAllocator {
   /** inc_used_and_hiwater(): total_used += nslots; raise used_hiwater to it. */
   private incUsedAndHiwater(nslots: number): void {
     const c = this.m.control;
+    if (this.isExclusive) {
+      const used = c[this.g + G_TOTAL_USED]! + nslots;
+      c[this.g + G_TOTAL_USED] = used;
+      if (used > c[this.g + G_HIWATER]!) c[this.g + G_HIWATER] = used;
+      return;
+    }
     const newUsed = Atomics.add(c, this.g + G_TOTAL_USED, nslots) + nslots;
     let old = Atomics.load(c, this.g + G_HIWATER);
     while (newUsed > old) {
@@ -726,10 +765,17 @@ export class SwiotlbAllocator {
 
 /**
  * swiotlb_init_io_tlb_pool(): every slot free; the missing slots of a partial
- * segment used. And the pool's placement policy, which every handle reads.
+ * segment used. And the pool's placement policy and whether it is exclusive,
+ * which every handle reads.
  */
-export function initMetadata(m: MetadataViews, geometry: Geometry, placement: Placement): void {
+export function initMetadata(
+  m: MetadataViews,
+  geometry: Geometry,
+  placement: Placement,
+  exclusive: boolean,
+): void {
   m.control[m.globalBase + G_PLACEMENT] = placementCode(placement);
+  m.control[m.globalBase + G_EXCLUSIVE] = exclusive ? 1 : 0;
   m.slotHead.fill(-1);
   for (let i = 0; i < geometry.nslabs; i++) m.slotF64[origAddrAt(i)] = INVALID_PHYS_ADDR;
   markPhantom(m.usedBits, geometry.nslabs);

@@ -19,7 +19,10 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *       used_hiwater), G+FAIL_FULL, G+FAIL_TOO_LARGE, G+FAIL_INVALID, G+SYNCS,
  *       G+FAIL_KERNEL (requests the pool's kernel would hang on or overrun with),
  *       G+PLACEMENT (the pool's placement policy, set once at creation: 0 linux,
- *       1 warm; every handle reads it when it attaches)
+ *       1 warm; every handle reads it when it attaches), G+EXCLUSIVE (1 when the
+ *       handle that created the pool is its only mapper: no other handle may
+ *       attach, and that one takes no lock and makes no atomic access on its map
+ *       and unmap path; set once at creation)
  *   usedBits: one bit per slot, 1 = in use (slot-bitmap.ts; the kernel's list[s]
  *     is freeRun(usedBits, s)). Plain accesses under the lock of the slot's area.
  *   hints: WARM_HINTS Int32 words per area, the warm placement's ring of recently
@@ -47,6 +50,8 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *     mapDir      the dma_data_direction it was mapped with; DMA_NONE (3) marks a
  *                 coherent allocation (swiotlb_alloc()), which only free() releases
  *   Everything but mapSize's Atomics is a plain access under the area's lock.
+ *   In an exclusive pool (G+EXCLUSIVE) one thread makes every access, so the
+ *   locks are not taken and mapSize, TOTAL_USED and HIWATER are plain accesses.
  *
  *   The kernel also keeps orig_addr and alloc_size in every slot; both are
  *   arithmetic progressions over a mapping's slots (orig_addr grows and alloc_size
@@ -82,6 +87,7 @@ export const G_FAIL_INVALID = 4;
 export const G_SYNCS = 5;
 export const G_FAIL_KERNEL = 6;
 export const G_PLACEMENT = 7;
+export const G_EXCLUSIVE = 8;
 const GLOBAL_WORDS = 16;
 
 export const INVALID_PHYS_ADDR = -1;

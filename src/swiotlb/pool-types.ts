@@ -103,6 +103,14 @@ export interface PoolOptions extends GeometryOptions {
    */
   placement?: Placement;
   /**
+   * The handle this creates is the pool's only mapper: {@link SwiotlbPool.attach}
+   * refuses the pool, and map, unmap, alloc and free take no area lock and make no
+   * atomic access. Same placements, same counters; for a pool one thread maps
+   * (the mediator's, the replay's and the sizing simulation's).
+   * @default false
+   */
+  exclusive?: boolean;
+  /**
    * The copy done at map/unmap/sync.
    * @default NO_COPY (placement only)
    */

@@ -4,7 +4,7 @@ import { DmaDirection as Dir, DmaAttr, type DmaDirection } from './constants.js'
 import { MAP_COPY, syncForCpuCopies, syncForDeviceCopies, unmapCopies } from './dma-rules.js';
 import { computeGeometry } from './geometry.js';
 import { DEFAULT_KERNEL, isKernelVersion } from './kernel.js';
-import { metadataBytes, metadataViews } from './layout.js';
+import { G_EXCLUSIVE, metadataBytes, metadataViews } from './layout.js';
 import type { AttachOptions, MapOptions, PoolOptions, SgEntry, SharedPool } from './pool-types.js';
 import { invalidArg } from './validate.js';
 import { DEFAULT_PLACEMENT, isPlacement } from './warm.js';
@@ -54,12 +54,27 @@ export class SwiotlbPool extends SwiotlbAllocator {
     const data = new SharedArrayBuffer(geometry.bytes);
     const meta = new SharedArrayBuffer(metadataBytes(geometry));
     const shared: SharedPool = { geometry, kernel, data, meta };
-    initMetadata(metadataViews(meta, geometry), geometry, placement);
+    const exclusive = opts.exclusive ?? false;
+    if (typeof exclusive !== 'boolean') {
+      throw invalidArg(`exclusive ${JSON.stringify(exclusive)} must be true or false`, {
+        exclusive,
+      });
+    }
+    initMetadata(metadataViews(meta, geometry), geometry, placement, exclusive);
     return new SwiotlbPool(shared, opts.bouncer ?? NO_COPY, opts.area);
   }
 
-  /** A handle on a pool created elsewhere (another thread's {@link SwiotlbPool.share}). */
+  /**
+   * A handle on a pool created elsewhere (another thread's {@link SwiotlbPool.share}).
+   * @throws SWIOTLB_INVALID_ARGUMENT when the pool was created exclusive
+   */
   static attach(shared: SharedPool, opts: AttachOptions = {}): SwiotlbPool {
+    if (isExclusive(shared)) {
+      throw invalidArg(
+        'this pool was created with exclusive: true, so only the handle that created it may map and unmap; create it with exclusive: false to share it between threads',
+        { exclusive: true },
+      );
+    }
     return new SwiotlbPool(shared, opts.bouncer ?? NO_COPY, opts.area);
   }
 
@@ -144,4 +159,10 @@ export class SwiotlbPool extends SwiotlbAllocator {
       this.unmap(tlbAddrs[i]!, lengths[i]!, dir, attrs, owner);
     }
   }
+}
+
+/** Whether the pool behind `shared` was created exclusive (layout.ts, G_EXCLUSIVE). */
+function isExclusive(shared: SharedPool): boolean {
+  const m = metadataViews(shared.meta, shared.geometry);
+  return m.control[m.globalBase + G_EXCLUSIVE] === 1;
 }

@@ -175,7 +175,13 @@ export class ReplayEngine {
       this.dyn = new DynamicPool({ ...opts.pool, kernel: this.kernel, placement });
       this.target = this.dyn;
     } else {
-      this.target = SwiotlbPool.create({ ...opts.pool, kernel: this.kernel, placement, area: 0 });
+      this.target = SwiotlbPool.create({
+        ...opts.pool,
+        kernel: this.kernel,
+        placement,
+        area: 0,
+        exclusive: true,
+      });
     }
   }
 

@@ -267,7 +267,7 @@ class Simulation {
       const shape = opts.restricted
         ? { restricted: true, size: opts.slots * 2048 }
         : { slots: opts.slots, areas };
-      this.pool = plainPool(SwiotlbPool.create({ ...shape, kernel, area: 0 }));
+      this.pool = plainPool(SwiotlbPool.create({ ...shape, kernel, area: 0, exclusive: true }));
     }
     const { kind, nslabs, nareas, bytes } = this.pool.geometry;
     this.nareas = nareas;

@@ -172,7 +172,7 @@ export function kernelPlacement(spec: PlacementSpec): PlacementSetup {
       notes,
     };
   }
-  const pool = SwiotlbPool.create({ ...opts, kernel: profile, area: 0 });
+  const pool = SwiotlbPool.create({ ...opts, kernel: profile, area: 0, exclusive: true });
   return { placement: poolPlacementOf(pool, rules), notes };
 }
 
