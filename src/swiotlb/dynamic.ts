@@ -121,7 +121,14 @@ export class DynamicPool {
     }
     this.kernel = kernel;
     this.placement = opts.placement ?? DEFAULT_PLACEMENT;
-    this.defpool = SwiotlbPool.create({ ...opts, restricted: false, kernel, area: 0 });
+    // Every pool of the model is exclusive: one thread maps (it counts in plain fields).
+    this.defpool = SwiotlbPool.create({
+      ...opts,
+      restricted: false,
+      kernel,
+      area: 0,
+      exclusive: true,
+    });
     const g = this.defpool.geometry;
     this.nextAddr = g.base + g.bytes;
   }
@@ -292,6 +299,7 @@ export class DynamicPool {
       kernel: this.kernel,
       placement: this.placement,
       area: 0,
+      exclusive: true,
     });
     const found = tryIn(pool, 0);
     if (found < 0) return -1; // swiotlb_dyn_free(): the pool goes again
@@ -373,6 +381,7 @@ export class DynamicPool {
       kernel: this.kernel,
       placement: this.placement,
       area: 0,
+      exclusive: true,
     });
     this.growth.unshift(pool); // list_add_rcu(): newest first
     this.growths++;
