@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { DeviceWorkerData } from '../virtio/device-spec.js';
 import {
   NOTIFY_COMPLETION,

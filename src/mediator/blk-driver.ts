@@ -1,4 +1,5 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
 import { DmaAttr } from '../swiotlb/constants.js';

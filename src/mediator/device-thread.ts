@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { workerScript } from '../util/worker-script.js';
 import { VIRTIO_BLK_ID_BYTES } from '../virtio/blk-format.js';

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { MediatorError } from '../errors.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import { Fifo } from '../util/fifo.js';

@@ -74,6 +74,9 @@ import {
 } from './validate.js';
 import { PLACEMENT_WARM, type Placement, placementCode, warmFind, warmPush } from './warm.js';
 
+/** swiotlb_max_mapping_size() with no min_align_mask: one segment. */
+const MAX_SEGMENT_BYTES = IO_TLB_SIZE * IO_TLB_SEGSIZE;
+
 /**
  * A swiotlb pool (struct io_tlb_pool) in shared memory, following one kernel
  * line's rules (kernel.ts, plan.ts, search.ts). Several threads may each hold a
@@ -243,7 +246,8 @@ export class SwiotlbAllocator {
     const p = this.plan;
     if (this.k === K6_10) planMap610(p, origAddr, size, minAlignMask, allocAlignMask);
     else planMapAllocSize(this.k, p, origAddr, minAlignMask, allocAlignMask, allocSize ?? size);
-    if (p.nslots > IO_TLB_SEGSIZE || size > this.maxMappingSize(minAlignMask)) {
+    const maxSize = minAlignMask === 0 ? MAX_SEGMENT_BYTES : this.maxMappingSize(minAlignMask);
+    if (p.nslots > IO_TLB_SEGSIZE || size > maxSize) {
       this.countFailure('too_large');
       const limit = this.maxMappingSize(minAlignMask);
       throw tooLargeError(size, limit, size > limit ? undefined : p.searchSize);

@@ -99,8 +99,11 @@ export function checkMapArgs(
   if (!isAddress(origAddr)) throw badOrig(origAddr);
   if (!isSize(size)) throw badSize(size, 'size');
   if (!Number.isSafeInteger(origAddr + size)) throw badEnd(origAddr, size);
-  if (!isMask(minAlignMask)) throw badMask(minAlignMask, 'min_align_mask');
-  if (!isMask(allocAlignMask)) throw badMask(allocAlignMask, 'alloc_align_mask');
+  // 0 first: the usual mask, answered here without a call (this runs per map).
+  if (minAlignMask !== 0 && !isMask(minAlignMask)) throw badMask(minAlignMask, 'min_align_mask');
+  if (allocAlignMask !== 0 && !isMask(allocAlignMask)) {
+    throw badMask(allocAlignMask, 'alloc_align_mask');
+  }
   if (allocSize !== undefined) checkAllocSize(size, allocSize, takesAllocSize);
   if (!isValidMappingDirection(dir)) throw invalidDirection(dir);
   if (!isArea(area, nareas)) throw badArea(area, nareas);

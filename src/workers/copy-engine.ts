@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { MediatorError } from '../errors.js';
@@ -317,7 +318,7 @@ export class CopyEngine {
       );
     }
     if (this.workers === 0 || length < this.inlineThreshold) {
-      this.copyInline(dir, guest, guestRegion, guestOffset, pool, poolOffset, length);
+      this.copyInline(dir, guest, guestRegion, guestOffset, pool, poolRegion, poolOffset, length);
       return undefined;
     }
     const inlinePart = this.splitInline ? 1 : 0;
@@ -358,7 +359,16 @@ export class CopyEngine {
         off += len;
       }
       if (inlineLength > 0) {
-        this.copyInline(dir, guest, guestRegion, guestOffset, pool, poolOffset, inlineLength);
+        this.copyInline(
+          dir,
+          guest,
+          guestRegion,
+          guestOffset,
+          pool,
+          poolRegion,
+          poolOffset,
+          inlineLength,
+        );
       }
     });
   }
@@ -370,6 +380,7 @@ export class CopyEngine {
     guestRegion: number,
     guestOffset: number,
     pool: Buffer,
+    poolRegion: number,
     poolOffset: number,
     length: number,
   ): void {
@@ -386,13 +397,29 @@ export class CopyEngine {
       // Timing one copy costs more than copying it (see INLINE_TIME_SAMPLE): time
       // one in INLINE_TIME_SAMPLE and count it for all of them.
       const t0 = performance.now();
-      src.copy(dst, to, from, from + length);
+      dst.set(this.sourceView(dir, guestRegion, poolRegion, from, length), to);
       nanos = (performance.now() - t0) * 1e6 * INLINE_TIME_SAMPLE;
     } else {
-      src.copy(dst, to, from, from + length);
+      dst.set(this.sourceView(dir, guestRegion, poolRegion, from, length), to);
     }
     // The main thread is this block's only writer and its only reader: no seqlock needed.
     if (this.accounting) this.inlineStats.add(guestRegion, dir, length, nanos);
+  }
+
+  /**
+   * A view of the copy's source range, made from the region's SharedArrayBuffer
+   * (Buffer.copy and subarray read the source's `buffer` and `byteOffset`
+   * getters, each a call into the runtime for a shared buffer).
+   */
+  private sourceView(
+    dir: CopyDirection,
+    guestRegion: number,
+    poolRegion: number,
+    from: number,
+    length: number,
+  ): Uint8Array {
+    const region = dir === DmaDirection.TO_DEVICE ? guestRegion : poolRegion;
+    return new Uint8Array(this.regionBuffers[region]!, from, length);
   }
 
   /** Copy accounting so far (bytes, copies, time by region and direction; size histogram). */

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, threadId } from 'node:worker_threads';
 import { DmaDirection } from '../swiotlb/constants.js';
 import {
