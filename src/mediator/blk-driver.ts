@@ -469,9 +469,11 @@ export class BlkDriver {
   /**
    * One request: `data` is a write's payload (absent: whatever the buffer holds,
    * a synthetic I/O), `out` receives a read's data, `buffer` is a shared-mode
-   * write's pool buffer, filled already.
+   * write's pool buffer, filled already. Not an async function: it validates and
+   * takes a request slot, then returns {@link run}'s promise (one async frame per
+   * request, not two); a bad argument is a rejected promise all the same.
    */
-  private async submit(
+  private submit(
     type: number,
     sector: number,
     length: number,
@@ -480,26 +482,70 @@ export class BlkDriver {
     out?: Uint8Array,
     buffer?: SharedWriteBuffer,
   ): Promise<void> {
-    const op: BlkOp = opOf(type);
-    if (this.closing) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
-    if (!Number.isSafeInteger(sector) || sector < 0) {
-      throw new MediatorError(
-        'BLK_BAD_SECTOR',
-        `device ${this.id}: sector ${String(sector)} must be a non-negative integer`,
-        { sector },
-      );
+    let q: BlkQueue;
+    try {
+      if (this.closing) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
+      if (!Number.isSafeInteger(sector) || sector < 0) {
+        throw new MediatorError(
+          'BLK_BAD_SECTOR',
+          `device ${this.id}: sector ${String(sector)} must be a non-negative integer`,
+          { sector },
+        );
+      }
+      this.checkLength(opOf(type), length);
+      q = this.pickQueue(queueIndex);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    this.checkLength(op, length);
-    const q = this.pickQueue(queueIndex);
-    const slot = q.freeSlots.pop() ?? (await waitForSlot(q));
+    const slot = q.freeSlots.pop();
+    if (slot !== undefined) return this.run(q, slot, type, sector, length, data, out, buffer);
+    return waitForSlot(q).then((s) => this.run(q, s, type, sector, length, data, out, buffer));
+  }
+
+  /**
+   * A request in its slot: places and fills its buffers (mode by mode), submits
+   * its chain, awaits and validates its completion, then {@link finish}; counts
+   * it and frees the slot whatever happens.
+   */
+  private async run(
+    q: BlkQueue,
+    slot: number,
+    type: number,
+    sector: number,
+    length: number,
+    data: Uint8Array | undefined,
+    out: Uint8Array | undefined,
+    buffer: SharedWriteBuffer | undefined,
+  ): Promise<void> {
     if (slot < 0) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
+    const op: BlkOp = opOf(type);
     const req = q.requests[slot]!;
     const started = performance.now();
     req.busy = true;
     this.counters.inFlight++;
     let outcome: Outcome = 'error';
     try {
-      await this.execute(q, req, type, sector, length, started, data, out, buffer);
+      // The device's clock for this request: from its slot, or from when it got pool
+      // slots if it had to wait for them (so back-pressure never reads as a timeout).
+      const placed = this.placeBuffers(q, req, type, sector, length, started, data, buffer);
+      const since = typeof placed === 'number' ? placed : await placed;
+      let usedLen: number;
+      try {
+        usedLen = await this.completion(q, req, since);
+      } catch (err) {
+        // Timed out: the device may still write into these slots, so they stay
+        // mapped until reset() has stopped the device thread.
+        if (!req.quarantined) {
+          const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC, 0);
+          if (releasing) await releasing;
+        }
+        throw err;
+      } finally {
+        req.complete = undefined;
+        req.fail = undefined;
+      }
+      const finishing = this.finish(q, req, type, sector, length, usedLen, out);
+      if (finishing) await finishing;
       outcome = 'ok';
       if (op === 'read') this.counters.bytesRead += length;
       if (op === 'write') this.counters.bytesWritten += length;
@@ -519,79 +565,95 @@ export class BlkDriver {
   }
 
   /**
-   * Places and fills the request's buffers (mode by mode), submits its chain,
-   * awaits and validates its completion, hands the data back and checks the status.
+   * Submits the placed request's chain; resolves with the used length the device
+   * reports (validated by the virtqueue), rejects on a timeout, a reset or a
+   * device fault (the sink and the sweeper call req.complete / req.fail).
    */
-  private async execute(
+  private completion(q: BlkQueue, req: RequestSlot, since: number): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      req.complete = resolve;
+      req.fail = reject;
+      const head = q.vq.addChain(req.n, req.batch.out, req.batch.sizes, req.writes);
+      if (head < 0) {
+        reject(new Error(`device ${this.id}: no free descriptors (depth accounting is wrong)`));
+        return;
+      }
+      req.head = head;
+      req.submittedAt = since;
+      q.byHead[head] = req;
+      this.schedulePublish(q);
+    });
+  }
+
+  /**
+   * After the device completed: unmaps (bounce: copies back what the device
+   * wrote, by the fromDevice rule; direct: nothing to unmap), reads the status
+   * once, hands a read's data back and throws on a failed status. Shared mode
+   * reads the status and copies the data out before it frees the buffers, since
+   * the device can still change them. A promise only when a copy back went to a
+   * worker.
+   */
+  private finish(
     q: BlkQueue,
     req: RequestSlot,
     type: number,
     sector: number,
     length: number,
-    started: number,
-    data: Uint8Array | undefined,
+    usedLen: number,
     out: Uint8Array | undefined,
-    buffer: SharedWriteBuffer | undefined,
-  ): Promise<void> {
-    // The device's clock for this request: from its slot, or from when it got pool
-    // slots if it had to wait for them (so back-pressure never reads as a timeout).
-    const placed = this.placeBuffers(q, req, type, sector, length, started, data, buffer);
-    const since = typeof placed === 'number' ? placed : await placed;
-    const n = req.n;
-    const b = req.batch;
-
-    let usedLen: number;
-    try {
-      usedLen = await new Promise<number>((resolve, reject) => {
-        req.complete = resolve;
-        req.fail = reject;
-        const head = q.vq.addChain(n, b.out, b.sizes, req.writes);
-        if (head < 0) {
-          reject(new Error(`device ${this.id}: no free descriptors (depth accounting is wrong)`));
-          return;
-        }
-        req.head = head;
-        req.submittedAt = since;
-        q.byHead[head] = req;
-        this.schedulePublish(q);
-      });
-    } catch (err) {
-      req.complete = undefined;
-      req.fail = undefined;
-      // Timed out: the device may still write into these slots, so they stay
-      // mapped until reset() has stopped the device thread.
-      if (!req.quarantined) {
-        const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC, 0);
-        if (releasing) await releasing;
-      }
-      throw err;
-    }
-    req.complete = undefined;
-    req.fail = undefined;
+  ): Promise<void> | undefined {
     const statusAt = req.ctlAddr - this.ctlBase + BLK_HEADER_BYTES;
-    let status: number;
     if (q.shared) {
       // The device can still change these bytes: read the status once, copy the
       // data out once, then free the buffers; nothing is read from the pool again.
-      status = this.ctlBytes[statusAt]!;
+      const status = this.ctlBytes[statusAt]!;
       if (out && status === VIRTIO_BLK_S_OK) {
-        q.shared.copyOut(n, b, 1, out, dataWritten(length, usedLen));
+        q.shared.copyOut(req.n, req.batch, 1, out, dataWritten(length, usedLen));
       }
       this.releaseBuffers(q, req, 0, usedLen);
-    } else {
-      // Bounce: unmap (copies back what the device wrote, by the fromDevice rule);
-      // direct: nothing to unmap.
-      const releasing = this.releaseBuffers(q, req, 0, usedLen);
-      if (releasing) await releasing;
-      status = this.ctlBytes[statusAt]!;
-      if (out && status === VIRTIO_BLK_S_OK) {
-        const guest = this.ctx.guest;
-        const off = req.dataAddr - guest.base;
-        const bytes = dataWritten(length, usedLen);
-        out.set(guest.bytes.subarray(off, off + bytes));
-        if (bytes < out.length) out.fill(0, bytes);
-      }
+      this.checkStatus(q, status, type, sector, length);
+      return undefined;
     }
+    const releasing = this.releaseBuffers(q, req, 0, usedLen);
+    if (releasing) {
+      return releasing.then(() =>
+        this.readBack(q, req, statusAt, type, sector, length, usedLen, out),
+      );
+    }
+    this.readBack(q, req, statusAt, type, sector, length, usedLen, out);
+    return undefined;
+  }
+
+  /** Bounce and direct mode, once unmapped: the status, and a read's data from guest memory. */
+  private readBack(
+    q: BlkQueue,
+    req: RequestSlot,
+    statusAt: number,
+    type: number,
+    sector: number,
+    length: number,
+    usedLen: number,
+    out: Uint8Array | undefined,
+  ): void {
+    const status = this.ctlBytes[statusAt]!;
+    if (out && status === VIRTIO_BLK_S_OK) {
+      const guest = this.ctx.guest;
+      const off = req.dataAddr - guest.base;
+      const bytes = dataWritten(length, usedLen);
+      out.set(guest.bytes.subarray(off, off + bytes));
+      if (bytes < out.length) out.fill(0, bytes);
+    }
+    this.checkStatus(q, status, type, sector, length);
+  }
+
+  /** Throws the error a status byte means (counting a byte no device may send as a fault). */
+  private checkStatus(
+    q: BlkQueue,
+    status: number,
+    type: number,
+    sector: number,
+    length: number,
+  ): void {
     const failed = statusError(status, this.id, type, sector, length);
     if (failed === undefined) return;
     if (failed.code === 'MEDIATOR_DEVICE_FAULT') {
@@ -600,7 +662,6 @@ export class BlkDriver {
     }
     throw failed;
   }
-
   /**
    * Lays the request out and gets its buffers to the device: direct mode hands
    * over guest addresses; bounce mode places the buffers in the pool (through the
