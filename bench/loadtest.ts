@@ -27,6 +27,7 @@ import autocannon from 'autocannon';
 import { DEFAULT_MODE, MODES, type Mode } from '../src/mediator/defaults.js';
 import { benchArgs, choiceFlag, intFlag, positiveFlag, usageError } from './cli.js';
 import { SERVER_ENV, type ServerSpec } from './loadtest-server.js';
+import { median } from './median.js';
 
 const USAGE = `Usage: npm run loadtest -- [options]
 HTTP load test of the service over loopback (autocannon), four phases.
@@ -262,12 +263,6 @@ function cpuPerRequest(views: ClientView[]): { server: number; client: number; b
     client: round2(median(views.map((v) => v.client_cpu_us))),
     busy: round2(median(views.map((v) => v.cpu_busy))),
   };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const log = (s: string) => {

@@ -64,6 +64,7 @@ import {
   positiveFlag,
   sizeFlag,
 } from './cli.js';
+import { median } from './median.js';
 import {
   BENCH_MODES,
   type BenchMode,
@@ -257,12 +258,6 @@ async function measureSettled(spec: CaseSpec): Promise<CaseResult> {
     if (far) topology.farRuns++;
     return r;
   }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** The median of the known values; null when any is unknown. */

@@ -34,6 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
 import { benchArgs, choiceFlag, intFlag, positiveFlag } from './cli.js';
+import { median } from './median.js';
 
 const USAGE = `Usage: npm run bench:stability -- [options]
 What decides the swings between runs of one bench:pipeline case (needs a quiet machine).
@@ -75,12 +76,6 @@ const options = benchArgs(
 const log = (line: string) => {
   if (!options.json) console.log(line);
 };
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 interface Figure {
   name: string;

@@ -16,6 +16,7 @@ import { parseConfig } from '../src/config/index.js';
 import { buildServer, Service } from '../src/server/index.js';
 import type { DeviceKind } from '../src/virtio/device-spec.js';
 import { benchArgs, intFlag, positiveFlag } from './cli.js';
+import { median } from './median.js';
 import type { PollerCommand, PollerReport } from './status-poller.js';
 
 const USAGE = `Usage: npm run bench:status -- [options]
@@ -47,12 +48,6 @@ const { rounds, duration, interval, json } = benchArgs(
     json: values.json,
   }),
 );
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 /** The page's process: started once, opened and closed per window. */
 async function startPoller(): Promise<{
