@@ -16,6 +16,7 @@ import {
   VIRTIO_BLK_T_OUT,
 } from '../virtio/blk-format.js';
 import { DEVICE_KINDS, type DeviceKind, type DeviceWorkerData } from '../virtio/device-spec.js';
+import { copyView } from '../workers/shared-copy.js';
 import {
   BLK_OPS,
   type BlkDriverOptions,
@@ -640,7 +641,7 @@ export class BlkDriver {
       const guest = this.ctx.guest;
       const off = req.dataAddr - guest.base;
       const bytes = dataWritten(length, usedLen);
-      out.set(guest.bytes.subarray(off, off + bytes));
+      copyView(out, 0, guest.bytes.subarray(off, off + bytes));
       if (bytes < out.length) out.fill(0, bytes);
     }
     this.checkStatus(q, status, type, sector, length);
@@ -695,7 +696,7 @@ export class BlkDriver {
     );
     const n = req.n;
     const b = req.batch;
-    if (data && !shared) guest.bytes.set(data, req.dataAddr - guest.base);
+    if (data && !shared) copyView(guest.bytes, req.dataAddr - guest.base, data);
     if (this.mode === 'direct') {
       q.dma.tryPlace(n, b);
       return started;

@@ -1,6 +1,7 @@
 import { MediatorError } from '../errors.js';
 import { IO_TLB_SIZE } from '../swiotlb/constants.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
+import { copyView } from '../workers/shared-copy.js';
 import type { BatchDma, DmaBatch } from './dma.js';
 
 /**
@@ -113,7 +114,7 @@ export class SharedDma implements BatchDma {
     let at = 0;
     for (let i = first; i < n && at < data.length; i++) {
       const size = Math.min(b.sizes[i]!, data.length - at);
-      this.pool.data.set(data.subarray(at, at + size), this.pool.offsetOf(b.out[i]!));
+      copyView(this.pool.data, this.pool.offsetOf(b.out[i]!), data.subarray(at, at + size));
       at += size;
     }
   }
@@ -127,7 +128,7 @@ export class SharedDma implements BatchDma {
     for (let i = first; i < n && at < bytes; i++) {
       const size = Math.min(b.sizes[i]!, bytes - at);
       const off = this.pool.offsetOf(b.out[i]!);
-      out.set(this.pool.data.subarray(off, off + size), at);
+      copyView(out, at, this.pool.data.subarray(off, off + size));
       at += size;
     }
     if (at < out.length) out.fill(0, at);
@@ -231,7 +232,7 @@ export class SharedWriteBuffer implements PoolBuffer {
     while (done < chunk.length) {
       const within = at + done - segStart;
       const n = Math.min(this.sizes[seg]! - within, chunk.length - done);
-      this.dma.view(this.addrs[seg]! + within, n).set(chunk.subarray(done, done + n));
+      copyView(this.dma.view(this.addrs[seg]! + within, n), 0, chunk.subarray(done, done + n));
       done += n;
       segStart += this.sizes[seg++]!;
     }

@@ -37,6 +37,7 @@ import {
   readCopyStats,
   statsLayout,
 } from './copy-stats.js';
+import { copyShared } from './shared-copy.js';
 
 export interface CopyEngineOptions {
   /**
@@ -397,29 +398,26 @@ export class CopyEngine {
       // Timing one copy costs more than copying it (see INLINE_TIME_SAMPLE): time
       // one in INLINE_TIME_SAMPLE and count it for all of them.
       const t0 = performance.now();
-      dst.set(this.sourceView(dir, guestRegion, poolRegion, from, length), to);
+      copyShared(dst, to, this.sourceBuffer(dir, guestRegion, poolRegion), from, length);
       nanos = (performance.now() - t0) * 1e6 * INLINE_TIME_SAMPLE;
     } else {
-      dst.set(this.sourceView(dir, guestRegion, poolRegion, from, length), to);
+      copyShared(dst, to, this.sourceBuffer(dir, guestRegion, poolRegion), from, length);
     }
     // The main thread is this block's only writer and its only reader: no seqlock needed.
     if (this.accounting) this.inlineStats.add(guestRegion, dir, length, nanos);
   }
 
   /**
-   * A view of the copy's source range, made from the region's SharedArrayBuffer
-   * (Buffer.copy and subarray read the source's `buffer` and `byteOffset`
-   * getters, each a call into the runtime for a shared buffer).
+   * The copy's source region's SharedArrayBuffer, kept since registration
+   * (Buffer.copy and subarray read a view's `buffer` and `byteOffset` getters,
+   * each a call into the runtime for a shared buffer).
    */
-  private sourceView(
+  private sourceBuffer(
     dir: CopyDirection,
     guestRegion: number,
     poolRegion: number,
-    from: number,
-    length: number,
-  ): Uint8Array {
-    const region = dir === DmaDirection.TO_DEVICE ? guestRegion : poolRegion;
-    return new Uint8Array(this.regionBuffers[region]!, from, length);
+  ): ArrayBufferLike {
+    return this.regionBuffers[dir === DmaDirection.TO_DEVICE ? guestRegion : poolRegion]!;
   }
 
   /** Copy accounting so far (bytes, copies, time by region and direction; size histogram). */

@@ -19,6 +19,7 @@ import {
   type ServeTask,
 } from './copy-ring.js';
 import { CopyStatsWriter } from './copy-stats.js';
+import { copyShared } from './shared-copy.js';
 
 /**
  * A copy worker: the trusted DMA engine. It serves one descriptor ring for as long
@@ -82,11 +83,11 @@ export default function serve(task: ServeTask): { copies: number } {
       if (dir === DmaDirection.TO_DEVICE) {
         checkRange(guest, guestOffset, length);
         checkRange(pool, poolOffset, length);
-        guest.copy(pool, poolOffset, guestOffset, guestOffset + length);
+        copyShared(pool, poolOffset, guest.buffer, guestOffset, length);
       } else {
         checkRange(pool, poolOffset, length);
         checkRange(guest, guestOffset, length);
-        pool.copy(guest, guestOffset, poolOffset, poolOffset + length);
+        copyShared(guest, guestOffset, pool.buffer, poolOffset, length);
       }
       // One seqlock section per copy: a worker that never runs dry must not keep a
       // scrape waiting for an even sequence number.

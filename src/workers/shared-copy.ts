@@ -1,0 +1,48 @@
+/**
+ * Copies between SharedArrayBuffers, at memcpy speed where that pays.
+ *
+ * V8 copies a typed array over shared memory (TypedArray.prototype.set, and
+ * Buffer.copy, which calls it) with base::Relaxed_Memcpy (src/base/atomicops.h,
+ * V8 11.3 in Node 20): one relaxed 8-byte load and store at a time, and one byte
+ * at a time for the whole copy when source and destination differ modulo 8.
+ * Between ArrayBuffers the same call is the C library's memmove. Node's
+ * Buffer.prototype.fill with a buffer as its value is one memcpy of that buffer
+ * into the range (src/node_buffer.cc, Fill()), so a value exactly as long as the
+ * range copies it. It costs a call into C++, which a short copy does not win
+ * back: from {@link FILL_COPY_MIN} on it is the faster of the two, whatever the
+ * alignment (`npm run bench:memcpy`; docs/performance.md).
+ *
+ * Source and destination never overlap here: guest memory and a pool are separate
+ * buffers, and memcpy, unlike set(), is not defined for an overlap.
+ */
+
+/** Copies of this many bytes and more go through Buffer.prototype.fill's memcpy. */
+export const FILL_COPY_MIN = 4096;
+
+const fill = Buffer.prototype.fill as (
+  this: Uint8Array,
+  value: Uint8Array,
+  offset: number,
+  end: number,
+) => Uint8Array;
+
+/** Copies all of `src` into `dst` at `to` (ranges checked by the caller). */
+export function copyView(dst: Uint8Array, to: number, src: Uint8Array): void {
+  if (src.length >= FILL_COPY_MIN) fill.call(dst, src, to, to + src.length);
+  else dst.set(src, to);
+}
+
+/**
+ * Copies `length` bytes of the buffer `src` from `from` into `dst` at `to`
+ * (ranges checked by the caller): {@link copyView} for a caller that holds the
+ * source's buffer, whose view it makes without reading a view's getters.
+ */
+export function copyShared(
+  dst: Uint8Array,
+  to: number,
+  src: ArrayBufferLike,
+  from: number,
+  length: number,
+): void {
+  copyView(dst, to, new Uint8Array(src, from, length));
+}

@@ -1,0 +1,73 @@
+/**
+ * copyView/copyShared (src/workers/shared-copy.ts): every copy the guest side makes
+ * between shared buffers goes through them, by Buffer.prototype.fill's memcpy from
+ * FILL_COPY_MIN bytes on and by TypedArray.set below. Both routes must copy exactly
+ * the range, whatever the buffers' kinds and the alignments.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { copyShared, copyView, FILL_COPY_MIN } from '../src/workers/shared-copy.js';
+
+const SIZE = 3 * FILL_COPY_MIN;
+
+function bytes(shared: boolean, seed: number): Uint8Array {
+  const a = new Uint8Array(shared ? new SharedArrayBuffer(SIZE) : new ArrayBuffer(SIZE));
+  for (let i = 0; i < SIZE; i++) a[i] = (i * 31 + seed) & 255;
+  return a;
+}
+
+const caseArb = fc
+  .record({
+    srcShared: fc.boolean(),
+    dstShared: fc.boolean(),
+    length: fc.oneof(
+      fc.integer({ min: 1, max: 64 }),
+      fc.integer({ min: FILL_COPY_MIN - 9, max: FILL_COPY_MIN + 9 }),
+      fc.integer({ min: 1, max: 2 * FILL_COPY_MIN }),
+    ),
+    from: fc.nat({ max: FILL_COPY_MIN }),
+    to: fc.nat({ max: FILL_COPY_MIN }),
+  })
+  .filter((c) => c.from + c.length <= SIZE && c.to + c.length <= SIZE);
+
+describe('shared-copy', () => {
+  it('copies exactly the range, by either route, at any alignment, shared or not', () => {
+    fc.assert(
+      fc.property(caseArb, fc.boolean(), (c, byBuffer) => {
+        const src = bytes(c.srcShared, 7);
+        const dst = bytes(c.dstShared, 101);
+        const expected = Uint8Array.from(dst);
+        expected.set(src.subarray(c.from, c.from + c.length), c.to);
+        if (byBuffer) copyShared(dst, c.to, src.buffer, c.from, c.length);
+        else copyView(dst, c.to, src.subarray(c.from, c.from + c.length));
+        // Byte for byte: the range copied, everything around it unchanged.
+        expect(Buffer.compare(Buffer.from(dst), Buffer.from(expected))).toBe(0);
+      }),
+      { numRuns: 300, seed: 0x5c0b },
+    );
+  });
+
+  it('takes the memcpy route from FILL_COPY_MIN bytes on, and set() below', () => {
+    const dst = bytes(true, 3);
+    const calls: number[] = [];
+    const set = Uint8Array.prototype.set;
+    Uint8Array.prototype.set = function (this: Uint8Array, ...args: [ArrayLike<number>, number?]) {
+      calls.push(args[0].length);
+      return set.apply(this, args);
+    };
+    try {
+      copyView(dst, 0, bytes(false, 1).subarray(0, FILL_COPY_MIN));
+      copyView(dst, 0, bytes(false, 1).subarray(0, FILL_COPY_MIN - 1));
+    } finally {
+      Uint8Array.prototype.set = set;
+    }
+    // Only the shorter copy went through set(); the longer one was Buffer.fill's memcpy.
+    expect(calls).toEqual([FILL_COPY_MIN - 1]);
+    expect(
+      Buffer.compare(
+        Buffer.from(dst.subarray(0, FILL_COPY_MIN - 1)),
+        Buffer.from(bytes(false, 1).subarray(0, FILL_COPY_MIN - 1)),
+      ),
+    ).toBe(0);
+  });
+});
