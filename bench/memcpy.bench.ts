@@ -7,25 +7,22 @@
  * the destination is 8-aligned, and one byte at a time for the whole copy when
  * the source is not aligned with it modulo 8. Between ArrayBuffers the same call
  * is the C library's memmove, which moves 32 bytes and more per instruction.
+ * Buffer.prototype.fill with a buffer as its value is one memcpy: the route the
+ * guest side takes from 16 KiB on (src/workers/shared-copy.ts).
  *
  * For each size and working set, in one process, windows alternated round by round:
  *   unshared   TypedArray.set, ArrayBuffer -> ArrayBuffer
- *   shared     TypedArray.set, SharedArrayBuffer -> SharedArrayBuffer: the copy
- *              engine's copy
+ *   shared     TypedArray.set, SharedArrayBuffer -> SharedArrayBuffer (V8's
+ *              relaxed copy)
  *   shared+1   the same with the source one byte off the destination's alignment
- *              (a caller's buffer at an odd offset)
- *   wasm       memory.copy inside one shared WebAssembly.Memory (a memmove on
- *              shared memory). Not an option for the mediator: a copy between guest
- *              memory and a pool needs both in one memory, which would hand the
- *              device the guest's memory, or two memories in one module
- *              (multi-memory), which Node 20's V8 does not have. It shows what the
- *              copy would cost without the relaxed loop.
+ *              (a caller's buffer at an odd offset: a byte at a time)
+ *   fill       Buffer.prototype.fill, SharedArrayBuffer -> SharedArrayBuffer
  * Working sets: `hot` (1 MiB each side, in the core's L2) and `cold` (--cold-mib
  * each side, far larger than the caches). Each window copies through its source
  * and destination in `size` steps, wrapping. Every buffer is written once before
  * the first window (no zero page, no first-touch fault in a window).
  *
- * Prints GB/s (medians of --rounds windows) and shared ÷ unshared, wasm ÷ shared.
+ * Prints GB/s (medians of --rounds windows), shared ÷ unshared and fill ÷ shared.
  * Never asserts speed. Options: `npm run bench:memcpy -- --help`.
  */
 import { performance } from 'node:perf_hooks';
@@ -34,8 +31,8 @@ import { benchArgs, intFlag, listFlag, positiveFlag, usageError } from './cli.js
 import { median } from './median.js';
 
 const USAGE = `Usage: npm run bench:memcpy -- [options]
-What V8 charges for copying shared memory: SharedArrayBuffer vs ArrayBuffer copies,
-and a WebAssembly memory.copy on shared memory, hot and cold.
+What V8 charges for copying shared memory: TypedArray.set on SharedArrayBuffers vs
+ArrayBuffers, and Buffer.fill's memcpy (the copy engine's route), hot and cold.
 
   --sizes LIST     copy sizes (default 4k,64k)
   --duration S     seconds per window (default 0.2)
@@ -46,35 +43,8 @@ and a WebAssembly memory.copy on shared memory, hot and cold.
 
 const MiB = 2 ** 20;
 const HOT_BYTES = MiB;
-const KINDS = ['unshared', 'shared', 'shared+1', 'wasm'] as const;
+const KINDS = ['unshared', 'shared', 'shared+1', 'fill'] as const;
 type Kind = (typeof KINDS)[number];
-
-/**
- * (module (memory (import "m" "mem") 1 65536 shared)
- *   (func (export "cp") (param i32 i32 i32)
- *     local.get 0 local.get 1 local.get 2 memory.copy))
- * cp(dst, src, length).
- */
-const WASM_COPY = new Uint8Array([
-  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x07, 0x01, 0x60, 0x03, 0x7f, 0x7f, 0x7f,
-  0x00, 0x02, 0x0d, 0x01, 0x01, 0x6d, 0x03, 0x6d, 0x65, 0x6d, 0x02, 0x03, 0x01, 0x80, 0x80, 0x04,
-  0x03, 0x02, 0x01, 0x00, 0x07, 0x06, 0x01, 0x02, 0x63, 0x70, 0x00, 0x00, 0x0a, 0x0e, 0x01, 0x0c,
-  0x00, 0x20, 0x00, 0x20, 0x01, 0x20, 0x02, 0xfc, 0x0a, 0x00, 0x00, 0x0b,
-]);
-
-/** The part of the WebAssembly JS API used here (Node 20's type definitions declare none). */
-interface WasmApi {
-  Memory: new (d: {
-    initial: number;
-    maximum: number;
-    shared: boolean;
-  }) => {
-    buffer: SharedArrayBuffer;
-  };
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-}
-const Wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 interface Result {
   size: number;
@@ -85,9 +55,10 @@ interface Result {
   shared_gbps: number;
   /** Shared, the source one byte off the destination's alignment. */
   shared_misaligned_gbps: number;
-  wasm_gbps: number;
+  /** Buffer.prototype.fill (memcpy) between SharedArrayBuffers. */
+  fill_gbps: number;
   shared_over_unshared: number;
-  wasm_over_shared: number;
+  fill_over_shared: number;
 }
 
 const options = benchArgs(
@@ -127,32 +98,18 @@ const options = benchArgs(
 interface Memories {
   bytes: number;
   unshared: { src: Uint8Array; dst: Uint8Array };
-  shared: { src: Uint8Array; dst: Uint8Array };
-  /** src at 0, dst at `bytes` in one shared wasm memory of 2 * bytes + one page. */
-  wasm: { cp: (dst: number, src: number, length: number) => void };
+  shared: { src: Uint8Array; dst: Buffer };
 }
 
 function memories(bytes: number): Memories {
-  const page = 65536;
-  const pages = Math.ceil((2 * bytes + page) / page);
-  const memory = new Wasm.Memory({ initial: pages, maximum: pages, shared: true });
-  const instance = new Wasm.Instance(new Wasm.Module(WASM_COPY), {
-    m: { mem: memory },
-  });
   const unshared = { src: new Uint8Array(bytes + 8), dst: new Uint8Array(bytes) };
   const shared = {
     src: new Uint8Array(new SharedArrayBuffer(bytes + 8)),
-    dst: new Uint8Array(new SharedArrayBuffer(bytes)),
+    dst: Buffer.from(new SharedArrayBuffer(bytes)),
   };
   // Written once: no zero page and no first-touch fault inside a window.
   for (const a of [unshared.src, unshared.dst, shared.src, shared.dst]) a.fill(1);
-  new Uint8Array(memory.buffer).fill(1);
-  return {
-    bytes,
-    unshared,
-    shared,
-    wasm: { cp: instance.exports.cp as (dst: number, src: number, length: number) => void },
-  };
+  return { bytes, unshared, shared };
 }
 
 /** Copies `size` bytes at a time through the working set for `ms`; returns GB/s. */
@@ -162,7 +119,7 @@ function copyWindow(m: Memories, kind: Kind, size: number, ms: number): number {
   const batch = Math.max(1, Math.floor(262144 / size));
   const { src, dst } = kind === 'unshared' ? m.unshared : m.shared;
   const skew = kind === 'shared+1' ? 1 : 0;
-  const cp = m.wasm.cp;
+  const fill = kind === 'fill';
   const t0 = performance.now();
   const end = t0 + ms;
   let step = 0;
@@ -171,8 +128,9 @@ function copyWindow(m: Memories, kind: Kind, size: number, ms: number): number {
   while (t < end) {
     for (let i = 0; i < batch; i++) {
       const at = step * size;
-      if (kind === 'wasm') cp(m.bytes + at, at, size);
-      else dst.set(src.subarray(at + skew, at + skew + size), at);
+      const from = src.subarray(at + skew, at + skew + size);
+      if (fill) (dst as Buffer).fill(from, at, at + size);
+      else dst.set(from, at);
       if (++step === steps) step = 0;
     }
     copies += batch;
@@ -182,7 +140,7 @@ function copyWindow(m: Memories, kind: Kind, size: number, ms: number): number {
 }
 
 function measure(m: Memories, size: number, set: 'hot' | 'cold'): Result {
-  const gbps: Record<Kind, number[]> = { unshared: [], shared: [], 'shared+1': [], wasm: [] };
+  const gbps: Record<Kind, number[]> = { unshared: [], shared: [], 'shared+1': [], fill: [] };
   for (const kind of KINDS) copyWindow(m, kind, size, options.windowMs / 4); // warm-up
   for (let r = 0; r < options.rounds; r++) {
     // Rotated each round, so that no kind always follows the same one.
@@ -200,9 +158,9 @@ function measure(m: Memories, size: number, set: 'hot' | 'cold'): Result {
     unshared_gbps: round(med('unshared')),
     shared_gbps: round(med('shared')),
     shared_misaligned_gbps: round(med('shared+1')),
-    wasm_gbps: round(med('wasm')),
+    fill_gbps: round(med('fill')),
     shared_over_unshared: round(med('shared') / med('unshared')),
-    wasm_over_shared: round(med('wasm') / med('shared')),
+    fill_over_shared: round(med('fill') / med('shared')),
   };
 }
 
@@ -219,7 +177,7 @@ for (const [set, bytes] of [
 const row = (cells: string[]) =>
   cells.map((c, i) => (i < 2 ? c.padEnd(7) : c.padStart(10))).join(' ');
 console.log('GB/s, medians of %d windows per kind', options.rounds);
-console.log(row(['size', 'set', 'unshared', 'shared', 'shared+1', 'wasm', 'sh/unsh', 'wasm/sh']));
+console.log(row(['size', 'set', 'unshared', 'shared', 'shared+1', 'fill', 'sh/unsh', 'fill/sh']));
 for (const r of results) {
   console.log(
     row([
@@ -228,13 +186,13 @@ for (const r of results) {
       r.unshared_gbps.toFixed(2),
       r.shared_gbps.toFixed(2),
       r.shared_misaligned_gbps.toFixed(2),
-      r.wasm_gbps.toFixed(2),
+      r.fill_gbps.toFixed(2),
       r.shared_over_unshared.toFixed(3),
-      r.wasm_over_shared.toFixed(3),
+      r.fill_over_shared.toFixed(3),
     ]),
   );
 }
 console.log(
-  "(shared: what every bounce copy here pays; shared+1: a source off the destination's alignment, copied a byte at a time; wasm: memory.copy on shared memory, out of reach of a copy between two SharedArrayBuffers on Node 20)",
+  "(shared: TypedArray.set, V8's relaxed copy; shared+1: a source off the destination's alignment, a byte at a time; fill: Buffer.fill's memcpy, the copy engine's route from 16 KiB)",
 );
 if (options.json) console.log(JSON.stringify({ results }));

@@ -54,6 +54,7 @@ function expectRoundedQuotient(
 
 const BENCHES = [
   ['bench:copy', 'bench/copy.bench.ts'],
+  ['bench:memcpy', 'bench/memcpy.bench.ts'],
   ['bench:pipeline', 'bench/pipeline.bench.ts'],
   ['bench:metrics', 'bench/metrics.bench.ts'],
   ['bench:status', 'bench/status.bench.ts'],
@@ -133,6 +134,44 @@ describe('benchmark command lines', () => {
 });
 
 describe('benchmarks', () => {
+  it('bench:memcpy prints every size hot and cold, ratios = shared / unshared and fill / shared', async () => {
+    const out = await bench('bench/memcpy.bench.ts', [
+      '--sizes',
+      '4k,64k',
+      '--rounds',
+      '1',
+      '--duration',
+      '0.02',
+      '--cold-mib',
+      '4',
+    ]);
+    const results = out.results as {
+      size: number;
+      working_set: string;
+      working_set_bytes: number;
+      unshared_gbps: number;
+      shared_gbps: number;
+      shared_misaligned_gbps: number;
+      fill_gbps: number;
+      shared_over_unshared: number;
+      fill_over_shared: number;
+    }[];
+    expect(results.map((r) => [r.size, r.working_set, r.working_set_bytes])).toEqual([
+      [4096, 'hot', 2 ** 20],
+      [65536, 'hot', 2 ** 20],
+      [4096, 'cold', 4 * 2 ** 20],
+      [65536, 'cold', 4 * 2 ** 20],
+    ]);
+    for (const r of results) {
+      for (const g of [r.unshared_gbps, r.shared_gbps, r.shared_misaligned_gbps, r.fill_gbps]) {
+        expect(g).toBeGreaterThan(0);
+      }
+      // The ratios are of the unrounded medians; the GB/s are printed to 3 decimals.
+      expectRoundedQuotient(r.shared_over_unshared, r.shared_gbps, r.unshared_gbps, 3, 3);
+      expectRoundedQuotient(r.fill_over_shared, r.fill_gbps, r.shared_gbps, 3, 3);
+    }
+  }, 60_000);
+
   it('bench:status prints IOPS with the page open and closed per workload, ratio = open / closed', async () => {
     const out = await bench('bench/status.bench.ts', [
       '--rounds',

@@ -9,15 +9,18 @@
  * Buffer.prototype.fill with a buffer as its value is one memcpy of that buffer
  * into the range (src/node_buffer.cc, Fill()), so a value exactly as long as the
  * range copies it. It costs a call into C++, which a short copy does not win
- * back: from {@link FILL_COPY_MIN} on it is the faster of the two, whatever the
- * alignment (`npm run bench:memcpy`; docs/performance.md).
+ * back: from {@link FILL_COPY_MIN} on it is the faster of the two, and from
+ * {@link MISALIGNED_FILL_MIN} on when source and destination differ modulo 8
+ * (`npm run bench:memcpy`; docs/performance.md).
  *
  * Source and destination never overlap here: guest memory and a pool are separate
  * buffers, and memcpy, unlike set(), is not defined for an overlap.
  */
 
 /** Copies of this many bytes and more go through Buffer.prototype.fill's memcpy. */
-export const FILL_COPY_MIN = 4096;
+export const FILL_COPY_MIN = 16384;
+/** The same for a source and a destination that differ modulo 8 (V8 copies those a byte at a time). */
+export const MISALIGNED_FILL_MIN = 512;
 
 const fill = Buffer.prototype.fill as (
   this: Uint8Array,
@@ -28,8 +31,15 @@ const fill = Buffer.prototype.fill as (
 
 /** Copies all of `src` into `dst` at `to` (ranges checked by the caller). */
 export function copyView(dst: Uint8Array, to: number, src: Uint8Array): void {
-  if (src.length >= FILL_COPY_MIN) fill.call(dst, src, to, to + src.length);
-  else dst.set(src, to);
+  const length = src.length;
+  if (
+    length >= FILL_COPY_MIN ||
+    (length >= MISALIGNED_FILL_MIN && ((src.byteOffset - dst.byteOffset - to) & 7) !== 0)
+  ) {
+    fill.call(dst, src, to, to + length);
+  } else {
+    dst.set(src, to);
+  }
 }
 
 /**
