@@ -55,6 +55,7 @@ function expectRoundedQuotient(
 const BENCHES = [
   ['bench:copy', 'bench/copy.bench.ts'],
   ['bench:memcpy', 'bench/memcpy.bench.ts'],
+  ['bench:instructions', 'bench/instructions.bench.ts'],
   ['bench:pipeline', 'bench/pipeline.bench.ts'],
   ['bench:metrics', 'bench/metrics.bench.ts'],
   ['bench:status', 'bench/status.bench.ts'],

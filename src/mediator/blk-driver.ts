@@ -534,8 +534,8 @@ export class BlkDriver {
       try {
         usedLen = await this.completion(q, req, since);
       } catch (err) {
-        // Timed out: the device may still write into these slots, so they stay
-        // mapped until reset() has stopped the device thread.
+        // Unmapped, unless the request timed out (quarantined): the device may still
+        // write into those slots, so they stay mapped until reset() has stopped it.
         if (!req.quarantined) {
           const releasing = this.releaseBuffers(q, req, DmaAttr.SKIP_CPU_SYNC, 0);
           if (releasing) await releasing;
