@@ -11,7 +11,11 @@
  * the two totals over the difference of the counts, so start-up, warm-up, the
  * JIT's compilations and the close cancel out. Each mode ÷ direct is what the
  * isolation costs that thread in instructions (not in time: a cache miss is one
- * instruction; bench:pipeline measures time).
+ * instruction; bench:pipeline measures time). A copy counts as the instructions
+ * that make it: V8's relaxed copy of shared memory about 6 per 8 bytes, and the C
+ * library's memcpy of a large copy (Buffer.fill's, from 16 KiB) a `rep movsb`,
+ * which callgrind counts once per byte moved: large copies read far dearer here
+ * than they are (bench:memcpy has their speed).
  *
  * Needs valgrind (Debian's `valgrind` package). Options: `npm run bench:instructions -- --help`.
  */
@@ -21,6 +25,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../src/util/size.js';
+import { FILL_COPY_MIN } from '../src/workers/shared-copy.js';
 import { mainThreadInstructions } from './callgrind.js';
 import { benchArgs, choiceFlag, choicesFlag, intFlag, usageError } from './cli.js';
 import { INSTRUCTIONS_ENV, type InstructionsSpec } from './instructions-case.js';
@@ -169,6 +174,11 @@ console.log(`${'mode'.padEnd(14)} ${'instr/IO'.padStart(10)} ${'÷ direct'.padSt
 for (const r of results) {
   console.log(
     `${r.mode.padEnd(14)} ${r.instructions_per_io.toLocaleString('en-US').padStart(10)} ${(r.over_direct === null ? '-' : r.over_direct.toFixed(3)).padStart(10)}`,
+  );
+}
+if (options.size >= FILL_COPY_MIN) {
+  console.log(
+    `(copies of ${FILL_COPY_MIN / 1024} KiB and more are memcpy's rep movsb, which callgrind counts once per byte: their instructions overstate them; bench:memcpy has their speed)`,
   );
 }
 if (options.json) console.log(JSON.stringify({ results }));
