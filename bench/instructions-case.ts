@@ -5,9 +5,8 @@
  * instructions are its work and not its waiting), runs `warmup` + `count` I/Os at
  * queue depth 32, closes, exits. The spec comes as JSON in SWIOTLB_INSTRUCTIONS_CASE.
  */
-import { Mediator } from '../src/mediator/mediator.js';
 import type { DeviceKind } from '../src/virtio/device-spec.js';
-import type { BenchMode } from './pipeline-case.js';
+import { type BenchMode, CAPACITY, caseMediator } from './pipeline-case.js';
 
 export interface InstructionsSpec {
   mode: BenchMode;
@@ -19,32 +18,18 @@ export interface InstructionsSpec {
 }
 
 export const INSTRUCTIONS_ENV = 'SWIOTLB_INSTRUCTIONS_CASE';
-const CAPACITY = 64 * 2 ** 20;
 const DEPTH = 32;
 
 export async function runInstructionsCase(spec: InstructionsSpec): Promise<void> {
   const { mode, device, size, op } = spec;
-  const warm = mode === 'bounce-tuned' || mode === 'shared';
-  const m = new Mediator({
-    mode: mode === 'bounce-tuned' ? 'bounce' : mode,
+  const m = caseMediator({
+    mode,
+    device,
+    size,
+    depth: DEPTH,
+    poolMiB: 64,
     copy: { workers: 0, pollMicros: 0 },
-    pools: [{ name: 'pool', size: 64 * 2 ** 20, placement: warm ? 'warm' : 'linux' }],
-    guests: [{ name: 'guest', size: 256 * 2 ** 20 }],
-    devices: [
-      {
-        id: 'dev',
-        kind: device,
-        guest: 'guest',
-        pool: 'pool',
-        capacity: CAPACITY,
-        depth: DEPTH,
-        queueSize: 256,
-        maxRequestBytes: Math.max(size, 64 * 1024),
-        fromDeviceBounce: mode === 'bounce-tuned' ? 'used-length' : 'linux',
-        spinMicros: 0,
-        pollMicros: 0,
-      },
-    ],
+    deviceTuning: { spinMicros: 0, pollMicros: 0 },
   });
   try {
     const dev = m.device('dev')!;

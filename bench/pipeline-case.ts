@@ -93,7 +93,8 @@ export interface CaseResult {
 export const CASE_ENV = 'SWIOTLB_PIPELINE_CASE';
 
 const PAGE = 4096;
-const CAPACITY = 64 * 2 ** 20;
+/** The device's capacity in every case. */
+export const CAPACITY = 64 * 2 ** 20;
 /** Latencies kept per case: enough for 0.6 s at 4M IOPS; allocated once per process. */
 let latencies: Float64Array | undefined;
 
@@ -110,17 +111,33 @@ function percentile(sorted: Float64Array, p: number): number {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Builds the case's Mediator, warms it up, measures one window, closes it. */
-export async function runCase(spec: CaseSpec): Promise<CaseResult> {
-  const { device, op, size, mode, poolMiB, depth } = spec;
-  const m = new Mediator({
+/** What a bench case's Mediator is built from. */
+export interface CaseMediator {
+  mode: BenchMode;
+  device: DeviceKind;
+  size: number;
+  depth: number;
+  poolMiB: number;
+  poolAreas?: number | undefined;
+  copy: CopyEngineOptions;
+  deviceTuning: { spinMicros?: number; pollMicros?: number };
+}
+
+/**
+ * The Mediator of one mode's case: one guest, one pool, one device of `CAPACITY`.
+ * bounce-tuned is bounce with warm placement and reads without the copy-in;
+ * shared runs on warm placement, as the service's shared mode does.
+ */
+export function caseMediator(c: CaseMediator): Mediator {
+  const { mode } = c;
+  return new Mediator({
     mode: mode === 'bounce-tuned' ? 'bounce' : mode,
-    copy: spec.copy,
+    copy: c.copy,
     pools: [
       {
         name: 'pool',
-        size: poolMiB * 2 ** 20,
-        ...(spec.poolAreas === undefined ? {} : { areas: spec.poolAreas }),
+        size: c.poolMiB * 2 ** 20,
+        ...(c.poolAreas === undefined ? {} : { areas: c.poolAreas }),
         // bounce-tuned, and shared as the service runs it: recently freed slots
         // first (src/swiotlb/warm.ts).
         placement: mode === 'bounce-tuned' || mode === 'shared' ? 'warm' : 'linux',
@@ -130,19 +147,25 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
     devices: [
       {
         id: 'dev',
-        kind: device,
+        kind: c.device,
         guest: 'guest',
         pool: 'pool',
         capacity: CAPACITY,
-        depth,
+        depth: c.depth,
         queueSize: 256,
-        maxRequestBytes: Math.max(size, 64 * 1024),
+        maxRequestBytes: Math.max(c.size, 64 * 1024),
         // bounce-tuned: reads without the copy-in.
         fromDeviceBounce: mode === 'bounce-tuned' ? 'used-length' : 'linux',
-        ...spec.deviceTuning,
+        ...c.deviceTuning,
       },
     ],
   });
+}
+
+/** Builds the case's Mediator, warms it up, measures one window, closes it. */
+export async function runCase(spec: CaseSpec): Promise<CaseResult> {
+  const { device, op, size, mode, poolMiB, depth } = spec;
+  const m = caseMediator(spec);
   try {
     const dev = m.device('dev')!;
     await dev.ready();
