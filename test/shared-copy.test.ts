@@ -53,6 +53,32 @@ describe('shared-copy', () => {
     );
   });
 
+  it('copies overlapping views of one buffer with set(), which is defined for them (memcpy is not)', () => {
+    const set = Uint8Array.prototype.set;
+    let sets = 0;
+    Uint8Array.prototype.set = function (this: Uint8Array, ...args: [ArrayLike<number>, number?]) {
+      sets++;
+      return set.apply(this, args);
+    };
+    try {
+      for (const [from, to] of [
+        [0, 100],
+        [100, 0],
+        [3, 1030],
+      ] as const) {
+        const a = bytes(true, 9);
+        const expected = Uint8Array.from(a);
+        expected.copyWithin(to, from, from + 2 * FILL_COPY_MIN);
+        copyView(a, to, a.subarray(from, from + 2 * FILL_COPY_MIN));
+        expect(Buffer.compare(Buffer.from(a), Buffer.from(expected))).toBe(0);
+      }
+    } finally {
+      Uint8Array.prototype.set = set;
+    }
+    // Every one of them long enough for memcpy, and every one copied by set().
+    expect(sets).toBe(3);
+  });
+
   it('takes the memcpy route from FILL_COPY_MIN bytes on (from MISALIGNED_FILL_MIN when misaligned), and set() below', () => {
     const dst = bytes(true, 3);
     const calls: number[] = [];

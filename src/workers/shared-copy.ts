@@ -13,8 +13,9 @@
  * {@link MISALIGNED_FILL_MIN} on when source and destination differ modulo 8
  * (`npm run bench:memcpy`; docs/performance.md).
  *
- * Source and destination never overlap here: guest memory and a pool are separate
- * buffers, and memcpy, unlike set(), is not defined for an overlap.
+ * memcpy, unlike set(), is not defined for overlapping ranges: two views of one
+ * buffer (a caller's payload cut from the memory it is copied into) take set().
+ * Guest memory and a pool are separate buffers, so the engine's copies never do.
  */
 
 /** Copies of this many bytes and more go through Buffer.prototype.fill's memcpy. */
@@ -33,8 +34,9 @@ const fill = Buffer.prototype.fill as (
 export function copyView(dst: Uint8Array, to: number, src: Uint8Array): void {
   const length = src.length;
   if (
-    length >= FILL_COPY_MIN ||
-    (length >= MISALIGNED_FILL_MIN && ((src.byteOffset - dst.byteOffset - to) & 7) !== 0)
+    (length >= FILL_COPY_MIN ||
+      (length >= MISALIGNED_FILL_MIN && ((src.byteOffset - dst.byteOffset - to) & 7) !== 0)) &&
+    src.buffer !== dst.buffer
   ) {
     fill.call(dst, src, to, to + length);
   } else {
