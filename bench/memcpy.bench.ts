@@ -84,10 +84,12 @@ const options = benchArgs(
         throw usageError(`--sizes: ${size} must be from 8 bytes to 512 KiB`);
       }
     }
+    const rounds = intFlag('rounds', v.rounds);
+    if (rounds < 1) throw usageError(`--rounds: "${v.rounds}" must be at least 1`);
     return {
       sizes,
       windowMs: positiveFlag('duration', v.duration) * 1000,
-      rounds: intFlag('rounds', v.rounds),
+      rounds,
       coldBytes: coldMiB * MiB,
       json: v.json,
     };
