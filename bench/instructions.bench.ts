@@ -1,8 +1,9 @@
 /**
  * Instructions per request of the main thread, mode by mode, counted by callgrind:
  * what each mode asks of the thread that issues, maps, copies and completes every
- * request, in a figure that holds still on a loaded or a slow machine, where IOPS
- * swing by half between runs (docs/performance.md, "How to read the figures").
+ * request, in a figure that moves by a few percent between runs (a compilation
+ * or a collection in the counted window) on a loaded or a slow machine, where
+ * IOPS swing by half between runs (docs/performance.md, "How to read the figures").
  *
  * Each mode's case (bench/instructions-case.ts: nothing polls, so the count is work,
  * not waiting) runs twice under `valgrind --tool=callgrind --separate-threads=yes`,
@@ -39,9 +40,9 @@ Instructions per request of the main thread in each mode, counted by callgrind
   --device D       null or ram-blk (default null)
   --size N         request size (default 4k)
   --op OP          read or write (default write)
-  --warmup N       requests before the count, each run (default 20000)
+  --warmup N       requests before the count, each run (default 30000)
   --count N        requests counted in the first run; the second counts twice as
-                   many (default 10000)
+                   many (default 20000)
   --json           print {"results":[...]} as the last line
   -h, --help       this help`;
 
@@ -63,8 +64,8 @@ const options = benchArgs(
       device: { type: 'string', default: 'null' },
       size: { type: 'string', default: '4k' },
       op: { type: 'string', default: 'write' },
-      warmup: { type: 'string', default: '20000' },
-      count: { type: 'string', default: '10000' },
+      warmup: { type: 'string', default: '30000' },
+      count: { type: 'string', default: '20000' },
       json: { type: 'boolean', default: false },
     },
   },

@@ -93,10 +93,22 @@ describe('shared-copy', () => {
       copyView(dst, 0, bytes(false, 1).subarray(1, MISALIGNED_FILL_MIN + 1)); // misaligned: fill
       copyView(dst, 0, bytes(false, 1).subarray(1, MISALIGNED_FILL_MIN)); // misaligned, short: set
       copyView(dst, 8, bytes(false, 1).subarray(0, MISALIGNED_FILL_MIN)); // aligned: set
+      // The engine's route, chosen from the offsets (dst views its whole buffer).
+      const src = bytes(true, 5).buffer;
+      copyShared(dst, 0, src, 0, FILL_COPY_MIN); // long: fill
+      copyShared(dst, 0, src, 3, MISALIGNED_FILL_MIN); // misaligned: fill
+      copyShared(dst, 8, src, 16, FILL_COPY_MIN - 8); // aligned, shorter: set
+      copyShared(dst, 16, dst.buffer, 0, FILL_COPY_MIN); // one buffer: set
     } finally {
       Uint8Array.prototype.set = set;
     }
-    // Only the shorter copies went through set(); the others were Buffer.fill's memcpy.
-    expect(calls).toEqual([FILL_COPY_MIN - 1, MISALIGNED_FILL_MIN - 1, MISALIGNED_FILL_MIN]);
+    // Only these went through set(); the others were Buffer.fill's memcpy.
+    expect(calls).toEqual([
+      FILL_COPY_MIN - 1,
+      MISALIGNED_FILL_MIN - 1,
+      MISALIGNED_FILL_MIN,
+      FILL_COPY_MIN - 8,
+      FILL_COPY_MIN,
+    ]);
   });
 });

@@ -46,8 +46,11 @@ export function copyView(dst: Uint8Array, to: number, src: Uint8Array): void {
 
 /**
  * Copies `length` bytes of the buffer `src` from `from` into `dst` at `to`
- * (ranges checked by the caller): {@link copyView} for a caller that holds the
- * source's buffer, whose view it makes without reading a view's getters.
+ * (ranges checked by the caller), where `dst` views its whole buffer: the
+ * {@link copyView} of the copy engine, which holds each region's buffer. The
+ * route is chosen from the offsets alone, with no view's getter read on the way
+ * (`byteOffset` and `buffer` are calls on shared memory that a 4 KiB copy pays
+ * for in full); `dst.buffer` only when memcpy is in question.
  */
 export function copyShared(
   dst: Uint8Array,
@@ -56,5 +59,13 @@ export function copyShared(
   from: number,
   length: number,
 ): void {
-  copyView(dst, to, new Uint8Array(src, from, length));
+  const view = new Uint8Array(src, from, length);
+  if (
+    (length >= FILL_COPY_MIN || (length >= MISALIGNED_FILL_MIN && ((from - to) & 7) !== 0)) &&
+    src !== dst.buffer
+  ) {
+    fill.call(dst, view, to, to + length);
+  } else {
+    dst.set(view, to);
+  }
 }
