@@ -49,8 +49,8 @@ export function copyView(dst: Uint8Array, to: number, src: Uint8Array): void {
  * (ranges checked by the caller), where `dst` views its whole buffer: the
  * {@link copyView} of the copy engine, which holds each region's buffer. The
  * route is chosen from the offsets alone, with no view's getter read on the way
- * (`byteOffset` and `buffer` are calls on shared memory that a 4 KiB copy pays
- * for in full); `dst.buffer` only when memcpy is in question.
+ * (on shared memory `byteOffset` and `buffer` are calls, not loads);
+ * `dst.buffer` only when memcpy is in question.
  */
 export function copyShared(
   dst: Uint8Array,
