@@ -11,7 +11,7 @@ import {
   isValidMappingDirection,
   PAGE_SIZE,
 } from './constants.js';
-import { maxMappingSize } from './dma-rules.js';
+import { MAX_SEGMENT_BYTES, maxMappingSize } from './dma-rules.js';
 import { type Geometry, pageAlign } from './geometry.js';
 import { K6_1, K6_10, type KernelCode, type KernelVersion, kernelCode } from './kernel.js';
 import {
@@ -73,9 +73,6 @@ import {
   notMapped,
 } from './validate.js';
 import { PLACEMENT_WARM, type Placement, placementCode, warmFind, warmPush } from './warm.js';
-
-/** swiotlb_max_mapping_size() with no min_align_mask: one segment. */
-const MAX_SEGMENT_BYTES = IO_TLB_SIZE * IO_TLB_SEGSIZE;
 
 /**
  * A swiotlb pool (struct io_tlb_pool) in shared memory, following one kernel
@@ -249,8 +246,7 @@ export class SwiotlbAllocator {
     const maxSize = minAlignMask === 0 ? MAX_SEGMENT_BYTES : this.maxMappingSize(minAlignMask);
     if (p.nslots > IO_TLB_SEGSIZE || size > maxSize) {
       this.countFailure('too_large');
-      const limit = this.maxMappingSize(minAlignMask);
-      throw tooLargeError(size, limit, size > limit ? undefined : p.searchSize);
+      throw tooLargeError(size, maxSize, size > maxSize ? undefined : p.searchSize);
     }
     const warm = this.warm && opts.kernelSearch !== true;
     let a = startArea;

@@ -39,6 +39,9 @@ export function syncForCpuCopies(dir: DmaDirection): boolean {
   return dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL;
 }
 
+/** {@link maxMappingSize} with no min_align_mask: one segment, 256 KiB. */
+export const MAX_SEGMENT_BYTES = IO_TLB_SIZE * IO_TLB_SEGSIZE;
+
 /**
  * The largest mapping a device with `minAlignMask` can get, as
  * swiotlb_max_mapping_size() (kernel/dma/swiotlb.c, 6.1.192 and 6.12.117) gives it: one
@@ -48,5 +51,5 @@ export function syncForCpuCopies(dir: DmaDirection): boolean {
  */
 export function maxMappingSize(minAlignMask = 0): number {
   const minAlign = minAlignMask ? Math.ceil(minAlignMask / IO_TLB_SIZE) * IO_TLB_SIZE : 0;
-  return IO_TLB_SIZE * IO_TLB_SEGSIZE - minAlign;
+  return MAX_SEGMENT_BYTES - minAlign;
 }

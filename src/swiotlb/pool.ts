@@ -4,7 +4,7 @@ import { DmaDirection as Dir, DmaAttr, type DmaDirection } from './constants.js'
 import { MAP_COPY, syncForCpuCopies, syncForDeviceCopies, unmapCopies } from './dma-rules.js';
 import { computeGeometry } from './geometry.js';
 import { DEFAULT_KERNEL, isKernelVersion } from './kernel.js';
-import { G_EXCLUSIVE, metadataBytes, metadataViews } from './layout.js';
+import { metadataBytes, metadataViews } from './layout.js';
 import type { AttachOptions, MapOptions, PoolOptions, SgEntry, SharedPool } from './pool-types.js';
 import { invalidArg } from './validate.js';
 import { DEFAULT_PLACEMENT, isPlacement } from './warm.js';
@@ -69,13 +69,14 @@ export class SwiotlbPool extends SwiotlbAllocator {
    * @throws SWIOTLB_INVALID_ARGUMENT when the pool was created exclusive
    */
   static attach(shared: SharedPool, opts: AttachOptions = {}): SwiotlbPool {
-    if (isExclusive(shared)) {
+    const pool = new SwiotlbPool(shared, opts.bouncer ?? NO_COPY, opts.area);
+    if (pool.exclusive) {
       throw invalidArg(
         'this pool was created with exclusive: true, so only the handle that created it may map and unmap; create it with exclusive: false to share it between threads',
         { exclusive: true },
       );
     }
-    return new SwiotlbPool(shared, opts.bouncer ?? NO_COPY, opts.area);
+    return pool;
   }
 
   /**
@@ -159,10 +160,4 @@ export class SwiotlbPool extends SwiotlbAllocator {
       this.unmap(tlbAddrs[i]!, lengths[i]!, dir, attrs, owner);
     }
   }
-}
-
-/** Whether the pool behind `shared` was created exclusive (layout.ts, G_EXCLUSIVE). */
-function isExclusive(shared: SharedPool): boolean {
-  const m = metadataViews(shared.meta, shared.geometry);
-  return m.control[m.globalBase + G_EXCLUSIVE] === 1;
 }

@@ -30,14 +30,15 @@ const fill = Buffer.prototype.fill as (
   end: number,
 ) => Uint8Array;
 
+/** Whether memcpy pays for `length` bytes whose source lies `skew` bytes off the destination. */
+function memcpyPays(length: number, skew: number): boolean {
+  return length >= FILL_COPY_MIN || (length >= MISALIGNED_FILL_MIN && (skew & 7) !== 0);
+}
+
 /** Copies all of `src` into `dst` at `to` (ranges checked by the caller). */
 export function copyView(dst: Uint8Array, to: number, src: Uint8Array): void {
   const length = src.length;
-  if (
-    (length >= FILL_COPY_MIN ||
-      (length >= MISALIGNED_FILL_MIN && ((src.byteOffset - dst.byteOffset - to) & 7) !== 0)) &&
-    src.buffer !== dst.buffer
-  ) {
+  if (memcpyPays(length, src.byteOffset - dst.byteOffset - to) && src.buffer !== dst.buffer) {
     fill.call(dst, src, to, to + length);
   } else {
     dst.set(src, to);
@@ -60,10 +61,7 @@ export function copyShared(
   length: number,
 ): void {
   const view = new Uint8Array(src, from, length);
-  if (
-    (length >= FILL_COPY_MIN || (length >= MISALIGNED_FILL_MIN && ((from - to) & 7) !== 0)) &&
-    src !== dst.buffer
-  ) {
+  if (memcpyPays(length, from - to) && src !== dst.buffer) {
     fill.call(dst, view, to, to + length);
   } else {
     dst.set(view, to);
