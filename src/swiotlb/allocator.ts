@@ -123,6 +123,12 @@ export class SwiotlbAllocator {
   private readonly k: KernelCode;
   /** Scratch for one request: a map allocates nothing (a handle is used by one thread). */
   private readonly plan = new MapPlan();
+  /**
+   * Scratch for one unmap or sync: what {@link headOfAddress} read of the mapping
+   * it found (its first address, and its mapSize, read once), so that the caller
+   * reads neither again.
+   */
+  private readonly found = { headTlb: 0, mapSize: 0 };
   /** The pool's placement is `warm` (G_PLACEMENT, set when the pool was created). */
   private readonly warm: boolean;
   /** The pool is exclusive (G_EXCLUSIVE): this handle is its only mapper. */
@@ -360,14 +366,14 @@ export class SwiotlbAllocator {
    */
   free(tlbAddr: number, size: number, owner = 0): void {
     const head = this.headOfAddress(tlbAddr, owner);
-    if (this.headTlbAddr(head) !== tlbAddr) {
+    const { headTlb, mapSize: allocated } = this.found;
+    if (headTlb !== tlbAddr) {
       throw notMapped(tlbAddr, 'is inside an allocation, not its start');
     }
     if (this.m.slotU8[mapDirAt(head)] !== Dir.NONE) {
       throw notMapped(tlbAddr, 'is a streaming mapping: unmap it, do not free it');
     }
     checkSize(size);
-    const allocated = this.mapSizeOf(head);
     if (pageAlign(size) !== allocated) {
       throw invalidArg(
         `free of ${size} bytes, but the allocation at 0x${tlbAddr.toString(16)} has ${allocated}`,
@@ -394,12 +400,12 @@ export class SwiotlbAllocator {
    */
   resolve(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): number {
     const head = this.headOfAddress(tlbAddr, owner);
-    const headTlb = this.headTlbAddr(head);
-    // Read once: a concurrent unmap of the same mapping (a caller bug) must read as
-    // "not mapped", never as a size of 0 or an original address of -1.
-    const mapSize = this.mapSizeOf(head);
+    const { headTlb, mapSize } = this.found;
+    // Read once, after the mapSize that headOfAddress read: a concurrent unmap of
+    // the same mapping (a caller bug) must read as "not mapped", never as an
+    // original address of -1.
     const origAddr = this.m.slotF64[origAddrAt(head)]!;
-    if (mapSize <= 0 || origAddr < 0) {
+    if (origAddr < 0) {
       throw this.m.slotU8[mapDirAt(head)] === Dir.NONE
         ? notMapped(tlbAddr, 'is a coherent allocation: it is never synced')
         : notMapped(tlbAddr, 'was unmapped concurrently');
@@ -481,11 +487,11 @@ export class SwiotlbAllocator {
    */
   beginUnmap(tlbAddr: number, size: number, dir: DmaDirection, owner = 0): number {
     const head = this.headOfAddress(tlbAddr, owner);
-    if (this.headTlbAddr(head) !== tlbAddr) {
+    const found = this.found;
+    if (found.headTlb !== tlbAddr) {
       throw notMapped(tlbAddr, 'is inside a mapping, not its start');
     }
-    const mapSize = this.mapSizeOf(head);
-    if (mapSize <= 0) throw notMapped(tlbAddr, 'was unmapped concurrently');
+    const mapSize = found.mapSize;
     checkSize(size);
     if (size > mapSize) throw overflowError(tlbAddr, size, mapSize);
     this.checkDirection(dir, head);
@@ -700,20 +706,27 @@ export class SwiotlbAllocator {
     return kernelDefectError(code, this.kernel, area, p, this.geometry.nslabs);
   }
 
-  /** The head slot of the live mapping of `owner` that contains `addr`, or SWIOTLB_NOT_MAPPED. */
+  /**
+   * The head slot of the live mapping of `owner` that contains `addr`, or
+   * SWIOTLB_NOT_MAPPED. Leaves the mapping's first address and its mapSize, read
+   * once, in {@link found}.
+   */
   private headOfAddress(addr: number, owner: number): number {
     if (!Number.isSafeInteger(addr) || !this.contains(addr)) {
       throw notMapped(addr, 'is outside the pool');
     }
-    const slot = Math.floor((addr - this.geometry.base) / IO_TLB_SIZE);
-    const head = this.m.slotHead[slot]!;
-    if (head < 0 || head >= this.geometry.nslabs || this.mapSizeOf(head) <= 0) {
-      throw notMapped(addr, 'is not mapped');
-    }
+    const m = this.m;
+    const head = m.slotHead[Math.floor((addr - this.geometry.base) / IO_TLB_SIZE)]!;
+    if (head < 0 || head >= this.geometry.nslabs) throw notMapped(addr, 'is not mapped');
+    const mapSize = this.mapSizeOf(head);
+    if (mapSize <= 0) throw notMapped(addr, 'is not mapped');
     const headTlb = this.headTlbAddr(head);
     if (addr < headTlb) throw notMapped(addr, 'is in the padding before a mapping');
-    if (this.m.slotI32[mapOwnerAt(head)] !== owner)
+    if (m.slotI32[mapOwnerAt(head)] !== owner) {
       throw notMapped(addr, `is not mapped by owner ${owner}`);
+    }
+    this.found.headTlb = headTlb;
+    this.found.mapSize = mapSize;
     return head;
   }
 
@@ -723,6 +736,9 @@ export class SwiotlbAllocator {
 
   private checkDirection(dir: DmaDirection, head: number): void {
     const mapped = this.m.slotU8[mapDirAt(head)]!;
+    // The usual case, answered without a call: the mapping's own direction (a
+    // valid one, since a coherent allocation's NONE is none).
+    if (dir === mapped && mapped !== Dir.NONE) return;
     if (mapped !== Dir.BIDIRECTIONAL && dir !== mapped) throw this.directionError(dir, head);
     if (!isValidMappingDirection(dir)) throw invalidDirection(dir);
   }
