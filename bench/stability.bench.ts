@@ -16,6 +16,8 @@
  *   pages never written (the kernel's one zero page, always cached) against
  *   written ones. The latter is what direct-mode reads of a disk nobody wrote
  *   measured before bench:pipeline pre-touched its disks.
+ * - `pages`: 4 KiB pages against 2 MiB ones behind a 32 MiB area that copies
+ *   walk as next-fit does (bench/stability-pages.ts).
  * - `isolation`: one bench:pipeline case (ram-blk 64 KiB writes, bounce and
  *   direct, 64 MiB pool) measured N times in one process after other cases, and N
  *   times each in a fresh process with pre-touched memory (the default now): the
@@ -28,20 +30,27 @@
  *   alternate: `reuse`, the buffer the main thread copied out last is written
  *   next (warm placement), and `walk`, buffers taken round a 32 MiB area
  *   (next-fit). Windows are classed near or far by their probes.
+ * - `pairs`: bounce-tuned and direct in two live processes taking turns, one
+ *   short window each per round: does a ratio of adjacent windows hold still
+ *   where separate runs do not (bench/stability-pairs.ts)?
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
 import { benchArgs, choiceFlag, intFlag, positiveFlag } from './cli.js';
-import { median } from './median.js';
+import { type Figure, figure } from './stability-figure.js';
+import { pagesExperiment } from './stability-pages.js';
+import { pairsExperiment } from './stability-pairs.js';
 
 const USAGE = `Usage: npm run bench:stability -- [options]
 What decides the swings between runs of one bench:pipeline case (needs a quiet machine).
 
-  --experiment E      alias, backing, isolation, topology or all (default all)
+  --experiment E      alias, backing, pages, isolation, topology, pairs or all
+                      (default all)
   --rounds N          alternated rounds per figure; medians and ranges (default 7)
-  --seconds S         seconds per measurement window (alias, backing; default 0.3)
+  --seconds S         seconds per measurement window (alias, backing, pages,
+                      topology, pairs; default 0.3)
   --repeat N          isolation: measurements of the case each way (default 5)
   --json              print {"experiments":{...}} as the last line
   -h, --help          this help`;
@@ -62,8 +71,10 @@ const options = benchArgs(
     experiment: choiceFlag('experiment', v.experiment, [
       'alias',
       'backing',
+      'pages',
       'isolation',
       'topology',
+      'pairs',
       'all',
     ] as const),
     rounds: intFlag('rounds', v.rounds, 1),
@@ -76,20 +87,6 @@ const options = benchArgs(
 const log = (line: string) => {
   if (!options.json) console.log(line);
 };
-
-interface Figure {
-  name: string;
-  median: number;
-  min: number;
-  max: number;
-}
-
-const figure = (name: string, values: number[]): Figure => ({
-  name,
-  median: +median(values).toFixed(3),
-  min: +Math.min(...values).toFixed(3),
-  max: +Math.max(...values).toFixed(3),
-});
 
 const show = (unit: string, f: Figure) =>
   log(`  ${f.name.padEnd(44)} ${String(f.median).padStart(9)} ${unit}  (${f.min}-${f.max})`);
@@ -393,6 +390,10 @@ const experiments: Record<string, Figure[]> = {};
 const want = (e: string) => options.experiment === 'all' || options.experiment === e;
 if (want('alias')) experiments.alias = alias();
 if (want('backing')) experiments.backing = backing();
+if (want('pages')) experiments.pages = pagesExperiment(options.rounds, options.windowMs, log, show);
 if (want('isolation')) experiments.isolation = isolation();
 if (want('topology')) experiments.topology = await topologyExperiment();
+if (want('pairs')) {
+  experiments.pairs = await pairsExperiment(options.rounds, options.windowMs, log, show);
+}
 if (options.json) console.log(JSON.stringify({ experiments }));
