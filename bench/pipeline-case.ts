@@ -15,13 +15,24 @@
  *   page (direct-mode reads looked 2-3x faster than real memory allows), and the
  *   first write to each page takes a fault. `--cold` skips this, to measure it;
  * - the heap collected (when the process runs with --expose-gc, as the fork does)
- *   after the warm-up, before the window.
+ *   after the warm-up, before the first window.
+ *
+ * And it is measured in the state of the machine it names: in short windows
+ * (`windowMs`, each after a ramp with its requests flowing), with the
+ * core-to-core round trip probed between each two while no I/O runs. The host
+ * moves the two vCPUs between a near and a far state within seconds
+ * (docs/performance.md, "What made one case swing"), and the far state costs the
+ * bounce modes far more than direct mode, so a case counts only its near windows
+ * when asked (`nearOnly`, bench:pipeline `--topology near`), measuring up to
+ * WINDOW_BUDGET times the windows it needs; with no near window, all count and
+ * the result says so (`far_runs`).
  */
 import { Mediator } from '../src/mediator/mediator.js';
 import type { Placement } from '../src/swiotlb/warm.js';
 import type { DeviceKind } from '../src/virtio/device-spec.js';
 import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
-import { closeProbe, coreToCoreNs } from './c2c-probe.js';
+import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
+import { median } from './median.js';
 import { threadTime } from './thread-cpu.js';
 
 /** The modes bench:pipeline compares, by the names its JSON carries. */
@@ -43,8 +54,15 @@ export interface CaseSpec {
   deviceTuning: { spinMicros?: number; pollMicros?: number };
   /** Skip pre-touching memory (measure first-touch and zero-page effects). */
   cold: boolean;
-  /** The parent's core-to-core probe just before the case (0: not probed). */
-  c2cBeforeNs?: number;
+  /** Length of each measured window; the case measures windows until `durationMs` of them count. */
+  windowMs: number;
+  /**
+   * Count only windows whose cores were near, by the probes around each (`--topology
+   * near`); false counts every window. When no window was near, every one counts.
+   */
+  nearOnly: boolean;
+  /** The lowest core-to-core round trip the parent has seen (0: none yet). */
+  floorNs?: number;
 }
 
 export interface CaseResult {
@@ -76,12 +94,17 @@ export interface CaseResult {
   main_cpu_us_per_io: number | null;
   main_busy: number | null;
   /**
-   * Core-to-core round trip (bench/c2c-probe.ts), nanoseconds, probed just before
-   * the case started (by the parent) and right after its window (by the case).
+   * Core-to-core round trip (bench/c2c-probe.ts), nanoseconds, probed between the
+   * case's windows (with no I/O running): the medians of the probes just before
+   * and just after the windows that count, and the lowest probe of the case.
    */
   c2c_before_ns: number;
   c2c_after_ns: number;
-  /** Runs behind this result with a far probe before or after (bench:pipeline sets it). */
+  c2c_floor_ns: number;
+  /** Windows that count in this result, and windows measured with the cores far. */
+  windows: number;
+  far_windows: number;
+  /** Runs behind this result that count a window with the cores far. */
   far_runs: number;
   /** Measurements behind this result (--repeat): the figures are their medians. */
   runs: number;
@@ -95,11 +118,11 @@ export const CASE_ENV = 'SWIOTLB_PIPELINE_CASE';
 const PAGE = 4096;
 /** The device's capacity in every case. */
 export const CAPACITY = 64 * 2 ** 20;
-/** Latencies kept per case: enough for 0.6 s at 4M IOPS; allocated once per process. */
+/** Latencies kept per case (the rest are counted, not kept): 2.4 s of windows at 1.6M IOPS; allocated once per process. */
 let latencies: Float64Array | undefined;
 
 /** Writes every page of `buffer`'s first `bytes` once (an atomic add of 0: no value changes, no race). */
-function pretouch(buffer: SharedArrayBuffer, bytes = buffer.byteLength): void {
+export function pretouch(buffer: SharedArrayBuffer, bytes = buffer.byteLength): void {
   const words = new Int32Array(buffer, 0, bytes >> 2);
   for (let i = 0; i < words.length; i += PAGE / 4) Atomics.add(words, i, 0);
 }
@@ -162,9 +185,31 @@ export function caseMediator(c: CaseMediator): Mediator {
   });
 }
 
-/** Builds the case's Mediator, warms it up, measures one window, closes it. */
+/** What one window measured: deltas over it, and the probes around it. */
+export interface Window {
+  done: number;
+  elapsed: number;
+  copySeconds: number;
+  copiedBytes: number;
+  inlineBytes: number;
+  mainNs: number | null;
+  /** Where its latencies lie in the latency array: [latFrom, latTo). */
+  latFrom: number;
+  latTo: number;
+  before: number;
+  after: number;
+}
+
+/** Requests flow this long after a window's start before it counts (device thread awake, queues full). */
+const RAMP_MS = 100;
+/** Windows a case may measure: this many times those it needs (the rest for far ones). */
+const WINDOW_BUDGET = 4;
+
+/**
+ * Builds the case's Mediator, warms it up, measures windows with a
+ * core-to-core probe between each two (no I/O runs during a probe), closes it.
+ */
 export async function runCase(spec: CaseSpec): Promise<CaseResult> {
-  const { device, op, size, mode, poolMiB, depth } = spec;
   const m = caseMediator(spec);
   try {
     const dev = m.device('dev')!;
@@ -178,79 +223,185 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
       const backing = dev.workerData(0).backing;
       if (backing) pretouch(backing);
     }
-    const sectors = (CAPACITY - size) / 512;
     latencies ??= new Float64Array(4_000_000);
-    const lat = latencies;
-    let count = 0;
-    let recording = false;
-    let stop = false;
-    const loop = async (seed: number) => {
-      let lba = (seed * 7919) % sectors;
-      while (!stop) {
-        lba = (lba + 4099 * (size / 512)) % sectors;
-        const t0 = performance.now();
-        if (op === 'write') await dev.write(lba, size);
-        else await dev.read(lba, size, false);
-        if (recording && count < lat.length) lat[count++] = performance.now() - t0;
-      }
-    };
-    const loops = Array.from({ length: depth }, (_, i) => loop(i));
+    const io = new CaseIo(dev, spec, latencies);
+    io.start();
     await sleep(spec.warmupMs);
+    await io.stop();
     // The same heap state for every case: collect what the warm-up left.
     (globalThis as { gc?: () => void }).gc?.();
-    await sleep(20);
-    recording = true;
-    const copies0 = m.engine.stats().byWriter;
-    const main0 = threadTime();
-    const t0 = performance.now();
-    await sleep(spec.durationMs);
-    const done = count;
-    const elapsed = (performance.now() - t0) / 1000;
-    const main1 = threadTime();
-    const copies1 = m.engine.stats().byWriter;
-    recording = false;
-    let copySeconds = 0;
-    let copiedBytes = 0;
-    for (const [i, w] of copies1.entries()) {
-      copySeconds += w.seconds - copies0[i]!.seconds;
-      copiedBytes += w.bytes - copies0[i]!.bytes;
+    const windowMs = Math.min(spec.windowMs, spec.durationMs);
+    const needed = Math.ceil(spec.durationMs / windowMs);
+    const windows: Window[] = [];
+    let floor = spec.floorNs || Number.POSITIVE_INFINITY;
+    let probe = await coreToCoreNs();
+    const counted = () => countedWindows(windows, spec.nearOnly, Math.min(floor, probe)).kept.length;
+    while (windows.length < needed * WINDOW_BUDGET && counted() < needed) {
+      const w = await measureWindow(m, io, windowMs, probe);
+      windows.push(w);
+      probe = w.after;
+      floor = Math.min(floor, w.before, w.after);
     }
-    const inlineBytes = copies1[0]!.bytes - copies0[0]!.bytes;
-    stop = true;
-    await Promise.all(loops);
-    // The topology the window ran on, probed at once (no I/O runs now; the device
-    // thread sleeps after its spin).
-    const c2cAfter = await coreToCoreNs();
     await closeProbe();
-    const sorted = lat.slice(0, done).sort();
-    const iops = Math.round(done / elapsed);
-    return {
-      device,
-      op,
-      size,
-      mode,
-      pool_mib: mode === 'direct' ? 0 : poolMiB,
-      pool_areas: mode === 'direct' ? 0 : pool.geometry.nareas,
-      placement: mode === 'direct' ? null : pool.placement,
-      iops,
-      gbps: (done * size) / elapsed / 1e9,
-      p50_us: percentile(sorted, 50) * 1000,
-      p99_us: percentile(sorted, 99) * 1000,
-      copy_us_per_io: done > 0 ? (copySeconds / done) * 1e6 : 0,
-      inline_copy_share: copiedBytes > 0 ? inlineBytes / copiedBytes : 0,
-      main_cpu_us_per_io:
-        main0 && main1 && done > 0 ? (main1.runNs - main0.runNs) / 1000 / done : null,
-      main_busy: main0 && main1 ? (main1.runNs - main0.runNs) / 1e9 / elapsed : null,
-      c2c_before_ns: spec.c2cBeforeNs ?? 0,
-      c2c_after_ns: c2cAfter,
-      far_runs: 0,
-      runs: 1,
-      iops_min: iops,
-      iops_max: iops,
-    };
+    return summarize(spec, pool, countedWindows(windows, spec.nearOnly, floor), floor);
   } finally {
     await m.close();
   }
+}
+
+/**
+ * The closed loop of a case: `depth` requests in flight. While `recording`, each
+ * completion counts, and its latency is kept while the array has room.
+ */
+class CaseIo {
+  /** Completions while recording. */
+  done = 0;
+  /** Latencies kept in the array: its first `kept` entries. */
+  kept = 0;
+  recording = false;
+  private stopping = false;
+  private loops: Promise<void>[] = [];
+  private seed = 0;
+
+  constructor(
+    private readonly dev: ReturnType<Mediator['device']> & object,
+    private readonly spec: CaseSpec,
+    private readonly lat: Float64Array,
+  ) {}
+
+  start(): void {
+    this.stopping = false;
+    const { op, size, depth } = this.spec;
+    const sectors = (CAPACITY - size) / 512;
+    const loop = async (seed: number) => {
+      let lba = (seed * 7919) % sectors;
+      while (!this.stopping) {
+        lba = (lba + 4099 * (size / 512)) % sectors;
+        const t0 = performance.now();
+        if (op === 'write') await this.dev.write(lba, size);
+        else await this.dev.read(lba, size, false);
+        if (this.recording) {
+          this.done++;
+          if (this.kept < this.lat.length) this.lat[this.kept++] = performance.now() - t0;
+        }
+      }
+    };
+    this.loops = Array.from({ length: depth }, () => loop(this.seed++));
+  }
+
+  /** Stops issuing and waits for the requests in flight. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(this.loops);
+  }
+}
+
+/** One window: requests flow, ramp up, count for `ms`, stop; then the probe after it. */
+async function measureWindow(m: Mediator, io: CaseIo, ms: number, before: number): Promise<Window> {
+  io.start();
+  await sleep(RAMP_MS);
+  const latFrom = io.kept;
+  const done0 = io.done;
+  io.recording = true;
+  const copies0 = m.engine.stats().byWriter;
+  const main0 = threadTime();
+  const t0 = performance.now();
+  await sleep(ms);
+  const latTo = io.kept;
+  const done = io.done - done0;
+  const elapsed = (performance.now() - t0) / 1000;
+  const main1 = threadTime();
+  const copies1 = m.engine.stats().byWriter;
+  io.recording = false;
+  await io.stop();
+  let copySeconds = 0;
+  let copiedBytes = 0;
+  for (const [i, w] of copies1.entries()) {
+    copySeconds += w.seconds - copies0[i]!.seconds;
+    copiedBytes += w.bytes - copies0[i]!.bytes;
+  }
+  // The topology the window ran on, probed at once (no I/O runs now; the device
+  // thread sleeps after its spin).
+  const after = await coreToCoreNs();
+  return {
+    done,
+    elapsed,
+    copySeconds,
+    copiedBytes,
+    inlineBytes: copies1[0]!.bytes - copies0[0]!.bytes,
+    mainNs: main0 && main1 ? main1.runNs - main0.runNs : null,
+    latFrom,
+    latTo,
+    before,
+    after,
+  };
+}
+
+/**
+ * The windows that count: under `nearOnly` the near ones (both probes within
+ * isFar()'s factor of `floor`), unless none was; else all. Also how many were
+ * far, and whether a far one counts.
+ */
+export function countedWindows<W extends Pick<Window, 'before' | 'after'>>(
+  windows: readonly W[],
+  nearOnly: boolean,
+  floor: number,
+): { kept: readonly W[]; farWindows: number; farKept: boolean } {
+  const far = (w: W) => isFar(Math.max(w.before, w.after), floor);
+  const near = windows.filter((w) => !far(w));
+  const kept = nearOnly && near.length > 0 ? near : windows;
+  return { kept, farWindows: windows.length - near.length, farKept: kept.some(far) };
+}
+
+/** The case's result over the windows that count. */
+function summarize(
+  spec: CaseSpec,
+  pool: { geometry: { nareas: number }; placement: Placement },
+  picked: { kept: readonly Window[]; farWindows: number; farKept: boolean },
+  floor: number,
+): CaseResult {
+  const { device, op, size, mode, poolMiB } = spec;
+  const kept = picked.kept;
+  const sum = (f: (w: Window) => number) => kept.reduce((n, w) => n + f(w), 0);
+  const done = sum((w) => w.done);
+  const elapsed = sum((w) => w.elapsed);
+  const copiedBytes = sum((w) => w.copiedBytes);
+  const mainNs = kept.every((w) => w.mainNs !== null) ? sum((w) => w.mainNs!) : null;
+  const lat = latencies!;
+  const sorted = new Float64Array(kept.reduce((n, w) => n + w.latTo - w.latFrom, 0));
+  let at = 0;
+  for (const w of kept) {
+    sorted.set(lat.subarray(w.latFrom, w.latTo), at);
+    at += w.latTo - w.latFrom;
+  }
+  sorted.sort();
+  const iops = Math.round(done / elapsed);
+  return {
+    device,
+    op,
+    size,
+    mode,
+    pool_mib: mode === 'direct' ? 0 : poolMiB,
+    pool_areas: mode === 'direct' ? 0 : pool.geometry.nareas,
+    placement: mode === 'direct' ? null : pool.placement,
+    iops,
+    gbps: (done * size) / elapsed / 1e9,
+    p50_us: percentile(sorted, 50) * 1000,
+    p99_us: percentile(sorted, 99) * 1000,
+    copy_us_per_io: done > 0 ? (sum((w) => w.copySeconds) / done) * 1e6 : 0,
+    inline_copy_share: copiedBytes > 0 ? sum((w) => w.inlineBytes) / copiedBytes : 0,
+    main_cpu_us_per_io: mainNs !== null && done > 0 ? mainNs / 1000 / done : null,
+    main_busy: mainNs !== null ? mainNs / 1e9 / elapsed : null,
+    c2c_before_ns: Math.round(median(kept.map((w) => w.before))),
+    c2c_after_ns: Math.round(median(kept.map((w) => w.after))),
+    c2c_floor_ns: floor,
+    windows: kept.length,
+    far_windows: picked.farWindows,
+    far_runs: picked.farKept ? 1 : 0,
+    runs: 1,
+    iops_min: iops,
+    iops_max: iops,
+  };
 }
 
 // A forked case: run it, send the result, exit.

@@ -82,7 +82,9 @@ The cost of isolation: virtio-blk requests in each mode, divided by direct mode.
   --ops LIST                write, read (default write,read)
   --modes LIST              direct, bounce, bounce-tuned, shared (default all four)
   --depth N                 requests in flight (default 32)
-  --duration S              seconds per measurement (default 0.6)
+  --duration S              seconds each measurement counts (default 0.6), in windows
+                            of --window with a core-to-core probe between each two
+  --window S                seconds of one window (default 0.2)
   --repeat N                measure each case N times, modes alternated, and report
                             medians with the IOPS range (default 1)
   --warmup S                seconds of warm-up per case (default 1: each case runs
@@ -92,11 +94,13 @@ The cost of isolation: virtio-blk requests in each mode, divided by direct mode.
   --pool-areas N            areas of both pools (default: one per CPU, as Linux)
   --in-process              run every case in this process (no fresh process per case)
   --cold                    do not pre-touch guest memory, pool and disk before a case
-  --topology near|any       near (default): start each case only when the two cores
-                            are near (core-to-core round trip within 2.5x of the lowest
-                            seen; bench/c2c-probe.ts), waiting up to --topology-wait,
-                            and measure a case again (twice at most) when they were far
-                            by its end; any: probe and print, never wait
+  --topology near|any       near (default): count only windows whose cores were near
+                            by the probes before and after (round trip within 2.5x of
+                            the lowest seen; bench/c2c-probe.ts), measuring up to four
+                            times the windows needed; start each case in the near
+                            state, waiting up to --topology-wait; measure a case again
+                            (twice at most) when no window of it was near.
+                            any: count every window, probe and print, never wait
   --topology-wait S         seconds to wait for the near state per case (default 20)
   --copy-workers N          copy workers; default: the CPUs the main thread and the
                             device threads leave (0 on 2 CPUs)
@@ -112,6 +116,7 @@ const options = benchArgs(
   {
     options: {
       duration: { type: 'string', default: '0.6' },
+      window: { type: 'string', default: '0.2' },
       warmup: { type: 'string', default: '1' },
       depth: { type: 'string', default: '32' },
       repeat: { type: 'string', default: '1' },
@@ -167,6 +172,7 @@ const options = benchArgs(
       deviceTuning,
       copy,
       duration: positiveFlag('duration', values.duration) * 1000,
+      windowMs: positiveFlag('window', values.window) * 1000,
       warmup: positiveFlag('warmup', values.warmup) * 1000,
       depth: intFlag('depth', values.depth, 1),
       repeat: intFlag('repeat', values.repeat, 1),
@@ -214,7 +220,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * The topology of the two cores (bench/c2c-probe.ts): the lowest round trip seen
  * in this run is the near state's; a probe over FAR_FACTOR times it is far.
  */
-const topology = { floorNs: Number.POSITIVE_INFINITY, farRuns: 0, reruns: 0, waitedMs: 0 };
+const topology = {
+  floorNs: Number.POSITIVE_INFINITY,
+  farRuns: 0,
+  farWindows: 0,
+  reruns: 0,
+  waitedMs: 0,
+};
 
 async function probe(): Promise<number> {
   const ns = await coreToCoreNs();
@@ -238,23 +250,25 @@ async function settle(): Promise<number> {
   return ns;
 }
 
-/** Measures again, under `--topology near`, a case whose cores were far by its end. */
+/** Measures again, under `--topology near`, a case none of whose windows was near. */
 const MAX_RERUNS = 2;
 
-/** One measurement of a case, started (and, under `near`, ended) in the near state when it can be. */
+/**
+ * One measurement of a case, started in the near state when it can be; the case
+ * counts only its near windows under `near` (pipeline-case.ts), and is measured
+ * again when it had none.
+ */
 async function measureSettled(spec: CaseSpec): Promise<CaseResult> {
   for (let attempt = 0; ; attempt++) {
-    const before = await settle();
-    const r = await measure({ ...spec, c2cBeforeNs: before });
-    topology.floorNs = Math.min(topology.floorNs, r.c2c_after_ns);
-    const far =
-      isFar(before, topology.floorNs, FAR_FACTOR) ||
-      isFar(r.c2c_after_ns, topology.floorNs, FAR_FACTOR);
+    await settle();
+    const r = await measure({ ...spec, floorNs: topology.floorNs });
+    topology.floorNs = Math.min(topology.floorNs, r.c2c_floor_ns);
+    topology.farWindows += r.far_windows;
+    const far = r.far_runs > 0;
     if (far && options.topology === 'near' && attempt < MAX_RERUNS) {
       topology.reruns++;
       continue;
     }
-    r.far_runs = far ? 1 : 0;
     if (far) topology.farRuns++;
     return r;
   }
@@ -282,6 +296,9 @@ function medianResult(repeats: CaseResult[]): CaseResult {
     main_busy: medianOrNull(repeats.map((r) => r.main_busy)),
     c2c_before_ns: median(repeats.map((r) => r.c2c_before_ns)),
     c2c_after_ns: median(repeats.map((r) => r.c2c_after_ns)),
+    c2c_floor_ns: Math.min(...repeats.map((r) => r.c2c_floor_ns)),
+    windows: repeats.reduce((n, r) => n + r.windows, 0),
+    far_windows: repeats.reduce((n, r) => n + r.far_windows, 0),
     far_runs: repeats.reduce((n, r) => n + r.far_runs, 0),
     runs: repeats.length,
     iops_min: Math.min(...iops),
@@ -382,6 +399,8 @@ for (const device of devices) {
               poolAreas,
               depth,
               durationMs: duration,
+              windowMs: options.windowMs,
+              nearOnly: options.topology === 'near',
               warmupMs: warmup,
               copy,
               deviceTuning,
@@ -396,7 +415,14 @@ for (const device of devices) {
         done.push({ run, r });
         results.push(r);
         const pool = run.mode === 'direct' ? '-' : `${run.pool}MiB/${r.pool_areas}`;
-        const range = r.runs > 1 ? `  (${r.iops_min}-${r.iops_max}, ${r.runs} runs)` : '';
+        const farText =
+          r.far_windows === 0
+            ? ''
+            : `, ${r.far_windows} far${options.topology === 'near' && r.far_runs === 0 ? ' not counted' : ''}`;
+        const range =
+          r.runs > 1
+            ? `  (${r.iops_min}-${r.iops_max}, ${r.runs} runs, ${r.windows} windows${farText})`
+            : `  (${r.windows} windows${farText})`;
         const copyUs =
           r.copy_us_per_io === 0
             ? '-'
@@ -540,7 +566,7 @@ log(
 );
 log("   '*' after a copy time: some copies ran on workers, so no such cap.)");
 log(
-  `core-to-core round trip (c2c ns: median before/after each case): lowest ${topology.floorNs} ns; ${topology.farRuns} run(s) kept with the cores far (over ${FAR_FACTOR}x that), ${topology.reruns} measured again, ${(topology.waitedMs / 1000).toFixed(1)} s waited for the near state`,
+  `core-to-core round trip (c2c ns: median before/after the windows counted): lowest ${topology.floorNs} ns; ${topology.farWindows} window(s) measured with the cores far (over ${FAR_FACTOR}x that)${options.topology === 'near' ? ', not counted where a near one was' : ''}; ${topology.farRuns} run(s) counted far windows, ${topology.reruns} measured again, ${(topology.waitedMs / 1000).toFixed(1)} s waited for the near state`,
 );
 await closeProbe();
 if (options.json) {
@@ -557,6 +583,7 @@ if (options.json) {
         mode: options.topology,
         floor_ns: topology.floorNs,
         far_factor: FAR_FACTOR,
+        far_windows: topology.farWindows,
         far_runs: topology.farRuns,
         reruns: topology.reruns,
         waited_s: +(topology.waitedMs / 1000).toFixed(1),

@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import type { CaseResult } from '../bench/pipeline-case.js';
+import { type CaseResult, countedWindows } from '../bench/pipeline-case.js';
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -95,6 +95,33 @@ describe('expectRoundedQuotient (the comparison the benchmark checks use)', () =
     expectRoundedQuotient(0.667, 2, 3, 3);
     expect(() => expectRoundedQuotient(0.668, 2, 3, 3)).toThrow();
     expectRoundedQuotient(1234.568, 1234567.8, 1000, 3);
+  });
+});
+
+describe("bench:pipeline's windows that count (countedWindows)", () => {
+  // Probes in ns around each window; the floor is 100, so far is over 250.
+  const w = (before: number, after: number, id: string) => ({ before, after, id });
+  const windows = [w(100, 120, 'a'), w(600, 110, 'b'), w(130, 700, 'c'), w(240, 250, 'd')];
+
+  it('near only: the windows with both probes near, the far ones counted apart', () => {
+    const r = countedWindows(windows, true, 100);
+    expect(r.kept.map((x) => x.id)).toEqual(['a', 'd']);
+    expect(r.farWindows).toBe(2);
+    expect(r.farKept).toBe(false);
+  });
+
+  it('near only, with no near window: every window counts, and says so', () => {
+    const r = countedWindows(windows.slice(1, 3), true, 100);
+    expect(r.kept.map((x) => x.id)).toEqual(['b', 'c']);
+    expect(r.farWindows).toBe(2);
+    expect(r.farKept).toBe(true);
+  });
+
+  it('any: every window counts, far ones included', () => {
+    const r = countedWindows(windows, false, 100);
+    expect(r.kept.map((x) => x.id)).toEqual(['a', 'b', 'c', 'd']);
+    expect(r.farWindows).toBe(2);
+    expect(r.farKept).toBe(true);
   });
 });
 
@@ -357,7 +384,13 @@ describe('benchmarks', () => {
       // Every run probed the cores before and after; the floor is the lowest probe.
       expect(r.c2c_before_ns).toBeGreaterThan(0);
       expect(r.c2c_after_ns).toBeGreaterThan(0);
+      expect(r.c2c_floor_ns).toBeLessThanOrEqual(Math.min(r.c2c_before_ns, r.c2c_after_ns));
       expect(r.far_runs).toBeLessThanOrEqual(r.runs);
+      // --duration 0.05 is one window (shorter than --window) per run, and
+      // --topology any counts every window, far ones included.
+      expect(r.windows).toBe(2);
+      expect(r.far_windows).toBeLessThanOrEqual(r.windows);
+      expect(r.far_runs > 0).toBe(r.far_windows > 0);
     }
     const topology = out.topology as {
       mode: string;
@@ -483,6 +516,59 @@ describe('benchmarks', () => {
         t.met ? [] : [expect.stringContaining(`the CPU allows ${phase.cpu_bound_ratio}`)],
       );
     }
+  }, 90_000);
+
+  type StabilityFigure = { name: string; median: number; min: number; max: number };
+
+  it('bench:stability --experiment pages: each way, the huge pages it got and every copy case', async () => {
+    const out = await bench('bench/stability.bench.ts', [
+      '--experiment',
+      'pages',
+      '--rounds',
+      '1',
+      '--seconds',
+      '0.02',
+    ]);
+    const figs = (out.experiments as Record<string, StabilityFigure[]>).pages!;
+    const cases = [
+      '4K back to back',
+      '4K with work between',
+      '64K back to back',
+      '64K with work between',
+    ];
+    for (const way of ['as allocated', 'with glibc.malloc.hugetlb=1']) {
+      const names = figs.filter((f) => f.name.startsWith(`${way}: `)).map((f) => f.name);
+      const copyCases = names.filter((n) => !n.endsWith('huge pages, MiB'));
+      expect(copyCases).toEqual(cases.map((c) => `${way}: ${c}`));
+    }
+    for (const f of figs) {
+      expect(f.min).toBeLessThanOrEqual(f.median);
+      expect(f.median).toBeLessThanOrEqual(f.max);
+      if (!f.name.endsWith('MiB')) expect(f.median).toBeGreaterThan(0);
+    }
+  }, 60_000);
+
+  it('bench:stability --experiment pairs: every round in one state, ratios of the two modes', async () => {
+    const out = await bench('bench/stability.bench.ts', [
+      '--experiment',
+      'pairs',
+      '--rounds',
+      '2',
+      '--seconds',
+      '0.05',
+    ]);
+    const figs = (out.experiments as Record<string, StabilityFigure[]>).pairs!;
+    expect(figs.slice(0, 4).map((f) => f.name)).toEqual([
+      'direct IOPS',
+      'bounce-tuned IOPS',
+      'bounce-tuned / direct, same round',
+      'bounce-tuned / direct, a round apart',
+    ]);
+    expect(figs[0]!.min).toBeGreaterThan(0);
+    expect(figs[1]!.min).toBeGreaterThan(0);
+    // Each round is near or far, once.
+    const byState = figs.slice(4).map((f) => Number(/\((\d+)\)$/.exec(f.name)![1]));
+    expect(byState.reduce((a, b) => a + b, 0)).toBe(2);
   }, 90_000);
 
   it('bench:pipeline runs each case in a fresh process by default', async () => {
