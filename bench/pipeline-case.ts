@@ -32,6 +32,7 @@ import type { Placement } from '../src/swiotlb/warm.js';
 import type { DeviceKind } from '../src/virtio/device-spec.js';
 import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
 import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
+import { anonHugeMiB } from './huge-pages.js';
 import { median } from './median.js';
 import { threadTime } from './thread-cpu.js';
 
@@ -101,6 +102,11 @@ export interface CaseResult {
   c2c_before_ns: number;
   c2c_after_ns: number;
   c2c_floor_ns: number;
+  /**
+   * MiB of the case process's anonymous memory on huge pages once its memory was
+   * pre-touched (AnonHugePages; bench:pipeline --pages), null where Linux does not say.
+   */
+  huge_pages_mib: number | null;
   /** Windows that count in this result, and windows measured with the cores far. */
   windows: number;
   far_windows: number;
@@ -224,6 +230,7 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
       if (backing) pretouch(backing);
     }
     latencies ??= new Float64Array(4_000_000);
+    const hugeMiB = anonHugeMiB();
     const io = new CaseIo(dev, spec, latencies);
     io.start();
     await sleep(spec.warmupMs);
@@ -235,7 +242,8 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
     const windows: Window[] = [];
     let floor = spec.floorNs || Number.POSITIVE_INFINITY;
     let probe = await coreToCoreNs();
-    const counted = () => countedWindows(windows, spec.nearOnly, Math.min(floor, probe)).kept.length;
+    const counted = () =>
+      countedWindows(windows, spec.nearOnly, Math.min(floor, probe)).kept.length;
     while (windows.length < needed * WINDOW_BUDGET && counted() < needed) {
       const w = await measureWindow(m, io, windowMs, probe);
       windows.push(w);
@@ -243,7 +251,10 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
       floor = Math.min(floor, w.before, w.after);
     }
     await closeProbe();
-    return summarize(spec, pool, countedWindows(windows, spec.nearOnly, floor), floor);
+    return {
+      ...summarize(spec, pool, countedWindows(windows, spec.nearOnly, floor), floor),
+      huge_pages_mib: hugeMiB,
+    };
   } finally {
     await m.close();
   }
@@ -359,7 +370,7 @@ function summarize(
   pool: { geometry: { nareas: number }; placement: Placement },
   picked: { kept: readonly Window[]; farWindows: number; farKept: boolean },
   floor: number,
-): CaseResult {
+): Omit<CaseResult, 'huge_pages_mib'> {
   const { device, op, size, mode, poolMiB } = spec;
   const kept = picked.kept;
   const sum = (f: (w: Window) => number) => kept.reduce((n, w) => n + f(w), 0);

@@ -64,6 +64,7 @@ import {
   positiveFlag,
   sizeFlag,
 } from './cli.js';
+import { glibcTunables, thpMode } from './huge-pages.js';
 import { median } from './median.js';
 import {
   BENCH_MODES,
@@ -94,6 +95,10 @@ The cost of isolation: virtio-blk requests in each mode, divided by direct mode.
   --pool-areas N            areas of both pools (default: one per CPU, as Linux)
   --in-process              run every case in this process (no fresh process per case)
   --cold                    do not pre-touch guest memory, pool and disk before a case
+  --pages 4k|2m             the pages behind each case's memory: 2m asks glibc for
+                            transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+                            in each case's process; bench/huge-pages.ts), 4k takes what
+                            the allocator gives (default 4k; --in-process: this process's)
   --topology near|any       near (default): count only windows whose cores were near
                             by the probes before and after (round trip within 2.5x of
                             the lowest seen; bench/c2c-probe.ts), measuring up to four
@@ -131,6 +136,7 @@ const options = benchArgs(
       'pool-areas': { type: 'string' },
       'in-process': { type: 'boolean', default: false },
       cold: { type: 'boolean', default: false },
+      pages: { type: 'string', default: '4k' },
       topology: { type: 'string', default: 'near' },
       'topology-wait': { type: 'string', default: '20' },
       'device-poll-micros': { type: 'string' },
@@ -178,6 +184,7 @@ const options = benchArgs(
       repeat: intFlag('repeat', values.repeat, 1),
       inProcess: values['in-process'],
       cold: values.cold,
+      pages: choiceFlag('pages', values.pages, ['4k', '2m'] as const),
       topology: choiceFlag('topology', values.topology, ['near', 'any'] as const),
       topologyWaitMs: positiveFlag('topology-wait', values['topology-wait']) * 1000,
       json: values.json,
@@ -195,7 +202,11 @@ function measure(spec: CaseSpec): Promise<CaseResult> {
   const script = here.replace(/pipeline\.bench\.(ts|js)$/, 'pipeline-case.$1');
   return new Promise<CaseResult>((resolve, reject) => {
     const child = fork(script, [], {
-      env: { ...process.env, [CASE_ENV]: JSON.stringify(spec) },
+      env: {
+        ...process.env,
+        [CASE_ENV]: JSON.stringify(spec),
+        GLIBC_TUNABLES: glibcTunables(options.pages === '2m'),
+      },
       execArgv: [...process.execArgv, '--expose-gc'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -363,12 +374,13 @@ const log = (line: string) => {
 };
 const TUNED_NOTE =
   'bounce-tuned = bounce with warm placement (placement "warm": recently freed slots first, not the kernel\'s next-fit) and reads without the copy-in (fromDeviceBounce "used-length")';
+const pagesText = `pages ${options.inProcess ? "this process's" : options.pages === '2m' ? '2m (glibc.malloc.hugetlb=1)' : '4k (as allocated)'}, THP ${thpMode()} (huge MiB per case in the JSON)`;
 const SHARED_NOTE =
   "shared = buffers allocated in the pool, no bounce copies, on warm placement (as the service's shared mode)";
 if (modes.includes('bounce-tuned')) log(`note: ${TUNED_NOTE}`);
 if (modes.includes('shared')) log(`note: ${SHARED_NOTE}`);
 log(
-  `cases run ${options.inProcess ? 'in this process' : 'each in a fresh process'}, memory ${options.cold ? 'cold (not pre-touched)' : 'pre-touched'}`,
+  `cases run ${options.inProcess ? 'in this process' : 'each in a fresh process'}, memory ${options.cold ? 'cold (not pre-touched)' : 'pre-touched'}, ${pagesText}`,
 );
 // The near state's round trip: the lowest of a few probes before the first case.
 for (let i = 0; i < 5; i++) {
@@ -591,7 +603,7 @@ if (options.json) {
       notes: [
         TUNED_NOTE,
         SHARED_NOTE,
-        `cases ${options.inProcess ? 'in one process' : 'each in a fresh process'}; memory ${options.cold ? 'cold' : 'pre-touched'}`,
+        `cases ${options.inProcess ? 'in one process' : 'each in a fresh process'}; memory ${options.cold ? 'cold' : 'pre-touched'}; ${pagesText}`,
       ],
     }),
   );

@@ -1,13 +1,7 @@
 /**
  * bench:stability `--experiment pages`: does the size of the pages behind the
- * pool decide what a copy into it costs? A SharedArrayBuffer is anonymous memory
- * that V8 gets from the C library's allocator, so it is backed by 4 KiB pages
- * unless transparent huge pages apply to it: always when THP is `always`, only
- * on madvise(MADV_HUGEPAGE) when it is `madvise` (a common default). glibc 2.35
- * added a tunable that makes malloc issue that madvise on the memory it maps
- * (NEWS of glibc 2.35: "glibc.malloc.hugetlb ... make malloc issue madvise plus
- * MADV_HUGEPAGE on mmap and sbrk calls"), so a process started with
- * GLIBC_TUNABLES=glibc.malloc.hugetlb=1 gets 2 MiB pages for its pools.
+ * pool decide what a copy into it costs? 4 KiB pages as allocated, against 2 MiB
+ * ones (glibc's hugetlb tunable: bench/huge-pages.ts).
  *
  * Each round runs one child process each way (4 KiB pages, then with the tunable),
  * and each child copies into a 32 MiB area the way next-fit walks a pool area
@@ -16,29 +10,18 @@
  * of the area huge pages back (AnonHugePages of /proc/self/smaps_rollup).
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { anonHugeMiB, glibcTunables, HUGETLB_TUNABLE, thpMode } from './huge-pages.js';
 import { type Figure, figure } from './stability-figure.js';
 
 const MiB = 2 ** 20;
 const AREA = 32 * MiB;
 const CHILD_ENV = 'SWIOTLB_STABILITY_PAGES';
-const HUGETLB = 'glibc.malloc.hugetlb=1';
 
 /** What one child measured: microseconds per copy by case, and the huge pages it got. */
 interface PagesSample {
   hugeMiB: number | null;
   usPerCopy: Record<string, number>;
-}
-
-/** AnonHugePages of this process in KiB, or null where the kernel does not say. */
-function anonHugeKiB(): number | null {
-  try {
-    const m = /AnonHugePages:\s+(\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
 }
 
 /** The copies of one child, each case for `windowMs`. */
@@ -48,7 +31,7 @@ function measure(windowMs: number): PagesSample {
   const other = new Float64Array(new SharedArrayBuffer(4 * MiB));
   for (let i = 0; i < area.length; i += 4096) area[i] = 2;
   other.fill(1);
-  const huge = anonHugeKiB();
+  const hugeMiB = anonHugeMiB();
   const usPerCopy: Record<string, number> = {};
   let sink = 0;
   for (const size of [4096, 65536]) {
@@ -75,26 +58,7 @@ function measure(windowMs: number): PagesSample {
     }
   }
   if (sink < 0) console.error(sink);
-  return { hugeMiB: huge === null ? null : huge / 1024, usPerCopy };
-}
-
-/** GLIBC_TUNABLES without the hugetlb tunable, then with it when `huge`. */
-function tunables(huge: boolean): string {
-  const kept = (process.env.GLIBC_TUNABLES ?? '')
-    .split(':')
-    .filter((t) => t !== '' && !t.startsWith('glibc.malloc.hugetlb='));
-  if (huge) kept.push(HUGETLB);
-  return kept.join(':');
-}
-
-/** The THP mode the kernel runs (the bracketed word of .../transparent_hugepage/enabled). */
-function thpMode(): string {
-  try {
-    const s = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
-    return /\[(\w+)\]/.exec(s)?.[1] ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
+  return { hugeMiB, usPerCopy };
 }
 
 /** Runs the experiment: `rounds` alternated pairs of children. */
@@ -113,7 +77,7 @@ export function pagesExperiment(
         env: {
           ...process.env,
           [CHILD_ENV]: String(windowMs),
-          GLIBC_TUNABLES: tunables(way === 'huge'),
+          GLIBC_TUNABLES: glibcTunables(way === 'huge'),
         },
       });
       samples[way].push(JSON.parse(stdout.trim().split('\n').pop()!) as PagesSample);
@@ -124,7 +88,7 @@ export function pagesExperiment(
   );
   const out: Figure[] = [];
   for (const way of ['small', 'huge'] as const) {
-    const label = way === 'small' ? 'as allocated' : `with ${HUGETLB}`;
+    const label = way === 'small' ? 'as allocated' : `with ${HUGETLB_TUNABLE}`;
     const got = samples[way].map((s) => s.hugeMiB);
     const hugeFig = got.every((g) => g !== null)
       ? figure(`${label}: area on huge pages, MiB`, got as number[])

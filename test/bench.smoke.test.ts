@@ -3,7 +3,7 @@
  * checks shapes and invariants, never speed (speed is what `npm run bench:*` is for).
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { type CaseResult, countedWindows } from '../bench/pipeline-case.js';
@@ -571,8 +571,10 @@ describe('benchmarks', () => {
     expect(byState.reduce((a, b) => a + b, 0)).toBe(2);
   }, 90_000);
 
-  it('bench:pipeline runs each case in a fresh process by default', async () => {
+  it('bench:pipeline runs each case in a fresh process by default, on the pages asked for', async () => {
     const out = await bench('bench/pipeline.bench.ts', [
+      '--pages',
+      '2m',
       '--topology',
       'any',
       '--modes',
@@ -606,6 +608,21 @@ describe('benchmarks', () => {
         expect(r.main_busy).toBeLessThan(1.05);
       }
     }
-    expect((out.notes as string[])[2]).toMatch(/each in a fresh process; memory pre-touched/);
+    expect((out.notes as string[])[2]).toMatch(
+      /each in a fresh process; memory pre-touched; pages 2m \(glibc.malloc.hugetlb=1\)/,
+    );
+    // 2 MiB pages where THP can be asked for with madvise and glibc has the tunable (2.35).
+    const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } })
+      .header?.glibcVersionRuntime;
+    const thp = existsSync('/sys/kernel/mm/transparent_hugepage/enabled')
+      ? readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8')
+      : '';
+    const [major = 0, minor = 0] = (glibc ?? '0.0').split('.').map(Number);
+    const canAsk = /\[(madvise|always)\]/.test(thp) && (major > 2 || (major === 2 && minor >= 35));
+    for (const r of results) {
+      if (canAsk && existsSync('/proc/self/smaps_rollup'))
+        expect(r.huge_pages_mib).toBeGreaterThan(0);
+      else expect(r.huge_pages_mib === null || r.huge_pages_mib >= 0).toBe(true);
+    }
   }, 90_000);
 });
