@@ -264,7 +264,7 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
  * The closed loop of a case: `depth` requests in flight. While `recording`, each
  * completion counts, and its latency is kept while the array has room.
  */
-class CaseIo {
+export class CaseIo {
   /** Completions while recording. */
   done = 0;
   /** Latencies kept in the array: its first `kept` entries. */
@@ -276,7 +276,7 @@ class CaseIo {
 
   constructor(
     private readonly dev: ReturnType<Mediator['device']> & object,
-    private readonly spec: CaseSpec,
+    private readonly spec: Pick<CaseSpec, 'op' | 'size' | 'depth'>,
     private readonly lat: Float64Array,
   ) {}
 

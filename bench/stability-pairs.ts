@@ -11,7 +11,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
-import { type BenchMode, CAPACITY, caseMediator, pretouch } from './pipeline-case.js';
+import { type BenchMode, CaseIo, caseMediator, pretouch } from './pipeline-case.js';
 import { type Figure, figure } from './stability-figure.js';
 
 const CHILD_ENV = 'SWIOTLB_STABILITY_PAIRS';
@@ -43,28 +43,18 @@ async function serve(mode: BenchMode): Promise<void> {
   pretouch(m.pools.get('pool')!.pool.share().data);
   const backing = dev.workerData(0).backing;
   if (backing) pretouch(backing);
-  const sectors = (CAPACITY - SIZE) / 512;
-  let seed = 0;
+  // Latencies are not looked at here: a small array, counts only.
+  const io = new CaseIo(dev, { op: 'write', size: SIZE, depth: 32 }, new Float64Array(1));
   const window = async ({ warmMs, windowMs }: WindowRequest): Promise<number> => {
-    let count = 0;
-    let recording = false;
-    let stop = false;
-    const loop = async (s: number) => {
-      let lba = (s * 7919) % sectors;
-      while (!stop) {
-        lba = (lba + 4099 * (SIZE / 512)) % sectors;
-        await dev.write(lba, SIZE);
-        if (recording) count++;
-      }
-    };
-    const loops = Array.from({ length: 32 }, () => loop(seed++));
+    io.start();
     await new Promise((r) => setTimeout(r, warmMs));
-    recording = true;
+    const done0 = io.done;
+    io.recording = true;
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, windowMs));
-    const iops = count / ((performance.now() - t0) / 1000);
-    stop = true;
-    await Promise.all(loops);
+    const iops = (io.done - done0) / ((performance.now() - t0) / 1000);
+    io.recording = false;
+    await io.stop();
     return iops;
   };
   process.on('message', (msg: WindowRequest | 'quit') => {
