@@ -207,7 +207,7 @@ export interface Window {
 }
 
 /** Requests flow this long after a window's start before it counts (device thread awake, queues full). */
-const RAMP_MS = 100;
+export const RAMP_MS = 100;
 /** Windows a case may measure: this many times those it needs (the rest for far ones). */
 const WINDOW_BUDGET = 4;
 

@@ -11,14 +11,12 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
-import { type BenchMode, CaseIo, caseMediator, pretouch } from './pipeline-case.js';
+import { type BenchMode, CaseIo, caseMediator, pretouch, RAMP_MS } from './pipeline-case.js';
 import { type Figure, figure } from './stability-figure.js';
 
 const CHILD_ENV = 'SWIOTLB_STABILITY_PAIRS';
 const SIZE = 65536;
 const WARMUP_MS = 1000;
-/** Each window starts after this long with its requests flowing. */
-const RAMP_MS = 100;
 
 interface WindowRequest {
   warmMs: number;
