@@ -97,7 +97,8 @@ export interface CaseResult {
   /**
    * Core-to-core round trip (bench/c2c-probe.ts), nanoseconds, probed between the
    * case's windows (with no I/O running): the medians of the probes just before
-   * and just after the windows that count, and the lowest probe of the case.
+   * and just after the windows that count, and the lowest round trip the case
+   * knew of (its own probes and the parent's floor).
    */
   c2c_before_ns: number;
   c2c_after_ns: number;

@@ -31,9 +31,11 @@
  * process instead (quicker, and what the earlier runs of docs/performance.md did).
  * What no process can reset is where the host runs the two vCPUs: a case measured
  * with them far apart (no shared cache) and its direct baseline near measure luck.
- * So every case is bracketed by a core-to-core probe (bench/c2c-probe.ts), printed
- * as `c2c ns`, and under `--topology near` (the default) starts in the near state
- * and is measured again when its cores were far by its end.
+ * So every case measures short windows with a core-to-core probe between each
+ * two (bench/c2c-probe.ts; printed as `c2c ns`), and under `--topology near` (the
+ * default) starts in the near state, counts only its near windows, and is
+ * measured again when none was near (the state moves within seconds, faster than
+ * a case runs).
  *
  * What bounds a figure, measured:
  * - copies: each copying result carries the guest-side copy time per request

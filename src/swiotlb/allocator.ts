@@ -736,8 +736,8 @@ export class SwiotlbAllocator {
 
   private checkDirection(dir: DmaDirection, head: number): void {
     const mapped = this.m.slotU8[mapDirAt(head)]!;
-    // The usual case, answered without a call: the mapping's own direction (a
-    // valid one, since a coherent allocation's NONE is none).
+    // The usual case, answered without a call: the mapping's own direction, which
+    // is a valid one unless the mapping is a coherent allocation (NONE).
     if (dir === mapped && mapped !== Dir.NONE) return;
     if (mapped !== Dir.BIDIRECTIONAL && dir !== mapped) throw this.directionError(dir, head);
     if (!isValidMappingDirection(dir)) throw invalidDirection(dir);
