@@ -129,9 +129,21 @@ export const CAPACITY = 64 * 2 ** 20;
 let latencies: Float64Array | undefined;
 
 /** Writes every page of `buffer`'s first `bytes` once (an atomic add of 0: no value changes, no race). */
-export function pretouch(buffer: SharedArrayBuffer, bytes = buffer.byteLength): void {
+function pretouch(buffer: SharedArrayBuffer, bytes = buffer.byteLength): void {
   const words = new Int32Array(buffer, 0, bytes >> 2);
   for (let i = 0; i < words.length; i += PAGE / 4) Atomics.add(words, i, 0);
+}
+
+/**
+ * Pre-touches what a {@link caseMediator} case's I/O touches: the guest memory its
+ * queues and request buffers use, the pool, and the device's disk.
+ */
+export function pretouchCase(m: Mediator): void {
+  const guest = m.guests.get('guest')!.memory;
+  pretouch(guest.buffer, Math.ceil(guest.reservedBytes / PAGE) * PAGE);
+  pretouch(m.pools.get('pool')!.pool.share().data);
+  const backing = m.device('dev')!.workerData(0).backing;
+  if (backing) pretouch(backing);
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -222,14 +234,7 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
     const dev = m.device('dev')!;
     await dev.ready();
     const pool = m.pools.get('pool')!.pool;
-    if (!spec.cold) {
-      // Guest memory: the part the device's queues and request buffers use.
-      const guest = m.guests.get('guest')!.memory;
-      pretouch(guest.buffer, Math.ceil(guest.reservedBytes / PAGE) * PAGE);
-      pretouch(pool.share().data);
-      const backing = dev.workerData(0).backing;
-      if (backing) pretouch(backing);
-    }
+    if (!spec.cold) pretouchCase(m);
     latencies ??= new Float64Array(4_000_000);
     const hugeMiB = anonHugeMiB();
     const io = new CaseIo(dev, spec, latencies);
@@ -241,21 +246,18 @@ export async function runCase(spec: CaseSpec): Promise<CaseResult> {
     const windowMs = Math.min(spec.windowMs, spec.durationMs);
     const needed = Math.ceil(spec.durationMs / windowMs);
     const windows: Window[] = [];
-    let floor = spec.floorNs || Number.POSITIVE_INFINITY;
+    // A window's probe before is the probe after the one before it.
     let probe = await coreToCoreNs();
-    const counted = () =>
-      countedWindows(windows, spec.nearOnly, Math.min(floor, probe)).kept.length;
+    let floor = Math.min(spec.floorNs || Number.POSITIVE_INFINITY, probe);
+    const counted = () => countedWindows(windows, spec.nearOnly, floor).kept.length;
     while (windows.length < needed * WINDOW_BUDGET && counted() < needed) {
       const w = await measureWindow(m, io, windowMs, probe);
       windows.push(w);
       probe = w.after;
-      floor = Math.min(floor, w.before, w.after);
+      floor = Math.min(floor, probe);
     }
     await closeProbe();
-    return {
-      ...summarize(spec, pool, countedWindows(windows, spec.nearOnly, floor), floor),
-      huge_pages_mib: hugeMiB,
-    };
+    return summarize(spec, pool, countedWindows(windows, spec.nearOnly, floor), floor, hugeMiB);
   } finally {
     await m.close();
   }
@@ -371,7 +373,8 @@ function summarize(
   pool: { geometry: { nareas: number }; placement: Placement },
   picked: { kept: readonly Window[]; farWindows: number; farKept: boolean },
   floor: number,
-): Omit<CaseResult, 'huge_pages_mib'> {
+  hugeMiB: number | null,
+): CaseResult {
   const { device, op, size, mode, poolMiB } = spec;
   const kept = picked.kept;
   const sum = (f: (w: Window) => number) => kept.reduce((n, w) => n + f(w), 0);
@@ -407,6 +410,7 @@ function summarize(
     c2c_before_ns: Math.round(median(kept.map((w) => w.before))),
     c2c_after_ns: Math.round(median(kept.map((w) => w.after))),
     c2c_floor_ns: floor,
+    huge_pages_mib: hugeMiB,
     windows: kept.length,
     far_windows: picked.farWindows,
     far_runs: picked.farKept ? 1 : 0,

@@ -11,7 +11,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
-import { type BenchMode, CaseIo, caseMediator, pretouch, RAMP_MS } from './pipeline-case.js';
+import { type BenchMode, CaseIo, caseMediator, pretouchCase, RAMP_MS } from './pipeline-case.js';
 import { type Figure, figure } from './stability-figure.js';
 
 const CHILD_ENV = 'SWIOTLB_STABILITY_PAIRS';
@@ -36,11 +36,7 @@ async function serve(mode: BenchMode): Promise<void> {
   });
   const dev = m.device('dev')!;
   await dev.ready();
-  const guest = m.guests.get('guest')!.memory;
-  pretouch(guest.buffer, Math.ceil(guest.reservedBytes / 4096) * 4096);
-  pretouch(m.pools.get('pool')!.pool.share().data);
-  const backing = dev.workerData(0).backing;
-  if (backing) pretouch(backing);
+  pretouchCase(m);
   // Latencies are not looked at here: a small array, counts only.
   const io = new CaseIo(dev, { op: 'write', size: SIZE, depth: 32 }, new Float64Array(1));
   const window = async ({ warmMs, windowMs }: WindowRequest): Promise<number> => {
