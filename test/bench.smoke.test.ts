@@ -407,7 +407,7 @@ describe('benchmarks', () => {
       // A median of two probes is at least the lower one, which is at least the floor.
       expect(Math.max(r.c2c_before_ns, r.c2c_after_ns)).toBeGreaterThanOrEqual(topology.floor_ns);
     }
-    type Ratio = { iops: number; copy_bound: number | null };
+    type Ratio = { iops: number; copy_bound: number | null; rounds: number[] };
     const over = out.over_direct as Record<string, Record<string, Ratio>>;
     const sized = out.over_direct_sized_pool as Record<string, Record<string, Ratio>>;
     expect(Object.keys(over)).toEqual(['bounce', 'bounce-tuned', 'shared']);
@@ -422,6 +422,16 @@ describe('benchmarks', () => {
       const ratio = ratios!['null/write/4096']!;
       // bench/pipeline.bench.ts: IOPS printed as integers, ratios to 3 decimals of them.
       expectRoundedQuotient(ratio.iops, r.iops, direct.iops, 3);
+      // One ratio per round, each of one run of the mode over one run of direct.
+      expect(ratio.rounds).toHaveLength(2);
+      for (const x of ratio.rounds) {
+        expect(x).toBeGreaterThanOrEqual(+(r.iops_min / direct.iops_max).toFixed(3));
+        expect(x).toBeLessThanOrEqual(+(r.iops_max / direct.iops_min).toFixed(3));
+      }
+      // The median of two runs is their mean, so the ratio of the medians is the
+      // mediant of the two rounds' ratios and lies between them (to the rounding).
+      expect(ratio.iops).toBeGreaterThanOrEqual(Math.min(...ratio.rounds) - 0.001);
+      expect(ratio.iops).toBeLessThanOrEqual(Math.max(...ratio.rounds) + 0.001);
       if (r.mode === 'shared') {
         expect(r.copy_us_per_io).toBe(0);
         expect(ratio.copy_bound).toBeNull();
@@ -435,9 +445,19 @@ describe('benchmarks', () => {
       // copy_us_per_io is printed unrounded, the bound to 3 decimals.
       else expectRoundedQuotient(ratio.copy_bound!, 1e6 / r.copy_us_per_io, direct.iops, 3);
     }
-    const targets = out.targets as { name: string; measured: number | null; met: boolean | null }[];
+    const targets = out.targets as {
+      name: string;
+      measured: number | null;
+      met: boolean | null;
+      rounds: number[];
+    }[];
     const null4k = targets.find((t) => t.name.startsWith('null 4 KiB'))!;
     expect(null4k.measured).toBe(results[0]!.iops);
+    // The null target's rounds are the bounce runs' IOPS, the lowest and the highest.
+    expect([...null4k.rounds].sort((a, b) => a - b)).toEqual([
+      results[0]!.iops_min,
+      results[0]!.iops_max,
+    ]);
     expect(null4k.met).toBe(results[0]!.iops >= 300_000);
     expect(out.notes as string[]).toContain(
       'bounce-tuned = bounce with warm placement (placement "warm": recently freed slots first, not the kernel\'s next-fit) and reads without the copy-in (fromDeviceBounce "used-length")',
