@@ -18,6 +18,7 @@ import {
   IO_TLB_SIZE,
 } from '../src/swiotlb/constants.js';
 import type { Geometry } from '../src/swiotlb/geometry.js';
+import { K6_1, K6_6, K6_10, type KernelCode } from '../src/swiotlb/kernel.js';
 import {
   AREA_HINT_COUNT,
   AREA_HINT_TOP,
@@ -31,8 +32,17 @@ import {
   metadataViews,
   WARM_HINTS,
 } from '../src/swiotlb/layout.js';
+import { MapPlan, planMap } from '../src/swiotlb/plan.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
-import { freeRun } from '../src/swiotlb/slot-bitmap.js';
+import { NOT_FOUND } from '../src/swiotlb/search.js';
+import {
+  bitmapWords,
+  freeRun,
+  markFree,
+  markPhantom,
+  markUsed,
+} from '../src/swiotlb/slot-bitmap.js';
+import { warmFind, warmTop } from '../src/swiotlb/warm.js';
 import {
   type Kernel,
   low,
@@ -694,5 +704,110 @@ describe('warm placement: random sequences under every kernel profile', () => {
     expect(seen.maskedHint, 'warm placements with an iotlb_align_mask').toBeGreaterThan(0);
     expect(seen.full, 'full pools').toBeGreaterThan(0);
     expect(seen.hang, '6.1 requests that never end').toBeGreaterThan(0);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// warmTop, the shortcut: the same slot and the same ring as warmFind alone
+// ---------------------------------------------------------------------------
+
+describe('warmTop: a shortcut of warmFind that changes nothing it would not', () => {
+  /** One area of `nslabs` slots (whole segments or a partial last one) and its ring. */
+  const stateArb = fc.record({
+    kernel: fc.constantFrom<KernelCode>(K6_10, K6_6, K6_1),
+    nslabs: fc.constantFrom(512, 1024, 1000),
+    base: fc.constantFrom(0, 0x1800, 2 ** 32 + 0x8000),
+    orig: fc.oneof(fc.constant(0), fc.nat({ max: 0xffff_ffff }), fc.constant(2 ** 40 - 0x1060)),
+    size: fc.oneof(fc.constantFrom(1, 16, 2048, 4096, 65536), fc.integer({ min: 1, max: 200000 })),
+    minAlignMask: fc.constantFrom(0, 0, 4095, 2047),
+    allocAlignMask: fc.constantFrom(0, 0, 2047, 4095),
+    /** Used runs: [first slot, slots]. */
+    usedRuns: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 40 })), { maxLength: 12 }),
+    /** Ring entries below the newest: [first slot, slots] or a tombstone. */
+    older: fc.array(fc.option(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 128 }))), {
+      maxLength: 40,
+    }),
+    /** The newest entry: the plan's own shape (the usual case) or another one. */
+    newest: fc.record({
+      exact: fc.boolean(),
+      first: fc.nat(),
+      /** How the first slot is picked: a multiple of this many slots. */
+      grid: fc.constantFrom(1, 2, 4),
+      len: fc.integer({ min: 1, max: 128 }),
+      free: fc.boolean(),
+    }),
+    top: fc.nat({ max: WARM_HINTS - 1 }),
+  });
+
+  it('returns what warmFind returns and leaves the ring, the counts and the bitmap as it does', () => {
+    let shortcuts = 0;
+    let passed = 0;
+    fc.assert(
+      fc.property(stateArb, (st) => {
+        const p = new MapPlan();
+        planMap(st.kernel, p, st.orig, st.size, st.minAlignMask, st.allocAlignMask, st.size);
+        fc.pre(p.nslots <= IO_TLB_SEGSIZE);
+        const used = new Int32Array(bitmapWords(st.nslabs));
+        markPhantom(used, st.nslabs);
+        const inSegment = (first: number, len: number): [number, number] => {
+          const start = first % st.nslabs;
+          const segEnd = Math.min(
+            (Math.floor(start / IO_TLB_SEGSIZE) + 1) * IO_TLB_SEGSIZE,
+            st.nslabs,
+          );
+          return [start, Math.min(len, segEnd - start)];
+        };
+        for (const [first, len] of st.usedRuns) markUsed(used, ...inSegment(first, len));
+        const c = new Int32Array(AREA_STRIDE);
+        const hints = new Int32Array(WARM_HINTS);
+        const entries = [...st.older.map((e) => (e === null ? 0 : inSegment(e[0], e[1])))];
+        const n = st.newest;
+        const [start, len] = inSegment(n.first - (n.first % n.grid), n.exact ? p.nslots : n.len);
+        if (len > 0) {
+          if (n.free) markFree(used, start, len);
+          entries.push([start, len]);
+        }
+        // Oldest first; the newest at `top`. Tombstones may not be on top (finish() pops them).
+        while (entries.length > 0 && entries.at(-1) === 0) entries.pop();
+        entries.forEach((e, i) => {
+          const at = (st.top - (entries.length - 1 - i) + WARM_HINTS * 2) % WARM_HINTS;
+          hints[at] = e === 0 ? 0 : e[0] * 256 + e[1];
+        });
+        c[AREA_HINT_TOP] = st.top;
+        c[AREA_HINT_COUNT] = Math.min(entries.length, WARM_HINTS);
+
+        const alone = { c: c.slice(), hints: hints.slice(), used: used.slice() };
+        const expected = warmFind(
+          alone.c,
+          alone.hints,
+          alone.used,
+          0,
+          0,
+          st.base,
+          st.nslabs,
+          st.orig,
+          p,
+        );
+        const before = { c: c.slice(), hints: hints.slice() };
+        const top = warmTop(c, hints, used, 0, st.base, st.orig, p);
+        if (top !== NOT_FOUND) shortcuts++;
+        else {
+          // Nothing changed on the way to NOT_FOUND.
+          expect(c).toEqual(before.c);
+          expect(hints).toEqual(before.hints);
+        }
+        const got =
+          top !== NOT_FOUND ? top : warmFind(c, hints, used, 0, 0, st.base, st.nslabs, st.orig, p);
+        expect(got).toBe(expected);
+        expect(c).toEqual(alone.c);
+        expect(hints).toEqual(alone.hints);
+        expect(used).toEqual(alone.used);
+        if (st.kernel === K6_1) expect(top).toBe(NOT_FOUND);
+        passed++;
+      }),
+      { numRuns: 600, seed: 0x70b5 },
+    );
+    // The shortcut was taken often enough for the comparison to mean something.
+    expect(shortcuts).toBeGreaterThan(passed / 10);
   });
 });

@@ -72,7 +72,14 @@ import {
   invalidDirection,
   notMapped,
 } from './validate.js';
-import { PLACEMENT_WARM, type Placement, placementCode, warmFind, warmPush } from './warm.js';
+import {
+  PLACEMENT_WARM,
+  type Placement,
+  placementCode,
+  warmFind,
+  warmPush,
+  warmTop,
+} from './warm.js';
 
 /**
  * A swiotlb pool (struct io_tlb_pool) in shared memory, following one kernel
@@ -624,9 +631,15 @@ export class SwiotlbAllocator {
       const cursor = c[word + AREA_INDEX]!;
       // warm: a run freed lately, taken as the kernel's search would take it from
       // there (warm.ts); else the kernel's search from the cursor, which only it moves.
-      let slotIndex = warm
-        ? warmFind(c, this.m.hints, used, areaIndex, slotBase, base, nslabs, searchOrig, p)
-        : NOT_FOUND;
+      let slotIndex = NOT_FOUND;
+      if (warm) {
+        // The usual case first, inlined here (warmTop); the walk is a call (warm.ts).
+        const h = this.m.hints;
+        slotIndex = warmTop(c, h, used, areaIndex, base, searchOrig, p);
+        if (slotIndex < 0) {
+          slotIndex = warmFind(c, h, used, areaIndex, slotBase, base, nslabs, searchOrig, p);
+        }
+      }
       const hinted = slotIndex >= 0;
       if (!hinted && p.wrapSearch) {
         slotIndex = findWrapped(used, base, slotBase, areaNslabs, nslabs, cursor, searchOrig, p);
