@@ -352,11 +352,16 @@ const ratio = (b: CaseResult, d: CaseResult, bRuns: CaseResult[], dRuns: CaseRes
       : null,
 });
 
+/** The lowest and the highest of a figure's rounds; undefined with fewer than two. */
+function roundsSpan(rounds: readonly number[]): [number, number] | undefined {
+  return rounds.length < 2 ? undefined : [Math.min(...rounds), Math.max(...rounds)];
+}
+
 /** " (rounds 0.70-0.95)" when there was more than one round. */
-const roundsText = (r: Ratio | undefined) =>
-  r === undefined || r.rounds.length < 2
-    ? ''
-    : ` (rounds ${Math.min(...r.rounds)}-${Math.max(...r.rounds)})`;
+function roundsText(r: Ratio | undefined): string {
+  const span = r && roundsSpan(r.rounds);
+  return span ? ` (rounds ${span[0]}-${span[1]})` : '';
+}
 
 /** "the main thread was busy Z% (Y us per request on a CPU, ...)", or undefined when unknown. */
 function mainBusyText(r: CaseResult): string | undefined {
@@ -596,10 +601,10 @@ log('');
 log(`targets (on the ${poolMiB} MiB pool; medians when --repeat):`);
 for (const t of targets) {
   if (t.measured === null) continue;
-  const spread =
-    t.rounds.length < 2
-      ? ''
-      : `; rounds ${Math.min(...t.rounds)}-${Math.max(...t.rounds)}${Math.min(...t.rounds) < t.target && t.target <= Math.max(...t.rounds) ? ', the target inside that spread' : ''}`;
+  const span = roundsSpan(t.rounds);
+  const spread = span
+    ? `; rounds ${span[0]}-${span[1]}${span[0] < t.target && t.target <= span[1] ? ', the target inside that spread' : ''}`
+    : '';
   log(`  ${t.name} >= ${t.target}: ${t.measured} (${t.met ? 'met' : 'not met'}${spread})`);
   for (const b of t.bounds) log(`    bound: ${b}`);
 }
