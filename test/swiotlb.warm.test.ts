@@ -84,10 +84,10 @@ describe('warm placement: a map after an unmap takes the freed slots', () => {
     }
   });
 
-  it('a map with kernelSearch takes the kernel search even in a warm pool; its slots still go to the ring', () => {
+  it('a map with kernelSearch takes the kernel search even in a warm pool; its slots go back to that search', () => {
     // As above: A (0-31) freed, B at 32-63. C asks for the kernel's search: slot 64
-    // (0x20000), as Linux. Unmapped, C's run is pushed on the ring: D (warm) takes
-    // it, not A's older run.
+    // (0x20000), as Linux. Unmapped, C's run is not pushed on the ring (noHint):
+    // D (warm) takes A's run, and the next kernel search goes on from the cursor.
     const p = pool('6.10', 'warm', 1024);
     const a = p.map(0x1_0000_0000, 65536, D.TO_DEVICE);
     p.map(0x1_0001_0000, 65536, D.TO_DEVICE);
@@ -96,7 +96,11 @@ describe('warm placement: a map after an unmap takes the freed slots', () => {
     expect(c).toBe(0x20000);
     expect(cursor(p)).toBe(96);
     p.unmap(c, 65536, D.FROM_DEVICE);
-    expect(p.map(0x1_0003_0000, 65536, D.TO_DEVICE)).toBe(0x20000);
+    expect(p.map(0x1_0003_0000, 65536, D.TO_DEVICE)).toBe(0);
+    expect(cursor(p)).toBe(96);
+    // A warm map's run does go back on the ring, kernelSearch or not for the next.
+    p.unmap(0, 65536, D.TO_DEVICE);
+    expect(p.map(0x1_0004_0000, 65536, D.TO_DEVICE)).toBe(0);
   });
 
   it("a request's three runs come back in reverse order: header, data, status (6.10)", () => {

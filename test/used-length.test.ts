@@ -169,10 +169,53 @@ describe('BounceDma batch path, DMA_FROM_DEVICE buffers', () => {
       const second = readBatch(base, [65536]);
       expect(dma.tryPlace(second.n, second.b)).toBe(true);
       const again = Array.from(second.b.out.subarray(0, second.n));
-      // The header takes the newest freed run that fits it (LIFO: the status's).
-      expect(placed, `${fromDevice}: header`).toContain(again[0]);
+      // The request's runs are freed last first, so the header's own is on top.
+      expect(again[0], `${fromDevice}: header`).toBe(placed[0]);
       expect(again[1] === placed[1], `${fromDevice}: data`).toBe(dataWarm);
       void dma.release(second.n, second.b, 0, 65536 + 1);
+    }
+  });
+
+  it('warm pool: requests completed together give the next ones their runs back whole, newest first', () => {
+    // Writes (header, 4 KiB data, status preset), four in flight, completed in
+    // order, then four more placed. Each request's runs are freed last buffer
+    // first, and a run the kernel's search placed on request (a used-length
+    // status) is not pushed: the ring's top is then always the run the next map
+    // wants, whole (no walk, no split). Linux's rule copies the status in, so it
+    // is warm too and comes back with the rest.
+    for (const [fromDevice, warmBuffers] of [
+      ['used-length', 2],
+      ['linux', 3],
+    ] as const) {
+      const { guest, pool, dma } = rig(fromDevice, 'warm');
+      const batches = Array.from({ length: 4 }, () => {
+        const base = guest.reserve(8192, 4096);
+        const { b, n } = readBatch(base, [4096]);
+        b.dirs[1] = D.TO_DEVICE;
+        b.presets[1] = -1;
+        return { b, n };
+      });
+      const place = () =>
+        batches.map(({ b, n }) => {
+          expect(dma.tryPlace(n, b)).toBe(true);
+          return Array.from(b.out.subarray(0, n));
+        });
+      const first = place();
+      for (const { b, n } of batches) void dma.release(n, b, 0, 1);
+      const second = place();
+      for (let k = 0; k < 4; k++) {
+        const from = first[3 - k]!;
+        expect(second[k]!.slice(0, warmBuffers), `${fromDevice}: request ${k}`).toEqual(
+          from.slice(0, warmBuffers),
+        );
+      }
+      if (fromDevice === 'used-length') {
+        // The statuses came from the cursor, past every run of the first four.
+        const firstEnd = Math.max(...first.flat());
+        for (const placed of second) expect(placed[2]!).toBeGreaterThan(firstEnd);
+      }
+      for (const { b, n } of batches) void dma.release(n, b, 0, 1);
+      expect(pool.used()).toBe(0);
     }
   });
 

@@ -420,8 +420,15 @@ export class BounceDma implements GuestDma {
     });
   }
 
+  /**
+   * Frees a request's runs last buffer first. Under `warm` placement each free
+   * pushes its run on the area's ring (warm.ts), so the ring's newest entry is
+   * then the request's first buffer: the next request of that shape maps its
+   * buffers in order and finds each one's run on top (warmTop), not under the
+   * others' (a walk). The order of the frees changes nothing else.
+   */
   private finishUnmaps(count: number, heads: Int32Array): void {
-    for (let k = 0; k < count; k++) this.pool.finishUnmap(heads[k]!);
+    for (let k = count - 1; k >= 0; k--) this.pool.finishUnmap(heads[k]!);
   }
 
   private releasePlaced(count: number, b: DmaBatch): void {

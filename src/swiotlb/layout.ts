@@ -33,8 +33,8 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *     unmap writes 32 of them (two cache lines).
  *   per slot s, one 32-byte record, meaningful on two slots of a mapping only:
  *
- *     byte 0        8          12       16        20         24         26         27        28..31
- *     [origAddr f64][allocSize][unused  ][mapSize ][mapOwner ][headOffset][padSlots][mapDir ][unused]
+ *     byte 0        8          12       16        20         24         26         27       28      29..31
+ *     [origAddr f64][allocSize][unused  ][mapSize ][mapOwner ][headOffset][padSlots][mapDir ][noHint][unused]
  *
  *   on the first slot of an allocation (its first padding slot, or its head):
  *     allocSize   alloc_size of that slot: bytes from its data to the end of the
@@ -49,6 +49,10 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *     padSlots    slots skipped before h (alignment padding)
  *     mapDir      the dma_data_direction it was mapped with; DMA_NONE (3) marks a
  *                 coherent allocation (swiotlb_alloc()), which only free() releases
+ *     noHint      1 when the mapping took the kernel's search on request in a
+ *                 `warm` pool (MapOptions.kernelSearch, AllocOptions.kernelSearch):
+ *                 its run goes back to that search when freed, not onto the warm
+ *                 ring (warm.ts); 0 otherwise
  *   Everything but mapSize's Atomics is a plain access under the area's lock.
  *   In an exclusive pool (G+EXCLUSIVE) one thread makes every access, so the
  *   locks are not taken and mapSize, TOTAL_USED and HIWATER are plain accesses.
@@ -111,6 +115,7 @@ export const mapOwnerAt = (s: number): number => s * 8 + 5; // slotI32
 export const headOffsetAt = (s: number): number => s * 16 + 12; // slotU16
 export const padSlotsAt = (s: number): number => s * 32 + 26; // slotU8
 export const mapDirAt = (s: number): number => s * 32 + 27; // slotU8
+export const noHintAt = (s: number): number => s * 32 + 28; // slotU8
 
 export interface MetadataViews {
   readonly control: Int32Array;

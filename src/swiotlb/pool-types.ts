@@ -42,7 +42,9 @@ export interface MapOptions {
   owner?: number;
   /**
    * Under the pool's `warm` placement, place this mapping by the kernel's search
-   * alone, as under `linux` (its slots still go to the warm ring when unmapped).
+   * alone, as under `linux`; its slots go back to that search when unmapped, not
+   * onto the warm ring (layout.ts, `noHint`), where they would sit above the runs
+   * the next warm maps take back.
    * For a buffer the CPU does not fill at map time (a DMA_FROM_DEVICE buffer
    * bounced with `used-length`): warm slots pay off through the CPU's copy into
    * them, and a device writing slots the CPU has just read pays for them instead

@@ -45,9 +45,12 @@ export function placementCode(placement: Placement): number {
  *
  *   unmap (swiotlb_release_slots()): push the freed run [index, index + nslots),
  *     pad slots included, on top; a push on a full ring overwrites the oldest.
+ *     A run placed by the kernel's search on request (MapOptions.kernelSearch,
+ *     noHint in layout.ts) is not pushed: only warm maps' runs are on the ring.
  *     Runs are not merged: a run keeps the shape of the allocation it came from,
  *     so the next request of that shape takes it whole (LIFO: a request mapped
- *     after one completed takes that one's runs, in reverse order).
+ *     after one completed takes that one's runs; the guest side frees a
+ *     request's runs last buffer first, so each of its maps finds its run on top).
  *   map: look at the WARM_SCAN newest entries, newest first; in each, walk as the
  *     kernel's search walks from a cursor at the entry's first slot (6.1: from the
  *     stride grid point at or before it), over the candidates that start before
