@@ -190,8 +190,10 @@ export class BounceDma implements GuestDma {
   /** `used-length` bouncing of DMA_FROM_DEVICE buffers (see the class comment). */
   private readonly usedLength: boolean;
   /**
-   * mapOpts for a DMA_FROM_DEVICE buffer under `used-length`: the kernel's search
-   * even in a `warm` pool (MapOptions.kernelSearch: nothing is copied into it).
+   * mapOpts for a DMA_FROM_DEVICE buffer under `used-length` with no preset: the
+   * kernel's search even in a `warm` pool (MapOptions.kernelSearch: the CPU writes
+   * nothing into it, so the device writes it first). A preset (the status byte)
+   * is written by the CPU at map, as a copy-in is, and takes warm slots.
    */
   private readonly fromDeviceOpts: MapOptions;
 
@@ -326,7 +328,8 @@ export class BounceDma implements GuestDma {
         const size = b.sizes[i]!;
         const dir = b.dirs[i] as DmaDirection;
         this.guest.offsetOf(addr, size);
-        const opts = dir === Dir.FROM_DEVICE ? this.fromDeviceOpts : this.mapOpts;
+        const opts =
+          dir === Dir.FROM_DEVICE && b.presets[i]! < 0 ? this.fromDeviceOpts : this.mapOpts;
         const tlb = this.pool.tryAllocate(addr, size, dir, opts);
         if (tlb < 0) break;
         b.out[i] = tlb;
