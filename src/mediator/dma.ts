@@ -129,6 +129,9 @@ export interface BounceDmaOptions {
   fromDevice?: FromDeviceBounce;
 }
 
+/** Presets of up to this many bytes are stored byte by byte (copyIn). */
+const TINY_PRESET = 16;
+
 /** What a bounce-mode DMA user needs: its guest and pool registered with one engine. */
 export interface BounceContext {
   guest: GuestMemory;
@@ -349,8 +352,12 @@ export class BounceDma implements GuestDma {
       if (this.usedLength && b.dirs[i] === Dir.FROM_DEVICE) {
         const preset = b.presets[i]!;
         if (preset >= 0) {
+          const data = this.pool.data;
           const off = this.pool.offsetOf(b.out[i]!);
-          this.pool.data.fill(preset, off, off + b.sizes[i]!);
+          const end = off + b.sizes[i]!;
+          // The status byte: a store, where fill() on shared memory is a call into C++.
+          if (end - off <= TINY_PRESET) for (let k = off; k < end; k++) data[k] = preset;
+          else data.fill(preset, off, end);
         }
         continue;
       }
