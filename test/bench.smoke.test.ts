@@ -55,6 +55,7 @@ function expectRoundedQuotient(
 const BENCHES = [
   ['bench:copy', 'bench/copy.bench.ts'],
   ['bench:memcpy', 'bench/memcpy.bench.ts'],
+  ['bench:dma', 'bench/dma.bench.ts'],
   ['bench:instructions', 'bench/instructions.bench.ts'],
   ['bench:pipeline', 'bench/pipeline.bench.ts'],
   ['bench:metrics', 'bench/metrics.bench.ts'],
@@ -162,6 +163,54 @@ describe('benchmark command lines', () => {
 });
 
 describe('benchmarks', () => {
+  it('bench:dma alternates this build with --against, and prints medians within their ranges', async () => {
+    // This checkout against itself: the same path twice, measured in alternating blocks.
+    const out = await bench('bench/dma.bench.ts', [
+      '--blocks',
+      '3',
+      '--skip',
+      '1',
+      '--block-requests',
+      '64',
+      '--pool-mib',
+      '8',
+      '--against',
+      '.',
+    ]);
+    const results = out.results as {
+      mode: string;
+      size: number;
+      depth: number;
+      pool_mib: number;
+      blocks: number;
+      ns_per_request: number;
+      ns_min: number;
+      ns_max: number;
+      against_ns_per_request: number;
+      over_against: number;
+    }[];
+    expect(results.map((r) => [r.mode, r.size, r.depth, r.pool_mib, r.blocks])).toEqual([
+      ['bounce', 4096, 32, 8, 2],
+      ['bounce', 65536, 32, 8, 2],
+      ['bounce-tuned', 4096, 32, 8, 2],
+      ['bounce-tuned', 65536, 32, 8, 2],
+    ]);
+    for (const r of results) {
+      expect(r.ns_min).toBeGreaterThan(0);
+      expect(r.ns_per_request).toBeGreaterThanOrEqual(r.ns_min);
+      expect(r.ns_per_request).toBeLessThanOrEqual(r.ns_max);
+      expect(r.against_ns_per_request).toBeGreaterThan(0);
+      // The ratio is of the unrounded medians; the medians are printed as integers.
+      expectRoundedQuotient(r.over_against, r.ns_per_request, r.against_ns_per_request, 3, 0);
+    }
+    // A directory with no build in it: one line, exit 2, before any case runs.
+    const missing = await exec('bench/dma.bench.ts', ['--against', 'no-such-dir']);
+    expect(missing.code).toBe(2);
+    expect(missing.stdout).toBe('');
+    expect(missing.stderr.trim().split('\n')).toHaveLength(1);
+    expect(missing.stderr).toMatch(/^bench:dma: --against: cannot load a build from "no-such-dir"/);
+  }, 60_000);
+
   it('bench:memcpy prints every size hot and cold, ratios = shared / unshared and fill / shared', async () => {
     const out = await bench('bench/memcpy.bench.ts', [
       '--sizes',
