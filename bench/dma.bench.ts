@@ -11,7 +11,8 @@
  * `--against DIR` loads the same path from another build (a checkout's
  * `dist-bench`, built by `npm run build:bench`) into this process, and the two
  * alternate block by block: each case prints this ÷ that, both measured at the
- * same moments of the machine. Medians of the blocks after `--skip`.
+ * same moments of the machine, each going first in every other block. Medians of
+ * the blocks after `--skip`.
  *
  * Options: `npm run bench:dma -- --help`. Never asserts speed.
  */
@@ -217,10 +218,13 @@ async function measure(mode: Mode, size: number, that: Build | undefined): Promi
   const rigs = builds.map((b) => makeRig(b, mode, size));
   const times: number[][] = rigs.map(() => []);
   for (let block = 0; block < options.blocks; block++) {
-    rigs.forEach((rig, i) => {
-      const ns = rig.run(options.requests);
+    // Each build goes first in every other block: the second of a pair runs in
+    // the caches the first left.
+    for (let k = 0; k < rigs.length; k++) {
+      const i = block % 2 === 0 ? k : rigs.length - 1 - k;
+      const ns = rigs[i]!.run(options.requests);
       if (block >= options.skip) times[i]!.push(ns);
-    });
+    }
   }
   await Promise.all(rigs.map((r) => r.close()));
   const mine = times[0]!;
