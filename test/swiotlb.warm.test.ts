@@ -98,7 +98,7 @@ describe('warm placement: a map after an unmap takes the freed slots', () => {
     p.unmap(c, 65536, D.FROM_DEVICE);
     expect(p.map(0x1_0003_0000, 65536, D.TO_DEVICE)).toBe(0);
     expect(cursor(p)).toBe(96);
-    // A warm map's run does go back on the ring, kernelSearch or not for the next.
+    // A warm map's run does go back on the ring when unmapped.
     p.unmap(0, 65536, D.TO_DEVICE);
     expect(p.map(0x1_0004_0000, 65536, D.TO_DEVICE)).toBe(0);
   });
