@@ -532,14 +532,16 @@ export class SwiotlbAllocator {
       markFree(m.usedBits, index, nslots);
       // A run the kernel's search placed on request goes back to that search only
       // (noHint): on the ring it would sit above the runs that warm maps take back.
-      if (this.warm && m.slotU8[noHintAt(head)] === 0) warmPush(c, m.hints, area, index, nslots);
+      if (this.warm) {
+        if (m.slotU8[noHintAt(head)] === 0) warmPush(c, m.hints, area, index, nslots);
+        else m.slotU8[noHintAt(head)] = 0;
+      }
       for (let i = index + nslots - 1; i >= index; i--) m.slotHead[i] = -1;
       // Set on the first and the head slot only (see layout.ts).
       m.slotI32[allocSizeAt(index)] = 0;
       m.slotF64[origAddrAt(head)] = INVALID_PHYS_ADDR;
       m.slotU8[padSlotsAt(head)] = 0;
       m.slotU8[mapDirAt(head)] = 0;
-      m.slotU8[noHintAt(head)] = 0;
       m.slotU16[headOffsetAt(head)] = 0;
       m.slotI32[mapOwnerAt(head)] = 0;
       c[word + AREA_USED] = c[word + AREA_USED]! - nslots;
@@ -700,7 +702,8 @@ export class SwiotlbAllocator {
       m.slotF64[origAddrAt(head)] = recordOrig;
       for (let i = head; i < end; i++) m.slotHead[i] = head;
       m.slotU8[mapDirAt(head)] = dir;
-      m.slotU8[noHintAt(head)] = this.warm && !warm ? 1 : 0;
+      // Set only where it is 1 (layout.ts): a linux pool's maps make no extra store.
+      if (this.warm && !warm) m.slotU8[noHintAt(head)] = 1;
       m.slotI32[mapOwnerAt(head)] = owner;
       m.slotU16[headOffsetAt(head)] = p.headOffset;
       // Publishes the mapping (last, so that a thread that sees mapSize sees the rest).

@@ -52,7 +52,8 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *     noHint      1 when the mapping took the kernel's search on request in a
  *                 `warm` pool (MapOptions.kernelSearch, AllocOptions.kernelSearch):
  *                 its run goes back to that search when freed, not onto the warm
- *                 ring (warm.ts); 0 otherwise
+ *                 ring (warm.ts); 0 otherwise (stored only where it is 1, and
+ *                 cleared there by the unmap, so that no other map pays a store)
  *   Everything but mapSize's Atomics is a plain access under the area's lock.
  *   In an exclusive pool (G+EXCLUSIVE) one thread makes every access, so the
  *   locks are not taken and mapSize, TOTAL_USED and HIWATER are plain accesses.
