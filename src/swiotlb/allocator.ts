@@ -61,7 +61,7 @@ import type {
   PoolStats,
   SharedPool,
 } from './pool-types.js';
-import { findWrapped, NOT_FOUND } from './search.js';
+import { findWrapped, NOT_FOUND, skipsCandidate } from './search.js';
 import { freeRun, markFree, markPhantom, markUsed } from './slot-bitmap.js';
 import {
   checkArea,
@@ -662,16 +662,13 @@ export class SwiotlbAllocator {
         // Written here rather than in search.ts: inlined, the hot path measured faster.
         const allocAlignMask = p.allocAlignMask;
         const iotlbAlignMask = p.iotlbAlignMask;
+        const origBits = (searchOrig & iotlbAlignMask) >>> 0;
         const stride = p.stride;
         let index = cursor;
         for (let checked = 0; checked < areaNslabs; ) {
           const candidate = slotBase + index;
           const tlbAddr = base + candidate * IO_TLB_SIZE;
-          if (
-            (tlbAddr & allocAlignMask) >>> 0 !== 0 ||
-            (searchOrig !== 0 &&
-              (tlbAddr & iotlbAlignMask) >>> 0 !== (searchOrig & iotlbAlignMask) >>> 0)
-          ) {
+          if (skipsCandidate(tlbAddr, allocAlignMask, iotlbAlignMask, searchOrig, origBits)) {
             index = index + 1 >= areaNslabs ? 0 : index + 1; // wrap_area_index()
             checked++;
             continue;

@@ -70,8 +70,8 @@ export interface AllocOptions {
    * Under the pool's `warm` placement, take the kernel's search alone (as
    * {@link MapOptions.kernelSearch}; freed, the run is not pushed on the warm
    * ring either), for a caller that wants a fresh run rather than the one freed
-   * last. Shared mode does not ask it: its read buffers are
-   * reused as direct mode reuses guest buffers (shared-dma.ts).
+   * last. Shared mode does not ask it: its read buffers are reused as direct mode
+   * reuses guest buffers (shared-dma.ts).
    * @default false
    */
   kernelSearch?: boolean;

@@ -18,6 +18,28 @@ export const WOULD_HANG = -2;
 /** 6.1 only: the kernel would hand out slots past the pool's end (see {@link findWrapped}). */
 export const OVERRUN = -3;
 
+/**
+ * Whether the kernel's search steps past the candidate at `tlbAddr` without
+ * looking at its free run (swiotlb_search_pool_area(), 6.10 and 6.6.y after
+ * 6.6.35): `(tlb_addr & alloc_align_mask) || (orig_addr && (tlb_addr &
+ * iotlb_align_mask) != (orig_addr & iotlb_align_mask))`. `origBits` is
+ * `orig_addr & iotlb_align_mask`, read once per search; `allocAlignMask` is 0
+ * for 6.1, whose stride alone aligns. The one statement of that rule for the
+ * pool's search and the warm lookups (allocator.ts, warm.ts).
+ */
+export function skipsCandidate(
+  tlbAddr: number,
+  allocAlignMask: number,
+  iotlbAlignMask: number,
+  origAddr: number,
+  origBits: number,
+): boolean {
+  return (
+    (tlbAddr & allocAlignMask) >>> 0 !== 0 ||
+    (origAddr !== 0 && (tlbAddr & iotlbAlignMask) >>> 0 !== origBits)
+  );
+}
+
 /** addr & mask on the low 32 bits (masks are below 2^32). */
 function low(addr: number, mask: number): number {
   return (addr & mask) >>> 0;

@@ -1,7 +1,7 @@
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from './constants.js';
 import { AREA_HINT_COUNT, AREA_HINT_TOP, AREA_STRIDE, WARM_HINTS } from './layout.js';
 import type { MapPlan } from './plan.js';
-import { NOT_FOUND } from './search.js';
+import { NOT_FOUND, skipsCandidate } from './search.js';
 import { allUsed, freeRun } from './slot-bitmap.js';
 
 /**
@@ -144,10 +144,9 @@ export function warmTop(
   const start = (e / RUN_SPAN) | 0;
   const tlbAddr = base + start * IO_TLB_SIZE;
   const iotlbAlignMask = p.iotlbAlignMask;
+  const origBits = (searchOrig & iotlbAlignMask) >>> 0;
   if (
-    (tlbAddr & p.allocAlignMask) >>> 0 !== 0 ||
-    (searchOrig !== 0 &&
-      (tlbAddr & iotlbAlignMask) >>> 0 !== (searchOrig & iotlbAlignMask) >>> 0) ||
+    skipsCandidate(tlbAddr, p.allocAlignMask, iotlbAlignMask, searchOrig, origBits) ||
     freeRun(used, start) < nslots
   ) {
     return NOT_FOUND;
@@ -205,10 +204,7 @@ export function warmFind(
       if (budget-- === 0) return finish(c, hints, word, ring, NOT_FOUND);
       const candidate = slotBase + index;
       const tlbAddr = base + candidate * IO_TLB_SIZE;
-      if (
-        (tlbAddr & alignMask) >>> 0 !== 0 ||
-        (searchOrig !== 0 && (tlbAddr & iotlbAlignMask) >>> 0 !== origBits)
-      ) {
+      if (skipsCandidate(tlbAddr, alignMask, iotlbAlignMask, searchOrig, origBits)) {
         index++;
         continue;
       }
