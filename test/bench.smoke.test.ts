@@ -13,12 +13,21 @@ const ROOT = new URL('..', import.meta.url).pathname;
 
 /** Runs a bench file under tsx and returns the JSON of its last stdout line. */
 async function bench(file: string, args: string[]): Promise<Record<string, unknown>> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', file, ...args, '--json'], {
-    cwd: ROOT,
-    timeout: 60_000,
-  });
+  return (await benchRun(file, args)).out;
+}
+
+/** {@link bench}, with what the run wrote to stderr. */
+async function benchRun(
+  file: string,
+  args: string[],
+): Promise<{ out: Record<string, unknown>; stderr: string }> {
+  const { stdout, stderr } = await run(
+    process.execPath,
+    ['--import', 'tsx', file, ...args, '--json'],
+    { cwd: ROOT, timeout: 60_000 },
+  );
   const lines = stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+  return { out: JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>, stderr };
 }
 
 /** Half a unit in the last place of a value printed with `digits` decimals. */
@@ -392,7 +401,7 @@ describe('benchmarks', () => {
   }, 90_000);
 
   it('bench:pipeline prints every mode (pooled modes on two pool sizes) and their ratios to direct', async () => {
-    const out = await bench('bench/pipeline.bench.ts', [
+    const { out, stderr } = await benchRun('bench/pipeline.bench.ts', [
       '--in-process',
       '--topology',
       'any',
@@ -440,6 +449,24 @@ describe('benchmarks', () => {
       expect(r.windows).toBe(2);
       expect(r.far_windows).toBeLessThanOrEqual(r.windows);
       expect(r.far_runs > 0).toBe(r.far_windows > 0);
+    }
+    // Progress on stderr: one line per case run, counted k of 14 (7 runs, --repeat 2),
+    // each with that run's IOPS, whose lowest and highest are the result's range.
+    const progress = stderr.trim().split('\n');
+    expect(progress).toHaveLength(14);
+    const perRun = new Map<string, number[]>();
+    for (const [k, line] of progress.entries()) {
+      const m = line.match(
+        /^bench:pipeline: \[(\d+)\/14\] null write 4096 ([a-z-]+)(?: (\d+) MiB)?: (\d+) IOPS, c2c \d+\/\d+ ns/,
+      );
+      expect(m, line).not.toBeNull();
+      expect(Number(m![1])).toBe(k + 1);
+      const key = `${m![2]}/${m![3] ?? 0}`;
+      perRun.set(key, [...(perRun.get(key) ?? []), Number(m![4])]);
+    }
+    for (const r of results) {
+      const iops = perRun.get(`${r.mode}/${r.pool_mib}`)!;
+      expect([Math.min(...iops), Math.max(...iops)]).toEqual([r.iops_min, r.iops_max]);
     }
     const topology = out.topology as {
       mode: string;
