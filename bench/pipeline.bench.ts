@@ -60,7 +60,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../src/util/size.js';
 import type { CopyEngineOptions } from '../src/workers/copy-engine.js';
-import { closeProbe, coreToCoreNs, isFar } from './c2c-probe.js';
+import { closeProbe, coreToCoreNs, nearState, seeProbe, waitForNear } from './c2c-probe.js';
 import {
   benchArgs,
   choiceFlag,
@@ -237,15 +237,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The topology of the two cores (bench/c2c-probe.ts): the lowest round trip seen
- * in this run is the near state's; a probe over FAR_FACTOR times it is far.
+ * is the near state's until it fails to come back (waitForNear); a probe over
+ * FAR_FACTOR times it is far.
  */
 const topology = {
-  /** The near state's round trip: the lowest seen, unless reset by {@link settle}. */
-  floorNs: Number.POSITIVE_INFINITY,
-  /** The lowest round trip of the whole run. */
-  lowestNs: Number.POSITIVE_INFINITY,
-  /** Times the near state did not come back within --topology-wait and was reset. */
-  floorResets: 0,
+  /** The near state: its floor (reset by waitForNear), the run's lowest probe, resets. */
+  near: nearState(),
   farRuns: 0,
   farWindows: 0,
   reruns: 0,
@@ -254,40 +251,28 @@ const topology = {
 
 async function probe(): Promise<number> {
   const ns = await coreToCoreNs();
-  topology.floorNs = Math.min(topology.floorNs, ns);
-  topology.lowestNs = Math.min(topology.lowestNs, ns);
+  seeProbe(topology.near, ns);
   return ns;
 }
 
 /**
- * Under `--topology near`, waits (bounded) until the cores are near; returns the
- * last probe. When the near state has not come back within --topology-wait, the
- * state the cores are in now becomes the near one (the floor is reset to the
- * lowest probe of the wait): the host keeps vCPUs apart for minutes at a time,
- * and a state seen once early in a run (a 200 ns round trip, say, against 900
- * for the hours after) would otherwise make every later case wait, be measured
- * again twice and count far windows all the same.
+ * Under `--topology near`, waits until the cores are near, --topology-wait at most,
+ * then takes the state they are in as the near one (c2c-probe.ts waitForNear());
+ * returns the last probe.
  */
 async function settle(): Promise<number> {
-  let ns = await probe();
-  if (options.topology === 'any') return ns;
-  const t0 = performance.now();
-  let lowest = ns;
-  while (isFar(ns, topology.floorNs, FAR_FACTOR)) {
-    if (performance.now() - t0 >= options.topologyWaitMs) {
-      process.stderr.write(
-        `bench:pipeline: the cores have not been near (${topology.floorNs} ns) for ${(options.topologyWaitMs / 1000).toFixed(0)} s; the near state is now ${lowest} ns\n`,
-      );
-      topology.floorNs = lowest;
-      topology.floorResets++;
-      break;
-    }
-    await sleep(250);
-    ns = await probe();
-    lowest = Math.min(lowest, ns);
+  if (options.topology === 'any') return probe();
+  const r = await waitForNear(topology.near, coreToCoreNs, {
+    waitMs: options.topologyWaitMs,
+    factor: FAR_FACTOR,
+  });
+  topology.waitedMs += r.waitedMs;
+  if (r.resetFrom !== undefined) {
+    process.stderr.write(
+      `bench:pipeline: the cores have not been near (${r.resetFrom} ns) for ${(r.waitedMs / 1000).toFixed(0)} s; the near state is now ${topology.near.floorNs} ns\n`,
+    );
   }
-  topology.waitedMs += performance.now() - t0;
-  return ns;
+  return r.ns;
 }
 
 /** Measures again, under `--topology near`, a case none of whose windows was near. */
@@ -302,9 +287,8 @@ async function measureSettled(spec: CaseSpec): Promise<CaseResult> {
   for (let attempt = 0; ; attempt++) {
     const waited = topology.waitedMs;
     await settle();
-    const r = await measure({ ...spec, floorNs: topology.floorNs });
-    topology.floorNs = Math.min(topology.floorNs, r.c2c_floor_ns);
-    topology.lowestNs = Math.min(topology.lowestNs, r.c2c_floor_ns);
+    const r = await measure({ ...spec, floorNs: topology.near.floorNs });
+    seeProbe(topology.near, r.c2c_floor_ns);
     topology.farWindows += r.far_windows;
     const far = r.far_runs > 0;
     const again = far && options.topology === 'near' && attempt < MAX_RERUNS;
@@ -462,7 +446,7 @@ for (let i = 0; i < 5; i++) {
   await sleep(100);
 }
 log(
-  `core-to-core round trip: ${topology.floorNs} ns at best before the first case; ${options.topology === 'near' ? 'each case waits for the near state (--topology near)' : 'probed, not waited for (--topology any)'}`,
+  `core-to-core round trip: ${topology.near.floorNs} ns at best before the first case; ${options.topology === 'near' ? 'each case waits for the near state (--topology near)' : 'probed, not waited for (--topology any)'}`,
 );
 log(
   'device   op    size   mode          pool/areas      IOPS     GB/s   p50 us   p99 us  copy us/IO   main us/IO   c2c ns',
@@ -662,7 +646,7 @@ log(
 );
 log("   '*' after a copy time: some copies ran on workers, so no such cap.)");
 log(
-  `core-to-core round trip (c2c ns: median before/after the windows counted): lowest ${topology.lowestNs} ns${topology.floorResets > 0 ? `; the near state reset ${topology.floorResets} time(s), last to ${topology.floorNs} ns` : ''}; ${topology.farWindows} window(s) measured with the cores far (over ${FAR_FACTOR}x the near state)${options.topology === 'near' ? ', not counted where a near one was' : ''}; ${topology.farRuns} run(s) counted far windows, ${topology.reruns} measured again, ${(topology.waitedMs / 1000).toFixed(1)} s waited for the near state`,
+  `core-to-core round trip (c2c ns: median before/after the windows counted): lowest ${topology.near.lowestNs} ns${topology.near.resets > 0 ? `; the near state reset ${topology.near.resets} time(s), last to ${topology.near.floorNs} ns` : ''}; ${topology.farWindows} window(s) measured with the cores far (over ${FAR_FACTOR}x the near state)${options.topology === 'near' ? ', not counted where a near one was' : ''}; ${topology.farRuns} run(s) counted far windows, ${topology.reruns} measured again, ${(topology.waitedMs / 1000).toFixed(1)} s waited for the near state`,
 );
 await closeProbe();
 if (options.json) {
@@ -677,9 +661,9 @@ if (options.json) {
       targets,
       topology: {
         mode: options.topology,
-        floor_ns: topology.lowestNs,
-        near_ns: topology.floorNs,
-        floor_resets: topology.floorResets,
+        floor_ns: topology.near.lowestNs,
+        near_ns: topology.near.floorNs,
+        floor_resets: topology.near.resets,
         far_factor: FAR_FACTOR,
         far_windows: topology.farWindows,
         far_runs: topology.farRuns,
