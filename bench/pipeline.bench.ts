@@ -39,7 +39,8 @@
  * two (bench/c2c-probe.ts; printed as `c2c ns`), and under `--topology near` (the
  * default) starts in the near state, counts only its near windows, and is
  * measured again when none was near (the state moves within seconds, faster than
- * a case runs).
+ * a case runs). A near state that has not come back within --topology-wait gives
+ * way to the one the cores are in (c2c-probe.ts waitForNear()).
  *
  * What bounds a figure, measured:
  * - copies: each copying result carries the guest-side copy time per request
@@ -308,7 +309,7 @@ let caseRunsDone = 0;
 
 /**
  * One line on stderr per case run, so that a long run (--repeat 3 of every case
- * takes 15 minutes or more when it waits for the near state) shows where it is;
+ * takes 10 to 15 minutes, part of it waiting for the near state) shows where it is;
  * stdout keeps the table, or the JSON alone.
  */
 function progress(spec: CaseSpec, r: CaseResult, waitedMs: number, again: boolean): void {
