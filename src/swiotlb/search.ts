@@ -24,8 +24,9 @@ export const OVERRUN = -3;
  * 6.6.35): `(tlb_addr & alloc_align_mask) || (orig_addr && (tlb_addr &
  * iotlb_align_mask) != (orig_addr & iotlb_align_mask))`. `origBits` is
  * `orig_addr & iotlb_align_mask`, read once per search; `allocAlignMask` is 0
- * for 6.1, whose stride alone aligns. The one statement of that rule for the
- * pool's search and the warm lookups (allocator.ts, warm.ts).
+ * for 6.1, whose stride alone aligns (swiotlb_do_find_slots(), 6.1, checks only
+ * the iotlb part). The one statement of that rule for the pool's searches
+ * (allocator.ts, {@link findWrapped}) and the warm lookups (warm.ts).
  */
 export function skipsCandidate(
   tlbAddr: number,
@@ -35,8 +36,8 @@ export function skipsCandidate(
   origBits: number,
 ): boolean {
   return (
-    (tlbAddr & allocAlignMask) >>> 0 !== 0 ||
-    (origAddr !== 0 && (tlbAddr & iotlbAlignMask) >>> 0 !== origBits)
+    low(tlbAddr, allocAlignMask) !== 0 ||
+    (origAddr !== 0 && low(tlbAddr, iotlbAlignMask) !== origBits)
   );
 }
 
@@ -90,7 +91,8 @@ export function findWrapped(
   let index = wrap;
   for (let steps = 0; ; ) {
     const candidate = slotBase + index;
-    if (origAddr !== 0 && low(base + candidate * IO_TLB_SIZE, iotlbAlignMask) !== origBits) {
+    // 6.1 checks no candidate against alloc_align_mask (its stride aligns): mask 0.
+    if (skipsCandidate(base + candidate * IO_TLB_SIZE, 0, iotlbAlignMask, origAddr, origBits)) {
       index = index + 1 >= areaNslabs ? 0 : index + 1;
     } else {
       let run = freeRun(used, candidate);
