@@ -57,7 +57,8 @@ interface Build {
   engine: typeof engineModule;
 }
 
-interface Result {
+/** One case's result in `--json` (the smoke test reads it through this type: `import type` runs nothing). */
+export interface DmaResult {
   mode: Mode;
   size: number;
   depth: number;
@@ -212,7 +213,7 @@ function makeRig(b: Build, mode: Mode, size: number) {
 }
 
 /** Medians of one case, this build alone or alternated with `that`. */
-async function measure(mode: Mode, size: number, that: Build | undefined): Promise<Result> {
+async function measure(mode: Mode, size: number, that: Build | undefined): Promise<DmaResult> {
   const builds = [{ dma: dmaModule, guest: guestModule, pool: poolModule, engine: engineModule }];
   if (that) builds.push(that);
   const rigs = builds.map((b) => makeRig(b, mode, size));
@@ -228,7 +229,7 @@ async function measure(mode: Mode, size: number, that: Build | undefined): Promi
   }
   await Promise.all(rigs.map((r) => r.close()));
   const mine = times[0]!;
-  const result: Result = {
+  const result: DmaResult = {
     mode,
     size,
     depth: options.depth,
@@ -247,7 +248,7 @@ async function measure(mode: Mode, size: number, that: Build | undefined): Promi
 }
 
 const that = options.against === undefined ? undefined : await loadBuild(options.against);
-const results: Result[] = [];
+const results: DmaResult[] = [];
 console.log(
   `pool ${options.poolMiB} MiB, depth ${options.depth}, ${options.blocks} blocks of ${options.requests} requests (first ${options.skip} not counted)${that ? `; alternated with ${options.against}` : ''}`,
 );
