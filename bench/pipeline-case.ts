@@ -95,6 +95,16 @@ export interface CaseResult {
   main_cpu_us_per_io: number | null;
   main_busy: number | null;
   /**
+   * The device thread's work per request over the measured window, microseconds:
+   * the window's length less the time the thread spent polling for requests or
+   * asleep (its idle clock, src/virtio/thread-clock.ts), over the requests done;
+   * and that work over the window's length. It includes any time the scheduler
+   * took the thread off its CPU while it worked. Null when the clock said nothing
+   * usable.
+   */
+  device_us_per_io: number | null;
+  device_busy: number | null;
+  /**
    * Core-to-core round trip (bench/c2c-probe.ts), nanoseconds, probed between the
    * case's windows (with no I/O running): the medians of the probes just before
    * and just after the windows that count, and the lowest round trip the case
@@ -212,6 +222,8 @@ export interface Window {
   copiedBytes: number;
   inlineBytes: number;
   mainNs: number | null;
+  /** The device thread's idle milliseconds over it (NaN: unknown). */
+  deviceIdleMs: number;
   /** Where its latencies lie in the latency array: [latFrom, latTo). */
   latFrom: number;
   latTo: number;
@@ -319,12 +331,15 @@ async function measureWindow(m: Mediator, io: CaseIo, ms: number, before: number
   io.recording = true;
   const copies0 = m.engine.stats().byWriter;
   const main0 = threadTime();
+  const dev = m.device('dev')!;
+  const idle0 = dev.deviceIdleMs();
   const t0 = performance.now();
   await sleep(ms);
   const latTo = io.kept;
   const done = io.done - done0;
   const elapsed = (performance.now() - t0) / 1000;
   const main1 = threadTime();
+  const idle1 = dev.deviceIdleMs();
   const copies1 = m.engine.stats().byWriter;
   io.recording = false;
   await io.stop();
@@ -344,6 +359,7 @@ async function measureWindow(m: Mediator, io: CaseIo, ms: number, before: number
     copiedBytes,
     inlineBytes: copies1[0]!.bytes - copies0[0]!.bytes,
     mainNs: main0 && main1 ? main1.runNs - main0.runNs : null,
+    deviceIdleMs: idle1 - idle0,
     latFrom,
     latTo,
     before,
@@ -367,6 +383,25 @@ export function countedWindows<W extends Pick<Window, 'before' | 'after'>>(
   return { kept, farWindows: windows.length - near.length, farKept: kept.some(far) };
 }
 
+/**
+ * The device thread's work over `windows`, seconds: their length less its idle
+ * time; null when a window's idle time is not a number of milliseconds within it
+ * (the clock is the device side's own word).
+ */
+export function deviceWorkSeconds(
+  windows: readonly Pick<Window, 'elapsed' | 'deviceIdleMs'>[],
+): number | null {
+  let work = 0;
+  for (const w of windows) {
+    const idle = w.deviceIdleMs / 1000;
+    // A little over the window is the clock's granularity at its edges: an idle
+    // stretch is added when it ends.
+    if (!(idle >= 0 && idle <= w.elapsed * 1.05)) return null;
+    work += Math.max(0, w.elapsed - idle);
+  }
+  return work;
+}
+
 /** The case's result over the windows that count. */
 function summarize(
   spec: CaseSpec,
@@ -382,6 +417,7 @@ function summarize(
   const elapsed = sum((w) => w.elapsed);
   const copiedBytes = sum((w) => w.copiedBytes);
   const mainNs = kept.every((w) => w.mainNs !== null) ? sum((w) => w.mainNs!) : null;
+  const deviceWork = deviceWorkSeconds(kept);
   const lat = latencies!;
   const sorted = new Float64Array(kept.reduce((n, w) => n + w.latTo - w.latFrom, 0));
   let at = 0;
@@ -407,6 +443,8 @@ function summarize(
     inline_copy_share: copiedBytes > 0 ? sum((w) => w.inlineBytes) / copiedBytes : 0,
     main_cpu_us_per_io: mainNs !== null && done > 0 ? mainNs / 1000 / done : null,
     main_busy: mainNs !== null ? mainNs / 1e9 / elapsed : null,
+    device_us_per_io: deviceWork !== null && done > 0 ? (deviceWork / done) * 1e6 : null,
+    device_busy: deviceWork !== null ? deviceWork / elapsed : null,
     c2c_before_ns: Math.round(median(kept.map((w) => w.before))),
     c2c_after_ns: Math.round(median(kept.map((w) => w.after))),
     c2c_floor_ns: floor,

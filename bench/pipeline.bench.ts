@@ -55,6 +55,14 @@
  *   100% busy it had no time to give. Not a cap on IOPS like the copies' one: the
  *   time includes the driver's polling for completions (pollMicros), which fills
  *   what would otherwise be idle, so direct mode too shows it busy;
+ * - the device thread: its work per request over the window (device_us_per_io:
+ *   the window less the time it polled for requests or slept, by the idle clock
+ *   it keeps, src/virtio/thread-clock.ts) and how busy that kept it
+ *   (device_busy). The device serves one request at a time, so mode ÷ direct
+ *   cannot exceed (1e6 / device_us_per_io) / direct IOPS: "device allows"
+ *   (device_bound in the JSON). Its work differs between modes by where its
+ *   copy's source or destination was last written: guest memory nobody else
+ *   touches (direct) or pool slots the main thread just wrote or is to read;
  * - placement: the same mode on the sized pool ("on a pool sized to the load").
  */
 import { fork } from 'node:child_process';
@@ -344,6 +352,8 @@ function medianResult(repeats: CaseResult[]): CaseResult {
     inline_copy_share: median(repeats.map((r) => r.inline_copy_share)),
     main_cpu_us_per_io: medianOrNull(repeats.map((r) => r.main_cpu_us_per_io)),
     main_busy: medianOrNull(repeats.map((r) => r.main_busy)),
+    device_us_per_io: medianOrNull(repeats.map((r) => r.device_us_per_io)),
+    device_busy: medianOrNull(repeats.map((r) => r.device_busy)),
     c2c_before_ns: median(repeats.map((r) => r.c2c_before_ns)),
     c2c_after_ns: median(repeats.map((r) => r.c2c_after_ns)),
     c2c_floor_ns: Math.min(...repeats.map((r) => r.c2c_floor_ns)),
@@ -368,6 +378,11 @@ interface Ratio {
    */
   copy_bound: number | null;
   /**
+   * The highest IOPS ratio the device thread's work per request allows (see the
+   * header), or null where its idle clock told nothing.
+   */
+  device_bound: number | null;
+  /**
    * mode ÷ direct of each round of --repeat (the k-th run of the mode over the
    * k-th run of direct, measured one after the other), in round order: how far
    * the machine moved the ratio between rounds.
@@ -382,6 +397,10 @@ const ratio = (b: CaseResult, d: CaseResult, bRuns: CaseResult[], dRuns: CaseRes
   copy_bound:
     b.inline_copy_share >= ALL_INLINE && b.copy_us_per_io > 0
       ? +(1e6 / b.copy_us_per_io / d.iops).toFixed(3)
+      : null,
+  device_bound:
+    b.device_us_per_io !== null && b.device_us_per_io > 0
+      ? +(1e6 / b.device_us_per_io / d.iops).toFixed(3)
       : null,
 });
 
@@ -402,9 +421,17 @@ function mainBusyText(r: CaseResult): string | undefined {
   return `the main thread was on a CPU ${Math.round(r.main_busy * 100)}% of the window, ${r.main_cpu_us_per_io.toFixed(2)} us per request (its polling for completions included)`;
 }
 
-/** ", copies allow N" when the bound holds. */
+/** "the device thread was busy Z% ..." with direct's work beside it, or undefined when unknown. */
+function deviceBusyText(r: CaseResult, direct: CaseResult | undefined): string | undefined {
+  if (r.device_us_per_io === null || r.device_busy === null) return undefined;
+  const d = direct?.device_us_per_io;
+  return `the device thread worked ${Math.round(r.device_busy * 100)}% of the window, ${r.device_us_per_io.toFixed(2)} us per request${d == null ? '' : ` (direct: ${d.toFixed(2)} us)`}`;
+}
+
+/** ", copies allow N" and ", device allows N" where they are known. */
 const boundText = (r: Ratio | undefined) =>
-  r?.copy_bound == null ? '' : `, copies allow ${r.copy_bound}`;
+  (r?.copy_bound == null ? '' : `, copies allow ${r.copy_bound}`) +
+  (r?.device_bound == null ? '' : `, device allows ${r.device_bound}`);
 
 type PooledMode = Exclude<BenchMode, 'direct'>;
 interface Run {
@@ -450,7 +477,7 @@ log(
   `core-to-core round trip: ${topology.near.floorNs} ns at best before the first case; ${options.topology === 'near' ? 'each case waits for the near state (--topology near)' : 'probed, not waited for (--topology any)'}`,
 );
 log(
-  'device   op    size   mode          pool/areas      IOPS     GB/s   p50 us   p99 us  copy us/IO   main us/IO   c2c ns',
+  'device   op    size   mode          pool/areas      IOPS     GB/s   p50 us   p99 us  copy us/IO   main us/IO device us/IO   c2c ns',
 );
 caseRunsTotal = devices.length * sizes.length * ops.length * runs.length * repeat;
 for (const device of devices) {
@@ -505,8 +532,12 @@ for (const device of devices) {
           r.main_cpu_us_per_io === null || r.main_busy === null
             ? '-'
             : `${r.main_cpu_us_per_io.toFixed(2)} ${Math.round(r.main_busy * 100)}%`;
+        const deviceUs =
+          r.device_us_per_io === null || r.device_busy === null
+            ? '-'
+            : `${r.device_us_per_io.toFixed(2)} ${Math.round(r.device_busy * 100)}%`;
         log(
-          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(12)} ${pool.padStart(10)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)} ${copyUs.padStart(11)} ${mainUs.padStart(12)} ${c2c.padStart(8)}${range}`,
+          `${device.padEnd(8)} ${op.padEnd(5)} ${String(size).padStart(5)}  ${run.mode.padEnd(12)} ${pool.padStart(10)} ${String(r.iops).padStart(9)} ${r.gbps.toFixed(2).padStart(8)} ${r.p50_us.toFixed(1).padStart(8)} ${r.p99_us.toFixed(1).padStart(8)} ${copyUs.padStart(11)} ${mainUs.padStart(12)} ${deviceUs.padStart(13)} ${c2c.padStart(8)}${range}`,
         );
       }
       const directIndex = runs.findIndex((run) => run.mode === 'direct');
@@ -561,6 +592,13 @@ function ratioTarget(name: string, mode: PooledMode, key: string, target: number
       bounds.push(
         `the main thread's copies allow ${r.copy_bound} (copy time per request, measured)`,
       );
+    }
+    const direct = results.find(
+      (x) => x.mode === 'direct' && `${x.device}/${x.op}/${x.size}` === key,
+    );
+    const dev = result ? deviceBusyText(result, direct) : undefined;
+    if (dev !== undefined) {
+      bounds.push(r?.device_bound == null ? dev : `${dev}: its work allows ${r.device_bound}`);
     }
     if (s !== undefined) {
       bounds.push(
@@ -644,6 +682,9 @@ for (const t of targets) {
 }
 log(
   '  ("copies allow N": the main thread copied every byte; its copy time per request alone caps mode / direct at N.',
+);
+log(
+  '   "device allows N": the device thread\'s work per request (the window less its idle time) alone caps mode / direct at N.',
 );
 log("   '*' after a copy time: some copies ran on workers, so no such cap.)");
 log(

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { DmaResult } from '../bench/dma.bench.js';
-import { type CaseResult, countedWindows } from '../bench/pipeline-case.js';
+import { type CaseResult, countedWindows, deviceWorkSeconds } from '../bench/pipeline-case.js';
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -133,6 +133,25 @@ describe("bench:pipeline's windows that count (countedWindows)", () => {
     expect(r.kept.map((x) => x.id)).toEqual(['a', 'b', 'c', 'd']);
     expect(r.farWindows).toBe(2);
     expect(r.farKept).toBe(true);
+  });
+});
+
+describe("bench:pipeline's device work (deviceWorkSeconds)", () => {
+  const w = (elapsed: number, deviceIdleMs: number) => ({ elapsed, deviceIdleMs });
+
+  it('is each window less its idle time, added up', () => {
+    expect(deviceWorkSeconds([w(0.2, 50), w(0.3, 0)])).toBeCloseTo(0.15 + 0.3, 12);
+  });
+
+  it('an idle stretch ended just after a window began counts whole, up to 5% over the window', () => {
+    expect(deviceWorkSeconds([w(0.2, 205)])).toBe(0);
+    expect(deviceWorkSeconds([w(0.2, 211)])).toBeNull();
+  });
+
+  it("is unknown when a window's idle time is not a number of milliseconds", () => {
+    for (const idle of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      expect(deviceWorkSeconds([w(0.2, 10), w(0.2, idle)])).toBeNull();
+    }
   });
 });
 
@@ -474,7 +493,19 @@ describe('benchmarks', () => {
       // A median of two probes is at least the lower one, which is at least the floor.
       expect(Math.max(r.c2c_before_ns, r.c2c_after_ns)).toBeGreaterThanOrEqual(topology.floor_ns);
     }
-    type Ratio = { iops: number; copy_bound: number | null; rounds: number[] };
+    // The device thread's work: some, never more than the window (its idle clock
+    // adds an idle stretch when it ends, so a little slack at the edges).
+    for (const r of results) {
+      expect(r.device_us_per_io).toBeGreaterThan(0);
+      expect(r.device_busy).toBeGreaterThan(0);
+      expect(r.device_busy).toBeLessThanOrEqual(1);
+    }
+    type Ratio = {
+      iops: number;
+      copy_bound: number | null;
+      device_bound: number | null;
+      rounds: number[];
+    };
     const over = out.over_direct as Record<string, Record<string, Ratio>>;
     const sized = out.over_direct_sized_pool as Record<string, Record<string, Ratio>>;
     expect(Object.keys(over)).toEqual(['bounce', 'bounce-tuned', 'shared']);
@@ -489,6 +520,8 @@ describe('benchmarks', () => {
       const ratio = ratios!['null/write/4096']!;
       // bench/pipeline.bench.ts: IOPS printed as integers, ratios to 3 decimals of them.
       expectRoundedQuotient(ratio.iops, r.iops, direct.iops, 3);
+      // The device's cap: as many requests as its work per request allows, over direct's.
+      expectRoundedQuotient(ratio.device_bound!, 1e6 / r.device_us_per_io!, direct.iops, 3);
       // One ratio per round, each of one run of the mode over one run of direct.
       expect(ratio.rounds).toHaveLength(2);
       for (const x of ratio.rounds) {

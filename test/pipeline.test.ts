@@ -259,7 +259,11 @@ describe('isolation', () => {
           expect(buffers).toContain(pool.data);
           expect(buffers).not.toContain(guest);
           expect(buffers).not.toContain(pool.meta);
-          for (const b of buffers) expect(b === pool.data || b === data.backing).toBe(true);
+          // Besides the pool and its own disk, only its idle clock: 8 bytes of its own.
+          expect(data.clock.byteLength).toBe(8);
+          for (const b of buffers) {
+            expect(b === pool.data || b === data.backing || b === data.clock).toBe(true);
+          }
           expect(data.memory).toBe(pool.data);
         }
       }

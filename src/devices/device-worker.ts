@@ -1,5 +1,7 @@
+import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { DeviceWorkerData } from '../virtio/device-spec.js';
+import { IdleClock } from '../virtio/thread-clock.js';
 import { BlkBackend } from './blk-backend.js';
 import { type BlockStore, FileStore, RamStore } from './block-store.js';
 import { Chaos } from './chaos.js';
@@ -49,7 +51,8 @@ function completeAsChaos(queue: DeviceQueue, chaos: Chaos, head: number, written
  * A device backend thread serving one virtqueue: the untrusted side. Its
  * workerData ({@link DeviceWorkerData}) is everything it has. It takes requests
  * while there are any, polls `spinMicros` for more, then sleeps on the doorbell;
- * it ends when the host sets STOP and the queue is empty.
+ * it ends when the host sets STOP and the queue is empty. Its poll and sleep
+ * time go on its idle clock (thread-clock.ts), which tells the host how busy it was.
  */
 function run(data: DeviceWorkerData): void {
   const queue = new DeviceQueue(data);
@@ -57,16 +60,19 @@ function run(data: DeviceWorkerData): void {
   const device = new BlkBackend(store, data.serial);
   const chaos = data.kind === 'chaos' ? new Chaos(data.chaos) : undefined;
   const spinMs = data.spinMicros / 1000;
+  const idle = new IdleClock(data.clock);
   parentPort?.postMessage({ type: 'ready' });
   for (;;) {
     let avail = queue.availIdx();
     if (!queue.hasNew(avail)) {
       if (queue.stopRequested()) break;
+      // Idle from here until a request is seen: the poll, and the sleep if it came to that.
+      const since = performance.now();
       avail = queue.spin(avail, spinMs);
-      if (!queue.hasNew(avail)) {
-        queue.sleep();
-        continue;
-      }
+      const slept = !queue.hasNew(avail);
+      if (slept) queue.sleep();
+      idle.addSince(since, performance.now());
+      if (slept) continue;
     }
     while (queue.hasNew(avail)) {
       const head = queue.takeHead();

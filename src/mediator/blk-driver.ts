@@ -16,6 +16,7 @@ import {
   VIRTIO_BLK_T_OUT,
 } from '../virtio/blk-format.js';
 import { DEVICE_KINDS, type DeviceKind, type DeviceWorkerData } from '../virtio/device-spec.js';
+import { idleMs } from '../virtio/thread-clock.js';
 import { copyView } from '../workers/shared-copy.js';
 import {
   BLK_OPS,
@@ -389,6 +390,19 @@ export class BlkDriver {
       bytesRead: c.bytesRead,
       bytesWritten: c.bytesWritten,
     };
+  }
+
+  /**
+   * How long queue `queue`'s device thread has been idle (polling for requests or
+   * asleep on the doorbell) since the queue was set up, in milliseconds: the
+   * thread's own word (src/virtio/thread-clock.ts), to measure with; NaN when it
+   * does not hold a number of milliseconds. What a window's length leaves beyond
+   * it is the thread's work (bench:pipeline's device_us_per_io).
+   */
+  deviceIdleMs(queue = 0): number {
+    const q = this.queues[queue];
+    if (q === undefined) throw new RangeError(`device ${this.id} has no queue ${queue}`);
+    return idleMs(q.threadClock);
   }
 
   /** What each device thread was given (for the isolation test and diagnostics). */

@@ -2,6 +2,7 @@ import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
 import { IO_TLB_SIZE, PAGE_SIZE } from '../swiotlb/constants.js';
 import { Fifo } from '../util/fifo.js';
+import { threadClock } from '../virtio/thread-clock.js';
 import { layoutAt, virtqueueBytes } from '../virtio/virtqueue-layout.js';
 import { type DeviceContext, REQUEST_CTL_BYTES } from './blk-options.js';
 import type { FromDeviceBounce } from './defaults.js';
@@ -90,6 +91,8 @@ export interface BlkQueue {
   /** Timed-out requests whose buffers and slots the next reset (or close) frees. */
   readonly quarantine: RequestSlot[];
   worker: Worker | undefined;
+  /** The device thread's idle time, added up by the thread (src/virtio/thread-clock.ts). */
+  readonly threadClock: SharedArrayBuffer;
   publishScheduled: boolean;
   publishNow: () => void;
   /** A rearm is due on the next event-loop turn (the driver polls for completions). */
@@ -265,6 +268,7 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
     byHead: new Array(shape.queueSize),
     quarantine: [],
     worker: undefined,
+    threadClock: threadClock(),
     publishScheduled: false,
     publishNow: () => undefined,
     pollPending: false,

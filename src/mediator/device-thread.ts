@@ -41,6 +41,7 @@ export function deviceWorkerData(q: BlkQueue, spec: DeviceThreadSpec): DeviceWor
     queue: { size: l.size, desc: l.desc, avail: l.avail, used: l.used, notify: l.notify },
     serial: spec.serial.slice(0, VIRTIO_BLK_ID_BYTES),
     spinMicros: spec.spinMicros,
+    clock: q.threadClock,
   };
   if (spec.backing) data.backing = spec.backing;
   if (spec.file) data.file = spec.file;

@@ -92,4 +92,9 @@ export interface DeviceWorkerData {
   chaos?: ChaosOptions;
   /** Polling before sleeping on the doorbell, in microseconds. */
   spinMicros: number;
+  /**
+   * Where the thread adds up its idle time (thread-clock.ts): host memory of the
+   * queue's, seen by no guest.
+   */
+  clock: SharedArrayBuffer;
 }

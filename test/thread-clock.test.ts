@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { Mediator } from '../src/mediator/mediator.js';
+import { IdleClock, idleMs, THREAD_CLOCK_BYTES, threadClock } from '../src/virtio/thread-clock.js';
+
+const MiB = 2 ** 20;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('a device thread idle clock (src/virtio/thread-clock.ts)', () => {
+  it('adds the stretches it is told of', () => {
+    const buffer = threadClock();
+    expect(buffer.byteLength).toBe(THREAD_CLOCK_BYTES);
+    expect(idleMs(buffer)).toBe(0);
+    const clock = new IdleClock(buffer);
+    clock.addSince(10, 12.5);
+    clock.addSince(100, 101);
+    expect(idleMs(buffer)).toBe(3.5);
+  });
+
+  it('reads as NaN what is no number of milliseconds (the device side wrote it)', () => {
+    const buffer = threadClock();
+    const word = new Float64Array(buffer);
+    for (const v of [Number.NaN, -0.5, Number.POSITIVE_INFINITY]) {
+      word[0] = v;
+      expect(idleMs(buffer)).toBeNaN();
+    }
+  });
+
+  it('counts the time a device thread with nothing to do polls and sleeps', async () => {
+    const m = new Mediator({
+      mode: 'bounce',
+      copy: { workers: 0 },
+      pools: [{ name: 'p', size: 8 * MiB, areas: 1 }],
+      guests: [{ name: 'g', size: 16 * MiB }],
+      devices: [{ id: 'd', kind: 'ram-blk', guest: 'g', pool: 'p', capacity: MiB, depth: 4 }],
+    });
+    try {
+      const dev = m.device('d')!;
+      await dev.ready();
+      expect(() => dev.deviceIdleMs(1)).toThrow(RangeError);
+      await dev.write(0, 4096);
+      const before = dev.deviceIdleMs();
+      const t0 = performance.now();
+      await sleep(100);
+      // Nothing to do: it polled, then slept on the doorbell. A request ends the sleep,
+      // and that stretch is added when it ends.
+      await dev.write(8, 4096);
+      const idle = dev.deviceIdleMs() - before;
+      const elapsed = performance.now() - t0;
+      expect(idle).toBeGreaterThan(elapsed * 0.5);
+      expect(idle).toBeLessThanOrEqual(elapsed * 1.05);
+      // Scribbled by a device that lies: the host reads no figure from it.
+      new Float64Array(dev.workerData(0).clock)[0] = -1;
+      expect(dev.deviceIdleMs()).toBeNaN();
+    } finally {
+      await m.close();
+    }
+  });
+});
