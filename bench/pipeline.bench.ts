@@ -60,9 +60,10 @@
  *   it keeps, src/virtio/thread-clock.ts) and how busy that kept it
  *   (device_busy). The device serves one request at a time, so mode ÷ direct
  *   cannot exceed (1e6 / device_us_per_io) / direct IOPS: "device allows"
- *   (device_bound in the JSON). Its work differs between modes by where its
- *   copy's source or destination was last written: guest memory nobody else
- *   touches (direct) or pool slots the main thread just wrote or is to read;
+ *   (device_bound in the JSON). Where its work differs between modes, mind what
+ *   its copy meets: in direct mode guest memory no other thread touches, in a
+ *   bounce mode pool slots the main thread has just written (writes) or reads
+ *   next (reads);
  * - placement: the same mode on the sized pool ("on a pool sized to the load").
  */
 import { fork } from 'node:child_process';

@@ -392,6 +392,7 @@ describe('grafana dashboard', () => {
     );
     expect(shown(/mediator_device_faults_total/)).toBe(true);
     expect(shown(/rate\(mediator_copy_worker_busy_seconds_total/)).toBe(true);
+    expect(shown(/1 - rate\(mediator_device_thread_idle_seconds_total/)).toBe(true);
     expect(shown(/nodejs_eventloop_lag_p99_seconds/)).toBe(true);
   });
 

@@ -114,6 +114,27 @@ describe('metrics', () => {
     ).toBe(1);
   });
 
+  it("a device thread's idle time grows while it has nothing to do; a scribbled clock shows no sample", async () => {
+    const dev = med.device('blk0')!;
+    // From before the write that the idle stretch measured follows.
+    const t0 = performance.now();
+    await dev.write(0, 4096);
+    const key = 'mediator_device_thread_idle_seconds_total{device="blk0",queue="0"}';
+    const before = get(await scrape(registry), key);
+    await new Promise((r) => setTimeout(r, 100));
+    // The thread adds its idle stretch when it ends: a request ends it.
+    await dev.write(0, 4096);
+    const idle = get(await scrape(registry), key) - before;
+    const elapsed = (performance.now() - t0) / 1000;
+    expect(idle).toBeGreaterThan(elapsed * 0.5);
+    expect(idle).toBeLessThanOrEqual(elapsed * 1.05);
+    const clock = new Float64Array(dev.workerData(0).clock);
+    const kept = clock[0]!;
+    clock[0] = Number.NaN;
+    expect((await scrape(registry)).has(key)).toBe(false);
+    clock[0] = kept;
+  });
+
   it('a hiwater reset shows at the next scrape', async () => {
     med.pools.get('p0')!.pool.resetHiwater();
     const m = await scrape(registry);

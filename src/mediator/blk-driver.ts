@@ -398,11 +398,10 @@ export class BlkDriver {
    * thread's own word (src/virtio/thread-clock.ts), to measure with; NaN when it
    * does not hold a number of milliseconds. What a window's length leaves beyond
    * it is the thread's work (bench:pipeline's device_us_per_io).
+   * @throws BLK_BAD_QUEUE
    */
   deviceIdleMs(queue = 0): number {
-    const q = this.queues[queue];
-    if (q === undefined) throw new RangeError(`device ${this.id} has no queue ${queue}`);
-    return idleMs(q.threadClock);
+    return idleMs(this.pickQueue(queue).threadClock);
   }
 
   /** What each device thread was given (for the isolation test and diagnostics). */

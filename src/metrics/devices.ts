@@ -45,4 +45,18 @@ export function registerDeviceMetrics(
     'Bytes written by completed requests.',
     (s) => s.bytesWritten,
   );
+  registry.add(
+    'mediator_device_thread_idle_seconds_total',
+    "Time each device thread spent polling for requests or asleep on its doorbell, as the thread adds it up (the untrusted side's own figure; absent while it is no number of seconds). 1 - rate() is how busy the device backend kept its thread.",
+    'counter',
+    () =>
+      devices().flatMap(({ d, s }) =>
+        s.queues.flatMap((q) => {
+          const ms = d.deviceIdleMs(q.index);
+          return Number.isNaN(ms)
+            ? []
+            : [{ labels: { device: d.id, queue: q.index }, value: ms / 1000 }];
+        }),
+      ),
+  );
 }
