@@ -116,7 +116,7 @@ describe('metrics', () => {
 
   it("a device thread's idle time grows while it has nothing to do; a scribbled clock shows no sample", async () => {
     const dev = med.device('blk0')!;
-    // From before the write that the idle stretch measured follows.
+    // Timed from before the write after which the measured idle stretch begins.
     const t0 = performance.now();
     await dev.write(0, 4096);
     const key = 'mediator_device_thread_idle_seconds_total{device="blk0",queue="0"}';

@@ -37,7 +37,7 @@ describe('a device thread idle clock (src/virtio/thread-clock.ts)', () => {
       const dev = m.device('d')!;
       await dev.ready();
       expect(() => dev.deviceIdleMs(1)).toThrow(expect.objectContaining({ code: 'BLK_BAD_QUEUE' }));
-      // From before the write that the idle stretch measured follows.
+      // Timed from before the write after which the measured idle stretch begins.
       const t0 = performance.now();
       await dev.write(0, 4096);
       const before = dev.deviceIdleMs();
