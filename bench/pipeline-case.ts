@@ -384,9 +384,10 @@ export function countedWindows<W extends Pick<Window, 'before' | 'after'>>(
 }
 
 /**
- * The device thread's work over `windows`, seconds: their length less its idle
- * time; null when a window's idle time is not a number of milliseconds within it
- * (the clock is the device side's own word).
+ * The device thread's work over `windows`, seconds: each one's length less its
+ * idle time, at least 0 (an idle stretch is added when it ends, so one that began
+ * before a window counts whole in it); null when a window's idle time is not a
+ * number of milliseconds (the clock is the device side's own word).
  */
 export function deviceWorkSeconds(
   windows: readonly Pick<Window, 'elapsed' | 'deviceIdleMs'>[],
@@ -394,9 +395,7 @@ export function deviceWorkSeconds(
   let work = 0;
   for (const w of windows) {
     const idle = w.deviceIdleMs / 1000;
-    // A little over the window is the clock's granularity at its edges: an idle
-    // stretch is added when it ends.
-    if (!(idle >= 0 && idle <= w.elapsed * 1.05)) return null;
+    if (!(Number.isFinite(idle) && idle >= 0)) return null;
     work += Math.max(0, w.elapsed - idle);
   }
   return work;

@@ -143,9 +143,8 @@ describe("bench:pipeline's device work (deviceWorkSeconds)", () => {
     expect(deviceWorkSeconds([w(0.2, 50), w(0.3, 0)])).toBeCloseTo(0.15 + 0.3, 12);
   });
 
-  it('an idle stretch ended just after a window began counts whole, up to 5% over the window', () => {
-    expect(deviceWorkSeconds([w(0.2, 205)])).toBe(0);
-    expect(deviceWorkSeconds([w(0.2, 211)])).toBeNull();
+  it('a window whose idle stretch began before it (and so counts whole) adds no work, never less', () => {
+    expect(deviceWorkSeconds([w(0.2, 211), w(0.1, 40)])).toBeCloseTo(0.06, 12);
   });
 
   it("is unknown when a window's idle time is not a number of milliseconds", () => {
@@ -493,11 +492,12 @@ describe('benchmarks', () => {
       // A median of two probes is at least the lower one, which is at least the floor.
       expect(Math.max(r.c2c_before_ns, r.c2c_after_ns)).toBeGreaterThanOrEqual(topology.floor_ns);
     }
-    // The device thread's work: some, never more than the window (its idle clock
-    // adds an idle stretch when it ends, so a little slack at the edges).
+    // The device thread's work: known (its clock held numbers), none below 0 and
+    // never more than the window.
     for (const r of results) {
-      expect(r.device_us_per_io).toBeGreaterThan(0);
-      expect(r.device_busy).toBeGreaterThan(0);
+      expect(r.device_us_per_io).not.toBeNull();
+      expect(r.device_us_per_io).toBeGreaterThanOrEqual(0);
+      expect(r.device_busy).toBeGreaterThanOrEqual(0);
       expect(r.device_busy).toBeLessThanOrEqual(1);
     }
     type Ratio = {
@@ -520,8 +520,11 @@ describe('benchmarks', () => {
       const ratio = ratios!['null/write/4096']!;
       // bench/pipeline.bench.ts: IOPS printed as integers, ratios to 3 decimals of them.
       expectRoundedQuotient(ratio.iops, r.iops, direct.iops, 3);
-      // The device's cap: as many requests as its work per request allows, over direct's.
-      expectRoundedQuotient(ratio.device_bound!, 1e6 / r.device_us_per_io!, direct.iops, 3);
+      // The device's cap: as many requests as its work per request allows, over direct's
+      // (none when the windows show no work at all, as a loaded machine can make them).
+      if (r.device_us_per_io! > 0) {
+        expectRoundedQuotient(ratio.device_bound!, 1e6 / r.device_us_per_io!, direct.iops, 3);
+      } else expect(ratio.device_bound).toBeNull();
       // One ratio per round, each of one run of the mode over one run of direct.
       expect(ratio.rounds).toHaveLength(2);
       for (const x of ratio.rounds) {
