@@ -52,9 +52,12 @@ describe('a device thread idle clock (src/virtio/thread-clock.ts)', () => {
       const elapsed = performance.now() - t0;
       expect(idle).toBeGreaterThanOrEqual(slept * 0.99);
       expect(idle).toBeLessThanOrEqual(elapsed * 1.01);
+      // The device's stats (GET /v1/devices) carry the same figure, in seconds.
+      expect(dev.stats().queues[0]!.idleSeconds).toBe(dev.deviceIdleMs() / 1000);
       // Scribbled by a device that lies: the host reads no figure from it.
       new Float64Array(dev.workerData(0).clock)[0] = -1;
       expect(dev.deviceIdleMs()).toBeNaN();
+      expect(dev.stats().queues[0]!.idleSeconds).toBeNull();
     } finally {
       await m.close();
     }

@@ -58,7 +58,19 @@ export interface DeviceStats {
   /** Bounce mode: what a read's map and unmap copy (`linux` or `used-length`). */
   fromDeviceBounce: FromDeviceBounce;
   capacity: number;
-  queues: { index: number; size: number; depth: number; inFlight: number; waiting: number }[];
+  queues: {
+    index: number;
+    size: number;
+    depth: number;
+    inFlight: number;
+    waiting: number;
+    /**
+     * Seconds its device thread has spent polling for requests or asleep, as the
+     * thread adds them up ({@link BlkDriver.deviceIdleMs}); null while that is no
+     * number of seconds.
+     */
+    idleSeconds: number | null;
+  }[];
   /** Requests finished, by op and outcome. */
   requests: Record<BlkOp, Record<Outcome, number>>;
   inFlight: number;
@@ -79,6 +91,12 @@ const RESET_WHY: Record<ResetReason, string> = {
   thread_error: 'its device thread failed',
   thread_exit: 'its device thread exited',
 };
+
+/** A queue's device-thread idle time in seconds, or null (see DeviceStats.queues). */
+function idleSecondsOf(q: BlkQueue): number | null {
+  const ms = idleMs(q.threadClock);
+  return Number.isNaN(ms) ? null : ms / 1000;
+}
 
 function zeroOutcomes(): Record<Outcome, number> {
   return Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as Record<Outcome, number>;
@@ -381,6 +399,7 @@ export class BlkDriver {
         depth: this.depth,
         inFlight: q.vq.inFlight,
         waiting: q.slotWaiters.length,
+        idleSeconds: idleSecondsOf(q),
       })),
       requests: structuredClone(c.requests),
       inFlight: c.inFlight,

@@ -51,12 +51,11 @@ export function registerDeviceMetrics(
     'counter',
     () =>
       devices().flatMap(({ d, s }) =>
-        s.queues.flatMap((q) => {
-          const ms = d.deviceIdleMs(q.index);
-          return Number.isNaN(ms)
+        s.queues.flatMap((q) =>
+          q.idleSeconds === null
             ? []
-            : [{ labels: { device: d.id, queue: q.index }, value: ms / 1000 }];
-        }),
+            : [{ labels: { device: d.id, queue: q.index }, value: q.idleSeconds }],
+        ),
       ),
   );
 }
