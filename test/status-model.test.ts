@@ -42,6 +42,19 @@ describe('status page model', () => {
     expect(M.ratePerSecond(100, 400, 0)).toBeUndefined();
   });
 
+  it('busy share: 1 less the idle share of every thread, between 0 and 1', () => {
+    // Two threads, 2 s: 1 s idle of 4 thread-seconds.
+    expect(M.busyShare(10, 11, 2, 2)).toBe(0.75);
+    expect(M.busyShare(10, 10, 2, 1)).toBe(1);
+    // An idle stretch that began before the window counts whole in it: never below 0.
+    expect(M.busyShare(10, 12.5, 2, 1)).toBe(0);
+    // A counter that went back (a restart) tells nothing: not "all busy".
+    expect(M.busyShare(10, 3, 2, 1)).toBeUndefined();
+    expect(M.busyShare(undefined, 1, 2, 1)).toBeUndefined();
+    expect(M.busyShare(0, 1, 0, 1)).toBeUndefined();
+    expect(M.busyShare(0, 1, 2, 0)).toBeUndefined();
+  });
+
   it('windowed quantiles interpolate inside the bucket, as histogram_quantile does', () => {
     const bounds = [1, 2, 4];
     // Two in (0,1], two in (1,2]: the median is the top of the first bucket,

@@ -453,7 +453,10 @@ function poolFigures(pool: string, areas: number): TwoReadFigure[] {
   ];
 }
 
-/** A device's figures of two reads: requests, bytes read and written, p50 and p99. */
+/** Device threads per device in the configs below (one queue each, the default). */
+const DEVICE_THREADS = 1;
+
+/** A device's figures of two reads: requests, bytes read and written, p50, p99, how busy its threads were. */
 function deviceFigures(device: string): TwoReadFigure[] {
   const k = (x: string) => `device:${device}:${x}`;
   const counter = (name: string) => (r: Reading) => metric(r, name, { device });
@@ -477,6 +480,15 @@ function deviceFigures(device: string): TwoReadFigure[] {
     }),
     percentile('p50', 0.5),
     percentile('p99', 0.99),
+    {
+      // How busy its threads were: 1 less their idle share, by the counter they add to.
+      key: k('device_busy'),
+      service: (r) => [metric(r, 'mediator_device_thread_idle_seconds_total', { device })],
+      compute: (f) => M.busyShare(f.before[0], f.after[0], f.t1 - f.t0, DEVICE_THREADS),
+      text: (v) => (v === undefined ? '–' : M.formatPercent(v, 1)),
+      // A busy device may not go idle in a window: 0 is a figure too.
+      moving: () => [],
+    },
   ];
 }
 

@@ -27,6 +27,12 @@ export declare function ratePerSecond(
   seconds: number | undefined,
   wraps?: boolean,
 ): number | undefined;
+export declare function busyShare(
+  idleBefore: number | undefined,
+  idleAfter: number | undefined,
+  seconds: number | undefined,
+  threads: number,
+): number | undefined;
 export declare function windowQuantile(
   bounds: readonly number[],
   before: readonly number[] | undefined,

@@ -45,6 +45,21 @@ export function ratePerSecond(before, after, seconds, wraps = false) {
 }
 
 /**
+ * How busy `threads` threads were between two reads `seconds` apart, from their
+ * idle time summed (seconds, a counter): 1 less the idle share, between 0 and 1;
+ * undefined without an interval, a reading or a thread, and when the idle time
+ * went back (a restart: no idle time is not all busy).
+ */
+export function busyShare(idleBefore, idleAfter, seconds, threads) {
+  if (!(seconds > 0) || !(threads > 0) || idleBefore === undefined || idleAfter === undefined) {
+    return undefined;
+  }
+  if (idleAfter < idleBefore) return undefined;
+  const idle = (idleAfter - idleBefore) / (threads * seconds);
+  return Math.min(1, Math.max(0, 1 - idle));
+}
+
+/**
  * The q-quantile (0..1) of the observations between two reads of a histogram,
  * as Prometheus' histogram_quantile() computes it: find the bucket where the
  * rank falls and interpolate linearly inside it (from 0 for the first bucket);

@@ -418,6 +418,7 @@ function buildDevices(snap) {
       num('p50'),
       num('p99'),
       num('in_flight'),
+      num('device_busy'),
       num('requests'),
       num('failed'),
       num('faults'),
@@ -596,6 +597,7 @@ function showDevices(snap, prev, win) {
     setRate(k('written_bytes_per_s'), win, pd?.bytesWritten, d.bytesWritten, bytes);
     showLatency(k, d.latency, pd?.latency, win);
     set(k('in_flight'), d.inFlight, M.formatInteger(d.inFlight));
+    showDeviceBusy(k, d, pd, win);
     const failed = total - ok(d);
     set(k('failed'), failed, M.formatInteger(failed), failed > 0);
     const faults = sum(Object.values(d.faults));
@@ -615,6 +617,24 @@ function showDevices(snap, prev, win) {
       });
     }
   }
+}
+
+/** The device's threads' idle seconds summed, or undefined while one of them tells no number. */
+function idleOf(dev) {
+  if (!dev || dev.queues.some((q) => q.idleSeconds === null)) return undefined;
+  return sum(dev.queues.map((q) => q.idleSeconds));
+}
+
+/** How busy the device's threads were between the two reads (their own idle clocks), with its readings. */
+function showDeviceBusy(k, d, pd, win) {
+  const before = idleOf(pd);
+  const after = idleOf(d);
+  const b = win ? M.busyShare(before, after, win.t1 - win.t0, d.queues.length) : undefined;
+  set(k('device_busy'), b, b === undefined ? '–' : M.formatPercent(b, 1));
+  keepFrom(
+    k('device_busy'),
+    b === undefined ? undefined : { t0: win.t0, t1: win.t1, before, after },
+  );
 }
 
 /** p50 and p99 of the requests finished between the two reads, with the buckets they came from. */
