@@ -17,7 +17,7 @@ import { renderHtml } from '../src/workload/html.js';
 import { jobConfig, queueSizeFor } from '../src/workload/job-config.js';
 import { Progress } from '../src/workload/progress.js';
 import { buildReport } from '../src/workload/report.js';
-import { windowDeltas } from '../src/workload/results.js';
+import { busyShare, windowDeltas } from '../src/workload/results.js';
 import { runJobFile } from '../src/workload/runner.js';
 import type { CounterSnapshot } from '../src/workload/sampling.js';
 import { adviseSize, roundedSlots, simulate } from '../src/workload/sizing.js';
@@ -260,6 +260,12 @@ describe('bench runner', () => {
         });
         expect(med.backpressure).toHaveProperty('waits');
         expect(med.backpressure).toHaveProperty('wait_seconds');
+        // Each device's threads did some work in the window, never more than all of it.
+        for (const dev of med.devices) {
+          expect(dev.busy).not.toBeNull();
+          expect(dev.busy).toBeGreaterThanOrEqual(0);
+          expect(dev.busy).toBeLessThanOrEqual(1);
+        }
         if (m === 'bounce' || m === 'bounce-tuned') {
           // Reads copy back what was read; writes copy the data in.
           expect(med.bounced_bytes.from_device).toBeGreaterThanOrEqual(total.read.io_bytes);
@@ -345,6 +351,8 @@ describe('counters that wrap at 2^32', () => {
       from_device: { bytes: 0, copies: 0, seconds: 0 },
     });
     const at = (maps: number, full: number, copied: number): CounterSnapshot => ({
+      at: 0,
+      deviceIdleMs: [],
       engine: engine(copied),
       gate,
       pool: {
@@ -360,6 +368,26 @@ describe('counters that wrap at 2^32', () => {
     expect(d.bounced_bytes.to_device).toBe(8192);
     expect(d.copies.to_device).toBe(2);
     expect(d.backpressure).toEqual({ requeues: 0, waits: 0, wait_seconds: 0, timeouts: 0 });
+  });
+});
+
+describe("the devices' busy share in the mediator view (busyShare)", () => {
+  it('is 1 less the idle share of all the threads, to 3 decimals', () => {
+    // Two threads, 1000 ms: 500 ms idle of 2000 thread-ms.
+    expect(busyShare([100, 200], [400, 400], 1000)).toBe(0.75);
+    expect(busyShare([5], [5], 10)).toBe(1);
+    expect(busyShare([0], [1, 2], 10)).toBeNull();
+  });
+
+  it('an idle stretch that began before the window counts whole in it: never below 0', () => {
+    expect(busyShare([0], [1200], 1000)).toBe(0);
+  });
+
+  it('is null when a clock went back, is no number, or there is no interval', () => {
+    expect(busyShare([10], [5], 100)).toBeNull();
+    expect(busyShare([Number.NaN], [5], 100)).toBeNull();
+    expect(busyShare([0], [5], 0)).toBeNull();
+    expect(busyShare([], [], 100)).toBeNull();
   });
 });
 

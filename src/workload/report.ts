@@ -220,6 +220,9 @@ export function formatReport(report: BenchReport): string {
     out.push(
       `  pool full: ${requeueText(med.backpressure)}, ${med.backpressure.waits} waits, ${(med.backpressure.wait_seconds * 1000).toFixed(1)} ms waited, ${med.backpressure.timeouts} timeouts (policy ${med.backpressure.policy})`,
     );
+    out.push(
+      `  device threads busy: ${med.devices.map((d) => `${d.id} ${d.busy === null ? 'n/a' : `${(d.busy * 100).toFixed(1)}%`}`).join(', ')} (near 100%: the device bounds the job; low: the guest side does)`,
+    );
     out.push('');
   }
   const f = (v: number | null) => (v === null ? 'n/a' : v.toFixed(3));

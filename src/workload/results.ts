@@ -67,8 +67,20 @@ export interface MediatorView {
     timeouts: number;
   };
   copy_workers: number;
-  /** Requested vs granted queue depth per device (depth is capped by the queue size). */
-  devices: { id: string; kind: string; queues: number; depth: number; iodepth: number }[];
+  /**
+   * Requested vs granted queue depth per device (depth is capped by the queue
+   * size), and `busy`: the share of the window its device threads spent on
+   * requests rather than polling for them or asleep ({@link busyShare}), null
+   * where a thread's idle clock told no number.
+   */
+  devices: {
+    id: string;
+    kind: string;
+    queues: number;
+    depth: number;
+    iodepth: number;
+    busy: number | null;
+  }[];
   /** The pool's slot map at the window's highest occupancy (bounce mode, when asked for: `bench --html`). */
   slot_map_at_peak?: SlotMapAtPeak;
 }
@@ -187,6 +199,28 @@ export function windowDeltas(b: CounterSnapshot, e: CounterSnapshot): WindowDelt
   };
 }
 
+/**
+ * How busy a device's threads were between two snapshots `ms` apart: 1 less
+ * their idle share (their idle milliseconds summed over threads x ms), between
+ * 0 and 1 (an idle stretch is added when it ends, so one that began before the
+ * window counts whole in it), to 3 decimals; null when a reading is no number,
+ * went back, or there is no interval.
+ */
+export function busyShare(
+  before: readonly number[],
+  after: readonly number[],
+  ms: number,
+): number | null {
+  if (!(ms > 0) || before.length === 0 || before.length !== after.length) return null;
+  let idle = 0;
+  for (let i = 0; i < before.length; i++) {
+    const d = after[i]! - before[i]!;
+    if (!(d >= 0) || !Number.isFinite(d)) return null;
+    idle += d;
+  }
+  return Math.round(Math.min(1, Math.max(0, 1 - idle / (before.length * ms))) * 1000) / 1000;
+}
+
 /** What the mediator did in the window, with the pool's shape and the devices' depths. */
 export function mediatorView(
   jf: JobFile,
@@ -221,6 +255,11 @@ export function mediatorView(
       queues: dev.queueCount,
       depth: dev.depth,
       iodepth: jf.jobs[i]!.iodepth,
+      busy: busyShare(
+        window.before.deviceIdleMs[i] ?? [],
+        window.after.deviceIdleMs[i] ?? [],
+        window.after.at - window.before.at,
+      ),
     })),
     ...(window.slotMapAtPeak ? { slot_map_at_peak: window.slotMapAtPeak } : {}),
   };

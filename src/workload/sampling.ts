@@ -64,16 +64,24 @@ export interface RunOptions {
 
 /** The mediator's counters at one instant. Pool counters wrap modulo 2^32. */
 export interface CounterSnapshot {
+  /** performance.now() when it was taken, ms. */
+  at: number;
   engine: CopyStatsSnapshot['totals'];
   gate: BackpressureStats;
   pool: PoolStats;
+  /** Per device, per queue: its device thread's idle milliseconds so far (BlkDriver.deviceIdleMs; NaN: unknown). */
+  deviceIdleMs: number[][];
 }
 
 export function snapshotCounters(rig: JobRig): CounterSnapshot {
   return {
+    at: performance.now(),
     engine: rig.mediator.engine.stats().totals,
     gate: rig.gate.stats(),
     pool: rig.pool.stats(),
+    deviceIdleMs: rig.devices.map((d) =>
+      Array.from({ length: d.queueCount }, (_, q) => d.deviceIdleMs(q)),
+    ),
   };
 }
 
