@@ -301,6 +301,13 @@ describe('bench runner', () => {
         // The page's parts in their order: one table row and one ratio per mode,
         // then the charts (no slot map: the run did not capture one).
         expect(html.match(/<tr><td>[a-z-]+<\/td>/g)).toEqual(modes.map((m) => `<tr><td>${m}</td>`));
+        // Each row ends with its devices' threads' busy share, as the report has it.
+        for (const m of modes) {
+          const busy = report.mediator[m]!.devices.map(
+            (d) => `${d.id} ${d.busy === null ? 'n/a' : `${(d.busy * 100).toFixed(1)}%`}`,
+          );
+          expect(html).toContain(`<td>${busy.join(', ')}</td></tr>`);
+        }
         expect(html.match(/<b>[a-z-]+ ÷ direct<\/b>/g)).toEqual(
           modes.filter((m) => m !== 'direct').map((m) => `<b>${m} ÷ direct</b>`),
         );
