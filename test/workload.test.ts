@@ -304,7 +304,8 @@ describe('bench runner', () => {
         // Each row ends with its devices' threads' busy share, as the report has it.
         for (const m of modes) {
           const busy = report.mediator[m]!.devices.map(
-            (d) => `${d.id} ${d.busy === null ? 'n/a' : `${(d.busy * 100).toFixed(1)}%`}`,
+            (d: { id: string; busy: number | null }) =>
+              `${d.id} ${d.busy === null ? 'n/a' : `${(d.busy * 100).toFixed(1)}%`}`,
           );
           expect(html).toContain(`<td>${busy.join(', ')}</td></tr>`);
         }
