@@ -385,9 +385,10 @@ export function countedWindows<W extends Pick<Window, 'before' | 'after'>>(
 
 /**
  * The device thread's work over `windows`, seconds: each one's length less its
- * idle time, at least 0 (an idle stretch is added when it ends, so one that began
- * before a window counts whole in it); null when a window's idle time is not a
- * number of milliseconds (the clock is the device side's own word).
+ * idle time, at least 0 (an idle stretch is added when it ends or after
+ * IDLE_TICK_MS of sleep, so one that began before a window counts whole in it);
+ * null when a window's idle time is not a number of milliseconds (the clock is
+ * the device side's own word).
  */
 export function deviceWorkSeconds(
   windows: readonly Pick<Window, 'elapsed' | 'deviceIdleMs'>[],

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { Mediator } from '../src/mediator/mediator.js';
-import { IdleClock, idleMs, THREAD_CLOCK_BYTES, threadClock } from '../src/virtio/thread-clock.js';
+import {
+  IDLE_TICK_MS,
+  IdleClock,
+  idleMs,
+  THREAD_CLOCK_BYTES,
+  threadClock,
+} from '../src/virtio/thread-clock.js';
 
 const MiB = 2 ** 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -52,6 +58,13 @@ describe('a device thread idle clock (src/virtio/thread-clock.ts)', () => {
       const elapsed = performance.now() - t0;
       expect(idle).toBeGreaterThanOrEqual(slept * 0.99);
       expect(idle).toBeLessThanOrEqual(elapsed * 1.01);
+      // With no request at all, a sleeping thread still adds its time every
+      // IDLE_TICK_MS: an idle device never reads as busy.
+      const quiet0 = dev.deviceIdleMs();
+      const q0 = performance.now();
+      await sleep(300);
+      const quiet = dev.deviceIdleMs() - quiet0;
+      expect(quiet).toBeGreaterThanOrEqual((performance.now() - q0) * 0.99 - 2 * IDLE_TICK_MS);
       // The device's stats (GET /v1/devices) carry the same figure, in seconds.
       expect(dev.stats().queues[0]!.idleSeconds).toBe(dev.deviceIdleMs() / 1000);
       // Scribbled by a device that lies: the host reads no figure from it.

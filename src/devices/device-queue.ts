@@ -97,15 +97,17 @@ export class DeviceQueue {
   }
 
   /**
-   * Sleeps on the doorbell until the guest rings it. DEVICE_SLEEPING is set before
-   * the last look at the available index (and at STOP), so a guest that publishes
-   * after that look sees the flag and rings: no request is missed.
+   * Sleeps on the doorbell until the guest rings it, or for at most `timeoutMs`.
+   * DEVICE_SLEEPING is set before the last look at the available index (and at
+   * STOP), so a guest that publishes after that look sees the flag and rings: no
+   * request is missed. A caller woken by the timeout looks again before it sleeps
+   * again, so the flag's short drop in between misses nothing either.
    */
-  sleep(): void {
+  sleep(timeoutMs = Number.POSITIVE_INFINITY): void {
     const bell = Atomics.load(this.i32, this.notify + NOTIFY_DOORBELL);
     Atomics.store(this.i32, this.notify + NOTIFY_DEVICE_SLEEPING, 1);
     if (this.availIdx() === this.lastAvail && !this.stopRequested()) {
-      Atomics.wait(this.i32, this.notify + NOTIFY_DOORBELL, bell);
+      Atomics.wait(this.i32, this.notify + NOTIFY_DOORBELL, bell, timeoutMs);
     }
     Atomics.store(this.i32, this.notify + NOTIFY_DEVICE_SLEEPING, 0);
   }

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { DeviceWorkerData } from '../virtio/device-spec.js';
-import { IdleClock } from '../virtio/thread-clock.js';
+import { IDLE_TICK_MS, IdleClock } from '../virtio/thread-clock.js';
 import { BlkBackend } from './blk-backend.js';
 import { type BlockStore, FileStore, RamStore } from './block-store.js';
 import { Chaos } from './chaos.js';
@@ -70,7 +70,8 @@ function run(data: DeviceWorkerData): void {
       const since = performance.now();
       avail = queue.spin(avail, spinMs);
       const slept = !queue.hasNew(avail);
-      if (slept) queue.sleep();
+      // Woken by a request, or by the tick: either way the time so far is added.
+      if (slept) queue.sleep(IDLE_TICK_MS);
       idle.addSince(since, performance.now());
       if (slept) continue;
     }

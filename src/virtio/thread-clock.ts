@@ -1,7 +1,8 @@
 /**
  * How long a device thread had nothing to do: the time it spent polling its
  * queue for a request and sleeping on the doorbell, added up by the thread in
- * a small SharedArrayBuffer of the host's (never in guest or pool memory).
+ * a small SharedArrayBuffer of the host's (never in guest or pool memory), when
+ * each idle stretch ends and at least every {@link IDLE_TICK_MS} of sleep.
  * Whatever is not idle is the thread's work (walking chains, its store's copies,
  * completing), or time the host's scheduler took it off its CPU while it worked.
  *
@@ -16,6 +17,16 @@
 
 /** Bytes of a thread clock. */
 export const THREAD_CLOCK_BYTES = 8;
+
+/**
+ * The longest a device thread sleeps before it adds the idle time so far (and
+ * sleeps again): a stretch is added when it ends, so without this a thread asleep
+ * for minutes would add nothing until a request came, and an idle device would
+ * read as fully busy. A reading is thus off by at most this much at each end of
+ * an interval (less while requests flow). 20 wake-ups a second cost an idle
+ * thread next to nothing.
+ */
+export const IDLE_TICK_MS = 50;
 
 /** A new clock, at zero. */
 export function threadClock(): SharedArrayBuffer {

@@ -202,9 +202,9 @@ export function windowDeltas(b: CounterSnapshot, e: CounterSnapshot): WindowDelt
 /**
  * How busy a device's threads were between two snapshots `ms` apart: 1 less
  * their idle share (their idle milliseconds summed over threads x ms), between
- * 0 and 1 (an idle stretch is added when it ends, so one that began before the
- * window counts whole in it), to 3 decimals; null when a reading is no number,
- * went back, or there is no interval.
+ * 0 and 1 (an idle stretch is added when it ends or after IDLE_TICK_MS of sleep,
+ * so one that began before the window counts whole in it), to 3 decimals; null
+ * when a reading is no number, went back, or there is no interval.
  */
 export function busyShare(
   before: readonly number[],
