@@ -23,8 +23,8 @@ export const THREAD_CLOCK_BYTES = 8;
  * sleeps again): a stretch is added when it ends, so without this a thread asleep
  * for minutes would add nothing until a request came, and an idle device would
  * read as fully busy. A reading is thus off by at most this much at each end of
- * an interval (less while requests flow). 20 wake-ups a second cost an idle
- * thread next to nothing.
+ * an interval (less while requests flow). What the wake-ups cost an idle thread
+ * is measured in docs/performance.md ("An idle device thread wakes every 50 ms").
  */
 export const IDLE_TICK_MS = 50;
 
