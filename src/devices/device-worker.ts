@@ -62,19 +62,23 @@ function run(data: DeviceWorkerData): void {
   const spinMs = data.spinMicros / 1000;
   const idle = new IdleClock(data.clock);
   parentPort?.postMessage({ type: 'ready' });
+  // Asleep since the last request: a thread the tick woke goes back to sleep
+  // without polling first (it polled before it fell asleep).
+  let asleep = false;
   for (;;) {
     let avail = queue.availIdx();
     if (!queue.hasNew(avail)) {
       if (queue.stopRequested()) break;
       // Idle from here until a request is seen: the poll, and the sleep if it came to that.
       const since = performance.now();
-      avail = queue.spin(avail, spinMs);
-      const slept = !queue.hasNew(avail);
+      if (!asleep) avail = queue.spin(avail, spinMs);
+      asleep = !queue.hasNew(avail);
       // Woken by a request, or by the tick: either way the time so far is added.
-      if (slept) queue.sleep(IDLE_TICK_MS);
+      if (asleep) queue.sleep(IDLE_TICK_MS);
       idle.addSince(since, performance.now());
-      if (slept) continue;
+      if (asleep) continue;
     }
+    asleep = false;
     while (queue.hasNew(avail)) {
       const head = queue.takeHead();
       const written = handle(queue, device, head);
