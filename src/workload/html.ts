@@ -8,8 +8,7 @@
 import { JOB_MODES, type JobMode } from './fio-job.js';
 import type { SlotMapAtPeak } from './peak-slot-map.js';
 import type { BenchReport } from './report.js';
-import { formatBytes, formatCount, formatNs } from './report.js';
-import type { MediatorView } from './results.js';
+import { formatBusy, formatBytes, formatCount, formatNs } from './report.js';
 import type { TotalResult } from './runner.js';
 import { SLOT_COLOURS, slotMapPicture } from './slot-map-png.js';
 
@@ -238,20 +237,13 @@ function bounceVsDirectSections(report: BenchReport): string[] {
   ];
 }
 
-/** Each device's threads' busy share, "id 12.3%" (n/a where unknown). */
-function busyText(devices: MediatorView['devices']): string {
-  return devices
-    .map((d) => `${esc(d.id)} ${d.busy === null ? 'n/a' : `${(d.busy * 100).toFixed(1)}%`}`)
-    .join(', ');
-}
-
 /** The summary table: one row per mode, client-side figures then the mediator's. */
 function summaryTable(report: BenchReport, modes: readonly JobMode[]): string {
   const rows = modes
     .map((m) => {
       const t = report.total[m]!;
       const med = report.mediator[m]!;
-      return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(t.all.clat_ns.percentile['50.000000']!)}</td><td>${formatNs(t.all.clat_ns.percentile['99.000000']!)}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.requeues}</td><td>${med.backpressure.waits}</td><td>${busyText(med.devices)}</td></tr>`;
+      return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(t.all.clat_ns.percentile['50.000000']!)}</td><td>${formatNs(t.all.clat_ns.percentile['99.000000']!)}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.requeues}</td><td>${med.backpressure.waits}</td><td>${esc(formatBusy(med.devices))}</td></tr>`;
     })
     .join('');
   return `<table><tr><th>mode</th><th>IOPS</th><th>bandwidth</th><th>p50</th><th>p99</th><th>pool high-water</th><th>map failures</th><th>bounced to/from device</th><th>requeues (pool full)</th><th>back-pressure waits</th><th>device threads busy</th></tr>${rows}</table>`;

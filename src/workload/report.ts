@@ -189,6 +189,13 @@ function dirLine(label: string, d: DirectionResult): string[] {
   ];
 }
 
+/** Each device's threads' busy share, "id 12.3%" ("n/a" where unknown), comma-separated. */
+export function formatBusy(devices: readonly { id: string; busy: number | null }[]): string {
+  return devices
+    .map((d) => `${d.id} ${d.busy === null ? 'n/a' : `${(d.busy * 100).toFixed(1)}%`}`)
+    .join(', ');
+}
+
 export function formatReport(report: BenchReport): string {
   const out: string[] = [];
   for (const w of report.warnings) out.push(`warning: ${w}`);
@@ -221,7 +228,7 @@ export function formatReport(report: BenchReport): string {
       `  pool full: ${requeueText(med.backpressure)}, ${med.backpressure.waits} waits, ${(med.backpressure.wait_seconds * 1000).toFixed(1)} ms waited, ${med.backpressure.timeouts} timeouts (policy ${med.backpressure.policy})`,
     );
     out.push(
-      `  device threads busy: ${med.devices.map((d) => `${d.id} ${d.busy === null ? 'n/a' : `${(d.busy * 100).toFixed(1)}%`}`).join(', ')} (near 100%: the device bounds the job; low: the guest side does)`,
+      `  device threads busy: ${formatBusy(med.devices)} (near 100%: the device bounds the job; low: the guest side does)`,
     );
     out.push('');
   }
