@@ -9,6 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it, vi } from 'vitest';
 import { DeviceQueue } from '../src/devices/device-queue.js';
 import { isMediatorError } from '../src/errors.js';
+import { REAP_BUDGET } from '../src/mediator/blk-driver.js';
 import type { Mode } from '../src/mediator/defaults.js';
 import {
   type DeviceSpec,
@@ -488,6 +489,49 @@ describe('waking the device', () => {
         notify.mockRestore();
       }
       expect(dev.stats().requests.read.ok).toBe(9);
+    });
+  });
+});
+
+describe('completions in one event-loop turn', () => {
+  it('re-polling within a turn leaves the event loop a turn at least every REAP_BUDGET + 2 x depth completions', async () => {
+    // A closed loop on a device that answers at once: each completion submits the
+    // next request, whose publish re-polls for more. Without the budget a turn
+    // would go on as long as the device keeps up, and the loop's other work
+    // (sockets, timers) would wait for all of it.
+    const depth = 32;
+    const s = spec('bounce', [{ kind: 'null', depth }], { copy: { workers: 0 } });
+    await withMediator(s, async (m) => {
+      const dev = m.device('d0')!;
+      await dev.ready();
+      let done = 0;
+      let stopping = false;
+      const loops = Array.from({ length: depth }, async (_, i) => {
+        while (!stopping) {
+          await dev.write(i * 8, 4096);
+          done++;
+        }
+      });
+      // Completions between two turns: a chain of immediates runs once per turn.
+      let most = 0;
+      let ticks = 0;
+      await new Promise<void>((resolve) => {
+        let last = done;
+        const tick = () => {
+          most = Math.max(most, done - last);
+          last = done;
+          if (++ticks < 1_000_000 && done < 20_000) setImmediate(tick);
+          else resolve();
+        };
+        setImmediate(tick);
+      });
+      stopping = true;
+      await Promise.all(loops);
+      expect(done).toBeGreaterThan(0);
+      expect(ticks).toBeGreaterThan(1);
+      // The turn's own poll reaps up to `depth`, re-polls go on while fewer than
+      // REAP_BUDGET were reaped, and the last one reaps up to `depth`.
+      expect(most).toBeLessThanOrEqual(depth + REAP_BUDGET - 1 + depth);
     });
   });
 });

@@ -102,6 +102,8 @@ export interface BlkQueue {
   ringNow: () => void;
   rearm: () => void;
   lastCompletion: number;
+  /** Completions reaped by re-polls in this event-loop turn (BlkDriver.publishNow; at most REAP_BUDGET). */
+  turnReaped: number;
   /** The device thread has started serving (timeouts count from then). */
   ready: Promise<void>;
   isReady: boolean;
@@ -276,6 +278,7 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
     ringNow: () => undefined,
     rearm: () => undefined,
     lastCompletion: 0,
+    turnReaped: 0,
     ready: Promise.resolve(),
     isReady: false,
     armed: false,
