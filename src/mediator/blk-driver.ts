@@ -87,9 +87,11 @@ export type ResetReason = 'requested' | 'timeout' | 'thread_error' | 'thread_exi
 
 /**
  * Completions a queue reaps by re-polling within one event-loop turn (BlkDriver
- * reapInTurn), beyond the turn's own poll. As NAPI's weight does (64,
- * NAPI_POLL_WEIGHT), it bounds how long completions hold the thread before the
- * event loop's other work runs.
+ * reapInTurn), beyond the turn's own poll. It bounds how long completions hold
+ * the thread before the event loop's other work runs, as NAPI's weight bounds a
+ * network poll: include/linux/netdevice.h (5.15, and 6.x alike), "Default NAPI
+ * poll() weight / Device drivers are strongly advised to not use bigger value",
+ * #define NAPI_POLL_WEIGHT 64.
  */
 export const REAP_BUDGET = 64;
 
