@@ -909,9 +909,10 @@ export class BlkDriver {
    * (several microseconds in a VM), and when this thread is the busier one the
    * device always has finished more by the time a batch is published. Their
    * completions start the next requests, whose publish comes back here, so a
-   * budget bounds the turn, as NAPI's weight bounds a poll (REAP_BUDGET): the
-   * sockets and timers get their turn at least once every REAP_BUDGET
-   * completions.
+   * budget bounds the turn, as NAPI's weight bounds a poll (REAP_BUDGET): once
+   * the re-polls of a turn have reaped that many, the rest waits for the next
+   * turn's poll, after the sockets and timers (a turn's poll and its last re-poll
+   * reap up to the queue's depth each).
    */
   private reapInTurn(q: BlkQueue): void {
     if (q.turnReaped >= REAP_BUDGET) return;
