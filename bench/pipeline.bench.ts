@@ -391,6 +391,10 @@ interface Ratio {
   rounds: number[];
 }
 
+/** The key of a case's ratios in overDirect and overDirectSized: "device/op/size". */
+const caseKey = (c: Pick<CaseResult, 'device' | 'op' | 'size'>): string =>
+  `${c.device}/${c.op}/${c.size}`;
+
 const ratio = (b: CaseResult, d: CaseResult, bRuns: CaseResult[], dRuns: CaseResult[]): Ratio => ({
   iops: +(b.iops / d.iops).toFixed(3),
   rounds: bRuns.map((r, k) => +(r.iops / dRuns[k]!.iops).toFixed(3)),
@@ -544,7 +548,7 @@ for (const device of devices) {
       const directIndex = runs.findIndex((run) => run.mode === 'direct');
       if (directIndex < 0) continue;
       const direct = done[directIndex]!.r;
-      const key = `${device}/${op}/${size}`;
+      const key = caseKey({ device, op, size });
       for (const [i, { run, r }] of done.entries()) {
         if (run.mode === 'direct') continue;
         const table = run.pool === poolMiB ? overDirect : overDirectSized;
@@ -585,7 +589,7 @@ function ratioTarget(name: string, mode: PooledMode, key: string, target: number
   const bounds: string[] = [];
   if (met === false) {
     const result = results.find(
-      (x) => x.mode === mode && `${x.device}/${x.op}/${x.size}` === key && x.pool_mib === poolMiB,
+      (x) => x.mode === mode && caseKey(x) === key && x.pool_mib === poolMiB,
     );
     const main = result ? mainBusyText(result) : undefined;
     if (main !== undefined) bounds.push(main);
@@ -594,9 +598,7 @@ function ratioTarget(name: string, mode: PooledMode, key: string, target: number
         `the main thread's copies allow ${r.copy_bound} (copy time per request, measured)`,
       );
     }
-    const direct = results.find(
-      (x) => x.mode === 'direct' && `${x.device}/${x.op}/${x.size}` === key,
-    );
+    const direct = results.find((x) => x.mode === 'direct' && caseKey(x) === key);
     const dev = result ? deviceBusyText(result, direct) : undefined;
     if (dev !== undefined) {
       bounds.push(r?.device_bound == null ? dev : `${dev}: its work allows ${r.device_bound}`);
