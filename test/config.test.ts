@@ -428,11 +428,11 @@ describe('docs/configuration.md', () => {
     const section = doc.split(/^## Example$/m)[1]!.split(/^## /m)[0]!;
     const json = /```json\n([\s\S]*?)```/.exec(section)![1]!;
     const c = parseConfig(JSON.parse(json), { baseDir: '/srv' });
-    expect(c.pools.map((p) => p.name)).toEqual(['shared', 'nvme']);
+    expect(c.pools.map((p) => p.name)).toEqual(['ram', 'nvme', 'null']);
     expect(c.devices.map((d) => [d.id, d.kind, d.pool, d.guest])).toEqual([
-      ['blk0', 'ram-blk', 'shared', 'vm0'],
+      ['blk0', 'ram-blk', 'ram', 'vm0'],
       ['disk', 'file-blk', 'nvme', 'vm0'],
-      ['null0', 'null', 'shared', 'vm0'],
+      ['null0', 'null', 'null', 'vm0'],
     ]);
     expect(c.devices[1]).toMatchObject({ file: '/srv/disk.img', minAlignMask: 4095 });
   });

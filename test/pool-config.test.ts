@@ -272,6 +272,24 @@ describe('serve: --kernel, --placement, --swiotlb and --restricted', () => {
     expect(r.pools[0]!.areas).toBeUndefined();
   });
 
+  it('on the embedded default, each device keeps a pool of its own; the second starts where the first ends', async () => {
+    const own = (c: ReturnType<typeof parseConfig>) =>
+      c.devices.map((d) => [d.id, d.pool, c.pools.find((p) => p.name === d.pool)!.base]);
+    // --swiotlb 65536: a 128 MiB first pool, over the 64 MiB where the second lay.
+    expect(own(await printConfig(['--swiotlb', '65536']))).toEqual([
+      ['blk0', 'pool0', 0],
+      ['null0', 'pool1', 128 * MiB],
+    ]);
+    expect(own(await printConfig(['--restricted', '4MiB']))).toEqual([
+      ['blk0', 'pool0', 0],
+      ['null0', 'pool1', 4 * MiB],
+    ]);
+    expect(own(await printConfig([]))).toEqual([
+      ['blk0', 'pool0', 0],
+      ['null0', 'pool1', 64 * MiB],
+    ]);
+  });
+
   it("--placement sets the pools' default; a pool of the file that sets its own keeps it", async () => {
     const c = await printConfig(['--placement', 'warm']);
     expect(c.placement).toBe('warm');

@@ -3,7 +3,13 @@ import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import { MediatorError } from '../errors.js';
 import type { MediatorSpec } from '../mediator/mediator.js';
-import { poolGeometryOptions, type ServiceConfig, serviceConfigSchema } from './schema.js';
+import {
+  embeddedDefault,
+  followFirstPool,
+  poolGeometryOptions,
+  type ServiceConfig,
+  serviceConfigSchema,
+} from './schema.js';
 
 /** A value set on the command line, which wins over the file. */
 export interface ConfigOverride {
@@ -90,10 +96,14 @@ export function parseConfig(
   const overrides = opts.overrides ?? [];
   let input = raw;
   if (overrides.length > 0 && isPlainObject(raw)) {
-    input = structuredClone(raw);
-    for (const o of overrides) {
-      setPath(input as Record<string, unknown>, o.path, o.value, o.replaces ?? []);
-    }
+    const copy = structuredClone(raw) as Record<string, unknown>;
+    // A config that names neither pools nor devices runs the embedded default, a
+    // pool per device; a flag that redeclares the first pool keeps it so.
+    const embedded = copy.pools === undefined && copy.devices === undefined;
+    if (embedded) Object.assign(copy, embeddedDefault());
+    for (const o of overrides) setPath(copy, o.path, o.value, o.replaces ?? []);
+    if (embedded) followFirstPool(copy.pools as Record<string, unknown>[]);
+    input = copy;
   }
   const result = serviceConfigSchema.safeParse(input, { reportInput: true });
   if (!result.success) {

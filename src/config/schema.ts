@@ -684,16 +684,54 @@ const fileSchemaFields = objectField({
   devices: listField(deviceSchema, 0, 64).prefault([...DEFAULT_DEVICES]),
 });
 
+/**
+ * The embedded default's pools and devices, fresh objects, for a config that names
+ * neither: the file schema fills them in, and parseConfig (load.ts) does so before
+ * the command line's flags redeclare the first pool, so the devices stay on pools
+ * of their own.
+ */
+export function embeddedDefault(): {
+  pools: Record<string, unknown>[];
+  devices: Record<string, unknown>[];
+} {
+  return {
+    pools: EMBEDDED_DEFAULT.pools.map((p) => ({ ...p })),
+    devices: EMBEDDED_DEFAULT.devices.map((d) => ({ ...d })),
+  };
+}
+
+/**
+ * Moves the embedded default's second pool to where the first now ends, once a
+ * flag (serve --swiotlb, --restricted) has redeclared the first: the two stay
+ * apart at any size the flag gives. A first pool that does not form a geometry
+ * is left as it is, for the config's checks to name.
+ */
+export function followFirstPool(pools: Record<string, unknown>[]): void {
+  const second = pools[1];
+  const parsed = poolSchema.safeParse(pools[0]);
+  if (second === undefined || !parsed.success) return;
+  const p = parsed.data;
+  try {
+    const g = computeGeometry(
+      poolGeometryOptions({
+        restricted: p.restricted,
+        size: p.size,
+        ...declaredShape(p),
+        base: p.base,
+      }),
+    );
+    second.base = g.base + g.bytes;
+  } catch {
+    // Reported by checkPoolGeometries with the field and the flag that set it.
+  }
+}
+
 /** The file format: {@link EMBEDDED_DEFAULT} fills `pools` and `devices` when both are absent. */
 const fileSchema = z.preprocess((raw) => {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return raw;
   const r = raw as Record<string, unknown>;
   if (r.pools !== undefined || r.devices !== undefined) return raw;
-  return {
-    ...r,
-    pools: EMBEDDED_DEFAULT.pools.map((p) => ({ ...p })),
-    devices: EMBEDDED_DEFAULT.devices.map((d) => ({ ...d })),
-  };
+  return { ...r, ...embeddedDefault() };
 }, fileSchemaFields);
 
 /** A config file as written: every field optional. */
