@@ -24,6 +24,8 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { loadConfig } from '../src/config/load.js';
+import { isMediatorError } from '../src/errors.js';
 import { DEFAULT_MODE, MODES, type Mode } from '../src/mediator/defaults.js';
 import { benchArgs, choiceFlag, intFlag, positiveFlag, usageError } from './cli.js';
 import { SERVER_ENV, type ServerSpec } from './loadtest-server.js';
@@ -35,7 +37,8 @@ HTTP load test of the service over loopback (autocannon), four phases.
   --duration S        seconds per window, at most 600 (default 5)
   --connections N     concurrent connections (default 32)
   --size B            bytes per request, a multiple of 512 (default 4096)
-  --mode MODE         bounce, direct or shared (default bounce)
+  --mode MODE         bounce, direct or shared (default: the config file's mode,
+                      else bounce)
   --config FILE       the service's config file (default: the embedded default);
                       its blk0 device is the one loaded
   --baseline          also run every phase against a bare Fastify server doing
@@ -49,6 +52,16 @@ HTTP load test of the service over loopback (autocannon), four phases.
                       the default mode and configuration)
   -h, --help          this help`;
 
+/** The mode a config file runs the service in; a file that does not load is a usage error. */
+function configMode(file: string): Mode {
+  try {
+    return loadConfig({ file }).mode;
+  } catch (err) {
+    if (isMediatorError(err)) throw usageError(`--config: ${err.message}`);
+    throw err;
+  }
+}
+
 const { duration, connections, size, mode, json, withBaseline, rounds, configFile } = benchArgs(
   'loadtest',
   USAGE,
@@ -57,7 +70,7 @@ const { duration, connections, size, mode, json, withBaseline, rounds, configFil
       duration: { type: 'string', default: '5' },
       connections: { type: 'string', default: '32' },
       size: { type: 'string', default: '4096' },
-      mode: { type: 'string', default: 'bounce' },
+      mode: { type: 'string' },
       config: { type: 'string' },
       baseline: { type: 'boolean', default: false },
       rounds: { type: 'string', default: '1' },
@@ -73,7 +86,13 @@ const { duration, connections, size, mode, json, withBaseline, rounds, configFil
       duration: seconds,
       connections: intFlag('connections', values.connections, 1),
       size: bytes,
-      mode: choiceFlag('mode', values.mode, MODES) as Mode,
+      // Unset: the mode the service runs, the config file's if it names one.
+      mode:
+        values.mode !== undefined
+          ? (choiceFlag('mode', values.mode, MODES) as Mode)
+          : values.config !== undefined
+            ? configMode(values.config)
+            : DEFAULT_MODE,
       withBaseline: values.baseline,
       configFile: values.config,
       rounds: intFlag('rounds', values.rounds, 1),

@@ -3,7 +3,9 @@
  * checks shapes and invariants, never speed (speed is what `npm run bench:*` is for).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { DmaResult } from '../bench/dma.bench.js';
@@ -638,6 +640,25 @@ describe('benchmarks', () => {
       expect(t.bounds).toEqual(
         t.met ? [] : [expect.stringContaining(`the CPU allows ${phase.cpu_bound_ratio}`)],
       );
+    }
+  }, 90_000);
+
+  it("loadtest --config runs the file's mode unless --mode says otherwise; a bad file is a usage error", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'loadtest-'));
+    try {
+      const shared = join(dir, 'shared.json');
+      writeFileSync(shared, JSON.stringify({ mode: 'shared' }));
+      const args = ['--config', shared, '--duration', '0.2', '--connections', '2'];
+      expect((await bench('bench/loadtest.ts', args)).mode).toBe('shared');
+      expect((await bench('bench/loadtest.ts', [...args, '--mode', 'direct'])).mode).toBe('direct');
+      const bad = join(dir, 'bad.json');
+      writeFileSync(bad, JSON.stringify({ mode: 'sharde' }));
+      const r = await exec('bench/loadtest.ts', ['--config', bad]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('loadtest: --config: config file');
+      expect(r.stderr).toContain('mode: "sharde" is not allowed');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   }, 90_000);
 
