@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { DmaResult } from '../bench/dma.bench.js';
 import { type CaseResult, countedWindows, deviceWorkSeconds } from '../bench/pipeline-case.js';
+import { caseKey, pipelineTargets, ratio, type TargetInputs } from '../bench/pipeline-targets.js';
 
 const run = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -108,6 +109,153 @@ describe('expectRoundedQuotient (the comparison the benchmark checks use)', () =
     expectRoundedQuotient(0.667, 2, 3, 3);
     expect(() => expectRoundedQuotient(0.668, 2, 3, 3)).toThrow();
     expectRoundedQuotient(1234.568, 1234567.8, 1000, 3);
+  });
+});
+
+describe("bench:pipeline's targets say what bounds a missed one (pipelineTargets)", () => {
+  /** A measured case; the fields the targets do not read hold plausible values. */
+  const result = (over: Partial<CaseResult>): CaseResult => ({
+    device: 'ram-blk',
+    op: 'write',
+    size: 65536,
+    mode: 'direct',
+    pool_mib: 64,
+    pool_areas: 2,
+    placement: null,
+    iops: 200_000,
+    gbps: 13.1,
+    p50_us: 150,
+    p99_us: 300,
+    copy_us_per_io: 0,
+    inline_copy_share: 1,
+    main_cpu_us_per_io: 4.75,
+    main_busy: 0.95,
+    device_us_per_io: 5,
+    device_busy: 1,
+    c2c_before_ns: 200,
+    c2c_after_ns: 200,
+    c2c_floor_ns: 200,
+    huge_pages_mib: null,
+    windows: 3,
+    far_windows: 0,
+    far_runs: 0,
+    runs: 1,
+    iops_min: over.iops ?? 200_000,
+    iops_max: over.iops ?? 200_000,
+    ...over,
+  });
+  const directW = result({});
+  const directR = result({ op: 'read' });
+  const tuned = (op: 'read' | 'write', iops: number, pool = 64) =>
+    result({
+      op,
+      mode: 'bounce-tuned',
+      pool_mib: pool,
+      placement: 'warm',
+      iops,
+      copy_us_per_io: 2.5,
+      main_cpu_us_per_io: 5.7,
+      main_busy: 0.93,
+      device_us_per_io: 5.5,
+      device_busy: 0.9,
+    });
+  const results: CaseResult[] = [
+    result({
+      device: 'null',
+      size: 4096,
+      mode: 'bounce',
+      placement: 'linux',
+      iops: 250_000,
+      copy_us_per_io: 1.25,
+      main_cpu_us_per_io: 3.8,
+      main_busy: 0.95,
+    }),
+    tuned('write', 170_000),
+    tuned('write', 176_000, 8),
+    tuned('read', 150_000),
+    result({ mode: 'shared', placement: 'warm', iops: 170_000, device_us_per_io: 5.25 }),
+    result({ mode: 'shared', placement: 'warm', iops: 180_000, pool_mib: 8 }),
+    result({ op: 'read', mode: 'shared', placement: 'warm', iops: 190_000 }),
+    result({ mode: 'bounce', placement: 'linux', iops: 150_000 }),
+    result({
+      op: 'read',
+      mode: 'bounce',
+      placement: 'linux',
+      iops: 120_000,
+      main_cpu_us_per_io: null,
+      main_busy: null,
+      device_us_per_io: null,
+      device_busy: null,
+    }),
+    result({ op: 'read', mode: 'bounce', placement: 'linux', iops: 160_000, pool_mib: 8 }),
+    directW,
+    directR,
+  ];
+  const overDirect: TargetInputs['overDirect'] = {};
+  const overDirectSized: TargetInputs['overDirectSized'] = {};
+  for (const r of results) {
+    if (r.mode === 'direct' || r.device !== 'ram-blk') continue;
+    const d = r.op === 'write' ? directW : directR;
+    const table = r.pool_mib === 64 ? overDirect : overDirectSized;
+    table[r.mode] ??= {};
+    table[r.mode]![caseKey(r)] = ratio(r, d, [r], [d]);
+  }
+  const targets = pipelineTargets({
+    results,
+    runsOf: new Map(results.map((r) => [r, [r]])),
+    overDirect,
+    overDirectSized,
+    poolMiB: 64,
+    sizedPoolMiB: 8,
+  });
+  const byName = new Map(targets.map((t) => [t.name, t]));
+
+  it('a met target names no bound; a missed one names each bound measured, by its mode', () => {
+    expect(targets.map((t) => [t.name, t.measured, t.met])).toEqual([
+      ['null 4 KiB writes, bounce IOPS', 250_000, false],
+      ['ram-blk 64 KiB writes, bounce-tuned ÷ direct', 0.85, false],
+      ['ram-blk 64 KiB reads, bounce-tuned ÷ direct', 0.75, true],
+      ['ram-blk 64 KiB writes, shared ÷ direct', 0.85, false],
+      ['ram-blk 64 KiB reads, shared ÷ direct', 0.95, true],
+      ['ram-blk 64 KiB writes, bounce ÷ direct (Linux)', 0.75, true],
+      ['ram-blk 64 KiB reads, bounce ÷ direct (Linux)', 0.6, false],
+    ]);
+    for (const t of targets) if (t.met) expect(t.bounds).toEqual([]);
+    expect(byName.get('null 4 KiB writes, bounce IOPS')!.bounds).toEqual([
+      'the main thread was on a CPU 95% of the window, 3.80 us per request (its polling for completions included)',
+      "the main thread's copies allow 800000 IOPS (1.25 us per request)",
+    ]);
+    // 1e6 / 2.5 us / 200k = 2; 1e6 / 5.5 us / 200k = 0.909.
+    expect(byName.get('ram-blk 64 KiB writes, bounce-tuned ÷ direct')!.bounds).toEqual([
+      'the main thread was on a CPU 93% of the window, 5.70 us per request (its polling for completions included)',
+      "the main thread's copies allow 2 (copy time per request, measured)",
+      'the device thread worked 90% of the window, 5.50 us per request (direct: 5.00 us): its work allows 0.909',
+      'on a pool sized to the load (8 MiB) it measures 0.88: what the 64 MiB pool still costs bounce buffers with warm placement',
+    ]);
+    // Shared mode copies nothing: no copy bound, and its sized pool is warm too.
+    expect(byName.get('ram-blk 64 KiB writes, shared ÷ direct')!.bounds).toEqual([
+      'the main thread was on a CPU 95% of the window, 4.75 us per request (its polling for completions included)',
+      'the device thread worked 100% of the window, 5.25 us per request (direct: 5.00 us): its work allows 0.952',
+      "on a pool sized to the load (8 MiB) it measures 0.9: what the 64 MiB pool still costs shared mode's buffers with warm placement",
+    ]);
+    // Linux's bounce, its threads unmeasured: the placement is what is left to say.
+    expect(byName.get('ram-blk 64 KiB reads, bounce ÷ direct (Linux)')!.bounds).toEqual([
+      'on a pool sized to the load (8 MiB, buffers stay warm) it measures 0.8: the next-fit placement on 64 MiB costs the difference',
+    ]);
+  });
+
+  it('a target whose cases did not run is neither met nor missed', () => {
+    const none = pipelineTargets({
+      results: [],
+      runsOf: new Map(),
+      overDirect: {},
+      overDirectSized: {},
+      poolMiB: 64,
+      sizedPoolMiB: 8,
+    });
+    expect(none.map((t) => [t.measured, t.met, t.bounds])).toEqual(
+      none.map(() => [null, null, []]),
+    );
   });
 });
 
