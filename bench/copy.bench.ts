@@ -26,8 +26,8 @@
  * Sizes the engine copies inline with both 1 and 2 workers (on 2 CPUs, up to
  * 128 KiB) are measured once more with the inline threshold lowered so that the
  * workers copy them (path "worker*", forced_workers in the JSON): "two workers
- * faster than one" is judged on those rows, the ratio targets on the engine's own
- * choice. Not when --inline-threshold is given. One and two workers are compared
+ * faster than one" is compared on those rows (judged with 3 CPUs or more), the
+ * ratio targets on the engine's own choice (bench/copy-targets.ts). Not when --inline-threshold is given. One and two workers are compared
  * by their ratios to raw (each measured beside its own raw windows), since the
  * machine's speed drifts between the two configurations.
  *
@@ -44,12 +44,19 @@
  * completes for that many seconds, print the rings' state and exit with code 2.
  */
 
+import { availableParallelism } from 'node:os';
 import { BounceDma, createBatch, type DmaBatch } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
 import { DmaDirection, SwiotlbPool } from '../src/swiotlb/index.js';
 import { formatSize, parseSize } from '../src/util/size.js';
 import { CopyEngine, type CopyEngineOptions } from '../src/workers/copy-engine.js';
 import { benchArgs, choiceFlag, intFlag, listFlag, positiveFlag, sizeFlag } from './cli.js';
+import {
+  copyVerdicts,
+  type CopyResult as Result,
+  SG_MAX_SIZE,
+  TWO_WORKERS_FROM,
+} from './copy-targets.js';
 
 const GB = 1e9;
 
@@ -79,41 +86,8 @@ Bounce copies (map + copy + unmap) through the copy engine vs raw TypedArray.set
 let progress = 0;
 /** What the bench is doing, for the watchdog's message. */
 let phase = 'starting';
-/** Scatter-gather runs (--sg above 1) are for buffers up to this size. */
-const SG_MAX_SIZE = 4096;
-/** The issue's "two workers faster than one" is for copies of this size and up. */
-const TWO_WORKERS_FROM = 65536;
 /** Pool slot (IO_TLB_SIZE): the allocator places mappings in whole slots. */
 const SLOT = 2048;
-
-interface Result {
-  size: number;
-  /** Buffers mapped together per I/O (a scatter-gather list); 1 = one buffer per I/O. */
-  sg: number;
-  /**
-   * The inline threshold was lowered below this size so that the workers copy it:
-   * an extra row, measured when the engine's own choice kept it inline with 1 and 2
-   * workers (on 2 CPUs, up to 128 KiB), so that one and two workers can be compared.
-   */
-  forced_workers: boolean;
-  raw_gbps: number;
-  engine_gbps: number;
-  ratio: number;
-  workers: number;
-  path: 'inline' | 'worker' | 'mixed';
-  /** Engine I/Os (map + unmap pairs) per second. */
-  ios_per_sec: number;
-  /** Share of the measured bytes each writer copied: [inline, worker 0, worker 1, ...]. */
-  writer_share: number[];
-  /** Fraction of the engine windows' wall time each writer spent inside copies. */
-  writer_busy: number[];
-  /** Speed of the copies themselves (bytes / time inside copies, all writers). */
-  in_copy_gbps: number;
-  /** CPU time of the whole process (all threads) per wall second during the engine windows. */
-  engine_cpu_cores: number;
-  /** Main thread's event-loop utilization during the engine windows (1 = never idle). */
-  main_busy: number;
-}
 
 /** Walks [0, limit) in steps of `stride`, wrapping before a copy of `size` would overrun. */
 class Cursor {
@@ -585,51 +559,13 @@ async function main(): Promise<void> {
     );
   }
 
-  // Targets: judged on the worker configurations (workers >= 1); workers=0 is a reference row.
-  const get = (size: number, workers: number, sg = 1, forced = false) =>
-    results.find(
-      (r) => r.size === size && r.workers === workers && r.sg === sg && r.forced_workers === forced,
-    );
-  const verdict = (ok: boolean) => (ok ? 'MET   ' : 'MISSED');
-  const ratioTargets: [number, number][] = [
-    [4096, 0.4],
-    [65536, 0.8],
-    [262144, 0.8],
-  ];
-  for (const [size, min] of ratioTargets) {
-    for (const sg of size <= SG_MAX_SIZE ? sgList : [1]) {
-      for (const w of workerCounts.filter((n) => n > 0)) {
-        const r = get(size, w, sg);
-        if (!r) continue;
-        const what = sg > 1 ? `${formatSize(size)} in lists of ${sg}` : formatSize(size);
-        console.log(
-          `${verdict(r.ratio >= min)} ratio >= ${min} at ${what}, workers=${w}: ${r.ratio.toFixed(2)}`,
-        );
-      }
-    }
-  }
-  for (const size of sizes.filter((s) => s >= TWO_WORKERS_FROM)) {
-    const forcedOne = get(size, 1, 1, true);
-    const forcedTwo = get(size, 2, 1, true);
-    const one = forcedOne ?? get(size, 1);
-    const two = forcedTwo ?? get(size, 2);
-    if (!one || !two) continue;
-    // Compared as ratios to the raw copy measured in the same windows: the two
-    // configurations run seconds apart, and the machine's speed drifts between them.
-    const figures =
-      `${two.ratio.toFixed(2)} vs ${one.ratio.toFixed(2)} of raw ` +
-      `(${two.engine_gbps.toFixed(2)} vs ${one.engine_gbps.toFixed(2)} GB/s)`;
-    if (one.path === 'inline' && two.path === 'inline') {
-      // Nothing to compare: no worker copied (the inline threshold was given).
-      console.log(
-        `n/a    two workers faster than one at ${formatSize(size)}: both inline, ${figures}`,
-      );
-      continue;
-    }
-    const how = forcedOne ? ' (forced onto the workers: the engine copies it inline here)' : '';
-    console.log(
-      `${verdict(two.ratio > one.ratio)} two workers faster than one at ${formatSize(size)}${how}: ${figures}`,
-    );
+  for (const line of copyVerdicts(results, {
+    sizes,
+    sgList,
+    workerCounts,
+    cpus: availableParallelism(),
+  })) {
+    console.log(line);
   }
   console.error(`(${((performance.now() - started) / 1000).toFixed(1)} s)`);
   if (opts.json) console.log(JSON.stringify({ results }));

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { type CopyResult, copyVerdicts } from '../bench/copy-targets.js';
 import type { DmaResult } from '../bench/dma.bench.js';
 import { type CaseResult, countedWindows, deviceWorkSeconds } from '../bench/pipeline-case.js';
 import { caseKey, pipelineTargets, ratio, type TargetInputs } from '../bench/pipeline-targets.js';
@@ -109,6 +110,67 @@ describe('expectRoundedQuotient (the comparison the benchmark checks use)', () =
     expectRoundedQuotient(0.667, 2, 3, 3);
     expect(() => expectRoundedQuotient(0.668, 2, 3, 3)).toThrow();
     expectRoundedQuotient(1234.568, 1234567.8, 1000, 3);
+  });
+});
+
+describe("bench:copy's verdicts (copyVerdicts)", () => {
+  const row = (over: Partial<CopyResult>): CopyResult => ({
+    size: 4096,
+    sg: 1,
+    forced_workers: false,
+    raw_gbps: 12,
+    engine_gbps: 4,
+    ratio: 0.33,
+    workers: 1,
+    path: 'inline',
+    ios_per_sec: 1e6,
+    writer_share: [1, 0],
+    writer_busy: [0.5, 0],
+    in_copy_gbps: 6,
+    engine_cpu_cores: 1,
+    main_busy: 1,
+    ...over,
+  });
+  const results = [
+    row({}),
+    row({ sg: 32, ratio: 0.48 }),
+    row({ size: 65536, ratio: 0.85 }),
+    row({
+      size: 65536,
+      workers: 1,
+      forced_workers: true,
+      path: 'worker',
+      ratio: 0.9,
+      engine_gbps: 9,
+    }),
+    row({
+      size: 65536,
+      workers: 2,
+      forced_workers: true,
+      path: 'worker',
+      ratio: 0.8,
+      engine_gbps: 8,
+    }),
+  ];
+  const run = { sizes: [4096, 65536], sgList: [1, 32], workerCounts: [1, 2, 0] };
+
+  it('4 KiB is judged in lists; one buffer per I/O is printed with the bound its copies set', () => {
+    const lines = copyVerdicts(results, { ...run, cpus: 2 });
+    expect(lines.slice(0, 3)).toEqual([
+      "info   ratio at 4KiB, one buffer per I/O, workers=1: 0.33 (no target: lists count at 4KiB; bound: the engine's copies ran at 6.00 GB/s against raw 12.00, which alone allows 0.50; the rest is the pool's map and unmap per I/O)",
+      'MET    ratio >= 0.4 at 4KiB in lists of 32, workers=1: 0.48',
+      'MET    ratio >= 0.8 at 64KiB, workers=1: 0.85',
+    ]);
+  });
+
+  it('two workers against one: no verdict on 2 CPUs, judged from 3', () => {
+    const two = copyVerdicts(results, { ...run, cpus: 2 }).at(-1);
+    expect(two).toBe(
+      'info   two workers faster than one at 64KiB (forced onto the workers: the engine copies it inline here): 0.80 vs 0.90 of raw (8.00 vs 9.00 GB/s) (no target on 2 CPUs: a second worker needs a core of its own)',
+    );
+    expect(copyVerdicts(results, { ...run, cpus: 3 }).at(-1)).toBe(
+      'MISSED two workers faster than one at 64KiB (forced onto the workers: the engine copies it inline here): 0.80 vs 0.90 of raw (8.00 vs 9.00 GB/s)',
+    );
   });
 });
 
