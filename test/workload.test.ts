@@ -108,8 +108,10 @@ time_based=0
   });
 
   it('takes every mode, mode=all, and from_device_bounce; the job config says what runs', () => {
+    // No mode=: the service's bounce (warm placement, reads without the copy-in);
+    // mode=bounce is Linux's, its reads bounced as Linux bounces them.
     expect(parseJobFile('[x]\n').settings).toMatchObject({
-      mode: 'bounce',
+      mode: 'bounce-tuned',
       fromDeviceBounce: 'linux',
     });
     for (const mode of ['bounce', 'bounce-tuned', 'shared', 'direct', 'both', 'all'] as const) {

@@ -28,13 +28,14 @@ completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
 and the mediator's view: bytes bounced by direction, pool high-water,
 requeues ("swiotlb buffer is full"), back-pressure waits. Modes: bounce (Linux's swiotlb), bounce-tuned
 (bounce, warm placement, reads without the copy-in), shared (buffers allocated in the pool, no
-copies, warm placement unless the job sets placement), direct (no isolation). "both" runs bounce then direct, "all" every
+copies, warm placement unless the job sets placement), direct (no isolation). A job
+without mode runs bounce-tuned (the service's bounce); "both" runs bounce then direct, "all" every
 mode; each mode's IOPS, bandwidth and p99 are printed divided by direct's.
 
 fio options understood: rw (read, write, randread, randwrite, randrw, rw,
 readwrite), bs, bssplit, rwmixread, rwmixwrite, iodepth, numjobs, size,
 io_size, runtime, time_based, ramp_time, number_ios, randseed; and this
-project's: mode (bounce|bounce-tuned|shared|direct|both|all),
+project's: mode (bounce|bounce-tuned|shared|direct|both|all; default bounce-tuned),
 from_device_bounce (linux|used-length: what mode bounce copies for reads),
 placement (linux|warm: the kernel's next-fit search, or recently freed slots
 first; default linux, but shared runs warm unless set; bounce-tuned always warm),

@@ -56,6 +56,14 @@ export type JobMode = (typeof JOB_MODES)[number];
 export type RunMode = JobMode | 'both' | 'all';
 export const RUN_MODES: readonly RunMode[] = [...JOB_MODES, 'both', 'all'];
 
+/**
+ * The mode of a job that sets no `mode=`: the service's own (bounce with warm
+ * placement and reads without the copy-in), which measures best of the modes
+ * that keep the guest's data private (docs/performance.md, "The service's
+ * defaults"). `bounce` stays Linux's, to be asked for by name.
+ */
+export const DEFAULT_RUN_MODE: RunMode = 'bounce-tuned';
+
 /** The modes `mode=` runs, in order. */
 export function modesOf(mode: RunMode): JobMode[] {
   if (mode === 'both') return ['bounce', 'direct'];
@@ -437,7 +445,7 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   const ctx: Ctx = { source, job: first.name };
   const get = (k: string) => first.options.get(k);
   const settings: RunSettings = {
-    mode: 'bounce',
+    mode: DEFAULT_RUN_MODE,
     kernel: DEFAULT_KERNEL,
     fromDeviceBounce: 'linux',
     placement: undefined,
