@@ -126,7 +126,7 @@ describe('shared mode', () => {
     expect(pool.used()).toBe(0);
   });
 
-  it('a device changing the pool after completion cannot change what the caller got (read once, copied out)', async () => {
+  it('a device changing the pool after completion cannot change what the caller got (the data was copied out)', async () => {
     await withMediator(spec(), async (m) => {
       const dev = m.device('d')!;
       const poolBytes = new Uint8Array(m.pools.get('p')!.pool.share().data);
