@@ -27,9 +27,10 @@
  * 128 KiB) are measured once more with the inline threshold lowered so that the
  * workers copy them (path "worker*", forced_workers in the JSON): "two workers
  * faster than one" is compared on those rows (judged with 3 CPUs or more), the
- * ratio targets on the engine's own choice (bench/copy-targets.ts). Not when --inline-threshold is given. One and two workers are compared
- * by their ratios to raw (each measured beside its own raw windows), since the
- * machine's speed drifts between the two configurations.
+ * ratio targets on the engine's own choice (bench/copy-targets.ts). Not when
+ * --inline-threshold is given. One and two workers are compared by their ratios
+ * to raw (each measured beside its own raw windows), since the machine's speed
+ * drifts between the two configurations.
  *
  * Guest memory (--guest-mib, default 256 MiB) is much larger than the L3 cache
  * and every copy reads guest bytes no copy read recently. Raw and engine windows
