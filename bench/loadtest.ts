@@ -52,14 +52,28 @@ HTTP load test of the service over loopback (autocannon), four phases.
                       the default mode and configuration)
   -h, --help          this help`;
 
-/** The mode a config file runs the service in; a file that does not load is a usage error. */
+/** The device every phase loads. */
+const LOADED = 'blk0';
+
+/**
+ * The mode a config file runs the service in. A file that does not load, or
+ * that has no device `blk0` to load (every request would answer 404), is a
+ * usage error.
+ */
 function configMode(file: string): Mode {
+  let config: ReturnType<typeof loadConfig>;
   try {
-    return loadConfig({ file }).mode;
+    config = loadConfig({ file });
   } catch (err) {
     if (isMediatorError(err)) throw usageError(`--config: ${err.message}`);
     throw err;
   }
+  if (!config.devices.some((d) => d.id === LOADED)) {
+    throw usageError(
+      `--config: ${file} has no device "${LOADED}", the device every phase loads (its devices: ${config.devices.map((d) => `${d.id} (${d.kind})`).join(', ') || 'none'})`,
+    );
+  }
+  return config.mode;
 }
 
 const { duration, connections, size, mode, json, withBaseline, rounds, configFile } = benchArgs(
@@ -191,7 +205,7 @@ const synthetic = (op: 'read' | 'write'): Phase => ({
   name: `synthetic ${op} (POST /io)`,
   request: {
     method: 'POST',
-    path: '/v1/devices/blk0/io',
+    path: `/v1/devices/${LOADED}/io`,
     headers: { 'content-type': 'application/json' },
     setupRequest: (req) => ({ ...req, body: JSON.stringify({ op, size, lba: nextLba() }) }),
   },
@@ -207,7 +221,7 @@ const phases: Phase[] = [
       body: block,
       setupRequest: (req) => ({
         ...req,
-        path: `/v1/devices/blk0/blocks/${nextLba()}`,
+        path: `/v1/devices/${LOADED}/blocks/${nextLba()}`,
       }),
     },
   },
@@ -217,7 +231,7 @@ const phases: Phase[] = [
       method: 'GET',
       setupRequest: (req) => ({
         ...req,
-        path: `/v1/devices/blk0/blocks/${nextLba()}?count=${size / 512}`,
+        path: `/v1/devices/${LOADED}/blocks/${nextLba()}?count=${size / 512}`,
       }),
     },
   },

@@ -853,7 +853,7 @@ describe('benchmarks', () => {
     }
   }, 90_000);
 
-  it("loadtest --config runs the file's mode unless --mode says otherwise; a bad file is a usage error", async () => {
+  it("loadtest --config runs the file's mode unless --mode says otherwise; a bad file, or one without blk0, is a usage error", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'loadtest-'));
     try {
       const shared = join(dir, 'shared.json');
@@ -867,6 +867,12 @@ describe('benchmarks', () => {
       expect(r.code).toBe(2);
       expect(r.stderr).toContain('loadtest: --config: config file');
       expect(r.stderr).toContain('mode: "sharde" is not allowed');
+      // A config without the device every phase loads would measure 404s.
+      const other = join(dir, 'other.json');
+      writeFileSync(other, JSON.stringify({ devices: [{ id: 'x', kind: 'null' }] }));
+      const o = await exec('bench/loadtest.ts', ['--config', other]);
+      expect(o.code).toBe(2);
+      expect(o.stderr).toContain('has no device "blk0", the device every phase loads');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
