@@ -20,6 +20,7 @@ import { buildReport } from '../src/workload/report.js';
 import { busyShare, windowDeltas } from '../src/workload/results.js';
 import { runJobFile } from '../src/workload/runner.js';
 import type { CounterSnapshot } from '../src/workload/sampling.js';
+import { openRig } from '../src/workload/setup.js';
 import { adviseSize, roundedSlots, simulate } from '../src/workload/sizing.js';
 
 const run = promisify(execFile);
@@ -521,6 +522,39 @@ describe('CLI', () => {
     expect(stderr.includes('\r')).toBe(false);
     expect(stderr.includes('\u001b[')).toBe(false);
     expect(readFileSync(html, 'utf8')).toMatch(/<svg/);
+  });
+
+  it('a ram-blk disk the machine cannot allocate is a config error, not a crash', async () => {
+    const jf = parseJobFile(
+      '[global]\ndevice=ram-blk\nsize=1t\n[j]\nrw=read\nbs=4k\nnumber_ios=1\n',
+    );
+    const err = await openRig(jf, 'direct').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isMediatorError(err, 'MEDIATOR_BAD_CONFIG')).toBe(true);
+    expect((err as Error).message).toMatch(
+      /^job file: the mediator cannot be built for mode direct: .*size=/,
+    );
+  });
+
+  it('bench --html to a path it could not write is refused before the run (exit 2)', async () => {
+    const job = join(dir, 'never.fio');
+    writeFileSync(job, '[global]\ndevice=null\nsize=4m\n[j]\nrw=read\nbs=4k\nruntime=1m\n');
+    for (const [html, why] of [
+      [dir, 'is a directory'],
+      [join(dir, 'no-such-dir', 'x.html'), 'which does not exist'],
+    ] as const) {
+      const r = await cli(['bench', '--job', job, '--html', html]).then(
+        () => ({ code: 0, stderr: '' }),
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`--html: "${html}" `);
+      expect(r.stderr).toContain(why);
+      // Refused at once: the one-minute job never started.
+      expect(r.stderr).not.toMatch(/bench: \S+ done/);
+    }
   });
 
   it("bench says which modes run on warm placement, not the kernel's", async () => {

@@ -1,3 +1,5 @@
+import { accessSync, constants, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { MediatorError } from '../errors.js';
 import {
@@ -126,4 +128,34 @@ export function jobOperand(positionals: string[], job: string | undefined): stri
   noOperands(positionals);
   if (!job) throw new MediatorError('CLI_USAGE', '--job FILE is required');
   return job;
+}
+
+/**
+ * Refuses, before any work, an output file the command could not write at the
+ * end (`bench --html`, `--save-job`): a directory, or a path whose folder does
+ * not exist or is not writable, would lose a long run's report.
+ * @throws CLI_USAGE naming the flag
+ */
+export function outputFileFlag(flag: string, path: string | undefined): void {
+  if (path === undefined) return;
+  const why = (() => {
+    if (path === '') return 'is empty';
+    try {
+      if (statSync(path).isDirectory()) return 'is a directory';
+    } catch {
+      // A file that does not exist yet: its folder decides.
+    }
+    const dir = dirname(resolve(path));
+    try {
+      if (!statSync(dir).isDirectory()) return `is in ${dir}, which is not a directory`;
+      accessSync(dir, constants.W_OK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return code === 'ENOENT'
+        ? `is in ${dir}, which does not exist`
+        : `cannot be written in ${dir} (${code})`;
+    }
+    return undefined;
+  })();
+  if (why) throw new MediatorError('CLI_USAGE', `--${flag}: "${path}" ${why}`);
 }

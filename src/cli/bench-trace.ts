@@ -5,7 +5,7 @@ import { MediatorError } from '../errors.js';
 import { TraceProfile } from '../workload/trace/profile.js';
 import { runTraceReplay } from '../workload/trace/run.js';
 import { TRACED_JOB_LIMITS, tracedJob } from '../workload/trace/trace-job.js';
-import { intFlag, noOperands, parseCommand } from './args.js';
+import { intFlag, noOperands, outputFileFlag, parseCommand } from './args.js';
 import { type BenchIo, benchCommand } from './bench.js';
 import { type ReplayTraceIo, TRACE_FLAGS, traceRunFlags } from './replay-trace.js';
 
@@ -61,6 +61,8 @@ export async function benchTraceCommand(
   }
   const { values, positionals } = parsed;
   noOperands(positionals);
+  outputFileFlag('save-job', values['save-job']);
+  outputFileFlag('html', values.html);
   const runtime = intFlag('runtime', values.runtime, 1);
   const mode = values.mode ?? 'both';
   if (mode !== 'bounce' && mode !== 'direct' && mode !== 'both') {

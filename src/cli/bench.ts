@@ -17,7 +17,7 @@ import { jobPoolGeometry } from '../workload/job-config.js';
 import { Progress } from '../workload/progress.js';
 import { buildReport, formatReport } from '../workload/report.js';
 import { runMode } from '../workload/runner.js';
-import { jobOperand, parseCommand } from './args.js';
+import { jobOperand, outputFileFlag, parseCommand } from './args.js';
 import { benchTraceCommand } from './bench-trace.js';
 import { isTraceReplay } from './replay-trace.js';
 
@@ -113,6 +113,7 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
   }
   const { values, positionals } = parsed;
   const job = jobOperand(positionals, values.job);
+  outputFileFlag('html', values.html);
   if (values.mode && !RUN_MODES.includes(values.mode as RunMode)) {
     throw new MediatorError(
       'CLI_USAGE',
@@ -150,11 +151,18 @@ export async function benchCommand(argv: string[], io: BenchIo): Promise<number>
     results.push(r);
   }
   const report = buildReport(jf, results, packageVersion());
-  if (values.html) {
-    writeFileSync(values.html, renderHtml(report, `swiotlb-mediator bench: ${job}`));
-    io.stderr.write(`bench: wrote ${values.html}\n`);
-  }
+  // The report first: a page that cannot be written (checked at the start, but
+  // the disk can change in a long run) must not take the run's figures with it.
   if (values.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   else io.stdout.write(formatReport(report));
+  if (values.html) {
+    try {
+      writeFileSync(values.html, renderHtml(report, `swiotlb-mediator bench: ${job}`));
+    } catch (err) {
+      io.stderr.write(`bench: --html: cannot write ${values.html}: ${(err as Error).message}\n`);
+      return 1;
+    }
+    io.stderr.write(`bench: wrote ${values.html}\n`);
+  }
   return 0;
 }

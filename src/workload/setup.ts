@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, toMediatorSpec } from '../config/load.js';
+import { isMediatorError, MediatorError } from '../errors.js';
 import type { BlkDriver } from '../mediator/blk-driver.js';
 import { Mediator } from '../mediator/mediator.js';
 import type { PoolGate } from '../mediator/pool-gate.js';
@@ -49,7 +50,14 @@ export async function openRig(jf: JobFile, mode: JobMode, log?: Logger): Promise
     mediator = new Mediator({ ...toMediatorSpec(config), ...(log ? { log } : {}) });
   } catch (err) {
     removeDir();
-    throw err;
+    if (isMediatorError(err)) throw err;
+    // What the config cannot foresee: memory the machine will not give (a
+    // ram-blk disk of the job's size=, guest memory), as serve reports it.
+    throw new MediatorError(
+      'MEDIATOR_BAD_CONFIG',
+      `job file: the mediator cannot be built for mode ${mode}: ${(err as Error).message} (the devices' size= and the pool are allocated in memory)`,
+      { cause: (err as { code?: string }).code ?? (err as Error).name },
+    );
   }
   const close = async () => {
     try {
