@@ -263,7 +263,7 @@ export const ERROR_SPECS = {
   },
   JOB_UNSUPPORTED_OPTION: {
     meaning:
-      'The fio job file uses options this runner cannot honour (for example filename, direct, rate, verify); they are listed by name, nothing was run.',
+      'The fio job file uses options this runner cannot honour (for example rate, verify, fsync, offset); they are listed by name, nothing was run.',
     fix: 'Remove the options named in the message, or replace them with what the runner understands (device, mode, pool_size...); see "bench" in docs/cli.md.',
     status: 400,
   },

@@ -21,7 +21,7 @@ import { jobOperand, outputFileFlag, parseCommand } from './args.js';
 import { benchTraceCommand } from './bench-trace.js';
 import { isTraceReplay } from './replay-trace.js';
 
-export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--html FILE] [--mode MODE]
+export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--html FILE] [--mode MODE] [--quiet]
 
 Runs a fio job file in-process against the mediator and reports IOPS, bandwidth,
 completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
