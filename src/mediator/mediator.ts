@@ -178,6 +178,17 @@ export class Mediator {
   }
 
   /**
+   * Fails every request waiting for pool slots with MEDIATOR_CLOSED (`why`
+   * says why), at once; the requests the devices hold go on. A service that
+   * shuts down calls it first, so that a request that can never fit does not
+   * hold the shutdown until its timeout.
+   */
+  failWaiting(why: string): void {
+    for (const p of this.pools.values())
+      p.gate.rejectAll(new MediatorError('MEDIATOR_CLOSED', why));
+  }
+
+  /**
    * Fails the requests still waiting for pool slots (MEDIATOR_CLOSED), closes every
    * device (finishing the I/O it holds), then the copy engine.
    */
@@ -188,9 +199,7 @@ export class Mediator {
     // they hold. Under the requeue policy a request that can never fit would wait
     // for ever (as the kernel retries it), and a device's close waits for every
     // request it was given.
-    for (const p of this.pools.values()) {
-      p.gate.rejectAll(new MediatorError('MEDIATOR_CLOSED', 'the mediator is closing'));
-    }
+    this.failWaiting('the mediator is closing');
     await Promise.all([...this.devices.values()].map((d) => d.close()));
     await this.engine.close();
   }

@@ -115,9 +115,13 @@ export class Service {
     }
   }
 
-  /** Stops taking new I/O; what is in flight goes on. */
+  /**
+   * Stops taking new I/O, and fails the requests waiting for pool slots
+   * (MEDIATOR_CLOSED, 503): only what the devices hold goes on.
+   */
   drain(): void {
     if (this.current === 'starting' || this.current === 'ready') this.current = 'draining';
+    this.mediator.failWaiting('the service is shutting down');
   }
 
   /** Resolves when no I/O is in flight. */
