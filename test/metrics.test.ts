@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Mediator } from '../src/mediator/mediator.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { ScrapeCache } from '../src/metrics/registry.js';
+import { DmaDirection as D } from '../src/swiotlb/constants.js';
 
 const MiB = 2 ** 20;
 
@@ -139,10 +140,64 @@ describe('metrics', () => {
     clock[0] = kept;
   });
 
+  it('has one map failure series per reason of the pool stats, kernel_defect included', async () => {
+    const m = await scrape(registry);
+    const reasons = [...m.keys()]
+      .filter((k) => k.startsWith('swiotlb_map_failures_total{pool="p0",'))
+      .map((k) => /reason="(\w+)"/.exec(k)![1])
+      .sort();
+    expect(reasons).toEqual(Object.keys(med.pools.get('p0')!.pool.stats().map_failures).sort());
+    expect(reasons).toContain('kernel_defect');
+  });
+
   it('a hiwater reset shows at the next scrape', async () => {
     med.pools.get('p0')!.pool.resetHiwater();
     const m = await scrape(registry);
     expect(get(m, 'swiotlb_pool_used_hiwater_slots{pool="p0"}')).toBe(0);
+  });
+});
+
+describe('kernel_defect: what a 6.1 kernel would do wrong, refused and counted', () => {
+  let med: Mediator;
+  let registry: ReturnType<typeof createMetrics>;
+  beforeAll(() => {
+    // A pool at 0x800: not page-aligned, which 6.1's swiotlb_alloc() does not check.
+    med = new Mediator({
+      copy: { workers: 1 },
+      pools: [{ name: 'k61', slots: 256, areas: 1, base: 0x800, kernel: '6.1' }],
+      guests: [],
+      devices: [],
+    });
+    registry = createMetrics(med, { defaultMetrics: false });
+  });
+  afterAll(async () => {
+    await med.close();
+  });
+
+  it('moves swiotlb_map_failures_total{reason="kernel_defect"} and the attempts with the pool stats', async () => {
+    const pool = med.pools.get('k61')!.pool;
+    const failures = 'swiotlb_map_failures_total{pool="k61",reason="kernel_defect"}';
+    const attempts = 'swiotlb_map_attempts_total{pool="k61"}';
+    const before = await scrape(registry);
+    expect(get(before, failures)).toBe(0);
+    // dma_alloc_coherent() on it: 6.1 would hand out an address past the pool.
+    expect(() => pool.alloc(4096)).toThrow(
+      expect.objectContaining({ code: 'SWIOTLB_KERNEL_OVERRUN' }),
+    );
+    expect(() => pool.alloc(4096)).toThrow(
+      expect.objectContaining({ code: 'SWIOTLB_KERNEL_OVERRUN' }),
+    );
+    const stats = pool.stats();
+    expect(stats.map_failures).toEqual({ full: 0, too_large: 0, invalid: 0, kernel_defect: 2 });
+    const after = await scrape(registry);
+    expect(get(after, failures)).toBe(stats.map_failures.kernel_defect);
+    expect(get(after, attempts) - get(before, attempts)).toBe(2);
+    for (const reason of ['full', 'too_large', 'invalid']) {
+      expect(get(after, `swiotlb_map_failures_total{pool="k61",reason="${reason}"}`)).toBe(0);
+    }
+    // A map the pool can place goes on working, and counts as one more attempt.
+    pool.unmap(pool.map(0x10_0000, 2048, D.TO_DEVICE), 2048, D.TO_DEVICE);
+    expect(get(await scrape(registry), attempts) - get(before, attempts)).toBe(3);
   });
 });
 

@@ -3,6 +3,7 @@
  * in bounce, direct and shared mode; every error case; concurrent clients; draining.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { InjectOptions } from 'fastify';
@@ -19,6 +20,53 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const CAPACITY = 8 * MiB;
 const SECTORS = CAPACITY / 512;
+
+interface RawAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * Sends `request` as is on a new TCP connection (what fetch cannot: a bad
+ * Content-Length, a 20 KB header) and resolves with the answer once the server
+ * closes the connection; rejects when it keeps it open for 3 s.
+ */
+function rawExchange(url: string, request: string): Promise<RawAnswer> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('the server kept the connection open'));
+    }, 3000);
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.on('end', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      const text = Buffer.concat(chunks).toString('utf8');
+      const split = text.indexOf('\r\n\r\n');
+      const [statusLine, ...lines] = text.slice(0, split).split('\r\n');
+      const headers = Object.fromEntries(
+        lines.map((l) => {
+          const i = l.indexOf(':');
+          return [l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim()];
+        }),
+      );
+      resolve({
+        status: Number(statusLine!.split(' ')[1]),
+        headers,
+        body: text.slice(split + 4),
+      });
+    });
+    socket.write(request);
+  });
+}
 
 function testConfig(mode: 'bounce' | 'direct' | 'shared', dir: string) {
   return parseConfig({
@@ -549,6 +597,35 @@ describe.each(['bounce', 'direct', 'shared'] as const)('HTTP API, %s mode', (mod
       const body = res.json() as { code: keyof typeof ERROR_SPECS };
       expect(res.statusCode).toBe(ERROR_SPECS[body.code].status);
       expect(res.headers['content-type']).toMatch(/^application\/json/);
+    });
+
+    it('what the HTTP parser refuses before any route (bad Content-Length, 20 KB header): HTTP_BAD_REQUEST, connection closed', async () => {
+      const cases: [string, number, RegExp][] = [
+        [
+          `PUT /v1/devices/ram/blocks/${lba} HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\nContent-Length: abc\r\n\r\n${'x'.repeat(512)}`,
+          400,
+          /^malformed HTTP request: .*Content-Length/,
+        ],
+        [
+          `GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: ${'a'.repeat(20 * KiB)}\r\n\r\n`,
+          431,
+          /headers are larger than the server accepts \(\d+ bytes\)/,
+        ],
+        ['NOT-HTTP\r\n\r\n', 400, /^malformed HTTP request/],
+      ];
+      for (const [request, status, message] of cases) {
+        const res = await rawExchange(server.url, request);
+        expect(res.status, request.slice(0, 40)).toBe(status);
+        const body = JSON.parse(res.body) as Record<string, unknown>;
+        expectErrorBody(status, body, 'HTTP_BAD_REQUEST', message);
+        expect(Object.keys(body).sort()).toEqual(['code', 'error', 'message', 'statusCode']);
+        expect(res.headers['content-type']).toBe('application/json; charset=utf-8');
+        expect(res.headers.connection).toBe('close');
+        expect(Number(res.headers['content-length'])).toBe(Buffer.byteLength(res.body));
+      }
+      // The service goes on answering.
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      await expectUnchanged();
     });
   });
 

@@ -61,6 +61,20 @@ export function registerPoolMetrics(registry: ScrapeRegistry, pools: () => PoolS
   );
 }
 
+type FailureReason = keyof PoolStats['map_failures'];
+
+/**
+ * Every reason of PoolStats.map_failures (one added there does not compile until
+ * it is added here), with the key its count wraps under in the attempts.
+ */
+const ATTEMPT_KEYS: Readonly<Record<FailureReason, string>> = {
+  full: 'attempt-full',
+  too_large: 'attempt-large',
+  invalid: 'attempt-invalid',
+  kernel_defect: 'attempt-kernel',
+};
+const MAP_FAILURE_REASONS = Object.keys(ATTEMPT_KEYS) as FailureReason[];
+
 /** Maps attempted, failed by reason, unmapped, and area lock contention (wrapping counters). */
 export function registerMapMetrics(
   registry: ScrapeRegistry,
@@ -81,24 +95,20 @@ export function registerMapMetrics(
   );
   registry.add('swiotlb_map_attempts_total', 'Maps attempted (placed or failed).', 'counter', () =>
     pools().map((p) => {
-      const f = p.s.map_failures;
-      return {
-        labels: { pool: p.name },
-        value:
-          wrap.read(`maps/${p.name}`, p.s.maps) +
-          wrap.read(`attempt-full/${p.name}`, f.full) +
-          wrap.read(`attempt-large/${p.name}`, f.too_large) +
-          wrap.read(`attempt-invalid/${p.name}`, f.invalid),
-      };
+      let value = wrap.read(`maps/${p.name}`, p.s.maps);
+      for (const reason of MAP_FAILURE_REASONS) {
+        value += wrap.read(`${ATTEMPT_KEYS[reason]}/${p.name}`, p.s.map_failures[reason]);
+      }
+      return { labels: { pool: p.name }, value };
     }),
   );
   registry.add(
     'swiotlb_map_failures_total',
-    'Maps that failed, by reason: full (no room, "swiotlb buffer is full"), too_large, invalid.',
+    'Maps that failed, by reason: full (no room, "swiotlb buffer is full"), too_large, invalid, kernel_defect (what the 6.1 kernel would hang on or place past the pool).',
     'counter',
     () =>
       pools().flatMap((p) =>
-        (['full', 'too_large', 'invalid'] as const).map(
+        MAP_FAILURE_REASONS.map(
           (reason): Sample => ({
             labels: { pool: p.name, reason },
             value: wrap.read(`fail/${p.name}/${reason}`, p.s.map_failures[reason]),

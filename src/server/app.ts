@@ -1,4 +1,5 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import { clientErrorHandler } from './client-error.js';
 import { errorBody, sendProblem } from './errors.js';
 import { blockRoutes } from './routes/blocks.js';
 import { copyRoutes } from './routes/copy.js';
@@ -55,6 +56,9 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
     frameworkErrors: (err, request, reply) => {
       sendProblem(err, request, reply, problemContext);
     },
+    // What Node's HTTP parser refuses before any route runs (a bad Content-Length,
+    // oversized headers): answered raw on the socket, in the same error format.
+    clientErrorHandler: clientErrorHandler(service.logger),
   }) as unknown as FastifyInstance;
 
   // What the routes inherit: set before they are registered.
