@@ -619,6 +619,7 @@ function expectTotals(
       ['fail_full', 'full'],
       ['fail_too_large', 'too_large'],
       ['fail_invalid', 'invalid'],
+      ['fail_kernel_defect', 'kernel_defect'],
     ] as const) {
       const labels = { pool: name, reason };
       expectBetween(

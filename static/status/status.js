@@ -242,13 +242,15 @@ function poolStats(p, k) {
     stat('maps/s', 'mappings placed per second', cell(k('maps_per_s'))),
     stat(
       'map failures',
-      'maps that failed since start: full is "swiotlb buffer is full"',
+      'maps that failed since start: full is "swiotlb buffer is full"; kernel defect: what the 6.1 kernel would hang on or place past the pool',
       'full ',
       cell(k('fail_full')),
       ' · too large ',
       cell(k('fail_too_large')),
       ' · invalid ',
       cell(k('fail_invalid')),
+      ' · kernel defect ',
+      cell(k('fail_kernel_defect')),
     ),
     stat(
       'back-pressure',
@@ -517,6 +519,12 @@ function showPool(p, prev, slots, win) {
   set(k('fail_full'), f.full, M.formatInteger(f.full), f.full > 0);
   set(k('fail_too_large'), f.too_large, M.formatInteger(f.too_large), f.too_large > 0);
   set(k('fail_invalid'), f.invalid, M.formatInteger(f.invalid), f.invalid > 0);
+  set(
+    k('fail_kernel_defect'),
+    f.kernel_defect,
+    M.formatInteger(f.kernel_defect),
+    f.kernel_defect > 0,
+  );
   const bp = p.backpressure;
   set(k('waits'), bp.waits, M.formatInteger(bp.waits));
   rate('waits_per_s', prev?.backpressure.waits, bp.waits, false);
