@@ -1,8 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { REPLAY_HELP } from '../src/cli/replay-command.js';
 import { ReplayEngine } from '../src/swiotlb/replay.js';
 
 const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
@@ -76,7 +77,7 @@ describe('ReplayEngine (JSON lines)', () => {
       'not json',
       '[1,2]',
       '{"op":"fly"}',
-      '{"op":"map","id":"a","orig":"1234","size":10}',
+      '{"op":"map","id":"a","orig":"0x1234","size":10}',
       '{"op":"map","id":"a","orig":"zz","size":10,"dir":"to_device"}',
       '{"op":"map","id":"a","orig":"0x10","size":-4,"dir":"to_device"}',
       '',
@@ -262,5 +263,214 @@ describe('replay command (process)', () => {
     const missing = runCli(['replay', '/nonexistent/trace.jsonl']);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain('cannot read');
+  });
+});
+
+describe('replay input: fields an op does not take, numbers given as strings', () => {
+  /** Every field each op takes, as the message lists them. */
+  const TAKES = {
+    map: 'op, id, orig, size, dir, min_align_mask, alloc_align_mask, alloc_size, area, cpu, attrs',
+    unmap: 'op, id, size, dir, attrs',
+    sync_for_device: 'op, id, offset, size, dir',
+    sync_for_cpu: 'op, id, offset, size, dir',
+    alloc: 'op, id, size, area, cpu, min_align_mask',
+    free: 'op, id',
+    stats: 'op',
+    reset_hiwater: 'op',
+  } as const;
+
+  it('refuses a misspelt field with the line number, the field and what the op takes, and goes on', () => {
+    const out = replay([
+      '{"op":"map","id":"a","orig":"0x1a34","size":100,"dir":"to_device","min_allign_mask":4095}',
+      '{"op":"map","id":"a","orig":"0x1a34","size":100,"dir":"to_device","min_align_mask":4095}',
+      '{"op":"stats"}',
+    ]);
+    expect(out[0]).toEqual({
+      line: 1,
+      id: 'a',
+      ok: false,
+      code: 'REPLAY_BAD_LINE',
+      error: `line 1: unknown field "min_allign_mask"; op "map" takes ${TAKES.map}`,
+    });
+    // Nothing was placed for line 1: the id is free, and one slot is used.
+    expect(out[1]).toEqual({ id: 'a', ok: true, tlb_addr: '0xa34', slots: 1 });
+    expect(out[2]).toMatchObject({ used: 1 });
+  });
+
+  it.each([
+    [
+      'map',
+      '{"op":"map","id":"m","orig":"0x0","size":8,"dir":"to_device","sz":8,"flags":1}',
+      ['sz', 'flags'],
+    ],
+    ['alloc', '{"op":"alloc","id":"q","size":4096,"dir":"to_device"}', ['dir']],
+    ['alloc', '{"op":"alloc","id":"q","size":4096,"alloc_align_mask":4095}', ['alloc_align_mask']],
+    ['unmap', '{"op":"unmap","id":"a","offset":0}', ['offset']],
+    ['unmap', '{"op":"unmap","id":"nope","sise":10}', ['sise']],
+    ['free', '{"op":"free","id":"a","size":10}', ['size']],
+    ['sync_for_device', '{"op":"sync_for_device","id":"a","attrs":32}', ['attrs']],
+    ['sync_for_cpu', '{"op":"sync_for_cpu","id":"a","ofset":8}', ['ofset']],
+    ['stats', '{"op":"stats","id":"s"}', ['id']],
+    ['reset_hiwater', '{"op":"reset_hiwater","all":true}', ['all']],
+  ] as const)('%s: refuses %s', (op, line, unknown) => {
+    const e = new ReplayEngine({ pool: { slots: 256, areas: 1 } });
+    e.handle('{"op":"map","id":"a","orig":"0x0","size":100,"dir":"to_device"}', 1);
+    const out = e.handle(line, 2);
+    const names = unknown.map((f) => `"${f}"`).join(', ');
+    expect(out).toMatchObject({ line: 2, ok: false, code: 'REPLAY_BAD_LINE' });
+    expect(out!.error).toBe(
+      `line 2: unknown field${unknown.length > 1 ? 's' : ''} ${names}; op "${op}" takes ${TAKES[op]}`,
+    );
+    // The line did nothing: "a" is still mapped, nothing else is.
+    expect(e.liveIds()).toEqual(['a']);
+  });
+
+  it('takes every input line docs/cli.md shows', () => {
+    const doc = readFileSync(new URL('../docs/cli.md', import.meta.url), 'utf8');
+    const section = doc.slice(doc.indexOf('## `replay`'), doc.indexOf('### `replay --trace`'));
+    const inputs = [...section.matchAll(/^\| `(\{[^`]*\})`/gm)].map((m) => m[1]!);
+    const examples = [...section.matchAll(/^ {2}'(\{.*\})' \\$/gm)].map((m) => m[1]!);
+    expect(inputs.length).toBeGreaterThanOrEqual(7);
+    expect(examples.length).toBeGreaterThanOrEqual(1);
+    const out = replay([...inputs, ...examples]);
+    expect(out.filter((o) => o.code === 'REPLAY_BAD_LINE')).toEqual([]);
+  });
+
+  it.each([
+    ['map', 'size', '{"op":"map","id":"m","orig":"0x0","size":"100","dir":"to_device"}'],
+    [
+      'map',
+      'min_align_mask',
+      '{"op":"map","id":"m","orig":"0x0","size":8,"dir":"to_device","min_align_mask":"4095"}',
+    ],
+    [
+      'map',
+      'alloc_align_mask',
+      '{"op":"map","id":"m","orig":"0x0","size":8,"dir":"to_device","alloc_align_mask":"0"}',
+    ],
+    [
+      'map',
+      'alloc_size',
+      '{"op":"map","id":"m","orig":"0x0","size":8,"dir":"to_device","alloc_size":"8"}',
+    ],
+    ['map', 'area', '{"op":"map","id":"m","orig":"0x0","size":8,"dir":"to_device","area":"0"}'],
+    ['map', 'cpu', '{"op":"map","id":"m","orig":"0x0","size":8,"dir":"to_device","cpu":"1"}'],
+    ['map', 'attrs', '{"op":"map","id":"m","orig":"0x0","size":8,"dir":"to_device","attrs":"32"}'],
+    ['alloc', 'size', '{"op":"alloc","id":"q","size":"4096"}'],
+    ['alloc', 'area', '{"op":"alloc","id":"q","size":4096,"area":"0"}'],
+    ['alloc', 'cpu', '{"op":"alloc","id":"q","size":4096,"cpu":"0"}'],
+    ['alloc', 'min_align_mask', '{"op":"alloc","id":"q","size":4096,"min_align_mask":"0"}'],
+    ['unmap', 'size', '{"op":"unmap","id":"a","size":"100"}'],
+    ['unmap', 'attrs', '{"op":"unmap","id":"a","attrs":"32"}'],
+    ['unmap (an id not mapped)', 'size', '{"op":"unmap","id":"nope","size":"100"}'],
+    ['sync_for_device', 'offset', '{"op":"sync_for_device","id":"a","offset":"0"}'],
+    ['sync_for_cpu', 'size', '{"op":"sync_for_cpu","id":"a","size":"10"}'],
+    ['sync_for_cpu (an id not mapped)', 'offset', '{"op":"sync_for_cpu","id":"nope","offset":"0"}'],
+  ])('%s: refuses "%s" given as a string', (_op, field, line) => {
+    const e = new ReplayEngine({ pool: { slots: 256, areas: 1 } });
+    e.handle('{"op":"map","id":"a","orig":"0x0","size":100,"dir":"to_device"}', 1);
+    const out = e.handle(line, 2);
+    expect(out).toMatchObject({ line: 2, ok: false, code: 'REPLAY_BAD_LINE' });
+    expect(out!.error).toMatch(
+      new RegExp(`^line 2: "${field}" must be a JSON number, not a string`),
+    );
+    expect(e.liveIds()).toEqual(['a']);
+  });
+
+  it('says what to write for a hex string where a number goes', () => {
+    const out = replay([
+      '{"op":"map","id":"m","orig":"0x0","size":8,"dir":"to_device","min_align_mask":"0xfff"}',
+    ]);
+    expect(out[0]!.error).toBe(
+      'line 1: "min_align_mask" must be a JSON number, not a string: got "0xfff" (write 4095)',
+    );
+  });
+
+  it('takes orig as a hex string or a number, and refuses a string that could be either', () => {
+    const out = replay([
+      '{"op":"map","id":"hex","orig":"0x1a34","size":100,"dir":"to_device","min_align_mask":4095}',
+      '{"op":"map","id":"num","orig":6708,"size":100,"dir":"to_device","min_align_mask":4095}',
+      '{"op":"map","id":"dec","orig":"6708","size":100,"dir":"to_device","min_align_mask":4095}',
+      '{"op":"map","id":"bare","orig":"1a34","size":100,"dir":"to_device"}',
+    ]);
+    expect(out[0]).toMatchObject({ ok: true, tlb_addr: '0xa34' });
+    expect(out[1]).toMatchObject({ ok: true, tlb_addr: '0x1a34' });
+    expect(out[2]).toMatchObject({ line: 3, id: 'dec', code: 'REPLAY_BAD_LINE' });
+    expect(out[2]!.error).toBe(
+      'line 3: "orig" must be a hex string like "0x1234" or a JSON number: "6708" has no 0x (write "0x6708" or 6708)',
+    );
+    expect(out[3]).toMatchObject({ line: 4, id: 'bare', code: 'REPLAY_BAD_LINE' });
+    expect(String(out[3]!.error)).toContain('"orig"');
+  });
+});
+
+describe('replay input: blank lines', () => {
+  it('skips empty and whitespace-only lines, which still count in the line numbers', () => {
+    const r = runCli(
+      ['replay', '--slots', '256', '--areas', '1', '-'],
+      [
+        '{"op":"map","id":"a","orig":"0x0","size":100,"dir":"to_device"}',
+        '',
+        ' \t ',
+        '{"op":"map","id":"a","orig":"0x0","size":100,"dir":"to_device"}',
+        '{"op":"stats"}',
+      ].join('\n'),
+    );
+    expect(r.status).toBe(0);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatchObject({ id: 'a', ok: true });
+    expect(lines[1]).toMatchObject({ line: 4, id: 'a', code: 'REPLAY_BAD_LINE' });
+    expect(lines[2]).toMatchObject({ used: 1 });
+  });
+
+  it('--help and docs/cli.md say so', () => {
+    const doc = readFileSync(new URL('../docs/cli.md', import.meta.url), 'utf8');
+    const section = doc.slice(doc.indexOf('## `replay`'), doc.indexOf('### `replay --trace`'));
+    expect(section.replace(/\s+/g, ' ')).toContain(
+      'Blank lines (empty or only whitespace) are skipped: they print nothing',
+    );
+    expect(REPLAY_HELP.replace(/\s+/g, ' ')).toContain('blank lines are skipped');
+  });
+});
+
+describe('replay: two flags for the pool size', () => {
+  /** The one stderr line of a usage error. */
+  function usage(args: string[]): string {
+    const r = runCli(args);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    return lines[0]!;
+  }
+
+  it.each([
+    [['--slots', '1024', '--pool-size', '4m']],
+    [['--pool-size', '4MiB', '--slots', '1024', '--areas', '2']],
+  ])('refuses %j, naming both', (flags) => {
+    expect(usage(['replay', ...flags, '-'])).toBe(
+      "swiotlb-mediator replay: --slots and --pool-size both give the pool's size: give one (--slots N is swiotlb=N, --pool-size SIZE the size an architecture sets) (--help lists the options)",
+    );
+  });
+
+  it('still takes --pool-size with --areas', () => {
+    const r = runCli(['replay', '--pool-size', '4MiB', '--areas', '2', '-'], '{"op":"stats"}\n');
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ nslabs: 2048, areas: [{}, {}] });
+  });
+
+  it.each([
+    [['--restricted', '1MiB', '--base', '0x0', '--slots', '512'], '--slots'],
+    [['--restricted', 'log', '--slots', '512'], '--slots'],
+    [['--restricted', '1MiB', '--base', '0x0', '--areas', '1'], '--areas'],
+  ])('replay --trace refuses %j', (flags, other) => {
+    const restricted = flags[1] === 'log' ? 'log' : 'SIZE';
+    expect(usage(['replay', '--trace', '-', ...flags])).toBe(
+      `swiotlb-mediator replay: --restricted ${restricted} replays a restricted-dma-pool: ${other} does not apply to it (--help lists the options)`,
+    );
   });
 });

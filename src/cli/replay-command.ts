@@ -13,12 +13,13 @@ export const REPLAY_HELP = `Usage: swiotlb-mediator replay [options] [FILE|-]
 
 Replays a trace of map/unmap/sync/alloc/free calls against a pool built and
 searched as a given Linux kernel does (placement only, no copies) and prints one
-JSON line per input line.
+JSON line per input line; blank lines are skipped (they still count as lines).
 
 Pool (the default pool, as the kernel's swiotlb= builds it):
   --slots N          swiotlb=N: slots before the kernel's rounding (default 32768)
   --areas A          swiotlb=N,A: areas before rounding (default: CPUs, rounded)
-  --pool-size SIZE   a default pool of SIZE bytes (swiotlb_adjust_size), e.g. 64MiB
+  --pool-size SIZE   a default pool of SIZE bytes (swiotlb_adjust_size), e.g. 64MiB;
+                     not with --slots, which gives the size too
 Or a device tree restricted-dma-pool (exact slots, one area, never grows):
   --restricted SIZE  its size, e.g. 4MiB (size >> 11 slots)
 Both:
@@ -37,9 +38,12 @@ Input lines (JSON):
    "min_align_mask":4095,"alloc_align_mask":0,"area":0}
      ("cpu":N instead of "area" starts in area N & (areas - 1); 6.1/6.6 take "alloc_size")
   {"op":"unmap","id":"a"}            (optional "size", "dir", "attrs")
-  {"op":"sync_for_device","id":"a","offset":0,"size":100}   (and "sync_for_cpu")
-  {"op":"alloc","id":"q","size":6784}   {"op":"free","id":"q"}   (dma_alloc_coherent)
+  {"op":"sync_for_device","id":"a","offset":0,"size":100}   (and "sync_for_cpu"; "dir")
+  {"op":"alloc","id":"q","size":6784}   {"op":"free","id":"q"}   (dma_alloc_coherent;
+     alloc also takes "area" or "cpu", and "min_align_mask")
   {"op":"stats"}  {"op":"reset_hiwater"}
+Numbers are JSON numbers ("size":"100" is refused); "orig" may be a "0x..." string.
+A field the op does not take (a typo such as "min_allign_mask") refuses the line.
 
 Output lines:
   {"id":"a","ok":true,"tlb_addr":"0x...","slots":N}      (+ "pool" with --dynamic)
@@ -80,6 +84,13 @@ function poolOptions(values: ReplayValues): GeometryOptions {
       throw new MediatorError('CLI_USAGE', '--dynamic: a restricted-dma-pool never grows');
     }
     return { restricted: true, size: restricted, base };
+  }
+  if (values.slots !== undefined && values['pool-size'] !== undefined) {
+    // The kernel's swiotlb=N would win over an architecture's size: one flag, not a silent pick.
+    throw new MediatorError(
+      'CLI_USAGE',
+      "--slots and --pool-size both give the pool's size: give one (--slots N is swiotlb=N, --pool-size SIZE the size an architecture sets)",
+    );
   }
   return {
     size: sizeFlag('pool-size', str('pool-size')),

@@ -40,7 +40,8 @@ Options:
   --restricted SIZE    replay a restricted-dma-pool of SIZE bytes (one area) at --base,
                        or at the boot log's restricted pool; --restricted log: the
                        boot log's restricted pool (its exact size from the "OF:
-                       reserved mem" line, else its whole MiB)
+                       reserved mem" line, else its whole MiB); not with --slots
+                       or --areas
   --device NAME        replay only this device, by its dev_name (repeat for more)
   --min-align-mask M   a device's min_align_mask, NAME=MASK, or MASK for every
                        device (repeat; NVMe sets 0xfff)
@@ -207,6 +208,23 @@ export function traceRunFlags(
   };
 }
 
+/**
+ * CLI_USAGE for --slots or --areas beside --restricted: a restricted pool's size and
+ * single area come from --restricted (or the boot log), and the pool resolver
+ * would drop the other flags without a word.
+ */
+function restrictedAlone(values: TraceFlagValues): void {
+  if (values.restricted === undefined) return;
+  for (const other of ['slots', 'areas'] as const) {
+    if (values[other] !== undefined) {
+      throw new MediatorError(
+        'CLI_USAGE',
+        `--restricted ${values.restricted === 'log' ? 'log' : 'SIZE'} replays a restricted-dma-pool: --${other} does not apply to it`,
+      );
+    }
+  }
+}
+
 export async function replayTraceCommand(argv: string[], io: ReplayTraceIo): Promise<number> {
   const parsed = parseCommand('replay', REPLAY_TRACE_HELP, {
     args: argv,
@@ -219,6 +237,7 @@ export async function replayTraceCommand(argv: string[], io: ReplayTraceIo): Pro
   }
   const { values, positionals } = parsed;
   noOperands(positionals);
+  restrictedAlone(values);
   const { run, finishProgress } = traceRunFlags(values, io, 'replay');
   const report = await runTraceReplay(run);
   finishProgress();

@@ -23,7 +23,7 @@ import { DEFAULT_PLACEMENT, type Placement } from './warm.js';
  *   {"op":"unmap","id":"a"}                      -> {"id":"a","ok":true}
  *       optional "size" (default: the mapped size), "dir" (default: the mapped one)
  *   {"op":"sync_for_device"|"sync_for_cpu","id":"a","offset":0,"size":N}
- *   {"op":"alloc","id":"q","size":6784,"area":0,"min_align_mask":0}
+ *   {"op":"alloc","id":"q","size":6784,"area":0,"min_align_mask":0}   ("cpu" as for map)
  *       -> {"id":"q","ok":true,"tlb_addr":"0x...","slots":N}
  *   {"op":"free","id":"q"}                       -> {"id":"q","ok":true}
  *   {"op":"stats"}                               -> the debugfs-equivalent stats
@@ -31,7 +31,10 @@ import { DEFAULT_PLACEMENT, type Placement } from './warm.js';
  *
  * Errors: {"id":..,"ok":false,"code":"SWIOTLB_...","error":"..."}; a line that is
  * not valid gets {"line":N,"ok":false,"code":"REPLAY_BAD_LINE","error":"..."} and
- * the run goes on.
+ * the run goes on. Not valid: a field its op does not take ({@link OP_FIELDS}: a
+ * typo such as "min_allign_mask" would otherwise place with the default), a number
+ * given as a string ("size":"100"; only "orig" may be a "0x..." hex string), a
+ * value out of range. A blank line (empty or whitespace) is skipped: no output.
  *
  * Rules: an id names one live mapping or allocation at a time; an id that was
  * unmapped or freed may be used again.
@@ -140,6 +143,54 @@ interface Target {
 }
 
 class BadLine extends Error {}
+
+/**
+ * The fields each op takes: any other field makes the line a REPLAY_BAD_LINE
+ * (a misspelt optional field would otherwise be dropped, and its default used).
+ */
+export const OP_FIELDS: ReadonlyMap<string, readonly string[]> = new Map([
+  [
+    'map',
+    [
+      'op',
+      'id',
+      'orig',
+      'size',
+      'dir',
+      'min_align_mask',
+      'alloc_align_mask',
+      'alloc_size',
+      'area',
+      'cpu',
+      'attrs',
+    ],
+  ],
+  ['unmap', ['op', 'id', 'size', 'dir', 'attrs']],
+  ['sync_for_device', ['op', 'id', 'offset', 'size', 'dir']],
+  ['sync_for_cpu', ['op', 'id', 'offset', 'size', 'dir']],
+  ['alloc', ['op', 'id', 'size', 'area', 'cpu', 'min_align_mask']],
+  ['free', ['op', 'id']],
+  ['stats', ['op']],
+  ['reset_hiwater', ['op']],
+]);
+
+/** The line's op, once it is known and the line has no field the op does not take. */
+function checkFields(rec: Record<string, unknown>): string {
+  const op = rec.op;
+  const fields = typeof op === 'string' ? OP_FIELDS.get(op) : undefined;
+  if (fields === undefined) {
+    throw new BadLine(
+      `"op" must be one of ${[...OP_FIELDS.keys()].join(', ')}; got ${JSON.stringify(op)}`,
+    );
+  }
+  const unknown = Object.keys(rec).filter((k) => !fields.includes(k));
+  if (unknown.length > 0) {
+    throw new BadLine(
+      `unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; op "${op as string}" takes ${fields.join(', ')}`,
+    );
+  }
+  return op as string;
+}
 
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
@@ -337,23 +388,23 @@ export class ReplayEngine {
   }
 
   private dispatch(rec: Record<string, unknown>, key: string | undefined): ReplayOutput {
-    switch (rec.op) {
+    const op = checkFields(rec);
+    switch (op) {
       case 'map':
         return this.answer(requireId(key), this.map(this.newId(key), readMap(rec)));
       case 'alloc':
         return this.answer(requireId(key), this.alloc(this.newId(key), readAlloc(rec)));
       case 'unmap': {
-        const m = this.live.get(requireId(key));
-        const opts = m?.kind === 'map' ? readUnmap(rec, m) : {};
+        // The fields are read (and refused when bad) whether or not the id is mapped.
+        const opts = readUnmap(rec);
         return this.answer(requireId(key), this.unmap(requireId(key), opts));
       }
       case 'free':
         return this.answer(requireId(key), this.free(requireId(key)));
       case 'sync_for_device':
       case 'sync_for_cpu': {
-        const m = this.live.get(requireId(key));
-        const opts = m?.kind === 'map' ? readSync(rec, m) : {};
-        const r = this.sync(requireId(key), rec.op === 'sync_for_device', opts);
+        const opts = readSync(rec);
+        const r = this.sync(requireId(key), op === 'sync_for_device', opts);
         return this.answer(requireId(key), r);
       }
       case 'stats':
@@ -362,9 +413,7 @@ export class ReplayEngine {
         this.resetHiwater();
         return { ok: true };
       default:
-        throw new BadLine(
-          `"op" must be one of map, unmap, sync_for_device, sync_for_cpu, alloc, free, stats, reset_hiwater; got ${JSON.stringify(rec.op)}`,
-        );
+        throw new Error(`replay: op ${op} is in OP_FIELDS but has no case here`);
     }
   }
 
@@ -432,29 +481,44 @@ function requireId(id: string | undefined): string {
 // Reading the fields of one line
 // ---------------------------------------------------------------------------
 
+/**
+ * "orig": a hex string ("0x1a34") or a JSON number. A string without 0x is
+ * refused, "6708" as much as "1a34": it could be meant either way, and the low
+ * bits of orig decide the placement under a min_align_mask.
+ */
 function parseAddress(value: unknown, field: string): number {
+  const expected = `"${field}" must be a hex string like "0x1234" or a JSON number`;
   if (typeof value === 'number') {
     if (Number.isSafeInteger(value) && value >= 0) return value;
   } else if (typeof value === 'string') {
     const text = value.trim();
-    const n = /^0x[0-9a-f]+$/i.test(text)
-      ? Number.parseInt(text.slice(2), 16)
-      : /^\d+$/.test(text)
-        ? Number(text)
-        : Number.NaN;
-    if (Number.isSafeInteger(n) && n >= 0) return n;
+    if (/^0x[0-9a-f]+$/i.test(text)) {
+      const n = Number.parseInt(text.slice(2), 16);
+      if (Number.isSafeInteger(n)) return n;
+    } else if (/^\d+$/.test(text)) {
+      throw new BadLine(
+        `${expected}: ${JSON.stringify(value)} has no 0x (write "0x${text}" or ${Number(text)})`,
+      );
+    }
   }
-  throw new BadLine(
-    `"${field}" must be a hex string like "0x1234" or a non-negative integer below 2^53, got ${JSON.stringify(value)}`,
-  );
+  throw new BadLine(`${expected}, non-negative and below 2^53, got ${JSON.stringify(value)}`);
 }
 
+/**
+ * A count, size, mask or index: a non-negative JSON number (`fallback` when the
+ * field is absent and there is one). A string is refused, even "100": a hex
+ * string says what to write instead.
+ */
 function parseInteger(value: unknown, field: string, fallback?: number): number {
   if (value === undefined && fallback !== undefined) return fallback;
-  if (typeof value === 'string' && /^(0x[0-9a-f]+|\d+)$/i.test(value.trim())) {
-    return parseAddress(value, field);
-  }
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
+  if (typeof value === 'string') {
+    const text = value.trim();
+    const hex = /^0x[0-9a-f]+$/i.test(text) ? Number.parseInt(text.slice(2), 16) : Number.NaN;
+    throw new BadLine(
+      `"${field}" must be a JSON number, not a string: got ${JSON.stringify(value)}${Number.isSafeInteger(hex) ? ` (write ${hex})` : ''}`,
+    );
+  }
   throw new BadLine(`"${field}" must be a non-negative integer, got ${JSON.stringify(value)}`);
 }
 
@@ -494,25 +558,28 @@ function readAlloc(rec: Record<string, unknown>): AllocRequest {
   return req;
 }
 
-function readUnmap(
-  rec: Record<string, unknown>,
-  m: Live,
-): { size: number; dir: DmaDirection; attrs: number } {
-  return {
-    size: parseInteger(rec.size, 'size', m.size),
-    dir: parseDir(rec.dir, m.dir),
-    attrs: parseInteger(rec.attrs, 'attrs', 0),
-  };
+/** An unmap's optional fields; those absent default to the mapping's (see ReplayEngine.unmap). */
+function readUnmap(rec: Record<string, unknown>): {
+  size?: number;
+  dir?: DmaDirection;
+  attrs?: number;
+} {
+  const opts: { size?: number; dir?: DmaDirection; attrs?: number } = {};
+  if (rec.size !== undefined) opts.size = parseInteger(rec.size, 'size');
+  if (rec.dir !== undefined) opts.dir = parseDir(rec.dir);
+  if (rec.attrs !== undefined) opts.attrs = parseInteger(rec.attrs, 'attrs');
+  return opts;
 }
 
-function readSync(
-  rec: Record<string, unknown>,
-  m: Live,
-): { offset: number; size: number; dir: DmaDirection } {
-  const offset = parseInteger(rec.offset, 'offset', 0);
-  return {
-    offset,
-    size: parseInteger(rec.size, 'size', m.size - offset),
-    dir: parseDir(rec.dir, m.dir),
-  };
+/** A sync's optional fields; those absent default as ReplayEngine.sync says. */
+function readSync(rec: Record<string, unknown>): {
+  offset?: number;
+  size?: number;
+  dir?: DmaDirection;
+} {
+  const opts: { offset?: number; size?: number; dir?: DmaDirection } = {};
+  if (rec.offset !== undefined) opts.offset = parseInteger(rec.offset, 'offset');
+  if (rec.size !== undefined) opts.size = parseInteger(rec.size, 'size');
+  if (rec.dir !== undefined) opts.dir = parseDir(rec.dir);
+  return opts;
 }
