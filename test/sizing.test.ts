@@ -220,6 +220,20 @@ describe('size: the command', () => {
     ).toBe(true);
   });
 
+  it('--areas 3 is advised as the 4 areas the kernel builds for it, and says so', async () => {
+    const { code, stdout, stderr } = await size([
+      '--job',
+      'examples/jobs/database.fio',
+      '--areas',
+      '3',
+    ]);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^Recommended: swiotlb=512,4 /m);
+    expect(stdout).not.toMatch(/swiotlb=\d+,3\b/);
+    expect(stderr).toContain('size: note: 3 areas are built as 4');
+    expect(stderr).toContain('software IO TLB: area num 4.');
+  });
+
   it('--kernel and --dynamic: 6.1 has no CONFIG_SWIOTLB_DYNAMIC', async () => {
     await expect(
       size(['--job', 'examples/jobs/database.fio', '--kernel', '6.1', '--dynamic']),

@@ -264,6 +264,12 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
     ...(steps !== undefined ? { steps } : {}),
     ...(seed !== undefined ? { seed } : {}),
   });
+  const asked = areas ?? jf.settings.areas;
+  if (asked !== undefined && asked !== advice.areas) {
+    io.stderr.write(
+      `size: note: ${asked} areas are built as ${advice.areas}: the kernel rounds the count up to a power of two (swiotlb_adjust_nareas()), and the advice is for what it builds\n`,
+    );
+  }
   return writeAdvice(jf, advice, values.json === true, io);
 }
 

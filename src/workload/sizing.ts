@@ -178,7 +178,10 @@ export function adviseSize(jf: JobFile, opts: AdviseOptions = {}): SizingAdvice 
   const kernel = opts.kernel ?? jf.settings.kernel ?? DEFAULT_KERNEL;
   const dynamic = opts.dynamic ?? false;
   const sim: RunOptions = { kernel, steps, seed };
-  const areas = opts.areas ?? jf.settings.areas ?? defaultAreas(jf);
+  // The areas the kernel builds for the count asked: swiotlb_adjust_nareas()
+  // rounds it up to a power of two (src/swiotlb/geometry.ts), so the advice
+  // names what the kernel keeps (",3" would boot with "area num 4.").
+  const areas = roundUpPowerOfTwo(Math.max(1, opts.areas ?? jf.settings.areas ?? defaultAreas(jf)));
   // The job's own pool, when it is a default pool, gets a row of its own.
   const own = jobPool(jf);
   const ownSlots =
