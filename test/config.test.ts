@@ -32,11 +32,15 @@ import { OCTET, randomBytes } from './helpers/http.js';
 
 const MiB = 2 ** 20;
 
-function refusal(fn: () => unknown): string {
+/**
+ * The one-line message of a refused config: MEDIATOR_BAD_CONFIG, or CLI_USAGE
+ * when the value at fault came from a flag (`code`).
+ */
+function refusal(fn: () => unknown, code = 'MEDIATOR_BAD_CONFIG'): string {
   try {
     fn();
   } catch (err) {
-    expect(isMediatorError(err, 'MEDIATOR_BAD_CONFIG'), String(err)).toBe(true);
+    expect(isMediatorError(err, code as 'CLI_USAGE'), String(err)).toBe(true);
     const message = (err as Error).message;
     expect(message).not.toContain('\n');
     return message;
@@ -145,11 +149,15 @@ describe('the embedded default', () => {
       'config: devices[0].fromDeviceBounce: "skip" is not allowed; expected one of "linux", "used-length"',
     );
     expect(
-      refusal(() =>
-        parseConfig(
-          {},
-          { overrides: [{ path: ['fromDeviceBounce'], value: 'x', flag: '--from-device-bounce' }] },
-        ),
+      refusal(
+        () =>
+          parseConfig(
+            {},
+            {
+              overrides: [{ path: ['fromDeviceBounce'], value: 'x', flag: '--from-device-bounce' }],
+            },
+          ),
+        'CLI_USAGE',
       ),
     ).toBe(
       'config: fromDeviceBounce (--from-device-bounce): "x" is not allowed; expected one of "linux", "used-length"',
@@ -332,8 +340,11 @@ describe('sizes, addresses and defaults', () => {
     expect(c.mode).toBe('direct');
     expect(c.copy.workers).toBe(1);
     expect(
-      refusal(() =>
-        parseConfig({}, { overrides: [{ path: ['mode'], value: 'isolated', flag: '--mode' }] }),
+      refusal(
+        () =>
+          parseConfig({}, { overrides: [{ path: ['mode'], value: 'isolated', flag: '--mode' }] }),
+        // A flag's value: the command line's mistake, exit 2 like any usage error.
+        'CLI_USAGE',
       ),
     ).toBe(
       'config: mode (--mode): "isolated" is not allowed; expected one of "bounce", "direct", "shared"',

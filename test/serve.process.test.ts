@@ -283,19 +283,23 @@ describe('swiotlb-mediator serve, as a process', () => {
   it('a wrong config is refused at start-up with one message naming the field', async () => {
     const bad = join(dir, 'bad.json');
     writeFileSync(bad, JSON.stringify({ devices: [{ id: 'x', kind: 'ram-blk', queueSize: 100 }] }));
-    const cases: [string[], RegExp][] = [
+    // A bad file exits 1; a bad flag value is a usage error, exit 2, which the
+    // systemd unit's RestartPreventExitStatus=2 does not restart.
+    const cases: [string[], number, RegExp][] = [
       [
         ['--config', bad],
+        1,
         /^swiotlb-mediator: MEDIATOR_BAD_CONFIG: config file .*bad\.json: devices\[0\]\.queueSize: 100 is not allowed; expected a power of two from 2 to 32768\n$/,
       ],
       [
         ['--port', '99999'],
-        /^swiotlb-mediator: MEDIATOR_BAD_CONFIG: config: http\.port \(--port\): 99999 is not allowed; expected an integer from 0 to 65535\n$/,
+        2,
+        /^swiotlb-mediator serve: config: http\.port \(--port\): 99999 is not allowed; expected an integer from 0 to 65535 \(--help lists the options\)\n$/,
       ],
     ];
-    for (const [args, message] of cases) {
+    for (const [args, code, message] of cases) {
       const { exited, stderr } = spawnCli(args);
-      expect(await exited).toEqual({ code: 1, signal: null });
+      expect(await exited).toEqual({ code, signal: null });
       expect(stderr()).toMatch(message);
     }
     const { exited, stderr } = spawnCli(['--bogus']);

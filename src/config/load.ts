@@ -117,9 +117,15 @@ export function parseConfig(
             .map((i) => formatPath(i.path) || 'config')
             .join(', ')}${issues.length > 4 ? ', ...' : ''})`
         : '';
-    throw badConfig(`${source}: ${first}${more}`, {
+    const details = {
       issues: issues.map((i) => ({ path: formatPath(i.path), message: formatIssue(i) })),
-    });
+    };
+    // A value a flag set is the command line's mistake: a usage error (exit 2), so
+    // that a process manager does not restart a command that cannot start.
+    if (flags.has(formatPath(issues[0]!.path))) {
+      throw new MediatorError('CLI_USAGE', `${source}: ${first}${more}`, details);
+    }
+    throw badConfig(`${source}: ${first}${more}`, details);
   }
   const config = result.data;
   const baseDir = opts.baseDir ?? process.cwd();
