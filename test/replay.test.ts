@@ -457,6 +457,15 @@ describe('replay: two flags for the pool size', () => {
     );
   });
 
+  it('a pool the flags ask for that the kernel cannot build is a usage error too', () => {
+    expect(usage(['replay', '--slots', '99999999999', '-'])).toBe(
+      'swiotlb-mediator replay: the pool of the flags: pool of 137438953472 slots exceeds the limit of 524288 slots (1 GiB) (--help lists the options)',
+    );
+    expect(usage(['replay', '--base', '0x123', '-'])).toMatch(
+      /^swiotlb-mediator replay: the pool of the flags: base address 291 /,
+    );
+  });
+
   it('still takes --pool-size with --areas', () => {
     const r = runCli(['replay', '--pool-size', '4MiB', '--areas', '2', '-'], '{"op":"stats"}\n');
     expect(r.status).toBe(0);

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import { MediatorError } from '../errors.js';
+import { isMediatorError, MediatorError } from '../errors.js';
 import type { GeometryOptions } from '../swiotlb/geometry.js';
 import { DEFAULT_KERNEL } from '../swiotlb/kernel.js';
 import { ReplayEngine } from '../swiotlb/replay.js';
@@ -135,12 +135,22 @@ export async function replayCommand(argv: string[], io: ReplayIo): Promise<numbe
       `--placement ${JSON.stringify(placement)}: must be ${PLACEMENTS.join(' or ')}`,
     );
   }
-  const engine = new ReplayEngine({
-    pool: poolOptions(values),
-    kernel: kernelFlag(values.kernel, dynamic) ?? DEFAULT_KERNEL,
-    dynamic,
-    ...(placement === undefined ? {} : { placement }),
-  });
+  let engine: ReplayEngine;
+  try {
+    engine = new ReplayEngine({
+      pool: poolOptions(values),
+      kernel: kernelFlag(values.kernel, dynamic) ?? DEFAULT_KERNEL,
+      dynamic,
+      ...(placement === undefined ? {} : { placement }),
+    });
+  } catch (err) {
+    // The pool is the flags' (--slots, --areas, --pool-size, --restricted, --base):
+    // one it cannot build is the command line's mistake, exit 2.
+    if (isMediatorError(err, 'SWIOTLB_INVALID_GEOMETRY')) {
+      throw new MediatorError('CLI_USAGE', `the pool of the flags: ${err.message}`);
+    }
+    throw err;
+  }
   for (const line of engine.log()) io.stderr.write(`${line}\n`);
   const g = engine.geometry;
   io.stderr.write(
