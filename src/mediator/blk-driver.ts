@@ -2,7 +2,7 @@ import { closeSync, existsSync, fstatSync, ftruncateSync, openSync } from 'node:
 import { performance } from 'node:perf_hooks';
 import type { Worker } from 'node:worker_threads';
 import { MediatorError } from '../errors.js';
-import { DmaAttr } from '../swiotlb/constants.js';
+import { DmaAttr, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import { BucketHistogram, LATENCY_BUCKETS_SECONDS } from '../util/bucket-histogram.js';
 import { type Logger, NO_LOG, RateLimit } from '../util/logger.js';
 import {
@@ -141,6 +141,8 @@ export class BlkDriver {
   private readonly backing: SharedArrayBuffer | undefined;
   private fd: number | undefined;
   private nextQueue = 0;
+  /** The most data a request may carry and still fit the pool ({@link refuseWhatNeverFits}). */
+  private poolFitBytes = Number.POSITIVE_INFINITY;
   private closing = false;
   private resetting: Promise<void> | undefined;
   private sweeper: NodeJS.Timeout | undefined;
@@ -510,6 +512,26 @@ export class BlkDriver {
         { length, limit: this.maxRequestBytes },
       );
     }
+    if (length > this.poolFitBytes) {
+      throw new MediatorError(
+        'MEDIATOR_REQUEST_TOO_LARGE',
+        `request of ${length} bytes can never fit the device's pool: beside the virtqueues it holds at most ${this.poolFitBytes} bytes of one request's data`,
+        { length, limit: this.poolFitBytes },
+      );
+    }
+  }
+
+  /**
+   * Refuses from now on, at once and with MEDIATOR_REQUEST_TOO_LARGE, a request
+   * that could never fit the pool: more data than `freeSlots` (the pool's slots
+   * beside every virtqueue in it) hold once its header and status take a slot
+   * each. Linux's virtio-blk requeues such a request for ever, and so does a
+   * Mediator left as it is; the service asks for this, so that a client gets 413
+   * rather than a wait that can only end in a timeout or the shutdown.
+   */
+  refuseWhatNeverFits(freeSlots: number): void {
+    if (this.mode === 'direct') return;
+    this.poolFitBytes = Math.max(0, freeSlots - 2) * IO_TLB_SIZE;
   }
 
   /**

@@ -63,6 +63,7 @@ export class Service {
         { cause: (err as { code?: string }).code ?? (err as Error).name },
       );
     }
+    this.refuseWhatNeverFits(config);
     this.started = Promise.all([...this.mediator.devices.values()].map((d) => d.ready())).then(
       () => {
         if (this.current === 'starting') this.current = 'ready';
@@ -90,6 +91,29 @@ export class Service {
   /** Whether new I/O is refused (draining or closed). */
   get refusing(): boolean {
     return this.current === 'draining' || this.current === 'closed';
+  }
+
+  /**
+   * Has each device refuse at once (413) a request its pool could never hold
+   * beside the virtqueues of every device in it (BlkDriver.refuseWhatNeverFits),
+   * where Linux, and the Mediator API, would requeue it for ever.
+   */
+  private refuseWhatNeverFits(config: ServiceConfig): void {
+    const coherent = new Map<string, number>();
+    for (const d of config.devices) {
+      const { pool } = this.mediator.pools.get(d.pool)!;
+      const slots = this.mediator
+        .device(d.id)!
+        .queueMemory()
+        .reduce((sum, q) => sum + pool.allocSlots(q.bytes), 0);
+      coherent.set(d.pool, (coherent.get(d.pool) ?? 0) + slots);
+    }
+    for (const d of config.devices) {
+      const { pool } = this.mediator.pools.get(d.pool)!;
+      this.mediator
+        .device(d.id)!
+        .refuseWhatNeverFits(pool.geometry.nslabs - (coherent.get(d.pool) ?? 0));
+    }
   }
 
   /**
