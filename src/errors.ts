@@ -204,7 +204,7 @@ export const ERROR_SPECS = {
   },
   HTTP_NOT_READY: {
     meaning:
-      'The service is starting (its device threads are not serving yet) or draining for shutdown.',
+      'The service is starting (its device threads are not serving yet), or shutting down (only a request on a connection already open sees it: the listener closes at once).',
     fix: 'Wait for GET /readyz to answer 200, or send the request to another instance.',
     status: 503,
   },
