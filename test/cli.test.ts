@@ -43,6 +43,10 @@ describe('parseCommand', () => {
     expect(usageError(() => parse(['-z']))).toBe('unknown option -z');
     expect(usageError(() => parse(['--job']))).toBe('--job needs a value');
     expect(usageError(() => parse(['--json=yes']))).toBe('--json takes no value');
+    // A value with a leading dash reads as a flag: node's three lines, in one.
+    expect(usageError(() => parse(['--job', '-1']))).toBe(
+      '--job needs a value (one that starts with a dash is written --job=-N)',
+    );
     const noOperands = () => parseCommand('x', USAGE, { args: ['stray'], options: OPTIONS });
     expect(usageError(noOperands)).toBe('takes no arguments, got "stray"');
   });

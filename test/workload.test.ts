@@ -108,6 +108,16 @@ time_based=0
     expect(jf.jobs[0]!.bs.write).toEqual([{ size: 65536, percent: 100 }]);
   });
 
+  it('rwmixread and rwmixwrite both given: the later line wins, as fio says', () => {
+    const mix = (text: string) => parseJobFile(text).jobs[0]!.rwmixread;
+    expect(mix('[x]\nrw=randrw\nrwmixread=70\nrwmixwrite=70\n')).toBe(30);
+    expect(mix('[x]\nrw=randrw\nrwmixwrite=70\nrwmixread=70\n')).toBe(70);
+    // A job's own line comes after its [global]'s.
+    expect(mix('[global]\nrwmixread=90\n[x]\nrw=randrw\nrwmixwrite=40\n')).toBe(60);
+    expect(() => mix('[x]\nrw=randrw\nrwmixwrite=70\nrwmixread=170\n')).toThrow();
+    expect(() => mix('[x]\nrw=randrw\nrwmixread=70\nrwmixwrite=170\n')).toThrow();
+  });
+
   it('takes every mode, mode=all, and from_device_bounce; the job config says what runs', () => {
     // No mode=: the service's bounce (warm placement, reads without the copy-in);
     // mode=bounce is Linux's, its reads bounced as Linux bounces them.

@@ -58,12 +58,16 @@ function parseErrorText(code: string, message: string): string {
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${flag}`;
     if (message.includes('argument missing')) return `${flag} needs a value`;
     if (message.includes('does not take an argument')) return `${flag} takes no value`;
+    // "--port -1": node reads -1 as a flag; a value with a leading dash needs "=".
+    if (message.includes('argument is ambiguous')) {
+      return `${flag} needs a value (one that starts with a dash is written ${flag}=-N)`;
+    }
   }
   const positional = /^Unexpected argument '(.*)'/.exec(message)?.[1];
   if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' && positional !== undefined) {
     return `takes no arguments, got "${positional}"`;
   }
-  return message.split('. ')[0]!;
+  return message.split(/\.\s/)[0]!;
 }
 
 /** CLI_USAGE unless the command was given no positional arguments. */

@@ -615,8 +615,15 @@ function ioPattern(ctx: Ctx, get: Get): Pick<FioJob, 'rw' | 'bs' | 'rwmixread'> 
   let rwmixread = 50;
   const mixR = get('rwmixread');
   const mixW = get('rwmixwrite');
-  if (mixR) rwmixread = intValue(ctx, 'rwmixread', mixR, 0, 100);
-  else if (mixW) rwmixread = 100 - intValue(ctx, 'rwmixwrite', mixW, 0, 100);
+  // fio's HOWTO: when both are given and do not add up to 100%, "the latter of
+  // the two will be used to override the first": the one on the later line.
+  if (mixR && (!mixW || mixR.line > mixW.line)) {
+    rwmixread = intValue(ctx, 'rwmixread', mixR, 0, 100);
+    if (mixW) intValue(ctx, 'rwmixwrite', mixW, 0, 100); // still a valid value
+  } else if (mixW) {
+    rwmixread = 100 - intValue(ctx, 'rwmixwrite', mixW, 0, 100);
+    if (mixR) intValue(ctx, 'rwmixread', mixR, 0, 100);
+  }
   return { rw, bs: { read, write }, rwmixread };
 }
 
