@@ -615,8 +615,8 @@ function ioPattern(ctx: Ctx, get: Get): Pick<FioJob, 'rw' | 'bs' | 'rwmixread'> 
   let rwmixread = 50;
   const mixR = get('rwmixread');
   const mixW = get('rwmixwrite');
-  // fio's HOWTO: when both are given and do not add up to 100%, "the latter of
-  // the two will be used to override the first": the one on the later line.
+  // fio's HOWTO (rwmixwrite): when both are given and do not add up to 100%, the
+  // second one overrides the first: here, the one on the later line.
   if (mixR && (!mixW || mixR.line > mixW.line)) {
     rwmixread = intValue(ctx, 'rwmixread', mixR, 0, 100);
     if (mixW) intValue(ctx, 'rwmixwrite', mixW, 0, 100); // still a valid value
