@@ -482,4 +482,13 @@ describe('replay: two flags for the pool size', () => {
       `swiotlb-mediator replay: --restricted ${restricted} replays a restricted-dma-pool: ${other} does not apply to it (--help lists the options)`,
     );
   });
+
+  it('size --trace and bench --trace refuse the same pairs (their pool flags are the same code)', () => {
+    expect(usage(['size', '--trace', '-', '--restricted', 'log', '--pool-areas', '2'])).toBe(
+      'swiotlb-mediator size: --restricted log replays a restricted-dma-pool: --pool-areas does not apply to it (--help lists the options)',
+    );
+    expect(usage(['bench', '--trace', '-', '--restricted', '1MiB', '--slots', '512'])).toBe(
+      'swiotlb-mediator bench: --restricted SIZE replays a restricted-dma-pool: --slots does not apply to it (--help lists the options)',
+    );
+  });
 });

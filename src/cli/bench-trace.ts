@@ -23,7 +23,8 @@ buffer offsets are not replayed (docs/trace.md).
 Options:
   --trace FILE         the trace text; - reads stdin (required)
   --dmesg FILE, --base ADDR, --slots N, --areas N, --restricted SIZE|log
-                       the traced pool (as replay --trace); without them every
+                       the traced pool (as replay --trace; --restricted not
+                       with --slots or --areas); without them every
                        map counts as not bounced, and the job uses the
                        runner's default pool
   --device NAME        these devices only (repeat)

@@ -165,6 +165,7 @@ export function traceRunFlags(
     throw new MediatorError('CLI_USAGE', '--dmesg and --trace cannot both read stdin');
   }
   if (values.kernel !== undefined) chooseProfile(values.kernel, { kind: 'flag' });
+  restrictedAlone(values, areasFlag);
   const pool: PoolFlags = {};
   const base = intFlag('base', values.base);
   const slots = intFlag('slots', values.slots, 1);
@@ -213,13 +214,19 @@ export function traceRunFlags(
  * single area come from --restricted (or the boot log), and the pool resolver
  * would drop the other flags without a word.
  */
-function restrictedAlone(values: TraceFlagValues): void {
+function restrictedAlone(
+  values: TraceFlagValues,
+  areasFlag: { name: string; value: string | undefined },
+): void {
   if (values.restricted === undefined) return;
-  for (const other of ['slots', 'areas'] as const) {
-    if (values[other] !== undefined) {
+  for (const [name, value] of [
+    ['slots', values.slots],
+    [areasFlag.name, areasFlag.value],
+  ] as const) {
+    if (value !== undefined) {
       throw new MediatorError(
         'CLI_USAGE',
-        `--restricted ${values.restricted === 'log' ? 'log' : 'SIZE'} replays a restricted-dma-pool: --${other} does not apply to it`,
+        `--restricted ${values.restricted === 'log' ? 'log' : 'SIZE'} replays a restricted-dma-pool: --${name} does not apply to it`,
       );
     }
   }
@@ -237,7 +244,6 @@ export async function replayTraceCommand(argv: string[], io: ReplayTraceIo): Pro
   }
   const { values, positionals } = parsed;
   noOperands(positionals);
-  restrictedAlone(values);
   const { run, finishProgress } = traceRunFlags(values, io, 'replay');
   const report = await runTraceReplay(run);
   finishProgress();

@@ -23,6 +23,7 @@ Options:
   --dmesg FILE         the traced boot's log: the traced pool and kernel version
   --base ADDR, --slots N, --pool-areas N, --restricted SIZE|log
                        the traced pool without (or over) the boot log
+                       (--restricted not with --slots or --pool-areas)
   --device NAME        size for these devices only (repeat)
   --min-align-mask M   a device's min_align_mask, NAME=MASK or MASK (repeat)
   --kernel V           the traced kernel's version (default: the boot log's, else 6.10)
