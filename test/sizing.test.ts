@@ -220,6 +220,13 @@ describe('size: the command', () => {
     ).toBe(true);
   });
 
+  it('a margin that asks past 1 GiB says the advice is the largest pool, not that margin', async () => {
+    const { stdout } = await size(['--job', 'examples/jobs/database.fio', '--margin', '1000000']);
+    expect(stdout).toContain(
+      'Recommended: 524288 slots (1.0GiB): the smallest on which nothing was requeued (384 slots, in whole segments) + 1000000% margin would be 3840384 slots, past the 1 GiB a pool can be: the largest pool instead.',
+    );
+  });
+
   it('--areas 3 is advised as the 4 areas the kernel builds for it, and says so', async () => {
     const { code, stdout, stderr } = await size([
       '--job',
