@@ -219,6 +219,12 @@ export const ERROR_SPECS = {
     fix: 'Run `swiotlb-mediator --help` or `swiotlb-mediator <command> --help`.',
     status: 400,
   },
+  SERVE_CANNOT_LISTEN: {
+    meaning:
+      "serve could not listen on http.host:http.port (the port is in use, the address is not this machine's, or a port below 1024 without the privilege); the mediator it had built was closed again.",
+    fix: "Pick another --port (0: any free port) or --host, or stop what holds the port; the message carries the system's reason (EADDRINUSE, EADDRNOTAVAIL, EACCES).",
+    status: 500,
+  },
   REPLAY_BAD_LINE: {
     meaning:
       'A replay input line is not a JSON object with a known `op` and valid fields; the line is reported and the replay goes on.',

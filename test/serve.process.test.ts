@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -305,6 +306,23 @@ describe('swiotlb-mediator serve, as a process', () => {
     const { exited, stderr } = spawnCli(['--bogus']);
     expect((await exited).code).toBe(2);
     expect(stderr()).toMatch(/--bogus/);
+  });
+
+  it('a port in use: SERVE_CANNOT_LISTEN with the system reason, exit 1', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const { port } = holder.address() as AddressInfo;
+    try {
+      const { exited, stderr } = spawnCli(['--port', String(port), '--log-level', 'silent']);
+      expect(await exited).toEqual({ code: 1, signal: null });
+      expect(stderr()).toMatch(
+        new RegExp(
+          `^swiotlb-mediator: SERVE_CANNOT_LISTEN: cannot listen on 127\\.0\\.0\\.1:${port}: listen EADDRINUSE`,
+        ),
+      );
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
   });
 
   it('a second signal exits at once', async () => {

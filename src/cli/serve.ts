@@ -157,10 +157,11 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
     server = await startServer(config, { logger: log });
   } catch (err) {
     if (isMediatorError(err)) throw err;
-    io.stderr.write(
-      `serve: cannot listen on ${config.http.host}:${config.http.port}: ${(err as Error).message}\n`,
+    throw new MediatorError(
+      'SERVE_CANNOT_LISTEN',
+      `cannot listen on ${config.http.host}:${config.http.port}: ${(err as Error).message}`,
+      { cause: (err as { code?: string }).code ?? (err as Error).name },
     );
-    return 1;
   }
 
   return await new Promise<number>((resolve) => {
