@@ -46,6 +46,7 @@ import {
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE, PAGE_SIZE } from '../swiotlb/constants.js';
 import {
   computeGeometry,
+  type Geometry,
   type GeometryOptions,
   parseSwiotlbParameter,
 } from '../swiotlb/geometry.js';
@@ -710,16 +711,8 @@ export function followFirstPool(pools: Record<string, unknown>[]): void {
   const second = pools[1];
   const parsed = poolSchema.safeParse(pools[0]);
   if (second === undefined || !parsed.success) return;
-  const p = parsed.data;
   try {
-    const g = computeGeometry(
-      poolGeometryOptions({
-        restricted: p.restricted,
-        size: p.size,
-        ...declaredShape(p),
-        base: p.base,
-      }),
-    );
+    const g = declaredGeometry(parsed.data);
     second.base = g.base + g.bytes;
   } catch {
     // Reported by checkPoolGeometries with the field and the flag that set it.
@@ -809,6 +802,18 @@ interface PoolRange {
 type ParsedPool = Parsed['pools'][number];
 
 /** A pool's declaration as the kernel's pieces: slots and areas from `swiotlb` or their own fields. */
+/** The geometry a parsed pool entry declares (computeGeometry's checks throw). */
+function declaredGeometry(p: ParsedPool): Geometry {
+  return computeGeometry(
+    poolGeometryOptions({
+      restricted: p.restricted,
+      size: p.size,
+      ...declaredShape(p),
+      base: p.base,
+    }),
+  );
+}
+
 function declaredShape(p: ParsedPool): { slots?: number; areas?: number } {
   return {
     ...(p.swiotlb?.slots !== undefined ? { slots: p.swiotlb.slots } : {}),
@@ -891,11 +896,8 @@ function checkPoolGeometries(
   const ranges: PoolRange[] = [];
   pools.forEach((p, i) => {
     if (!checkPoolDeclaration(p, i, issue)) return;
-    const shape = declaredShape(p);
     try {
-      const g = computeGeometry(
-        poolGeometryOptions({ restricted: p.restricted, size: p.size, ...shape, base: p.base }),
-      );
+      const g = declaredGeometry(p);
       ranges.push({ name: names[i]!, start: g.base, end: g.base + g.bytes });
     } catch (err) {
       const field =
