@@ -3,6 +3,7 @@ import type { DeviceConfig, ServiceConfig } from '../config/schema.js';
 import { isMediatorError, MediatorError } from '../errors.js';
 import type { BlkDriver } from '../mediator/blk-driver.js';
 import { Mediator } from '../mediator/mediator.js';
+import type { PoolRange } from '../swiotlb/slot-map.js';
 import { type ServerLogger, silentLogger } from './logger.js';
 
 /**
@@ -99,21 +100,24 @@ export class Service {
    * where Linux, and the Mediator API, would requeue it for ever.
    */
   private refuseWhatNeverFits(config: ServiceConfig): void {
-    const coherent = new Map<string, number>();
-    for (const d of config.devices) {
-      const { pool } = this.mediator.pools.get(d.pool)!;
-      const slots = this.mediator
-        .device(d.id)!
-        .queueMemory()
-        .reduce((sum, q) => sum + pool.allocSlots(q.bytes), 0);
-      coherent.set(d.pool, (coherent.get(d.pool) ?? 0) + slots);
+    for (const [name, { pool }] of this.mediator.pools) {
+      const coherent = this.queueMemoryOf(name).reduce((n, q) => n + pool.allocSlots(q.bytes), 0);
+      for (const d of config.devices) {
+        if (d.pool === name)
+          this.device(d.id)!.refuseWhatNeverFits(pool.geometry.nslabs - coherent);
+      }
     }
-    for (const d of config.devices) {
-      const { pool } = this.mediator.pools.get(d.pool)!;
-      this.mediator
-        .device(d.id)!
-        .refuseWhatNeverFits(pool.geometry.nslabs - (coherent.get(d.pool) ?? 0));
+  }
+
+  /** The virtqueues the devices of pool `name` have in it: its coherent allocations. */
+  queueMemoryOf(name: string): PoolRange[] {
+    const ranges: PoolRange[] = [];
+    for (const d of this.config.devices) {
+      if (d.pool !== name) continue;
+      const device = this.device(d.id);
+      if (device) ranges.push(...device.queueMemory());
     }
+    return ranges;
   }
 
   /**

@@ -1,13 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { PoolEntry } from '../../mediator/mediator.js';
 import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from '../../swiotlb/constants.js';
-import {
-  type PoolRange,
-  SLOT_STATE_NAMES,
-  SlotMapReader,
-  slotMapBytes,
-} from '../../swiotlb/slot-map.js';
-import type { Service } from '../service.js';
+import { SLOT_STATE_NAMES, SlotMapReader, slotMapBytes } from '../../swiotlb/slot-map.js';
 import { defaultPoolOf, type PoolParams, poolOf, type RouteOptions } from './common.js';
 
 /**
@@ -28,7 +22,7 @@ export const slotRoutes: FastifyPluginAsync<RouteOptions> = async (app, { servic
   }
   const view = (entry: PoolEntry) => {
     const { reader, buffer } = readers.get(entry.name)!;
-    const map = reader.read(coherentRanges(service, entry.name), buffer);
+    const map = reader.read(service.queueMemoryOf(entry.name), buffer);
     return {
       name: entry.name,
       mode: service.mediator.mode,
@@ -51,14 +45,3 @@ export const slotRoutes: FastifyPluginAsync<RouteOptions> = async (app, { servic
     view(poolOf(service, request.params.name)),
   );
 };
-
-/** The virtqueues the devices of pool `name` have in it: its coherent allocations. */
-function coherentRanges(service: Service, name: string): PoolRange[] {
-  const ranges: PoolRange[] = [];
-  for (const d of service.config.devices) {
-    if (d.pool !== name) continue;
-    const device = service.device(d.id);
-    if (device) ranges.push(...device.queueMemory());
-  }
-  return ranges;
-}
