@@ -172,10 +172,13 @@ function restrictedLines(a: PoolAdvice, margin: number): string[] {
   const rec = a.recommended_slots;
   if (rec === undefined) return [...out, '  no restricted pool up to 1 GiB holds this job'];
   const wanted = (a.minimal_slots ?? 0) * (1 + margin);
+  const basis = `the smallest on which nothing was requeued (${a.minimal_slots} slots, in whole segments) + ${Math.round(margin * 100)}% margin`;
   out.push(
-    wanted > rec
-      ? `Recommended: ${rec} slots (${formatBytes(rec * IO_TLB_SIZE)}): the smallest on which nothing was requeued (${a.minimal_slots} slots, in whole segments) + ${Math.round(margin * 100)}% margin would be ${Math.ceil(wanted)} slots, past the 1 GiB a pool can be: the largest pool instead.`
-      : `Recommended: ${rec} slots (${formatBytes(rec * IO_TLB_SIZE)}): the smallest on which nothing was requeued (${a.minimal_slots} slots, in whole segments) + ${Math.round(margin * 100)}% margin, in whole segments.`,
+    `Recommended: ${rec} slots (${formatBytes(rec * IO_TLB_SIZE)}): ${basis}${
+      wanted > rec
+        ? ` would be ${Math.ceil(wanted)} slots, past the 1 GiB a pool can be: the largest pool instead.`
+        : ', in whole segments.'
+    }`,
     deviceTreeNode(rec),
   );
   return out;
