@@ -34,13 +34,13 @@ export const ERROR_SPECS = {
   },
   SWIOTLB_BUFFER_OVERFLOW: {
     meaning:
-      'unmap or sync asked for more bytes than the mapping holds (the kernel warns "Buffer overflow detected"); nothing was changed.',
+      'unmap or sync asked for more bytes than the mapping holds; nothing was changed. The pool API refuses it where the kernel warns "Buffer overflow detected" and carries on; `replay` carries on too and prints the warning, and refuses only a sync that starts past the mapping.',
     fix: 'Use the size the mapping was created with, or a range inside it.',
     status: 400,
   },
   SWIOTLB_INVALID_DIRECTION: {
     meaning:
-      'The DMA direction is not one of bidirectional, to_device, from_device, or differs from the direction of the mapping (the DMA-API debug rule).',
+      'The DMA direction is not one of bidirectional, to_device, from_device, or (pool API) differs from the direction of the mapping: what CONFIG_DMA_API_DEBUG reports, refused here. `replay` makes such a call as the kernel does and prints the report.',
     fix: 'Use the direction the buffer was mapped with; only bidirectional mappings take any sync direction.',
     status: 400,
   },

@@ -56,7 +56,6 @@ describe('ReplayEngine (JSON lines)', () => {
         '{"op":"map","id":"big","orig":"0x100000","size":204800,"dir":"to_device"}',
         '{"op":"map","id":"x","orig":"0x200000","size":65536,"dir":"to_device"}',
         '{"op":"map","id":"huge","orig":"0x0","size":262145,"dir":"to_device"}',
-        '{"op":"unmap","id":"big","size":300000}',
         '{"op":"unmap","id":"nope"}',
       ],
       128,
@@ -68,8 +67,52 @@ describe('ReplayEngine (JSON lines)', () => {
       error: 'swiotlb buffer is full (sz: 65536 bytes), total 128 (slots), used 100 (slots)',
     });
     expect(out[2]).toMatchObject({ id: 'huge', ok: false, code: 'SWIOTLB_MAPPING_TOO_LARGE' });
-    expect(out[3]).toMatchObject({ id: 'big', ok: false, code: 'SWIOTLB_BUFFER_OVERFLOW' });
-    expect(out[4]).toMatchObject({ id: 'nope', ok: false, code: 'SWIOTLB_NOT_MAPPED' });
+    expect(out[3]).toMatchObject({ id: 'nope', ok: false, code: 'SWIOTLB_NOT_MAPPED' });
+  });
+
+  it('makes an unmap of another size or direction as the kernel does: released, with its warnings', () => {
+    const out = replay(
+      [
+        '{"op":"map","id":"big","orig":"0x100000","size":204800,"dir":"from_device"}',
+        '{"op":"unmap","id":"big","size":300000}',
+        '{"op":"map","id":"b","orig":"0x100000","size":4096,"dir":"to_device"}',
+        '{"op":"unmap","id":"b","dir":"bidirectional","size":100}',
+        '{"op":"map","id":"s","orig":"0x0","size":4096,"dir":"from_device"}',
+        '{"op":"unmap","id":"s","size":8192,"attrs":32}',
+        '{"op":"stats"}',
+        // The 100 slots "big" held are free again: a map of 128 slots fits.
+        '{"op":"map","id":"all","orig":"0x0","size":262144,"dir":"to_device"}',
+      ],
+      128,
+    );
+    expect(out[1]).toEqual({
+      id: 'big',
+      ok: true,
+      warnings: [
+        {
+          source: 'swiotlb',
+          message: 'Buffer overflow detected. Allocation size: 204800. Mapping size: 300000.',
+        },
+        {
+          source: 'dma-debug',
+          message:
+            'DMA-API: device driver frees DMA memory with different size [device address=0x0000000000000000] [map size=204800 bytes] [unmap size=300000 bytes]',
+        },
+      ],
+    });
+    // A smaller size copies less, so swiotlb says nothing; DMA-API debug reports both differences.
+    expect(out[3]).toMatchObject({ id: 'b', ok: true });
+    const bWarnings = (out[3]!.warnings as { source: string; message: string }[]).map(
+      (w) => w.message,
+    );
+    expect(bWarnings).toHaveLength(2);
+    expect(bWarnings[0]).toContain('[map size=4096 bytes] [unmap size=100 bytes]');
+    expect(bWarnings[1]).toContain('[mapped with DMA_TO_DEVICE] [unmapped with DMA_BIDIRECTIONAL]');
+    // DMA_ATTR_SKIP_CPU_SYNC: no copy, so no overflow warning; the size still differs.
+    expect(out[5]).toMatchObject({ id: 's', ok: true });
+    expect((out[5]!.warnings as { source: string }[]).map((w) => w.source)).toEqual(['dma-debug']);
+    expect(out[6]).toMatchObject({ used: 0 });
+    expect(out[7]).toMatchObject({ id: 'all', ok: true, slots: 128 });
   });
 
   it('names the line and the problem for malformed input, and goes on', () => {
@@ -96,14 +139,52 @@ describe('ReplayEngine (JSON lines)', () => {
     expect(out[7]).toMatchObject({ line: 9, id: 'a', code: 'REPLAY_BAD_LINE' });
   });
 
-  it('syncs partial ranges and rejects ranges past the mapping', () => {
+  it('warns of an overflow past the alloc_size the map stored, not the mapping size', () => {
+    // 6.1's alloc_size and 6.10's alloc_align_mask padding both give swiotlb_bounce() more room.
+    const k61 = new ReplayEngine({ pool: { slots: 256, areas: 1 }, kernel: '6.1' });
+    k61.handle(
+      '{"op":"map","id":"a","orig":"0x0","size":4096,"alloc_size":8192,"dir":"from_device"}',
+      1,
+    );
+    const a = k61.handle('{"op":"unmap","id":"a","size":8000}', 2)!;
+    expect((a.warnings as { source: string }[]).map((w) => w.source)).toEqual(['dma-debug']);
+    const k610 = new ReplayEngine({ pool: { slots: 256, areas: 1 } });
+    k610.handle(
+      '{"op":"map","id":"p","orig":"0x0","size":100,"alloc_align_mask":4095,"dir":"from_device"}',
+      1,
+    );
+    const p = k610.handle('{"op":"unmap","id":"p","size":5000}', 2)!;
+    expect((p.warnings as { message: string }[])[0]!.message).toBe(
+      'Buffer overflow detected. Allocation size: 4096. Mapping size: 5000.',
+    );
+  });
+
+  it('syncs partial ranges, warns as the kernel does for ranges past the end, refuses offsets past it', () => {
     const out = replay([
       '{"op":"map","id":"a","orig":"0x4000","size":3000,"dir":"bidirectional"}',
       '{"op":"sync_for_cpu","id":"a","offset":1000,"size":100}',
       '{"op":"sync_for_device","id":"a","offset":2990,"size":100}',
+      '{"op":"sync_for_device","id":"a","offset":3000,"size":1}',
+      '{"op":"map","id":"t","orig":"0x0","size":4096,"dir":"to_device"}',
+      '{"op":"sync_for_cpu","id":"t","dir":"from_device"}',
+      '{"op":"sync_for_cpu","id":"t"}',
     ]);
     expect(out[1]).toEqual({ id: 'a', ok: true });
-    expect(out[2]).toMatchObject({ id: 'a', ok: false, code: 'SWIOTLB_BUFFER_OVERFLOW' });
+    // swiotlb_bounce() at 2990: the second slot's alloc_size (952) less its offset (942).
+    expect(out[2]).toMatchObject({ id: 'a', ok: true });
+    const messages = (out[2]!.warnings as { message: string }[]).map((w) => w.message);
+    expect(messages[0]).toBe('Buffer overflow detected. Allocation size: 10. Mapping size: 100.');
+    expect(messages[1]).toMatch(
+      /^DMA-API: device driver tries to sync DMA memory it has not allocated \[device address=0x0000000000000bae\] \[size=100 bytes\]$/,
+    );
+    expect(out[3]).toMatchObject({ id: 'a', ok: false, code: 'SWIOTLB_BUFFER_OVERFLOW' });
+    expect(String(out[3]!.error)).toContain('past the mapping');
+    const t = (out[5]!.warnings as { message: string }[]).map((w) => w.message);
+    expect(t).toHaveLength(2);
+    expect(t[0]).toContain('syncs DMA memory with different direction');
+    expect(t[1]).toContain('syncs device read-only DMA memory for cpu');
+    // Its own direction for the CPU: the kernel copies nothing and reports nothing.
+    expect(out[6]).toEqual({ id: 't', ok: true });
   });
 });
 

@@ -48,6 +48,9 @@ A field the op does not take (a typo such as "min_allign_mask") refuses the line
 Output lines:
   {"id":"a","ok":true,"tlb_addr":"0x...","slots":N}      (+ "pool" with --dynamic)
   {"id":"a","ok":false,"code":"SWIOTLB_POOL_FULL","error":"swiotlb buffer is full (sz: ...)"}
+  {"id":"a","ok":true,"warnings":[{"source":"swiotlb","message":"Buffer overflow ..."}]}
+     (an unmap or sync of another size or direction: made as the kernel makes it,
+     with what swiotlb and CONFIG_DMA_API_DEBUG print for it; see docs/cli.md)
   {"line":N,"ok":false,"code":"REPLAY_BAD_LINE","error":"line N: ..."}
 
 The kernel's log lines for the pool ("software IO TLB: ...") go to stderr.

@@ -284,6 +284,20 @@ export class SwiotlbAllocator {
     return this.planOf(origAddr, size, opts).nslots;
   }
 
+  /**
+   * The alloc_size swiotlb_bounce() reads at a map's bounce address: the bytes an
+   * unmap or a sync from there may copy before the kernel warns "Buffer overflow
+   * detected" and copies that many instead. 6.12.117 swiotlb_search_pool_area()
+   * sets slots[i].alloc_size = alloc_size - (offset + ((i - slot_index) <<
+   * IO_TLB_SHIFT)), and the bounce address lies pad_slots after slot_index. The
+   * mapping size, unless 6.1/6.6's alloc_size or 6.10's alloc_align_mask padding
+   * makes it more. Validates nothing.
+   */
+  bounceLimit(origAddr: number, size: number, opts: MapOptions = {}): number {
+    const p = this.planOf(origAddr, size, opts);
+    return p.searchSize - p.headOffset - p.padSlots * IO_TLB_SIZE;
+  }
+
   /** The kernel's plan of a map of these arguments, in the shared plan object. Validates nothing. */
   private planOf(origAddr: number, size: number, opts: MapOptions): MapPlan {
     const p = this.plan;

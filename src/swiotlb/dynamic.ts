@@ -209,6 +209,10 @@ export class DynamicPool {
     return this.defpool.mapSlots(origAddr, size, opts);
   }
 
+  bounceLimit(origAddr: number, size: number, opts: MapOptions = {}): number {
+    return this.defpool.bounceLimit(origAddr, size, opts);
+  }
+
   allocSlots(size: number): number {
     return this.defpool.allocSlots(size);
   }

@@ -5,6 +5,7 @@ import type { Geometry, GeometryOptions } from './geometry.js';
 import { DEFAULT_KERNEL, type KernelVersion } from './kernel.js';
 import { SwiotlbPool } from './pool.js';
 import type { AllocOptions, MapOptions, PoolStats } from './pool-types.js';
+import { type KernelWarning, syncWarnings, unmapWarnings } from './replay-warnings.js';
 import { DEFAULT_PLACEMENT, type Placement } from './warm.js';
 
 /**
@@ -23,6 +24,10 @@ import { DEFAULT_PLACEMENT, type Placement } from './warm.js';
  *   {"op":"unmap","id":"a"}                      -> {"id":"a","ok":true}
  *       optional "size" (default: the mapped size), "dir" (default: the mapped one)
  *   {"op":"sync_for_device"|"sync_for_cpu","id":"a","offset":0,"size":N}
+ *       An unmap or a sync with another size or direction than the mapping's is
+ *       made as the kernel makes it (the unmap releases the mapping), and its
+ *       answer carries what the kernel prints for it: "warnings":[{"source":
+ *       "swiotlb"|"dma-debug","message":"..."}] (replay-warnings.ts).
  *   {"op":"alloc","id":"q","size":6784,"area":0,"min_align_mask":0}   ("cpu" as for map)
  *       -> {"id":"q","ok":true,"tlb_addr":"0x...","slots":N}
  *   {"op":"free","id":"q"}                       -> {"id":"q","ok":true}
@@ -104,6 +109,12 @@ export type ReplayResult =
   | { ok: true; tlbAddr: number; slots: number; part?: DynamicPartKind }
   | { ok: false; code: ErrorCode; error: string };
 
+/** An unmap, sync or free that was made, with what the kernel prints for it, if anything. */
+export interface ReplayDone {
+  ok: true;
+  warnings?: KernelWarning[];
+}
+
 /** Stats as `{"op":"stats"}` prints them (debugfs names). */
 export interface ReplayStats {
   nslabs: number;
@@ -125,6 +136,8 @@ interface Live {
   tlbAddr: number;
   size: number;
   dir: DmaDirection;
+  /** The alloc_size swiotlb_bounce() reads at tlbAddr (maps; 0 for allocations). */
+  bounceLimit: number;
 }
 
 /** What the engine needs of a pool: SwiotlbPool and DynamicPool both have it. */
@@ -137,6 +150,7 @@ interface Target {
   alloc(size: number, opts: AllocOptions): number;
   free(tlb: number, size: number, owner: number): void;
   mapSlots(orig: number, size: number, opts: MapOptions): number;
+  bounceLimit(orig: number, size: number, opts: MapOptions): number;
   allocSlots(size: number): number;
   stats(): PoolStats;
   resetHiwater(): void;
@@ -262,7 +276,8 @@ export class ReplayEngine {
     if (req.allocSize !== undefined) opts.allocSize = req.allocSize;
     try {
       const tlbAddr = this.target.map(req.orig, req.size, req.dir, opts);
-      this.live.set(id, { kind: 'map', tlbAddr, size: req.size, dir: req.dir });
+      const bounceLimit = this.target.bounceLimit(req.orig, req.size, opts);
+      this.live.set(id, { kind: 'map', tlbAddr, size: req.size, dir: req.dir, bounceLimit });
       return this.placed(tlbAddr, this.target.mapSlots(req.orig, req.size, opts));
     } catch (err) {
       return failure(err);
@@ -277,31 +292,45 @@ export class ReplayEngine {
         area: this.startArea(req),
         minAlignMask: req.minAlignMask ?? 0,
       });
-      this.live.set(id, { kind: 'alloc', tlbAddr, size: req.size, dir: DmaDirection.NONE });
+      const live: Live = {
+        kind: 'alloc',
+        tlbAddr,
+        size: req.size,
+        dir: DmaDirection.NONE,
+        bounceLimit: 0,
+      };
+      this.live.set(id, live);
       return this.placed(tlbAddr, this.target.allocSlots(req.size));
     } catch (err) {
       return failure(err);
     }
   }
 
-  /** Unmaps `id`; `size` and `dir` default to the mapping's. */
+  /**
+   * Unmaps `id`; `size` and `dir` default to the mapping's. Another size or
+   * direction does what it does in the kernel: the slots are released all the
+   * same (swiotlb_release_slots() takes the alloc_size the map stored), and the
+   * answer carries the kernel's warnings.
+   */
   unmap(
     id: string,
     opts: { size?: number; dir?: DmaDirection; attrs?: number } = {},
-  ): ReplayResult | { ok: true } {
+  ): ReplayResult | ReplayDone {
     const m = this.live.get(id);
     if (m?.kind !== 'map') return this.notLive(id, m, 'mapping');
+    const attrs = opts.attrs ?? 0;
+    const warnings = unmapWarnings(m, opts.size ?? m.size, opts.dir ?? m.dir, attrs);
     try {
-      this.target.unmap(m.tlbAddr, opts.size ?? m.size, opts.dir ?? m.dir, opts.attrs ?? 0, 0);
+      this.target.unmap(m.tlbAddr, m.size, m.dir, attrs, 0);
       this.live.delete(id);
-      return { ok: true };
+      return done(warnings);
     } catch (err) {
       return failure(err);
     }
   }
 
   /** Frees the allocation `id` (dma_free_coherent() -> swiotlb_free()). */
-  free(id: string): ReplayResult | { ok: true } {
+  free(id: string): ReplayResult | ReplayDone {
     const m = this.live.get(id);
     if (m?.kind !== 'alloc') return this.notLive(id, m, 'allocation');
     try {
@@ -313,21 +342,38 @@ export class ReplayEngine {
     }
   }
 
-  /** Syncs [offset, offset + size) of mapping `id` for the device or the CPU. */
+  /**
+   * Syncs [offset, offset + size) of mapping `id` for the device or the CPU
+   * (`size` defaults to the rest of the mapping, `dir` to its direction). A size
+   * past the mapping or another direction is made as the kernel makes it, with
+   * its warnings; an offset past the mapping is refused (SWIOTLB_BUFFER_OVERFLOW):
+   * the kernel would bounce from whatever slot lies there.
+   */
   sync(
     id: string,
     forDevice: boolean,
     opts: { offset?: number; size?: number; dir?: DmaDirection } = {},
-  ): ReplayResult | { ok: true } {
+  ): ReplayResult | ReplayDone {
     const m = this.live.get(id);
     if (m?.kind !== 'map') return this.notLive(id, m, 'mapping');
     const offset = opts.offset ?? 0;
+    if (offset >= m.size) {
+      return {
+        ok: false,
+        code: 'SWIOTLB_BUFFER_OVERFLOW',
+        error: `sync offset ${offset} lies past the mapping's ${m.size} bytes: the kernel would bounce from the slot there (swiotlb_bounce() reads the slot at tlb_addr + offset: the mapping's padding, or a slot it does not hold), which a replay does not model`,
+      };
+    }
     const size = opts.size ?? m.size - offset;
     const dir = opts.dir ?? m.dir;
+    const warnings = syncWarnings(m, offset, size, dir, forDevice);
+    // The pool counts the sync; the range and direction it is given are the
+    // mapping's own (a replay copies nothing, so what the kernel clamps changes nothing here).
+    const inside = Math.min(size, m.size - offset);
     try {
-      if (forDevice) this.target.syncForDevice(m.tlbAddr + offset, size, dir, 0);
-      else this.target.syncForCpu(m.tlbAddr + offset, size, dir, 0);
-      return { ok: true };
+      if (forDevice) this.target.syncForDevice(m.tlbAddr + offset, inside, m.dir, 0);
+      else this.target.syncForCpu(m.tlbAddr + offset, inside, m.dir, 0);
+      return done(warnings);
     } catch (err) {
       return failure(err);
     }
@@ -431,9 +477,10 @@ export class ReplayEngine {
   }
 
   /** A result as a JSON output line. */
-  private answer(id: string, r: ReplayResult | { ok: true }): ReplayOutput {
+  private answer(id: string, r: ReplayResult | ReplayDone): ReplayOutput {
     if (!r.ok) return { id, ok: false, code: r.code, error: r.error };
-    if (!('tlbAddr' in r)) return { id, ok: true };
+    if (!('tlbAddr' in r))
+      return r.warnings ? { id, ok: true, warnings: r.warnings } : { id, ok: true };
     const out: ReplayOutput = { id, ok: true, tlb_addr: hex(r.tlbAddr), slots: r.slots };
     if (r.part !== undefined) out.pool = r.part;
     return out;
@@ -462,6 +509,10 @@ function badLine(lineNo: number, error: string, id?: string): ReplayOutput {
     code: 'REPLAY_BAD_LINE',
     error: `line ${lineNo}: ${error}`,
   };
+}
+
+function done(warnings: KernelWarning[]): ReplayDone {
+  return warnings.length > 0 ? { ok: true, warnings } : { ok: true };
 }
 
 function alreadyLive(id: string): ReplayResult {
