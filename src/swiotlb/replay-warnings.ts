@@ -7,14 +7,18 @@ import { DmaAttr, DmaDirection } from './constants.js';
  * the unmap is made, then debug_dma_unmap_page() reports):
  *
  * - `swiotlb`: swiotlb_bounce() (kernel/dma/swiotlb.c), when the call copies,
- *   warns once per device "Buffer overflow detected. Allocation size: %zu.
- *   Mapping size: %zu." and copies the allocation size instead;
+ *   warns "Buffer overflow detected. Allocation size: %zu. Mapping size: %zu."
+ *   (dev_WARN_ONCE(): once per boot, one flag per call site for every device)
+ *   and copies the allocation size instead;
  *   __swiotlb_tbl_unmap_single() then releases the slots by the alloc_size the
  *   map stored (swiotlb_release_slots()), whatever size the unmap gave.
  * - `dma-debug`: with CONFIG_DMA_API_DEBUG, kernel/dma/debug.c check_unmap() and
  *   check_sync() report a different size or direction ("DMA-API: device driver
  *   frees DMA memory with different size ..."). The kernel prints the first
  *   such report only, unless told otherwise (dma_debug's show_num_errors).
+ *
+ * The kernel's lines start with the driver and the device ("DMA-API: virtio_blk
+ * virtio1: ..."), which a replay does not have: the messages leave them out.
  *
  * Not reported: 6.1's swiotlb_bounce() also warns "Access before mapping start
  * detected" and copies nothing for a sync that starts in a later slot at an
