@@ -34,7 +34,9 @@ mode; each mode's IOPS, bandwidth and p99 are printed divided by direct's.
 
 fio options understood: rw (read, write, randread, randwrite, randrw, rw,
 readwrite), bs, bssplit, rwmixread, rwmixwrite, iodepth, numjobs, size,
-io_size, runtime, time_based, ramp_time, number_ios, randseed; and this
+io_size, runtime, time_based, ramp_time, number_ios, randseed, and what a write
+does to its buffer as fio does: scramble_buffers (default 1: each 512-byte block
+stamped), refill_buffers (all rewritten), zero_buffers (untouched); and this
 project's: mode (bounce|bounce-tuned|shared|direct|both|all; default bounce-tuned),
 from_device_bounce (linux|used-length: what mode bounce copies for reads),
 placement (linux|warm: the kernel's next-fit search, or recently freed slots

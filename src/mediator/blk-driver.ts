@@ -47,6 +47,7 @@ import { deviceWorkerData, startDeviceThread, stopDeviceThread } from './device-
 import { FAULT_KINDS, type FaultKind, type UsedSink } from './driver-virtqueue.js';
 import { LIMITS } from './limits.js';
 import { type PoolBuffer, SharedWriteBuffer } from './shared-dma.js';
+import { WriteFill, WriteFiller } from './write-fill.js';
 
 export * from './blk-options.js';
 export type { PoolBuffer } from './shared-dma.js';
@@ -138,6 +139,8 @@ export class BlkDriver {
   private readonly queues: BlkQueue[] = [];
   private readonly segmentBytes: number;
   private readonly maxDescs: number;
+  /** Fills synthetic writes' buffers as fio does (write-fill.ts). */
+  private readonly filler = new WriteFiller();
   private readonly backing: SharedArrayBuffer | undefined;
   private fd: number | undefined;
   private nextQueue = 0;
@@ -288,15 +291,28 @@ export class BlkDriver {
     return out;
   }
 
-  /** Writes `data` (or, given a length, whatever the guest buffer holds: a synthetic I/O) at `sector`. */
-  write(sector: number, data: Uint8Array | number, queue?: number): Promise<void> {
-    const length = typeof data === 'number' ? data : data.length;
+  /**
+   * Writes `data` at `sector`; or, given a length, a synthetic I/O: the guest
+   * buffer as it is, or first filled as `fill` says (what fio does to its
+   * buffers: write-fill.ts).
+   */
+  write(
+    sector: number,
+    data: Uint8Array | number,
+    queue?: number,
+    fill: WriteFill = WriteFill.NONE,
+  ): Promise<void> {
+    if (typeof data !== 'number')
+      return this.submit(VIRTIO_BLK_T_OUT, sector, data.length, queue, data);
     return this.submit(
       VIRTIO_BLK_T_OUT,
       sector,
-      length,
+      data,
       queue,
-      typeof data === 'number' ? undefined : data,
+      undefined,
+      undefined,
+      undefined,
+      fill,
     );
   }
 
@@ -549,6 +565,7 @@ export class BlkDriver {
     data?: Uint8Array,
     out?: Uint8Array,
     buffer?: SharedWriteBuffer,
+    fill: WriteFill = WriteFill.NONE,
   ): Promise<void> {
     let q: BlkQueue;
     try {
@@ -566,8 +583,10 @@ export class BlkDriver {
       return Promise.reject(err);
     }
     const slot = q.freeSlots.pop();
-    if (slot !== undefined) return this.run(q, slot, type, sector, length, data, out, buffer);
-    return waitForSlot(q).then((s) => this.run(q, s, type, sector, length, data, out, buffer));
+    if (slot !== undefined) return this.run(q, slot, type, sector, length, data, out, buffer, fill);
+    return waitForSlot(q).then((s) =>
+      this.run(q, s, type, sector, length, data, out, buffer, fill),
+    );
   }
 
   /**
@@ -584,6 +603,7 @@ export class BlkDriver {
     data: Uint8Array | undefined,
     out: Uint8Array | undefined,
     buffer: SharedWriteBuffer | undefined,
+    fill: WriteFill,
   ): Promise<void> {
     if (slot < 0) throw new MediatorError('MEDIATOR_CLOSED', `device ${this.id} is closing`);
     const op: BlkOp = opOf(type);
@@ -595,7 +615,7 @@ export class BlkDriver {
     try {
       // The device's clock for this request: from its slot, or from when it got pool
       // slots if it had to wait for them (so back-pressure never reads as a timeout).
-      const placed = this.placeBuffers(q, req, type, sector, length, started, data, buffer);
+      const placed = this.placeBuffers(q, req, type, sector, length, started, data, buffer, fill);
       const since = typeof placed === 'number' ? placed : await placed;
       let usedLen: number;
       try {
@@ -748,6 +768,7 @@ export class BlkDriver {
     started: number,
     data: Uint8Array | undefined,
     buffer: SharedWriteBuffer | undefined,
+    fill: WriteFill,
   ): number | Promise<number> {
     const guest = this.ctx.guest;
     const shared = q.shared;
@@ -763,7 +784,13 @@ export class BlkDriver {
     );
     const n = req.n;
     const b = req.batch;
-    if (data && !shared) copyView(guest.bytes, req.dataAddr - guest.base, data);
+    if (!shared) {
+      if (data) copyView(guest.bytes, req.dataAddr - guest.base, data);
+      else if (fill !== WriteFill.NONE) {
+        const stamp = this.filler.nextStamp();
+        this.filler.fill(fill, guest.bytes, req.dataAddr - guest.base, length, sector * 512, stamp);
+      }
+    }
     if (this.mode === 'direct') {
       q.dma.tryPlace(n, b);
       return started;
@@ -774,23 +801,34 @@ export class BlkDriver {
       return started;
     }
     const admitted = this.ctx.gate!.admit(req.place, req.fullError, this.id, q);
-    if (admitted) return admitted.then(() => this.fillPlaced(q, req, data, performance.now()));
-    return this.fillPlaced(q, req, data, started);
+    if (admitted) {
+      return admitted.then(() =>
+        this.fillPlaced(q, req, data, performance.now(), fill, sector, length),
+      );
+    }
+    return this.fillPlaced(q, req, data, started, fill, sector, length);
   }
 
   /**
-   * After the gate placed a request's buffers: shared mode writes the payload into
-   * them, bounce mode makes the map copies (unmapping them again if a copy fails).
+   * After the gate placed a request's buffers: shared mode writes the payload (or
+   * a synthetic write's fill) into them, bounce mode makes the map copies
+   * (unmapping them again if a copy fails).
    */
   private fillPlaced(
     q: BlkQueue,
     req: RequestSlot,
     data: Uint8Array | undefined,
     since: number,
+    fill: WriteFill,
+    sector: number,
+    length: number,
   ): number | Promise<number> {
     const shared = q.shared;
     if (shared) {
       if (data) shared.fill(req.n, req.batch, 1, data);
+      else if (fill !== WriteFill.NONE) {
+        shared.fillSynthetic(req.n, req.batch, 1, length, this.filler, fill, sector * 512);
+      }
       return since;
     }
     let copying: Promise<unknown> | undefined;

@@ -3,6 +3,7 @@ import { IO_TLB_SIZE } from '../swiotlb/constants.js';
 import type { SwiotlbPool } from '../swiotlb/pool.js';
 import { copyView } from '../workers/shared-copy.js';
 import type { BatchDma, DmaBatch } from './dma.js';
+import type { WriteFill, WriteFiller } from './write-fill.js';
 
 /**
  * Shared mode: the driver allocates each request's data buffers in the pool itself,
@@ -115,6 +116,29 @@ export class SharedDma implements BatchDma {
     for (let i = first; i < n && at < data.length; i++) {
       const size = Math.min(b.sizes[i]!, data.length - at);
       copyView(this.pool.data, this.pool.offsetOf(b.out[i]!), data.subarray(at, at + size));
+      at += size;
+    }
+  }
+
+  /**
+   * A synthetic write's fill (write-fill.ts) over the first `length` bytes of the
+   * data entries [first, ...) of a placed batch, for an I/O at device byte
+   * `offset`: each segment in turn, with one stamp for the I/O.
+   */
+  fillSynthetic(
+    n: number,
+    b: DmaBatch,
+    first: number,
+    length: number,
+    filler: WriteFiller,
+    kind: WriteFill,
+    offset: number,
+  ): void {
+    const stamp = filler.nextStamp();
+    let at = 0;
+    for (let i = first; i < n && at < length; i++) {
+      const size = Math.min(b.sizes[i]!, length - at);
+      filler.fill(kind, this.pool.data, this.pool.offsetOf(b.out[i]!), size, offset + at, stamp);
       at += size;
     }
   }

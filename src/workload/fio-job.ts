@@ -25,6 +25,7 @@ import {
   type FromDeviceBounce,
 } from '../mediator/defaults.js';
 import { isMinAlignMask, LIMITS, MAX_MIN_ALIGN_MASK } from '../mediator/limits.js';
+import { WriteFill } from '../mediator/write-fill.js';
 import { parseSwiotlbParameter } from '../swiotlb/geometry.js';
 import {
   DEFAULT_KERNEL,
@@ -103,6 +104,12 @@ export interface FioJob {
   randseed: number;
   device: JobDevice;
   minAlignMask: number;
+  /**
+   * What each write does to its buffer before it is mapped, as fio does
+   * (`refill_buffers`, `scramble_buffers`, `zero_buffers`: write-fill.ts).
+   * @default WriteFill.SCRAMBLE, fio's default
+   */
+  writeFill: WriteFill;
   /** The options as written (merged with global), for the report's "job options". */
   options: Record<string, string>;
 }
@@ -183,6 +190,9 @@ const KNOWN_OPTIONS = new Set([
   'ramp_time',
   'number_ios',
   'randseed',
+  'scramble_buffers',
+  'zero_buffers',
+  'refill_buffers',
   // this project's options
   'mode',
   'from_device_bounce',
@@ -575,6 +585,7 @@ function parseJob(s: RawSection, index: number, source: string): FioJob {
     ...extent(ctx, get, maxBs),
     ...timing(ctx, get),
     ...target(ctx, get),
+    writeFill: bufferFill(ctx, get),
     options: Object.fromEntries([...s.options].map(([k, o]) => [k, o.value])),
   };
 }
@@ -681,6 +692,23 @@ function timing(
   const nio = get('number_ios');
   const numberIos = nio ? intValue(ctx, 'number_ios', nio, 1, Number.MAX_SAFE_INTEGER) : undefined;
   return { runtime, timeBased, rampTime, numberIos };
+}
+
+/**
+ * refill_buffers, scramble_buffers, zero_buffers: what a write does to its buffer,
+ * by fio's rules (io_u.c get_io_u(): refill first; init.c init_flags(): scramble
+ * when `scramble_buffers` is set explicitly, or by its default 1 unless
+ * `zero_buffers` is set). fio also skips the scramble under compression or
+ * verify, options this runner does not take.
+ */
+function bufferFill(ctx: Ctx, get: Get): WriteFill {
+  const refill = get('refill_buffers');
+  if (refill && boolValue(ctx, 'refill_buffers', refill)) return WriteFill.REFILL;
+  const scr = get('scramble_buffers');
+  const zero = get('zero_buffers');
+  const scramble = scr ? boolValue(ctx, 'scramble_buffers', scr) : true;
+  const zeroed = zero ? boolValue(ctx, 'zero_buffers', zero) : false;
+  return scramble && (scr !== undefined || !zeroed) ? WriteFill.SCRAMBLE : WriteFill.NONE;
 }
 
 /** randseed, device and min_align_mask: what the I/O goes to. */

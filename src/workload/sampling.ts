@@ -252,7 +252,7 @@ class MeasuredWindow {
       try {
         const io = isRead
           ? c.device.read(offset / 512, len, false, queue)
-          : c.device.write(offset / 512, len, queue);
+          : c.device.write(offset / 512, len, queue, c.job.writeFill);
         // The occupancy only rises inside the driver's calls: look right after
         // this one placed its buffers, and after its completion let waiters in.
         this.peak?.check();
