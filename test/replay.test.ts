@@ -159,6 +159,28 @@ describe('ReplayEngine (JSON lines)', () => {
     );
   });
 
+  it("6.1: a sync starting below the mapping's in-slot offset in a later slot warns as 6.1 does", () => {
+    const lines = [
+      '{"op":"map","id":"a","orig":"0x10100","size":8192,"min_align_mask":4095,"dir":"bidirectional"}',
+      '{"op":"sync_for_cpu","id":"a","offset":1800,"size":100}',
+    ];
+    const k61 = new ReplayEngine({ pool: { slots: 256, areas: 1 }, kernel: '6.1' });
+    const out61 = lines.map((l, i) => k61.handle(l, i + 1)!);
+    expect(out61[1]).toEqual({
+      id: 'a',
+      ok: true,
+      warnings: [
+        {
+          source: 'swiotlb',
+          message: 'Access before mapping start detected. orig offset 256, requested offset 8.',
+        },
+      ],
+    });
+    const k610 = new ReplayEngine({ pool: { slots: 256, areas: 1 } });
+    const out610 = lines.map((l, i) => k610.handle(l, i + 1)!);
+    expect(out610[1]).toEqual({ id: 'a', ok: true });
+  });
+
   it('syncs partial ranges, warns as the kernel does for ranges past the end, refuses offsets past it', () => {
     const out = replay([
       '{"op":"map","id":"a","orig":"0x4000","size":3000,"dir":"bidirectional"}',

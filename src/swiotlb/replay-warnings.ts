@@ -1,4 +1,5 @@
-import { DmaAttr, DmaDirection } from './constants.js';
+import { DmaAttr, DmaDirection, IO_TLB_SIZE } from './constants.js';
+import type { KernelVersion } from './kernel.js';
 
 /**
  * What a kernel prints for an unmap or a sync that it carries out anyway: a size
@@ -20,9 +21,11 @@ import { DmaAttr, DmaDirection } from './constants.js';
  * The kernel's lines start with the driver and the device ("DMA-API: virtio_blk
  * virtio1: ..."), which a replay does not have: the messages leave them out.
  *
- * Not reported: 6.1's swiotlb_bounce() also warns "Access before mapping start
- * detected" and copies nothing for a sync that starts in a later slot at an
- * in-slot offset below the mapping's (6.1.192); 6.10 takes such an offset.
+ * 6.1's swiotlb_bounce() (6.1.192) also refuses a sync that starts in a later
+ * slot at an in-slot offset below the mapping's: it warns "Access before mapping
+ * start detected" and copies nothing. 6.12 takes such an offset ("It's valid for
+ * tlb_offset to be negative"), and so do the 6.6 and 6.10 profiles here (6.6.y's
+ * own text was not read).
  */
 export interface KernelWarning {
   source: 'swiotlb' | 'dma-debug';
@@ -106,14 +109,25 @@ export function syncWarnings(
   size: number,
   dir: DmaDirection,
   forDevice: boolean,
+  kernel: KernelVersion,
 ): KernelWarning[] {
   const out: KernelWarning[] = [];
   const copies = forDevice
     ? dir === DmaDirection.TO_DEVICE || dir === DmaDirection.BIDIRECTIONAL
     : dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL;
-  // swiotlb_bounce() at tlb_addr + offset: that slot's alloc_size less the in-slot offset.
-  const left = m.bounceLimit - offset;
-  if (copies && size > left) out.push(overflow(left, size));
+  // 6.1: tlb_offset = tlb_addr & (IO_TLB_SIZE - 1), against the slot's orig offset,
+  // which is the mapping's own (pool bases are 2 KiB aligned).
+  const origOffset = m.tlbAddr % IO_TLB_SIZE;
+  const tlbOffset = (m.tlbAddr + offset) % IO_TLB_SIZE;
+  if (copies && kernel === '6.1' && tlbOffset < origOffset) {
+    out.push({
+      source: 'swiotlb',
+      message: `Access before mapping start detected. orig offset ${origOffset}, requested offset ${tlbOffset}.`,
+    });
+  } else if (copies && size > m.bounceLimit - offset) {
+    // swiotlb_bounce() at tlb_addr + offset: that slot's alloc_size less the in-slot offset.
+    out.push(overflow(m.bounceLimit - offset, size));
+  }
   const at = devAddr(m.tlbAddr + offset);
   if (offset + size > m.size) {
     out.push({

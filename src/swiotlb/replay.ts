@@ -366,7 +366,7 @@ export class ReplayEngine {
     }
     const size = opts.size ?? m.size - offset;
     const dir = opts.dir ?? m.dir;
-    const warnings = syncWarnings(m, offset, size, dir, forDevice);
+    const warnings = syncWarnings(m, offset, size, dir, forDevice, this.kernel);
     // The pool counts the sync; the range and direction it is given are the
     // mapping's own (a replay copies nothing, so what the kernel clamps changes nothing here).
     const inside = Math.min(size, m.size - offset);
