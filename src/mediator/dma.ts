@@ -2,7 +2,6 @@ import { MediatorError } from '../errors.js';
 import {
   type CopyDirection,
   DmaDirection as Dir,
-  DmaAttr,
   type DmaDirection,
 } from '../swiotlb/constants.js';
 import { syncForCpuCopies, syncForDeviceCopies, unmapCopies } from '../swiotlb/dma-rules.js';
@@ -302,25 +301,80 @@ export class BounceDma implements GuestDma {
   }
 
   /**
-   * Maps every entry; when one fails, every entry already mapped is unmapped with
-   * SKIP_CPU_SYNC (dma_direct_map_sg()) and the error is thrown: nothing stays mapped.
+   * dma_map_sg() as dma_direct_map_sg() makes it (kernel/dma/direct.c, 6.1.192 and
+   * 6.12.117): the entries are mapped in order and the first that fails ends the
+   * walk; the entries before it are unmapped with SKIP_CPU_SYNC
+   * (`dma_direct_unmap_sg(dev, sgl, i, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)`), the
+   * ones after it are never tried, and the error is thrown: nothing stays mapped,
+   * and the next-fit cursors and used_hiwater are the kernel's.
+   *
+   * The kernel copies each entry in as it maps it. Here every entry is placed
+   * first, in the same order (a placement does not depend on a copy), then the
+   * placed entries are copied together (long copies on the workers at once). So a
+   * map that fails copies no guest byte into slots it frees again; a copy that
+   * fails (a crashed worker) unmaps every entry once the other copies are done.
    */
   async mapSg(entries: readonly SgEntry[], dir: DmaDirection, attrs = 0): Promise<number[]> {
-    const settled = await Promise.allSettled(
-      entries.map((e) => this.mapSingle(e.addr, e.length, dir, attrs)),
-    );
-    const firstFailure = settled.find((s) => s.status === 'rejected');
-    if (firstFailure === undefined) {
-      return settled.map((s) => (s as PromiseFulfilledResult<number>).value);
+    void attrs; // map copies for every direction, whatever the attributes (dma-rules.ts)
+    const opts = this.mapOpts;
+    const tlbs: number[] = [];
+    try {
+      for (const e of entries) {
+        this.guest.offsetOf(e.addr, e.length);
+        const tlb = this.pool.tryAllocate(e.addr, e.length, dir, opts);
+        if (tlb < 0) {
+          this.pool.countFailure('full');
+          throw this.pool.fullError(this.pool.paddedSize(e.addr, e.length, opts));
+        }
+        tlbs.push(tlb);
+      }
+    } catch (err) {
+      this.releaseSg(tlbs, entries, dir);
+      throw err;
     }
-    await Promise.all(
-      settled.map((s, i) =>
-        s.status === 'fulfilled'
-          ? this.unmapSingle(s.value, entries[i]!.length, dir, attrs | DmaAttr.SKIP_CPU_SYNC)
-          : undefined,
-      ),
-    );
-    throw (firstFailure as PromiseRejectedResult).reason;
+    let pending: Promise<void>[] | undefined;
+    let failure: { reason: unknown } | undefined;
+    for (let i = 0; i < tlbs.length; i++) {
+      const e = entries[i]!;
+      try {
+        const p = this.engine.copy(
+          Dir.TO_DEVICE,
+          this.guestRegion,
+          e.addr - this.guest.base,
+          this.poolRegion,
+          this.pool.offsetOf(tlbs[i]!),
+          e.length,
+        );
+        if (p) {
+          pending ??= [];
+          pending.push(p);
+        }
+      } catch (err) {
+        failure = { reason: err };
+        break;
+      }
+    }
+    if (pending !== undefined) {
+      // Every copy settles before any slot is freed: a worker may still be writing it.
+      const results = await Promise.allSettled(pending);
+      const rejected = results.find((r) => r.status === 'rejected');
+      if (failure === undefined && rejected !== undefined) {
+        failure = { reason: (rejected as PromiseRejectedResult).reason };
+      }
+    }
+    if (failure !== undefined) {
+      this.releaseSg(tlbs, entries, dir);
+      throw failure.reason;
+    }
+    return tlbs;
+  }
+
+  /** dma_direct_unmap_sg() with SKIP_CPU_SYNC of the first `tlbs.length` entries, in order. */
+  private releaseSg(tlbs: readonly number[], entries: readonly SgEntry[], dir: DmaDirection): void {
+    const owner = this.mapOpts.owner;
+    for (let i = 0; i < tlbs.length; i++) {
+      this.pool.release(tlbs[i]!, entries[i]!.length, dir, owner);
+    }
   }
 
   tryPlace(n: number, b: DmaBatch): boolean {
