@@ -23,8 +23,8 @@ export const ERROR_SPECS = {
   },
   SWIOTLB_MAPPING_TOO_LARGE: {
     meaning:
-      'The mapping is larger than the max mapping size: one mapping never crosses a 128-slot segment (256 KiB less the min_align_mask padding).',
-    fix: 'Split the I/O into pieces no larger than the reported limit (Linux drivers use dma_max_mapping_size()).',
+      'The map (or coherent allocation) searches for more than one 128-slot segment (256 KiB), the offset kept before the data and any alignment round-up included: no pool of any size can place it. The kernel\'s search fails the same way: a map logs "swiotlb buffer is full" (quoted in the message), swiotlb_alloc() returns NULL. Maps above swiotlb_max_mapping_size() that fit a segment are not refused: the kernel places them.',
+    fix: 'Split the I/O into pieces no larger than dma_max_mapping_size() (swiotlb_max_mapping_size(): 256 KiB less roundup(min_align_mask, 2 KiB)), as Linux drivers do.',
     status: 413,
   },
   SWIOTLB_NOT_MAPPED: {

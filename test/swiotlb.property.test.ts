@@ -465,12 +465,21 @@ const origArb: fc.Arbitrary<number> = fc.oneof(
   fc.constantFrom(0xfa0, 0x7ff, 0x800, 0xfff, 2 ** 32 - 1, 2 ** 32, 2 ** 40 - 1, 2 ** 40 - 0x1060),
 );
 
-/** A size request, clamped later to the max mapping size of its min_align_mask. */
+/** One segment's bytes: the most any search can place (IO_TLB_SEGSIZE * IO_TLB_SIZE). */
+const SEGMENT_BYTES = IO_TLB_SEGSIZE * IO_TLB_SIZE;
+
+/**
+ * A size request. Infinity stands for the max mapping size of its min_align_mask
+ * (swiotlb_max_mapping_size(), what drivers split by); the band around the segment
+ * size holds maps above that advice, which the kernel searches for all the same
+ * (placed when padding and all fit a segment, refused as too large when not).
+ */
 const sizeArb: fc.Arbitrary<number> = fc.oneof(
   fc.constantFrom(1, 2047, 2048, 2049, 4095, 4096, 4097, 8192, 65536),
   fc.integer({ min: 1, max: 4096 }),
   fc.integer({ min: 1, max: 65536 }),
   fc.integer({ min: 1, max: 262144 }),
+  fc.integer({ min: 256000, max: SEGMENT_BYTES + 4096 }),
   fc.constant(Number.POSITIVE_INFINITY),
 );
 
@@ -563,6 +572,10 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
 const seen = {
   placed: { '6.1': 0, '6.6': 0, '6.10': 0 },
   full: { '6.1': 0, '6.6': 0, '6.10': 0 },
+  /** Placed maps larger than swiotlb_max_mapping_size() of their min_align_mask. */
+  aboveMax: { '6.1': 0, '6.6': 0, '6.10': 0 },
+  /** Maps refused because their search is for more than one segment. */
+  tooLarge: { '6.1': 0, '6.6': 0, '6.10': 0 },
   hang: 0,
   allocSize: 0,
   padded: { '6.6': 0, '6.10': 0 },
@@ -607,7 +620,8 @@ class Harness {
   map(cmd: MapCmd): void {
     const { pool, model } = this;
     const g = this.geometry;
-    const size = Math.min(cmd.size, pool.maxMappingSize(cmd.minAlignMask));
+    const size =
+      cmd.size === Number.POSITIVE_INFINITY ? pool.maxMappingSize(cmd.minAlignMask) : cmd.size;
     const area = cmd.area % g.nareas;
     const allocSize = this.allocSizeOf(cmd, size);
     const p = placement(
@@ -619,7 +633,9 @@ class Harness {
       allocSize,
     );
     // Sizes up to the max mapping size always fit one segment with these masks.
-    expect(p.nslots).toBeLessThanOrEqual(IO_TLB_SEGSIZE);
+    if (size <= pool.maxMappingSize(cmd.minAlignMask)) {
+      expect(p.nslots).toBeLessThanOrEqual(IO_TLB_SEGSIZE);
+    }
     const wasEmpty = model.used === 0;
     const before = snapshot(pool.share());
 
@@ -646,7 +662,10 @@ class Harness {
     this.checkPlaced(cmd, size, tlb, p, predicted as { slot: number; area: number });
   }
 
-  /** A map that threw: full or (6.1) would hang, as the model predicts; nothing else changed. */
+  /**
+   * A map that threw: full, (6.1) would hang, or a search beyond one segment, as
+   * the model predicts; nothing else changed.
+   */
   private failedMap(
     error: unknown,
     predicted: { slot: number; area: number } | 'hang',
@@ -671,7 +690,32 @@ class Harness {
       expect(this.bouncer.take()).toEqual([]);
       return;
     }
+    if (isMediatorError(error, 'SWIOTLB_MAPPING_TOO_LARGE')) {
+      // Refused only when the search is for more than a segment (no list[] reaches it),
+      // where the kernel's search fails too; not because of swiotlb_max_mapping_size().
+      expect(p.nslots, 'too large, but the search fits one segment').toBeGreaterThan(
+        IO_TLB_SEGSIZE,
+      );
+      expect(predicted, 'too large, but the kernel search places it or spins').toEqual({
+        slot: -1,
+        area: -1,
+      });
+      expect(error.message).toContain(`swiotlb buffer is full (sz: ${p.fullSize} bytes)`);
+      expect(this.bouncer.take()).toEqual([]);
+      model.tooLarge++;
+      seen.tooLarge[this.kernel]++;
+      expectSameBytes(
+        normalized(pool.share(), { global: [G_FAIL_TOO_LARGE] }),
+        normalizedBytes(before, pool.share(), { global: [G_FAIL_TOO_LARGE] }),
+        g,
+        'after a map beyond one segment',
+      );
+      return;
+    }
     if (!isMediatorError(error, 'SWIOTLB_POOL_FULL')) throw error;
+    expect(p.nslots, 'pool full for a search beyond one segment').toBeLessThanOrEqual(
+      IO_TLB_SEGSIZE,
+    );
     // A full pool is plausible only when the kernel's search finds nothing either...
     expect(predicted, 'pool full, but the kernel search finds a slot').toEqual({
       slot: -1,
@@ -761,6 +805,7 @@ class Harness {
       Math.floor(start / g.areaNslabs),
     );
     seen.placed[this.kernel]++;
+    if (size > pool.maxMappingSize(cmd.minAlignMask)) seen.aboveMax[this.kernel]++;
     if (p.allocSize !== p.fullSize && this.kernel !== '6.10') seen.allocSize++;
     if (p.padSlots > 0 && this.kernel !== '6.1') seen.padded[this.kernel]++;
   }
@@ -1091,11 +1136,21 @@ describe('swiotlb pool: errors change nothing', () => {
           let code: ErrorCode = 'SWIOTLB_INVALID_ARGUMENT';
           let counter: number = G_FAIL_INVALID;
           switch (bad.variant) {
-            case 'too-large':
-              size = pool.maxMappingSize(minAlignMask) + 1 + bad.extra;
-              code = 'SWIOTLB_MAPPING_TOO_LARGE';
-              counter = G_FAIL_TOO_LARGE;
+            case 'too-large': {
+              // One byte past the segment once the kept offset is added: the kernel's
+              // search fails for it (6.1 may spin on the way, as for any search that fails).
+              size = SEGMENT_BYTES + 1 + bad.extra - low(orig, minAlignMask & (IO_TLB_SIZE - 1));
+              const p = placement(h.kernel, orig, size, minAlignMask, 0);
+              expect(p.nslots).toBeGreaterThan(IO_TLB_SEGSIZE);
+              if (h.model.predict(0, orig, p) === 'hang') {
+                code = 'SWIOTLB_KERNEL_WOULD_HANG';
+                counter = G_FAIL_KERNEL;
+              } else {
+                code = 'SWIOTLB_MAPPING_TOO_LARGE';
+                counter = G_FAIL_TOO_LARGE;
+              }
               break;
+            }
             case 'size':
               size = [0, -1, 0.5, Number.NaN, 2 ** 53][bad.extra % 5]!;
               break;
@@ -1133,6 +1188,7 @@ describe('swiotlb pool: errors change nothing', () => {
           expect(h.bouncer.take()).toEqual([]);
           const counters = pool.stats().map_failures;
           if (counter === G_FAIL_TOO_LARGE) h.model.tooLarge++;
+          else if (counter === G_FAIL_KERNEL) h.model.kernelDefect++;
           else h.model.invalid++;
           expect(counters).toEqual({
             full: h.model.full,
@@ -1193,6 +1249,10 @@ describe('swiotlb pool: the random runs above', () => {
     for (const k of KERNELS) {
       expect(seen.placed[k], `maps placed under ${k}`).toBeGreaterThan(100);
       expect(seen.full[k], `full pools under ${k}`).toBeGreaterThan(0);
+      expect(seen.aboveMax[k], `maps above the max mapping size placed under ${k}`).toBeGreaterThan(
+        0,
+      );
+      expect(seen.tooLarge[k], `searches beyond a segment under ${k}`).toBeGreaterThan(0);
     }
     expect(seen.hang, '6.1 requests that never end').toBeGreaterThan(0);
     expect(seen.allocSize, '6.1/6.6 maps with an alloc_size of their own').toBeGreaterThan(0);

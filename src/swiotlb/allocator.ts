@@ -11,7 +11,7 @@ import {
   isValidMappingDirection,
   PAGE_SIZE,
 } from './constants.js';
-import { MAX_SEGMENT_BYTES, maxMappingSize } from './dma-rules.js';
+import { maxMappingSize } from './dma-rules.js';
 import { type Geometry, pageAlign } from './geometry.js';
 import { K6_1, K6_10, type KernelCode, type KernelVersion, kernelCode } from './kernel.js';
 import {
@@ -173,7 +173,11 @@ export class SwiotlbAllocator {
     return this.shared;
   }
 
-  /** swiotlb_max_mapping_size(): 256 KiB less roundup(min_align_mask, 2 KiB) when a mask is set. */
+  /**
+   * swiotlb_max_mapping_size(): 256 KiB less roundup(min_align_mask, 2 KiB) when a
+   * mask is set. What drivers split their requests by (dma_max_mapping_size()); the
+   * map path never compares with it, and neither does {@link tryAllocate}.
+   */
   maxMappingSize(minAlignMask = 0): number {
     return maxMappingSize(minAlignMask);
   }
@@ -197,7 +201,8 @@ export class SwiotlbAllocator {
    * under the pool's kernel, records orig_addr, copies nothing. Returns the bounce
    * address, or -1 when no area has room (the caller decides whether that is an
    * error or a wait; failure counters do not move here, see {@link countFailure}).
-   * @throws SWIOTLB_MAPPING_TOO_LARGE, SWIOTLB_INVALID_ARGUMENT, SWIOTLB_INVALID_DIRECTION,
+   * @throws SWIOTLB_MAPPING_TOO_LARGE (a search for more than one segment, padding
+   *   included), SWIOTLB_INVALID_ARGUMENT, SWIOTLB_INVALID_DIRECTION,
    *   SWIOTLB_KERNEL_WOULD_HANG, SWIOTLB_KERNEL_OVERRUN
    */
   tryAllocate(origAddr: number, size: number, dir: DmaDirection, opts: MapOptions = {}): number {
@@ -257,11 +262,11 @@ export class SwiotlbAllocator {
     const p = this.plan;
     if (this.k === K6_10) planMap610(p, origAddr, size, minAlignMask, allocAlignMask);
     else planMapAllocSize(this.k, p, origAddr, minAlignMask, allocAlignMask, allocSize ?? size);
-    const maxSize = minAlignMask === 0 ? MAX_SEGMENT_BYTES : this.maxMappingSize(minAlignMask);
-    if (p.nslots > IO_TLB_SEGSIZE || size > maxSize) {
-      this.countFailure('too_large');
-      throw tooLargeError(size, maxSize, size > maxSize ? undefined : p.searchSize);
-    }
+    // The only size the kernel refuses: a search for more than one segment, which no
+    // list[] can satisfy. swiotlb_max_mapping_size() is advice to drivers (via
+    // dma_max_mapping_size()); neither swiotlb_map() nor swiotlb_tbl_map_single()
+    // compares against it (6.1.192, 6.12.117), so a larger map is searched for.
+    if (p.nslots > IO_TLB_SEGSIZE) throw this.beyondSegment(size, p, origAddr, startArea, oneArea);
     const warm = this.warm && opts.kernelSearch !== true;
     let a = startArea;
     do {
@@ -724,6 +729,40 @@ export class SwiotlbAllocator {
     } finally {
       if (locked) release(c, word + AREA_LOCK);
     }
+  }
+
+  /**
+   * The error of a streaming map whose search is for more than one segment
+   * (p.nslots > IO_TLB_SEGSIZE): no slot's list[] reaches nslots, so the kernel's
+   * search fails in every pool and it logs "swiotlb buffer is full"
+   * (swiotlb_tbl_map_single(), 6.1.192 and 6.12.117; the dynamic
+   * swiotlb_find_slots() of 6.12.117 returns -1 at once for alloc_size >
+   * IO_TLB_SEGSIZE * IO_TLB_SIZE, before any search or growth).
+   * SWIOTLB_MAPPING_TOO_LARGE, since no pool size places it. 6.1 walks its areas
+   * first and may spin on the way (swiotlb_do_find_slots() without 7c3940bf81e5):
+   * then SWIOTLB_KERNEL_WOULD_HANG, as for any other request it would spin on.
+   * Kept out of the hot path.
+   */
+  private beyondSegment(
+    size: number,
+    p: MapPlan,
+    origAddr: number,
+    startArea: number,
+    oneArea: boolean,
+  ): MediatorError {
+    if (this.k === K6_1) {
+      const nareas = this.geometry.nareas;
+      let a = startArea;
+      do {
+        // No run is ever found (a free run ends at its segment): NOT_FOUND or WOULD_HANG.
+        const slot = this.searchArea(a, origAddr, origAddr, size, Dir.NONE, 0, p, false);
+        if (slot >= 0) throw new Error(`a run of ${p.nslots} slots was found at slot ${slot}`);
+        if (slot !== NOT_FOUND) return this.kernelDefect(slot, a, p);
+        if (++a >= nareas) a = 0;
+      } while (!oneArea && a !== startArea);
+    }
+    this.countFailure('too_large');
+    return tooLargeError(size, p);
   }
 
   /** After a found run: inc_used_and_hiwater() and the bounce address. */

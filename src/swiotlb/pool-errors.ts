@@ -1,5 +1,5 @@
 import { MediatorError } from '../errors.js';
-import { IO_TLB_SEGSIZE } from './constants.js';
+import { IO_TLB_SEGSIZE, IO_TLB_SIZE } from './constants.js';
 import type { MapPlan } from './plan.js';
 import { OVERRUN, WOULD_HANG } from './search.js';
 
@@ -36,16 +36,19 @@ export function overflowError(tlbAddr: number, size: number, available: number):
   );
 }
 
-/** A map above swiotlb_max_mapping_size(), or one that aligned takes more than a segment. */
-export function tooLargeError(size: number, limit: number, allocSize?: number): MediatorError {
-  const why =
-    allocSize === undefined
-      ? ''
-      : ` (${allocSize} bytes once aligned, more than one ${IO_TLB_SEGSIZE}-slot segment)`;
+/**
+ * A streaming map whose search is for more than one segment: no list[] reaches
+ * that many slots, so every kernel's search fails and swiotlb_tbl_map_single()
+ * logs "swiotlb buffer is full (sz: %zd bytes), ..." (sz: the searched size in
+ * 6.10, alloc_size in 6.1 and 6.6) unless DMA_ATTR_NO_WARN. Not a comparison with
+ * swiotlb_max_mapping_size(), which the map path never makes.
+ */
+export function tooLargeError(size: number, p: MapPlan): MediatorError {
+  const limit = IO_TLB_SEGSIZE * IO_TLB_SIZE;
   return new MediatorError(
     'SWIOTLB_MAPPING_TOO_LARGE',
-    `mapping of ${size} bytes exceeds the max mapping size of ${limit} bytes${why}`,
-    { size, limit, allocSize },
+    `mapping of ${size} bytes searches for ${p.searchSize} bytes (${p.nslots} slots, the kept offset and any alignment padding included), more than one ${IO_TLB_SEGSIZE}-slot segment (${limit} bytes): no pool of any size can place it; the kernel's search fails and it logs "swiotlb buffer is full (sz: ${p.fullSize} bytes)" (unless DMA_ATTR_NO_WARN)`,
+    { size, limit, allocSize: p.searchSize, nslots: p.nslots },
   );
 }
 
