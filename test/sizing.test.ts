@@ -47,6 +47,7 @@ function checkRules(jf: JobFile, advice: SizingAdvice): void {
       slots: rec / 2,
       areas,
       kernel: advice.kernel,
+      indirect: advice.indirect,
       queuesInPool: false,
       steps: advice.steps,
       seed: advice.seed,
@@ -61,55 +62,84 @@ function checkRules(jf: JobFile, advice: SizingAdvice): void {
   );
   expect(row(r.table, r.minimal_slots!).requeues).toBe(0);
   expect(row(r.table, r.minimal_slots!).queue_slots).toBeGreaterThan(0);
-  // The service's pool holds its virtqueues too: never smaller than the kernel's.
-  expect(advice.service_pool.recommended_slots!).toBeGreaterThanOrEqual(rec);
+  // The service's pool holds its virtqueues too but maps no indirect tables: never
+  // smaller than the kernel's pool without tables.
+  if (!advice.indirect) {
+    expect(advice.service_pool.recommended_slots!).toBeGreaterThanOrEqual(rec);
+  }
   expect(advice.one_area.recommended_slots).toBe(r.recommended_slots);
 }
 
 describe('size: hand-worked advice for examples/jobs', () => {
-  it('database.fio: 64 reads of 4 KiB in flight, 4 slots each: 256 slots, so swiotlb=512,2', () => {
+  it('database.fio: 64 reads of 4 KiB in flight, 5 slots each: 320 slots, so swiotlb=512,2', () => {
     // Each request: the 16-byte header (1 slot), 4 KiB of data (2 slots: a page,
-    // page aligned since alloc_size >= PAGE_SIZE), the status byte (1 slot).
-    // 2 clones x iodepth 32 = 64 requests, always all in flight: 256 slots.
+    // page aligned since alloc_size >= PAGE_SIZE), the status byte (1 slot) and
+    // its indirect descriptor table, 3 entries x 16 = 48 bytes (1 slot).
+    // 2 clones x iodepth 32 = 64 requests, always all in flight: 320 slots.
     const jf = job('database');
     const advice = adviseSize(jf);
+    expect(advice.indirect).toBe(true);
     expect(advice.areas).toBe(2);
-    expect(advice.recommended_slots).toBe(512); // 256 x 1.25 = 320 -> next power of two
-    expect(row(advice.table, 512).used_hiwater).toBe(256);
-    // 256 slots would be exactly full: the margin excludes it whatever the run did.
-    expect(256 * 1.25).toBeGreaterThan(256);
-    // Restricted pool: the same 256 slots + 2 virtqueues of 256 descriptors
-    // (6784 bytes -> PAGE_ALIGN 8192 = 4 slots each): at least 264, so 3 segments.
+    expect(advice.recommended_slots).toBe(512); // 320 x 1.25 = 400 -> next power of two
+    expect(row(advice.table, 512).used_hiwater).toBe(320);
+    // Restricted pool: the same 320 slots + 2 virtqueues of 256 descriptors
+    // (6784 bytes -> PAGE_ALIGN 8192 = 4 slots each): at least 328, so 3 segments.
     expect(advice.restricted_pool.minimal_slots).toBeGreaterThanOrEqual(3 * IO_TLB_SEGSIZE);
     expect(
       row(advice.restricted_pool.table, advice.restricted_pool.minimal_slots!).used_hiwater,
-    ).toBe(264);
+    ).toBe(328);
+    // The service's own driver maps no table: 4 slots a request, 256 + 8 for its queues.
     expect(advice.service_pool.recommended_slots).toBe(512);
+    expect(row(advice.service_pool.table, 512).used_hiwater).toBe(264);
     checkRules(jf, advice);
   });
 
-  it('backup.fio: 8 writes of 128 KiB, 66 slots each: 528 slots, so swiotlb=1024,1', () => {
-    // header 1 + data 64 (128 KiB, page aligned) + status 1 = 66 slots; iodepth 8.
+  it('database.fio without indirect descriptors (--indirect-desc off): 4 slots a request, 256 slots', () => {
+    const jf = job('database');
+    const advice = adviseSize(jf, { indirect: false });
+    expect(advice.indirect).toBe(false);
+    expect(advice.recommended_slots).toBe(512); // 256 would be exactly full: no margin
+    expect(row(advice.table, 512).used_hiwater).toBe(256);
+    expect(
+      row(advice.restricted_pool.table, advice.restricted_pool.minimal_slots!).used_hiwater,
+    ).toBe(264);
+    // The service's pool is the same either way.
+    expect(advice.service_pool).toEqual(adviseSize(jf).service_pool);
+    checkRules(jf, advice);
+  });
+
+  it('backup.fio: 8 writes of 128 KiB, 67 slots each: 536 slots, so swiotlb=1024,1', () => {
+    // header 1 + data 64 (128 KiB, page aligned) + status 1 + table 1 (48 bytes) = 67
+    // slots; iodepth 8.
     const jf = job('backup');
     const advice = adviseSize(jf);
     expect(advice.areas).toBe(1);
-    expect(advice.recommended_slots).toBe(1024); // 528 x 1.25 = 660 -> 1024
-    expect(row(advice.table, 1024).used_hiwater).toBe(528);
+    expect(advice.recommended_slots).toBe(1024); // 536 x 1.25 = 670 -> 1024
+    expect(row(advice.table, 1024).used_hiwater).toBe(536);
+    expect(row(adviseSize(jf, { indirect: false }).table, 1024).used_hiwater).toBe(528);
     checkRules(jf, advice);
   });
 
-  it('nvme.fio: swiotlb=8192,2, which the kernel keeps (the old advice, 10240,2, it built as 16384)', () => {
+  it('nvme.fio: swiotlb=16384,2 with indirect tables (8192 requeues), 8192,2 without; both kept as written', () => {
     const jf = job('nvme');
     const advice = adviseSize(jf);
     expect(advice.areas).toBe(2);
     const rec = advice.recommended_slots!;
-    expect(rec).toBe(8192);
-    // By hand from the run: its high-water + 25% needs more than 4096 slots.
+    expect(rec).toBe(16384);
+    // Not the margin: 8192 slots would hold the high-water + 25%, but requests were
+    // requeued on it (the one-slot tables among the 128-slot segments).
     const hw = row(advice.table, rec).used_hiwater;
-    expect(hw * 1.25).toBeGreaterThan(4096);
     expect(hw * 1.25).toBeLessThanOrEqual(8192);
-    expect(computeGeometry({ slots: 10240, areas: 2 }).nslabs).toBe(16384);
+    expect(row(advice.table, 8192).requeues).toBeGreaterThan(0);
     checkRules(jf, advice);
+    // Without tables, as before: the high-water + 25% needs more than 4096 slots.
+    const direct = adviseSize(jf, { indirect: false });
+    expect(direct.recommended_slots).toBe(8192);
+    const hwDirect = row(direct.table, 8192).used_hiwater;
+    expect(hwDirect * 1.25).toBeGreaterThan(4096);
+    expect(hwDirect * 1.25).toBeLessThanOrEqual(8192);
+    expect(computeGeometry({ slots: 10240, areas: 2 }).nslabs).toBe(16384);
+    checkRules(jf, direct);
   });
 
   it('network.fio: four queues of 64 mixed requests; the advice keeps the rules', () => {
@@ -223,7 +253,7 @@ describe('size: the command', () => {
   it('a margin that asks past 1 GiB says the advice is the largest pool, not that margin', async () => {
     const { stdout } = await size(['--job', 'examples/jobs/database.fio', '--margin', '1000000']);
     expect(stdout).toContain(
-      'Recommended: 524288 slots (1.0GiB): the smallest on which nothing was requeued (384 slots, in whole segments) + 1000000% margin would be 3840384 slots, past the 1 GiB a pool can be: the largest pool instead.',
+      'Recommended: 524288 slots (1.0GiB): the smallest on which nothing was requeued (512 slots, in whole segments) + 1000000% margin would be 5120512 slots, past the 1 GiB a pool can be: the largest pool instead.',
     );
   });
 
@@ -239,6 +269,22 @@ describe('size: the command', () => {
     expect(stdout).not.toMatch(/swiotlb=\d+,3\b/);
     expect(stderr).toContain('size: note: 3 areas are built as 4');
     expect(stderr).toContain('software IO TLB: area num 4.');
+  });
+
+  it('--indirect-desc: on by default (QEMU offers indirect descriptors), off leaves the tables out', async () => {
+    const on = await size(['--job', 'examples/jobs/database.fio', '--json']);
+    expect(JSON.parse(on.stdout)).toMatchObject({ indirect: true });
+    const text = await size(['--job', 'examples/jobs/database.fio']);
+    expect(text.stdout).toContain(
+      'Each request maps its 16-byte header, its data, its status byte and its indirect descriptor table',
+    );
+    expect(text.stdout).toMatch(/high-water \(320 slots\)/);
+    const off = await size(['--job', 'examples/jobs/database.fio', '--indirect-desc', 'off']);
+    expect(off.stdout).toContain('no indirect descriptor tables (--indirect-desc off');
+    expect(off.stdout).toMatch(/high-water \(256 slots\)/);
+    await expect(
+      size(['--job', 'examples/jobs/database.fio', '--indirect-desc', 'no']),
+    ).rejects.toMatchObject({ code: 'CLI_USAGE' });
   });
 
   it('--kernel and --dynamic: 6.1 has no CONFIG_SWIOTLB_DYNAMIC', async () => {

@@ -592,7 +592,7 @@ describe('CLI', () => {
 
   it('size says what an oversized pool costs when the advice is far below Linux default', async () => {
     const { stdout } = await cli(['size', '--job', 'examples/jobs/database.fio']);
-    const recommended = /Recommended: (\d+) slots/.exec(stdout);
+    const recommended = /Recommended: swiotlb=(\d+),/.exec(stdout);
     expect(recommended).not.toBeNull();
     const times = Math.floor(32768 / Number(recommended![1]));
     expect(times).toBeGreaterThanOrEqual(4);

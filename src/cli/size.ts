@@ -15,12 +15,14 @@ import { requirementNotes } from './size-notes.js';
 import { sizeTraceCommand } from './size-trace.js';
 
 export const SIZE_HELP = `Usage: swiotlb-mediator size --job FILE [--kernel V] [--dynamic] [--margin PCT]
-                             [--areas N] [--steps N] [--seed N] [--json]
+                             [--areas N] [--indirect-desc on|off] [--steps N]
+                             [--seed N] [--json]
 
 Pool sizing advice for a fio job. Replays the job's allocation pattern (block
 sizes from bs/bssplit, iodepth requests live per numjobs clone, each request a
-16-byte header + its data split at the max mapping size + a 1-byte status, the
-job's min_align_mask, clone q starting in area q mod nareas) against pools built
+16-byte header + its data split at the max mapping size + a 1-byte status + its
+indirect descriptor table of 16 bytes per entry, the job's min_align_mask, clone
+q starting in area q mod nareas) against pools built
 and searched as the kernel does: placement only, no copies, a seeded
 deterministic sequence of out-of-order completions. A request that finds the
 pool full is requeued, as Linux's virtio-blk does (BLK_STS_RESOURCE), never
@@ -38,6 +40,11 @@ Options:
   --margin PCT    head room over what the run used (default 25)
   --areas N       area count to advise for (default: the job's areas, else its
                   largest numjobs rounded up to a power of two)
+  --indirect-desc on|off
+                  does the guest's virtio-blk device offer indirect descriptors
+                  (VIRTIO_RING_F_INDIRECT_DESC)? on (default, as QEMU's does):
+                  Linux maps each request's descriptor table too, one more slot
+                  per request in flight; off: as QEMU's indirect_desc=off
   --steps N       completions simulated (default 4000)
   --seed N        PRNG seed (default 1)
   --json          the advice as JSON
@@ -184,9 +191,16 @@ function restrictedLines(a: PoolAdvice, margin: number): string[] {
   return out;
 }
 
+/** How the guest's requests were mapped in the kernel's pools. */
+function indirectNote(advice: SizingAdvice): string {
+  return advice.indirect
+    ? "Each request maps its 16-byte header, its data, its status byte and its indirect descriptor table (16 bytes per entry: the device offers VIRTIO_RING_F_INDIRECT_DESC, as QEMU's does by default; --indirect-desc off if yours does not); this service's own pool, whose driver chains descriptors directly, has no tables."
+    : "Each request maps its 16-byte header, its data and its status byte: no indirect descriptor tables (--indirect-desc off, as with QEMU's indirect_desc=off).";
+}
+
 function formatAdvice(advice: SizingAdvice, configJson: string | undefined): string {
   const out: string[] = [
-    `Linux ${advice.kernel} swiotlb rules${advice.dynamic ? ' with CONFIG_SWIOTLB_DYNAMIC' : ''}; ${advice.steps} completions simulated per pool (seed ${advice.seed}). "requeues": requests that found the pool full ("swiotlb buffer is full"); Linux's virtio-blk returns BLK_STS_RESOURCE and blk-mq requeues them until slots come back: the I/O is delayed, not failed. "held": requests requeued or waiting behind one on their queue.`,
+    `Linux ${advice.kernel} swiotlb rules${advice.dynamic ? ' with CONFIG_SWIOTLB_DYNAMIC' : ''}; ${advice.steps} completions simulated per pool (seed ${advice.seed}). ${indirectNote(advice)} "requeues": requests that found the pool full ("swiotlb buffer is full"); Linux's virtio-blk returns BLK_STS_RESOURCE and blk-mq requeues them until slots come back: the I/O is delayed, not failed. "held": requests requeued or waiting behind one on their queue.`,
     '',
     ...defaultPoolLines(advice),
     '',
@@ -224,6 +238,13 @@ function serviceConfig(jf: JobFile, advice: SizingAdvice): unknown {
   return c;
 }
 
+/** An `on` / `off` flag's value; undefined when not given. */
+function onOffFlag(name: string, value: string | undefined): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'on' || value === 'off') return value === 'on';
+  throw new MediatorError('CLI_USAGE', `--${name}: expected on or off, got "${value}"`);
+}
+
 export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
   if (isTraceReplay(argv))
     return sizeTraceCommand(argv, { ...io, stdin: io.stdin ?? process.stdin });
@@ -236,6 +257,7 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
       dynamic: { type: 'boolean' },
       margin: { type: 'string' },
       areas: { type: 'string' },
+      'indirect-desc': { type: 'string' },
       steps: { type: 'string' },
       seed: { type: 'string' },
       json: { type: 'boolean' },
@@ -253,6 +275,7 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
   const areas = intFlag('areas', values.areas, 1);
   const steps = intFlag('steps', values.steps, 1);
   const seed = intFlag('seed', values.seed, 0);
+  const indirect = onOffFlag('indirect-desc', values['indirect-desc']);
   const jf = readJobFile(job);
   for (const w of jf.warnings) io.stderr.write(`size: warning: ${w}\n`);
   const kernel: KernelVersion = flagKernel ?? jf.settings.kernel;
@@ -265,6 +288,7 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
   const advice = adviseSize(jf, {
     kernel,
     dynamic,
+    ...(indirect !== undefined ? { indirect } : {}),
     ...(margin !== undefined ? { margin: margin / 100 } : {}),
     ...(areas !== undefined ? { areas } : {}),
     ...(steps !== undefined ? { steps } : {}),

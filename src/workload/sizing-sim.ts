@@ -3,7 +3,8 @@
  * and searched as a given kernel does (placement only: no copies, no threads, no
  * clock), so the same job, pool, seed and step count always give the same answer.
  *
- * What is placed, as BlkDriver places it in bounce mode:
+ * What is placed, as Linux's virtio-blk places it (and, but for the indirect
+ * table, this service's BlkDriver in bounce mode):
  * - per queue (one per numjobs clone), its virtqueue, when the pool holds the
  *   virtqueues (`queuesInPool`): dma_alloc_coherent() -> swiotlb_alloc(), the
  *   coherent path (pool.tryAlloc: page-aligned size, aligned to its order), for
@@ -18,7 +19,19 @@
  *   a failed map unmaps the others and returns -ENOMEM); the guest buffers sit
  *   where the device puts them (header at slot*REQUEST_CTL_BYTES of a
  *   page-aligned block, data at slot*maxRequestBytes), so the min_align_mask
- *   padding is the real one.
+ *   padding is the real one;
+ * - with `indirect` (VIRTIO_RING_F_INDIRECT_DESC negotiated: QEMU offers it by
+ *   default), then the request's indirect descriptor table, TO_DEVICE, of
+ *   total_sg * 16 bytes (total_sg = header + data segments + status):
+ *   virtqueue_use_indirect() (`vq->indirect && total_sg > 1 && vq->vq.num_free`)
+ *   holds for every virtio-blk request, and virtqueue_add_split() maps the table
+ *   after the entries (`vring_map_single(vq, desc, total_sg * sizeof(struct
+ *   vring_desc), DMA_TO_DEVICE)`; 6.1.192 and 6.12.117, the packed ring alike);
+ *   detach_buf_split() unmaps it first. The table is kmalloc'd: placed at an
+ *   offset aligned to its size rounded up to a power of two, as kmalloc's
+ *   power-of-two caches place it, it takes one slot up to 2 KiB (126 data
+ *   segments). This service's own driver (BlkDriver) uses direct descriptor
+ *   chains: its pool (sizing.ts' service pool) is simulated without tables.
  *
  * A full pool, as Linux's virtio-blk meets it: virtio_queue_rq() returns
  * BLK_STS_RESOURCE and blk-mq requeues the request on its hardware queue (one
@@ -37,11 +50,11 @@ import { deviceGuestLayout, REQUEST_CTL_BYTES } from '../mediator/blk-options.js
 import { GUEST_DEFAULTS } from '../mediator/defaults.js';
 import { DmaDirection, PAGE_SIZE } from '../swiotlb/constants.js';
 import { DynamicPool } from '../swiotlb/dynamic.js';
-import type { Geometry } from '../swiotlb/geometry.js';
+import { type Geometry, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
 import { DEFAULT_KERNEL, type KernelVersion } from '../swiotlb/kernel.js';
 import { SwiotlbPool } from '../swiotlb/pool.js';
 import { BLK_HEADER_BYTES } from '../virtio/blk-format.js';
-import { virtqueueBytes } from '../virtio/virtqueue-layout.js';
+import { DESC_SIZE, virtqueueBytes } from '../virtio/virtqueue-layout.js';
 import { type FioJob, type JobFile, jobDirections, pickSize, prng } from './fio-job.js';
 import { maxRequestBytesFor, queueSizeFor } from './job-config.js';
 
@@ -76,6 +89,14 @@ export interface SimOptions {
    * @default true
    */
   queuesInPool?: boolean;
+  /**
+   * The guest's virtio-blk device offers VIRTIO_RING_F_INDIRECT_DESC (QEMU's
+   * default): each request also maps its indirect descriptor table (total_sg x 16
+   * bytes, TO_DEVICE) after its status. False: direct descriptor chains (QEMU's
+   * `indirect_desc=off`, and this service's own driver).
+   * @default true
+   */
+  indirect?: boolean;
   /** Completions simulated after the queues first fill. @default 4000 */
   steps?: number;
   /** @default 1 */
@@ -132,6 +153,10 @@ interface CloneShape {
   maxReq: number;
   ctlBase: number;
   dataBase: number;
+  /** The requests' indirect tables: slot*tableStride from here. */
+  tableBase: number;
+  /** The largest table's size rounded up to a power of two (kmalloc's alignment). */
+  tableStride: number;
 }
 
 interface Req {
@@ -142,6 +167,8 @@ interface Req {
   tlb: number[];
   sizes: number[];
   dirs: DmaDirection[];
+  /** Its last mapping is its indirect table (unmapped first). */
+  table: boolean;
   /** Simulated completion time (set when it goes live). */
   doneAt: number;
 }
@@ -217,6 +244,8 @@ function shapes(jf: JobFile): CloneShape[] {
       next += page(layout.depth * REQUEST_CTL_BYTES);
       const dataBase = next;
       next += page(layout.depth * maxReq);
+      // Header + data segments + status, 16 bytes each (struct vring_desc).
+      const maxTable = (2 + Math.ceil(maxReq / layout.segmentBytes)) * DESC_SIZE;
       out.push({
         job,
         queue: q,
@@ -225,8 +254,15 @@ function shapes(jf: JobFile): CloneShape[] {
         maxReq,
         ctlBase,
         dataBase,
+        tableBase: 0,
+        tableStride: roundUpPowerOfTwo(maxTable),
       });
     }
+  }
+  // The tables after every queue's blocks, so the headers and data sit where they always did.
+  for (const c of out) {
+    c.tableBase = next;
+    next += page(c.depth * c.tableStride);
   }
   return out;
 }
@@ -246,6 +282,7 @@ class Simulation {
   private readonly counts = { transient: 0 };
   private readonly nareas: number;
   private readonly clones: CloneShape[];
+  private readonly indirect: boolean;
   private readonly rand: () => number;
   private readonly live: Req[] = [];
   private now = 0;
@@ -272,6 +309,7 @@ class Simulation {
     const { kind, nslabs, nareas, bytes } = this.pool.geometry;
     this.nareas = nareas;
     this.clones = shapes(jf);
+    this.indirect = opts.indirect ?? true;
     this.lines = this.clones.map(() => []);
     this.heads = this.clones.map(() => 0);
     this.result = {
@@ -375,7 +413,7 @@ class Simulation {
     const isRead = d.read && (!d.write || this.rand() * 100 < job.rwmixread);
     const len = pickSize(isRead ? job.bs.read : job.bs.write, this.rand());
     this.result.requests++;
-    return { clone, slot, len, isRead, tlb: [], sizes: [], dirs: [], doneAt: 0 };
+    return { clone, slot, len, isRead, tlb: [], sizes: [], dirs: [], table: false, doneAt: 0 };
   }
 
   /** A map or an alloc; a kernel defect (6.1) counts and reads as a full pool. */
@@ -392,9 +430,9 @@ class Simulation {
   }
 
   /**
-   * Maps a request as BlkDriver does, all or nothing: its header, its data split
+   * Maps a request as virtio-blk does, all or nothing: its header, its data split
    * at the segment size, its status byte, each with the device's min_align_mask,
-   * starting in its queue's area.
+   * starting in its queue's area; with indirect descriptors, then its table.
    */
   private place(r: Req): boolean {
     const c = this.clones[r.clone]!;
@@ -408,6 +446,13 @@ class Simulation {
       parts.push([data + off, Math.min(c.segment, r.len - off), dataDir]);
     }
     parts.push([ctl + BLK_HEADER_BYTES, 1, DmaDirection.FROM_DEVICE]);
+    if (this.indirect) {
+      parts.push([
+        c.tableBase + r.slot * c.tableStride,
+        parts.length * DESC_SIZE,
+        DmaDirection.TO_DEVICE,
+      ]);
+    }
     const area = c.queue % this.nareas;
     for (const [addr, size, dir] of parts) {
       const tlb = this.guard(() => this.pool.tryMap(addr, size, dir, area, c.job.minAlignMask));
@@ -419,16 +464,20 @@ class Simulation {
       r.sizes.push(size);
       r.dirs.push(dir);
     }
+    r.table = this.indirect;
     return true;
   }
 
+  /** Unmaps a request: its table first (detach_buf_split()), then its entries in order. */
   private release(r: Req): void {
-    for (let i = 0; i < r.tlb.length; i++) {
-      this.pool.unmap(r.tlb[i]!, r.sizes[i]!, r.dirs[i]!);
-    }
+    const n = r.tlb.length;
+    const unmap = (i: number) => this.pool.unmap(r.tlb[i]!, r.sizes[i]!, r.dirs[i]!);
+    if (r.table) unmap(n - 1);
+    for (let i = 0; i < (r.table ? n - 1 : n); i++) unmap(i);
     r.tlb.length = 0;
     r.sizes.length = 0;
     r.dirs.length = 0;
+    r.table = false;
   }
 
   /**

@@ -11,6 +11,12 @@
  *                               (swiotlb_alloc(): for_alloc)   (advised in whole 128-slot segments)
  *   this service's pool         streaming maps + virtqueues    as the default pool
  *
+ * The two kernel pools hold the guest's requests as Linux's virtio-blk maps them:
+ * header, data, status and (`indirect`, the default: the device offers
+ * VIRTIO_RING_F_INDIRECT_DESC, as QEMU's does) the request's indirect descriptor
+ * table; the service's pool holds them as its own driver maps them, without a
+ * table (direct descriptor chains).
+ *
  * Rules of the advice:
  * - a pool is good when a run on it is clean (sizing-sim.ts clean(): no request
  *   requeued for a full pool, no 6.1 endless search, no transient pool);
@@ -34,7 +40,7 @@ import { clean, type SimOptions, type SimResult, simulate } from './sizing-sim.j
 export { clean, type SimOptions, type SimResult, simulate } from './sizing-sim.js';
 
 /** What a simulation run needs besides the pool. */
-type RunOptions = Pick<SimOptions, 'kernel' | 'steps' | 'seed'>;
+type RunOptions = Pick<SimOptions, 'kernel' | 'steps' | 'seed' | 'indirect'>;
 
 /** Slots the kernel builds for `swiotlb=<slots>,<areas>` (round_up_default_nslabs()). */
 export function roundedSlots(slots: number, areas: number): number {
@@ -132,6 +138,12 @@ export interface SizingAdvice {
   kernel: KernelVersion;
   /** The default pool was simulated with CONFIG_SWIOTLB_DYNAMIC. */
   dynamic: boolean;
+  /**
+   * The guest's requests map an indirect descriptor table each (the device offers
+   * VIRTIO_RING_F_INDIRECT_DESC): in the default and restricted pools; the
+   * service's pool never has them (its driver uses direct descriptor chains).
+   */
+  indirect: boolean;
   margin: number;
   /** The areas the default pool and the service's pool are advised for. */
   areas: number;
@@ -165,6 +177,12 @@ export interface AdviseOptions {
   kernel?: KernelVersion;
   /** CONFIG_SWIOTLB_DYNAMIC for the default pool (6.6 and later). @default false */
   dynamic?: boolean;
+  /**
+   * The guest's virtio-blk device offers VIRTIO_RING_F_INDIRECT_DESC (QEMU's
+   * default, `indirect_desc=on`): Linux maps each request's indirect table too.
+   * @default true
+   */
+  indirect?: boolean;
 }
 
 /**
@@ -177,7 +195,8 @@ export function adviseSize(jf: JobFile, opts: AdviseOptions = {}): SizingAdvice 
   const seed = opts.seed ?? 1;
   const kernel = opts.kernel ?? jf.settings.kernel ?? DEFAULT_KERNEL;
   const dynamic = opts.dynamic ?? false;
-  const sim: RunOptions = { kernel, steps, seed };
+  const indirect = opts.indirect ?? true;
+  const sim: RunOptions = { kernel, steps, seed, indirect };
   // The areas the kernel builds for the count asked: swiotlb_adjust_nareas()
   // rounds it up to a power of two (src/swiotlb/geometry.ts), so the advice
   // names what the kernel keeps (",3" would boot with "area num 4.").
@@ -209,10 +228,18 @@ export function adviseSize(jf: JobFile, opts: AdviseOptions = {}): SizingAdvice 
     }));
   const default_pool = adviseDefault(jf, areas, margin, kernelSim, ownSlots);
   const restricted_pool = adviseRestricted(jf, margin, sim);
-  const service_pool = adviseDefault(jf, areas, margin, { ...sim, queuesInPool: true }, []);
+  // This service's driver (src/mediator) chains descriptors directly: no tables.
+  const service_pool = adviseDefault(
+    jf,
+    areas,
+    margin,
+    { ...sim, indirect: false, queuesInPool: true },
+    [],
+  );
   return {
     kernel,
     dynamic,
+    indirect,
     margin,
     areas,
     minimal_slots: default_pool.minimal_slots,

@@ -23,15 +23,15 @@ export { ADDR_OUT_OF_RANGE, DMA_MAPPING_ERROR, EventParseError } from './trace-v
  *   dma_unmap_page, dma_unmap_resource / dma_unmap_phys:
  *     "%s dir=%s dma_addr=%llx size=%zu attrs=%s"
  *   dma_map_sg: "%s dir=%s dma_addrs=%s sizes=%s phys_addrs=%s attrs=%s"
- *     mainline: "%s dir=%s nents=%d/%d ents=%d/%d%s dma_addrs=..." where %s is
+ *     6.12.117 and mainline: "%s dir=%s nents=%d/%d ents=%d/%d%s dma_addrs=..." where %s is
  *     " [TRUNCATED]" when a list is longer than DMA_TRACE_MAX_ENTRIES (128) and
  *     only the first 128 entries are printed
- *   dma_map_sg_err (mainline): "%s dir=%s dma_addrs=%s err=%d attrs=%s" (the
+ *   dma_map_sg_err (6.12.117 and mainline): "%s dir=%s dma_addrs=%s err=%d attrs=%s" (the
  *     array holds the buffers' physical addresses)
  *   dma_unmap_sg: "%s dir=%s phys_addrs=%s attrs=%s" (the original buffers)
  *   dma_sync_single_for_cpu/_for_device: "%s dir=%s dma_addr=%llx size=%zu"
  *   dma_sync_sg_for_cpu/_for_device: "%s dir=%s dma_addrs=%s sizes=%s"
- *   dma_alloc (and mainline dma_alloc_pages):
+ *   dma_alloc (and dma_alloc_pages, 6.12.117 and mainline):
  *     "%s dir=%s dma_addr=%llx size=%zu virt_addr=%p flags=%s attrs=%s"
  *   dma_free (and dma_free_pages): "%s dir=%s dma_addr=%llx size=%zu virt_addr=%p attrs=%s"
  * and include/trace/events/swiotlb.h:
@@ -76,10 +76,10 @@ export interface MapSgEvent extends Common {
   dmaAddrs: number[];
   sizes: number[];
   phys: number[];
-  /** The full entry counts (mainline prints them; older kernels print whole lists). */
+  /** The full entry counts (6.12.117 and mainline print them; older kernels print whole lists). */
   nents: number;
   ents: number;
-  /** Mainline printed only the first 128 entries. */
+  /** The kernel (6.12.117, mainline) printed only the first 128 entries. */
   truncated: boolean;
 }
 export interface MapSgErrEvent extends Common {
@@ -435,7 +435,7 @@ export function parseDmaEvent(
   }
 }
 
-/** nents/ents of a dma_map_sg line: mainline prints "nents=%d/%d ents=%d/%d[ [TRUNCATED]]". */
+/** nents/ents of a dma_map_sg line: 6.12.117 and mainline print "nents=%d/%d ents=%d/%d[ [TRUNCATED]]". */
 function sgCounts(
   fields: Map<string, string>,
   raw: boolean,

@@ -1,5 +1,6 @@
 import { DmaDirection, PAGE_SIZE } from '../../swiotlb/constants.js';
 import { BLK_HEADER_BYTES } from '../../virtio/blk-format.js';
+import { DESC_SIZE } from '../../virtio/virtqueue-layout.js';
 import type { ReplayObserver, TracedOp } from './replay-types.js';
 
 /**
@@ -13,18 +14,39 @@ import type { ReplayObserver, TracedOp } from './replay-types.js';
  *
  * An I/O is what a driver submits at once, grouped from the mappings:
  *
- *   virtio-blk (virtio_queue_rq() -> virtqueue_add_sgs(), one dma_map_page per
- *   sg entry, under the queue's lock, so on one CPU without interleaving):
+ *   virtio-blk (virtio_queue_rq() -> virtblk_add_req() -> virtqueue_add_sgs(),
+ *   one dma_map_page per sg entry, under the queue's lock with interrupts off,
+ *   so on one CPU without interleaving):
  *       16-byte TO_DEVICE header   (struct virtio_blk_outhdr)
- *       data maps of >= 512 bytes  (the request's segments, any direction)
+ *       data maps of >= 512 bytes  (the request's segments, any direction), or,
+ *                                  right after the header, a smaller payload
+ *                                  (discard / write-zeroes / secure-erase ranges,
+ *                                  16 bytes each; GET_ID's 20 bytes): no data
  *       < 512-byte FROM_DEVICE     (the status byte; 16 bytes with zone append)
+ *       the indirect table         a TO_DEVICE map of exactly 16 x the request's
+ *                                  sg entries, right after its status: only when
+ *                                  the device offers VIRTIO_RING_F_INDIRECT_DESC
+ *                                  (QEMU's default), see below
  *   a dma_map_sg list              (one request's segments: NVMe, SCSI)
  *   any other map                  (a network buffer, ...): an I/O of its own
  *
+ * The indirect table (drivers/virtio/virtio_ring.c, 6.1.192 and 6.12.117): with
+ * the feature negotiated, virtqueue_use_indirect() (`vq->indirect && total_sg > 1
+ * && vq->vq.num_free`) holds for every virtio-blk request (header and status make
+ * total_sg >= 2), and virtqueue_add_split() (the packed ring's
+ * virtqueue_add_indirect_packed() alike), after mapping the sg entries in order,
+ * maps the kmalloc'd table: vring_map_single(vq, desc, total_sg * sizeof(struct
+ * vring_desc), DMA_TO_DEVICE), a dma_map_single traced as dma_map_page. It is part
+ * of the request (a map, maybe a bounce), never an I/O of its own; its unmap
+ * (detach_buf_split(): the table first, then the entries) is the request's too.
+ * When it fails, the driver unmaps the entries and requeues (the packed ring
+ * retries at once with direct descriptors): the request counts as cut short.
+ *
  * An I/O is live from its first map until its last mapping is released; a
- * request with no data (a flush) is counted, not sized. Rules: `open` holds at
- * most one unfinished virtio-blk request per (device, CPU); every id of a live
- * mapping maps to its I/O in `ioOf` until its unmap.
+ * request with no data (a flush, a discard) is counted, not sized. Rules: `open`
+ * holds at most one unfinished virtio-blk request per (device, CPU), `closed` the
+ * request whose status was that CPU's last map of the device (its table may come
+ * next); every id of a live mapping maps to its I/O in `ioOf` until its unmap.
  */
 
 /**
@@ -78,7 +100,10 @@ export interface DeviceProfile {
 }
 
 interface Io {
+  /** Its mappings still live. */
   maps: number;
+  /** Maps made for it: a virtio-blk request's sg entries (header, payload or data, status). */
+  entries: number;
   bytes: number;
   read: boolean;
   kind: 'blk' | 'sg' | 'single';
@@ -102,22 +127,64 @@ function bump(m: Map<number, number>, key: number): void {
   m.set(key, (m.get(key) ?? 0) + 1);
 }
 
+function newIo(kind: Io['kind'], bytes: number, read: boolean): Io {
+  return { maps: 0, entries: 0, bytes, read, kind, open: false };
+}
+
+/**
+ * `op` is the indirect descriptor table of `req`, the virtio-blk request whose
+ * status was the last map on its CPU: a TO_DEVICE single map of exactly
+ * total_sg * sizeof(struct vring_desc) bytes, total_sg being the request's sg
+ * entries (>= 2: header and status).
+ */
+function isIndirectTable(op: TracedOp, req: Io): boolean {
+  return (
+    req.kind === 'blk' &&
+    req.entries >= 2 &&
+    !op.sg &&
+    op.kind === 'map' &&
+    op.dir === DmaDirection.TO_DEVICE &&
+    op.size === req.entries * DESC_SIZE
+  );
+}
+
+/**
+ * A payload smaller than a data map, right after a virtio-blk header: anything
+ * but the status byte that a request without data would map next (discard and
+ * write-zeroes ranges are 16 bytes each, TO_DEVICE; secure erase's go FROM_DEVICE,
+ * its type lacking VIRTIO_BLK_T_OUT; GET_ID's ID buffer is 20 bytes FROM_DEVICE).
+ */
+function isPayload(op: TracedOp): boolean {
+  return (
+    op.kind === 'map' &&
+    op.size < DATA_MIN_BYTES &&
+    !(op.dir === DmaDirection.FROM_DEVICE && op.size === 1)
+  );
+}
+
 export class TraceProfile implements ReplayObserver {
   private readonly devices = new Map<string, DeviceState>();
   /** Mapping id -> its I/O, while live. */
   private readonly ioOf = new Map<number, Io>();
   /** `device|cpu` -> the virtio-blk request being mapped there. */
   private readonly open = new Map<string, Io>();
+  /** `device|cpu` -> the virtio-blk request whose status was the last map there. */
+  private readonly closed = new Map<string, Io>();
 
   onMap(op: TracedOp): void {
     const d = this.device(op);
     d.maps++;
+    const key = `${op.device}|${op.cpu}`;
+    // The indirect table comes right after the status, or not at all.
+    const done = this.closed.get(key);
+    this.closed.delete(key);
     if (op.failed) {
       // No mapping was made: the driver undoes the request's maps and retries it
       // (virtio-blk requeues with BLK_STS_RESOURCE), seen as a new request later.
       d.failed++;
-      const req = this.open.get(`${op.device}|${op.cpu}`);
+      const req = this.open.get(key);
       if (req) req.aborted = true;
+      else if (done && isIndirectTable(op, done)) this.abortFinished(d, done);
       return;
     }
     if (op.kind === 'alloc') {
@@ -149,7 +216,7 @@ export class TraceProfile implements ReplayObserver {
     d.cpus.add(op.cpu);
     d.live++;
     if (d.live > d.liveMax) d.liveMax = d.live;
-    const io = this.ioFor(d, op);
+    const io = this.ioFor(d, op, key, done);
     io.maps++;
     this.ioOf.set(op.id, io);
   }
@@ -173,6 +240,7 @@ export class TraceProfile implements ReplayObserver {
       this.close(this.devices.get(key.slice(0, key.lastIndexOf('|')))!, io);
     }
     this.open.clear();
+    this.closed.clear();
     for (const d of this.devices.values()) {
       if (d.sgIo) this.finish(d, d.sgIo);
       d.sgIo = undefined;
@@ -182,8 +250,11 @@ export class TraceProfile implements ReplayObserver {
     );
   }
 
-  /** The I/O a mapping belongs to (see the grouping rules at the top of this file). */
-  private ioFor(d: DeviceState, op: TracedOp): Io {
+  /**
+   * The I/O a mapping belongs to (see the grouping rules at the top of this file);
+   * `done` is the request whose status was the last map on `key`.
+   */
+  private ioFor(d: DeviceState, op: TracedOp, key: string, done: Io | undefined): Io {
     const read = op.dir === DmaDirection.FROM_DEVICE;
     if (d.sgIo !== undefined) {
       // The entries of one dma_map_sg come in a row, with its line.
@@ -196,29 +267,39 @@ export class TraceProfile implements ReplayObserver {
     }
     if (op.sg) {
       d.sgLine = op.line;
-      d.sgIo = this.start(d, { maps: 0, bytes: op.size, read, kind: 'sg', open: false });
+      d.sgIo = this.start(d, newIo('sg', op.size, read));
       return d.sgIo;
     }
-    const key = `${op.device}|${op.cpu}`;
+    // The request's indirect descriptor table: a map of it, not an I/O.
+    if (done !== undefined && done.maps > 0 && isIndirectTable(op, done)) return done;
     const req = this.open.get(key);
+    if (req && !req.aborted && req.entries === 1 && isPayload(op)) {
+      // Right after the header: a discard's (write-zeroes', secure erase's) ranges or
+      // GET_ID's buffer, not the status byte; the request still has no data.
+      req.entries++;
+      return req;
+    }
     if (op.size === BLK_HEADER_BYTES && op.dir === DmaDirection.TO_DEVICE) {
       if (req) this.close(d, req);
-      const io = this.start(d, { maps: 0, bytes: 0, read: false, kind: 'blk', open: true });
+      const io = this.start(d, { ...newIo('blk', 0, false), entries: 1, open: true });
       this.open.set(key, io);
       return io;
     }
     if (req && op.size >= DATA_MIN_BYTES) {
       if (req.bytes === 0) req.read = read;
       req.bytes += op.size;
+      req.entries++;
       return req;
     }
     if (req && op.dir === DmaDirection.FROM_DEVICE) {
-      // The status byte: the request is complete.
+      // The status byte: the request is complete (but for its indirect table).
+      req.entries++;
       this.open.delete(key);
       this.close(d, req);
+      this.closed.set(key, req);
       return req;
     }
-    const io = this.start(d, { maps: 0, bytes: op.size, read, kind: 'single', open: false });
+    const io = this.start(d, newIo('single', op.size, read));
     this.finish(d, io);
     return io;
   }
@@ -241,6 +322,21 @@ export class TraceProfile implements ReplayObserver {
       return;
     }
     bump(io.read ? d.ioSizes.read : d.ioSizes.write, io.bytes);
+  }
+
+  /** A finished request whose indirect table failed to map: the driver retries it later. */
+  private abortFinished(d: DeviceState, io: Io): void {
+    if (io.aborted) return;
+    io.aborted = true;
+    d.ios.aborted++;
+    if (io.bytes === 0) {
+      d.ios.flushes--;
+      return;
+    }
+    const m = io.read ? d.ioSizes.read : d.ioSizes.write;
+    const n = (m.get(io.bytes) ?? 0) - 1;
+    if (n > 0) m.set(io.bytes, n);
+    else m.delete(io.bytes);
   }
 
   /** A virtio-blk request whose maps are all made (or cut short by the next header). */

@@ -20,8 +20,10 @@ function pageAlign(n: number): number {
 /**
  * The maps of the trace, matched against the model: every mapping the kernel
  * bounced into the pool is placed by the model, starting in area
- * `cpu & (nareas - 1)` as swiotlb_pool_find_slots() does with
- * raw_smp_processor_id(), and the model's address is compared with the kernel's.
+ * `cpu & (nareas - 1)` as the kernel does with raw_smp_processor_id()
+ * (6.1.192 and 6.12.117 swiotlb_find_slots(); 6.12's swiotlb_search_area() with
+ * CONFIG_SWIOTLB_DYNAMIC, offset 0 first; 6.6.y's swiotlb_pool_find_slots()),
+ * and the model's address is compared with the kernel's.
  *
  * - dma_addr in [base, end): bounced, replayed ({@link place}); dma_addr ==
  *   phys_addr: not bounced, counted; another dma_addr announced by a

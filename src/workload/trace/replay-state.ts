@@ -58,7 +58,7 @@ export class ReplayState {
     return m === undefined ? 0 : (m.byDevice.get(device) ?? m.all);
   }
 
-  /** The model's area where a search on `cpu` starts (swiotlb_pool_find_slots()). */
+  /** The model's area where a search on `cpu` starts (swiotlb_find_slots(), 6.1 and 6.12). */
   startArea(cpu: number): number {
     return cpu & (this.p.geometry.nareas - 1);
   }

@@ -101,7 +101,7 @@ export class ReplayVerdicts {
       return `the ${this.p.profile} rules would place it past the pool's end (a run into the missing slots of a partial last segment, or swiotlb_alloc() in a pool that is not page aligned), which the kernel did not: not a 6.1.y search, or the pools differ`;
     }
     if (res.failure === 'too_large') {
-      return `the model refuses ${size} bytes: more than the max mapping size with min_align_mask 0x${mask.toString(16)}`;
+      return `the model refuses ${size} bytes with min_align_mask 0x${mask.toString(16)}: its search, padding included, is for more than one 128-slot segment, which no pool places`;
     }
     return 'the model found no room where the kernel did: it holds mappings the kernel had released (an earlier disagreement or a lost unmap)';
   }

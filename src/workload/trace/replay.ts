@@ -17,8 +17,12 @@ export type {
 /**
  * Replays a kernel DMA trace against a Placement (placement.ts): every mapping the
  * kernel bounced (its dma_addr lies in the pool) is placed by the model, in trace
- * order, starting in area `cpu & (nareas - 1)` as swiotlb_pool_find_slots() does
- * with raw_smp_processor_id(); the model's address is compared with the kernel's.
+ * order, starting in area `cpu & (nareas - 1)` of the CPU that searched, as the
+ * kernel does (6.1.192 and 6.12.117 swiotlb_find_slots():
+ * `raw_smp_processor_id() & (nareas - 1)`; with CONFIG_SWIOTLB_DYNAMIC, 6.12's
+ * swiotlb_search_area(): `(start_cpu + cpu_offset) & (pool->nareas - 1)`, offset
+ * 0 first; 6.6.y's swiotlb_pool_find_slots()); the model's address is compared
+ * with the kernel's.
  *
  * This module holds the events back (lookahead.ts) and hands each to the module
  * of its matching rules (each rule has a hand-worked test in

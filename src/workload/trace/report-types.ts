@@ -139,11 +139,11 @@ export interface MapCounts {
   /** Failed maps of devices never seen bouncing (not replayed). */
   kernel_failed_other: number;
   sg_lists: number;
-  /** Lists the kernel printed only in part (mainline's 128-entry limit). */
+  /** Lists the kernel printed only in part (the 128-entry limit of 6.12.117 and mainline). */
   sg_truncated: number;
   /** Lists with fewer DMA segments than buffers (merged by an IOMMU): not replayed. */
   sg_merged: number;
-  /** dma_map_sg_err events (mainline). */
+  /** dma_map_sg_err events (6.12.117 and mainline). */
   sg_errors: number;
   /** Coherent allocations from the pool (restricted pools). */
   allocs: number;

@@ -248,7 +248,7 @@ function sizingNotes(r: TraceReport, s: TraceSizing): string[] {
   }
   if (s.too_large > 0) {
     notes.push(
-      `${s.too_large} maps are larger than any mapping can be (256 KiB less the min_align_mask padding): no pool size places them`,
+      `${s.too_large} maps search for more than one 128-slot segment (256 KiB, the min_align_mask padding included): no pool size places them`,
     );
   }
   if (r.maps.outside_pool > 0) {
