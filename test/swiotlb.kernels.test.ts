@@ -9,24 +9,16 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isMediatorError } from '../src/errors.js';
 import { DmaDirection as D } from '../src/swiotlb/constants.js';
 import { KERNEL_VERSIONS, type KernelVersion } from '../src/swiotlb/kernel.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
+import { caught } from './helpers/caught.js';
 
 function pool(kernel: KernelVersion, slots = 256, base = 0): SwiotlbPool {
   return SwiotlbPool.create({ slots, areas: 1, base, kernel, area: 0 });
 }
 
-function error(fn: () => unknown): { code: string; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    if (isMediatorError(err)) return { code: err.code, message: err.message };
-    throw err;
-  }
-  return { code: 'no error', message: '' };
-}
+const error = caught;
 
 describe('where the bounce address sits: pad slots and the min_align_mask bits kept', () => {
   it('dma-iommu style (min 4095, alloc 4095): 6.6/6.10 keep bit 11 with a pad slot, 6.1 drops it', () => {

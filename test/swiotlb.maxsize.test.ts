@@ -9,12 +9,12 @@
  * by hand from each version's source.
  */
 import { describe, expect, it } from 'vitest';
-import { isMediatorError } from '../src/errors.js';
 import { DmaDirection as D } from '../src/swiotlb/constants.js';
 import { DynamicPool } from '../src/swiotlb/dynamic.js';
 import { KERNEL_VERSIONS, type KernelVersion, kernelCode } from '../src/swiotlb/kernel.js';
 import { MapPlan, planMap } from '../src/swiotlb/plan.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
+import { caught } from './helpers/caught.js';
 
 const NVME = { minAlignMask: 4095 };
 
@@ -22,15 +22,7 @@ function pool(kernel: KernelVersion, base = 0): SwiotlbPool {
   return SwiotlbPool.create({ slots: 1024, areas: 1, base, kernel, area: 0 });
 }
 
-function error(fn: () => unknown): { code: string; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    if (isMediatorError(err)) return { code: err.code, message: err.message };
-    throw err;
-  }
-  return { code: 'no error', message: '' };
-}
+const error = caught;
 
 function plan(kernel: KernelVersion, orig: number, size: number, minAlignMask: number): MapPlan {
   const p = new MapPlan();
