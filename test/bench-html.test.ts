@@ -128,6 +128,8 @@ describe('bench --html pool pictures', () => {
 [global]
 mode=bounce
 size=8m
+ioengine=libaio
+direct=1
 iodepth=8
 number_ios=300
 pool_size=4m

@@ -377,7 +377,7 @@ describe('bench', () => {
     writeFileSync(
       job,
       '[global]\nmode=bounce\ncopy_workers=0\nsize=1m\npool_size=256k\nbackpressure=fail\n' +
-        '[j]\nrw=write\nbs=128k\niodepth=4\nnumber_ios=16\n',
+        '[j]\nrw=write\nbs=128k\nioengine=libaio\ndirect=1\niodepth=4\nnumber_ios=16\n',
     );
     const text = { stdout: '', stderr: '' };
     const sink = (key: keyof typeof text) =>

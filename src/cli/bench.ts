@@ -32,23 +32,34 @@ copies, warm placement unless the job sets placement), direct (no isolation). A 
 without mode runs bounce-tuned (the service's bounce); "both" runs bounce then direct, "all" every
 mode; each mode's IOPS, bandwidth and p99 are printed divided by direct's.
 
-fio options understood: rw (read, write, randread, randwrite, randrw, rw,
-readwrite), bs, bssplit, rwmixread, rwmixwrite, iodepth, numjobs, size,
-io_size, runtime, time_based, ramp_time, number_ios, randseed, and what a write
-does to its buffer as fio does: scramble_buffers (default 1: each 512-byte block
-stamped), refill_buffers (all rewritten), zero_buffers (untouched); and this
-project's: mode (bounce|bounce-tuned|shared|direct|both|all; default bounce-tuned),
-from_device_bounce (linux|used-length: what mode bounce copies for reads),
-placement (linux|warm: the kernel's next-fit search, or recently freed slots
-first; default linux, but shared runs warm unless set; bounce-tuned always warm),
-device (null|ram-blk|file-blk), min_align_mask, copy_workers; the pool in the
-kernel's terms: swiotlb=N[,A] (the kernel parameter, built as the kernel builds
-it), pool_size and areas, or restricted=SIZE (a restricted-dma-pool: exact
-slots, one area); kernel (6.1|6.6|6.10: whose swiotlb rules); backpressure
-(requeue: Linux's virtio-blk, no time limit | requeue-bounded: the service's,
-5 s | fail: the DMA API's).
-ioengine, direct, filename, name, group_reporting... are ignored with a
-warning; any other option is an error (JOB_UNSUPPORTED_OPTION).
+fio options understood, read as fio reads them (aliases such as readwrite,
+blocksize, io_limit, timeout are the same option: the later line wins; a line
+ends at its first ; or #): rw (read, write, randread, randwrite, randrw, rw,
+readwrite), bs (reads,writes[,trims]: "8k," reads only, ",8k" writes only),
+bssplit (integer shares; what they leave goes to the largest), rwmixread,
+rwmixwrite, iodepth, numjobs, size, io_size, runtime (0: no limit),
+time_based, ramp_time, number_ios, randseed, name, group_reporting (one
+entry per group), norandommap (random jobs keep fio's random map unless set),
+and what a write does to
+its buffer as fio does: scramble_buffers (default 1: each 512-byte block
+stamped), refill_buffers (all rewritten), zero_buffers (untouched). Sizes with
+fio's kb_base=1024: 4k = 4096, and KiB/MiB/GiB powers of 10 (4KiB = 4000).
+ioengine sets the depth as in fio: unset (psync) or synchronous, iodepth runs
+at 1 with fio's note; libaio, io_uring... keep it; an engine fio lacks is
+refused. direct: no page cache here (as direct=1); warned of unless 1.
+And this project's: mode (bounce|bounce-tuned|shared|direct|both|all; default
+bounce-tuned), from_device_bounce (linux|used-length: what mode bounce copies
+for reads), placement (linux|warm: the kernel's next-fit search, or recently
+freed slots first; default linux, but shared runs warm unless set; bounce-tuned
+always warm), device (null|ram-blk|file-blk), min_align_mask, copy_workers; the
+pool in the kernel's terms: swiotlb=N[,A] (the kernel parameter, built as the
+kernel builds it), pool_size and areas, or restricted=SIZE (a
+restricted-dma-pool: exact slots, one area); kernel (6.1|6.6|6.10: whose
+swiotlb rules); backpressure (requeue: Linux's virtio-blk, no time limit |
+requeue-bounded: the service's, 5 s | fail: the DMA API's).
+filename, thread, invalidate... are ignored with a warning (and
+iodepth_batch*, randrepeat when their value makes fio differ); any other option
+is an error (JOB_UNSUPPORTED_OPTION).
 
 Options:
   --job FILE        the fio job file (required)

@@ -1,17 +1,25 @@
 /**
- * fio job files, as far as this runner can honour them.
+ * fio job files, as far as this runner can honour them, read as fio 3.42 reads
+ * them (the rules below quote fio's source: file and function).
  *
- * Syntax (fio's): an INI file of sections. `[global]` sets defaults for the job
- * sections that follow it (a later `[global]` changes the defaults of later jobs
- * only, as in fio); every other section is a job, cloned `numjobs` times. Lines
- * starting with `;` or `#` are comments, and so is the rest of a line after
- * whitespace and `;` or `#`. `key=value` or a bare `key` (a flag: `time_based`).
- * Sizes take fio's suffixes with k = 1024 (`4k`, `1m`, `1g`, `64KiB`); times
- * are seconds unless suffixed (`us`, `ms`, `s`, `m`, `h`).
+ * Syntax (fio's init.c __parse_jobs_ini()): an INI file of sections. `[global]`
+ * sets defaults for the job sections that follow it (a later `[global]` changes
+ * the defaults of later jobs only, as in fio); every other section is a job,
+ * cloned `numjobs` times. A line is cut at its first `;` or `#` wherever it is
+ * (parse.c strip_blank_end()), so `bs=4k;x` is `bs=4k`. `key=value` or a bare
+ * `key` (a flag: `time_based`). An option's aliases (options.c `.alias`:
+ * `readwrite` for `rw`, `blocksize` for `bs`, `timeout` for `runtime`...) are the
+ * same option: the later line wins whichever spelling it uses.
+ * Sizes are fio's with its default kb_base=1024 (parse.c __get_mult_bytes()):
+ * `4k` = 4096, `1m` = 2^20, `kb`/`KB` like `k`, `b` bytes, and the IEC suffixes
+ * `KiB`/`MiB`/`GiB` powers of 10 (`4KiB` = 4000): see {@link parseFioSize}.
+ * Times are seconds unless suffixed (`us`, `ms`, `s`, `m`, `h`).
  *
  * Unknown and unsupported options are never ignored silently:
  * - options that change nothing here (where fio would do I/O, how fio reports)
- *   are WARNINGS ({@link IGNORED_OPTIONS}): `ioengine`, `direct`, `filename`...;
+ *   are WARNINGS ({@link IGNORED_OPTIONS}): `filename`, `thread`...;
+ *   `ioengine`, `direct`, `name`, `randrepeat` and the `iodepth_batch` options are
+ *   read for what they change (see their functions);
  * - every other option this runner does not implement is an ERROR
  *   (JOB_UNSUPPORTED_OPTION) that lists each one by name and line.
  */
@@ -35,7 +43,6 @@ import {
 } from '../swiotlb/kernel.js';
 import { DEFAULT_PLACEMENT, isPlacement, PLACEMENTS, type Placement } from '../swiotlb/warm.js';
 import { mulberry32 } from '../util/prng.js';
-import { parseSize } from '../util/size.js';
 import { SECTOR_SIZE } from '../virtio/blk-format.js';
 
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw';
@@ -153,29 +160,64 @@ export interface JobFile {
 
 /** fio options read and ignored, with why: they do not change the I/O pattern here. */
 export const IGNORED_OPTIONS: Readonly<Record<string, string>> = {
-  ioengine: 'I/O goes through the in-process mediator, not an fio engine',
-  direct: 'there is no page cache between the runner and the device',
-  buffered: 'there is no page cache between the runner and the device',
   filename: 'I/O goes to the in-process device chosen by "device"',
   directory: 'I/O goes to the in-process device chosen by "device"',
-  name: 'the section name is the job name',
   description: 'descriptive only',
-  group_reporting: 'the report always has per-clone entries and a total',
   thread: 'clones are async submitters on one thread (one queue each)',
   invalidate: 'there is no page cache to invalidate',
-  randrepeat: 'random offsets always repeat (seeded by randseed)',
-  norandommap: 'random offsets are drawn without a map',
-  iodepth_batch_submit: 'each request is submitted as soon as a slot is free',
-  iodepth_batch_complete_min: 'completions are reaped one by one',
   output: 'use --json / --html',
   'output-format': 'use --json',
 };
 
+/**
+ * fio's second spellings of one option (options.c, each option's `.alias`), all
+ * of them, so that a line in either spelling replaces the other as in fio; and
+ * `buffered`, which is not an alias but sets the same variable as `direct`,
+ * negated (options.c "buffered": `.off1 = odirect`, `.neg = 1`).
+ */
+const FIO_ALIASES: Readonly<Record<string, string>> = {
+  readwrite: 'rw',
+  iodepth_batch_submit: 'iodepth_batch',
+  iodepth_batch_complete: 'iodepth_batch_complete_min',
+  io_limit: 'io_size',
+  fill_fs: 'fill_device',
+  fileoffset: 'offset',
+  blocksize: 'bs',
+  blockalign: 'ba',
+  blocksize_range: 'bsrange',
+  blocksize_unaligned: 'bs_unaligned',
+  allrandrepeat: 'randrepeat',
+  nr_files: 'nrfiles',
+  timeout: 'runtime',
+  iomem: 'mem',
+  mem_align: 'iomem_align',
+  data_placement: 'dataplacement',
+  fdp_pli_select: 'plid_select',
+  fdp_pli: 'plids',
+  ratemin: 'rate_min',
+  ratecycle: 'rate_cycle',
+  wait_for_previous: 'stonewall',
+  log_max_value: 'log_window_value',
+  log_unix_epoch: 'log_alternate_epoch',
+  disable_bw: 'disable_bw_measurement',
+  ss: 'steadystate',
+  ss_dur: 'steadystate_duration',
+  ss_ramp: 'steadystate_ramp_time',
+  ss_interval: 'steadystate_check_interval',
+  buffered: 'direct',
+};
+
+/** The option a key names: its own, or the one it is an alias of. */
+function canonicalOption(key: string): string {
+  return FIO_ALIASES[key] ?? key;
+}
+
 const KNOWN_OPTIONS = new Set([
+  // read by the runner from FioJob.options (results.ts, setup.ts); checked here
+  'group_reporting',
+  'norandommap',
   'rw',
-  'readwrite',
   'bs',
-  'blocksize',
   'bssplit',
   'rwmixread',
   'rwmixwrite',
@@ -183,9 +225,7 @@ const KNOWN_OPTIONS = new Set([
   'numjobs',
   'size',
   'io_size',
-  'io_limit',
   'runtime',
-  'timeout',
   'time_based',
   'ramp_time',
   'number_ios',
@@ -193,6 +233,13 @@ const KNOWN_OPTIONS = new Set([
   'scramble_buffers',
   'zero_buffers',
   'refill_buffers',
+  // read for what they change here (engineDepth(), ignoredValues(), jobName())
+  'ioengine',
+  'direct',
+  'name',
+  'randrepeat',
+  'iodepth_batch',
+  'iodepth_batch_complete_min',
   // this project's options
   'mode',
   'from_device_bounce',
@@ -230,14 +277,33 @@ function bad(message: string, details?: Record<string, unknown>): MediatorError 
 }
 
 interface RawOption {
+  /** The key as written (an alias stays an alias here, for messages). */
+  key: string;
   value: string;
   line: number;
+  /**
+   * The value this line replaced (same option, any spelling; inherited from
+   * `[global]` included): `bs=` and `bssplit=` apply on top of it, direction by
+   * direction, as fio applies each line to the job in turn.
+   */
+  prev?: RawOption;
 }
 
 interface RawSection {
   name: string;
   line: number;
+  /** By option (aliases canonicalised: {@link canonicalOption}). */
   options: Map<string, RawOption>;
+}
+
+/**
+ * A line without its comment: fio cuts it at its first `;` and then at its first
+ * `#`, wherever they are (parse.c strip_blank_end(): `s = strchr(p, ';'); if (s)
+ * *s = '\0'; s = strchr(p, '#'); if (s) *s = '\0';`), before it looks at the line
+ * (init.c __parse_jobs_ini() calls it on every line, sections included).
+ */
+function stripComment(line: string): string {
+  return line.replace(/[;#].*$/, '').trim();
 }
 
 /** Splits the file into sections; each job section gets the global options in force where it starts. */
@@ -248,9 +314,8 @@ function parseIni(text: string, source: string): { jobs: RawSection[]; global: R
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
     const lineNo = i + 1;
-    let line = lines[i]!.trim();
-    if (line === '' || line.startsWith(';') || line.startsWith('#')) continue;
-    line = line.replace(/\s+[;#].*$/, '').trim();
+    const line = stripComment(lines[i]!);
+    if (line === '') continue;
     const header = /^\[([^\]]*)\]$/.exec(line);
     if (header) {
       const name = header[1]!.trim();
@@ -278,7 +343,9 @@ function parseIni(text: string, source: string): { jobs: RawSection[]; global: R
     if (!/^[a-z_][a-z0-9_-]*$/.test(key)) {
       throw bad(`${source}:${lineNo}: "${line}" is not "option=value" nor a flag`);
     }
-    current.options.set(key, { value, line: lineNo });
+    const option = canonicalOption(key);
+    const prev = current.options.get(option);
+    current.options.set(option, { key, value, line: lineNo, ...(prev ? { prev } : {}) });
   }
   return { jobs, global };
 }
@@ -292,14 +359,83 @@ interface Ctx {
   job: string;
 }
 
-function where(ctx: Ctx, key: string, o: RawOption): string {
-  return `${ctx.source}:${o.line}: [${ctx.job}] ${key}=${o.value}`;
+function where(ctx: Ctx, o: RawOption): string {
+  return `${ctx.source}:${o.line}: [${ctx.job}] ${o.key}=${o.value}`;
 }
 
-/** A fio size: 4k, 1m, 1g, 64KiB, 4096 (k = 1024). */
+/** Collects the warnings of a file, each once. */
+type Warn = (message: string) => void;
+
+const SIZE_POWERS: Readonly<Record<string, number>> = { k: 1, m: 2, g: 3, t: 4, p: 5 };
+
+/**
+ * A fio size as fio reads it with its default kb_base=1024 (parse.c
+ * str_to_decimal() and __get_mult_bytes()): a decimal number of bytes, or with a
+ * suffix, case-insensitive: `k`/`kb` 1024, `m`/`mb` 2^20, `g`, `t`, `p` (`b`:
+ * bytes), and the IEC `kib`/`mib`/`gib`/`tib`/`pib` POWERS OF 10 (`else if
+ * (kb_base == 1024) mult = 1000;`; HOWTO "kb_base": "the unit prefixes are
+ * opposite from those specified in the SI and IEC 80000-13 standards"): `4KiB` is
+ * 4000 bytes, `1MiB` 1000000. `0x...` is hexadecimal (str_to_decimal(): base 16).
+ *
+ * Forms fio takes but whose meaning would surprise are refused (undefined), not
+ * followed: a fraction (strtoll() stops at the `.`, and __get_mult_bytes() then
+ * sees no suffix: fio reads `1.5g` as 1 byte), a space before the suffix (`4 k`
+ * is 4 in fio), an unknown suffix (fio ignores it: `4q` is 4, `4kfoo` 4096),
+ * `ki`/`mi`... without the `b` (fio's code reads `1mi` as 2^20 where its HOWTO
+ * says 10^6), a hexadecimal number with a suffix, and `%` or zone (`z`) sizes.
+ */
 export function parseFioSize(value: string): number | undefined {
-  const bytes = parseSize(value);
-  return bytes !== undefined && Number.isSafeInteger(bytes) ? bytes : undefined;
+  const v = value.trim();
+  if (/^0x[0-9a-f]+$/i.test(v)) {
+    const n = Number(v);
+    return Number.isSafeInteger(n) ? n : undefined;
+  }
+  const m = /^(\d+)([a-z]*)$/i.exec(v);
+  if (!m) return undefined;
+  const suffix = m[2]!.toLowerCase();
+  let mult = 1;
+  if (suffix !== '' && suffix !== 'b') {
+    const unit = /^([kmgtp])(b|ib)?$/.exec(suffix);
+    if (!unit) return undefined;
+    mult = (unit[2] === 'ib' ? 1000 : 1024) ** SIZE_POWERS[unit[1]!]!;
+  }
+  const bytes = Number(m[1]) * mult;
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
+}
+
+/** An IEC suffix (`KiB`...), which fio reads as a power of 10. */
+function isIecSize(value: string): boolean {
+  return /^\d+\s*[kmgtp]ib$/i.test(value.trim());
+}
+
+/**
+ * A size of fio's options (size, io_size, bs, bssplit), as fio reads it; one
+ * with an IEC suffix warns of fio's reading (powers of 10).
+ */
+function fioSize(ctx: Ctx, o: RawOption, text: string, warn: Warn): number | undefined {
+  const n = parseFioSize(text);
+  if (n !== undefined && isIecSize(text)) {
+    warn(
+      `${ctx.source}:${o.line}: ${o.key}: "${text.trim()}" is ${n} bytes, as fio reads it: with its default kb_base=1024, KiB/MiB/GiB are powers of 10 (parse.c __get_mult_bytes()); write "${text.trim().replace(/ib$/i, '')}" for powers of 2`,
+    );
+  }
+  return n;
+}
+
+/**
+ * A size of this project's options (pool_size, restricted): fio's sizes, but an
+ * IEC suffix is refused rather than read as fio reads it (a power of 10), which
+ * no one sizing a swiotlb pool means.
+ */
+function projectSize(ctx: Ctx, o: RawOption): number {
+  if (isIecSize(o.value)) {
+    throw bad(
+      `${where(ctx, o)}: in a job file sizes are read as fio reads them, where KiB/MiB/GiB are powers of 10 (parse.c __get_mult_bytes(), kb_base=1024); write "${o.value.trim().replace(/ib$/i, '')}" (powers of 2) or bytes`,
+    );
+  }
+  const n = parseFioSize(o.value);
+  if (n === undefined || n <= 0) throw bad(`${where(ctx, o)}: not a size`);
+  return n;
 }
 
 /** A fio time in seconds: "10" (seconds), "500ms", "30s", "2m", "1h", "100us". */
@@ -323,59 +459,88 @@ export function parseFioTime(value: string): number | undefined {
   return n * scale[unit]!;
 }
 
-function intValue(ctx: Ctx, key: string, o: RawOption, min: number, max: number): number {
+function intValue(ctx: Ctx, o: RawOption, min: number, max: number): number {
   const v = o.value.trim();
   const n = /^(0x[0-9a-f]+|\d+)$/i.test(v) ? Number(v) : Number.NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw bad(`${where(ctx, key, o)}: must be an integer from ${min} to ${max}`);
+    throw bad(`${where(ctx, o)}: must be an integer from ${min} to ${max}`);
   }
   return n;
 }
 
-function boolValue(ctx: Ctx, key: string, o: RawOption): boolean {
+function boolValue(ctx: Ctx, o: RawOption): boolean {
   const v = o.value.trim().toLowerCase();
   if (v === '' || v === '1' || v === 'true' || v === 'yes' || v === 'on') return true;
   if (v === '0' || v === 'false' || v === 'no' || v === 'off') return false;
-  throw bad(`${where(ctx, key, o)}: must be 0 or 1 (or the bare flag)`);
+  throw bad(`${where(ctx, o)}: must be 0 or 1 (or the bare flag)`);
 }
 
-function blockSize(ctx: Ctx, key: string, o: RawOption, text: string): number {
-  const n = parseFioSize(text);
-  if (n === undefined || n <= 0) throw bad(`${where(ctx, key, o)}: "${text}" is not a size`);
+function blockSize(ctx: Ctx, o: RawOption, text: string, warn: Warn): number {
+  const n = fioSize(ctx, o, text, warn);
+  if (n === undefined || n <= 0) throw bad(`${where(ctx, o)}: "${text}" is not a size`);
+  const iec = isIecSize(text) ? ` (fio reads "${text.trim()}" as ${n} bytes: KiB is 1000)` : '';
   if (n % SECTOR_SIZE !== 0) {
     throw bad(
-      `${where(ctx, key, o)}: ${n} bytes is not a multiple of ${SECTOR_SIZE} (virtio-blk sectors)`,
+      `${where(ctx, o)}: ${n} bytes${iec} is not a multiple of ${SECTOR_SIZE} (virtio-blk sectors)`,
     );
   }
-  if (n > MAX_BS) throw bad(`${where(ctx, key, o)}: ${n} bytes is larger than 16 MiB`);
+  if (n > MAX_BS) throw bad(`${where(ctx, o)}: ${n} bytes is larger than 16 MiB`);
   return n;
 }
 
-/** "4k/50:64k/50" (entries without a percentage share what is left equally). */
-function parseSplit(ctx: Ctx, key: string, o: RawOption, text: string): BsSplitEntry[] {
-  const parts = text.split(':').filter((p) => p.trim() !== '');
-  if (parts.length === 0) throw bad(`${where(ctx, key, o)}: empty block size split`);
-  const entries: { size: number; percent: number | undefined }[] = parts.map((p) => {
+/** fio's most entries in one direction's split (thread_options.h BSSPLIT_MAX). */
+const BSSPLIT_MAX = 64;
+
+/**
+ * One direction's `bssplit` ("4k/50:64k/50"), as fio reads it (options.c):
+ * - split_parse_ddir(): entries split at `:`; a percentage is read with atoi(),
+ *   so `33.3` is 33 (a warning says so); `/0` or no percentage is a blank share;
+ * - bssplit_ddir(): the blanks share what is left, in whole percents (`(100 -
+ *   perc) / perc_missing`); then the entries are sorted by share (qsort(),
+ *   bs_cmp()), and io_u.c get_next_buflen() gives what the shares leave below
+ *   100 (the blanks' rounding, or shares that add up to less) to the last entry
+ *   it walks: the largest share (of equal ones, the later in the file, as a
+ *   stable sort leaves them). `4k/50:64k/40` is 60% 4k.
+ * Refused where fio would silently do something else than written: shares over
+ * 100 in total (fio errors out only with two blanks or more, bssplit_ddir(), and
+ * HOWTO "bssplit" says it "will error out"), a share over 100 or not a number
+ * (atoi() reads `x` as 0: a blank), an empty entry before others (fio stops at
+ * it), more than 64 entries (fio drops the rest).
+ */
+function parseSplit(ctx: Ctx, o: RawOption, text: string, warn: Warn): BsSplitEntry[] {
+  const parts = text.split(':').map((p) => p.trim());
+  while (parts.length > 1 && parts[parts.length - 1] === '') parts.pop();
+  if (parts.some((p) => p === '')) {
+    throw bad(`${where(ctx, o)}: an empty entry in "${text}" (fio would stop reading at it)`);
+  }
+  if (parts.length > BSSPLIT_MAX) throw bad(`${where(ctx, o)}: more than ${BSSPLIT_MAX} entries`);
+  const entries = parts.map((p) => {
     const [s, pct, ...rest] = p.split('/');
-    if (rest.length > 0) throw bad(`${where(ctx, key, o)}: "${p}" is not size/percentage`);
-    const size = blockSize(ctx, key, o, s!.trim());
-    if (pct === undefined || pct.trim() === '') return { size, percent: undefined };
-    const percent = Number(pct.trim());
-    if (!Number.isFinite(percent) || percent < 0 || percent > 100) {
-      throw bad(`${where(ctx, key, o)}: "${pct}" is not a percentage from 0 to 100`);
+    if (rest.length > 0) throw bad(`${where(ctx, o)}: "${p}" is not size/percentage`);
+    const size = blockSize(ctx, o, s!.trim(), warn);
+    const t = (pct ?? '').trim();
+    if (t === '') return { size, percent: 0 };
+    const m = /^(\d+)(\.\d*)?$/.exec(t);
+    const percent = m ? Number(m[1]) : Number.NaN;
+    if (!(percent <= 100)) {
+      throw bad(`${where(ctx, o)}: "${t}" is not a percentage from 0 to 100`);
+    }
+    if (m![2] !== undefined) {
+      warn(
+        `${ctx.source}:${o.line}: ${o.key}: "${t}%" is ${percent}%, as fio reads it (atoi() in options.c split_parse_ddir())`,
+      );
     }
     return { size, percent };
   });
-  const given = entries.reduce((s, e) => s + (e.percent ?? 0), 0);
-  const open = entries.filter((e) => e.percent === undefined).length;
-  if (given > 100 + 1e-9) throw bad(`${where(ctx, key, o)}: percentages add up to ${given}`);
-  const share = open > 0 ? (100 - given) / open : 0;
-  const out = entries.map((e) => ({ size: e.size, percent: e.percent ?? share }));
-  const total = out.reduce((s, e) => s + e.percent, 0);
-  if (Math.abs(total - 100) > 1e-6) {
-    throw bad(`${where(ctx, key, o)}: percentages add up to ${total}, not 100`);
-  }
-  return out.filter((e) => e.percent > 0);
+  const given = entries.reduce((sum, e) => sum + e.percent, 0);
+  if (given > 100) throw bad(`${where(ctx, o)}: percentages add up to ${given}`);
+  const blanks = entries.filter((e) => e.percent === 0);
+  if (entries.length === 1) return [{ size: entries[0]!.size, percent: 100 }];
+  for (const e of blanks) e.percent = Math.floor((100 - given) / blanks.length);
+  // The largest share, the later entry of equal ones (a stable ascending sort's last).
+  const largest = entries.reduce((best, e) => (e.percent >= best.percent ? e : best));
+  largest.percent += 100 - entries.reduce((sum, e) => sum + e.percent, 0);
+  return entries.filter((e) => e.percent > 0);
 }
 
 const RW_VALUES: Record<string, RwMode> = {
@@ -402,26 +567,60 @@ export function parseJobFile(text: string, source = 'job file'): JobFile {
   if (rawJobs.length === 0) {
     throw bad(`${source}: no job section (a [name] section other than [global])`);
   }
-
-  // Every option of every section is either known, ignored (warned) or reported.
-  const unsupported = new Map<string, number[]>();
   const warnings: string[] = [];
-  const warned = new Set<string>();
-  for (const section of [global, ...rawJobs]) {
+  const warn: Warn = (message) => {
+    if (!warnings.includes(message)) warnings.push(message);
+  };
+  checkOptions([global, ...rawJobs], source, warn);
+
+  const jobs = rawJobs.map((s, index) => parseJob(s, index, source, warn));
+  const settings = runSettings(rawJobs, source);
+  return {
+    settings,
+    jobs,
+    warnings,
+    globalOptions: optionRecord(global.options),
+  };
+}
+
+/**
+ * The options as the report lists them: by fio's name for each (an alias under
+ * the option's own name, as fio's "job options" do: parse.c add_to_dump_list()
+ * takes `o->name`); `buffered` keeps its name (its value means the opposite of
+ * direct's).
+ */
+function optionRecord(options: Map<string, RawOption>): Record<string, string> {
+  return Object.fromEntries(
+    [...options].map(([k, o]) => [o.key === 'buffered' ? o.key : k, o.value]),
+  );
+}
+
+/**
+ * Every option of every section is either known, ignored (warned) or reported
+ * (JOB_UNSUPPORTED_OPTION, all of them at once).
+ */
+function checkOptions(sections: RawSection[], source: string, warn: Warn): void {
+  const unsupported = new Map<string, number[]>();
+  for (const section of sections) {
     for (const [key, o] of section.options) {
       if (KNOWN_OPTIONS.has(key)) continue;
       const why = IGNORED_OPTIONS[key];
       if (why !== undefined) {
-        if (!warned.has(key)) {
-          warned.add(key);
-          warnings.push(`${source}:${o.line}: "${key}" ignored: ${why}`);
-        }
+        warn(`${source}:${o.line}: "${o.key}" ignored: ${why}`);
         continue;
       }
-      const lines = unsupported.get(key) ?? [];
+      const lines = unsupported.get(o.key) ?? [];
       if (!lines.includes(o.line)) lines.push(o.line);
-      unsupported.set(key, lines);
+      unsupported.set(o.key, lines);
     }
+  }
+  // A "[global] name=" is overwritten by each job's section name in fio (init.c
+  // get_new_job(): `td->o.name = strdup(jobname)` after the copy of [global]).
+  const globalName = sections[0]!.options.get('name');
+  if (globalName && sections[0]!.name === 'global') {
+    warn(
+      `${source}:${globalName.line}: "name" in [global] ignored: fio names each job after its section unless the section sets name= (init.c get_new_job())`,
+    );
   }
   if (unsupported.size > 0) {
     const list = [...unsupported].map(([k, lines]) => `${k} (line ${lines.join(', ')})`);
@@ -431,15 +630,6 @@ export function parseJobFile(text: string, source = 'job file'): JobFile {
       { options: [...unsupported.keys()] },
     );
   }
-
-  const jobs = rawJobs.map((s, index) => parseJob(s, index, source));
-  const settings = runSettings(rawJobs, source);
-  return {
-    settings,
-    jobs,
-    warnings,
-    globalOptions: Object.fromEntries([...global.options].map(([k, o]) => [k, o.value])),
-  };
 }
 
 function runSettings(sections: RawSection[], source: string): RunSettings {
@@ -469,35 +659,33 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   const mode = get('mode');
   if (mode) {
     if (!RUN_MODES.includes(mode.value as RunMode)) {
-      throw bad(`${where(ctx, 'mode', mode)}: must be ${RUN_MODES.join(', ')}`);
+      throw bad(`${where(ctx, mode)}: must be ${RUN_MODES.join(', ')}`);
     }
     settings.mode = mode.value as RunMode;
   }
   const fdb = get('from_device_bounce');
   if (fdb) {
     if (!FROM_DEVICE_BOUNCES.includes(fdb.value as FromDeviceBounce)) {
-      throw bad(
-        `${where(ctx, 'from_device_bounce', fdb)}: must be ${FROM_DEVICE_BOUNCES.join(' or ')}`,
-      );
+      throw bad(`${where(ctx, fdb)}: must be ${FROM_DEVICE_BOUNCES.join(' or ')}`);
     }
     settings.fromDeviceBounce = fdb.value as FromDeviceBounce;
   }
   const placement = get('placement');
   if (placement) {
     if (!isPlacement(placement.value)) {
-      throw bad(`${where(ctx, 'placement', placement)}: must be ${PLACEMENTS.join(' or ')}`);
+      throw bad(`${where(ctx, placement)}: must be ${PLACEMENTS.join(' or ')}`);
     }
     settings.placement = placement.value;
   }
   poolSettings(ctx, get, settings);
   const cw = get('copy_workers');
-  if (cw) settings.copyWorkers = intValue(ctx, 'copy_workers', cw, ...LIMITS.copyWorkers);
+  if (cw) settings.copyWorkers = intValue(ctx, cw, ...LIMITS.copyWorkers);
   const bp = get('backpressure');
   if (bp) {
     const policy = backpressurePolicy(bp.value);
     if (policy === undefined) {
       throw bad(
-        `${where(ctx, 'backpressure', bp)}: must be requeue (Linux's virtio-blk), requeue-bounded (the service's; "wait" is its old name) or fail (the DMA API's)`,
+        `${where(ctx, bp)}: must be requeue (Linux's virtio-blk), requeue-bounded (the service's; "wait" is its old name) or fail (the DMA API's)`,
       );
     }
     settings.backpressure = policy;
@@ -505,7 +693,7 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
   const kernel = get('kernel');
   if (kernel) {
     if (!isKernelVersion(kernel.value)) {
-      throw bad(`${where(ctx, 'kernel', kernel)}: must be ${KERNEL_VERSIONS.join(', ')}`);
+      throw bad(`${where(ctx, kernel)}: must be ${KERNEL_VERSIONS.join(', ')}`);
     }
     settings.kernel = kernel.value;
   }
@@ -520,12 +708,10 @@ function runSettings(sections: RawSection[], source: string): RunSettings {
 function poolSettings(ctx: Ctx, get: Get, settings: RunSettings): void {
   const pool = get('pool_size');
   if (pool) {
-    const n = parseFioSize(pool.value);
-    if (n === undefined || n <= 0) throw bad(`${where(ctx, 'pool_size', pool)}: not a size`);
-    settings.poolSize = n;
+    settings.poolSize = projectSize(ctx, pool);
   }
   const areas = get('areas');
-  if (areas) settings.areas = intValue(ctx, 'areas', areas, ...LIMITS.areas);
+  if (areas) settings.areas = intValue(ctx, areas, ...LIMITS.areas);
   const sw = get('swiotlb');
   if (sw) {
     const p = parseSwiotlbParameter(sw.value);
@@ -536,15 +722,15 @@ function poolSettings(ctx: Ctx, get: Get, settings: RunSettings): void {
       (p.slots === undefined && p.areas === undefined)
     ) {
       throw bad(
-        `${where(ctx, 'swiotlb', sw)}: must be <nslabs>[,<nareas>] as the kernel parameter takes it (e.g. swiotlb=8192,2), without force/noforce`,
+        `${where(ctx, sw)}: must be <nslabs>[,<nareas>] as the kernel parameter takes it (e.g. swiotlb=8192,2), without force/noforce`,
       );
     }
     if (areas && p.areas !== undefined) {
-      throw bad(`${where(ctx, 'swiotlb', sw)}: gives the areas, and so does areas=: give one`);
+      throw bad(`${where(ctx, sw)}: gives the areas, and so does areas=: give one`);
     }
     if (pool && p.slots !== undefined) {
       throw bad(
-        `${where(ctx, 'swiotlb', sw)}: gives the slots, and pool_size= the size: the kernel ignores the size (swiotlb_adjust_size()) once swiotlb=<nslabs> is given; give one`,
+        `${where(ctx, sw)}: gives the slots, and pool_size= the size: the kernel ignores the size (swiotlb_adjust_size()) once swiotlb=<nslabs> is given; give one`,
       );
     }
     settings.slots = p.slots;
@@ -552,14 +738,11 @@ function poolSettings(ctx: Ctx, get: Get, settings: RunSettings): void {
   }
   const restricted = get('restricted');
   if (restricted) {
-    const n = parseFioSize(restricted.value);
-    if (n === undefined || n <= 0) {
-      throw bad(`${where(ctx, 'restricted', restricted)}: not a size`);
-    }
+    const n = projectSize(ctx, restricted);
     const other = ['pool_size', 'areas', 'swiotlb'].find((k) => get(k) !== undefined);
     if (other !== undefined) {
       throw bad(
-        `${where(ctx, 'restricted', restricted)}: a restricted-dma-pool is given by its size alone (exact slots, one area): no ${other}=`,
+        `${where(ctx, restricted)}: a restricted-dma-pool is given by its size alone (exact slots, one area): no ${other}=`,
       );
     }
     settings.restricted = n;
@@ -569,58 +752,61 @@ function poolSettings(ctx: Ctx, get: Get, settings: RunSettings): void {
 /** Reads one option of a job section (`[global]` merged in). */
 type Get = (key: string) => RawOption | undefined;
 
-function parseJob(s: RawSection, index: number, source: string): FioJob {
+function parseJob(s: RawSection, index: number, source: string, warn: Warn): FioJob {
   const ctx: Ctx = { source, job: s.name };
   const get: Get = (k) => s.options.get(k);
-  const pattern = ioPattern(ctx, get);
+  const pattern = ioPattern(ctx, get, warn);
   const maxBs = Math.max(
     ...pattern.bs.read.map((e) => e.size),
     ...pattern.bs.write.map((e) => e.size),
   );
+  const { iodepth, numjobs } = concurrency(ctx, get);
+  ignoredValues(ctx, get, warn);
+  // Flags the runner reads as written (setup.ts jobFlag()): a value that is not a bool is refused here.
+  for (const key of ['group_reporting', 'norandommap'] as const) {
+    const o = get(key);
+    if (o) boolValue(ctx, o);
+  }
   return {
-    name: s.name,
+    name: jobName(ctx, s),
     index,
     ...pattern,
-    ...concurrency(ctx, get),
-    ...extent(ctx, get, maxBs),
+    iodepth: engineDepth(ctx, get, iodepth, warn),
+    numjobs,
+    ...extent(ctx, get, maxBs, warn),
     ...timing(ctx, get),
     ...target(ctx, get),
     writeFill: bufferFill(ctx, get),
-    options: Object.fromEntries([...s.options].map(([k, o]) => [k, o.value])),
+    options: optionRecord(s.options),
   };
 }
 
+/**
+ * The job's name: the section's, or its own `name=` line's (HOWTO "name": "may
+ * be used to override the name printed by fio for this job"). A `name=` from
+ * `[global]` does not count: fio sets each job's name from its section after
+ * copying `[global]` (init.c get_new_job()); checkOptions() warns of it.
+ */
+function jobName(ctx: Ctx, s: RawSection): string {
+  const o = s.options.get('name');
+  if (!o || o.line < s.line) return s.name;
+  // options.c "name" is FIO_OPT_STR_STORE: parse.c refuses an empty one.
+  if (o.value === '') throw bad(`${where(ctx, o)}: an empty job name`);
+  return o.value;
+}
+
 /** rw, bs / bssplit and rwmixread: what each I/O is. */
-function ioPattern(ctx: Ctx, get: Get): Pick<FioJob, 'rw' | 'bs' | 'rwmixread'> {
+function ioPattern(ctx: Ctx, get: Get, warn: Warn): Pick<FioJob, 'rw' | 'bs' | 'rwmixread'> {
   let rw: RwMode = 'read';
-  const rwOpt = get('rw') ?? get('readwrite');
+  const rwOpt = get('rw');
   if (rwOpt) {
     const v = RW_VALUES[rwOpt.value.trim().toLowerCase()];
     if (!v) {
       throw bad(
-        `${where(ctx, 'rw', rwOpt)}: must be read, write, randread, randwrite, randrw or rw (trim and ":N" offsets are not supported)`,
+        `${where(ctx, rwOpt)}: must be read, write, randread, randwrite, randrw or rw (trim and ":N" offsets are not supported)`,
       );
     }
     rw = v;
-  }
-
-  let read: BsSplitEntry[] = [{ size: 4096, percent: 100 }];
-  let write = read;
-  const bssplit = get('bssplit');
-  const bsOpt = get('bs') ?? get('blocksize');
-  if (bssplit) {
-    const [r, w, ...rest] = bssplit.value.split(',');
-    if (rest.length > 0) throw bad(`${where(ctx, 'bssplit', bssplit)}: at most "reads,writes"`);
-    read = parseSplit(ctx, 'bssplit', bssplit, r!);
-    write = w !== undefined && w.trim() !== '' ? parseSplit(ctx, 'bssplit', bssplit, w) : read;
-  } else if (bsOpt) {
-    const [r, w, ...rest] = bsOpt.value.split(',');
-    if (rest.length > 0) throw bad(`${where(ctx, 'bs', bsOpt)}: at most "read,write" sizes`);
-    read = [{ size: blockSize(ctx, 'bs', bsOpt, r!.trim()), percent: 100 }];
-    write =
-      w !== undefined && w.trim() !== ''
-        ? [{ size: blockSize(ctx, 'bs', bsOpt, w.trim()), percent: 100 }]
-        : read;
   }
 
   let rwmixread = 50;
@@ -629,48 +815,116 @@ function ioPattern(ctx: Ctx, get: Get): Pick<FioJob, 'rw' | 'bs' | 'rwmixread'> 
   // fio's HOWTO (rwmixwrite): when both are given and do not add up to 100%, the
   // second one overrides the first: here, the one on the later line.
   if (mixR && (!mixW || mixR.line > mixW.line)) {
-    rwmixread = intValue(ctx, 'rwmixread', mixR, 0, 100);
-    if (mixW) intValue(ctx, 'rwmixwrite', mixW, 0, 100); // still a valid value
+    rwmixread = intValue(ctx, mixR, 0, 100);
+    if (mixW) intValue(ctx, mixW, 0, 100); // still a valid value
   } else if (mixW) {
-    rwmixread = 100 - intValue(ctx, 'rwmixwrite', mixW, 0, 100);
-    if (mixR) intValue(ctx, 'rwmixread', mixR, 0, 100);
+    rwmixread = 100 - intValue(ctx, mixW, 0, 100);
+    if (mixR) intValue(ctx, mixR, 0, 100);
   }
-  return { rw, bs: { read, write }, rwmixread };
+  return { rw, bs: blockSizes(ctx, get, warn), rwmixread };
+}
+
+/** Reads, writes, trims: fio's order of the comma-separated values. */
+type ByDirection<T> = [T | undefined, T | undefined, T | undefined];
+
+/**
+ * Which direction each part of a `bs=` / `bssplit=` value sets, as fio applies
+ * them (parse.c handle_option() and __handle_option() for `bs`, options.c
+ * str_split_parse() for `bssplit`): `a,b,c` sets reads, writes and trims; an
+ * empty part sets nothing (that direction keeps what it had); the last part, when
+ * it is not empty, also sets the directions after it (HOWTO "blocksize": "A
+ * value not terminated in a comma applies to subsequent types"): `8k` all three,
+ * `8k,` reads only, `,8k` writes and trims, `4k,8k` reads 4k, writes and trims 8k.
+ */
+function byDirection(ctx: Ctx, o: RawOption): ByDirection<string> {
+  const parts = o.value.split(',').map((p) => p.trim());
+  if (parts.length > 3) throw bad(`${where(ctx, o)}: at most "reads,writes,trims"`);
+  const out: ByDirection<string> = [undefined, undefined, undefined];
+  parts.forEach((p, i) => {
+    if (p !== '') out[i] = p;
+  });
+  // Every part empty: nothing parsed, an error in fio (handle_option() returns
+  // the error of the parts when none of them parses).
+  if (out.every((v) => v === undefined)) throw bad(`${where(ctx, o)}: no size given`);
+  const last = parts[parts.length - 1]!;
+  if (last !== '') for (let i = parts.length; i < 3; i++) out[i] = last;
+  return out;
+}
+
+/**
+ * The block sizes of reads and writes, by fio's rules: each `bs=` and `bssplit=`
+ * line, `[global]`'s first, sets the directions it names on top of the lines
+ * before it ({@link byDirection}); a direction with a `bssplit` uses it whatever
+ * `bs` says (init.c fixup_options(): `min_bs` from `bs` only when bssplit_ddir()
+ * left it unset), else its `bs` (default 4096, options.c "bs" `.def`). Trims are
+ * read (and checked) and ignored: rw= takes no trims here.
+ */
+function blockSizes(ctx: Ctx, get: Get, warn: Warn): FioJob['bs'] {
+  const history = (o: RawOption | undefined): RawOption[] => {
+    const lines: RawOption[] = [];
+    for (let x = o; x; x = x.prev) lines.unshift(x);
+    return lines;
+  };
+  const bs: ByDirection<BsSplitEntry[]> = [undefined, undefined, undefined];
+  const split: ByDirection<BsSplitEntry[]> = [undefined, undefined, undefined];
+  for (const o of history(get('bs'))) {
+    if (/[:-]/.test(o.value)) {
+      throw bad(
+        `${where(ctx, o)}: fio reads ":" and "-" in bs= as it reads "," (parse.c handle_option()): write reads,writes[,trims] with commas`,
+      );
+    }
+    byDirection(ctx, o).forEach((v, d) => {
+      if (v !== undefined) bs[d] = [{ size: blockSize(ctx, o, v, warn), percent: 100 }];
+    });
+  }
+  for (const o of history(get('bssplit'))) {
+    byDirection(ctx, o).forEach((v, d) => {
+      if (v !== undefined) split[d] = parseSplit(ctx, o, v, warn);
+    });
+  }
+  const trimmed = [get('bs'), get('bssplit')].find((o) => o?.value.split(',')[2]?.trim());
+  if (trimmed) {
+    warn(
+      `${ctx.source}:${trimmed.line}: ${trimmed.key}=${trimmed.value}: the trim size (third value) is ignored: rw= takes no trims here`,
+    );
+  }
+  const fallback: BsSplitEntry[] = [{ size: 4096, percent: 100 }];
+  return { read: split[0] ?? bs[0] ?? fallback, write: split[1] ?? bs[1] ?? fallback };
 }
 
 /** iodepth and numjobs, within what a device takes (its depth and queues). */
 function concurrency(ctx: Ctx, get: Get): Pick<FioJob, 'iodepth' | 'numjobs'> {
   const iodepthOpt = get('iodepth');
-  const iodepth = iodepthOpt ? intValue(ctx, 'iodepth', iodepthOpt, ...LIMITS.depth) : 1;
+  const iodepth = iodepthOpt ? intValue(ctx, iodepthOpt, ...LIMITS.depth) : 1;
   const numjobsOpt = get('numjobs');
-  const numjobs = numjobsOpt ? intValue(ctx, 'numjobs', numjobsOpt, ...LIMITS.queues) : 1;
+  const numjobs = numjobsOpt ? intValue(ctx, numjobsOpt, ...LIMITS.queues) : 1;
   return { iodepth, numjobs };
 }
 
 /** size (whole sectors, at least the largest block) and io_size / io_limit. */
-function extent(ctx: Ctx, get: Get, maxBs: number): Pick<FioJob, 'size' | 'ioSize'> {
-  let size = DEFAULT_SIZE;
+function extent(ctx: Ctx, get: Get, maxBs: number, warn: Warn): Pick<FioJob, 'size' | 'ioSize'> {
+  const bytes = (o: RawOption): number => {
+    const n = fioSize(ctx, o, o.value, warn);
+    if (n === undefined || n <= 0) throw bad(`${where(ctx, o)}: not a size`);
+    return n;
+  };
   const sizeOpt = get('size');
-  if (sizeOpt) {
-    const n = parseFioSize(sizeOpt.value);
-    if (n === undefined || n <= 0) throw bad(`${where(ctx, 'size', sizeOpt)}: not a size`);
-    size = n;
-  }
+  let size = sizeOpt ? bytes(sizeOpt) : DEFAULT_SIZE;
   size = Math.floor(size / SECTOR_SIZE) * SECTOR_SIZE;
   if (size < maxBs) {
     throw bad(`${ctx.source}: [${ctx.job}] size ${size} is smaller than the block size ${maxBs}`);
   }
-  let ioSize = size;
-  const ioOpt = get('io_size') ?? get('io_limit');
-  if (ioOpt) {
-    const n = parseFioSize(ioOpt.value);
-    if (n === undefined || n <= 0) throw bad(`${where(ctx, 'io_size', ioOpt)}: not a size`);
-    ioSize = n;
-  }
-  return { size, ioSize };
+  const ioOpt = get('io_size');
+  return { size, ioSize: ioOpt ? bytes(ioOpt) : size };
 }
 
-/** runtime / timeout, ramp_time, time_based and number_ios: when a clone stops. */
+/**
+ * runtime / timeout, ramp_time, time_based and number_ios: when a clone stops.
+ * `runtime=0` is no limit, as in fio (backend.c runtime_exceeded(): `if
+ * (!td->o.timeout) return false;`), so time_based then has no runtime: refused
+ * (fio logs "time_based requires a runtime/timeout setting" and drops time_based,
+ * init.c fixup_options(); here it is refused as a job that would run forever).
+ */
 function timing(
   ctx: Ctx,
   get: Get,
@@ -679,18 +933,18 @@ function timing(
     const o = get(key);
     if (!o) return undefined;
     const t = parseFioTime(o.value);
-    if (t === undefined) throw bad(`${where(ctx, key, o)}: not a time (examples: 10, 30s, 2m)`);
+    if (t === undefined) throw bad(`${where(ctx, o)}: not a time (examples: 10, 30s, 2m)`);
     return t;
   };
-  const runtime = time('runtime') ?? time('timeout');
+  const runtime = time('runtime') || undefined;
   const rampTime = time('ramp_time') ?? 0;
   const tb = get('time_based');
-  const timeBased = tb ? boolValue(ctx, 'time_based', tb) : false;
-  if (timeBased && (runtime === undefined || runtime <= 0)) {
+  const timeBased = tb ? boolValue(ctx, tb) : false;
+  if (timeBased && runtime === undefined) {
     throw bad(`${ctx.source}: [${ctx.job}] time_based needs a runtime (it would run forever)`);
   }
   const nio = get('number_ios');
-  const numberIos = nio ? intValue(ctx, 'number_ios', nio, 1, Number.MAX_SAFE_INTEGER) : undefined;
+  const numberIos = nio ? intValue(ctx, nio, 1, Number.MAX_SAFE_INTEGER) : undefined;
   return { runtime, timeBased, rampTime, numberIos };
 }
 
@@ -703,35 +957,217 @@ function timing(
  */
 function bufferFill(ctx: Ctx, get: Get): WriteFill {
   const refill = get('refill_buffers');
-  if (refill && boolValue(ctx, 'refill_buffers', refill)) return WriteFill.REFILL;
+  if (refill && boolValue(ctx, refill)) return WriteFill.REFILL;
   const scr = get('scramble_buffers');
   const zero = get('zero_buffers');
-  const scramble = scr ? boolValue(ctx, 'scramble_buffers', scr) : true;
-  const zeroed = zero ? boolValue(ctx, 'zero_buffers', zero) : false;
+  const scramble = scr ? boolValue(ctx, scr) : true;
+  const zeroed = zero ? boolValue(ctx, zero) : false;
   return scramble && (scr !== undefined || !zeroed) ? WriteFill.SCRAMBLE : WriteFill.NONE;
 }
 
 /** randseed, device and min_align_mask: what the I/O goes to. */
 function target(ctx: Ctx, get: Get): Pick<FioJob, 'randseed' | 'device' | 'minAlignMask'> {
   const seedOpt = get('randseed');
-  const randseed = seedOpt ? intValue(ctx, 'randseed', seedOpt, 0, 2 ** 32 - 1) : 0x5eed;
+  const randseed = seedOpt ? intValue(ctx, seedOpt, 0, 2 ** 32 - 1) : 0x5eed;
   let device: JobDevice = 'ram-blk';
   const dev = get('device');
   if (dev) {
     if (dev.value !== 'null' && dev.value !== 'ram-blk' && dev.value !== 'file-blk') {
-      throw bad(`${where(ctx, 'device', dev)}: must be null, ram-blk or file-blk`);
+      throw bad(`${where(ctx, dev)}: must be null, ram-blk or file-blk`);
     }
     device = dev.value;
   }
   let minAlignMask = 0;
   const mam = get('min_align_mask');
   if (mam) {
-    minAlignMask = intValue(ctx, 'min_align_mask', mam, 0, MAX_MIN_ALIGN_MASK);
+    minAlignMask = intValue(ctx, mam, 0, MAX_MIN_ALIGN_MASK);
     if (!isMinAlignMask(minAlignMask)) {
-      throw bad(`${where(ctx, 'min_align_mask', mam)}: must be 0 or 2^k - 1 (NVMe: 4095)`);
+      throw bad(`${where(ctx, mam)}: must be 0 or 2^k - 1 (NVMe: 4095)`);
     }
   }
   return { randseed, device, minAlignMask };
+}
+
+// ---------------------------------------------------------------------------
+// ioengine, direct and the options read for what they change
+// ---------------------------------------------------------------------------
+
+/**
+ * How an fio engine queues, from its `struct ioengine_ops` (`.flags`, `->queue`):
+ * - `sync`: FIO_SYNCIO, each I/O complete when `->queue` returns: one I/O in
+ *   flight, whatever iodepth says (backend.c thread_main(): "note: both iodepth
+ *   >= 1 and synchronous I/O engine are selected, queue depth will be capped at
+ *   1"; HOWTO "iodepth": "increasing iodepth beyond 1 will not affect
+ *   synchronous ioengines");
+ * - `async`: no FIO_SYNCIO: iodepth I/Os in flight;
+ * - `batching`: FIO_SYNCIO, yet `->queue` can return FIO_Q_QUEUED and hold more
+ *   than one I/O: fio prints the note, but the depth is not 1 and not modelled;
+ * - `no-io`: FIO_NOIO or FIO_FAKEIO: fio does no data I/O at all.
+ */
+type EngineKind = 'sync' | 'async' | 'batching' | 'no-io';
+
+/** fio 3.42's engines (engines/*.c), by how they queue; the reason for the odd ones. */
+const FIO_ENGINES: Readonly<Record<string, EngineKind>> = {
+  // FIO_SYNCIO, ->queue completes each I/O
+  sync: 'sync', // engines/sync.c
+  psync: 'sync',
+  pvsync: 'sync',
+  pvsync2: 'sync',
+  mmap: 'sync', // engines/mmap.c
+  splice: 'sync',
+  netsplice: 'sync', // engines/net.c
+  net: 'sync',
+  e4defrag: 'sync',
+  falloc: 'sync',
+  gfapi: 'sync', // engines/glusterfs_sync.c
+  libhdfs: 'sync',
+  ime_psync: 'sync', // engines/ime.c
+  'dev-dax': 'sync',
+  libpmem: 'sync',
+  http: 'sync',
+  libzbc: 'sync',
+  mtd: 'sync',
+  page_fault: 'sync',
+  libcufile: 'sync',
+  libhipfile: 'sync',
+  // FIO_SYNCIO, but ->queue may return FIO_Q_QUEUED
+  vsync: 'batching', // sync.c fio_vsyncio_queue(): up to iodepth contiguous I/Os in one readv()/writev()
+  ime_psyncv: 'batching', // ime.c: the same, vectored
+  sg: 'batching', // sg.c: asynchronous on a /dev/sg character device unless direct=1 or sync=1
+  libiscsi: 'batching', // libiscsi.c: iscsi_scsi_command_async()
+  // FIO_NOIO / FIO_FAKEIO
+  cpuio: 'no-io',
+  exec: 'no-io',
+  ftruncate: 'no-io',
+  filecreate: 'no-io', // engines/fileoperations.c
+  filestat: 'no-io',
+  filedelete: 'no-io',
+  dircreate: 'no-io',
+  dirstat: 'no-io',
+  dirdelete: 'no-io',
+  // no FIO_SYNCIO
+  libaio: 'async',
+  io_uring: 'async',
+  io_uring_cmd: 'async',
+  posixaio: 'async',
+  solarisaio: 'async',
+  windowsaio: 'async',
+  null: 'async', // null.c null_init(): FIO_SYNCIO only when iodepth is 1
+  rbd: 'async',
+  rados: 'async',
+  rdma: 'async',
+  nbd: 'async',
+  nfs: 'async',
+  dfs: 'async',
+  gfapi_async: 'async',
+  ime_aio: 'async',
+  libblkio: 'async',
+  xnvme: 'async',
+};
+
+/** fio's default engine on Linux (os/os.h `#define FIO_PREFERRED_ENGINE "psync"`; options.c "ioengine" `.def`). */
+const FIO_DEFAULT_ENGINE = 'psync';
+
+/** fio's note, word for word (backend.c thread_main()). */
+const FIO_SYNC_DEPTH_NOTE =
+  'note: both iodepth >= 1 and synchronous I/O engine are selected, queue depth will be capped at 1';
+
+/**
+ * The name fio loads for `ioengine=`: names starting "aio" or "linuxaio" are
+ * libaio (ioengines.c __load_ioengine()); "external:PATH" is "external".
+ */
+function engineName(value: string): string {
+  const v = value.trim();
+  if (v.startsWith('aio') || v.startsWith('linuxaio')) return 'libaio';
+  return v.startsWith('external:') ? 'external' : v;
+}
+
+/**
+ * The job's iodepth as its engine lets it be: 1 for a synchronous engine,
+ * `ioengine=` unset included (fio's default, psync), with fio's note as a
+ * warning; kept for an asynchronous one. An engine fio does not have is refused,
+ * as fio fails such a job ("fio: engine %s not loadable", ioengines.c
+ * load_ioengine(), once dlopen() of the name as a path has failed too); so is an
+ * external engine (how it queues is unknown here), an engine that does no I/O,
+ * and one whose depth is neither 1 nor iodepth (`batching`) above iodepth 1.
+ */
+function engineDepth(ctx: Ctx, get: Get, iodepth: number, warn: Warn): number {
+  const o = get('ioengine');
+  const name = o ? engineName(o.value) : FIO_DEFAULT_ENGINE;
+  const kind = FIO_ENGINES[name];
+  if (o && kind === undefined) {
+    throw bad(
+      `${where(ctx, o)}: ${name === 'external' ? 'an external engine: how it queues is unknown here' : `fio has no engine "${name}": fio fails the job ("fio: engine ${name} not loadable", ioengines.c load_ioengine())`}; use libaio or io_uring (iodepth kept) or psync (depth 1)`,
+    );
+  }
+  if (o && kind === 'no-io') {
+    throw bad(`${where(ctx, o)}: fio does no data I/O with this engine (FIO_NOIO/FIO_FAKEIO)`);
+  }
+  if (o && kind === 'batching' && iodepth > 1) {
+    throw bad(
+      `${where(ctx, o)}: a synchronous engine (FIO_SYNCIO) that can still hold several I/Os (${o.value}: see its ->queue in fio's engines/), so neither depth 1 nor iodepth=${iodepth}: not modelled; use libaio or io_uring (iodepth kept) or psync (depth 1)`,
+    );
+  }
+  // The engine's own I/O path is not used (the I/O goes through the in-process
+  // mediator), but that is true of the whole runner: only what differs from what
+  // fio would do is warned of, here the cap.
+  const sync = kind !== 'async';
+  if (!sync || iodepth <= 1) return iodepth;
+  const depth = get('iodepth')!;
+  warn(
+    `${ctx.source}:${depth.line}: [${ctx.job}] iodepth=${iodepth} runs at depth 1: ${o ? `ioengine=${o.value} is` : `no ioengine: fio's default, ${FIO_DEFAULT_ENGINE} (os/os.h FIO_PREFERRED_ENGINE), is`} synchronous, and fio says "${FIO_SYNC_DEPTH_NOTE}" (backend.c thread_main()); set ioengine=libaio or io_uring (with direct=1) to keep the depth`,
+  );
+  return 1;
+}
+
+/**
+ * Options read and ignored whose value decides whether the run differs from
+ * fio's: warned of only when it does.
+ * - `direct` (and `buffered`, its negation): fio's default is 0 (options.c
+ *   "direct" `.def = "0"`), buffered I/O through the page cache; the runner has
+ *   none: every I/O reaches the device, as with direct=1.
+ * - `iodepth_batch` (`iodepth_batch_submit`) and `iodepth_batch_complete_min`
+ *   (`iodepth_batch_complete`): fio's default 1 is what the runner does (submit
+ *   each I/O at once, reap completions one at a time); other values batch fio's
+ *   submissions or reaps (HOWTO "iodepth_batch_submit"), which changes the depth
+ *   the device sees.
+ * - `randrepeat` (`allrandrepeat`): fio's default 1 repeats the offsets as the
+ *   runner always does; 0 without `randseed` seeds fio from the system's RNG
+ *   (init.c setup_random_seeds()), so each fio run differs.
+ */
+function ignoredValues(ctx: Ctx, get: Get, warn: Warn): void {
+  const direct = get('direct');
+  const odirect = direct ? boolValue(ctx, direct) !== (direct.key === 'buffered') : false;
+  if (!odirect) {
+    const libaio = engineName(get('ioengine')?.value ?? '') === 'libaio';
+    warn(
+      `${direct ? `${ctx.source}:${direct.line}: ${direct.key}=${direct.value}` : `${ctx.source}: direct unset (fio's default, direct=0)`} ignored: fio does buffered I/O through the page cache (reads may be served from memory, writes complete once copied to it); here every I/O reaches the device, as with direct=1${libaio ? ' (and fio with libaio and buffered I/O does not reach iodepth on Linux: HOWTO "iodepth")' : ''}`,
+    );
+  }
+  const batches: [string, string][] = [
+    [
+      'iodepth_batch',
+      'fio submits I/Os in batches of that many (0: iodepth), here each as soon as a slot is free (as with 1)',
+    ],
+    [
+      'iodepth_batch_complete_min',
+      'fio waits for that many completions at least (0: polls without waiting), here they are reaped one by one (as with 1)',
+    ],
+  ];
+  for (const [key, why] of batches) {
+    const o = get(key);
+    if (o && intValue(ctx, o, 0, Number.MAX_SAFE_INTEGER) !== 1) {
+      warn(
+        `${ctx.source}:${o.line}: ${o.key}=${o.value} ignored: ${why}; batching changes the depth the device sees`,
+      );
+    }
+  }
+  const rr = get('randrepeat');
+  if (rr && !boolValue(ctx, rr) && !get('randseed')) {
+    warn(
+      `${ctx.source}:${rr.line}: ${rr.key}=${rr.value} ignored: fio would seed from the system's RNG (init.c setup_random_seeds()), each run different; here offsets repeat (seeded by randseed's default)`,
+    );
+  }
 }
 
 /** Which directions a job does. */

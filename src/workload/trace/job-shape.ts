@@ -95,6 +95,9 @@ export function fioJobText(name: string, shape: JobShape, minAlignMask = 0): str
     const s = rw === 'randread' ? shape.read : shape.write;
     if (s.length > 0) lines.push(`bssplit=${fmt(s)}`);
   }
+  // An asynchronous engine and O_DIRECT, as the traced guest's I/O reached the device:
+  // without ioengine fio (and the runner) would run psync, capped at depth 1.
+  lines.push('ioengine=libaio', 'direct=1');
   lines.push(`iodepth=${shape.iodepth}`, `numjobs=${shape.numjobs}`);
   if (minAlignMask) lines.push(`min_align_mask=${minAlignMask}`);
   return `${lines.join('\n')}\n`;
