@@ -11,6 +11,7 @@ import type { BenchReport } from './report.js';
 import { formatBusy, formatBytes, formatCount, formatNs } from './report.js';
 import type { TotalResult } from './runner.js';
 import { SLOT_COLOURS, slotMapPicture } from './slot-map-png.js';
+import { latPercentile } from './stats.js';
 
 const W = 640;
 const H = 220;
@@ -165,10 +166,10 @@ function throughputSection(report: BenchReport, modes: readonly JobMode[]): stri
   );
 }
 
-/** Each mode's completion latency histogram, as shares of its I/Os (log time axis). */
+/** Each mode's latency histogram (fio's lat: submission to completion), as shares of its I/Os (log time axis). */
 function latencySection(report: BenchReport, modes: readonly JobMode[]): string {
   return lineChart(
-    'Completion latency distribution (share of I/Os per bin)',
+    'Total latency distribution (submission to completion, share of I/Os per bin)',
     modes.map((m) => {
       const bins = report.latency_histogram[m] ?? [];
       const total = bins.reduce((s, b) => s + b.count, 0) || 1;
@@ -219,7 +220,7 @@ function bounceVsDirectSections(report: BenchReport): string[] {
   const d = report.total.direct;
   if (!b || !d) return [];
   const p99 = (t: TotalResult, dir: 'read' | 'write' | 'all') =>
-    t[dir].clat_ns.percentile['99.000000']!;
+    latPercentile(t[dir].lat_ns, '99.000000');
   return [
     barChart('Bounce vs direct: IOPS', [
       { label: 'read', bounce: b.read.iops, direct: d.read.iops },
@@ -227,7 +228,7 @@ function bounceVsDirectSections(report: BenchReport): string[] {
       { label: 'all', bounce: b.all.iops, direct: d.all.iops },
     ]),
     barChart(
-      'Bounce vs direct: p99 completion latency',
+      'Bounce vs direct: p99 latency (submission to completion)',
       (['read', 'write', 'all'] as const).map((dir) => ({
         label: dir,
         bounce: p99(b, dir),
@@ -243,7 +244,7 @@ function summaryTable(report: BenchReport, modes: readonly JobMode[]): string {
     .map((m) => {
       const t = report.total[m]!;
       const med = report.mediator[m]!;
-      return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(t.all.clat_ns.percentile['50.000000']!)}</td><td>${formatNs(t.all.clat_ns.percentile['99.000000']!)}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.requeues}</td><td>${med.backpressure.waits}</td><td>${esc(formatBusy(med.devices))}</td></tr>`;
+      return `<tr><td>${m}</td><td>${formatCount(t.all.iops)}</td><td>${formatBytes(t.all.bw_bytes)}/s</td><td>${formatNs(latPercentile(t.all.lat_ns, '50.000000'))}</td><td>${formatNs(latPercentile(t.all.lat_ns, '99.000000'))}</td><td>${med.pool.used_hiwater_slots} (${med.pool.used_hiwater_percent}%)</td><td>${med.pool.map_failures.full}</td><td>${formatBytes(med.bounced_bytes.to_device)} / ${formatBytes(med.bounced_bytes.from_device)}</td><td>${med.backpressure.requeues}</td><td>${med.backpressure.waits}</td><td>${esc(formatBusy(med.devices))}</td></tr>`;
     })
     .join('');
   return `<table><tr><th>mode</th><th>IOPS</th><th>bandwidth</th><th>p50</th><th>p99</th><th>pool high-water</th><th>map failures</th><th>bounced to/from device</th><th>requeues (pool full)</th><th>back-pressure waits</th><th>device threads busy</th></tr>${rows}</table>`;
@@ -254,7 +255,7 @@ function ratioParagraphs(report: BenchReport): string {
   return Object.entries(report.comparison?.over_direct ?? {})
     .map(
       ([m, r]) =>
-        `<p><b>${esc(m)} ÷ direct</b>: IOPS ${r.all.iops ?? 'n/a'}, bandwidth ${r.all.bw_bytes ?? 'n/a'}, p99 ${r.all.clat_p99_ns ?? 'n/a'}</p>`,
+        `<p><b>${esc(m)} ÷ direct</b>: IOPS ${r.all.iops ?? 'n/a'}, bandwidth ${r.all.bw_bytes ?? 'n/a'}, p99 ${r.all.lat_p99_ns ?? 'n/a'}</p>`,
     )
     .join('\n');
 }

@@ -1,18 +1,27 @@
 /**
  * The bench report: fio-shaped JSON (`jobs[].read` / `jobs[].write` with `iops`,
- * `bw_bytes`, `io_bytes`, `runtime`, `clat_ns`...) plus `total`, `mediator`,
+ * `bw_bytes`, `io_bytes`, `runtime`, `lat_ns`...) plus `total`, `mediator`,
  * `comparison` (when direct ran beside another mode), `timeline` and
  * `latency_histogram`, keyed by mode; and the same as text.
+ *
+ * jobs[] stays one flat array, as fio's: each mode is one group, as fio's
+ * stonewalled groups are (`groupid` is the mode's place in the run, `mode` names
+ * it), so fio's tools read it, and a sum over one mode selects it first
+ * (`[.jobs[] | select(.mode == "bounce") | .read.iops] | add`, or `total.bounce`).
  */
 import { JOB_MODES, type JobFile, type JobMode, type RunMode } from './fio-job.js';
 import type { DirectionResult, MediatorView, ModeResult, Sample, TotalResult } from './runner.js';
+import { latPercentile } from './stats.js';
 
 export interface FioJobEntry {
   jobname: string;
+  /** The mode's place in the run (0 = the first mode run): each mode is one fio group. */
   groupid: number;
-  /** Clone number within the section (fio numbers clones of one section the same way). */
+  /** Clone number within the section (fio numbers clones of one section the same way); a group's first. */
   jobnum: number;
   mode: JobMode;
+  /** Clones in this entry: 1, or a group's under group_reporting. */
+  members: number;
   device: string;
   queue: number;
   /** 0, or 5 (EIO) when any I/O failed; `errors` counts them by code. */
@@ -33,7 +42,8 @@ export interface ModeRatios {
 export interface Ratio {
   iops: number | null;
   bw_bytes: number | null;
-  clat_p99_ns: number | null;
+  /** Of p99 lat (submission to completion). */
+  lat_p99_ns: number | null;
 }
 
 export interface BenchReport {
@@ -69,7 +79,7 @@ function dirRatio(b: DirectionResult, d: DirectionResult): Ratio {
   return {
     iops: ratio(b.iops, d.iops),
     bw_bytes: ratio(b.bw_bytes, d.bw_bytes),
-    clat_p99_ns: ratio(b.clat_ns.percentile['99.000000']!, d.clat_ns.percentile['99.000000']!),
+    lat_p99_ns: ratio(latPercentile(b.lat_ns, '99.000000'), latPercentile(d.lat_ns, '99.000000')),
   };
 }
 
@@ -90,13 +100,14 @@ export function buildReport(jf: JobFile, results: ModeResult[], version: string)
     warnings: [...jf.warnings],
   };
   results.forEach((r, groupid) => {
-    for (const c of r.clones) {
+    for (const c of r.jobs) {
       const errors = Object.values(c.errors).reduce((s, n) => s + n, 0);
       report.jobs.push({
         jobname: c.jobname,
         groupid,
         jobnum: c.clone,
         mode: r.mode,
+        members: c.members,
         device: c.device,
         queue: c.queue,
         error: errors > 0 ? 5 : 0,
@@ -104,7 +115,7 @@ export function buildReport(jf: JobFile, results: ModeResult[], version: string)
         'job options': jf.jobs[c.job]!.options,
         read: c.read,
         write: c.write,
-        job_runtime: Math.round(c.runtimeMs),
+        job_runtime: Math.round(c.jobRuntimeMs),
       });
     }
     report.total[r.mode] = r.total;
@@ -123,9 +134,9 @@ export function buildReport(jf: JobFile, results: ModeResult[], version: string)
         all: {
           iops: ratio(b.all.iops, d.all.iops),
           bw_bytes: ratio(b.all.bw_bytes, d.all.bw_bytes),
-          clat_p99_ns: ratio(
-            b.all.clat_ns.percentile['99.000000']!,
-            d.all.clat_ns.percentile['99.000000']!,
+          lat_p99_ns: ratio(
+            latPercentile(b.all.lat_ns, '99.000000'),
+            latPercentile(d.all.lat_ns, '99.000000'),
           ),
         },
         read: dirRatio(b.read, d.read),
@@ -182,12 +193,17 @@ function requeueText(b: { policy: string; requeues: number }): string {
 
 function dirLine(label: string, d: DirectionResult): string[] {
   if (d.total_ios === 0) return [];
-  const p = d.clat_ns.percentile;
+  const l = d.lat_ns;
+  const p = (k: string) => formatNs(latPercentile(l, k));
   return [
     `  ${label}: IOPS=${formatCount(d.iops)}, BW=${formatBytes(d.bw_bytes)}/s (${formatBytes(d.io_bytes)}/${d.runtime}msec), ios=${d.total_ios}`,
-    `    clat: min=${formatNs(d.clat_ns.min)}, mean=${formatNs(d.clat_ns.mean)}, p50=${formatNs(p['50.000000']!)}, p90=${formatNs(p['90.000000']!)}, p99=${formatNs(p['99.000000']!)}, p99.9=${formatNs(p['99.900000']!)}, max=${formatNs(d.clat_ns.max)}`,
+    `    lat: min=${formatNs(l.min)}, mean=${formatNs(l.mean)}, p50=${p('50.000000')}, p90=${p('90.000000')}, p99=${p('99.000000')}, p99.9=${p('99.900000')}, max=${formatNs(l.max)}`,
   ];
 }
+
+/** What the latency lines measure, printed once above them. */
+export const LAT_NOTE =
+  "lat: from the submission (before the buffers are mapped and bounced) to the completion, as fio's lat (not its clat)";
 
 /** Each device's threads' busy share, "id 12.3%" ("n/a" where unknown), comma-separated. */
 export function formatBusy(devices: readonly { id: string; busy: number | null }[]): string {
@@ -200,21 +216,26 @@ export function formatReport(report: BenchReport): string {
   const out: string[] = [];
   for (const w of report.warnings) out.push(`warning: ${w}`);
   if (report.warnings.length) out.push('');
+  out.push(LAT_NOTE, '');
   for (const mode of JOB_MODES) {
     const total = report.total[mode];
     const med = report.mediator[mode];
     if (!total || !med) continue;
     out.push(`=== ${mode} mode ===`);
     for (const j of report.jobs.filter((x) => x.mode === mode)) {
+      const who =
+        j.members > 1
+          ? `groupid=${j.groupid}, jobs=${j.members}`
+          : `clone ${j.jobnum}, ${j.device} queue ${j.queue}`;
       out.push(
-        `${j.jobname}: (clone ${j.jobnum}, ${j.device} queue ${j.queue}): err=${j.error}${j.error ? ` ${JSON.stringify(j.errors)}` : ''}`,
+        `${j.jobname}: (${who}): err=${j.error}${j.error ? ` ${JSON.stringify(j.errors)}` : ''}`,
       );
       out.push(...dirLine('read ', j.read), ...dirLine('write', j.write));
     }
     out.push('total:');
     out.push(...dirLine('read ', total.read), ...dirLine('write', total.write));
     out.push(
-      `  all  : IOPS=${formatCount(total.all.iops)}, BW=${formatBytes(total.all.bw_bytes)}/s, p99=${formatNs(total.all.clat_ns.percentile['99.000000']!)}`,
+      `  all  : IOPS=${formatCount(total.all.iops)}, BW=${formatBytes(total.all.bw_bytes)}/s, p99=${formatNs(latPercentile(total.all.lat_ns, '99.000000'))}`,
     );
     const p = med.pool;
     out.push('mediator:');
@@ -239,17 +260,15 @@ export function formatReport(report: BenchReport): string {
         ? 'bounce / direct (the cost of isolation):'
         : `${mode} / direct (the cost of ${mode === 'shared' ? 'sharing the buffers with the device' : 'isolation, tuned'}):`,
     );
-    out.push(
-      `  all  : IOPS ${f(c.all.iops)}, BW ${f(c.all.bw_bytes)}, p99 ${f(c.all.clat_p99_ns)}`,
-    );
+    out.push(`  all  : IOPS ${f(c.all.iops)}, BW ${f(c.all.bw_bytes)}, p99 ${f(c.all.lat_p99_ns)}`);
     if (c.read.iops !== null) {
       out.push(
-        `  read : IOPS ${f(c.read.iops)}, BW ${f(c.read.bw_bytes)}, p99 ${f(c.read.clat_p99_ns)}`,
+        `  read : IOPS ${f(c.read.iops)}, BW ${f(c.read.bw_bytes)}, p99 ${f(c.read.lat_p99_ns)}`,
       );
     }
     if (c.write.iops !== null) {
       out.push(
-        `  write: IOPS ${f(c.write.iops)}, BW ${f(c.write.bw_bytes)}, p99 ${f(c.write.clat_p99_ns)}`,
+        `  write: IOPS ${f(c.write.iops)}, BW ${f(c.write.bw_bytes)}, p99 ${f(c.write.lat_p99_ns)}`,
       );
     }
   }

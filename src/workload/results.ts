@@ -8,18 +8,24 @@ import type { JobFile, JobMode } from './fio-job.js';
 import { POOL_NAME } from './job-config.js';
 import type { SlotMapAtPeak } from './peak-slot-map.js';
 import type { CounterSnapshot, Sample, WindowOutcome } from './sampling.js';
-import type { Clone, JobRig } from './setup.js';
+import { type Clone, type JobRig, jobFlag } from './setup.js';
 import {
-  type ClatNs,
-  clatSummary,
   type FioDirection,
   fioDirection,
+  fioRuntime,
+  type LatNs,
   latencyHistogram,
+  latSummary,
   sortedLatencies,
 } from './stats.js';
 
 export interface DirectionResult extends FioDirection {}
 
+/**
+ * One entry of the report's jobs[]: one clone, or under `group_reporting` the
+ * clones fio merges into one (then `job`, `clone`, `device`, `queue` are its first
+ * member's, as fio names a group after its first job).
+ */
 export interface CloneResult {
   jobname: string;
   /** Section index. */
@@ -28,8 +34,12 @@ export interface CloneResult {
   clone: number;
   device: string;
   queue: number;
-  /** Milliseconds from the start of measurement to this clone's last completion. */
+  /** Clones merged into this entry (1 without group_reporting). */
+  members: number;
+  /** Milliseconds from the end of its ramp to its last completion (the longest of the members). */
   runtimeMs: number;
+  /** fio's job_runtime, ms: summed over the members (stat.c sum_thread_stats(): `dst->total_run_time += src->total_run_time`). */
+  jobRuntimeMs: number;
   read: DirectionResult;
   write: DirectionResult;
   /** Failed I/Os by error code. */
@@ -88,14 +98,17 @@ export interface MediatorView {
 export interface TotalResult {
   read: DirectionResult;
   write: DirectionResult;
-  /** Reads and writes together. */
-  all: { iops: number; bw_bytes: number; io_bytes: number; total_ios: number; clat_ns: ClatNs };
+  /** Reads and writes together, over the longer of their runtimes. */
+  all: { iops: number; bw_bytes: number; io_bytes: number; total_ios: number; lat_ns: LatNs };
   runtimeMs: number;
 }
 
 export interface ModeResult {
   mode: JobMode;
+  /** One per clone. */
   clones: CloneResult[];
+  /** What jobs[] reports: one per clone, or per group under group_reporting ({@link reportedJobs}). */
+  jobs: CloneResult[];
   total: TotalResult;
   mediator: MediatorView;
   timeline: Sample[];
@@ -103,58 +116,92 @@ export interface ModeResult {
   warnings: string[];
 }
 
-/** Each clone's figures; its runtime runs to its own last completion (at least 1 ms). */
-export function cloneResults(clones: readonly Clone[], measureStart: number): CloneResult[] {
-  return clones.map((c) => {
-    const runtimeMs = Math.max(1, (c.lastCompletion || measureStart) - measureStart);
-    return {
-      jobname: c.job.name,
-      job: c.job.index,
-      clone: c.clone,
-      device: c.deviceId,
-      queue: c.clone,
-      runtimeMs,
-      read: fioDirection(c.read.ios, c.read.bytes, runtimeMs, sortedLatencies([c.read.lat])),
-      write: fioDirection(c.write.ios, c.write.bytes, runtimeMs, sortedLatencies([c.write.lat])),
-      errors: Object.fromEntries(c.errors),
-    };
-  });
+/** A clone's measured time, ms: from the end of its own ramp to its last counted completion. */
+function cloneMs(c: Clone): number {
+  return c.measuring && c.lastCompletion > 0 ? Math.max(0, c.lastCompletion - c.measureStart) : 0;
 }
 
-/** All clones together, over the longest clone runtime (as fio's group reporting). */
-export function totalResult(
-  clones: readonly Clone[],
-  results: readonly CloneResult[],
-  allSorted: Float64Array,
-): TotalResult {
-  const runtimeMs = Math.max(1, Math.round(Math.max(...results.map((r) => r.runtimeMs))));
-  const sum = (f: (c: Clone) => number) => clones.reduce((s, c) => s + f(c), 0);
-  const readIos = sum((c) => c.read.ios);
-  const writeIos = sum((c) => c.write.ios);
-  const readBytes = sum((c) => c.read.bytes);
-  const writeBytes = sum((c) => c.write.bytes);
-  const seconds = runtimeMs / 1000;
+/**
+ * One direction of several clones merged as stat.c sum_thread_stats() merges
+ * threads: bytes and I/Os added, latencies pooled, the runtime the longest of
+ * theirs (`if (dst->runtime[l] < src->runtime[l]) dst->runtime[l] = src->runtime[l];`).
+ */
+function mergedDirection(members: readonly Clone[], dir: 'read' | 'write'): DirectionResult {
+  let ios = 0;
+  let bytes = 0;
+  let runtime = 0;
+  for (const c of members) {
+    ios += c[dir].ios;
+    bytes += c[dir].bytes;
+    runtime = Math.max(runtime, fioRuntime(cloneMs(c), c[dir].bytes));
+  }
+  return fioDirection(ios, bytes, runtime, sortedLatencies(members.map((c) => c[dir].lat)));
+}
+
+/** The entry of one clone, or of the clones of a group (the first one names it). */
+function mergedResult(members: readonly Clone[]): CloneResult {
+  const first = members[0]!;
+  const errors: Record<string, number> = {};
+  for (const c of members) {
+    for (const [code, n] of c.errors) errors[code] = (errors[code] ?? 0) + n;
+  }
   return {
-    read: fioDirection(
-      readIos,
-      readBytes,
-      runtimeMs,
-      sortedLatencies(clones.map((c) => c.read.lat)),
-    ),
-    write: fioDirection(
-      writeIos,
-      writeBytes,
-      runtimeMs,
-      sortedLatencies(clones.map((c) => c.write.lat)),
-    ),
+    jobname: first.job.name,
+    job: first.job.index,
+    clone: first.clone,
+    device: first.deviceId,
+    queue: first.clone,
+    members: members.length,
+    runtimeMs: Math.max(...members.map(cloneMs)),
+    jobRuntimeMs: members.reduce((s, c) => s + cloneMs(c), 0),
+    read: mergedDirection(members, 'read'),
+    write: mergedDirection(members, 'write'),
+    errors,
+  };
+}
+
+/** Each clone's figures, over its own measured time. */
+export function cloneResults(clones: readonly Clone[]): CloneResult[] {
+  return clones.map((c) => mergedResult([c]));
+}
+
+/**
+ * The clones as fio's jobs[] groups them under `group_reporting`, in stat.c
+ * __show_run_stats()'s loop: a clone opens a new entry `if (idx &&
+ * (!td->o.group_reporting || (td->o.group_reporting && last_ts != td->groupid)))`,
+ * else it is summed into the current one. Every job of a mode is in one group
+ * here (no stonewall nor new_group), so a clone without group_reporting has an
+ * entry of its own and a clone with it joins the entry before it, as in fio
+ * (even the entry of a job without group_reporting just before it).
+ */
+export function reportedJobs(clones: readonly Clone[]): CloneResult[] {
+  const groups: Clone[][] = [];
+  for (const c of clones) {
+    const current = groups[groups.length - 1];
+    if (current === undefined || !jobFlag(c.job, 'group_reporting')) groups.push([c]);
+    else current.push(c);
+  }
+  return groups.map(mergedResult);
+}
+
+/** All clones together, merged as one fio group (per direction, the longest runtime). */
+export function totalResult(clones: readonly Clone[], allSorted: Float64Array): TotalResult {
+  const read = mergedDirection(clones, 'read');
+  const write = mergedDirection(clones, 'write');
+  const runtime = Math.max(read.runtime, write.runtime);
+  const ios = read.total_ios + write.total_ios;
+  const bytes = read.io_bytes + write.io_bytes;
+  return {
+    read,
+    write,
     all: {
-      iops: Math.round(((readIos + writeIos) / seconds) * 1000) / 1000,
-      bw_bytes: Math.round((readBytes + writeBytes) / seconds),
-      io_bytes: readBytes + writeBytes,
-      total_ios: readIos + writeIos,
-      clat_ns: clatSummary(allSorted),
+      iops: runtime > 0 ? Math.round(((1000 * ios) / runtime) * 1e6) / 1e6 : 0,
+      bw_bytes: runtime > 0 ? Math.floor((1000 * bytes) / runtime) : 0,
+      io_bytes: bytes,
+      total_ios: ios,
+      lat_ns: latSummary(allSorted),
     },
-    runtimeMs,
+    runtimeMs: Math.max(1, Math.round(Math.max(...clones.map(cloneMs)))),
   };
 }
 
@@ -265,7 +312,7 @@ export function mediatorView(
   };
 }
 
-/** The report of one mode: per clone, total, mediator view, timeline and histogram. */
+/** The report of one mode: per clone, as jobs[] reports them, total, mediator view, timeline and histogram. */
 export function modeResult(
   jf: JobFile,
   mode: JobMode,
@@ -275,12 +322,12 @@ export function modeResult(
   queueSlots: number,
   warnings: string[],
 ): ModeResult {
-  const results = cloneResults(clones, window.measureStart);
   const allSorted = sortedLatencies(clones.flatMap((c) => [c.read.lat, c.write.lat]));
   return {
     mode,
-    clones: results,
-    total: totalResult(clones, results, allSorted),
+    clones: cloneResults(clones),
+    jobs: reportedJobs(clones),
+    total: totalResult(clones, allSorted),
     mediator: mediatorView(jf, mode, rig, window, queueSlots),
     timeline: window.timeline,
     histogram: latencyHistogram(allSorted),

@@ -6,11 +6,17 @@
  * - Each job section is one virtio-blk device; each of its `numjobs` clones is one
  *   queue of that device (queue q starts its maps in pool area q mod nareas) and
  *   keeps `iodepth` requests in flight: `iodepth` async submitters on that queue.
- * - Clones share the device's region [0, size): sequential jobs walk it with one
- *   cursor per clone, random jobs pick block-aligned offsets from a seeded PRNG.
- * - A clone stops after `number_ios` I/Os, or after `io_size` (default `size`)
- *   bytes unless `time_based`, or when `runtime` has passed, whichever comes first.
- *   `ramp_time` (the longest of the jobs) runs first and is not measured.
+ * - Clones share the device's region [0, size), as fio's clones share one
+ *   `filename=` block device (fio's default, a file per clone, would need a
+ *   device of size x numjobs). Where each I/O goes follows fio's io_u.c
+ *   (setup.ts IoPicker): sequential jobs keep one offset per direction; random
+ *   jobs keep a map of the blocks done and cover each block once per pass
+ *   (`norandommap`: no map); the PRNG is not fio's, so the sequence is not fio's.
+ * - A clone stops (fio's backend.c do_io() and keep_running()) when `runtime` has
+ *   passed since its own ramp ended, or, unless `time_based`, when it has issued
+ *   `io_size` (default `size`) bytes, ramp included, or `number_ios` I/Os since
+ *   its ramp ended, whichever comes first. Each clone ramps for its own job's
+ *   `ramp_time`, not measured.
  *
  * A run is three steps, each in its own module: setup.ts builds the Mediator and
  * the clones (from job-config.ts, the job's service configuration), sampling.ts

@@ -1,21 +1,28 @@
 /**
  * The measured window of a run: the submitters that keep each clone's iodepth in
- * flight, the ramp (`ramp_time`, run first and not measured), the stop
- * conditions, and the sampling ticks (timeline, pool occupancy, progress). It
- * hands back the raw material of the report: the clones' counters (kept on the
- * clones), the timeline, the pool's high-water mark, and the mediator's counters
- * at both ends of the window.
+ * flight, each clone's ramp (its job's `ramp_time`, run first and not measured),
+ * the stop conditions (fio's backend.c do_io() and keep_running()), and the
+ * sampling ticks (timeline, pool occupancy, progress). It hands back the raw
+ * material of the report: the clones' counters (kept on the clones), the
+ * timeline, the pool's high-water mark, and the mediator's counters at both ends
+ * of the window.
  *
- *   runStart          measureStart                              end
- *   |---- ramp_time ----|------------- measured window -----------|
- *   I/Os not counted     I/Os counted on their clone; a sample every intervalMs
+ *   runStart   clone's rampEnd (its measureStart)                 its stop
+ *   |- its ramp_time -|---------- its I/Os counted ---------------|
+ *   |- shortest ramp -|------ the mediator's window and timeline ---------| end
+ *
+ * Each clone ramps for its own job's ramp_time, as fio does (time.c
+ * ramp_period_check() compares each td's own `td->o.ramp_time`). The mediator's
+ * window (its counters, the pool's high-water, the timeline) starts when the
+ * first clone's ramp ends, and ends when the last clone stops: with ramps that
+ * differ it also sees the I/O of clones still in their ramp.
  */
 
 import type { BackpressureStats } from '../mediator/pool-gate.js';
 import type { PoolStats } from '../swiotlb/pool.js';
 import type { Logger } from '../util/logger.js';
 import type { CopyStatsSnapshot } from '../workers/copy-stats.js';
-import { type JobFile, type JobMode, jobDirections, pickSize } from './fio-job.js';
+import type { JobFile, JobMode } from './fio-job.js';
 import { PeakSlotMap, type SlotMapAtPeak } from './peak-slot-map.js';
 import type { Clone, JobRig } from './setup.js';
 
@@ -87,7 +94,7 @@ export function snapshotCounters(rig: JobRig): CounterSnapshot {
 
 /** What the window measured, besides the clones' own counters. */
 export interface WindowOutcome {
-  /** performance.now() when measurement started (after the ramp). */
+  /** performance.now() when the mediator's window started (the end of the shortest ramp). */
   measureStart: number;
   timeline: Sample[];
   /** Highest pool occupancy seen in the window, in slots (queues included). */
@@ -99,11 +106,11 @@ export interface WindowOutcome {
   slotMapAtPeak?: SlotMapAtPeak;
 }
 
-/** When the window ends and how often it is sampled. */
+/** When the window starts and how often it is sampled. */
 interface WindowPlan {
-  /** The longest ramp_time of the jobs, ms. */
+  /** The shortest ramp_time of the jobs, ms: when the mediator's window starts. */
   rampMs: number;
-  /** How long the run takes when every job is time_based: the longest runtime; else undefined. */
+  /** How long the run takes when every job is time_based: the longest ramp + runtime; else undefined. */
   expectedMs: number | undefined;
   intervalMs: number;
 }
@@ -113,12 +120,10 @@ interface WindowPlan {
  * to 1000 ms, in steps of 50), every 200 ms when the length is not known.
  */
 function windowPlan(jf: JobFile, opts: RunOptions): WindowPlan {
-  const rampMs = Math.max(...jf.jobs.map((j) => j.rampTime)) * 1000;
-  const runtimes = jf.jobs.map((j) => j.runtime).filter((r): r is number => r !== undefined);
-  const expectedMs =
-    jf.jobs.every((j) => j.timeBased) && runtimes.length > 0
-      ? Math.max(...runtimes) * 1000
-      : undefined;
+  const rampMs = Math.min(...jf.jobs.map((j) => j.rampTime)) * 1000;
+  const expectedMs = jf.jobs.every((j) => j.timeBased && j.runtime !== undefined)
+    ? Math.max(...jf.jobs.map((j) => j.rampTime + (j.runtime ?? 0))) * 1000
+    : undefined;
   const intervalMs =
     opts.intervalMs ??
     (expectedMs === undefined
@@ -135,20 +140,77 @@ interface LiveCounts {
   writeIos: number;
 }
 
-/** The next I/O of a clone: direction, size and offset, drawn as fio would. */
-function nextIo(c: Clone, random: boolean, dirs: { read: boolean; write: boolean }) {
+/** What the stop conditions read of a clone. */
+export type StopState = Pick<
+  Clone,
+  | 'job'
+  | 'measuring'
+  | 'deadline'
+  | 'issued'
+  | 'issuedBytes'
+  | 'rampBytes'
+  | 'maxBs'
+  | 'ioSizeGiven'
+>;
+
+/**
+ * Whether a clone stops before its next I/O, fio's do_io() loop: `while (...
+ * !io_issue_bytes_exceeded(td) || td->o.time_based)`, where io_bytes_exceeded()
+ * is `bytes >= limit || exceeds_number_ios(td)` (limit: io_size, else size; bytes:
+ * td->io_issue_bytes, ramp included) and runtime_exceeded() is false while in the
+ * ramp. So `number_ios` stops a job only before size / io_size does (HOWTO: it
+ * "does not extend the amount of I/O"), and a time_based job runs its whole
+ * runtime whatever number_ios, size and io_size say.
+ */
+export function stopReached(c: StopState, now: number): boolean {
+  if (c.measuring && now >= c.deadline) return true;
   const job = c.job;
-  const isRead = dirs.read && (!dirs.write || c.rand() * 100 < job.rwmixread);
-  const len = pickSize(isRead ? job.bs.read : job.bs.write, c.rand());
-  let offset: number;
-  if (random) {
-    offset = Math.floor(c.rand() * Math.floor(job.size / len)) * len;
-  } else {
-    if (c.cursor + len > job.size) c.cursor = 0;
-    offset = c.cursor;
-    c.cursor += len;
-  }
-  return { isRead, len, offset };
+  if (job.timeBased) return false;
+  return c.issuedBytes >= job.ioSize || (job.numberIos !== undefined && c.issued >= job.numberIos);
+}
+
+/**
+ * Whether a clone goes on with a new pass when its pass ends (no offset left, or
+ * no block that fits): backend.c keep_running(). A time_based job always does;
+ * otherwise it stops once number_ios is reached, or when the bytes done (since
+ * the ramp's end: td->io_bytes) reach the limit or leave less than the largest
+ * block (`if (diff < td_max_bs(td)) return false;`), or when no io_size was
+ * written (`if (fio_files_done(td) && !td->o.io_size) return false;`).
+ */
+export function keepRunning(c: StopState): boolean {
+  const job = c.job;
+  if (job.timeBased) return true;
+  if (job.numberIos !== undefined && c.issued >= job.numberIos) return false;
+  const bytes = c.measuring ? c.issuedBytes - c.rampBytes : c.issuedBytes;
+  if (bytes >= job.ioSize) return false;
+  if (job.ioSize - bytes < c.maxBs) return false;
+  return c.ioSizeGiven;
+}
+
+/**
+ * Picks the clone's next I/O into its picker; false when the clone stops at the
+ * end of a pass. A new pass that cannot issue one I/O ends the job (backend.c
+ * thread_main(): `if (!ddir_rw_sum(bytes_done)) fio_mark_td_terminate(td);`).
+ */
+export function pickNext(c: Clone): boolean {
+  if (c.picker.next()) return true;
+  if (!keepRunning(c)) return false;
+  c.picker.newPass();
+  return c.picker.next();
+}
+
+/**
+ * The end of a clone's ramp: its counters and its runtime start (libfio.c
+ * reset_all_stats(), called by time.c ramp_period_over()); the I/Os then in
+ * flight still count toward number_ios (exceeds_number_ios(): `+= td->io_u_queued
+ * + td->io_u_in_flight`).
+ */
+function endRamp(c: Clone): void {
+  c.measuring = true;
+  c.measureStart = c.rampEnd;
+  if (c.job.runtime !== undefined) c.deadline = c.rampEnd + c.job.runtime * 1000;
+  c.issued = c.inFlight;
+  c.rampBytes = c.issuedBytes;
 }
 
 /**
@@ -178,6 +240,10 @@ class MeasuredWindow {
   }
 
   async run(): Promise<WindowOutcome> {
+    for (const c of this.clones) {
+      c.rampEnd = this.runStart + c.job.rampTime * 1000;
+      if (c.job.rampTime === 0) endRamp(c);
+    }
     if (this.measuring) this.startMeasuring();
     const ticker = setInterval(() => this.sample(false), this.plan.intervalMs);
     let rampTimer: NodeJS.Timeout | undefined;
@@ -210,43 +276,39 @@ class MeasuredWindow {
     };
   }
 
-  /** End of the ramp: counters and the pool's high-water mark start from here. */
+  /** End of the first ramp: the mediator's counters and the pool's high-water mark start from here. */
   private startMeasuring(): void {
     this.measuring = true;
     this.measureStart = performance.now();
     this.rig.pool.resetHiwater();
     this.peak?.restart();
     this.before = snapshotCounters(this.rig);
-    for (const c of this.clones) {
-      if (c.job.runtime !== undefined) c.deadline = this.measureStart + c.job.runtime * 1000;
-    }
   }
 
-  /** Whether clone `c` has reached a stop condition (only counted I/Os count). */
-  private finished(c: Clone): boolean {
-    const job = c.job;
-    if (performance.now() >= c.deadline) return true;
-    if (job.numberIos !== undefined) return c.issued >= job.numberIos;
-    if (!job.timeBased) return c.issuedBytes >= job.ioSize;
-    return false;
-  }
-
-  /** One submitter of clone `c`: one I/O at a time until the clone is done. */
+  /**
+   * One submitter of clone `c`: one I/O at a time until the clone is done. No
+   * object is made per I/O here: the pick stays in the clone's picker.
+   */
   private async submit(c: Clone): Promise<void> {
-    const dirs = jobDirections(c.job.rw);
-    const random = c.job.rw.startsWith('rand');
+    const picker = c.picker;
     const queue = c.clone;
     while (!c.done) {
-      if (this.measuring) {
-        c.done = this.finished(c);
-        if (c.done) break;
+      const now = performance.now();
+      if (!c.measuring && now >= c.rampEnd) endRamp(c);
+      if (stopReached(c, now) || !pickNext(c)) {
+        c.done = true;
+        break;
       }
-      const { isRead, len, offset } = nextIo(c, random, dirs);
-      const counted = this.measuring;
-      if (counted) {
-        c.issued++;
-        c.issuedBytes += len;
-      }
+      const isRead = picker.read;
+      const len = picker.len;
+      const offset = picker.offset;
+      c.issued++;
+      c.issuedBytes += len;
+      c.inFlight++;
+      const counted = c.measuring;
+      // fio's lat (io_u.c account_io_completion(): `tnsec = ntime_since(&io_u->start_time,
+      // &icd->time)`): from before the driver maps (and bounces) the buffers to the
+      // completion. Not clat, which starts at the issue to the device.
       const t0 = performance.now();
       let ok = true;
       try {
@@ -266,12 +328,13 @@ class MeasuredWindow {
         if (code === 'MEDIATOR_CLOSED') c.done = true;
       }
       const t1 = performance.now();
+      c.inFlight--;
       if (!ok) continue;
       this.live.ios++;
       this.live.bytes += len;
       if (isRead) this.live.readIos++;
       else this.live.writeIos++;
-      if (counted && t0 >= this.measureStart) {
+      if (counted) {
         const d = isRead ? c.read : c.write;
         d.ios++;
         d.bytes += len;
@@ -318,18 +381,20 @@ class MeasuredWindow {
   /**
    * How far the run is, 0..1: by the clock for a time_based run; otherwise, once
    * measuring, the mean over the clones of how far each is to its stop condition;
-   * undefined during the ramp of a run whose length is not known.
+   * undefined during the first ramp of a run whose length is not known.
    */
   private fraction(now: number): number | undefined {
-    const { expectedMs, rampMs } = this.plan;
-    if (expectedMs !== undefined) return Math.min(1, (now - this.runStart) / (expectedMs + rampMs));
+    const { expectedMs } = this.plan;
+    if (expectedMs !== undefined) return Math.min(1, (now - this.runStart) / expectedMs);
     if (!this.measuring) return undefined;
     let f = 0;
     for (const c of this.clones) {
       const j = c.job;
-      let cf = j.numberIos !== undefined ? c.issued / j.numberIos : c.issuedBytes / j.ioSize;
-      if (j.runtime !== undefined)
-        cf = Math.max(cf, (now - this.measureStart) / (j.runtime * 1000));
+      let cf = j.timeBased ? 0 : c.issuedBytes / j.ioSize;
+      if (j.numberIos !== undefined && c.measuring && !j.timeBased)
+        cf = Math.max(cf, c.issued / j.numberIos);
+      if (j.runtime !== undefined && c.measuring)
+        cf = Math.max(cf, (now - c.measureStart) / (j.runtime * 1000));
       f += Math.min(1, c.done ? 1 : cf);
     }
     return f / this.clones.length;

@@ -47,32 +47,56 @@ export function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 
-export interface ClatNs {
+/** A latency block as fio's JSON has it (stat.c add_ddir_lat_json()). */
+export interface LatNs {
   min: number;
   max: number;
   mean: number;
   stddev: number;
   N: number;
-  percentile: Record<string, number>;
+  /**
+   * Keyed as fio prints them ("99.000000"); absent without samples, as fio leaves
+   * it out (add_ddir_lat_json(): `if (percentiles && lat_stat->samples)`).
+   */
+  percentile?: Record<string, number>;
 }
 
-export function clatSummary(sorted: Float64Array): ClatNs {
+export function latSummary(sorted: Float64Array): LatNs {
   const n = sorted.length;
   let sum = 0;
   for (let i = 0; i < n; i++) sum += sorted[i]!;
   const mean = n ? sum / n : 0;
   let sq = 0;
   for (let i = 0; i < n; i++) sq += (sorted[i]! - mean) ** 2;
-  const pct: Record<string, number> = {};
-  for (const p of FIO_PERCENTILES) pct[p.toFixed(6)] = Math.round(percentile(sorted, p));
-  return {
+  const out: LatNs = {
     min: n ? Math.round(sorted[0]!) : 0,
     max: n ? Math.round(sorted[n - 1]!) : 0,
     mean: Math.round(mean * 1000) / 1000,
     stddev: n > 1 ? Math.round(Math.sqrt(sq / (n - 1)) * 1000) / 1000 : 0,
     N: n,
-    percentile: pct,
   };
+  if (n > 0) {
+    const pct: Record<string, number> = {};
+    for (const p of FIO_PERCENTILES) pct[p.toFixed(6)] = Math.round(percentile(sorted, p));
+    out.percentile = pct;
+  }
+  return out;
+}
+
+/** A latency percentile of a summary, 0 without samples. */
+export function latPercentile(lat: LatNs, p: string): number {
+  return lat.percentile?.[p] ?? 0;
+}
+
+/**
+ * fio's runtime of one direction, ms: 0 when the direction moved no bytes
+ * (backend.c thread_main() calls update_runtime() for a direction only `if
+ * (td->io_bytes[DDIR_READ] ...)`), else the elapsed microseconds rounded up
+ * (update_runtime(): `(elapsed_us[ddir] + 999) / 1000`).
+ */
+export function fioRuntime(elapsedMs: number, bytes: number): number {
+  if (bytes === 0 || !(elapsedMs > 0)) return 0;
+  return Math.floor((Math.floor(elapsedMs * 1000) + 999) / 1000);
 }
 
 /** fio's per-direction block (`jobs[].read`, `jobs[].write`). */
@@ -83,36 +107,45 @@ export interface FioDirection {
   /** KiB/s, as fio's `bw`. */
   bw: number;
   iops: number;
-  /** Milliseconds. */
+  /** Milliseconds; 0 for a direction without I/O. */
   runtime: number;
   total_ios: number;
   short_ios: number;
   drop_ios: number;
-  /** Completion latency: from submission to the request's completion, in ns. */
-  clat_ns: ClatNs;
-  /** The same figures: this runner measures submission to completion as one span. */
-  lat_ns: ClatNs;
+  /**
+   * fio's lat: from the submission (before the buffers are mapped and bounced)
+   * to the completion. There is no clat_ns: the runner does not see when the
+   * driver hands the request to the device.
+   */
+  lat_ns: LatNs;
 }
 
-export function fioDirection(ios: number, bytes: number, runtimeMs: number, sorted: Float64Array) {
-  // Rates come from the runtime as reported (whole ms), so iops × runtime = total_ios.
-  const runtime = Math.max(1, Math.round(runtimeMs));
-  const seconds = runtime / 1000;
-  const clat = clatSummary(sorted);
-  const out: FioDirection = {
+/**
+ * One direction's figures from its counts and its runtime (integer ms, as
+ * fioRuntime() gives it), computed as stat.c add_ddir_status_json() does, in
+ * integers: `bw_bytes = ((1000 * ts->io_bytes[ddir]) / runt)`, `bw = bw_bytes /
+ * 1024`, `iops = (1000.0 * (uint64_t) ts->total_io_u[ddir]) / runt`, all 0 when
+ * the runtime is 0. iops to 6 decimals, as json.c prints floats (`%f`).
+ */
+export function fioDirection(
+  ios: number,
+  bytes: number,
+  runtime: number,
+  sorted: Float64Array,
+): FioDirection {
+  const bwBytes = runtime > 0 ? Math.floor((1000 * bytes) / runtime) : 0;
+  return {
     io_bytes: bytes,
     io_kbytes: Math.floor(bytes / 1024),
-    bw_bytes: seconds > 0 ? Math.round(bytes / seconds) : 0,
-    bw: seconds > 0 ? Math.round(bytes / 1024 / seconds) : 0,
-    iops: seconds > 0 ? Math.round((ios / seconds) * 1000) / 1000 : 0,
+    bw_bytes: bwBytes,
+    bw: Math.floor(bwBytes / 1024),
+    iops: runtime > 0 ? Math.round(((1000 * ios) / runtime) * 1e6) / 1e6 : 0,
     runtime,
     total_ios: ios,
     short_ios: 0,
     drop_ios: 0,
-    clat_ns: clat,
-    lat_ns: clat,
+    lat_ns: latSummary(sorted),
   };
-  return out;
 }
 
 /** Log-spaced histogram of latencies (for charts): bins of 2^(1/4) from 1 µs. */
