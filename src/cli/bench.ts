@@ -24,7 +24,8 @@ import { isTraceReplay } from './replay-trace.js';
 export const BENCH_HELP = `Usage: swiotlb-mediator bench --job FILE [--json] [--html FILE] [--mode MODE] [--quiet]
 
 Runs a fio job file in-process against the mediator and reports IOPS, bandwidth,
-completion latency (min/mean/p50/p90/p99/p99.9/max) per job clone and in total,
+latency (fio's lat, submission to completion: min/mean/p50/p90/p99/p99.9/max)
+per job clone (per group under group_reporting) and in total,
 and the mediator's view: bytes bounced by direction, pool high-water,
 requeues ("swiotlb buffer is full"), back-pressure waits. Modes: bounce (Linux's swiotlb), bounce-tuned
 (bounce, warm placement, reads without the copy-in), shared (buffers allocated in the pool, no
