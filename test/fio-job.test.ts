@@ -301,3 +301,16 @@ describe('group_reporting and norandommap: read by the runner, checked here', ()
     expect(caught(() => job('[x]\nrw=randread\nnorandommap=maybe\n')).code).toBe('JOB_BAD_FILE');
   });
 });
+
+describe('times as fio reads them (parse.c get_mult_time())', () => {
+  it('whole numbers with us/usec/ms/msec/s/m/h/d; fractions and sec/min refused', () => {
+    expect(job('[x]\nrw=read\nruntime=90\n').runtime).toBe(90);
+    expect(job('[x]\nrw=read\nruntime=2m\n').runtime).toBe(120);
+    expect(job('[x]\nrw=read\nruntime=1500msec\n').runtime).toBe(1.5);
+    for (const v of ['0.5', '1.5s', '30sec', '2min']) {
+      const e = caught(() => job(`[x]\nrw=read\nruntime=${v}\n`));
+      expect(e.code).toBe('JOB_BAD_FILE');
+      expect(e.message).toMatch(/get_mult_time/);
+    }
+  });
+});

@@ -44,6 +44,8 @@ import {
 import { DEFAULT_PLACEMENT, isPlacement, PLACEMENTS, type Placement } from '../swiotlb/warm.js';
 import { mulberry32 } from '../util/prng.js';
 import { SECTOR_SIZE } from '../virtio/blk-format.js';
+import { engineName, FIO_DEFAULT_ENGINE, FIO_ENGINES, FIO_SYNC_DEPTH_NOTE } from './fio-engines.js';
+import { isIecSize, parseFioSize, parseFioTime } from './fio-units.js';
 
 export type RwMode = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw' | 'rw';
 
@@ -366,48 +368,6 @@ function where(ctx: Ctx, o: RawOption): string {
 /** Collects the warnings of a file, each once. */
 type Warn = (message: string) => void;
 
-const SIZE_POWERS: Readonly<Record<string, number>> = { k: 1, m: 2, g: 3, t: 4, p: 5 };
-
-/**
- * A fio size as fio reads it with its default kb_base=1024 (parse.c
- * str_to_decimal() and __get_mult_bytes()): a decimal number of bytes, or with a
- * suffix, case-insensitive: `k`/`kb` 1024, `m`/`mb` 2^20, `g`, `t`, `p` (`b`:
- * bytes), and the IEC `kib`/`mib`/`gib`/`tib`/`pib` POWERS OF 10 (`else if
- * (kb_base == 1024) mult = 1000;`; HOWTO "kb_base": "the unit prefixes are
- * opposite from those specified in the SI and IEC 80000-13 standards"): `4KiB` is
- * 4000 bytes, `1MiB` 1000000. `0x...` is hexadecimal (str_to_decimal(): base 16).
- *
- * Forms fio takes but whose meaning would surprise are refused (undefined), not
- * followed: a fraction (strtoll() stops at the `.`, and __get_mult_bytes() then
- * sees no suffix: fio reads `1.5g` as 1 byte), a space before the suffix (`4 k`
- * is 4 in fio), an unknown suffix (fio ignores it: `4q` is 4, `4kfoo` 4096),
- * `ki`/`mi`... without the `b` (fio's code reads `1mi` as 2^20 where its HOWTO
- * says 10^6), a hexadecimal number with a suffix, and `%` or zone (`z`) sizes.
- */
-export function parseFioSize(value: string): number | undefined {
-  const v = value.trim();
-  if (/^0x[0-9a-f]+$/i.test(v)) {
-    const n = Number(v);
-    return Number.isSafeInteger(n) ? n : undefined;
-  }
-  const m = /^(\d+)([a-z]*)$/i.exec(v);
-  if (!m) return undefined;
-  const suffix = m[2]!.toLowerCase();
-  let mult = 1;
-  if (suffix !== '' && suffix !== 'b') {
-    const unit = /^([kmgtp])(b|ib)?$/.exec(suffix);
-    if (!unit) return undefined;
-    mult = (unit[2] === 'ib' ? 1000 : 1024) ** SIZE_POWERS[unit[1]!]!;
-  }
-  const bytes = Number(m[1]) * mult;
-  return Number.isSafeInteger(bytes) ? bytes : undefined;
-}
-
-/** An IEC suffix (`KiB`...), which fio reads as a power of 10. */
-function isIecSize(value: string): boolean {
-  return /^\d+\s*[kmgtp]ib$/i.test(value.trim());
-}
-
 /**
  * A size of fio's options (size, io_size, bs, bssplit), as fio reads it; one
  * with an IEC suffix warns of fio's reading (powers of 10).
@@ -436,27 +396,6 @@ function projectSize(ctx: Ctx, o: RawOption): number {
   const n = parseFioSize(o.value);
   if (n === undefined || n <= 0) throw bad(`${where(ctx, o)}: not a size`);
   return n;
-}
-
-/** A fio time in seconds: "10" (seconds), "500ms", "30s", "2m", "1h", "100us". */
-export function parseFioTime(value: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(us|usec|ms|msec|s|sec|m|min|h|d)?\s*$/i.exec(value);
-  if (!m) return undefined;
-  const n = Number(m[1]);
-  const unit = (m[2] ?? 's').toLowerCase();
-  const scale: Record<string, number> = {
-    us: 1e-6,
-    usec: 1e-6,
-    ms: 1e-3,
-    msec: 1e-3,
-    s: 1,
-    sec: 1,
-    m: 60,
-    min: 60,
-    h: 3600,
-    d: 86400,
-  };
-  return n * scale[unit]!;
 }
 
 function intValue(ctx: Ctx, o: RawOption, min: number, max: number): number {
@@ -933,7 +872,11 @@ function timing(
     const o = get(key);
     if (!o) return undefined;
     const t = parseFioTime(o.value);
-    if (t === undefined) throw bad(`${where(ctx, o)}: not a time (examples: 10, 30s, 2m)`);
+    if (t === undefined) {
+      throw bad(
+        `${where(ctx, o)}: not a time as fio reads it (parse.c get_mult_time()): a whole number, seconds unless suffixed us, ms, s, m, h or d (examples: 10, 30s, 2m); fio drops a fraction (0.5 is 0) and reads "sec" and "min" as microseconds`,
+      );
+    }
     return t;
   };
   const runtime = time('runtime') || undefined;
@@ -989,98 +932,8 @@ function target(ctx: Ctx, get: Get): Pick<FioJob, 'randseed' | 'device' | 'minAl
 }
 
 // ---------------------------------------------------------------------------
-// ioengine, direct and the options read for what they change
+// ioengine, direct and the options read for what they change (fio-engines.ts)
 // ---------------------------------------------------------------------------
-
-/**
- * How an fio engine queues, from its `struct ioengine_ops` (`.flags`, `->queue`):
- * - `sync`: FIO_SYNCIO, each I/O complete when `->queue` returns: one I/O in
- *   flight, whatever iodepth says (backend.c thread_main(): "note: both iodepth
- *   >= 1 and synchronous I/O engine are selected, queue depth will be capped at
- *   1"; HOWTO "iodepth": "increasing iodepth beyond 1 will not affect
- *   synchronous ioengines");
- * - `async`: no FIO_SYNCIO: iodepth I/Os in flight;
- * - `batching`: FIO_SYNCIO, yet `->queue` can return FIO_Q_QUEUED and hold more
- *   than one I/O: fio prints the note, but the depth is not 1 and not modelled;
- * - `no-io`: FIO_NOIO or FIO_FAKEIO: fio does no data I/O at all.
- */
-type EngineKind = 'sync' | 'async' | 'batching' | 'no-io';
-
-/** fio 3.42's engines (engines/*.c), by how they queue; the reason for the odd ones. */
-const FIO_ENGINES: Readonly<Record<string, EngineKind>> = {
-  // FIO_SYNCIO, ->queue completes each I/O
-  sync: 'sync', // engines/sync.c
-  psync: 'sync',
-  pvsync: 'sync',
-  pvsync2: 'sync',
-  mmap: 'sync', // engines/mmap.c
-  splice: 'sync',
-  netsplice: 'sync', // engines/net.c
-  net: 'sync',
-  e4defrag: 'sync',
-  falloc: 'sync',
-  gfapi: 'sync', // engines/glusterfs_sync.c
-  libhdfs: 'sync',
-  ime_psync: 'sync', // engines/ime.c
-  'dev-dax': 'sync',
-  libpmem: 'sync',
-  http: 'sync',
-  libzbc: 'sync',
-  mtd: 'sync',
-  page_fault: 'sync',
-  libcufile: 'sync',
-  libhipfile: 'sync',
-  // FIO_SYNCIO, but ->queue may return FIO_Q_QUEUED
-  vsync: 'batching', // sync.c fio_vsyncio_queue(): up to iodepth contiguous I/Os in one readv()/writev()
-  ime_psyncv: 'batching', // ime.c: the same, vectored
-  sg: 'batching', // sg.c: asynchronous on a /dev/sg character device unless direct=1 or sync=1
-  libiscsi: 'batching', // libiscsi.c: iscsi_scsi_command_async()
-  // FIO_NOIO / FIO_FAKEIO
-  cpuio: 'no-io',
-  exec: 'no-io',
-  ftruncate: 'no-io',
-  filecreate: 'no-io', // engines/fileoperations.c
-  filestat: 'no-io',
-  filedelete: 'no-io',
-  dircreate: 'no-io',
-  dirstat: 'no-io',
-  dirdelete: 'no-io',
-  // no FIO_SYNCIO
-  libaio: 'async',
-  io_uring: 'async',
-  io_uring_cmd: 'async',
-  posixaio: 'async',
-  solarisaio: 'async',
-  windowsaio: 'async',
-  null: 'async', // null.c null_init(): FIO_SYNCIO only when iodepth is 1
-  rbd: 'async',
-  rados: 'async',
-  rdma: 'async',
-  nbd: 'async',
-  nfs: 'async',
-  dfs: 'async',
-  gfapi_async: 'async',
-  ime_aio: 'async',
-  libblkio: 'async',
-  xnvme: 'async',
-};
-
-/** fio's default engine on Linux (os/os.h `#define FIO_PREFERRED_ENGINE "psync"`; options.c "ioengine" `.def`). */
-const FIO_DEFAULT_ENGINE = 'psync';
-
-/** fio's note, word for word (backend.c thread_main()). */
-const FIO_SYNC_DEPTH_NOTE =
-  'note: both iodepth >= 1 and synchronous I/O engine are selected, queue depth will be capped at 1';
-
-/**
- * The name fio loads for `ioengine=`: names starting "aio" or "linuxaio" are
- * libaio (ioengines.c __load_ioengine()); "external:PATH" is "external".
- */
-function engineName(value: string): string {
-  const v = value.trim();
-  if (v.startsWith('aio') || v.startsWith('linuxaio')) return 'libaio';
-  return v.startsWith('external:') ? 'external' : v;
-}
 
 /**
  * The job's iodepth as its engine lets it be: 1 for a synchronous engine,
@@ -1211,3 +1064,5 @@ export function jobPlacement(settings: RunSettings, mode: JobMode): Placement {
   if (mode === 'bounce-tuned') return 'warm';
   return settings.placement ?? (mode === 'shared' ? 'warm' : DEFAULT_PLACEMENT);
 }
+
+export { parseFioSize, parseFioTime } from './fio-units.js';
