@@ -1,3 +1,4 @@
+import { mulberry32 } from '../util/prng.js';
 import { copyView } from '../workers/shared-copy.js';
 
 /**
@@ -113,15 +114,10 @@ export class WriteFiller {
   private randomBlock(): Uint8Array {
     if (this.random !== undefined) return this.random;
     const r = new Uint8Array(RANDOM_BYTES);
-    // xorshift32, seeded: the bytes need only be incompressible, never secret.
-    let x = 0x9e3779b9;
+    // Seeded: the bytes need only be incompressible, never secret.
+    const rand = mulberry32(0x9e3779b9);
     const words = new Uint32Array(r.buffer);
-    for (let i = 0; i < words.length; i++) {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      words[i] = x >>> 0;
-    }
+    for (let i = 0; i < words.length; i++) words[i] = rand() * 2 ** 32;
     this.random = r;
     return r;
   }

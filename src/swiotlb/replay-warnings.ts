@@ -1,4 +1,5 @@
-import { DmaAttr, DmaDirection, IO_TLB_SIZE } from './constants.js';
+import { DmaDirection, IO_TLB_SIZE } from './constants.js';
+import { syncForCpuCopies, syncForDeviceCopies, unmapCopies } from './dma-rules.js';
 import type { KernelVersion } from './kernel.js';
 
 /**
@@ -75,9 +76,7 @@ export function unmapWarnings(
   attrs: number,
 ): KernelWarning[] {
   const out: KernelWarning[] = [];
-  const copies =
-    (attrs & DmaAttr.SKIP_CPU_SYNC) === 0 &&
-    (dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL);
+  const copies = unmapCopies(dir, attrs);
   if (copies && size > m.bounceLimit) out.push(overflow(m.bounceLimit, size));
   const at = devAddr(m.tlbAddr);
   if (size !== m.size) {
@@ -112,9 +111,7 @@ export function syncWarnings(
   kernel: KernelVersion,
 ): KernelWarning[] {
   const out: KernelWarning[] = [];
-  const copies = forDevice
-    ? dir === DmaDirection.TO_DEVICE || dir === DmaDirection.BIDIRECTIONAL
-    : dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL;
+  const copies = forDevice ? syncForDeviceCopies(dir) : syncForCpuCopies(dir);
   // 6.1: tlb_offset = tlb_addr & (IO_TLB_SIZE - 1), against the slot's orig offset,
   // which is the mapping's own (pool bases are 2 KiB aligned).
   const origOffset = m.tlbAddr % IO_TLB_SIZE;

@@ -119,6 +119,10 @@ export interface FioJob {
    * @default WriteFill.SCRAMBLE, fio's default
    */
   writeFill: WriteFill;
+  /** `group_reporting`: one merged report entry per group (results.ts). @default false */
+  groupReporting: boolean;
+  /** `norandommap`: random offsets drawn without fio's random map (setup.ts). @default false */
+  norandommap: boolean;
   /** The options as written (merged with global), for the report's "job options". */
   options: Record<string, string>;
 }
@@ -215,7 +219,7 @@ function canonicalOption(key: string): string {
 }
 
 const KNOWN_OPTIONS = new Set([
-  // read by the runner from FioJob.options (results.ts, setup.ts); checked here
+  // FioJob.groupReporting and .norandommap (results.ts, setup.ts)
   'group_reporting',
   'norandommap',
   'rw',
@@ -701,11 +705,10 @@ function parseJob(s: RawSection, index: number, source: string, warn: Warn): Fio
   );
   const { iodepth, numjobs } = concurrency(ctx, get);
   ignoredValues(ctx, get, warn);
-  // Flags the runner reads as written (setup.ts jobFlag()): a value that is not a bool is refused here.
-  for (const key of ['group_reporting', 'norandommap'] as const) {
+  const flag = (key: string): boolean => {
     const o = get(key);
-    if (o) boolValue(ctx, o);
-  }
+    return o ? boolValue(ctx, o) : false;
+  };
   return {
     name: jobName(ctx, s),
     index,
@@ -716,6 +719,8 @@ function parseJob(s: RawSection, index: number, source: string, warn: Warn): Fio
     ...timing(ctx, get),
     ...target(ctx, get),
     writeFill: bufferFill(ctx, get),
+    groupReporting: flag('group_reporting'),
+    norandommap: flag('norandommap'),
     options: optionRecord(s.options),
   };
 }

@@ -8,7 +8,7 @@ import type { JobFile, JobMode } from './fio-job.js';
 import { POOL_NAME } from './job-config.js';
 import type { SlotMapAtPeak } from './peak-slot-map.js';
 import type { CounterSnapshot, Sample, WindowOutcome } from './sampling.js';
-import { type Clone, type JobRig, jobFlag } from './setup.js';
+import type { Clone, JobRig } from './setup.js';
 import {
   type FioDirection,
   fioDirection,
@@ -178,7 +178,7 @@ export function reportedJobs(clones: readonly Clone[]): CloneResult[] {
   const groups: Clone[][] = [];
   for (const c of clones) {
     const current = groups[groups.length - 1];
-    if (current === undefined || !jobFlag(c.job, 'group_reporting')) groups.push([c]);
+    if (current === undefined || !c.job.groupReporting) groups.push([c]);
     else current.push(c);
   }
   return groups.map(mergedResult);

@@ -93,14 +93,6 @@ export interface DirAcc {
   lat: LatencyRecorder;
 }
 
-/** A flag of the job as written (`group_reporting`, `norandommap`): bare or 1 is on. */
-export function jobFlag(job: FioJob, key: string): boolean {
-  const v = job.options[key];
-  if (v === undefined) return false;
-  const t = v.trim().toLowerCase();
-  return !(t === '0' || t === 'false' || t === 'no' || t === 'off');
-}
-
 /**
  * One direction's block sizes as fio draws them, in typed arrays made once.
  * fio orders a bssplit by percentage (options.c bssplit_ddir(): `qsort(...,
@@ -290,8 +282,7 @@ export class IoPicker {
     this.unit = Math.min(this.split[0].min, this.split[1].min);
     this.size = job.size;
     this.rwmixread = job.rwmixread;
-    this.map =
-      this.random && !jobFlag(job, 'norandommap') ? randomMapFor(job, this.unit) : undefined;
+    this.map = this.random && !job.norandommap ? randomMapFor(job, this.unit) : undefined;
     // io_u.c get_next_seq_offset(): back to the start when `o->time_based`, and
     // for writes when `o->io_size > o->size`; otherwise the offset fails and the
     // pass ends.
