@@ -372,13 +372,6 @@ describe('copy engine log records', () => {
 describe('bench', () => {
   it('logs warnings as pino lines on stderr; stdout keeps the report alone', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bench-log-'));
-    const job = join(dir, 'full.fio');
-    // Two 128 KiB writes in flight cannot both fit in 128 slots: maps fail.
-    writeFileSync(
-      job,
-      '[global]\nmode=bounce\ncopy_workers=0\nsize=1m\npool_size=256k\nbackpressure=fail\n' +
-        '[j]\nrw=write\nbs=128k\nioengine=libaio\ndirect=1\niodepth=4\nnumber_ios=16\n',
-    );
     const text = { stdout: '', stderr: '' };
     const sink = (key: keyof typeof text) =>
       new Writable({
@@ -388,6 +381,13 @@ describe('bench', () => {
         },
       });
     try {
+      const job = join(dir, 'full.fio');
+      // Two 128 KiB writes in flight cannot both fit in 128 slots: maps fail.
+      writeFileSync(
+        job,
+        '[global]\nmode=bounce\ncopy_workers=0\nsize=1m\npool_size=256k\nbackpressure=fail\n' +
+          '[j]\nrw=write\nbs=128k\nioengine=libaio\ndirect=1\niodepth=4\nnumber_ios=16\n',
+      );
       const code = await benchCommand(['--job', job, '--json', '--quiet'], {
         stdout: sink('stdout'),
         stderr: sink('stderr'),

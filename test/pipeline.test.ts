@@ -2,11 +2,11 @@
  * Virtqueues in the pool, device threads, and the request pipeline, end to end.
  */
 
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DeviceQueue } from '../src/devices/device-queue.js';
 import { isMediatorError } from '../src/errors.js';
 import { REAP_BUDGET } from '../src/mediator/blk-driver.js';
@@ -87,8 +87,15 @@ const VARIANTS: { name: string; mode: ModeVariant }[] = [
 ];
 
 describe.each(VARIANTS)('$name mode', ({ mode }) => {
+  // Each test's temporary folders, removed after it whether it passed or failed.
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
   it('ram-blk and file-blk: random data written then read back byte for byte, depth 1 and 64', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'blk-'));
+    dirs.push(dir);
     const file = join(dir, 'disk.img');
     await withMediator(
       spec(mode, [

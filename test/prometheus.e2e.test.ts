@@ -221,9 +221,12 @@ describe.skipIf(!hasPrometheus)(
     }, 120_000);
 
     afterAll(async () => {
-      await stopPrometheus();
-      if (server) await server.shutdown();
-      if (dir) rmSync(dir, { recursive: true, force: true });
+      try {
+        await stopPrometheus();
+        if (server) await server.shutdown();
+      } finally {
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      }
     }, 30_000);
 
     it('every dashboard expression returns data', async () => {

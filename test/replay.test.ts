@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { REPLAY_HELP } from '../src/cli/replay-command.js';
 import { ReplayEngine } from '../src/swiotlb/replay.js';
 
@@ -307,8 +307,15 @@ describe("replay --placement warm (not the kernel's)", () => {
 });
 
 describe('replay command (process)', () => {
+  // Each test's temporary folders, removed after it whether it passed or failed.
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
   it('reads a file, writes one JSON line per input line, and logs the rounding on stderr', () => {
     const dir = mkdtempSync(join(tmpdir(), 'replay-'));
+    dirs.push(dir);
     const file = join(dir, 'trace.jsonl');
     writeFileSync(
       file,

@@ -127,8 +127,11 @@ describe.each(['bounce', 'direct', 'shared'] as const)('HTTP API, %s mode', (mod
   });
 
   afterAll(async () => {
-    expect(await server.shutdown()).toBe(true);
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      expect(await server.shutdown()).toBe(true);
+    } finally {
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   const inject = (opts: InjectOptions) => server.app.inject(opts);

@@ -111,13 +111,23 @@ interface Browser {
 /** Chromium with a fresh profile (--user-data-dir) of its own, removed at close. */
 async function openBrowser(): Promise<Browser> {
   const profile = mkdtempSync(join(tmpdir(), 'status-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: browser.path!,
-    headless: true,
-    args: FLAGS,
-    viewport: { width: 1366, height: 900 },
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
+  const removeProfile = () => rmSync(profile, { recursive: true, force: true });
+  let launched: BrowserContext | undefined;
+  let page: Page;
+  try {
+    launched = await chromium.launchPersistentContext(profile, {
+      executablePath: browser.path!,
+      headless: true,
+      args: FLAGS,
+      viewport: { width: 1366, height: 900 },
+    });
+    page = launched.pages()[0] ?? (await launched.newPage());
+  } catch (err) {
+    await launched?.close().catch(() => {});
+    removeProfile();
+    throw err;
+  }
+  const context = launched;
   const errors: string[] = [];
   pageErrors.set(page, errors);
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
@@ -129,8 +139,11 @@ async function openBrowser(): Promise<Browser> {
     page,
     errors,
     close: async () => {
-      await context.close();
-      rmSync(profile, { recursive: true, force: true });
+      try {
+        await context.close();
+      } finally {
+        removeProfile();
+      }
     },
   };
 }
@@ -965,14 +978,17 @@ describe.skipIf(!browser.path)(
       });
 
       afterAll(async () => {
-        await b?.close();
-        await stopLoad?.();
-        if (child && child.exitCode === null && child.signalCode === null) {
-          const exited = new Promise((r) => child!.once('exit', r));
-          child.kill('SIGTERM');
-          await exited;
+        try {
+          await b?.close();
+          await stopLoad?.();
+          if (child && child.exitCode === null && child.signalCode === null) {
+            const exited = new Promise((r) => child!.once('exit', r));
+            child.kill('SIGTERM');
+            await exited;
+          }
+        } finally {
+          if (dir) rmSync(dir, { recursive: true, force: true });
         }
-        if (dir) rmSync(dir, { recursive: true, force: true });
       });
 
       it('says there is no pool to draw, and still shows the devices', async () => {
