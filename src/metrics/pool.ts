@@ -51,7 +51,7 @@ export function registerPoolMetrics(registry: ScrapeRegistry, pools: () => PoolS
   );
   gauge(
     'swiotlb_pool_largest_free_run_slots',
-    'Largest run of free contiguous slots: the biggest mapping the pool can place now (fragmentation).',
+    'Largest run of free contiguous slots within one segment, so at most 128 (IO_TLB_SEGSIZE: a mapping never crosses a segment): the biggest mapping the pool can place now (fragmentation).',
     (p) => p.s.largest_free_run,
   );
   registry.add('swiotlb_pool_area_used_slots', 'Slots in use per area.', 'gauge', () =>
@@ -104,7 +104,7 @@ export function registerMapMetrics(
   );
   registry.add(
     'swiotlb_map_failures_total',
-    'Maps that failed, by reason: full (no room, "swiotlb buffer is full"), too_large, invalid, kernel_defect (what the 6.1 kernel would hang on or place past the pool).',
+    'Maps that failed, by reason: full (no room, "swiotlb buffer is full": under the requeue policies only the requests that gave up waiting; each requeue counts in mediator_backpressure_requeues_total), too_large (a search for more than one 128-slot segment, offset and alignment included: no pool can place it), invalid (bad arguments), kernel_defect (what the 6.1 kernel would hang on or place past the pool).',
     'counter',
     () =>
       pools().flatMap((p) =>
@@ -137,9 +137,18 @@ export function registerBackpressureMetrics(
   ) => perPool(registry, pools, name, help, type, value);
   metric(
     'mediator_backpressure_waits_total',
-    'Requests that waited for pool slots (back-pressure).',
+    'Requests that waited for pool slots (back-pressure), counted when the wait begins.',
     'counter',
     (p) => p.gate.waits,
+  );
+  // Waits that ended (placed, timed out or cancelled): the gate counts a wait when it
+  // begins and adds its time when it ends, so the mean wait is seconds / ended, not
+  // seconds / waits (a wait that spans a rate window would divide by zero).
+  metric(
+    'mediator_backpressure_waits_ended_total',
+    'Waits for pool slots that ended (slots found, timed out or cancelled); rate(mediator_backpressure_wait_seconds_total) / rate() of this is the mean wait.',
+    'counter',
+    (p) => p.gate.waits - p.gate.waiting,
   );
   metric(
     'mediator_backpressure_requeues_total',
@@ -149,7 +158,7 @@ export function registerBackpressureMetrics(
   );
   metric(
     'mediator_backpressure_wait_seconds_total',
-    'Time requests spent waiting for pool slots.',
+    'Time requests spent waiting for pool slots, added when each wait ends (see mediator_backpressure_waits_ended_total).',
     'counter',
     (p) => p.gate.waitSeconds,
   );

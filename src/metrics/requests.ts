@@ -27,7 +27,7 @@ export function registerRequestMetrics(
   const drivers = [...mediator.devices.values()];
   registry.add(
     'mediator_request_duration_seconds',
-    'Request latency from queue slot to completion, by device and op.',
+    'Request latency from queue slot to completion or failure, by device and op: every outcome (timed-out and failed requests too), back-pressure waits included.',
     'histogram',
     () =>
       drivers.flatMap((d) =>
