@@ -115,6 +115,12 @@ describe('metrics', () => {
     ).toBe(1);
   });
 
+  /** Sets the thread clock to `ms` milliseconds and scrapes. */
+  const scrapeWith = (clock: Float64Array, ms: number) => {
+    clock[0] = ms;
+    return scrape(registry);
+  };
+
   it("a device thread's idle time grows while it has nothing to do; a scribbled clock shows no sample", async () => {
     const dev = med.device('blk0')!;
     // Timed from before the write after which the measured idle stretch begins.
@@ -137,7 +143,13 @@ describe('metrics', () => {
     const kept = clock[0]!;
     clock[0] = Number.NaN;
     expect((await scrape(registry)).has(key)).toBe(false);
-    clock[0] = kept;
+    // A clock that went back (the untrusted thread's word) would read as a counter
+    // reset: no sample until it passes the last value exported again.
+    const exportedMs = get(await scrapeWith(clock, kept), key) * 1000;
+    clock[0] = exportedMs / 2;
+    expect((await scrape(registry)).has(key)).toBe(false);
+    const ahead = exportedMs + 1000;
+    expect(get(await scrapeWith(clock, ahead), key)).toBeGreaterThanOrEqual(ahead / 1000);
   });
 
   it('has one map failure series per reason of the pool stats, kernel_defect included', async () => {

@@ -45,17 +45,24 @@ export function registerDeviceMetrics(
     'Bytes written by completed requests.',
     (s) => s.bytesWritten,
   );
+  // The idle clock is the device thread's own word, and that thread is untrusted: a
+  // value below one already exported would read to Prometheus as a counter reset
+  // (rate() would count the whole new value as idle time), so such a sample is left
+  // out, as a value that is no number is, until the clock passes the last one again.
+  const lastIdle = new Map<string, number>();
   registry.add(
     'mediator_device_thread_idle_seconds_total',
-    "Time each device thread spent polling for requests or asleep on its doorbell, as the thread adds it up (the untrusted side's own figure; absent while it is no number of seconds). 1 - rate() is how busy the device backend kept its thread.",
+    "Time each device thread spent polling for requests or asleep on its doorbell, as the thread adds it up (the untrusted side's own figure; absent while it is no number of seconds or below a value already exported). 1 - rate() is how busy the device backend kept its thread.",
     'counter',
     () =>
       devices().flatMap(({ d, s }) =>
-        s.queues.flatMap((q) =>
-          q.idleSeconds === null
-            ? []
-            : [{ labels: { device: d.id, queue: q.index }, value: q.idleSeconds }],
-        ),
+        s.queues.flatMap((q) => {
+          const key = `${d.id}\0${q.index}`;
+          const value = q.idleSeconds;
+          if (value === null || value < (lastIdle.get(key) ?? 0)) return [];
+          lastIdle.set(key, value);
+          return [{ labels: { device: d.id, queue: q.index }, value }];
+        }),
       ),
   );
 }
