@@ -30,23 +30,108 @@ export interface RequestHandler {
 }
 
 /**
- * The used length of a request whose device wrote `dataWritten` bytes into its
- * writable buffers before the status (the chain's last byte), then the status.
- * VIRTIO 1.2 §2.7.8.2: "The device MUST write at least len bytes to descriptor,
- * beginning at the first device-writable buffer", and len may be an
- * underestimate. The status counts only when every writable byte before it was
- * written; otherwise the length stops at the data written (a read the device did
- * not fill, an error: 0), so it never claims bytes it left alone.
+ * The used length of a request whose device wrote `dataWritten` bytes from the
+ * start of the chain's device-writable bytes, of the `dataRoom` bytes before the
+ * status (the last writable byte), then the status. VIRTIO 1.2 §2.7.8.2
+ * (split-ring.tex, "The Virtqueue Used Ring", device requirements): "The device
+ * MUST write at least len bytes to descriptor, beginning at the first
+ * device-writable buffer", and len may be an underestimate. The status counts only
+ * when every writable byte before it was written; otherwise the length stops at
+ * the data written (a read the device did not fill, an error: 0), so it never
+ * claims bytes it left alone. QEMU reports all the writable bytes instead
+ * (virtio_blk_req_complete(): virtqueue_push(..., req->in_len), in_len =
+ * iov_size(in_iov, in_num)), which the spec's legacy note says devices did
+ * "even when only the status byte was actually written".
  */
-function usedLength(chain: Chain, statusAt: number, dataWritten: number): number {
-  let before = 0;
-  for (let i = 0; i < statusAt; i++) if (chain.writable[i]) before += chain.lens[i]!;
-  return dataWritten === before ? dataWritten + 1 : dataWritten;
+function usedLength(dataRoom: number, dataWritten: number): number {
+  return dataWritten === dataRoom ? dataWritten + 1 : dataWritten;
 }
 
-/** A virtio-blk device on a store. `serial` answers GET_ID (up to 20 bytes, NUL padded). */
+/**
+ * Moves `len` bytes between the disk at `diskPos` and one direction of the chain,
+ * seen as a byte stream from its byte `from`: the device-writable bytes for a read
+ * (`isRead`, the disk is read into them), else the device-readable ones.
+ */
+function transfer(
+  mem: Buffer,
+  chain: Chain,
+  store: BlockStore,
+  isRead: boolean,
+  from: number,
+  len: number,
+  diskPos: number,
+): void {
+  const want = isRead ? 1 : 0;
+  let skip = from;
+  let left = len;
+  let pos = diskPos;
+  for (let i = 0; i < chain.count && left > 0; i++) {
+    if (chain.writable[i] !== want) continue;
+    const dlen = chain.lens[i]!;
+    if (skip >= dlen) {
+      skip -= dlen;
+      continue;
+    }
+    const n = Math.min(dlen - skip, left);
+    const off = chain.offsets[i]! + skip;
+    if (isRead) store.read(mem, off, pos, n);
+    else store.write(mem, off, pos, n);
+    pos += n;
+    left -= n;
+    skip = 0;
+  }
+}
+
+/**
+ * Copies `len` bytes between `buf` and the start of one direction of the chain:
+ * into the device-writable bytes (`toChain`), or out of the device-readable ones.
+ */
+function copyStream(mem: Buffer, chain: Chain, buf: Buffer, len: number, toChain: boolean): void {
+  const want = toChain ? 1 : 0;
+  let done = 0;
+  for (let i = 0; i < chain.count && done < len; i++) {
+    if (chain.writable[i] !== want) continue;
+    const n = Math.min(chain.lens[i]!, len - done);
+    const off = chain.offsets[i]!;
+    if (toChain) buf.copy(mem, off, done, done + n);
+    else mem.copy(buf, done, off, off + n);
+    done += n;
+  }
+}
+
+/**
+ * A virtio-blk device on a store. `serial` answers GET_ID (up to 20 bytes, NUL padded).
+ *
+ * A request is read from its chain as two byte streams, whatever the descriptors
+ * (VIRTIO 1.2 §2.7.4.1, split-ring.tex "Message Framing": "The device MUST NOT
+ * make assumptions about the particular arrangement of descriptors"), as QEMU's
+ * virtio_blk_handle_request() (hw/block/virtio-blk.c) reads it:
+ *
+ *   device-readable bytes:  header (16: le32 type, le32 reserved, le64 sector) | a write's data
+ *   device-writable bytes:  a read's data (or GET_ID's) | status (the very last byte)
+ *
+ * A read's data is the writable bytes before the status, a write's the readable
+ * bytes after the header; bytes of the other direction are ignored, as QEMU ignores
+ * them. Where QEMU stops the whole device (virtio_error(): a header shorter than
+ * 16 bytes, a readable buffer after a writable one, no writable byte), this device
+ * fails the request alone: IOERR, or, with no byte to hold a status, a used length
+ * of 0 and no status.
+ */
 export class BlkBackend implements RequestHandler {
   private readonly id: Buffer;
+  /** The header when it spans descriptors (gathered here). */
+  private readonly header = Buffer.alloc(BLK_HEADER_BYTES);
+  // What frame() learnt of the chain last given: set per request, read by serve().
+  /** Device-readable bytes of the chain. */
+  private readable = 0;
+  /** Device-writable bytes of the chain, the status byte included. */
+  private writableBytes = 0;
+  /** Offset in memory of the status byte (the chain's last device-writable byte). */
+  private statusOff = -1;
+  /** No device-readable buffer follows a device-writable one. */
+  private ordered = true;
+  /** Bytes the request wrote from the start of the writable bytes, before the status. */
+  private written = 0;
 
   constructor(
     private readonly store: BlockStore | undefined,
@@ -58,73 +143,90 @@ export class BlkBackend implements RequestHandler {
 
   /** Completes a request whose handling threw with IOERR; returns the used length. */
   fail(mem: Buffer, chain: Chain): number {
-    const last = chain.count - 1;
-    if (last < 0 || !chain.writable[last] || chain.lens[last]! < 1) return 0;
-    mem[chain.offsets[last]!] = VIRTIO_BLK_S_IOERR;
-    return usedLength(chain, last, 0);
+    if (!this.frame(chain)) return 0;
+    mem[this.statusOff] = VIRTIO_BLK_S_IOERR;
+    return usedLength(this.writableBytes - 1, 0);
   }
 
   handle(mem: Buffer, chain: Chain): number {
-    const n = chain.count;
-    if (n < 2) return 0;
-    const statusAt = n - 1;
-    if (!chain.writable[statusAt] || chain.lens[statusAt]! < 1) return 0;
-    const statusOff = chain.offsets[statusAt]!;
-    if (chain.writable[0] || chain.lens[0]! < BLK_HEADER_BYTES) {
-      mem[statusOff] = VIRTIO_BLK_S_IOERR;
-      return usedLength(chain, statusAt, 0);
+    if (!this.frame(chain)) return 0;
+    this.written = 0;
+    const ok = this.ordered && this.readable >= BLK_HEADER_BYTES;
+    mem[this.statusOff] = ok ? this.serve(mem, chain) : VIRTIO_BLK_S_IOERR;
+    return usedLength(this.writableBytes - 1, this.written);
+  }
+
+  /**
+   * Measures the chain's two directions and finds its status byte; false when no
+   * device-writable byte can hold one.
+   */
+  private frame(chain: Chain): boolean {
+    let readable = 0;
+    let writable = 0;
+    let status = -1;
+    let ordered = true;
+    for (let i = 0; i < chain.count; i++) {
+      const len = chain.lens[i]!;
+      if (chain.writable[i]) {
+        writable += len;
+        if (len > 0) status = chain.offsets[i]! + len - 1;
+      } else {
+        if (writable > 0) ordered = false;
+        readable += len;
+      }
     }
-    const h = chain.offsets[0]!;
-    const type = mem.readUInt32LE(h);
-    const sector = mem.readUInt32LE(h + 8) + mem.readUInt32LE(h + 12) * 2 ** 32;
-    let status = VIRTIO_BLK_S_OK;
-    let written = 0;
+    this.readable = readable;
+    this.writableBytes = writable;
+    this.statusOff = status;
+    this.ordered = ordered;
+    return status >= 0;
+  }
+
+  /** Serves a well-framed request; returns its status. */
+  private serve(mem: Buffer, chain: Chain): number {
+    let h = mem;
+    let at = chain.offsets[0]!;
+    if (chain.lens[0]! < BLK_HEADER_BYTES) {
+      copyStream(mem, chain, this.header, BLK_HEADER_BYTES, false);
+      h = this.header;
+      at = 0;
+    }
+    const type = h.readUInt32LE(at);
+    const sector = h.readUInt32LE(at + 8) + h.readUInt32LE(at + 12) * 2 ** 32;
     switch (type) {
       case VIRTIO_BLK_T_IN:
-      case VIRTIO_BLK_T_OUT: {
-        const isRead = type === VIRTIO_BLK_T_IN;
-        let total = 0;
-        for (let i = 1; i < statusAt; i++) {
-          if ((chain.writable[i] === 1) !== isRead) status = VIRTIO_BLK_S_IOERR;
-          total += chain.lens[i]!;
-        }
-        const store = this.store;
-        const start = sector * SECTOR_SIZE;
-        if (status !== VIRTIO_BLK_S_OK || total % SECTOR_SIZE !== 0) {
-          status = VIRTIO_BLK_S_IOERR;
-        } else if (store !== undefined) {
-          if (!Number.isSafeInteger(start) || start + total > store.capacity) {
-            status = VIRTIO_BLK_S_IOERR;
-          } else {
-            let pos = start;
-            for (let i = 1; i < statusAt; i++) {
-              const len = chain.lens[i]!;
-              if (isRead) store.read(mem, chain.offsets[i]!, pos, len);
-              else store.write(mem, chain.offsets[i]!, pos, len);
-              pos += len;
-            }
-            if (isRead) written = total;
-          }
-        }
-        break;
-      }
+      case VIRTIO_BLK_T_OUT:
+        return this.readWrite(mem, chain, type === VIRTIO_BLK_T_IN, sector);
       case VIRTIO_BLK_T_FLUSH:
         this.store?.flush();
-        break;
+        return VIRTIO_BLK_S_OK;
       case VIRTIO_BLK_T_GET_ID: {
-        if (statusAt < 2 || !chain.writable[1]) {
-          status = VIRTIO_BLK_S_IOERR;
-          break;
-        }
-        const len = Math.min(VIRTIO_BLK_ID_BYTES, chain.lens[1]!);
-        this.id.copy(mem, chain.offsets[1]!, 0, len);
-        written = len;
-        break;
+        const len = Math.min(VIRTIO_BLK_ID_BYTES, this.writableBytes - 1);
+        if (len < 1) return VIRTIO_BLK_S_IOERR;
+        copyStream(mem, chain, this.id, len, true);
+        this.written = len;
+        return VIRTIO_BLK_S_OK;
       }
       default:
-        status = VIRTIO_BLK_S_UNSUPP;
+        return VIRTIO_BLK_S_UNSUPP;
     }
-    mem[statusOff] = status;
-    return usedLength(chain, statusAt, written);
+  }
+
+  /**
+   * A read or a write of whole sectors (512 bytes, whatever the block size) at
+   * `sector`: IOERR when the data is not whole sectors or runs past the disk, as
+   * QEMU's virtio_blk_sect_range_ok() fails it. The null device (no store) moves
+   * nothing and succeeds.
+   */
+  private readWrite(mem: Buffer, chain: Chain, isRead: boolean, sector: number): number {
+    const total = isRead ? this.writableBytes - 1 : this.readable - BLK_HEADER_BYTES;
+    if (total % SECTOR_SIZE !== 0) return VIRTIO_BLK_S_IOERR;
+    const store = this.store;
+    if (store === undefined) return VIRTIO_BLK_S_OK;
+    const start = sector * SECTOR_SIZE;
+    if (!Number.isSafeInteger(start) || start + total > store.capacity) return VIRTIO_BLK_S_IOERR;
+    transfer(mem, chain, store, isRead, isRead ? 0 : BLK_HEADER_BYTES, total, start);
+    if (isRead) this.written = total;
+    return VIRTIO_BLK_S_OK;
   }
 }

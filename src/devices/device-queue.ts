@@ -20,6 +20,13 @@ const U32 = 2 ** 32;
  * Rules: the device trusts nothing the guest wrote either. A chain is walked at most
  * `size` steps (a loop ends it), every descriptor must lie inside the memory, and a
  * ring head past the table fails the walk; such a chain is completed with 0 bytes.
+ * An available index more than `size` entries past the last one taken (the ring
+ * holds no more) breaks the queue: it takes nothing more until the host stops the
+ * thread (a reset), as QEMU's virtqueue_num_heads() (hw/virtio/virtio.c) calls
+ * virtio_error(vdev, "Guest moved used index from %u to %u"), and as Linux
+ * 6.12.117's vhost fails it (drivers/vhost/vhost.c, vhost_get_avail_idx():
+ * `(u16)(avail_idx - vq->last_avail_idx) > vq->num`, "Invalid available index
+ * change from %u to %u").
  * `lastAvail` and `usedIdx` are this thread's own free-running 16-bit counters; the
  * used index is published (and the guest woken) once per completed request.
  */
@@ -51,6 +58,11 @@ export class DeviceQueue {
   private readonly notify: number;
   /** The next available ring slot to take (free-running, 16 bits). */
   private lastAvail = 0;
+  /**
+   * The guest moved the available index by more than the ring holds: nothing is
+   * taken any more (see the class comment). Only a new thread clears it.
+   */
+  broken = false;
 
   constructor(data: Pick<DeviceWorkerData, 'memory' | 'memBase' | 'queue'>) {
     const q = data.queue;
@@ -79,9 +91,18 @@ export class DeviceQueue {
     return Atomics.load(this.u16, this.availWord + 1);
   }
 
-  /** Whether the available index `avail` holds entries this thread has not taken. */
+  /**
+   * Whether the available index `avail` holds entries this thread has not taken;
+   * never once the queue is {@link broken}, which an index more than `size`
+   * entries ahead makes it.
+   */
   hasNew(avail: number): boolean {
-    return avail !== this.lastAvail;
+    if (avail === this.lastAvail || this.broken) return false;
+    if (((avail - this.lastAvail) & 0xffff) > this.size) {
+      this.broken = true;
+      return false;
+    }
+    return true;
   }
 
   /** Whether the host asked the thread to finish. */
@@ -92,7 +113,9 @@ export class DeviceQueue {
   /** Polls the available index (last read as `avail`) for `spinMs` or until it moves; returns it. */
   spin(avail: number, spinMs: number): number {
     const until = performance.now() + spinMs;
-    while (avail === this.lastAvail && performance.now() < until) avail = this.availIdx();
+    while (avail === this.lastAvail && !this.broken && performance.now() < until) {
+      avail = this.availIdx();
+    }
     return avail;
   }
 
@@ -101,12 +124,14 @@ export class DeviceQueue {
    * DEVICE_SLEEPING is set before the last look at the available index (and at
    * STOP), so a guest that publishes after that look sees the flag and rings: no
    * request is missed. A caller woken by the timeout looks again before it sleeps
-   * again, so the flag's short drop in between misses nothing either.
+   * again, so the flag's short drop in between misses nothing either. A broken
+   * queue sleeps whatever its index says (until STOP, or the timeout).
    */
   sleep(timeoutMs = Number.POSITIVE_INFINITY): void {
     const bell = Atomics.load(this.i32, this.notify + NOTIFY_DOORBELL);
     Atomics.store(this.i32, this.notify + NOTIFY_DEVICE_SLEEPING, 1);
-    if (this.availIdx() === this.lastAvail && !this.stopRequested()) {
+    const idle = this.broken || this.availIdx() === this.lastAvail;
+    if (idle && !this.stopRequested()) {
       Atomics.wait(this.i32, this.notify + NOTIFY_DOORBELL, bell, timeoutMs);
     }
     Atomics.store(this.i32, this.notify + NOTIFY_DEVICE_SLEEPING, 0);

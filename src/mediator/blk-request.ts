@@ -90,7 +90,13 @@ export function layOutRequest(
  * Bytes of a request's data that the device wrote, by its used length: the data
  * buffers are the chain's first device-writable buffers (VIRTIO 1.2 §2.7.8.2:
  * len counts from the first device-writable buffer), so the first
- * min(length, usedLen) bytes. The driver hands back no byte past it.
+ * min(length, usedLen) bytes. The driver hands back no byte past it, as the
+ * spec's driver requirement asks ("MUST NOT make assumptions about data in
+ * device-writable buffers beyond the first len bytes, and SHOULD ignore this
+ * data"). Linux 6.12's virtio-blk ignores len (virtblk_done() and virtblk_poll()
+ * in drivers/block/virtio_blk.c read it into a local they never use) and hands
+ * back the whole buffer; QEMU reports every device-writable byte as used
+ * (hw/block/virtio-blk.c, virtio_blk_req_complete()), so both agree on QEMU.
  */
 export function dataWritten(length: number, usedLen: number): number {
   return Math.max(0, Math.min(length, usedLen));
@@ -98,7 +104,12 @@ export function dataWritten(length: number, usedLen: number): number {
 
 /**
  * The error a completed request's status byte stands for, or undefined for
- * VIRTIO_BLK_S_OK. A byte that is no virtio-blk status is a device fault.
+ * VIRTIO_BLK_S_OK. A byte that is no virtio-blk status is a device fault (the
+ * driver presets the byte to {@link STATUS_PRESET}, so a device that never wrote
+ * it is caught too). Linux 6.12's virtblk_result() (drivers/block/virtio_blk.c)
+ * maps VIRTIO_BLK_S_UNSUPP to BLK_STS_NOTSUPP and every other byte but OK (the
+ * zoned statuses 5 and 6 aside) to BLK_STS_IOERR, `default:` included, and
+ * presets nothing.
  */
 export function statusError(
   status: number,

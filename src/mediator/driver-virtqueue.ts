@@ -180,6 +180,18 @@ export class GuestVirtqueue {
   /**
    * Reads new used entries, validates each, and reports them to `sink`. Valid
    * completions free their descriptors. Returns how many entries were consumed.
+   *
+   * Against Linux 6.12.117, drivers/virtio/virtio_ring.c, virtqueue_get_buf_ctx_split():
+   * it checks `i >= vq->split.vring.num` ("id %u out of range") and
+   * `!vq->split.desc_state[i].data` ("id %u is not a head!"), as `used_id` here
+   * (a completed chain named again is `double_completion`, Linux's "not a head"
+   * too). It does not check used->idx (`used_idx` here) nor the length (`*len` is
+   * returned as read; virtblk_done() in drivers/block/virtio_blk.c ignores it),
+   * which this driver bounds by the chain's device-writable bytes (`used_len`,
+   * VIRTIO 1.2 §2.7.8: len is "the total of bytes written into the buffer").
+   * Linux's BAD_RING() marks the whole virtqueue broken (every later get_buf
+   * returns NULL, and virtio-blk has no timeout to end its requests); here a bad
+   * entry fails at most the request it names, and the queue goes on.
    */
   poll(sink: UsedSink): number {
     const usedWord16 = (this.layout.used - this.memBase) >>> 1;

@@ -23,8 +23,33 @@ import { MediatorError } from '../errors.js';
  * Everything here is device-writable, so the guest reads each field once and
  * validates it, and treats the notification words as hints only (a wrong value
  * can cost a wake-up, never a wrong completion).
+ *
+ * Against the sources:
+ * - Sizes and alignments are the spec's (split-ring.tex, the table of "Virtqueue
+ *   Part / Alignment / Size": descriptor table 16 and 16*size, available ring 2
+ *   and 6+2*size, used ring 4 and 6+8*size; "Queue Size value is always a power of
+ *   2. The maximum Queue Size value is 32768"). Linux 6.12 lays the three parts out
+ *   contiguously with vring_init() (include/uapi/linux/virtio_ring.h) and aligns
+ *   the used ring to the vring_align its transport passes: SMP_CACHE_BYTES for
+ *   virtio-pci modern (drivers/virtio/virtio_pci_modern.c, setup_vq():
+ *   vring_create_virtqueue(index, num, SMP_CACHE_BYTES, ...)), 64 on x86, where
+ *   this layout uses the spec's minimum of 4.
+ * - Notification suppression is not the spec's: used_event and avail_event exist
+ *   (VIRTIO_RING_F_EVENT_IDX) but are never written, and avail->flags and
+ *   used->flags stay 0. Their work is done by the notification words below:
+ *   DEVICE_SLEEPING stands where VRING_USED_F_NO_NOTIFY's inverse would ("kick me"),
+ *   DRIVER_WAITING where VRING_AVAIL_F_NO_INTERRUPT's inverse would, both read as
+ *   hints, as the spec's ("Neither of these notification suppression methods are
+ *   reliable"). QEMU offers EVENT_IDX by default (include/hw/virtio/virtio.h,
+ *   DEFINE_VIRTIO_COMMON_FEATURES: "event_idx" true), and Linux then uses
+ *   vring_need_event() on used_event/avail_event.
+ * - No descriptor is ever VRING_DESC_F_INDIRECT (4): the driver chains descriptors
+ *   directly (README, "maps no indirect descriptor table"), and the device does not
+ *   look at the flag.
  */
+/** include/uapi/linux/virtio_ring.h (6.12): "This marks a buffer as continuing via the next field." */
 export const VRING_DESC_F_NEXT = 1;
+/** include/uapi/linux/virtio_ring.h (6.12): "This marks a buffer as write-only (otherwise read-only)." */
 export const VRING_DESC_F_WRITE = 2;
 export const DESC_SIZE = 16;
 
