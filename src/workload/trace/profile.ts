@@ -1,7 +1,9 @@
 import { DmaDirection, PAGE_SIZE } from '../../swiotlb/constants.js';
 import { BLK_HEADER_BYTES } from '../../virtio/blk-format.js';
 import { DESC_SIZE } from '../../virtio/virtqueue-layout.js';
+import { IoPeak } from './io-peak.js';
 import type { ReplayObserver, TracedOp } from './replay-types.js';
+import { type Entry, MAX_TABLE_ENTRIES, tableEntries } from './virtq-table.js';
 
 /**
  * The traced workload, as `size --trace` and `bench --trace` need it: a
@@ -28,7 +30,17 @@ import type { ReplayObserver, TracedOp } from './replay-types.js';
  *                                  the device offers VIRTIO_RING_F_INDIRECT_DESC
  *                                  (QEMU's default), see below
  *   a dma_map_sg list              (one request's segments: NVMe, SCSI)
- *   any other map                  (a network buffer, ...): an I/O of its own
+ *   another virtqueue buffer       (a virtio-net packet of several sg entries, a
+ *   with its indirect table         big-packets receive buffer, a control command;
+ *                                  virtq-table.ts): its entries, the last maps of
+ *                                  the device on that CPU, and the TO_DEVICE table
+ *                                  of 16 bytes per entry right after them, counted
+ *                                  as an sg I/O
+ *   any other map                  (a one-entry packet or receive buffer, a map of
+ *                                  a buffer of several entries without a table
+ *                                  (the device offers no indirect descriptors, or
+ *                                  a table the rules below cannot tell), a
+ *                                  non-virtio driver's map): an I/O of its own
  *
  * The indirect table (drivers/virtio/virtio_ring.c, 6.1.192 and 6.12.117): with
  * the feature negotiated, virtqueue_use_indirect() (`vq->indirect && total_sg > 1
@@ -42,12 +54,36 @@ import type { ReplayObserver, TracedOp } from './replay-types.js';
  * When it fails, the driver unmaps the entries and requeues (the packed ring
  * retries at once with direct descriptors): the request counts as cut short.
  *
+ * Other virtqueue buffers have no header or status to anchor them, so until the
+ * next map of the device on that CPU shows whether a table follows, a map that may
+ * be an entry of one is pending: counted live as an I/O of its own (IoPeak keeps
+ * the peak exact when a table then groups its entries), not yet counted by kind and
+ * size. A pending map stops being one, as a single I/O, when its own unmap or a
+ * later pending map's comes (its buffer was complete: a table is mapped before the
+ * buffer is exposed), when the device maps anything else on that CPU (a virtio-blk
+ * map, a dma_map_sg, a BIDIRECTIONAL map), when a table takes later maps (it was
+ * added before them), when it is more than MAX_TABLE_ENTRIES maps back, or when
+ * more than {@link STALE_STARTS} / 2 I/Os of its device have started since (checked
+ * once STALE_STARTS samples wait: an add maps its entries and table in one call).
+ * A table that fails to map cuts its buffer short (virtio-net drops the packet).
+ *
  * An I/O is live from its first map until its last mapping is released; a
  * request with no data (a flush, a discard) is counted, not sized. Rules: `open`
  * holds at most one unfinished virtio-blk request per (device, CPU), `closed` the
  * request whose status was that CPU's last map of the device (its table may come
- * next); every id of a live mapping maps to its I/O in `ioOf` until its unmap.
+ * next); every id of a live mapping maps to its I/O in `ioOf` until its unmap; a
+ * device's `runs` hold, per CPU, its pending maps in map order (each live, of a
+ * single TO_DEVICE or FROM_DEVICE map, its I/O started and marked `pendingOn` that
+ * CPU, in no other I/O; at most MAX_TABLE_ENTRIES; no empty run is kept).
  */
+
+/**
+ * Samples IoPeak may keep for a device: past them, maps pending while more than
+ * half as many I/Os of the device started are taken for buffers of one entry (a
+ * virtqueue add maps its entries and its table in one call, in microseconds, while
+ * the device's other CPUs cannot start thousands of I/Os).
+ */
+export const STALE_STARTS = 4096;
 
 /**
  * Mappings smaller than this are control structures, not data: virtio-blk maps
@@ -75,8 +111,10 @@ export interface DeviceProfile {
   /** I/O size (bytes of data) -> count: reads (FROM_DEVICE data) and writes (TO_DEVICE, BIDIRECTIONAL). */
   ioSizes: { read: Map<number, number>; write: Map<number, number> };
   /**
-   * I/Os by kind: virtio-blk requests, scatter-gather lists, single maps; of those,
-   * requests without data (flushes) and requests cut short by a failed map (retried later).
+   * I/Os by kind: virtio-blk requests, scatter-gather lists (a dma_map_sg list, or a
+   * virtqueue buffer's entries with their indirect table), single maps; of those,
+   * requests without data (flushes) and requests cut short by a failed map (retried
+   * later, or a dropped packet).
    */
   ios: { blk: number; sg: number; single: number; flushes: number; aborted: number };
   /** Most mappings live at once (bounced or not). */
@@ -111,11 +149,25 @@ interface Io {
   open: boolean;
   /** One of its maps failed: the driver retries the whole request later. */
   aborted?: boolean;
+  /** A pending map's tentative I/O: the CPU whose run holds the map. */
+  pendingOn?: number;
+}
+
+/** A pending map: maybe an entry of a virtqueue buffer whose indirect table is to come. */
+interface Pending extends Entry {
+  id: number;
+  /** Its tentative single I/O, started. */
+  io: Io;
+  /** The number IoPeak gave its start. */
+  start: number;
 }
 
 interface DeviceState extends DeviceProfile {
   live: number;
-  liveIos: number;
+  /** Live I/Os and their peak (liveIosMax is its max once the profile is read). */
+  peak: IoPeak;
+  /** CPU -> its pending maps, oldest first (see the rules at the top of this file). */
+  runs: Map<number, Pending[]>;
   liveBytes: number;
   liveSlots: number;
   /** Line of the dma_map_sg whose entries the current sg I/O gathers. */
@@ -185,6 +237,7 @@ export class TraceProfile implements ReplayObserver {
       const req = this.open.get(key);
       if (req) req.aborted = true;
       else if (done && isIndirectTable(op, done)) this.abortFinished(d, done);
+      else this.failedTable(d, op);
       return;
     }
     if (op.kind === 'alloc') {
@@ -231,8 +284,10 @@ export class TraceProfile implements ReplayObserver {
     }
     const io = this.ioOf.get(op.id);
     if (io === undefined) return;
+    // Its buffer was complete: no table is to come for it or the maps before it.
+    if (io.pendingOn !== undefined) this.resolveThrough(d, io);
     this.ioOf.delete(op.id);
-    if (--io.maps === 0 && !io.open) d.liveIos--;
+    if (--io.maps === 0 && !io.open) d.peak.down();
   }
 
   result(): DeviceProfile[] {
@@ -244,9 +299,21 @@ export class TraceProfile implements ReplayObserver {
     for (const d of this.devices.values()) {
       if (d.sgIo) this.finish(d, d.sgIo);
       d.sgIo = undefined;
+      for (const cpu of [...d.runs.keys()]) this.resolve(d, cpu);
+      d.peak.settle(Number.POSITIVE_INFINITY);
+      d.liveIosMax = d.peak.max;
     }
     return [...this.devices.values()].map(
-      ({ live: _l, liveIos: _i, liveBytes: _b, liveSlots: _s, sgLine: _g, sgIo: _o, ...p }) => p,
+      ({
+        live: _l,
+        peak: _p,
+        runs: _r,
+        liveBytes: _b,
+        liveSlots: _s,
+        sgLine: _g,
+        sgIo: _o,
+        ...p
+      }) => p,
     );
   }
 
@@ -255,6 +322,20 @@ export class TraceProfile implements ReplayObserver {
    * `done` is the request whose status was the last map on `key`.
    */
   private ioFor(d: DeviceState, op: TracedOp, key: string, done: Io | undefined): Io {
+    const io = this.driverIo(d, op, key, done);
+    if (io === undefined) return this.virtqIo(d, op);
+    // A map of another kind on that CPU: no virtqueue buffer is being added there.
+    this.resolve(d, op.cpu);
+    return io;
+  }
+
+  /** The I/O of a dma_map_sg entry or a virtio-blk request's map; undefined for any other map. */
+  private driverIo(
+    d: DeviceState,
+    op: TracedOp,
+    key: string,
+    done: Io | undefined,
+  ): Io | undefined {
     const read = op.dir === DmaDirection.FROM_DEVICE;
     if (d.sgIo !== undefined) {
       // The entries of one dma_map_sg come in a row, with its line.
@@ -299,14 +380,102 @@ export class TraceProfile implements ReplayObserver {
       this.closed.set(key, req);
       return req;
     }
-    const io = this.start(d, newIo('single', op.size, read));
+    return undefined;
+  }
+
+  /**
+   * Any other map: the indirect table of the pending maps before it (virtq-table.ts),
+   * or a single I/O, pending when it may be a virtqueue buffer's entry.
+   */
+  private virtqIo(d: DeviceState, op: TracedOp): Io {
+    const run = d.runs.get(op.cpu);
+    const k = run === undefined ? 0 : tableEntries(run, op);
+    if (k > 0) return this.group(d, op.cpu, k, false);
+    const io = newIo('single', op.size, op.dir === DmaDirection.FROM_DEVICE);
+    if (op.dir !== DmaDirection.TO_DEVICE && op.dir !== DmaDirection.FROM_DEVICE) {
+      // virtqueues map only these two directions.
+      this.resolve(d, op.cpu);
+      this.start(d, io);
+      this.finish(d, io);
+      return io;
+    }
+    // No table covers more entries: the oldest was a buffer of its own.
+    if (run !== undefined && run.length >= MAX_TABLE_ENTRIES) this.resolve(d, op.cpu, 1);
+    io.pendingOn = op.cpu;
+    const entry: Pending = { id: op.id, size: op.size, dir: op.dir, io, start: d.peak.up(true) };
+    const now = d.runs.get(op.cpu);
+    if (now) now.push(entry);
+    else d.runs.set(op.cpu, [entry]);
+    if (d.peak.waiting > STALE_STARTS) this.resolveStale(d);
+    return io;
+  }
+
+  /**
+   * The last `k` pending maps of `cpu` are one virtqueue buffer's entries and the map
+   * being made (or failed: `failed`) is its indirect table: one sg I/O, read when it
+   * moves more bytes from the device than to it. The maps pending before them were
+   * buffers of their own (added before, without a table).
+   */
+  private group(d: DeviceState, cpu: number, k: number, failed: boolean): Io {
+    const run = d.runs.get(cpu)!;
+    const entries = run.splice(run.length - k, k);
+    const io = newIo('sg', 0, false);
+    io.maps = k;
+    io.entries = k;
+    if (failed) io.aborted = true;
+    let fromDevice = 0;
+    for (const e of entries) {
+      io.bytes += e.size;
+      if (e.dir === DmaDirection.FROM_DEVICE) fromDevice += e.size;
+      this.ioOf.set(e.id, io);
+    }
+    io.read = fromDevice * 2 > io.bytes;
+    d.peak.group(entries.map((e) => e.start));
+    this.resolve(d, cpu);
     this.finish(d, io);
     return io;
   }
 
+  /** A failed map: the table of the pending maps before it (the buffer is cut short), or their end. */
+  private failedTable(d: DeviceState, op: TracedOp): void {
+    const run = d.runs.get(op.cpu);
+    const k = run === undefined ? 0 : tableEntries(run, op);
+    if (k > 0) this.group(d, op.cpu, k, true);
+    else this.resolve(d, op.cpu);
+  }
+
+  /** The first `n` pending maps of `cpu` (all by default) are buffers of their own: single I/Os. */
+  private resolve(d: DeviceState, cpu: number, n = Number.POSITIVE_INFINITY): void {
+    const run = d.runs.get(cpu);
+    if (run === undefined) return;
+    for (const e of run.splice(0, n)) {
+      e.io.pendingOn = undefined;
+      this.finish(d, e.io);
+    }
+    if (run.length === 0) d.runs.delete(cpu);
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const r of d.runs.values()) oldest = Math.min(oldest, r[0]!.start);
+    d.peak.settle(oldest);
+  }
+
+  /** The pending map of `io` was unmapped: it and the maps pending before it on its CPU were buffers of their own. */
+  private resolveThrough(d: DeviceState, io: Io): void {
+    const cpu = io.pendingOn!;
+    const run = d.runs.get(cpu)!;
+    this.resolve(d, cpu, run.findIndex((e) => e.io === io) + 1);
+  }
+
+  /** Pending maps that {@link STALE_STARTS} / 2 I/O starts or more have followed: buffers of their own. */
+  private resolveStale(d: DeviceState): void {
+    const cut = d.peak.next - STALE_STARTS / 2;
+    for (const [cpu, run] of [...d.runs]) {
+      const n = run.findIndex((e) => e.start >= cut);
+      this.resolve(d, cpu, n < 0 ? run.length : n);
+    }
+  }
+
   private start(d: DeviceState, io: Io): Io {
-    d.liveIos++;
-    if (d.liveIos > d.liveIosMax) d.liveIosMax = d.liveIos;
+    d.peak.up(false);
     return io;
   }
 
@@ -344,7 +513,7 @@ export class TraceProfile implements ReplayObserver {
     if (!io.open) return;
     io.open = false;
     this.finish(d, io);
-    if (io.maps === 0) d.liveIos--;
+    if (io.maps === 0) d.peak.down();
   }
 
   private device(op: TracedOp): DeviceState {
@@ -373,7 +542,8 @@ export class TraceProfile implements ReplayObserver {
         firstTs: op.ts,
         lastTs: op.ts,
         live: 0,
-        liveIos: 0,
+        peak: new IoPeak(),
+        runs: new Map(),
         liveBytes: 0,
         liveSlots: 0,
         sgLine: -1,

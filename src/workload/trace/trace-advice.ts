@@ -40,7 +40,7 @@ export interface DeviceDemand {
   bounced: number;
   outside: number;
   failed: number;
-  /** I/Os with data (virtio-blk requests, sg lists, single maps), requests without data, requests cut short by a failed map. */
+  /** I/Os with data (virtio-blk requests, sg lists and virtqueue buffers with their indirect table, single maps), requests without data, requests cut short by a failed map. */
   ios: number;
   flushes: number;
   aborted: number;
