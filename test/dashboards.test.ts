@@ -180,6 +180,8 @@ interface Analysis {
   selectors: Selector[];
   /** Label names in by/without/on/ignoring clauses. */
   groupingLabels: string[];
+  /** The label names of each by/without/on/ignoring clause. */
+  groupings: string[][];
 }
 
 function unquote(s: string): string {
@@ -188,7 +190,7 @@ function unquote(s: string): string {
 
 /** Parses `expr` with the Prometheus project's own lezer grammar. */
 function analyse(expr: string): Analysis {
-  const out: Analysis = { errors: [], selectors: [], groupingLabels: [] };
+  const out: Analysis = { errors: [], selectors: [], groupingLabels: [], groupings: [] };
   if (expr.trim() === '') out.errors.push('empty expression');
   const tree = parser.parse(expr);
   tree.iterate({
@@ -220,9 +222,9 @@ function analyse(expr: string): Analysis {
         if (sel.metric === undefined && byName) sel.metric = byName.value;
         out.selectors.push(sel);
       } else if (ref.name === 'GroupingLabels') {
-        for (const l of node.getChildren('LabelName')) {
-          out.groupingLabels.push(expr.slice(l.from, l.to));
-        }
+        const names = node.getChildren('LabelName').map((l) => expr.slice(l.from, l.to));
+        out.groupingLabels.push(...names);
+        out.groupings.push(names);
       }
     },
   });
@@ -383,7 +385,9 @@ describe('grafana dashboard', () => {
     expect(shown(/mediator_backpressure_wait_seconds_total/)).toBe(true);
     expect(shown(/mediator_backpressure_waiting_requests/)).toBe(true);
     expect(shown(/mediator_backpressure_timeouts_total/)).toBe(true);
-    expect(shown(/sum by \(device, outcome\) \(rate\(mediator_requests_total/)).toBe(true);
+    expect(shown(/sum by \(instance, device, outcome\) \(rate\(mediator_requests_total/)).toBe(
+      true,
+    );
     expect(shown(/histogram_quantile\(0\.5, .*mediator_request_duration_seconds_bucket/)).toBe(
       true,
     );
@@ -394,6 +398,45 @@ describe('grafana dashboard', () => {
     expect(shown(/rate\(mediator_copy_worker_busy_seconds_total/)).toBe(true);
     expect(shown(/1 - rate\(mediator_device_thread_idle_seconds_total/)).toBe(true);
     expect(shown(/nodejs_eventloop_lag_p99_seconds/)).toBe(true);
+    expect(shown(/^swiotlb_mediator_build_info\{/)).toBe(true);
+  });
+
+  it('keeps the instance apart wherever it shows a device or a pool', () => {
+    // Device and pool names come from each instance's configuration: the defaults
+    // (blk0, null0, pool0, pool1) are the same on every instance, so an aggregation
+    // by device or pool without instance adds up the instances selected.
+    const entity = ['device', 'pool'];
+    for (const p of dataPanels) {
+      for (const t of p.targets ?? []) {
+        const where = `panel "${p.title}" target ${t.refId}`;
+        for (const by of analyse(t.expr).groupings) {
+          if (by.some((l) => entity.includes(l)))
+            expect(by, `${where}: ${t.expr}`).toContain('instance');
+        }
+        const legend = t.legendFormat ?? '';
+        if (entity.some((l) => legend.includes(`{{${l}}}`))) {
+          expect(legend, `${where}: legend`).toMatch(/^\{\{instance\}\} /);
+        }
+      }
+    }
+  });
+
+  it('shows what each instance runs, from swiotlb_mediator_build_info, on top', () => {
+    const top = dashboard.panels.find((p) => p.gridPos.y === 0)!;
+    expect(top.type).toBe('stat');
+    const [target] = top.targets!;
+    expect(target!.expr).toBe('swiotlb_mediator_build_info{job="$job",instance=~"$instance"}');
+    for (const label of [
+      'instance',
+      'version',
+      'mode',
+      'kernel',
+      'placement',
+      'from_device_bounce',
+      'node_version',
+    ]) {
+      expect(target!.legendFormat).toContain(`{{${label}}}`);
+    }
   });
 
   it('every expression parses', () => {

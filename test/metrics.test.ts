@@ -3,10 +3,14 @@
  * from start-up.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { parseConfig } from '../src/config/index.js';
+import { toMediatorSpec } from '../src/config/load.js';
 import { Mediator } from '../src/mediator/mediator.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { ScrapeCache } from '../src/metrics/registry.js';
 import { DmaDirection as D } from '../src/swiotlb/constants.js';
+import { packageVersion } from '../src/util/package-version.js';
+import { HISTOGRAM_BOUNDS } from '../src/workers/copy-stats.js';
 
 const MiB = 2 ** 20;
 
@@ -92,6 +96,16 @@ describe('metrics', () => {
     expect(delta('mediator_bounce_copy_size_bytes_bucket{direction="to_device",le="16384"}')).toBe(
       6,
     );
+    // The 16-byte headers and 1-byte status bytes, apart from the data (bucket 32 B:
+    // the copies too small to time).
+    const size = (direction: string, le: number) =>
+      delta(`mediator_bounce_copy_size_bytes_bucket{direction="${direction}",le="${le}"}`);
+    expect(size('to_device', 32)).toBe(4);
+    expect(size('to_device', 64)).toBe(4);
+    expect(size('to_device', 512)).toBe(4);
+    expect(size('to_device', 4096)).toBe(5);
+    expect(size('from_device', 32)).toBe(2);
+    expect(size('from_device', 4096)).toBe(3);
     expect(delta('swiotlb_map_attempts_total{pool="p0"}')).toBe(6);
     expect(delta('swiotlb_unmaps_total{pool="p0"}')).toBe(6);
     expect(get(after, 'swiotlb_pool_used_hiwater_slots{pool="p0"}')).toBeGreaterThan(0);
@@ -166,6 +180,55 @@ describe('metrics', () => {
     med.pools.get('p0')!.pool.resetHiwater();
     const m = await scrape(registry);
     expect(get(m, 'swiotlb_pool_used_hiwater_slots{pool="p0"}')).toBe(0);
+  });
+});
+
+describe('swiotlb_mediator_build_info', () => {
+  /** The build_info series of one scrape of the mediator a configuration describes. */
+  async function buildInfo(config: unknown): Promise<{ text: string; series: string[] }> {
+    const med = new Mediator(toMediatorSpec(parseConfig(config)));
+    try {
+      const text = await createMetrics(med, { defaultMetrics: false }).metrics();
+      const series = text.split('\n').filter((l) => l.startsWith('swiotlb_mediator_build_info'));
+      return { text, series };
+    } finally {
+      await med.close();
+    }
+  }
+
+  it('is one gauge series at 1: package and Node versions, mode, kernel profile, placement', async () => {
+    const { text, series } = await buildInfo({ devices: [] });
+    expect(text).toContain('# TYPE swiotlb_mediator_build_info gauge');
+    expect(series).toEqual([
+      `swiotlb_mediator_build_info{version="${packageVersion()}",node_version="${process.version}",mode="bounce",kernel="6.10",placement="warm",from_device_bounce="none"} 1`,
+    ]);
+    expect(packageVersion()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('says what the configuration set: mode, kernel, and the placements of the pools', async () => {
+    const { series } = await buildInfo({
+      mode: 'shared',
+      kernel: '6.6',
+      placement: 'linux',
+      pools: [
+        { name: 'p0', size: '8MiB' },
+        { name: 'p1', size: '8MiB', placement: 'warm' },
+      ],
+      devices: [],
+    });
+    expect(series).toHaveLength(1);
+    expect(series[0]).toMatch(/\{version="[^"]+",node_version="v[^"]+",mode="shared",/);
+    expect(series[0]).toContain('kernel="6.6",placement="linux,warm",from_device_bounce="none"} 1');
+    const direct = await buildInfo({ mode: 'direct', placement: 'linux', devices: [] });
+    expect(direct.series[0]).toContain(
+      'mode="direct",kernel="6.10",placement="linux",from_device_bounce="none"} 1',
+    );
+  });
+});
+
+describe('mediator_bounce_copy_size_bytes buckets', () => {
+  it('are powers of two from 32 B (copies not timed) to 512 KiB', () => {
+    expect(HISTOGRAM_BOUNDS).toEqual(Array.from({ length: 15 }, (_, i) => 32 * 2 ** i));
   });
 });
 

@@ -8,6 +8,8 @@
  *   Evaluated here by promtool on the dashboard's own expressions.
  * - The mean back-pressure wait needs the waits that ended:
  *   mediator_backpressure_waits_ended_total (waits less those waiting now).
+ * - Device and pool panels summed by device or pool without instance: with several
+ *   instances selected, same-named devices (blk0 on each) were added up.
  * - Texts an operator acts on: too_large is a search beyond one 128-slot segment,
  *   not "a mapping above the max mapping size" (the kernel places those, docs/errors.md);
  *   the request latency histogram counts every outcome.
@@ -78,15 +80,18 @@ const INSTANCE = '127.0.0.1:8080';
 /** 4 x the 5 s scrape interval of dashboards/prometheus.yml, as $__rate_interval gives at least. */
 const RATE_INTERVAL = '20s';
 
-/** The one query of the panel `title`, with the variables as Grafana would fill them. */
-function panelExpr(title: string): string {
+/**
+ * The one query of the panel `title`, with the variables as Grafana would fill them
+ * (`instance`: the Instance variable's regex; "All" is `.*`).
+ */
+function panelExpr(title: string, instance = INSTANCE): string {
   const p = panels.find((x) => x.title === title);
   if (!p) throw new Error(`no panel "${title}"`);
   expect(p.targets, title).toHaveLength(1);
   return p
     .targets![0]!.expr.replaceAll('$__rate_interval', RATE_INTERVAL)
     .replaceAll('$job', JOB)
-    .replaceAll('$instance', INSTANCE);
+    .replaceAll('$instance', instance);
 }
 
 /** A series of the service as Prometheus stores it (with job and instance). */
@@ -218,7 +223,36 @@ describe('dashboard ratios: empty, never +Inf, when the denominator did not move
         {
           expr: inUnits(expr, 1),
           eval_time: '80s',
-          exp_samples: [{ labels: '{pool="default"}', value: 6 }],
+          exp_samples: [{ labels: `{instance="${INSTANCE}",pool="default"}`, value: 6 }],
+        },
+      ],
+    );
+    expect(r.output).toContain('SUCCESS');
+    expect(r.status, r.output).toBe(0);
+  });
+});
+
+// --- several instances -----------------------------------------------------------------
+
+describe('several instances selected: a device of each is its own series', () => {
+  it('"Request rate by device and outcome": blk0 of two instances is two series, not their sum', (ctx) => {
+    needPromtool(ctx);
+    // Instance "All": both instances run the default devices, blk0 among them.
+    const expr = panelExpr('Request rate by device and outcome', '.*');
+    const ok = { device: 'blk0', op: 'write', outcome: 'ok' };
+    const r = promtoolEval(
+      [
+        series('mediator_requests_total', { ...ok, instance: 'host-a:8080' }, '0+5x60'),
+        series('mediator_requests_total', { ...ok, instance: 'host-b:8080' }, '0+15x60'),
+      ],
+      [
+        {
+          expr: inUnits(expr, 1),
+          eval_time: '2m',
+          exp_samples: [
+            { labels: '{instance="host-a:8080",device="blk0",outcome="ok"}', value: 1 },
+            { labels: '{instance="host-b:8080",device="blk0",outcome="ok"}', value: 3 },
+          ],
         },
       ],
     );

@@ -2,6 +2,7 @@ import { collectDefaultMetrics } from 'prom-client';
 import type { Mediator } from '../mediator/mediator.js';
 import { copySource, registerCopyMetrics, registerCopyWorkerMetrics } from './copies.js';
 import { deviceSource, registerDeviceMetrics } from './devices.js';
+import { registerBuildInfo } from './info.js';
 import {
   poolSource,
   registerBackpressureMetrics,
@@ -12,10 +13,11 @@ import { ScrapeRegistry, WrapAccumulator } from './registry.js';
 import { registerRequestMetrics } from './requests.js';
 
 /**
- * Every metric of the service, by subject: pool.ts (occupancy, maps,
- * back-pressure), copies.ts (bounce copies, copy workers), requests.ts (the
- * pipeline), devices.ts (faults, resets, bytes). Each source (every pool's stats,
- * the copy engine's, every device's) is read once per scrape (registry.ts).
+ * Every metric of the service, by subject: info.ts (what the instance runs),
+ * pool.ts (occupancy, maps, back-pressure), copies.ts (bounce copies, copy
+ * workers), requests.ts (the pipeline), devices.ts (faults, resets, bytes). Each
+ * source (every pool's stats, the copy engine's, every device's) is read once per
+ * scrape (registry.ts).
  *
  * Every labelled series exists from start-up (at zero), so that dashboards and
  * alert expressions have data before the first event.
@@ -33,6 +35,7 @@ export interface MetricsOptions {
 export function createMetrics(mediator: Mediator, opts: MetricsOptions = {}): ScrapeRegistry {
   const registry = new ScrapeRegistry();
   if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  registerBuildInfo(registry, mediator);
   const wrap = new WrapAccumulator();
 
   const pools = poolSource(registry, mediator);
