@@ -108,8 +108,8 @@ export const ERROR_SPECS = {
   },
   MEDIATOR_IO_ERROR: {
     meaning:
-      'The device completed the request with VIRTIO_BLK_S_IOERR (for example a sector beyond the end of the disk, or its backing store failed).',
-    fix: 'Check the sector range against the device capacity; when it is in range, the log has a "backing store error" line saying what the disk answered.',
+      'The request failed with an I/O error, as Linux fails it with BLK_STS_IOERR (-EIO): either the driver refused a read or write beyond the device capacity before mapping or sending anything ("attempt to access beyond end of device", as the block layer\'s bio_check_eod() refuses it; the error\'s details carry the capacity), or the device completed the request with VIRTIO_BLK_S_IOERR (its backing store failed, or the device found the range past its disk).',
+    fix: 'Keep the sector range within the device capacity (GET /v1/devices gives it); when it is in range, the log has a "backing store error" line saying what the disk answered.',
     status: 416,
   },
   MEDIATOR_UNSUPPORTED: {

@@ -132,13 +132,25 @@ export class BlkBackend implements RequestHandler {
   private ordered = true;
   /** Bytes the request wrote from the start of the writable bytes, before the status. */
   private written = 0;
+  /** The disk's size in bytes: what a read or write must stay within. */
+  private readonly capacity: number;
 
+  /**
+   * `capacity` is the disk's size in bytes, as configured (workerData.capacity);
+   * a store bounds it too. The null device (no store) has only `capacity`, as
+   * QEMU's null-co driver has its `size` (block/null.c, null_file_open():
+   * `qemu_opt_get_size(opts, BLOCK_OPT_SIZE, 1 << 30)`, reported by
+   * null_getlength()), which virtio_blk_sect_range_ok() checks sectors against
+   * like any disk's.
+   */
   constructor(
     private readonly store: BlockStore | undefined,
     serial: string,
+    capacity = store?.capacity ?? 0,
   ) {
     this.id = Buffer.alloc(VIRTIO_BLK_ID_BYTES);
     this.id.write(serial.slice(0, VIRTIO_BLK_ID_BYTES), 'latin1');
+    this.capacity = store === undefined ? capacity : Math.min(capacity, store.capacity);
   }
 
   /** Completes a request whose handling threw with IOERR; returns the used length. */
@@ -215,16 +227,21 @@ export class BlkBackend implements RequestHandler {
   /**
    * A read or a write of whole sectors (512 bytes, whatever the block size) at
    * `sector`: IOERR when the data is not whole sectors or runs past the disk, as
-   * QEMU's virtio_blk_sect_range_ok() fails it. The null device (no store) moves
-   * nothing and succeeds.
+   * QEMU's virtio_blk_sect_range_ok() (hw/block/virtio-blk.c) fails it: `if
+   * (sector > total_sectors || nb_sectors > total_sectors - sector) return
+   * false;` (so a request of no data at the very end passes, one past it fails).
+   * The null device (no store) checks the same range, then moves nothing and
+   * succeeds: one comparison, no allocation.
    */
   private readWrite(mem: Buffer, chain: Chain, isRead: boolean, sector: number): number {
     const total = isRead ? this.writableBytes - 1 : this.readable - BLK_HEADER_BYTES;
     if (total % SECTOR_SIZE !== 0) return VIRTIO_BLK_S_IOERR;
+    // Exact below 2^53; a sector whose byte offset is 2^53 or more (rounded or not)
+    // is past any capacity (a safe integer) all the same.
+    const start = sector * SECTOR_SIZE;
+    if (start + total > this.capacity) return VIRTIO_BLK_S_IOERR;
     const store = this.store;
     if (store === undefined) return VIRTIO_BLK_S_OK;
-    const start = sector * SECTOR_SIZE;
-    if (!Number.isSafeInteger(start) || start + total > store.capacity) return VIRTIO_BLK_S_IOERR;
     transfer(mem, chain, store, isRead, isRead ? 0 : BLK_HEADER_BYTES, total, start);
     if (isRead) this.written = total;
     return VIRTIO_BLK_S_OK;

@@ -18,8 +18,19 @@ const U32 = 2 ** 32;
  * src/virtio/virtqueue-layout.ts), in the memory the device thread was given.
  *
  * Rules: the device trusts nothing the guest wrote either. A chain is walked at most
- * `size` steps (a loop ends it), every descriptor must lie inside the memory, and a
- * ring head past the table fails the walk; such a chain is completed with 0 bytes.
+ * `size` steps (a loop ends it), every descriptor must lie inside the memory and
+ * hold at least one byte, and a ring head past the table fails the walk; such a
+ * chain is completed with 0 bytes (no status written). A zero-length descriptor
+ * breaks no rule of the spec (split-ring.tex, "The Virtqueue Descriptor Table",
+ * driver requirements, bound only a chain's total length, 2^32 bytes, and forbid
+ * loops), but QEMU refuses it: hw/virtio/virtio.c, virtqueue_map_desc(), `if
+ * (!sz) { virtio_error(vdev, "virtio: zero sized buffers are not allowed"); ...}`,
+ * which marks the whole device broken; here the chain alone fails, as a
+ * descriptor outside the memory does (QEMU's "bogus descriptor" in the same
+ * function). Linux 6.12.117's virtio-blk makes none (drivers/block/virtio_blk.c:
+ * virtblk_map_data() maps no data buffer for a request without data segments,
+ * `if (!blk_rq_nr_phys_segments(req)) return 0;`), nor does this driver
+ * (blk-request.ts layOutRequest()).
  * An available index more than `size` entries past the last one taken (the ring
  * holds no more) breaks the queue: it takes nothing more until the host stops the
  * thread (a reset), as QEMU's virtqueue_num_heads() (hw/virtio/virtio.c) calls
@@ -146,7 +157,8 @@ export class DeviceQueue {
 
   /**
    * Walks the chain at `head` into {@link chain} (guest-written, so bounded and
-   * range-checked); false when it leaves the table or the memory, or loops.
+   * range-checked); false when it leaves the table or the memory, has a
+   * zero-length descriptor, or loops.
    */
   walk(head: number): boolean {
     const { chain, u16, u32, size } = this;
@@ -161,7 +173,7 @@ export class DeviceQueue {
       const flags = u16[(w << 1) + 6]!;
       const next = u16[(w << 1) + 7]!;
       const off = addr - this.base;
-      if (off < 0 || off + len > this.mem.length) return false;
+      if (len === 0 || off < 0 || off + len > this.mem.length) return false;
       const i = chain.count++;
       chain.offsets[i] = off;
       chain.lens[i] = len;

@@ -57,7 +57,7 @@ function completeAsChaos(queue: DeviceQueue, chaos: Chaos, head: number, written
 function run(data: DeviceWorkerData): void {
   const queue = new DeviceQueue(data);
   const store = openStore(data);
-  const device = new BlkBackend(store, data.serial);
+  const device = new BlkBackend(store, data.serial, data.capacity);
   const chaos = data.kind === 'chaos' ? new Chaos(data.chaos) : undefined;
   const spinMs = data.spinMicros / 1000;
   const idle = new IdleClock(data.clock);

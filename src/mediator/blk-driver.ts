@@ -538,6 +538,34 @@ export class BlkDriver {
   }
 
   /**
+   * MEDIATOR_IO_ERROR, before anything is mapped or sent, unless the `length`
+   * bytes at `sector` lie within the capacity: VIRTIO 1.2 §5.2.6.1 (Block
+   * Device, "Driver Requirements: Device Operation"): "A driver MUST NOT submit
+   * a request which would cause a read or write beyond capacity". Linux
+   * 6.12.117 never does: block/blk-core.c, submit_bio_noacct() -> bio_check_eod()
+   * logs "attempt to access beyond end of device" and ends the bio with its
+   * preset BLK_STS_IOERR (-EIO) before virtio-blk sees it. The same test: a bio
+   * without sectors is not checked (`if (nr_sectors && (nr_sectors > maxsector ||
+   * bio->bi_iter.bi_sector > maxsector - nr_sectors))`), so a read or write of no
+   * data goes to the device, which fails it past the end (blk-backend.ts). Only
+   * IN and OUT carry a sector range here: FLUSH and GET_ID have none (their
+   * sector is 0), and DISCARD, WRITE_ZEROES and SECURE_ERASE are not offered.
+   * The error's details carry the capacity in bytes (a 416 with Content-Range
+   * over HTTP, whose routes refuse such a range first: HTTP_OUT_OF_RANGE).
+   */
+  private checkEnd(sector: number, length: number): void {
+    const sectors = length / SECTOR_SIZE;
+    const limit = this.capacity / SECTOR_SIZE;
+    if (sectors > 0 && (sectors > limit || sector > limit - sectors)) {
+      throw new MediatorError(
+        'MEDIATOR_IO_ERROR',
+        `device ${this.id}: attempt to access beyond end of device: sector ${sector}, nr_sectors ${sectors}, limit ${limit}; nothing was sent to the device`,
+        { sector, length, capacity: this.capacity },
+      );
+    }
+  }
+
+  /**
    * Refuses from now on, at once and with MEDIATOR_REQUEST_TOO_LARGE, a request
    * that could never fit the pool: more data than `freeSlots` (the pool's slots
    * beside every virtqueue in it) hold once its header and status take a slot
@@ -578,6 +606,7 @@ export class BlkDriver {
         );
       }
       this.checkLength(opOf(type), length);
+      if (type === VIRTIO_BLK_T_IN || type === VIRTIO_BLK_T_OUT) this.checkEnd(sector, length);
       q = this.pickQueue(queueIndex);
     } catch (err) {
       return Promise.reject(err);
@@ -1190,6 +1219,7 @@ export class BlkDriver {
       serial: this.opts.serial ?? this.id,
       spinMicros:
         this.opts.spinMicros ?? defaultDeviceSpinMicros(this.opts.queues ?? DEVICE_DEFAULTS.queues),
+      capacity: this.capacity,
       backing: this.backing,
       file:
         this.fd === undefined

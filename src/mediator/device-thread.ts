@@ -24,6 +24,8 @@ export interface DeviceThreadSpec {
   kind: DeviceKind;
   serial: string;
   spinMicros: number;
+  /** The disk's size in bytes: every kind checks sectors against it, the null device included. */
+  capacity: number;
   backing: SharedArrayBuffer | undefined;
   file: { fd: number; capacity: number; durable: boolean } | undefined;
   /** chaos: the device's options; each thread gets its own seed from them. */
@@ -42,6 +44,7 @@ export function deviceWorkerData(q: BlkQueue, spec: DeviceThreadSpec): DeviceWor
     serial: spec.serial.slice(0, VIRTIO_BLK_ID_BYTES),
     spinMicros: spec.spinMicros,
     clock: q.threadClock,
+    capacity: spec.capacity,
   };
   if (spec.backing) data.backing = spec.backing;
   if (spec.file) data.file = spec.file;

@@ -83,6 +83,12 @@ export interface DeviceWorkerData {
   /** Address of memory[0] (the pool base, or the guest base in direct mode). */
   memBase: number;
   queue: { size: number; desc: number; avail: number; used: number; notify: number };
+  /**
+   * The disk's size in bytes (the configured `capacity`, a multiple of 512), for
+   * every kind: what the device checks a request's sectors against. The null
+   * device has no store, so this is its only bound (QEMU's null-co has its `size`).
+   */
+  capacity: number;
   /** ram-blk and chaos: the disk. */
   backing?: SharedArrayBuffer;
   /** file-blk: the disk, a descriptor the host opened (and closes). */
