@@ -14,12 +14,11 @@ import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { DmaDirection as D } from '../src/swiotlb/constants.js';
 import { jobShape } from '../src/workload/trace/job-shape.js';
-import { type DeviceProfile, TraceProfile } from '../src/workload/trace/profile.js';
-import { runTraceReplay } from '../src/workload/trace/run.js';
+import type { DeviceProfile } from '../src/workload/trace/profile.js';
 import { adviseFromTrace } from '../src/workload/trace/trace-advice.js';
 import { tracedJob } from '../src/workload/trace/trace-job.js';
 import { type GenEvent, KernelSim, type Mapping, render } from './helpers/trace-gen.js';
-import { TRACEFS } from './helpers/trace-run.js';
+import { profileOfEvents, TRACEFS } from './helpers/trace-run.js';
 
 const G = { base: 0x5000_0000, slots: 1024, areas: 1 };
 
@@ -70,17 +69,8 @@ function blkRequest(
   };
 }
 
-async function profileOf(events: GenEvent[], slots = G.slots): Promise<DeviceProfile> {
-  const p = new TraceProfile();
-  await runTraceReplay({
-    trace: Readable.from([render(events, TRACEFS).text]),
-    traceName: 't',
-    pool: { base: G.base, slots, areas: 1 },
-    observer: p,
-  });
-  const [vda] = p.result();
-  return vda!;
-}
+const profileOf = (events: GenEvent[], slots = G.slots): Promise<DeviceProfile> =>
+  profileOfEvents(events, { base: G.base, slots });
 
 /** Eight 4 KiB reads on CPU 0, all mapped before any is unmapped (the audit's trace). */
 function eightReads(indirect: boolean): { events: GenEvent[]; sim: KernelSim } {

@@ -17,12 +17,11 @@ import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { DmaDirection as D } from '../src/swiotlb/constants.js';
 import { IoPeak } from '../src/workload/trace/io-peak.js';
-import { type DeviceProfile, STALE_STARTS, TraceProfile } from '../src/workload/trace/profile.js';
-import { runTraceReplay } from '../src/workload/trace/run.js';
+import { type DeviceProfile, STALE_STARTS } from '../src/workload/trace/profile.js';
 import { adviseFromTrace } from '../src/workload/trace/trace-advice.js';
 import { formatTraceSize } from '../src/workload/trace/trace-size-format.js';
 import { type GenEvent, KernelSim, type Mapping, render } from './helpers/trace-gen.js';
-import { TRACEFS } from './helpers/trace-run.js';
+import { profileOfEvents, TRACEFS } from './helpers/trace-run.js';
 
 const G = { base: 0x5000_0000, slots: 1024, areas: 1 };
 const NET = '0000:00:03.0';
@@ -92,17 +91,8 @@ function smallPacket(sim: KernelSim, cpu: number, n: number, size = 78): Buf {
   return netBuffer(sim, cpu, 0x3_0000_0000 + n * 0x1000, [[size, TO, 0x82]]);
 }
 
-async function profileOf(events: GenEvent[], slots = G.slots): Promise<DeviceProfile> {
-  const p = new TraceProfile();
-  await runTraceReplay({
-    trace: Readable.from([render(events, TRACEFS).text]),
-    traceName: 't',
-    pool: { base: G.base, slots, areas: 1 },
-    observer: p,
-  });
-  const [net] = p.result();
-  return net!;
-}
+const profileOf = (events: GenEvent[], slots = G.slots): Promise<DeviceProfile> =>
+  profileOfEvents(events, { base: G.base, slots });
 
 /** Eight TSO packets of 3 entries (header, headers, one 4 KiB fragment) on CPU 0, all mapped before any is unmapped. */
 function eightPackets(): { events: GenEvent[]; sim: KernelSim } {

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { type DeviceProfile, TraceProfile } from '../../src/workload/trace/profile.js';
 import type { TraceReport } from '../../src/workload/trace/report-types.js';
 import { runTraceReplay, type TraceRunOptions } from '../../src/workload/trace/run.js';
 import {
@@ -26,6 +27,25 @@ export async function replayText(
 }
 
 export const TRACEFS: Style = { layout: 'tracefs', arrays: 'kernel', naming: '6.12' };
+
+/**
+ * The profile (profile.ts) of the first device of `events`, rendered as a tracefs
+ * trace and replayed against a one-area pool of `slots` at `base`, no boot log.
+ */
+export async function profileOfEvents(
+  events: GenEvent[],
+  g: { base: number; slots: number },
+): Promise<DeviceProfile> {
+  const p = new TraceProfile();
+  await runTraceReplay({
+    trace: Readable.from([render(events, TRACEFS).text]),
+    traceName: 't',
+    pool: { base: g.base, slots: g.slots, areas: 1 },
+    observer: p,
+  });
+  const [first] = p.result();
+  return first!;
+}
 
 /** Renders events in the given order and replays them. */
 export async function replayEvents(
