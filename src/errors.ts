@@ -158,6 +158,12 @@ export const ERROR_SPECS = {
     fix: 'See docs/http-api.md (every path starts with /v1/, except /metrics, /healthz, /readyz and the status page at / and /status/).',
     status: 404,
   },
+  HTTP_METHOD_NOT_ALLOWED: {
+    meaning:
+      'The path is one of the HTTP API, but not with this method (a DELETE on a block, a GET on /flush...); the Allow header of the answer lists the methods it takes.',
+    fix: 'Use a method from the Allow header; docs/http-api.md lists the routes.',
+    status: 405,
+  },
   HTTP_UNKNOWN_DEVICE: {
     meaning: 'The device id in the URL is not one of the configured devices.',
     fix: 'GET /v1/devices lists the devices; check the id against the config.',

@@ -19,7 +19,7 @@ const KiB = 1024;
 const SECTORS = 2048;
 const BODY_LIMIT = 64 * KiB;
 /** The statuses the README's HTTP API documents. */
-const DOCUMENTED = new Set([200, 400, 404, 413, 415, 416, 502, 503, 504]);
+const DOCUMENTED = new Set([200, 400, 404, 405, 413, 415, 416, 502, 503, 504]);
 
 /** Mostly one of `names`, sometimes anything. */
 const named = (...names: string[]) =>

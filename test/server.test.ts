@@ -385,8 +385,11 @@ describe.each(['bounce', 'direct', 'shared'] as const)('HTTP API, %s mode', (mod
       const route = await inject({ method: 'GET', url: '/v2/whatever' });
       expect(route.statusCode).toBe(404);
       expectErrorBody(404, route.json(), 'HTTP_NOT_FOUND', /\/v2\/whatever/);
+      // A path of the API with a method it does not take: 405 with Allow (RFC 9110 §15.5.6).
       const method = await inject({ method: 'DELETE', url: '/v1/devices/ram/blocks/0' });
-      expect(method.statusCode).toBe(404);
+      expect(method.statusCode).toBe(405);
+      expect(method.headers.allow).toBe('GET, HEAD, PUT');
+      expectErrorBody(405, method.json(), 'HTTP_METHOD_NOT_ALLOWED');
     });
 
     it('lba or count not a non-negative integer: 400', async () => {

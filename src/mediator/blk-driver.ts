@@ -508,8 +508,12 @@ export class BlkDriver {
   // The request pipeline
   // ---------------------------------------------------------------------------
 
-  /** BLK_BAD_LENGTH or MEDIATOR_REQUEST_TOO_LARGE unless a request of `op` may move `length` bytes. */
-  private checkLength(op: BlkOp, length: number): void {
+  /**
+   * BLK_BAD_LENGTH or MEDIATOR_REQUEST_TOO_LARGE unless a request of `op` may move
+   * `length` bytes: every request's check, and the one an answer that checks a
+   * request without making it (the service's HEAD of a block read) asks.
+   */
+  checkLength(op: BlkOp, length: number): void {
     if (
       !Number.isSafeInteger(length) ||
       length < 0 ||

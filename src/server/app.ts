@@ -1,4 +1,5 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import { AllowTable } from './allow.js';
 import { clientErrorHandler } from './client-error.js';
 import { errorBody, sendProblem } from './errors.js';
 import { blockRoutes } from './routes/blocks.js';
@@ -72,7 +73,29 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
   app.setErrorHandler((err, request, reply) => {
     sendProblem(err, request, reply, problemContext);
   });
+  // Every route's path and methods, for the Allow header of a 405 (allow.ts).
+  const allowTable = new AllowTable();
+  app.addHook('onRoute', (route) => {
+    allowTable.add(route.url ?? route.path, route.method);
+  });
   app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0]!;
+    const allow = allowTable.allowed(path);
+    if (allow.length > 0) {
+      // The path exists, not with this method: 405 with Allow (RFC 9110 §15.5.6).
+      request.log.debug({ code: 'HTTP_METHOD_NOT_ALLOWED', status: 405 }, 'method not allowed');
+      reply
+        .code(405)
+        .header('allow', allow.join(', '))
+        .send(
+          errorBody(
+            405,
+            'HTTP_METHOD_NOT_ALLOWED',
+            `${request.method} is not allowed on ${path}; it takes ${allow.join(', ')} (see docs/http-api.md)`,
+          ),
+        );
+      return;
+    }
     request.log.debug({ code: 'HTTP_NOT_FOUND', status: 404 }, 'no such route');
     reply
       .code(404)
@@ -80,13 +103,17 @@ export function buildServer(service: Service, opts: BuildServerOptions = {}): Fa
         errorBody(
           404,
           'HTTP_NOT_FOUND',
-          `no route ${request.method} ${request.url.split('?')[0]} (see docs/http-api.md)`,
+          `no route ${request.method} ${path} (see docs/http-api.md)`,
         ),
       );
   });
-  // While draining, every answer closes its connection so that shutdown is not
-  // held up by idle keep-alive sockets.
   app.addHook('onSend', (_request, reply, payload, done) => {
+    // Every answer is live state (counters, device data, errors of the moment):
+    // no cache may store it, unless the route says otherwise (the status page's
+    // files: no-cache).
+    if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+    // While draining, every answer closes its connection so that shutdown is not
+    // held up by idle keep-alive sockets.
     if (service.refusing) reply.header('connection', 'close');
     done(null, payload);
   });

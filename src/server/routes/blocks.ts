@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { PoolBuffer } from '../../mediator/blk-driver.js';
 import { SECTOR_SIZE } from '../../virtio/blk-format.js';
 import { httpError } from '../errors.js';
@@ -10,6 +10,7 @@ import {
   type DeviceParams,
   deviceOf,
   lbaOf,
+  onlyCount,
   type RouteOptions,
   refuseWhileDraining,
   requireType,
@@ -18,9 +19,10 @@ import { type BlockBody, poolBodyParser } from './pool-body.js';
 
 /**
  * Block I/O through the guest's DMA path: PUT and GET /v1/devices/:id/blocks/:lba
- * (raw sectors, application/octet-stream), POST /v1/devices/:id/flush. In shared
- * mode a PUT's body is read straight into pool buffers (pool-body.ts), and a GET
- * is answered from the one copy the driver makes of the pool's bytes.
+ * (raw sectors, application/octet-stream; HEAD checks a read without doing it),
+ * POST /v1/devices/:id/flush. In shared mode a PUT's body is read straight into
+ * pool buffers (pool-body.ts), and a GET is answered from the one copy the driver
+ * makes of the pool's bytes.
  */
 export const blockRoutes: FastifyPluginAsync<RouteOptions> = async (app, { service }) => {
   const shared = service.mediator.mode === 'shared';
@@ -73,16 +75,38 @@ export const blockRoutes: FastifyPluginAsync<RouteOptions> = async (app, { servi
     },
   );
 
-  app.get<{ Params: BlockParams; Querystring: { count?: unknown } }>(
+  type ReadRequest = FastifyRequest<{ Params: BlockParams; Querystring: Record<string, unknown> }>;
+  /** What a block read asks for, checked: the device and the sectors on it. */
+  const readOf = (request: ReadRequest) => {
+    refuseWhileDraining(service);
+    const device = deviceOf(service, request.params.id);
+    const lba = lbaOf(request.params.lba);
+    onlyCount(request.query);
+    const count = countOf(request.query.count);
+    checkRange(device, lba, count, request.params.lba, String(request.query.count ?? 1));
+    return { device, lba, bytes: count * SECTOR_SIZE };
+  };
+
+  app.get<{ Params: BlockParams; Querystring: Record<string, unknown> }>(
+    '/v1/devices/:id/blocks/:lba',
+    // HEAD is the route below, not Fastify's GET-and-discard.
+    { exposeHeadRoute: false },
+    async (request, reply) => {
+      const { device, lba, bytes } = readOf(request);
+      const data = await service.run(() => device.read(lba, bytes));
+      return reply.type('application/octet-stream').send(data);
+    },
+  );
+
+  // HEAD: the status and headers a GET would get (Content-Length included), with
+  // no device read: nothing moves through the pool and the device counts nothing
+  // (RFC 9110 §9.3.2 prefers that to generating and discarding the content).
+  app.head<{ Params: BlockParams; Querystring: Record<string, unknown> }>(
     '/v1/devices/:id/blocks/:lba',
     async (request, reply) => {
-      refuseWhileDraining(service);
-      const device = deviceOf(service, request.params.id);
-      const lba = lbaOf(request.params.lba);
-      const count = countOf(request.query.count);
-      checkRange(device, lba, count, request.params.lba, String(request.query.count ?? 1));
-      const data = await service.run(() => device.read(lba, count * SECTOR_SIZE));
-      return reply.type('application/octet-stream').send(data);
+      const { device, bytes } = readOf(request);
+      device.checkLength('read', bytes);
+      return reply.type('application/octet-stream').header('content-length', String(bytes)).send();
     },
   );
 

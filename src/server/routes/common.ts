@@ -57,6 +57,22 @@ export function lbaOf(raw: string): number {
   return Number(raw);
 }
 
+/**
+ * 400 HTTP_INVALID_PARAMETER when the query of a block read has a parameter
+ * other than count: a misspelt one (`?cnt=8`) would otherwise read one sector
+ * with a 200, as the JSON body of POST .../io refuses an unknown field.
+ */
+export function onlyCount(query: Record<string, unknown>): void {
+  for (const name in query) {
+    if (name !== 'count') {
+      throw httpError(
+        'HTTP_INVALID_PARAMETER',
+        `unknown query parameter ${JSON.stringify(name)}: a block read takes count only`,
+      );
+    }
+  }
+}
+
 /** ?count=, in sectors: 1 when absent. */
 export function countOf(raw: unknown): number {
   if (raw === undefined) return 1;
