@@ -503,6 +503,16 @@ describe('a wrong config gets one message: the field, the value, what is allowed
       'config: devices[0].queueSize: 100 is not allowed; expected a power of two from 2 to 32768',
     ],
     [
+      'queue size not a power of two, direct mode: named as in bounce mode',
+      { mode: 'direct', devices: [{ queueSize: 100 }] },
+      'config: devices[0].queueSize: 100 is not allowed; expected a power of two from 2 to 32768',
+    ],
+    [
+      'a value out of range is reported once, not again by the cross-field rules',
+      { devices: [{ queueSize: 65536 }] },
+      'config: devices[0].queueSize: 65536 is not allowed; expected a power of two from 2 to 32768',
+    ],
+    [
       'queue too large for the pool in bounce mode',
       { devices: [{ queueSize: 16384 }] },
       'config: devices[0].queueSize: 16384 is not allowed; expected at most 8192 in bounce mode (a virtqueue must fit one 256 KiB pool segment)',

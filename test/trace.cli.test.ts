@@ -180,6 +180,13 @@ describe('replay --trace (process)', () => {
       expect(stderr.trim()).toBe(
         'swiotlb-mediator replay: without --dmesg FILE, give the pool with --base ADDR and --areas N (and --slots N, default 32768), or --restricted SIZE --base ADDR (--help lists the options)',
       );
+      // size --trace takes the traced pool's areas as --pool-areas (its --areas is
+      // the count to recommend for), and says so.
+      const size = await run(['size', '--trace', trace, '--base', '0x1000000', '--areas', '2']);
+      expect(size.code).toBe(2);
+      expect(size.stderr.trim()).toBe(
+        'swiotlb-mediator size: without --dmesg FILE, give the pool with --base ADDR and --pool-areas N (and --slots N, default 32768), or --restricted SIZE --base ADDR (--help lists the options)',
+      );
     },
     TIMEOUT,
   );

@@ -178,6 +178,7 @@ export function traceRunFlags(
   if (base !== undefined) pool.base = base;
   if (slots !== undefined) pool.slots = slots;
   if (areas !== undefined) pool.areas = areas;
+  if (areasFlag.name !== 'areas') pool.areasFlag = `--${areasFlag.name}`;
   const window = intFlag('window', values.window, 1);
   let drew = false;
   const run: TraceRunOptions = {

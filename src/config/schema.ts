@@ -1168,10 +1168,14 @@ function resolveConfig(c: Parsed): ServiceConfig {
 }
 
 export const serviceConfigSchema = fileSchema
-  .superRefine((c, ctx) =>
-    checkConfig(c, (path, input, message) =>
-      ctx.addIssue({ code: 'custom', path, input, message }),
-    ),
+  .superRefine(
+    (c, ctx) =>
+      checkConfig(c, (path, input, message) =>
+        ctx.addIssue({ code: 'custom', path, input, message }),
+      ),
+    // The cross-field rules read every field as valid: a value out of range (which
+    // zod does not abort on) is reported by its own check, not run through them.
+    { when: (payload) => payload.issues.length === 0 },
   )
   .transform(resolveConfig);
 

@@ -25,6 +25,12 @@ export interface PoolFlags {
   slots?: number;
   /** Areas (--areas). */
   areas?: number;
+  /**
+   * The flag the areas came from, for messages: `--areas` (replay, bench --trace),
+   * `--pool-areas` (size --trace, whose --areas is the count to recommend for).
+   * @default '--areas'
+   */
+  areasFlag?: string;
   /** A restricted-dma-pool of this many bytes (--restricted SIZE), at `base` or the boot log's. */
   restrictedBytes?: number;
   /** The boot log's restricted-dma-pool (--restricted log), picked by `base` when several. */
@@ -202,13 +208,13 @@ export function resolvePool(
     if (nareas === undefined) {
       throw new MediatorError(
         'TRACE_BAD_BOOT_LOG',
-        `${log.name}: no line "software IO TLB: area num N." among its ${log.log.lines} lines; pass --areas N (the guest's CPU count rounded up to a power of two)`,
+        `${log.name}: no line "software IO TLB: area num N." among its ${log.log.lines} lines; pass ${flags.areasFlag ?? '--areas'} N (the guest's CPU count rounded up to a power of two)`,
       );
     }
     const overridden = [
       flags.base === undefined ? '' : '--base',
       flags.slots === undefined ? '' : '--slots',
-      flags.areas === undefined ? '' : '--areas',
+      flags.areas === undefined ? '' : (flags.areasFlag ?? '--areas'),
     ].filter(Boolean);
     if (overridden.length > 0) notes.push(`${overridden.join(', ')} override the boot log`);
     return {
@@ -220,7 +226,7 @@ export function resolvePool(
   if (flags.base === undefined || flags.areas === undefined) {
     throw new MediatorError(
       'CLI_USAGE',
-      'without --dmesg FILE, give the pool with --base ADDR and --areas N (and --slots N, default 32768), or --restricted SIZE --base ADDR',
+      `without --dmesg FILE, give the pool with --base ADDR and ${flags.areasFlag ?? '--areas'} N (and --slots N, default 32768), or --restricted SIZE --base ADDR`,
     );
   }
   const nslabs = flags.slots ?? IO_TLB_DEFAULT_SIZE / IO_TLB_SIZE;
