@@ -175,6 +175,28 @@ describe('the HTTP surface (RFC 9110)', () => {
     });
     expectErrorBody(415, text.json(), 'HTTP_UNSUPPORTED_MEDIA_TYPE');
   });
+
+  it('a body-less POST ignores a JSON or text body; another type is a 415 that names it', async () => {
+    for (const url of ['/v1/devices/ram/flush', '/v1/pool/hiwater/reset']) {
+      const json = await app.inject({
+        method: 'POST',
+        url,
+        headers: { 'content-type': 'application/json' },
+        payload: '{}',
+      });
+      expect(json.statusCode, url).toBe(200);
+      const xml = await app.inject({
+        method: 'POST',
+        url,
+        headers: { 'content-type': 'application/xml' },
+        payload: '<a/>',
+      });
+      const body = xml.json() as { message: string };
+      expectErrorBody(415, body, 'HTTP_UNSUPPORTED_MEDIA_TYPE');
+      // Fastify's own message is the bare status text.
+      expect(body.message).toContain('"application/xml" is not accepted here');
+    }
+  });
 });
 
 describe('HEAD and 405 on a real socket', () => {

@@ -38,7 +38,6 @@ export function httpError(
   return new MediatorError(code, message, details);
 }
 
-/** What the client is told about an error, in the stable codes of src/errors.ts. */
 /** What an error answer needs to know of the server's settings. */
 export interface ProblemContext {
   /** The Retry-After of a 503 (http.retryAfterSeconds). */
@@ -47,7 +46,12 @@ export interface ProblemContext {
   bodyLimit: number;
 }
 
-export function toProblem(err: unknown, ctx: ProblemContext): Problem {
+/**
+ * What the client is told about an error, in the stable codes of src/errors.ts.
+ * `contentType` is the request's, named when Fastify refuses it (its own message
+ * is the bare status text).
+ */
+export function toProblem(err: unknown, ctx: ProblemContext, contentType?: string): Problem {
   const { retryAfterSeconds } = ctx;
   const headers: Record<string, string> = {};
   if (isMediatorError(err)) {
@@ -73,10 +77,12 @@ export function toProblem(err: unknown, ctx: ProblemContext): Problem {
         unexpected: false,
       };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      // A route with no parser for this type (the body-less POSTs take JSON or
+      // text, and ignore it); the routes with a body say what they take themselves.
       return {
         status: 415,
         code: 'HTTP_UNSUPPORTED_MEDIA_TYPE',
-        message,
+        message: `Content-Type ${contentType ? JSON.stringify(contentType) : '(none)'} is not accepted here; this route takes no body, or one of application/json or text/plain, which it ignores`,
         headers,
         unexpected: false,
       };
@@ -116,7 +122,7 @@ export function sendProblem(
   reply: FastifyReply,
   ctx: ProblemContext,
 ): FastifyReply {
-  const p = toProblem(err, ctx);
+  const p = toProblem(err, ctx, request.headers['content-type']);
   if (p.unexpected)
     request.log.error({ err }, `unexpected error on ${request.method} ${request.url}`);
   else request.log.debug({ code: p.code, status: p.status }, p.message);
