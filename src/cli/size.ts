@@ -7,7 +7,12 @@ import { formatSize } from '../util/size.js';
 import type { JobFile } from '../workload/fio-job.js';
 import { formatBytes } from '../workload/report.js';
 import { jobConfig } from '../workload/runner.js';
-import { adviseSize, type PoolAdvice, type SizingAdvice } from '../workload/sizing.js';
+import {
+  adviseSize,
+  type PoolAdvice,
+  type SizingAdvice,
+  unchangedSizeWarning,
+} from '../workload/sizing.js';
 import { intFlag, jobOperand, kernelFlag, parseCommand } from './args.js';
 import { readJobFile } from './bench.js';
 import { isTraceReplay } from './replay-trace.js';
@@ -73,10 +78,13 @@ export function deviceTreeNode(slots: number): string {
   const base = 0x5000_0000;
   return `/* Binding: dtschema, schemas/reserved-memory/shared-dma-pool.yaml (the kernel's
  * Documentation/devicetree/bindings/reserved-memory/shared-dma-pool.yaml moved
- * there). A restricted-dma-pool must not have "no-map" or "reusable"; Linux makes
+ * there). A restricted-dma-pool must not have "no-map", "reusable", "linux,cma-default"
+ * or "linux,dma-default" (rmem_swiotlb_setup() refuses the node); Linux makes
  * it exactly size >> 11 slots in ONE area (rmem_swiotlb_device_init()), never
  * rounded, never grown, and places the device's virtqueues in it too
- * (dma_alloc_coherent() -> swiotlb_alloc()). Pick a free, suitably aligned address. */
+ * (dma_alloc_coherent() -> swiotlb_alloc()). Pick a free, page-aligned address in
+ * the guest's RAM: the pool is used through the linear mapping. #address-cells and
+ * #size-cells must be the root node's (__reserved_mem_check_root()). */
 reserved-memory {
 \t#address-cells = <2>;
 \t#size-cells = <2>;
@@ -88,9 +96,22 @@ reserved-memory {
 \t};
 };
 
-/* and in the node of each device that must bounce through it: */
+/* and in the node of each device that must bounce through it (a PCI device with
+ * no node of its own: the host bridge's node, for every device behind it, as
+ * of_dma_set_restricted_buffer() falls back to the node with the DMA configuration): */
 \tmemory-region = <&bounce_pool>;`;
 }
+
+/**
+ * Where the advised log lines differ from a real boot's: the address, and x86's
+ * "mapped" line. swiotlb_memblock_alloc() (kernel/dma/swiotlb.c, 6.12.117) takes the
+ * pool from low memory (memblock_alloc_low()); x86 passes no SWIOTLB_VERBOSE to
+ * swiotlb_init() and prints the line in pci_iommu_init() (arch/x86/kernel/pci-dma.c,
+ * 6.1.192 and 6.12.117) only `if (x86_swiotlb_enable)`, which pci_swiotlb_detect() sets
+ * for memory above 4 GiB (max_possible_pfn > MAX_DMA32_PFN) or a confidential guest.
+ */
+const BOOT_LOG_CAVEAT =
+  'at the address memblock gives the pool in low memory, not 0; x86 prints the "mapped" line only when it enables swiotlb itself: a confidential guest, memory above 4 GiB, iommu=soft; a forced pool of a smaller x86 guest logs "area num" alone';
 
 /** An area size that measured as fast as a pool sized to the load (see formatAdvice). */
 const SMALL_AREA_BYTES = 4 * 2 ** 20;
@@ -147,14 +168,14 @@ function defaultPoolLines(advice: SizingAdvice): string[] {
   }
   const hw = d.table.find((r) => r.nslabs === rec)!.used_hiwater;
   out.push(
-    `Recommended: swiotlb=${rec},${advice.areas} (${formatBytes(rec * IO_TLB_SIZE)}): the smallest pool the kernel builds on which nothing was requeued${advice.dynamic ? ' nor grown' : ''} and whose high-water (${hw} slots) + ${Math.round(advice.margin * 100)}% fits. The kernel keeps it as written (a power of two, at least 128 slots per area), and logs at boot:`,
+    `Recommended: swiotlb=${rec},${advice.areas} (${formatBytes(rec * IO_TLB_SIZE)}): the smallest pool the kernel builds on which nothing was requeued${advice.dynamic ? ' nor grown' : ''} and whose high-water (${hw} slots) + ${Math.round(advice.margin * 100)}% fits. The kernel keeps it as written (a power of two, at least 128 slots per area), and logs at boot (${BOOT_LOG_CAVEAT}):`,
   );
   for (const line of computeGeometry({ slots: rec, areas: advice.areas }).log)
     out.push(`  ${line}`);
   if (rec * IO_TLB_SIZE * 4 <= IO_TLB_DEFAULT_SIZE) {
     // Measured with bench:pipeline: docs/performance.md ("Pool and area size").
     out.push(
-      `Linux's default pool (${formatBytes(IO_TLB_DEFAULT_SIZE)}) is ${Math.floor(IO_TLB_DEFAULT_SIZE / (rec * IO_TLB_SIZE))}x this. A pool far above its high-water costs speed, not only memory: the next-fit search walks the whole area, so each bounce buffer has left the CPU caches before it is used again (ram-blk 64 KiB writes at depth 32 on 2 CPUs ran at 0.55 of direct with 64 MiB in 2 areas, 1.01 with 64 MiB in 16 areas of 4 MiB, 1.10 with 8 MiB). Keep the pool small, or its areas: to keep Linux's 64 MiB, swiotlb=${IO_TLB_DEFAULT_SIZE / IO_TLB_SIZE},${IO_TLB_DEFAULT_SIZE / SMALL_AREA_BYTES} gives areas of ${formatBytes(SMALL_AREA_BYTES)}.`,
+      `Linux's default pool (${formatBytes(IO_TLB_DEFAULT_SIZE)}) is ${Math.floor(IO_TLB_DEFAULT_SIZE / (rec * IO_TLB_SIZE))}x this. A pool far above its high-water costs speed, not only memory: the next-fit search walks the whole area, so each bounce buffer has left the CPU caches before it is used again (ram-blk 64 KiB writes at depth 32 on 2 CPUs ran at 0.55 of direct with 64 MiB in 2 areas, 1.01 with 64 MiB in 16 areas of 4 MiB, 1.10 with 8 MiB). Keep the pool small, or its areas: to keep Linux's 64 MiB, swiotlb=${IO_TLB_DEFAULT_SIZE / IO_TLB_SIZE},${IO_TLB_DEFAULT_SIZE / SMALL_AREA_BYTES} gives areas of ${formatBytes(SMALL_AREA_BYTES)}. Not on a guest whose architecture sizes the pool (SEV, TDX; arm64 6.12 with all memory below the DMA zone limit): 32768 slots look like no swiotlb= to swiotlb_adjust_size(), which resizes the pool (on SEV and TDX to 6% of memory, its ${IO_TLB_DEFAULT_SIZE / SMALL_AREA_BYTES} areas growing with it); swiotlb=${IO_TLB_DEFAULT_SIZE / IO_TLB_SIZE / 2},${IO_TLB_DEFAULT_SIZE / 2 / SMALL_AREA_BYTES} keeps areas of ${formatBytes(SMALL_AREA_BYTES)} everywhere.`,
     );
   }
   if (advice.dynamic) {
@@ -168,6 +189,8 @@ function defaultPoolLines(advice: SizingAdvice): string[] {
     `  swiotlb=${rec},${advice.areas}          a confidential guest (SEV, TDX) bounces every DMA by itself`,
     `  swiotlb=${rec},${advice.areas},force    any other guest: without force Linux bounces only what a device cannot reach`,
   );
+  const unchanged = unchangedSizeWarning(rec);
+  if (unchanged !== undefined) out.push(`Warning: ${unchanged}`);
   return out;
 }
 

@@ -30,7 +30,7 @@
  * So `swiotlb=<recommended>,<areas>` is kept by the kernel as written: it logs
  * no "SWIOTLB bounce buffer size roundup".
  */
-import { IO_TLB_SEGSIZE } from '../swiotlb/constants.js';
+import { IO_TLB_DEFAULT_SIZE, IO_TLB_SEGSIZE, IO_TLB_SHIFT } from '../swiotlb/constants.js';
 import { computeGeometry, MAX_POOL_SLOTS, roundUpPowerOfTwo } from '../swiotlb/geometry.js';
 import { DEFAULT_KERNEL, type KernelVersion } from '../swiotlb/kernel.js';
 import type { JobFile } from './fio-job.js';
@@ -38,6 +38,29 @@ import { defaultAreas, jobPool } from './job-config.js';
 import { clean, type SimOptions, type SimResult, simulate } from './sizing-sim.js';
 
 export { clean, type SimOptions, type SimResult, simulate } from './sizing-sim.js';
+
+/**
+ * True when `swiotlb=<slots>` leaves default_nslabs at IO_TLB_DEFAULT_SIZE >>
+ * IO_TLB_SHIFT (32768) after setup_io_tlb_npages()'s ALIGN(slots, IO_TLB_SEGSIZE):
+ * swiotlb_adjust_size() (kernel/dma/swiotlb.c, 6.1.192 and 6.12.117) cannot tell
+ * it from no `swiotlb=` at all and resizes the pool where an architecture asks.
+ */
+export function looksUnchanged(slots: number): boolean {
+  return Math.ceil(slots / IO_TLB_SEGSIZE) * IO_TLB_SEGSIZE === IO_TLB_DEFAULT_SIZE >> IO_TLB_SHIFT;
+}
+
+// arch/x86/mm/mem_encrypt.c mem_encrypt_setup_arch() (6.12.117) and
+// arch/x86/mm/mem_encrypt_amd.c sev_setup_arch() (6.1.192): size = total_mem * 6 / 100;
+// clamp_val(size, IO_TLB_DEFAULT_SIZE, SZ_1G); arch/arm64/mm/init.c mem_init() (6.12.117):
+// DIV_ROUND_UP(memblock_phys_mem_size(), 1024), at most swiotlb_size_or_default().
+export const ARCH_POOL_SIZES =
+  'x86 SEV and TDX guests ask for 6% of their memory, clamped to 64 MiB..1 GiB (mem_encrypt_setup_arch() in arch/x86/mm/mem_encrypt.c, 6.12; sev_setup_arch() in arch/x86/mm/mem_encrypt_amd.c, 6.1, built with CONFIG_AMD_MEM_ENCRYPT); arm64 6.12 guests whose memory all lies below the DMA zone limit ask for 1 MiB per GiB of memory, at most 64 MiB (mem_init() in arch/arm64/mm/init.c, CONFIG_DMA_BOUNCE_UNALIGNED_KMALLOC)';
+
+/** What `swiotlb=<slots>,...` gives on a guest whose architecture sizes the pool, when it looks unchanged. */
+export function unchangedSizeWarning(slots: number): string | undefined {
+  if (!looksUnchanged(slots)) return undefined;
+  return `swiotlb=${slots} is the size Linux starts from when no swiotlb= is given, so swiotlb_adjust_size() (kernel/dma/swiotlb.c) still resizes the pool where the architecture asks: ${ARCH_POOL_SIZES}. On such a guest ask for ${2 * (IO_TLB_DEFAULT_SIZE >> IO_TLB_SHIFT)} slots (the next size the kernel keeps as written) instead.`;
+}
 
 /** What a simulation run needs besides the pool. */
 type RunOptions = Pick<SimOptions, 'kernel' | 'steps' | 'seed' | 'indirect'>;

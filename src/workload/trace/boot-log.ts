@@ -15,15 +15,19 @@ import { parseHexAddr } from './trace-values.js';
  *                              (the size in whole MiB, rounded down: (unsigned long)rmem->size / SZ_1M)
  *   swiotlb_init_remap():     "SWIOTLB bounce buffer size adjusted %lu -> %lu slabs" (the memblock
  *                              allocation failed and the pool was halved; limit_nareas() then
- *                              lowers the areas, which 6.1.192 allocates but does not use: it
- *                              passes default_nareas to swiotlb_init_io_tlb_mem())
+ *                              lowers the areas, which 6.1.192 computes but neither allocates
+ *                              nor uses: it allocates default_nareas areas and passes
+ *                              default_nareas to swiotlb_init_io_tlb_mem())
  *   swiotlb_tbl_map_single(): dev_warn_ratelimited(dev, "swiotlb buffer is full (sz: %zd
  *                              bytes), total %lu (slots), used %lu (slots)"), so the line
  *                              starts with the driver and device names
  *
  * and, outside kernel/dma:
  *
- *   drivers/of/of_reserved_mem.c (pr_fmt "OF: reserved mem: "):
+ *   drivers/of/of_reserved_mem.c (pr_fmt "OF: reserved mem: "), fdt_init_reserved_mem_node()
+ *                             in 6.12.117 (6.1.192 prints no such line, only "initialized node
+ *                             %s, compatible id %s": a 6.1 log gives a restricted pool's size
+ *                             in whole MiB alone):
  *                             "%pa..%pa (%lu KiB) %s %s %s" (base, base + size - 1: the end is
  *                              inclusive; then map/nomap, reusable/non-reusable, the node name;
  *                              newer kernels add dump/no-dump before the name): the exact size

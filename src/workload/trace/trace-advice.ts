@@ -2,7 +2,7 @@ import type { ConfigFile } from '../../config/schema.js';
 import { IO_TLB_SIZE } from '../../swiotlb/constants.js';
 import { formatSize } from '../../util/size.js';
 import { jobConfig } from '../job-config.js';
-import { adviseSize } from '../sizing.js';
+import { adviseSize, unchangedSizeWarning } from '../sizing.js';
 import { TraceDemand } from './demand.js';
 import { jobShape } from './job-shape.js';
 import { type DeviceProfile, TraceProfile } from './profile.js';
@@ -125,9 +125,12 @@ export function restrictedPoolNode(slots: number, base: number | undefined): str
   const hex = (n: number) => `0x${n.toString(16)}`;
   const hi = Math.floor(at / 2 ** 32);
   const lo = at % 2 ** 32;
-  return `/* Documentation/devicetree/bindings/reserved-memory/shared-dma-pool.yaml: no "no-map",
- * no "reusable" for this compatible; Linux gives the pool ONE area
- * (rmem_swiotlb_device_init()).${base === undefined ? ' Pick a free, suitably aligned address.' : " At the traced pool's address."} */
+  return `/* Binding: dtschema, schemas/reserved-memory/shared-dma-pool.yaml (in the kernel's
+ * Documentation/devicetree/bindings/reserved-memory/ up to 6.1, gone from 6.12): no
+ * "no-map", "reusable", "linux,cma-default" or "linux,dma-default" for this compatible
+ * (rmem_swiotlb_setup() refuses the node); Linux gives the pool ONE area
+ * (rmem_swiotlb_device_init()).${base === undefined ? " Pick a free, page-aligned address in the guest's RAM: the pool is used through the linear mapping." : " At the traced pool's address."}
+ * #address-cells and #size-cells must be the root node's (__reserved_mem_check_root()). */
 reserved-memory {
 \t#address-cells = <2>;
 \t#size-cells = <2>;
@@ -139,7 +142,9 @@ reserved-memory {
 \t};
 };
 
-/* and in the node of each device that must bounce through it: */
+/* and in the node of each device that must bounce through it (a PCI device with
+ * no node of its own: the host bridge's node, for every device behind it, as
+ * of_dma_set_restricted_buffer() falls back to the node with the DMA configuration): */
 \tmemory-region = <&bounce_pool>;`;
 }
 
@@ -256,6 +261,9 @@ function sizingNotes(r: TraceReport, s: TraceSizing): string[] {
       `${r.maps.outside_pool} maps went outside the pool without a swiotlb_bounced line: they are not in the demand (an IOMMU, a DMA offset, or bounces into a grown pool: record swiotlb:swiotlb_bounced)`,
     );
   }
+  const unchanged =
+    s.recommended_slots === undefined ? undefined : unchangedSizeWarning(s.recommended_slots);
+  if (unchanged !== undefined) notes.push(unchanged);
   if (r.pool.dynamic || r.maps.outside_bounced > 0) {
     notes.push(
       `${r.maps.outside_bounced} maps the kernel bounced outside the default pool are in the demand: with CONFIG_SWIOTLB_DYNAMIC (transient or grown pools) the minimal pool is the one that needs no growth; if they went to another pool (a restricted-dma-pool), leave its devices out with --device`,

@@ -71,7 +71,7 @@ export function formatTraceSize(r: TraceSizeReport): string {
     out.push('No pool up to 1 GiB holds this trace without failures.');
   } else {
     out.push(
-      `Recommended: ${slots(s.recommended_slots)}, ${s.areas} area${s.areas > 1 ? 's' : ''}: the smallest pool without failures (${s.minimal_slots} slots) + ${Math.round(s.margin * 100)}% margin, rounded as swiotlb= rounds it.`,
+      `Recommended: ${slots(s.recommended_slots)}, ${s.areas} area${s.areas > 1 ? 's' : ''}: the smallest pool without failures (${s.minimal_slots} slots) + ${Math.round(s.margin * 100)}% margin, ${(s.minimal_slots ?? 0) * (1 + s.margin) > s.recommended_slots ? 'past the 1 GiB a pool can be here: the largest pool instead.' : 'rounded as swiotlb= rounds it.'}`,
       '',
       'Kernel command line:',
       `  ${r.kernel_parameter}`,

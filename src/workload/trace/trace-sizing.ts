@@ -16,7 +16,8 @@ import type { DemandResult, TraceDemand } from './demand.js';
  *   size >> 11 slots): whole segments are tried, by bisection, which assumes that
  *   more room never adds a failure. That holds in practice but not always (next-fit
  *   places differently in a larger area): the margin covers it.
- * - The recommendation adds a margin and rounds as the kernel would round it.
+ * - The recommendation adds a margin and rounds as the kernel would round it, up to
+ *   the largest pool (1 GiB, MAX_POOL_SLOTS).
  */
 
 export interface TraceSizingOptions {
@@ -123,9 +124,15 @@ function minimalRestricted(runs: Runs): number | undefined {
   return hi * IO_TLB_SEGSIZE;
 }
 
-/** `swiotlb=slots,areas` as the kernel rounds it. */
-function rounded(slots: number, areas: number): number {
-  return computeGeometry({ slots, areas }).nslabs;
+/**
+ * The minimum plus the margin as `swiotlb=<slots>,<areas>` rounds it; the largest
+ * pool (1 GiB) when that is past it (as `size --job`'s restricted pool is capped).
+ */
+function recommend(minimal: number, margin: number, areas: number): number {
+  const wanted = Math.ceil(minimal * (1 + margin));
+  return wanted > MAX_POOL_SLOTS
+    ? MAX_POOL_SLOTS
+    : computeGeometry({ slots: wanted, areas }).nslabs;
 }
 
 export function sizeFromTrace(demand: TraceDemand, o: TraceSizingOptions): TraceSizing {
@@ -139,8 +146,7 @@ export function sizeFromTrace(demand: TraceDemand, o: TraceSizingOptions): Trace
     .sort((a, b) => a - b)
     .map((a) => ({ areas: a, minimal_slots: minimalDefault(runs, a) }));
   const minimal = by_areas.find((b) => b.areas === areas)!.minimal_slots;
-  const recommended =
-    minimal === undefined ? undefined : rounded(Math.ceil(minimal * (1 + margin)), areas);
+  const recommended = minimal === undefined ? undefined : recommend(minimal, margin, areas);
   const rMin = minimalRestricted(runs);
   const rRec =
     rMin === undefined
