@@ -25,10 +25,17 @@ export interface Style {
   layout: 'tracefs' | 'trace-cmd';
   arrays: 'kernel' | 'decimal';
   naming: '6.12' | 'mainline';
-  /** The flags column of option irq-info. @default true */
+  /**
+   * The flags column of option irq-info (tracefs only: trace-cmd report always
+   * prints libtraceevent's latency column). @default true
+   */
   irqInfo?: boolean;
   /** The tgid column of option record-tgid (tracefs). @default false */
   tgid?: boolean;
+  /** trace-cmd report -l: `"%8.8s-%-5d %3d%s"`, the CPU unbracketed, the flags glued to it. */
+  latency?: boolean;
+  /** trace-cmd report --ts-diff: `" %-8s"` of `"(+%lld)"` after the time. */
+  tsDiff?: boolean;
 }
 
 export const STYLES: readonly Style[] = [
@@ -36,7 +43,8 @@ export const STYLES: readonly Style[] = [
   { layout: 'trace-cmd', arrays: 'kernel', naming: '6.12' },
   { layout: 'trace-cmd', arrays: 'decimal', naming: '6.12' },
   { layout: 'tracefs', arrays: 'kernel', naming: 'mainline', tgid: true },
-  { layout: 'trace-cmd', arrays: 'decimal', naming: 'mainline', irqInfo: false },
+  { layout: 'trace-cmd', arrays: 'decimal', naming: 'mainline', latency: true, tsDiff: true },
+  { layout: 'tracefs', arrays: 'kernel', naming: '6.12', irqInfo: false },
 ];
 
 /** One buffer the kernel mapped: its dma_addr is what the trace prints (a test may plant another). */
@@ -209,10 +217,8 @@ export function eventText(ev: GenEvent, style: Style): { name: string; body: str
       const n = ev.entries.length;
       const shown = ev.shown ?? n;
       const list = ev.entries.slice(0, shown);
-      const counts =
-        style.naming === 'mainline'
-          ? ` nents=${shown}/${n} ents=${shown}/${n}${shown < n ? ' [TRUNCATED]' : ''}`
-          : '';
+      // 6.12.117's dma.h prints the counts as mainline does (TRACE_EVENT(dma_map_sg)).
+      const counts = ` nents=${shown}/${n} ents=${shown}/${n}${shown < n ? ' [TRUNCATED]' : ''}`;
       return {
         name: 'dma_map_sg',
         body: `${ev.dev} dir=${DIR_NAMES[ev.dir]}${counts} dma_addrs=${array(
@@ -266,20 +272,32 @@ export function eventText(ev: GenEvent, style: Style): { name: string; body: str
 // Task names as trace lines show them: with spaces, dashes, slashes and <idle>.
 const COMMS = ['fio', 'kworker/1:1H', '<idle>', 'my-app 2', 'irq/24-virtio0'];
 
-function tracefsHeader(n: number): string[] {
+/**
+ * The `trace` file's header (6.12 kernel/trace/trace.c s_show(): "# tracer: %s",
+ * "#"; print_event_info(); print_func_help_header_irq() with irq-info, its
+ * columns shifted 10 more with record-tgid, else print_func_help_header()).
+ */
+function tracefsHeader(n: number, style: Style): string[] {
+  const tgid = style.tgid === true;
+  const head = ['# tracer: nop', '#', `# entries-in-buffer/entries-written: ${n}/${n}   #P:4`, '#'];
+  if (style.irqInfo === false) {
+    return [
+      ...head,
+      `#           TASK-PID    ${tgid ? '   TGID   ' : ''} CPU#     TIMESTAMP  FUNCTION`,
+      `#              | |      ${tgid ? '     |    ' : ''}   |         |         |`,
+    ];
+  }
+  const sp = ' '.repeat(tgid ? 12 : 2);
   return [
-    '# tracer: nop',
-    '#',
-    `# entries-in-buffer/entries-written: ${n}/${n}   #P:4`,
-    '#',
-    '#                                _-----=> irqs-off/BH-disabled',
-    '#                               / _----=> need-resched',
-    '#                              | / _---=> hardirq/softirq',
-    '#                              || / _--=> preempt-depth',
-    '#                              ||| / _-=> migrate-disable',
-    '#                              |||| /     delay',
-    '#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION',
-    '#              | |         |   |||||     |         |',
+    ...head,
+    `#                            ${sp}  _-----=> irqs-off/BH-disabled`,
+    `#                            ${sp} / _----=> need-resched`,
+    `#                            ${sp}| / _---=> hardirq/softirq`,
+    `#                            ${sp}|| / _--=> preempt-depth`,
+    `#                            ${sp}||| / _-=> migrate-disable`,
+    `#                            ${sp}|||| /     delay`,
+    `#           TASK-PID  ${tgid ? '     TGID   ' : '  '} CPU#  |||||  TIMESTAMP  FUNCTION`,
+    `#              | |    ${tgid ? '       |    ' : '  '}   |   |||||     |         |`,
   ];
 }
 
@@ -291,7 +309,7 @@ export interface Rendered {
 
 /** Lays the events out as trace text, in the given order, 10 µs apart. */
 export function render(events: readonly GenEvent[], style: Style, t0 = 100): Rendered {
-  const lines = style.layout === 'trace-cmd' ? ['cpus=4'] : tracefsHeader(events.length);
+  const lines = style.layout === 'trace-cmd' ? ['cpus=4'] : tracefsHeader(events.length, style);
   const lineOf = new Map<GenEvent, number>();
   events.forEach((ev, i) => {
     if (ev.t === 'lost') {
@@ -302,25 +320,42 @@ export function render(events: readonly GenEvent[], style: Style, t0 = 100): Ren
       );
       return;
     }
-    const { name, body } = eventText(ev, style);
-    const comm = COMMS[(ev.cpu + i) % COMMS.length]!;
-    const pid = 100 + ev.cpu * 17 + (i % 3);
     const us = Math.round(t0 * 1e6) + i * 10;
-    const ts = `${Math.floor(us / 1e6)}.${String(us % 1e6).padStart(6, '0')}`;
-    const cpu = String(ev.cpu).padStart(3, '0');
-    const flags = style.irqInfo === false ? '' : i % 2 ? 'd..1.' : '.....';
-    let line: string;
-    if (style.layout === 'trace-cmd') {
-      const pad = ' '.repeat(Math.max(0, 20 - name.length));
-      line = `${comm.padStart(16)}-${String(pid).padEnd(5)} [${cpu}] ${flags}${flags ? ' ' : ''}${ts.padStart(13)}: ${name}: ${pad}${body}`;
-    } else {
-      const tgid = style.tgid ? `(${String(pid).padStart(7)}) ` : '';
-      line = `${comm.padStart(16)}-${String(pid).padEnd(7)} ${tgid}[${cpu}] ${flags}${flags ? ' ' : ''}${ts.padStart(12)}: ${name}: ${body}`;
-    }
-    lines.push(line);
+    lines.push(eventLine(ev, style, i, us, i === 0 ? undefined : 10));
     lineOf.set(ev, lines.length);
   });
   return { text: `${lines.join('\n')}\n`, lineOf };
+}
+
+/**
+ * One event line, byte for byte as its printer writes it:
+ * - tracefs (6.12 kernel/trace/trace_output.c trace_print_context()):
+ *   `"%16s-%-7d "`, `"(%7d) "` (record-tgid), `"[%03d] "`, the irq-info flags
+ *   (trace_print_lat_fmt(), no trailing space), `" %5lu.%06lu"`, `": "`, then
+ *   trace_raw_output_prep()'s `"%s: "` and the TP_printk text;
+ * - trace-cmd report (trace-cmd 3.4 tracecmd/trace-read.c trace_show_data()):
+ *   `"%16s-%-5d [%03d]"` (-l: `"%8.8s-%-5d %3d"`), `" %s"` latency (-l: `"%s"`),
+ *   `" %6.1000d:"` (libtraceevent print_event_time(): `"%5llu.%06llu"`), with
+ *   --ts-diff `" %-8s"` of `"(+%lld)"`, then print_event_name()'s `" %s: "` padded
+ *   to 20 columns, then the event text.
+ */
+function eventLine(ev: GenEvent, style: Style, i: number, us: number, diff?: number): string {
+  const { name, body } = eventText(ev, style);
+  const comm = COMMS[(ev.cpu + i) % COMMS.length]!;
+  const pid = 100 + ev.cpu * 17 + (i % 3);
+  const ts = `${String(Math.floor(us / 1e6)).padStart(5)}.${String(us % 1e6).padStart(6, '0')}`;
+  const flags = i % 2 ? 'd..1.' : '.....';
+  if (style.layout === 'trace-cmd') {
+    const pad = ' '.repeat(Math.max(0, 20 - name.length));
+    const context = style.latency
+      ? `${comm.slice(0, 8).padStart(8)}-${String(pid).padEnd(5)} ${String(ev.cpu).padStart(3)}${flags}`
+      : `${comm.padStart(16)}-${String(pid).padEnd(5)} [${String(ev.cpu).padStart(3, '0')}] ${flags}`;
+    const tsDiff = style.tsDiff ? ` ${(diff === undefined ? '' : `(+${diff})`).padEnd(8)}` : '';
+    return `${context} ${ts}:${tsDiff} ${name}: ${pad}${body}`;
+  }
+  const tgid = style.tgid ? `(${String(pid).padStart(7)}) ` : '';
+  const irq = style.irqInfo === false ? '' : flags;
+  return `${comm.padStart(16)}-${String(pid).padEnd(7)} ${tgid}[${String(ev.cpu).padStart(3, '0')}] ${irq} ${ts}: ${name}: ${body}`;
 }
 
 /** A boot log with the pool lines, dmesg timestamps included. */

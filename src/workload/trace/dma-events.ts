@@ -22,7 +22,9 @@ export { ADDR_OUT_OF_RANGE, DMA_MAPPING_ERROR, EventParseError } from './trace-v
  *     "%s dir=%s dma_addr=%llx size=%zu phys_addr=%llx attrs=%s"
  *   dma_unmap_page, dma_unmap_resource / dma_unmap_phys:
  *     "%s dir=%s dma_addr=%llx size=%zu attrs=%s"
- *   dma_map_sg: "%s dir=%s dma_addrs=%s sizes=%s phys_addrs=%s attrs=%s"
+ *   dma_map_sg: "%s dir=%s dma_addrs=%s sizes=%s phys_addrs=%s attrs=%s" (still
+ *     read; it is the layout before nents/ents were added, not checked against a
+ *     source here: 6.12.117's dma.h TRACE_EVENT(dma_map_sg) already prints them)
  *     6.12.117 and mainline: "%s dir=%s nents=%d/%d ents=%d/%d%s dma_addrs=..." where %s is
  *     " [TRUNCATED]" when a list is longer than DMA_TRACE_MAX_ENTRIES (128) and
  *     only the first 128 entries are printed
@@ -165,8 +167,14 @@ const EVENT_KINDS: Readonly<Record<string, Kind>> = {
   swiotlb_bounced: 'bounced',
 };
 
-/** True for the names of dma:* and swiotlb:* events (known or not). */
+/**
+ * True for the names of dma:* and swiotlb:* events (known or not). The dma_fence
+ * system's events (include/trace/events/dma_fence.h, 6.12: dma_fence_emit,
+ * dma_fence_init, dma_fence_signaled, ...) share the prefix but are GPU fences,
+ * not DMA mappings: they are other systems' events.
+ */
 export function isDmaEventName(name: string): boolean {
+  if (name.startsWith('dma_fence_')) return false;
   return name.startsWith('dma_') || name.startsWith('swiotlb_');
 }
 
@@ -180,11 +188,17 @@ const DIRECTIONS: Readonly<Record<string, DmaDirection>> = {
   TO_DEVICE: DmaDirection.TO_DEVICE,
   FROM_DEVICE: DmaDirection.FROM_DEVICE,
   NONE: DmaDirection.NONE,
-  // __print_symbolic falls back to the number when it has no name for it.
+  // The raw fields of [FAILED TO PARSE] print the enum in decimal; __print_symbolic
+  // falls back to "0x%lx" (6.12 kernel/trace/trace_output.c trace_print_symbols_seq(),
+  // libtraceevent's "0x%llx") for a value it has no name for.
   '0': DmaDirection.BIDIRECTIONAL,
   '1': DmaDirection.TO_DEVICE,
   '2': DmaDirection.FROM_DEVICE,
   '3': DmaDirection.NONE,
+  '0x0': DmaDirection.BIDIRECTIONAL,
+  '0x1': DmaDirection.TO_DEVICE,
+  '0x2': DmaDirection.FROM_DEVICE,
+  '0x3': DmaDirection.NONE,
 };
 
 function parseDir(text: string | undefined): DmaDirection {
@@ -355,6 +369,7 @@ export function parseDmaEvent(
   const kind = EVENT_KINDS[name];
   if (kind === undefined || kind === 'ignored') return undefined;
   const fast = parseFast(name, kind, body, at);
+  if (fast === undefined && body.endsWith(LINE_TOO_BIG)) throw lineTooBig();
   if (fast !== undefined) return fast;
   const { device, fields, raw } = eventHead(kind, body, st);
   const num = raw ? parseRawNumber : parseHexAddr;
@@ -433,6 +448,22 @@ export function parseDmaEvent(
       };
     }
   }
+}
+
+/**
+ * What the tracefs `trace` and `trace_pipe` files print instead of an event whose
+ * text does not fit the 8 KiB trace_seq (6.12 include/linux/trace_seq.h
+ * TRACE_SEQ_SIZE; kernel/trace/trace.c s_show() and tracing_read_pipe()): a
+ * dma_unmap_sg, dma_sync_sg_* or dma_map_sg_err of several hundred entries (at
+ * 11-30 characters an entry; their arrays are not capped at DMA_TRACE_MAX_ENTRIES
+ * as dma_map_sg's are).
+ */
+const LINE_TOO_BIG = '[LINE TOO BIG]';
+
+function lineTooBig(): EventParseError {
+  return new EventParseError(
+    'the kernel printed [LINE TOO BIG] instead of the event: its text exceeds the 8 KiB trace_seq (include/linux/trace_seq.h); record with trace-cmd, whose report prints it whole',
+  );
 }
 
 /** nents/ents of a dma_map_sg line: 6.12.117 and mainline print "nents=%d/%d ents=%d/%d[ [TRUNCATED]]". */

@@ -12,19 +12,34 @@
  *
  *       <idle>-0       [001] d.h2.   123.456789: dma_map_phys: 0000:00:04.0 dir=TO_DEVICE ...
  *
- * - `trace-cmd report` (trace-cmd tracecmd/trace-read.c, trace_show_data()):
+ * - `trace-cmd report` (trace-cmd 3.4 tracecmd/trace-read.c, trace_show_data()):
  *     a first line `cpus=N`, then `"%16s-%-5d [%03d]"`, `" %s"` the latency
- *     flags, `" %6.1000d:"` seconds.microseconds, then print_event_name():
- *     `" %s: "` padded with spaces to 20 columns, then libtraceevent's
- *     rendering of the event (tep_print_event()).
+ *     flags (libtraceevent's TEP_PRINT_LATENCY, always printed), the time
+ *     (time_format(): `" %6.1000d:"` seconds.microseconds, `" %9.1d:"` with
+ *     nanoseconds (-t), `"%12d:"` raw counts when the clock is not in ns),
+ *     with --ts-diff `" %-8s"` of `"(+%lld)"` (blank on the first event), then
+ *     print_event_name(): `" %s: "` padded with spaces to 20 columns, then
+ *     libtraceevent's rendering of the event (tep_print_event()).
  *
  *       kworker/0:1H-143   [000] .....  7453.327963: dma_unmap_sg:         0000:00:04.0 ...
  *
- * One pattern reads both: the CPU column `[NNN]` anchors it (a task name may hold
- * spaces and dashes), the flags column is optional, the time is digits with an
- * optional fraction, the event name is a C identifier. The kernel prints lost
- * events as `CPU:%d [LOST %lu EVENTS]` (trace.c print_trace_line()) and
- * trace-cmd as `CPU:%d [%lld EVENTS DROPPED]` or `CPU:%d [EVENTS DROPPED]`.
+ *   With -l (latency_format) the context is `"%8.8s-%-5d %3d"` and the flags
+ *   follow the CPU with no space and no brackets:
+ *
+ *       kworker/-143     0d..1.  7453.327963: dma_unmap_sg:         0000:00:04.0 ...
+ *
+ * One pattern reads the bracketed layouts: the CPU column `[NNN]` anchors it (a
+ * task name may hold spaces and dashes), the flags column is optional, the time
+ * is digits with an optional fraction, the event name is a C identifier; a
+ * second one reads trace-cmd's -l layout. Not read (they stay `other`): the
+ * kernel's own latency format (option latency-format, trace_print_lat_context():
+ * `"%8.8s-%-7d %3d"`, flags, then `" %4lldus%c: "` microseconds since the buffer
+ * started, not a clock reading) and option raw/hex/bin output.
+ *
+ * The kernel prints lost events as `CPU:%d [LOST %lu EVENTS]`, or `CPU:%d [LOST
+ * EVENTS]` when it cannot count them (6.12 kernel/trace/trace.c
+ * print_trace_line()), and trace-cmd as `CPU:%d [%lld EVENTS DROPPED]` or
+ * `CPU:%d [EVENTS DROPPED]` (trace_show_data()).
  */
 
 /** What a line of trace text is. */
@@ -38,10 +53,16 @@ export type TraceLine =
 
 export type TraceLayout = 'tracefs' | 'trace-cmd';
 
-// task-pid, optional (tgid), [cpu], optional flags, timestamp, event name, body.
+// task-pid, optional (tgid), [cpu], optional flags, timestamp, optional
+// --ts-diff "(+N)", event name, body.
 const EVENT_LINE =
-  /^\s*(.*?)-(\d+)\s+(?:\(\s*(?:\d+|-+)\)\s+)?\[(\d{1,5})\]\s+(?:\S{3,8}\s+)?(\d+(?:\.\d+)?):\s+([A-Za-z_]\w*):\s?(.*)$/;
-const LOST_LINE = /^CPU:\s*(\d+)\s+\[(?:LOST (\d+) EVENTS|(\d+) EVENTS DROPPED|EVENTS DROPPED)\]/;
+  /^\s*(.*?)-(\d+)\s+(?:\(\s*(?:\d+|-+)\)\s+)?\[(\d{1,5})\]\s+(?:\S{3,8}\s+)?(\d+(?:\.\d+)?):\s+(?:\(\+\d+\)\s+)?([A-Za-z_]\w*):\s?(.*)$/;
+// trace-cmd report -l: task-pid, cpu without brackets, the flags right after it
+// (their first character, irqs-off, is never a digit), then as above.
+const LAT_LINE =
+  /^\s*(.*?)-(\d+)\s+(\d{1,5})[^\s\d]\S{2,7}\s+(\d+(?:\.\d+)?):\s+(?:\(\+\d+\)\s+)?([A-Za-z_]\w*):\s?(.*)$/;
+const LOST_LINE =
+  /^CPU:\s*(\d+)\s+\[(?:LOST (\d+) EVENTS|LOST EVENTS|(\d+) EVENTS DROPPED|EVENTS DROPPED)\]/;
 const TRACE_CMD_HEADER = /^cpus=\d+\s*$/;
 
 /** Parses one line; never throws (what it cannot read is `other`). */
@@ -63,7 +84,7 @@ export function parseTraceLine(line: string): TraceLine {
       return { kind: 'lost', cpu: Number(lost[1]), count: n === undefined ? undefined : Number(n) };
     }
   }
-  const m = EVENT_LINE.exec(line);
+  const m = EVENT_LINE.exec(line) ?? LAT_LINE.exec(line);
   if (m) {
     return {
       kind: 'event',
