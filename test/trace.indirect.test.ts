@@ -17,7 +17,13 @@ import { jobShape } from '../src/workload/trace/job-shape.js';
 import type { DeviceProfile } from '../src/workload/trace/profile.js';
 import { adviseFromTrace } from '../src/workload/trace/trace-advice.js';
 import { tracedJob } from '../src/workload/trace/trace-job.js';
-import { type GenEvent, KernelSim, type Mapping, render } from './helpers/trace-gen.js';
+import {
+  type GenEvent,
+  KernelSim,
+  type Mapping,
+  mapEventsOf,
+  render,
+} from './helpers/trace-gen.js';
 import { profileOfEvents, TRACEFS } from './helpers/trace-run.js';
 
 const G = { base: 0x5000_0000, slots: 1024, areas: 1 };
@@ -52,15 +58,10 @@ function blkRequest(
     ? sim.map(dev, cpu, buf + 0x80_0000, maps.length * 16, D.TO_DEVICE)
     : undefined;
   const all = table ? [...maps, table] : maps;
-  const mapEvents: GenEvent[] = [];
-  for (const m of all) {
-    if (m.dmaAddr !== m.phys) mapEvents.push({ t: 'bounced', cpu, m });
-    mapEvents.push({ t: 'map', cpu, m });
-  }
   return {
     maps,
     table,
-    mapEvents,
+    mapEvents: mapEventsOf(cpu, all),
     unmapEvents: () =>
       (table ? [table, ...maps] : maps).map((m) => {
         sim.unmap(m);

@@ -20,7 +20,13 @@ import { IoPeak } from '../src/workload/trace/io-peak.js';
 import { type DeviceProfile, STALE_STARTS } from '../src/workload/trace/profile.js';
 import { adviseFromTrace } from '../src/workload/trace/trace-advice.js';
 import { formatTraceSize } from '../src/workload/trace/trace-size-format.js';
-import { type GenEvent, KernelSim, type Mapping, render } from './helpers/trace-gen.js';
+import {
+  type GenEvent,
+  KernelSim,
+  type Mapping,
+  mapEventsOf,
+  render,
+} from './helpers/trace-gen.js';
 import { profileOfEvents, TRACEFS } from './helpers/trace-run.js';
 
 const G = { base: 0x5000_0000, slots: 1024, areas: 1 };
@@ -52,16 +58,10 @@ function netBuffer(
   const maps = entries.map(([size, dir, off]) => sim.map(NET, cpu, buf + off, size, dir, opts));
   const t = table === undefined ? undefined : sim.map(NET, cpu, table, maps.length * 16, TO, opts);
   const all = t ? [...maps, t] : maps;
-  const mapEvents: GenEvent[] = [];
-  for (const m of all) {
-    // swiotlb_map() traces the bounce before it searches, so a failed map has one too.
-    if (m.dmaAddr !== m.phys) mapEvents.push({ t: 'bounced', cpu, m });
-    mapEvents.push({ t: 'map', cpu, m });
-  }
   return {
     maps,
     table: t,
-    mapEvents,
+    mapEvents: mapEventsOf(cpu, all),
     unmapEvents: () =>
       (t ? [t, ...maps] : maps).map((m) => {
         sim.unmap(m);

@@ -380,6 +380,20 @@ export function bootLog(
 export { DmaDirection };
 
 /**
+ * The events of `maps` made in order on `cpu`: each one's dma_map_page, after its
+ * swiotlb_bounced when it was bounced (swiotlb_map() traces the bounce before it
+ * searches, so a failed map has one too).
+ */
+export function mapEventsOf(cpu: number, maps: readonly Mapping[]): GenEvent[] {
+  const events: GenEvent[] = [];
+  for (const m of maps) {
+    if (m.dmaAddr !== m.phys) events.push({ t: 'bounced', cpu, m });
+    events.push({ t: 'map', cpu, m });
+  }
+  return events;
+}
+
+/**
  * A virtio-blk request as virtio_queue_rq() maps it (virtqueue_add_sgs(): one
  * dma_map_page per sg entry, in order, on one CPU): the 16-byte header
  * (TO_DEVICE), the data in `segment`-byte pieces, the status byte (FROM_DEVICE).
@@ -402,14 +416,9 @@ export function virtioBlkRequest(
     maps.push(sim.map(dev, cpu, buf + 0x1000 + off, Math.min(segment, bytes - off), dir, o));
   }
   maps.push(sim.map(dev, cpu, buf + 16, 1, DmaDirection.FROM_DEVICE, o));
-  const mapEvents: GenEvent[] = [];
-  for (const m of maps) {
-    if (m.dmaAddr !== m.phys) mapEvents.push({ t: 'bounced', cpu, m });
-    mapEvents.push({ t: 'map', cpu, m });
-  }
   return {
     maps,
-    mapEvents,
+    mapEvents: mapEventsOf(cpu, maps),
     unmapEvents: () =>
       maps.map((m) => {
         sim.unmap(m);
