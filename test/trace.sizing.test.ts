@@ -192,6 +192,7 @@ describe('size --trace', () => {
     expect(code).toBe(0);
     const r = JSON.parse(stdout.text()) as TraceSizeReport;
     expect(r.kernel_parameter).toBe('swiotlb=2048,2');
+    expect(r.kernel_parameter_forced).toBe('swiotlb=2048,2,force');
     expect(r.sizing.restricted.recommended_slots).toBe(896);
     expect(r.device_tree).toContain(
       `reg = <0x0 0x50000000 0x0 0x${(896 * IO_TLB_SIZE).toString(16)}>`,
@@ -266,7 +267,9 @@ describe('size --trace', () => {
     const ok = await run(['size', '--trace', t, '--dmesg', d, '--quiet']);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/^Sizing from .*p\.txt: its 5 bounced requests replayed/);
-    expect(ok.stdout).toMatch(/Kernel command line:\n {2}swiotlb=2048,2\n/);
+    expect(ok.stdout).toMatch(
+      /Kernel command line:\n {2}swiotlb=2048,2 {10}a confidential guest .*\n {2}swiotlb=2048,2,force {4}any other guest: without force Linux bounces only what a device cannot reach\n/,
+    );
     expect(ok.stdout).toMatch(/restricted-dma-pool \(one area\): 640 slots/);
     const bad = await run(['size', '--trace', t, '--kernel', '6.8']);
     expect(bad.code).toBe(2);

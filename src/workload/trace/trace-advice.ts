@@ -66,6 +66,11 @@ export interface TraceSizeReport {
   devices: DeviceDemand[];
   sizing: TraceSizing;
   kernel_parameter: string | null;
+  /**
+   * The same with `,force`: a guest that is not confidential bounces only what a
+   * device cannot reach unless forced (swiotlb_init_remap(), pci_swiotlb_detect()).
+   */
+  kernel_parameter_forced: string | null;
   /** A restricted-dma-pool node sized for one area. */
   device_tree: string | null;
   /** This service (serve --config): the fio-job sizing of the traced workload. */
@@ -226,6 +231,7 @@ export async function adviseFromTrace(o: TraceSizeOptions): Promise<TraceSizeRep
     devices,
     sizing,
     kernel_parameter: rec === undefined ? null : `swiotlb=${rec},${sizing.areas}`,
+    kernel_parameter_forced: rec === undefined ? null : `swiotlb=${rec},${sizing.areas},force`,
     device_tree:
       one === undefined
         ? null

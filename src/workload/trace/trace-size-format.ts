@@ -74,7 +74,8 @@ export function formatTraceSize(r: TraceSizeReport): string {
       `Recommended: ${slots(s.recommended_slots)}, ${s.areas} area${s.areas > 1 ? 's' : ''}: the smallest pool without failures (${s.minimal_slots} slots) + ${Math.round(s.margin * 100)}% margin, ${(s.minimal_slots ?? 0) * (1 + s.margin) > s.recommended_slots ? 'past the 1 GiB a pool can be here: the largest pool instead.' : 'rounded as swiotlb= rounds it.'}`,
       '',
       'Kernel command line:',
-      `  ${r.kernel_parameter}`,
+      `  ${r.kernel_parameter}          a confidential guest (SEV, TDX) bounces every DMA by itself`,
+      `  ${r.kernel_parameter_forced}    any other guest: without force Linux bounces only what a device cannot reach`,
     );
   }
   out.push('', 'Device tree (restricted DMA pool, one area):');
