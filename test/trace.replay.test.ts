@@ -68,7 +68,7 @@ describe('replay rules (hand-worked)', () => {
     expect(report.maps).toMatchObject({ kernel_failed: 1, kernel_failed_other: 1, replayed: 2 });
     expect(report.model.full).toBe(1);
     expect(report.kernel_failures).toEqual([
-      { line: 14, device: 'vda', cpu: 0, size: 4096, model: 'full' },
+      { line: 14, device: 'vda', cpu: 0, size: 4096, call: 'map', model: 'full' },
     ]);
   });
 

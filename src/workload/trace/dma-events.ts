@@ -35,7 +35,13 @@ export { ADDR_OUT_OF_RANGE, DMA_MAPPING_ERROR, EventParseError } from './trace-v
  *   dma_sync_sg_for_cpu/_for_device: "%s dir=%s dma_addrs=%s sizes=%s"
  *   dma_alloc (and dma_alloc_pages, 6.12.117 and mainline):
  *     "%s dir=%s dma_addr=%llx size=%zu virt_addr=%p flags=%s attrs=%s"
+ *     A failed allocation is traced too, with a NULL virt_addr and the caller's
+ *     handle as it was (kernel/dma/mapping.c, dma_alloc_attrs(): the trace after
+ *     dma_direct_alloc() or ops->alloc() runs whatever they returned, and one
+ *     with `NULL, 0` when the device has no allocator at all).
  *   dma_free (and dma_free_pages): "%s dir=%s dma_addr=%llx size=%zu virt_addr=%p attrs=%s"
+ *     dma_free_attrs() traces a free of NULL too, then returns ("if (!cpu_addr)
+ *     return;"): nothing was freed.
  * and include/trace/events/swiotlb.h:
  *   swiotlb_bounced: "dev_name: %s dma_mask=%llx dev_addr=%llx size=%zu %s"
  *     ending FORCE or NORMAL; dev_addr = phys_to_dma(dev, paddr) of the ORIGINAL
@@ -113,11 +119,18 @@ export interface AllocEvent extends Common {
   kind: 'alloc';
   dmaAddr: number;
   size: number;
+  /**
+   * virt_addr is NULL: the allocation failed, and dma_addr is whatever the
+   * caller's handle held (see {@link isNullPointer}).
+   */
+  failed: boolean;
 }
 export interface FreeEvent extends Common {
   kind: 'free';
   dmaAddr: number;
   size: number;
+  /** virt_addr is NULL: dma_free_attrs() traced it and freed nothing. */
+  nothing: boolean;
 }
 export interface BouncedEvent extends Common {
   kind: 'bounced';
@@ -353,6 +366,18 @@ function sgArrays(
 }
 
 /**
+ * Whether a `%p` field printed a NULL pointer. The kernel prints NULL (and error
+ * pointers) as the value itself, zero-padded to 16 digits, where any other
+ * pointer prints as a hash or "(____ptrval____)" (lib/vsprintf.c, 6.12.117:
+ * ptr_to_id(), "Print the real pointer value for NULL and error pointers");
+ * libtraceevent and the raw style print it as 0 or 0x0, and a C library's %p
+ * as "(nil)". A hashed pointer is never 0.
+ */
+export function isNullPointer(text: string): boolean {
+  return /^(?:0x)?0+$/i.test(text) || text === '(nil)' || text === '(null)';
+}
+
+/**
  * Parses the text of a dma:* or swiotlb:* event. Returns undefined for the events
  * the replay ignores. The `raw` style (FAILED TO PARSE) names some fields as the
  * kernel's struct does: `addr` for the unmap address, `lengths` for sizes. One case
@@ -428,13 +453,16 @@ export function parseDmaEvent(
         ...sgArrays(fields, st),
       };
     case 'alloc':
-    case 'free':
-      return {
-        ...base,
-        kind,
-        dmaAddr: num(need(fields, 'dma_addr', 'the DMA address'), 'dma_addr'),
-        size: dec(need(fields, 'size', 'the size'), 'size'),
-      };
+    case 'free': {
+      const dmaAddr = num(need(fields, 'dma_addr', 'the DMA address'), 'dma_addr');
+      const size = dec(need(fields, 'size', 'the size'), 'size');
+      // A line without virt_addr (no kernel prints one) is taken as not NULL.
+      const virt = fields.get('virt_addr');
+      const isNull = virt !== undefined && isNullPointer(virt);
+      return kind === 'alloc'
+        ? { ...base, kind, dmaAddr, size, failed: isNull }
+        : { ...base, kind, dmaAddr, size, nothing: isNull };
+    }
     case 'bounced': {
       const tail = need(fields, 'size', 'the mapping size and FORCE or NORMAL');
       const m = raw ? /^(\S+)/.exec(tail) : /^(\d+) (FORCE|NORMAL|NO_FORCE)\s*$/.exec(tail);

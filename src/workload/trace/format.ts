@@ -79,6 +79,11 @@ function inputSection(r: TraceReport): string[] {
   out.push(
     `  ${i.lines} lines, ${i.dma_events} dma/swiotlb events (${i.swiotlb_bounced} swiotlb_bounced), ${i.unrelated_events} other events skipped${i.filtered_events > 0 ? `, ${i.filtered_events} of other devices (--device)` : ''}`,
   );
+  if ((i.overwritten_events ?? 0) > 0) {
+    out.push(
+      `  ${i.overwritten_events} older events overwritten in the ring buffer before it was read (entries-written > entries-in-buffer)`,
+    );
+  }
   if (i.bad_lines.count > 0) {
     out.push(
       `  ${i.bad_lines.count} unreadable dma lines, e.g. ${i.bad_lines.first[0]?.message ?? ''}`,
@@ -110,12 +115,21 @@ function matchSection(r: TraceReport): string[] {
   }
   const m = r.maps;
   if (m.kernel_failed > 0 || m.kernel_failed_other > 0) {
-    const modelFull = r.kernel_failures.filter((f) => f.model !== 'placed').length;
     out.push(
       `kernel failures (dma_addr=ffffffffffffffff): ${m.kernel_failed} of bouncing devices${m.kernel_failed_other > 0 ? `, ${m.kernel_failed_other} of other devices (not replayed)` : ''}`,
     );
+  }
+  if (m.allocs_failed > 0 || m.allocs_failed_other > 0) {
+    out.push(
+      `failed coherent allocations (virt_addr NULL): ${m.allocs_failed} of devices that allocate from the pool${m.allocs_failed_other > 0 ? `, ${m.allocs_failed_other} of other devices (not replayed)` : ''}`,
+    );
+  }
+  if (r.kernel_failures.length > 0) {
+    const modelFull = r.kernel_failures.filter((f) => f.model !== 'placed').length;
     for (const f of r.kernel_failures) {
-      out.push(`  line ${f.line}: ${f.device} cpu ${f.cpu}, ${f.size} bytes; model: ${f.model}`);
+      out.push(
+        `  line ${f.line}: ${f.device} cpu ${f.cpu}, ${f.call === 'alloc' ? 'a coherent allocation of ' : ''}${f.size} bytes; model: ${f.model}`,
+      );
     }
     if (r.kernel_failures.length > 0 && modelFull < r.kernel_failures.length) {
       out.push(`  (${modelFull} of the ${r.kernel_failures.length} shown failed in the model too)`);
@@ -137,7 +151,7 @@ function matchSection(r: TraceReport): string[] {
   }
   const u = r.unmaps;
   out.push(
-    `unmaps: ${u.replayed} replayed, ${u.before_trace} of mappings made before the trace${u.sg_unknown > 0 ? `, ${u.sg_unknown} unknown sg buffers` : ''}, ${u.implicit} lost, ${u.reordered} replayed ahead of their line`,
+    `unmaps: ${u.replayed} replayed, ${u.before_trace} of mappings made before the trace${u.sg_unknown > 0 ? `, ${u.sg_unknown} unknown sg buffers` : ''}, ${u.implicit} lost, ${u.reordered} replayed ahead of their line${u.null_frees > 0 ? `; ${u.null_frees} frees of NULL (nothing freed)` : ''}`,
   );
   const s = r.syncs;
   out.push(

@@ -75,6 +75,8 @@ export class Lookahead {
         break;
       case 'unmap':
       case 'free':
+        // A free of NULL frees nothing: no mapping's release to find.
+        if (ev.kind === 'free' && ev.nothing) break;
         this.file(this.unmaps, String(ev.dmaAddr), p);
         break;
       case 'unmap_sg':

@@ -41,6 +41,8 @@ export class TraceReader {
   private readonly bad: { line: number; message: string }[] = [];
   private lostEvents: number | null = null;
   private lostMarkers = 0;
+  /** entries-written minus entries-in-buffer of the tracefs headers read; null without one. */
+  private overwritten: number | null = null;
   private firstTs: number | null = null;
   private lastTs: number | null = null;
   /** Event names of other systems seen, with counts (for the "no DMA events" error). */
@@ -58,6 +60,10 @@ export class TraceReader {
     switch (t.kind) {
       case 'header':
         if (t.layout) this.layout ??= t.layout;
+        if (t.entries) {
+          this.overwritten =
+            (this.overwritten ?? 0) + Math.max(0, t.entries.written - t.entries.inBuffer);
+        }
         if (text.trim() !== '') this.headers++;
         return;
       case 'lost':
@@ -135,6 +141,7 @@ export class TraceReader {
       bad_lines: { count: this.badCount, first: this.bad },
       lost_events: this.lostEvents,
       lost_markers: this.lostMarkers,
+      overwritten_events: this.overwritten,
       first_ts: this.firstTs,
       last_ts: this.lastTs,
     };

@@ -24,6 +24,8 @@ export class ReplayCounts {
     sg_merged: 0,
     sg_errors: 0,
     allocs: 0,
+    allocs_failed: 0,
+    allocs_failed_other: 0,
     reordered: 0,
     bounced_unmatched: 0,
     outside_bounced: 0,
@@ -35,6 +37,7 @@ export class ReplayCounts {
     implicit: 0,
     reordered: 0,
     size_mismatch: 0,
+    null_frees: 0,
   };
   readonly syncs: TraceReport['syncs'] = {
     for_device: 0,

@@ -1,5 +1,5 @@
 import { IO_TLB_SIZE } from '../../swiotlb/constants.js';
-import { DMA_MAPPING_ERROR, type MapEvent } from './dma-events.js';
+import { type AllocEvent, DMA_MAPPING_ERROR, type MapEvent } from './dma-events.js';
 import type { Placed } from './live-table.js';
 import type { DeviceStats } from './replay-counts.js';
 import type { ReplayState } from './replay-state.js';
@@ -58,5 +58,73 @@ export function replayKernelFailure(
     const slots = nrSlots(ev.size + (ev.phys & mask & (IO_TLB_SIZE - 1)));
     s.observe('onMap', x, s.table.newId(), { bounced: true, sg: false, slots, failed: true });
   }
-  s.verdicts.kernelFailed({ line: ev.line, device: ev.device, cpu, size: ev.size, model });
+  s.verdicts.kernelFailed({
+    line: ev.line,
+    device: ev.device,
+    cpu,
+    size: ev.size,
+    call: 'map',
+    model,
+  });
+}
+
+/**
+ * dma_alloc with a NULL virt_addr: the kernel failed a coherent allocation
+ * (kernel/dma/mapping.c, 6.12.117 dma_alloc_attrs() traces the failure too; its
+ * dma_addr is whatever the caller's handle held, so it says nothing). For a
+ * device whose allocations come from the pool (`fromPool`: one of its
+ * allocations landed there before; a restricted pool, where
+ * dma_direct_alloc() -> __dma_direct_alloc_pages() takes
+ * dma_direct_alloc_swiotlb() -> swiotlb_alloc() when is_swiotlb_for_alloc())
+ * it is replayed as the kernel's "no room": the model failing too is an
+ * agreement, the model finding room a disagreement (its slots are freed at
+ * once, as no dma_free follows). Other devices' failures are counted only:
+ * their memory comes from elsewhere.
+ */
+export function replayFailedAlloc(
+  s: ReplayState,
+  ev: AllocEvent,
+  cpu: number,
+  size: number,
+  fromPool: boolean,
+): void {
+  if (!fromPool) {
+    s.counts.maps.allocs_failed_other++;
+    return;
+  }
+  const d = s.counts.dev(ev.device);
+  d.maps++;
+  d.kernel_failed++;
+  s.counts.maps.allocs_failed++;
+  s.counts.maps.replayed++;
+  const area = s.startArea(cpu);
+  const res = s.p.alloc(size, { cpu });
+  const x: Placed = {
+    kind: 'alloc',
+    device: ev.device,
+    line: ev.line,
+    ts: ev.ts,
+    cpu,
+    size,
+    dir: 0,
+    phys: 0,
+    kAddr: DMA_MAPPING_ERROR,
+  };
+  let model: KernelFailure['model'];
+  if ('addr' in res) {
+    model = 'placed';
+    s.p.free(res.addr, size);
+    s.verdicts.disagreed(
+      d,
+      x,
+      area,
+      hex(res.addr),
+      'the kernel failed this coherent allocation (no room in the pool) where the model found room: the model holds fewer mappings (mappings made before the trace, or lost maps)',
+    );
+  } else {
+    model = res.failure;
+    s.counts.countFailure(res);
+    s.verdicts.agreed(d);
+  }
+  s.verdicts.kernelFailed({ line: ev.line, device: ev.device, cpu, size, call: 'alloc', model });
 }

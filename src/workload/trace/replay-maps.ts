@@ -7,7 +7,7 @@ import {
 } from './dma-events.js';
 import type { LiveRec, Placed } from './live-table.js';
 import type { BouncedLines } from './replay-bounced.js';
-import { replayKernelFailure } from './replay-failures.js';
+import { replayFailedAlloc, replayKernelFailure } from './replay-failures.js';
 import { placeOutside } from './replay-outside.js';
 import type { ReplayState } from './replay-state.js';
 import { makeRoom } from './replay-unmaps.js';
@@ -34,11 +34,15 @@ function pageAlign(n: number): number {
  *   direct entries mix; lists with fewer DMA segments than buffers went through an
  *   IOMMU and are not replayed. Each entry is filed under its buffer for
  *   dma_unmap_sg (replay-unmaps.ts).
- * - dma_alloc in the pool: swiotlb_alloc() of the page-aligned size.
+ * - dma_alloc in the pool: swiotlb_alloc() of the page-aligned size; a failed one
+ *   (NULL virt_addr) of a device that allocates from the pool: replay-failures.ts.
  * - a traced map the 6.1 model says never ends is a disagreement (the kernel
  *   returned from it); see replay-hangs.ts for the maps that never came.
  */
 export class MapMatcher {
+  /** Devices with an allocation in the pool: their allocations come from it (restricted pools). */
+  private readonly poolAllocators = new Set<string>();
+
   constructor(
     private readonly s: ReplayState,
     private readonly bounced: BouncedLines,
@@ -118,7 +122,12 @@ export class MapMatcher {
   alloc(ev: AllocEvent, cpu: number): void {
     // dma_direct_alloc() page-aligns the size before swiotlb_alloc(); other
     // allocations (not from this pool) say nothing about it.
+    if (ev.failed) {
+      replayFailedAlloc(this.s, ev, cpu, pageAlign(ev.size), this.poolAllocators.has(ev.device));
+      return;
+    }
     if (!this.s.pool.contains(ev.dmaAddr)) return;
+    this.poolAllocators.add(ev.device);
     const d = this.s.counts.dev(ev.device);
     d.maps++;
     this.place({

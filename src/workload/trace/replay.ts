@@ -109,8 +109,11 @@ export class TraceReplay {
         this.s.counts.maps.sg_errors++;
         break;
       case 'unmap':
-      case 'free':
         replayUnmap(this.s, ev);
+        break;
+      case 'free':
+        if (ev.nothing) this.s.counts.unmaps.null_frees++;
+        else replayUnmap(this.s, ev);
         break;
       case 'unmap_sg':
         replayUnmapSg(this.s, ev);

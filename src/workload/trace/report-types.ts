@@ -35,6 +35,8 @@ export interface TraceReport {
     reordered: number;
     /** Unmaps whose size differs from the mapping's (released with the mapping's size). */
     size_mismatch: number;
+    /** dma_free of a NULL virt_addr: traced, nothing freed (dma_free_attrs()). */
+    null_frees: number;
   };
   syncs: {
     for_device: number;
@@ -97,6 +99,13 @@ export interface InputReport {
   /** Events the ring buffer dropped (the kernel's and trace-cmd's CPU:N [...] lines); null when no line gave a count. */
   lost_events: number | null;
   lost_markers: number;
+  /**
+   * Events the ring buffer overwrote before the trace was read, by tracefs'
+   * header (`entries-written` - `entries-in-buffer`, events of every kind; 6.12
+   * kernel/trace/trace.c, get_total_entries_cpu(): written = in buffer +
+   * ring_buffer_overrun_cpu()); null without that header (trace-cmd report).
+   */
+  overwritten_events: number | null;
   first_ts: number | null;
   last_ts: number | null;
 }
@@ -147,6 +156,13 @@ export interface MapCounts {
   sg_errors: number;
   /** Coherent allocations from the pool (restricted pools). */
   allocs: number;
+  /**
+   * dma_alloc with a NULL virt_addr (a failed allocation) of a device whose
+   * allocations come from the pool (one landed there earlier): replayed.
+   */
+  allocs_failed: number;
+  /** Failed allocations of other devices (their allocator is not known to be the pool): not replayed. */
+  allocs_failed_other: number;
   /** Maps replayed at the place of their swiotlb_bounced line. */
   reordered: number;
   /** swiotlb_bounced lines whose map line never came: a map that failed without a dma event (dma_map_sg's errors are not traced), or a lost event. */
@@ -173,6 +189,8 @@ export interface KernelFailure {
   device: string;
   cpu: number;
   size: number;
+  /** `map`: a dma_map_* with dma_addr=ffffffffffffffff; `alloc`: a dma_alloc with a NULL virt_addr. */
+  call: 'map' | 'alloc';
   /** What the model did with it. */
   model: 'full' | 'too_large' | 'invalid' | 'kernel_hang' | 'kernel_overrun' | 'placed';
 }
@@ -260,6 +278,7 @@ export interface TraceSummary {
   full: number;
   used_hiwater: number;
   nslabs: number;
+  /** The kernel's failures the replay took for a full pool: maps (dma_addr=ffffffffffffffff) and coherent allocations from the pool (a NULL virt_addr). */
   kernel_full: number;
   observed_used_hiwater: number;
   first_disagreement_line: number | null;
@@ -281,7 +300,7 @@ export function summarize(r: TraceReport): TraceSummary {
     full: r.model.full,
     used_hiwater: r.model.used_hiwater,
     nslabs: r.pool.nslabs,
-    kernel_full: r.maps.kernel_failed,
+    kernel_full: r.maps.kernel_failed + r.maps.allocs_failed,
     observed_used_hiwater: r.observed.used_hiwater,
     first_disagreement_line: r.placements.first_disagreement_line,
     unmaps_before_trace: r.unmaps.before_trace,

@@ -335,6 +335,11 @@ async function replayStreams(opts: TraceRunOptions): Promise<TraceReport> {
     notes: [...kernel.notes, ...pool.notes, ...setup.notes],
   };
   const hints = [...rest.hints];
+  if ((input.overwritten_events ?? 0) > 0) {
+    hints.unshift(
+      `the ring buffer overwrote ${input.overwritten_events} older events before the trace was read (entries-written > entries-in-buffer): the trace begins later than the recording, so mappings live at its start show as made before it; record with a bigger buffer (buffer_size_kb, trace-cmd record -b 20000), or read trace_pipe while recording`,
+    );
+  }
   if (input.lost_markers > 0) {
     hints.unshift(
       `the trace lost ${input.lost_events ?? 'some'} events (${input.lost_markers} CPU:N [LOST/DROPPED] lines): their maps and unmaps are missing, so the pools drift apart after them; record with a bigger buffer (trace-cmd record -b 20000)`,

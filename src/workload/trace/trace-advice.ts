@@ -254,8 +254,18 @@ function sizingNotes(r: TraceReport, s: TraceSizing): string[] {
       `the kernel failed ${r.maps.kernel_failed} maps (its pool was full); each is in the demand as a map held for no time (it was never unmapped), and the driver's retries as later maps: a larger pool would have held them for their I/O's time, so take the margin seriously`,
     );
   }
+  if (r.maps.allocs_failed > 0) {
+    notes.push(
+      `the kernel failed ${r.maps.allocs_failed} coherent allocations from the pool (a NULL virt_addr): a restricted pool holds the device's virtqueues and coherent buffers beside its bounce buffers, and had no room for them; the demand does not include them`,
+    );
+  }
   if (r.input.lost_markers > 0) {
     notes.push('the trace lost events: the demand misses their maps and unmaps');
+  }
+  if ((r.input.overwritten_events ?? 0) > 0) {
+    notes.push(
+      'the ring buffer overwrote the oldest events before the trace was read: the demand starts where the trace does, later than the recording',
+    );
   }
   if (s.too_large > 0) {
     notes.push(

@@ -45,8 +45,11 @@
 /** What a line of trace text is. */
 export type TraceLine =
   | { kind: 'event'; cpu: number; pid: number; ts: number; event: string; body: string }
-  /** `# ...`, `##### CPU N buffer started ####`, `cpus=N`, blank: layout, not data. */
-  | { kind: 'header'; layout?: TraceLayout }
+  /**
+   * `# ...`, `##### CPU N buffer started ####`, `cpus=N`, blank: layout, not
+   * data. `entries`: tracefs' `# entries-in-buffer/entries-written: E/W   #P:N`.
+   */
+  | { kind: 'header'; layout?: TraceLayout; entries?: { inBuffer: number; written: number } }
   /** Events the ring buffer dropped (`count` undefined when the line gives none). */
   | { kind: 'lost'; cpu: number; count: number | undefined }
   | { kind: 'other' };
@@ -64,14 +67,17 @@ const LAT_LINE =
 const LOST_LINE =
   /^CPU:\s*(\d+)\s+\[(?:LOST (\d+) EVENTS|LOST EVENTS|(\d+) EVENTS DROPPED|EVENTS DROPPED)\]/;
 const TRACE_CMD_HEADER = /^cpus=\d+\s*$/;
+const ENTRIES_HEADER = /^# entries-in-buffer\/entries-written: (\d+)\/(\d+)/;
 
 /** Parses one line; never throws (what it cannot read is `other`). */
 export function parseTraceLine(line: string): TraceLine {
   const first = line.charCodeAt(0);
   if (line.length === 0) return { kind: 'header' };
   if (first === 35 /* # */) {
-    return line.startsWith('# tracer:')
-      ? { kind: 'header', layout: 'tracefs' }
+    if (line.startsWith('# tracer:')) return { kind: 'header', layout: 'tracefs' };
+    const e = ENTRIES_HEADER.exec(line);
+    return e
+      ? { kind: 'header', entries: { inBuffer: Number(e[1]), written: Number(e[2]) } }
       : { kind: 'header' };
   }
   if (first === 99 /* c */ && TRACE_CMD_HEADER.test(line)) {
