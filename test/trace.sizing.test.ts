@@ -11,6 +11,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { benchTraceCommand } from '../src/cli/bench-trace.js';
 import { sizeCommand } from '../src/cli/size.js';
+import { requirementNotes } from '../src/cli/size-notes.js';
 import { DmaDirection as D, IO_TLB_SIZE } from '../src/swiotlb/constants.js';
 import { parseJobFile } from '../src/workload/fio-job.js';
 import { TraceDemand } from '../src/workload/trace/demand.js';
@@ -236,9 +237,14 @@ describe('size --trace', () => {
       ],
       { stdout, stderr: sink() },
     );
-    const r = JSON.parse(stdout.text()) as TraceSizeReport;
+    const r = JSON.parse(stdout.text()) as TraceSizeReport & { requirements: string[] };
     expect(r.kernel_parameter).toBe('swiotlb=1024,1');
     expect(r.sizing.restricted.recommended_slots).toBe(640);
+    // What size --job says a guest needs first, for the traced kernel's profile.
+    expect(r.requirements).toEqual(requirementNotes({ kernel: r.pool.profile, dynamic: false }));
+    expect(r.requirements[0]).toMatch(
+      /^virtio: the device must negotiate VIRTIO_F_ACCESS_PLATFORM/,
+    );
   });
 
   it('as a process: text advice, exit 0; a usage error exits 2', async () => {
@@ -271,6 +277,9 @@ describe('size --trace', () => {
       /Kernel command line:\n {2}swiotlb=2048,2 {10}a confidential guest .*\n {2}swiotlb=2048,2,force {4}any other guest: without force Linux bounces only what a device cannot reach\n/,
     );
     expect(ok.stdout).toMatch(/restricted-dma-pool \(one area\): 640 slots/);
+    expect(ok.stdout).toMatch(
+      /\n\nBefore you rely on it:\n- virtio: the device must negotiate VIRTIO_F_ACCESS_PLATFORM\./,
+    );
     const bad = await run(['size', '--trace', t, '--kernel', '6.8']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/no swiotlb profile for Linux 6\.8/);

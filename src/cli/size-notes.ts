@@ -3,11 +3,15 @@
  * read in the kernel's source (the release named in each note; docs/kernels.md
  * "Before the pool is used" has the quotes).
  */
-import { hasDynamicPools } from '../swiotlb/kernel.js';
-import { ARCH_POOL_SIZES, type SizingAdvice } from '../workload/sizing.js';
+import { hasDynamicPools, type KernelVersion } from '../swiotlb/kernel.js';
+import { ARCH_POOL_SIZES } from '../workload/sizing.js';
 
-/** The notes for `size`'s advice, one sentence or two each. */
-export function requirementNotes(advice: SizingAdvice): string[] {
+/**
+ * The notes for `size`'s advice (from a job or a trace), one sentence or two
+ * each: `kernel` is the profile the advice was made by, `dynamic` whether it
+ * already models CONFIG_SWIOTLB_DYNAMIC.
+ */
+export function requirementNotes(advice: { kernel: KernelVersion; dynamic: boolean }): string[] {
   const notes = [
     // drivers/virtio/virtio_ring.c vring_use_dma_api(), 6.1 to 7.2; virtio_has_dma_quirk()
     // in include/linux/virtio_config.h; virtio_features_ok() in drivers/virtio/virtio.c.

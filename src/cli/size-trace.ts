@@ -3,6 +3,7 @@ import { adviseFromTrace } from '../workload/trace/trace-advice.js';
 import { formatTraceSize } from '../workload/trace/trace-size-format.js';
 import { intFlag, noOperands, parseCommand } from './args.js';
 import { type ReplayTraceIo, TRACE_FLAGS, traceRunFlags } from './replay-trace.js';
+import { requirementNotes } from './size-notes.js';
 
 export const SIZE_TRACE_HELP = `Usage: swiotlb-mediator size --trace FILE|- [--dmesg FILE] [options]
 
@@ -78,7 +79,17 @@ export async function sizeTraceCommand(argv: string[], io: SizeTraceIo): Promise
     ...(seed === undefined ? {} : { seed }),
   });
   finishProgress();
-  if (values.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  else io.stdout.write(formatTraceSize(report));
+  // What a guest needs before any advised pool is used, as size --job says it.
+  const requirements = requirementNotes({
+    kernel: report.pool.profile,
+    dynamic: report.pool.dynamic,
+  });
+  if (values.json) io.stdout.write(`${JSON.stringify({ ...report, requirements }, null, 2)}\n`);
+  else {
+    io.stdout.write(formatTraceSize(report));
+    io.stdout.write(
+      ['', 'Before you rely on it:', ...requirements.map((r) => `- ${r}`), ''].join('\n'),
+    );
+  }
   return report.sizing.recommended_slots === undefined ? 1 : 0;
 }
