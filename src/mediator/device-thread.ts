@@ -90,6 +90,21 @@ function ioErrorMessage(msg: unknown): string | undefined {
 }
 
 /**
+ * What a thread's uncaught throw is to the guest side: an Error, whatever it
+ * threw. The 'error' event hands over the thrown value as the thread's code
+ * threw it (`throw null` arrives as null), and the thread is the untrusted side:
+ * read as an Error, such a value made the death handler throw in turn, out of
+ * the event, and took the whole process down.
+ */
+function threadError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  const what = thrown !== null && typeof thrown === 'object' ? 'an object' : String(thrown);
+  return new Error(
+    `the device thread threw ${what.slice(0, IO_ERROR_MESSAGE_MAX)}, which is no Error`,
+  );
+}
+
+/**
  * Starts the queue's device thread and sets `q.ready`, which resolves once it
  * serves (or exits). Requests already queued are timed from then. `events`
  * hears of the thread's store errors, errors and exit.
@@ -106,21 +121,30 @@ export function startDeviceThread(
   });
   worker.unref();
   q.isReady = false;
+  q.startedAt = performance.now();
   q.ready = new Promise<void>((resolve) => {
-    worker.on('message', (msg: { type?: unknown } | null) => {
+    // The thread's first 'ready' only: it restarts the clock of every request in
+    // flight, and the thread is the untrusted side. Heard again, a thread that
+    // drops a request and says 'ready' within each timeout would keep that request
+    // (and close(), which waits for it) from ever timing out.
+    const onReady = (msg: { type?: unknown } | null) => {
       if (msg?.type !== 'ready') return;
+      worker.off('message', onReady);
       q.isReady = true;
       const now = performance.now();
       for (const req of q.byHead) if (req) req.submittedAt = Math.max(req.submittedAt, now);
       resolve();
-    });
+    };
+    worker.on('message', onReady);
     worker.once('exit', () => resolve());
   });
   worker.on('message', (msg: unknown) => {
     const message = ioErrorMessage(msg);
     if (message !== undefined) events.ioError(message);
   });
-  worker.on('error', (error) => events.death(worker, { how: 'error', error }));
+  worker.on('error', (thrown: unknown) =>
+    events.death(worker, { how: 'error', error: threadError(thrown) }),
+  );
   worker.on('exit', (exitCode) => events.death(worker, { how: 'exit', exitCode }));
   return worker;
 }
