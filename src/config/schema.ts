@@ -319,6 +319,12 @@ export interface DeviceConfig {
    */
   timeoutMs: number;
   /**
+   * A device thread that has not started serving this long after its start fails
+   * the requests waiting for it (504) and the device is reset; at least `timeoutMs`.
+   * @default 10000
+   */
+  readyTimeoutMs: number;
+  /**
    * file-blk: the backing file, created when missing and grown to `capacity`.
    * A relative path is relative to the config file's folder (the working folder
    * when there is no config file).
@@ -635,6 +641,7 @@ const deviceSchema = objectField({
   depth: intField(...LIMITS.depth).default(DEVICE_DEFAULTS.depth),
   maxRequestBytes: sizeField(SECTOR, 64 * MiB, SECTOR).default(DEVICE_DEFAULTS.maxRequestBytes),
   timeoutMs: intField(1, 3_600_000).default(DEVICE_DEFAULTS.timeoutMs),
+  readyTimeoutMs: intField(1, 3_600_000).default(DEVICE_DEFAULTS.readyTimeoutMs),
   file: z.string({ error: 'a file path' }).min(1).optional(),
   sync: enumField(['durable', 'none']).default(DEVICE_DEFAULTS.sync),
   minAlignMask: z
@@ -1096,6 +1103,7 @@ function resolveDevice(
     depth: d.depth,
     maxRequestBytes: d.maxRequestBytes,
     timeoutMs: d.timeoutMs,
+    readyTimeoutMs: d.readyTimeoutMs,
     sync: d.sync,
     minAlignMask: d.minAlignMask,
     serial: d.serial ?? id.slice(0, 20),

@@ -61,6 +61,12 @@ function run(data: DeviceWorkerData): void {
   const chaos = data.kind === 'chaos' ? new Chaos(data.chaos) : undefined;
   const spinMs = data.spinMicros / 1000;
   const idle = new IdleClock(data.clock);
+  if (chaos !== undefined && data.chaos?.silent === true) {
+    // Never says it serves, never serves: only a stop ends it.
+    while (!queue.stopRequested()) queue.sleep(IDLE_TICK_MS);
+    store?.close();
+    return;
+  }
   parentPort?.postMessage({ type: 'ready' });
   // Asleep since the last request: a thread the tick woke goes back to sleep
   // without polling first (it polled before it fell asleep).

@@ -134,6 +134,8 @@ export class BlkDriver {
   readonly depth: number;
   readonly queueSize: number;
   readonly timeoutMs: number;
+  /** See BlkDeviceOptions.readyTimeoutMs (never below timeoutMs). */
+  private readonly readyTimeoutMs: number;
   private readonly ctx: DeviceContext;
   private readonly opts: BlkDriverOptions;
   private readonly queues: BlkQueue[] = [];
@@ -217,6 +219,10 @@ export class BlkDriver {
       );
     }
     this.timeoutMs = opts.timeoutMs ?? DEVICE_DEFAULTS.timeoutMs;
+    this.readyTimeoutMs = Math.max(
+      this.timeoutMs,
+      opts.readyTimeoutMs ?? DEVICE_DEFAULTS.readyTimeoutMs,
+    );
     this.queueSize = opts.queueSize ?? DEVICE_DEFAULTS.queueSize;
     const queues = opts.queues ?? DEVICE_DEFAULTS.queues;
     const [minQueues, maxQueues] = LIMITS.queues;
@@ -1046,17 +1052,25 @@ export class BlkDriver {
     );
   }
 
-  /** Fails requests older than the timeout and resets the device. */
+  /**
+   * Fails requests older than the timeout and resets the device. A queue whose
+   * thread has not started serving yet times its requests from the thread's
+   * start (q.startedAt), by readyTimeoutMs: its first 'ready' restarts their
+   * clocks (device-thread.ts); a thread that never says it serves must not hold
+   * them for ever.
+   */
   private sweep(): void {
     const now = performance.now();
     let expired = false;
     for (const q of this.queues) {
-      if (!q.isReady) continue;
+      if (!q.isReady && now - q.startedAt < this.readyTimeoutMs) continue;
+      // A thread past readyTimeoutMs without serving holds every request it has.
+      const limit = q.isReady ? this.timeoutMs : this.readyTimeoutMs;
       let expiredHere = 0;
       for (let h = 0; h < q.byHead.length; h++) {
         const req = q.byHead[h];
-        if (req === undefined || req.quarantined || now - req.submittedAt < this.timeoutMs)
-          continue;
+        if (req === undefined || req.quarantined) continue;
+        if (q.isReady && now - req.submittedAt < limit) continue;
         // On the queue's quarantine until the reset below has stopped the thread:
         // a late used entry may take it out of byHead before then.
         req.quarantined = true;
@@ -1068,7 +1082,9 @@ export class BlkDriver {
         req.fail?.(
           new MediatorError(
             'MEDIATOR_DEVICE_TIMEOUT',
-            `device ${this.id}: no completion after ${this.timeoutMs} ms; resetting the device`,
+            q.isReady
+              ? `device ${this.id}: no completion after ${this.timeoutMs} ms; resetting the device`
+              : `device ${this.id}: its device thread has not started serving ${this.readyTimeoutMs} ms after its start; resetting the device`,
           ),
         );
       }
@@ -1078,9 +1094,9 @@ export class BlkDriver {
             queue: q.index,
             code: 'MEDIATOR_DEVICE_TIMEOUT',
             requests: expiredHere,
-            timeoutMs: this.timeoutMs,
+            timeoutMs: limit,
           },
-          `device ${this.id}: ${expiredHere} request(s) on queue ${q.index} got no completion within ${this.timeoutMs} ms; resetting the device`,
+          `device ${this.id}: ${expiredHere} request(s) on queue ${q.index} got no completion within ${limit} ms${q.isReady ? '' : ' (its device thread never started serving)'}; resetting the device`,
         );
       }
     }

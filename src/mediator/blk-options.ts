@@ -52,6 +52,15 @@ export interface BlkDriverOptions {
    * @default 5000
    */
   timeoutMs?: number;
+  /**
+   * A device thread that has not started serving this long after it was started
+   * (its first 'ready') fails the requests waiting for it with
+   * MEDIATOR_DEVICE_TIMEOUT, and the device is reset: a backend that hangs while
+   * it sets up must not hold requests, and close(), for ever. Long, since a
+   * thread's start can take seconds on a loaded machine; at least `timeoutMs`.
+   * @default 10000
+   */
+  readyTimeoutMs?: number;
   /** file-blk: path of the backing file (created when missing, grown to `capacity`). */
   file?: string;
   /**

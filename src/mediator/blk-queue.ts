@@ -107,6 +107,8 @@ export interface BlkQueue {
   /** The device thread has started serving (timeouts count from then). */
   ready: Promise<void>;
   isReady: boolean;
+  /** performance.now() when the current device thread was started (startDeviceThread). */
+  startedAt: number;
   armed: boolean;
   sink: UsedSink;
 }
@@ -281,6 +283,7 @@ export function placeQueue(ctx: DeviceContext, index: number, shape: QueueShape)
     turnReaped: 0,
     ready: Promise.resolve(),
     isReady: false,
+    startedAt: 0,
     armed: false,
     sink: undefined as unknown as UsedSink,
   };

@@ -146,6 +146,8 @@ export const DEVICE_DEFAULTS = {
   maxRequestBytes: 2 ** 20,
   /** A request not completed after this long fails and the device is reset. */
   timeoutMs: 5000,
+  /** A device thread not serving this long after its start fails its waiting requests and the device is reset. */
+  readyTimeoutMs: 10_000,
   /** file-blk: sync every write before it completes. */
   sync: 'durable',
   /** The device's DMA min_align_mask. */
@@ -168,6 +170,7 @@ export const DEVICE_DEFAULTS = {
   depth: number;
   maxRequestBytes: number;
   timeoutMs: number;
+  readyTimeoutMs: number;
   sync: 'durable' | 'none';
   minAlignMask: number;
   pollMicros: number;

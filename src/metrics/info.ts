@@ -17,7 +17,7 @@ import type { Labels, ScrapeRegistry } from './registry.js';
  * - `kernel`: the kernel profile of the pools (`kernel` of the config);
  * - `placement`: the pools' placement (`linux` or `warm`);
  * - `from_device_bounce`: how the devices bounce DMA_FROM_DEVICE buffers (`linux`:
- *   copied in at map; `used-length`: scrubbed, copied back by the used length).
+ *   copied in at map; `used-length`: nothing copied in, copied back by the used length).
  * With `placement` and `from_device_bounce` the bounce modes of bench:pipeline can
  * be told apart: Linux's `bounce` is linux/linux, `bounce-tuned` warm/used-length.
  * A configuration gives every pool the same kernel; pools may set their own

@@ -55,6 +55,12 @@ export interface ChaosRates {
 export interface ChaosOptions extends ChaosRates {
   /** @default {@link DEFAULT_CHAOS_SEED} */
   seed?: number;
+  /**
+   * A backend that hangs while it sets up: the thread never says it serves and
+   * takes no request (the driver's readyTimeoutMs ends the wait).
+   * @default false
+   */
+  silent?: boolean;
 }
 
 /** The chaos device's seed when none is given. */
