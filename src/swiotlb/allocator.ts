@@ -31,6 +31,7 @@ import {
   G_HIWATER,
   G_PLACEMENT,
   G_SYNCS,
+  G_TAIL_EXACT,
   G_TOTAL_USED,
   headOffsetAt,
   INVALID_PHYS_ADDR,
@@ -141,6 +142,8 @@ export class SwiotlbAllocator {
   private readonly warm: boolean;
   /** The pool is exclusive (G_EXCLUSIVE): this handle is its only mapper. */
   private readonly isExclusive: boolean;
+  /** The last segment is partial (a restricted pool's, 6.1's list[] counting past it). */
+  private readonly partialTail: boolean;
 
   protected constructor(shared: SharedPool, bouncer: Bouncer, area: number | undefined) {
     this.shared = shared;
@@ -152,6 +155,7 @@ export class SwiotlbAllocator {
     this.g = this.m.globalBase;
     this.warm = this.m.control[this.g + G_PLACEMENT] === PLACEMENT_WARM;
     this.isExclusive = this.m.control[this.g + G_EXCLUSIVE] === 1;
+    this.partialTail = this.geometry.nslabs % IO_TLB_SEGSIZE !== 0;
     this.bouncer = bouncer;
     const defaultArea = area ?? threadId % this.geometry.nareas;
     checkArea(defaultArea, this.geometry.nareas);
@@ -667,7 +671,7 @@ export class SwiotlbAllocator {
       }
       const hinted = slotIndex >= 0;
       if (!hinted && p.wrapSearch) {
-        slotIndex = findWrapped(used, base, slotBase, areaNslabs, nslabs, cursor, searchOrig, p);
+        slotIndex = this.searchWrapped(slotBase, cursor, searchOrig, p);
         if (slotIndex < 0) return slotIndex;
       } else if (!hinted) {
         // swiotlb_search_pool_area() of 6.10 (and 6.6.y after 6.6.35), from the cursor:
@@ -706,6 +710,9 @@ export class SwiotlbAllocator {
       const end = slotIndex + nslots;
       const index = slotIndex - slotBase;
       markUsed(used, slotIndex, nslots);
+      // 6.1, a partial last segment: a run ending at the last slot ends list[]'s count
+      // past it (findWrapped()).
+      if (end === nslabs && p.wrapSearch && this.partialTail) c[this.g + G_TAIL_EXACT] = 1;
       // alloc_size of the first slot; the kernel's later slots are derived (layout.ts).
       m.slotI32[allocSizeAt(slotIndex)] = p.searchSize - p.headOffset;
       if (!hinted) c[word + AREA_INDEX] = index + nslots >= areaNslabs ? 0 : index + nslots;
@@ -729,6 +736,14 @@ export class SwiotlbAllocator {
     } finally {
       if (locked) release(c, word + AREA_LOCK);
     }
+  }
+
+  /** 6.1's walk from the cursor (search.ts findWrapped()), told whether list[] still counts past the pool's end. */
+  private searchWrapped(slotBase: number, cursor: number, searchOrig: number, p: MapPlan): number {
+    const { areaNslabs, base, nslabs } = this.geometry;
+    const exact = this.m.control[this.g + G_TAIL_EXACT] !== 0;
+    const used = this.m.usedBits;
+    return findWrapped(used, base, slotBase, areaNslabs, nslabs, cursor, searchOrig, p, exact);
   }
 
   /**

@@ -1,4 +1,4 @@
-import { MediatorError } from '../errors.js';
+import { isMediatorError, MediatorError } from '../errors.js';
 import { type DmaDirection, IO_TLB_SEGSIZE, IO_TLB_SIZE, PAGE_SIZE } from './constants.js';
 import {
   computeGeometry,
@@ -34,6 +34,10 @@ import { DEFAULT_PLACEMENT, type Placement } from './warm.js';
  *   and gets a transient pool of exactly nr_slots(alloc_size) slots in one area
  *   (swiotlb_alloc_pool(dev, nslabs, nslabs, 1, ...)); its unmap frees that pool
  *   (swiotlb_del_transient()). io_tlb_transient_nslabs counts their slots.
+ * - A search for more than one segment: 6.10 returns -1 before anything else
+ *   (`if (alloc_size > IO_TLB_SEGSIZE * IO_TLB_SIZE) return -1;`); 6.6.y, which
+ *   lacks that line, fails it too but schedules a growth first
+ *   (searchPoolFirstOrGrow() below).
  * - A growth adds a pool of default_nslabs slots in default_nareas areas, but at
  *   most SLABS_PER_PAGE << MAX_PAGE_ORDER = 2048 slots (4 MiB), with limit_nareas()
  *   (swiotlb_dyn_alloc() -> swiotlb_alloc_pool()); mem->nslabs grows by it.
@@ -169,7 +173,14 @@ export class DynamicPool {
     );
   }
 
-  /** swiotlb_alloc() on the growable pool (dma_alloc_coherent()). */
+  /**
+   * swiotlb_alloc()'s search run on the growable pool. Not a path of the kernel:
+   * dma_direct_alloc() calls swiotlb_alloc() only for a device whose io_tlb_mem is
+   * for_alloc (a restricted pool: rmem_swiotlb_device_init(), 6.12.117), whose
+   * can_grow stays false; the default pool serves streaming maps only. Here the
+   * allocation is searched for as swiotlb_find_slots() would search the growable
+   * pool (growth and transient pool included), for replays that place one.
+   */
   alloc(size: number, opts: AllocOptions = {}): number {
     const tlb = this.findSlots(
       opts.area,
@@ -289,7 +300,7 @@ export class DynamicPool {
     const pools = [...this.growth, this.defpool];
     const tlb =
       this.kernel === '6.6'
-        ? this.searchPoolFirst(pools, cpu, tryIn)
+        ? this.searchPoolFirstOrGrow(pools, cpu, tryIn)
         : this.searchAreaFirst(pools, cpu, tryIn);
     if (tlb >= 0) return this.placed(tlb);
     this.pendingGrowth = true; // schedule_work(&mem->dyn_alloc)
@@ -328,6 +339,27 @@ export class DynamicPool {
       }
     }
     return -1;
+  }
+
+  /**
+   * 6.6.y's swiotlb_find_slots() has no `if (alloc_size > IO_TLB_SEGSIZE *
+   * IO_TLB_SIZE) return -1;` (3dc2f209208d, 6.8; its v1 quotes the 6.6/6.7 text:
+   * the pool loop, then `if (!mem->can_grow) return -1; schedule_work(&mem->dyn_alloc);`).
+   * A search for more than one segment (SWIOTLB_MAPPING_TOO_LARGE here, which the
+   * pool throws before it searches) fails in every pool and in the transient pool
+   * (no list[] reaches it), but schedules a growth on the way, unlike 6.10's.
+   */
+  private searchPoolFirstOrGrow(
+    pools: SwiotlbPool[],
+    cpu: number,
+    tryIn: (pool: SwiotlbPool, area: number) => number,
+  ): number {
+    try {
+      return this.searchPoolFirst(pools, cpu, tryIn);
+    } catch (err) {
+      if (isMediatorError(err, 'SWIOTLB_MAPPING_TOO_LARGE')) this.pendingGrowth = true;
+      throw err;
+    }
   }
 
   /** 6.6.y: swiotlb_pool_find_slots() on each pool in turn, all its areas from the CPU's. */

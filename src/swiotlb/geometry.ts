@@ -54,7 +54,8 @@ export interface GeometryOptions {
   size?: number;
   /**
    * The kernel's `swiotlb=<nslabs>`: slots of the default pool before the kernel's
-   * rounding. Overrides `size`.
+   * rounding. Then `size` applies only when ALIGN(slots, 128) is 32768: the
+   * kernel's swiotlb_adjust_size() tests the value, not whether `swiotlb=` was given.
    */
   slots?: number;
   /**
@@ -222,7 +223,11 @@ function defaultGeometry(opts: GeometryOptions, base: number): Geometry {
     }
     s.adjustNareas(opts.areas);
   }
-  if (opts.size !== undefined && opts.slots === undefined) {
+  // swiotlb_adjust_size() (kernel/dma/swiotlb.c, 6.1.192 and 6.12.117) runs after
+  // setup_io_tlb_npages() whether or not `swiotlb=` gave a count, and returns only
+  // if (default_nslabs != IO_TLB_DEFAULT_SIZE >> IO_TLB_SHIFT): adjustSize() keeps
+  // that test, so a swiotlb= that aligns to 32768 slots is resized as in the kernel.
+  if (opts.size !== undefined) {
     checkWhole(opts.size, 'size', 1);
     s.adjustSize(opts.size);
   }

@@ -9,7 +9,8 @@
  *           no pad_slots, swiotlb_alloc() with no alignment.
  *   '6.6'   the 6.6.y longterm line after 6.6.35 (the 6.9 alignment fixes and
  *           pad_slots backported): the 6.10 search, but maps search for
- *           alloc_size + offset and CONFIG_SWIOTLB_DYNAMIC searches pool by pool.
+ *           alloc_size + offset and CONFIG_SWIOTLB_DYNAMIC searches pool by pool,
+ *           with no early refusal of a search for more than one segment.
  *   '6.10'  mainline 6.10 and later (read in 6.12.117, unchanged in 7.2.13): the search for
  *           ALIGN(mapping_size + offset, alloc_align_mask + 1).
  */

@@ -9,8 +9,12 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *
  *   Int32 control block:
  *     per area a (AREA_STRIDE words at a * AREA_STRIDE, one 64-byte cache line
- *     each, as the kernel aligns struct io_tlb_area, so that two threads working
- *     in two areas do not bounce one line between their cores):
+ *     each, so that two threads working in two areas do not bounce one line
+ *     between their cores; the kernel does not: struct io_tlb_area { unsigned
+ *     long used; unsigned int index; spinlock_t lock; } has no alignment and
+ *     mem->areas is one array aligned to SMP_CACHE_BYTES as a whole,
+ *     swiotlb_init_remap(), 6.1.192 and 6.12.117: 16 bytes without lock
+ *     debugging, four areas to a line):
  *       [LOCK] [INDEX: next-fit cursor] [USED: slots] [CONTENDED: lock waits]
  *       [MAPS] [UNMAPS] [HINT_TOP] [HINT_COUNT: the warm hint ring's, warm.ts]
  *       -- all but LOCK and CONTENDED change only under LOCK
@@ -22,7 +26,10 @@ import { bitmapWords, isUsed } from './slot-bitmap.js';
  *       1 warm; every handle reads it when it attaches), G+EXCLUSIVE (1 when the
  *       handle that created the pool is its only mapper: no other handle may
  *       attach, and that one takes no lock and makes no atomic access on its map
- *       and unmap path; set once at creation)
+ *       and unmap path; set once at creation), G+TAIL_EXACT (6.1 with a partial
+ *       last segment only: 1 once a run ending at the pool's last slot was handed
+ *       out; from then on 6.1's list[] no longer counts the missing slots as free,
+ *       search.ts findWrapped(); written under the lock of the pool's one area)
  *   usedBits: one bit per slot, 1 = in use (slot-bitmap.ts; the kernel's list[s]
  *     is freeRun(usedBits, s)). Plain accesses under the lock of the slot's area.
  *   hints: WARM_HINTS Int32 words per area, the warm placement's ring of recently
@@ -93,6 +100,7 @@ export const G_SYNCS = 5;
 export const G_FAIL_KERNEL = 6;
 export const G_PLACEMENT = 7;
 export const G_EXCLUSIVE = 8;
+export const G_TAIL_EXACT = 9;
 const GLOBAL_WORDS = 16;
 
 export const INVALID_PHYS_ADDR = -1;

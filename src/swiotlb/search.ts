@@ -67,6 +67,15 @@ function low(addr: number, mask: number): number {
  * 6.1's swiotlb_init_io_tlb_mem() sets list = IO_TLB_SEGSIZE - io_tlb_offset(i)
  * even in a partial last segment (a restricted pool of nslabs % 128 != 0): the
  * slots past the end count as free there, and a run reaching into them is OVERRUN.
+ * Until `tailExact`: once a run ending at the last slot has been handed out, its
+ * release reads `count = mem->slots[index + nslots].list` (swiotlb_release_slots(),
+ * 6.1.192) at slots[nslabs], past the array, in the slack of the kcalloc()ed
+ * object, which is zero (mm/slab.h slab_post_alloc_hook() zeroes s->object_size,
+ * __kmalloc_large_node() takes __GFP_ZERO pages; 6.1.192): the freed slots, and
+ * the free slots before them that the allocation recounted, then hold exact
+ * counts, and no later write brings the missing slots back. (For the few nslabs
+ * whose slots[nslabs].list lies past the object, 1, 2, 4, 5, 8, 10, 21, 42, 85,
+ * 170, 341, 682, ..., the kernel reads a neighbour's bytes; the model takes 0 too.)
  */
 export function findWrapped(
   used: Int32Array,
@@ -77,6 +86,7 @@ export function findWrapped(
   cursor: number,
   origAddr: number,
   p: MapPlan,
+  tailExact: boolean,
 ): number {
   const iotlbAlignMask = p.iotlbAlignMask;
   const stride = p.stride;
@@ -96,7 +106,7 @@ export function findWrapped(
       index = index + 1 >= areaNslabs ? 0 : index + 1;
     } else {
       let run = freeRun(used, candidate);
-      if (candidate + run === nslabs && nslabs % IO_TLB_SEGSIZE !== 0) {
+      if (!tailExact && candidate + run === nslabs && nslabs % IO_TLB_SEGSIZE !== 0) {
         run += IO_TLB_SEGSIZE - (nslabs % IO_TLB_SEGSIZE); // 6.1's list[] counts past the end
       }
       if (run >= nslots) return candidate + nslots > nslabs ? OVERRUN : candidate;

@@ -209,7 +209,10 @@ export function warmFind(
         continue;
       }
       let run = freeRun(used, candidate);
-      // 6.1's list[] counts the missing slots of a partial last segment as free.
+      // 6.1's list[] counts the missing slots of a partial last segment as free. Always
+      // so here, also once the pool's G_TAIL_EXACT is set (search.ts findWrapped()):
+      // an inflated run only ever gives a hint up (the kernel's search runs), never
+      // places one the kernel would not.
       if (wrapSearch && partialEnd && candidate + run === nslabs) {
         run += IO_TLB_SEGSIZE - (nslabs % IO_TLB_SEGSIZE);
       }
