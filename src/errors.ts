@@ -92,7 +92,7 @@ export const ERROR_SPECS = {
   },
   MEDIATOR_DEVICE_FAULT: {
     meaning:
-      'The device backend broke the virtio contract for this request (used id not in flight, used length larger than the writable buffers, a completion twice); the request failed and the fault was counted.',
+      'The device backend broke the virtio contract for this request (a used length larger than its chain\'s device-writable buffers, or a status byte that is no virtio-blk status); the request failed and the fault was counted. Faults that name no request in flight (a used id out of range or not in flight, a completion twice) are counted only.',
     fix: 'The device backend is buggy or hostile: check its fault counters; reset it or take it out of service.',
     status: 502,
   },
@@ -109,8 +109,8 @@ export const ERROR_SPECS = {
   MEDIATOR_IO_ERROR: {
     meaning:
       'The request failed with an I/O error, as Linux fails it with BLK_STS_IOERR (-EIO): either the driver refused a read or write beyond the device capacity before mapping or sending anything ("attempt to access beyond end of device", as the block layer\'s bio_check_eod() refuses it; the error\'s details carry the capacity), or the device completed the request with VIRTIO_BLK_S_IOERR (its backing store failed, or the device found the range past its disk).',
-    fix: 'Keep the sector range within the device capacity (GET /v1/devices gives it); when it is in range, the log has a "backing store error" line saying what the disk answered.',
-    status: 416,
+    fix: 'Keep the sector range within the device capacity (GET /v1/devices gives it); when it is in range, the log has a "backing store error" line saying what the disk answered. Over HTTP the refusal of a range past the device is a 416 with Content-Range, the I/O error of the device a 500.',
+    status: 500,
   },
   MEDIATOR_UNSUPPORTED: {
     meaning:

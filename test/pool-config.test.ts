@@ -137,7 +137,7 @@ describe("config: a pool in the kernel's terms", () => {
     [
       'size with slots',
       { pools: [{ size: '8MiB', slots: 4096 }] },
-      'config: pools[0].size: "8MiB" is not allowed; expected no size beside a slot count: the kernel ignores swiotlb_adjust_size() once swiotlb=<nslabs> is given; give one of them',
+      'config: pools[0].size: "8MiB" is not allowed; expected no size beside a slot count: swiotlb_adjust_size() leaves a swiotlb=<nslabs> as given, unless it is 32768 (the default count, which it resizes); give one of them',
     ],
     [
       'swiotlb force',

@@ -48,12 +48,16 @@ SIGTERM or SIGINT shuts it down gracefully (in-flight I/O finishes, file-backed
 devices are flushed; exit status 0); a second signal exits at once (one sent
 within 300 ms of the first counts as the same: Ctrl+C under npm arrives twice).
 Exit status: 0 after a clean shutdown, 1 when it cannot start or the shutdown
-ran out of time, 2 on bad flags.`;
+ran out of time or failed (a flush of a file-backed device included), 2 on bad
+flags.`;
 
 export interface ServeIo {
   stdout: Writable;
   stderr: Writable;
 }
+
+/** How long a `serve` that could not start may take to exit before it is made to. */
+const START_FAILURE_EXIT_MS = 1000;
 
 /** Signals this close after the first are the same one delivered twice. */
 const DUPLICATE_SIGNAL_MS = 300;
@@ -156,6 +160,12 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
   try {
     server = await startServer(config, { logger: log });
   } catch (err) {
+    // A start that failed half-way may leave a thread behind that keeps the process
+    // alive after main has printed the error (seen: a device whose second queue did
+    // not fit the pool had started its first queue's device thread, and `serve`
+    // hung with nothing listening). Exit with status 1 all the same; normally
+    // nothing lingers and the process ends at once, before this timer.
+    setTimeout(() => process.exit(1), START_FAILURE_EXIT_MS).unref();
     if (isMediatorError(err)) throw err;
     throw new MediatorError(
       'SERVE_CANNOT_LISTEN',
@@ -180,8 +190,9 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
         `${signal}: shutting down (in-flight I/O finishes, file-backed devices are flushed; at most ${config.http.shutdownTimeoutMs} ms)`,
       );
       void server.shutdown().then((clean) => {
+        // Why it was not clean (out of time, a failed flush or close) is logged already.
         if (clean) log.info('stopped');
-        else log.error(`shutdown did not finish within ${config.http.shutdownTimeoutMs} ms`);
+        else log.error('stopped, not cleanly: exit status 1');
         process.off('SIGTERM', onSignal);
         process.off('SIGINT', onSignal);
         // Exit even if some handle lingers; normally the loop is already empty.

@@ -130,7 +130,27 @@ export function parseConfig(
   const config = result.data;
   const baseDir = opts.baseDir ?? process.cwd();
   for (const d of config.devices) if (d.file !== undefined) d.file = resolve(baseDir, d.file);
+  checkOwnFiles(config, source);
   return config;
+}
+
+/**
+ * Each file-blk device has a backing file of its own (paths compared once
+ * resolved): two devices on one file would each write it as their own disk and
+ * overwrite each other's data without a word.
+ */
+function checkOwnFiles(config: ServiceConfig, source: string): void {
+  const owners = new Map<string, string>();
+  config.devices.forEach((d, i) => {
+    if (d.file === undefined) return;
+    const owner = owners.get(d.file);
+    if (owner !== undefined) {
+      const path = `devices[${i}].file`;
+      const message = `${path}: ${showValue(d.file)} is not allowed; expected a file of its own (it is the backing file of device ${owner})`;
+      throw badConfig(`${source}: ${message}`, { issues: [{ path, message }] });
+    }
+    owners.set(d.file, d.id);
+  });
 }
 
 /** Reads, validates and resolves the configuration (file, then overrides, then defaults). */

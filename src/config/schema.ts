@@ -185,8 +185,8 @@ export interface PoolConfig {
   /**
    * Default pool: the bytes an architecture asks for (swiotlb_adjust_size(), as SEV
    * and TDX guests size their pool): rounded to whole 128-slot segments, then up
-   * to a power of two, as the kernel rounds nslabs. Not with `slots` (the kernel
-   * ignores swiotlb_adjust_size() once `swiotlb=<nslabs>` is given).
+   * to a power of two, as the kernel rounds nslabs. Not with `slots`
+   * (swiotlb_adjust_size() leaves a `swiotlb=<nslabs>` as given, unless it is 32768).
    * @default unset: Linux's default pool, 64 MiB (32768 slots)
    */
   size?: number | undefined;
@@ -862,7 +862,7 @@ function checkPoolDeclaration(p: ParsedPool, i: number, issue: Report): boolean 
     issue(
       at('size'),
       formatSize(p.size),
-      'no size beside a slot count: the kernel ignores swiotlb_adjust_size() once swiotlb=<nslabs> is given; give one of them',
+      'no size beside a slot count: swiotlb_adjust_size() leaves a swiotlb=<nslabs> as given, unless it is 32768 (the default count, which it resizes); give one of them',
     );
     ok = false;
   }

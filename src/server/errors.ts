@@ -59,10 +59,15 @@ export function toProblem(err: unknown, ctx: ProblemContext, contentType?: strin
       headers['retry-after'] = String(retryAfterSeconds);
     }
     const capacity = err.details?.capacity;
-    if (err.status === 416 && typeof capacity === 'number') {
+    // MEDIATOR_IO_ERROR is the service's failure (500: the device's disk failed the
+    // request), but for the driver's refusal of a range past the device, the one
+    // that carries the capacity: that is the client's, 416 with Content-Range.
+    const status =
+      err.code === 'MEDIATOR_IO_ERROR' && typeof capacity === 'number' ? 416 : err.status;
+    if (status === 416 && typeof capacity === 'number') {
       headers['content-range'] = `bytes */${capacity}`;
     }
-    return { status: err.status, code: err.code, message: err.message, headers, unexpected: false };
+    return { status, code: err.code, message: err.message, headers, unexpected: false };
   }
   const e = err as { code?: unknown; statusCode?: unknown; message?: unknown };
   const message = typeof e.message === 'string' ? e.message : String(err);

@@ -16,7 +16,9 @@ export interface RunningServer {
    * Graceful shutdown: stop accepting, let in-flight I/O finish, flush
    * file-backed devices, close the mediator. Resolves `true` when all of it
    * finished within `http.shutdownTimeoutMs`, `false` when the time ran out
-   * (connections were then cut). Calling it again returns the same promise.
+   * (connections were then cut), a flush failed ({@link Service.failedFlushes})
+   * or closing the mediator failed; each is logged at error. Calling it again
+   * returns the same promise.
    */
   shutdown(): Promise<boolean>;
 }
@@ -141,8 +143,16 @@ export async function startServer(
 ): Promise<RunningServer> {
   const logger = resolveLogger(config, opts.logger);
   const service = new Service(config, { logger });
-  logPoolGeometries(config, service, logger);
-  const app = buildServer(service, opts.extend ? { extend: opts.extend } : {});
+  let app: FastifyInstance;
+  try {
+    logPoolGeometries(config, service, logger);
+    app = buildServer(service, opts.extend ? { extend: opts.extend } : {});
+  } catch (err) {
+    // An `extend` that throws: the service's threads would outlive the failed
+    // start (and keep the process alive), with no handle left to close them.
+    await service.close().catch(() => undefined);
+    throw err;
+  }
   let url: string;
   try {
     url = await app.listen({
@@ -171,14 +181,30 @@ export async function startServer(
       // Stops accepting connections; idle keep-alive ones are closed, busy ones
       // close after their answer (Connection: close while draining).
       const httpClosed = app.close();
-      let clean = await within(service.idle(), left());
+      let inTime = await within(service.idle(), left());
       if (!(await within(httpClosed, left()))) {
-        clean = false;
+        inTime = false;
         app.server.closeAllConnections();
         await within(httpClosed, 1000);
       }
-      if (!(await within(service.close(), left()))) clean = false;
-      return clean;
+      // A close that throws (a backing file that cannot be closed...) is no clean
+      // shutdown either: within() alone would count it as finished.
+      const failure: { err?: unknown } = {};
+      const closing = service.close().catch((err: unknown) => {
+        failure.err = err ?? new Error('close failed');
+      });
+      if (!(await within(closing, left()))) inTime = false;
+      if (!inTime) {
+        logger.error(`shutdown did not finish within ${config.http.shutdownTimeoutMs} ms`);
+      } else if (failure.err !== undefined) {
+        const err = failure.err as { code?: string; message?: string };
+        logger.error(
+          { code: err.code, err: failure.err },
+          `shutdown: closing the service failed: ${err.message ?? String(failure.err)}`,
+        );
+      }
+      // A flush that failed was logged by the service: not clean either.
+      return inTime && failure.err === undefined && service.failedFlushes.length === 0;
     })();
     return shuttingDown;
   };

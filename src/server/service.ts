@@ -37,6 +37,7 @@ export class Service {
   private idleWaiters: (() => void)[] = [];
   private closing: Promise<void> | undefined;
   private readonly deviceConfigs: Map<string, DeviceConfig>;
+  private readonly unflushed: string[] = [];
 
   /**
    * Builds the mediator a configuration describes (pools, guests, copy workers,
@@ -87,6 +88,15 @@ export class Service {
 
   deviceConfig(id: string): DeviceConfig | undefined {
     return this.deviceConfigs.get(id);
+  }
+
+  /**
+   * The file-backed devices whose flush failed in {@link close}: writes they
+   * acknowledged under `sync: "none"` may not be on stable storage. A shutdown
+   * with any is not clean (`serve` exits 1).
+   */
+  get failedFlushes(): readonly string[] {
+    return this.unflushed;
   }
 
   /** Whether new I/O is refused (draining or closed). */
@@ -176,9 +186,10 @@ export class Service {
       try {
         await device.flush();
       } catch (err) {
+        this.unflushed.push(device.id);
         this.logger.error(
           { device: device.id, code: (err as { code?: string }).code, err },
-          `flush of ${device.id} failed at shutdown`,
+          `flush of ${device.id} failed at shutdown: writes it acknowledged may not be on stable storage`,
         );
       }
     }

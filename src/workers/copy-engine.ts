@@ -118,7 +118,12 @@ export interface CopyEngineOptions {
 /** One caller's copy, possibly split over several rings. */
 interface Join {
   remaining: number;
-  failed: boolean;
+  /**
+   * The first failed part's error. The copy fails with it only once every part
+   * has finished: the caller frees the copy's pool slots when it fails, and a part
+   * still on a live worker would go on writing into them.
+   */
+  error: Error | undefined;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -335,7 +340,7 @@ export class CopyEngine {
     const parts = Math.min(ways, pages);
     const inline = parts > 1 ? inlinePart : 0;
     return new Promise<void>((resolve, reject) => {
-      const join: Join = { remaining: parts - inline, failed: false, resolve, reject };
+      const join: Join = { remaining: parts - inline, error: undefined, resolve, reject };
       this.inFlight++;
       // The workers' parts first, each on its own worker, so that they start while
       // this thread copies its own (part 0).
@@ -627,12 +632,11 @@ export class CopyEngine {
   }
 
   private partDone(join: Join, err: Error | undefined): void {
-    if (err && !join.failed) {
-      join.failed = true;
-      join.reject(err);
-    }
+    if (err !== undefined) join.error ??= err;
     if (--join.remaining === 0) {
-      if (!join.failed) join.resolve();
+      // Settled only now, when no worker holds a part of it any more (see Join.error).
+      if (join.error === undefined) join.resolve();
+      else join.reject(join.error);
       if (--this.inFlight === 0 && this.idleWaiters.length > 0) {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];
