@@ -160,11 +160,11 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
   try {
     server = await startServer(config, { logger: log });
   } catch (err) {
-    // A start that failed half-way may leave a thread behind that keeps the process
-    // alive after main has printed the error (seen: a device whose second queue did
-    // not fit the pool had started its first queue's device thread, and `serve`
-    // hung with nothing listening). Exit with status 1 all the same; normally
-    // nothing lingers and the process ends at once, before this timer.
+    // A start that failed half-way must not leave a thread behind that keeps the
+    // process alive after main has printed the error (it did: a device whose second
+    // queue did not fit the pool kept its first queue's device thread, and `serve`
+    // hung with nothing listening; BlkDriver now stops it). Should anything still
+    // linger, exit with status 1 all the same; normally the process ends at once.
     setTimeout(() => process.exit(1), START_FAILURE_EXIT_MS).unref();
     if (isMediatorError(err)) throw err;
     throw new MediatorError(

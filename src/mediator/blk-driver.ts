@@ -270,7 +270,12 @@ export class BlkDriver {
       this.backing = new SharedArrayBuffer(this.capacity);
     }
     if (opts.kind === 'file-blk') this.fd = this.openFile();
-    for (let q = 0; q < queues; q++) this.queues.push(this.setupQueue(q));
+    try {
+      for (let q = 0; q < queues; q++) this.queues.push(this.setupQueue(q));
+    } catch (err) {
+      this.abandon();
+      throw err;
+    }
     this.sweeper = setInterval(() => this.sweep(), Math.max(5, this.timeoutMs / 4));
     this.sweeper.unref();
   }
@@ -1177,6 +1182,23 @@ export class BlkDriver {
   // Set-up
   // ---------------------------------------------------------------------------
 
+  /**
+   * A constructor that failed part-way (a later queue did not fit the pool):
+   * stops the device threads it started, gives their queue memory back and
+   * closes the backing file. Nobody holds this driver, so nothing else would:
+   * the threads kept the process alive and the pool lost the queues' slots.
+   */
+  private abandon(): void {
+    for (const q of this.queues) {
+      // Terminated (no request was ever given to them), then their memory freed.
+      void stopDeviceThread(q, false).then(() => releaseQueueMemory(this.ctx, q));
+    }
+    if (this.fd !== undefined) {
+      closeSync(this.fd);
+      this.fd = undefined;
+    }
+  }
+
   private openFile(): number {
     const path = this.opts.file;
     if (!path) {
@@ -1185,11 +1207,13 @@ export class BlkDriver {
         `device ${this.id}: file-blk needs a backing file path`,
       );
     }
-    let fd: number;
+    let fd: number | undefined;
     try {
       fd = openSync(path, existsSync(path) ? 'r+' : 'w+');
       if (fstatSync(fd).size < this.capacity) ftruncateSync(fd, this.capacity);
     } catch (err) {
+      // Opened but not grown (a file system that refuses the size): not kept open.
+      if (fd !== undefined) closeSync(fd);
       throw new MediatorError(
         'MEDIATOR_BAD_CONFIG',
         `device ${this.id}: cannot open backing file ${path}: ${(err as Error).message}`,

@@ -428,7 +428,7 @@ export class BounceDma implements GuestDma {
         pending.push(p);
       }
     }
-    return pending === undefined ? undefined : Promise.all(pending);
+    return pending === undefined ? undefined : settleAll(pending);
   }
 
   release(n: number, b: DmaBatch, attrs: number, usedLen = 0): Promise<void> | undefined {
@@ -591,4 +591,15 @@ function checkSgLengths(addrs: readonly number[], lengths: readonly number[]): v
       lengths: lengths.length,
     });
   }
+}
+
+/**
+ * Settles when every copy has, then fails with the first failure: the caller
+ * frees the slots when a map's copy fails, and a copy still on a live worker
+ * would go on writing into them (Promise.all rejects at the first failure).
+ */
+async function settleAll(pending: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(pending);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }

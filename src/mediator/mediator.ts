@@ -168,7 +168,8 @@ export class Mediator {
         this.devices.set(d.id, device);
       }
     } catch (err) {
-      void this.close();
+      // What was built is closed (the error thrown is the one that matters).
+      this.close().catch(() => undefined);
       throw err;
     }
   }
@@ -200,8 +201,13 @@ export class Mediator {
     // for ever (as the kernel retries it), and a device's close waits for every
     // request it was given.
     this.failWaiting('the mediator is closing');
-    await Promise.all([...this.devices.values()].map((d) => d.close()));
+    // Every device, then the engine, whatever one of them throws: a device whose
+    // close failed (its backing file) must not leave the others or the copy
+    // workers running. The first failure is thrown afterwards.
+    const closed = await Promise.allSettled([...this.devices.values()].map((d) => d.close()));
     await this.engine.close();
+    const failed = closed.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 }
 
