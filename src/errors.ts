@@ -92,7 +92,7 @@ export const ERROR_SPECS = {
   },
   MEDIATOR_DEVICE_FAULT: {
     meaning:
-      'The device backend broke the virtio contract for this request (a used length larger than its chain\'s device-writable buffers, or a status byte that is no virtio-blk status); the request failed and the fault was counted. Faults that name no request in flight (a used id out of range or not in flight, a completion twice) are counted only.',
+      "The device backend broke the virtio contract for this request (a used length larger than its chain's device-writable buffers, or a status byte that is no virtio-blk status); the request failed and the fault was counted. Faults that name no request in flight (a used id out of range or not in flight, a completion twice) are counted only.",
     fix: 'The device backend is buggy or hostile: check its fault counters; reset it or take it out of service.',
     status: 502,
   },
