@@ -3,12 +3,14 @@
  * nothing. A device whose later queue does not fit its pool gives back the
  * queues it placed and stops their threads; a backing file opened for it is
  * closed; a mediator whose device fails to close still closes the rest; a map
- * whose copies fail settles only once no copy still writes its slots.
+ * whose copies fail settles only once no copy still writes its slots; a failed
+ * fdatasync() of a backing file fails every later sync of it.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { FileStore } from '../src/devices/block-store.js';
 import { BlkDriver } from '../src/mediator/blk-driver.js';
 import { BounceDma, createBatch } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
@@ -165,5 +167,32 @@ describe("a map's copies that fail", () => {
     finish();
     await new Promise((r) => setTimeout(r, 0));
     expect(settled).toBe('copy worker crashed');
+  });
+});
+
+describe('a backing file whose fdatasync() failed', () => {
+  it('fails every later sync, on every queue thread, as QEMU file-posix fails bdrv_flush() for good', () => {
+    // Two queue threads' stores on one file share `syncFailed`. The first one's
+    // descriptor is closed, so its fdatasync() fails (EBADF stands in for EIO);
+    // the second one's is fine, and its FLUSH and durable write must fail anyway:
+    // Linux reports a writeback error once per open file and then syncs clean.
+    const path = join(dir, 'sticky.img');
+    const fd = openSync(path, 'w+');
+    const dead = openSync(path, 'r+');
+    closeSync(dead);
+    const shared = new SharedArrayBuffer(4);
+    const broken = new FileStore(dead, MiB, false, shared);
+    const other = new FileStore(fd, MiB, true, shared);
+    const block = Buffer.alloc(4096, 7);
+    try {
+      other.flush(); // nothing failed yet: a sync succeeds
+      expect(() => broken.flush()).toThrow(/EBADF/);
+      expect(() => other.flush()).toThrow(
+        /an earlier fdatasync\(\) of the backing file failed \(EBADF\)/,
+      );
+      expect(() => other.write(block, 0, 0, block.length)).toThrow(/an earlier fdatasync/);
+    } finally {
+      closeSync(fd);
+    }
   });
 });

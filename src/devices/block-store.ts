@@ -1,4 +1,5 @@
 import { fdatasyncSync, readSync, writeSync } from 'node:fs';
+import { getSystemErrorName } from 'node:util';
 
 /**
  * A device backend's own storage: the only thing besides the device-visible memory
@@ -43,16 +44,48 @@ export class RamStore implements BlockStore {
  * and syncs through it. With `durable`, every write is fdatasync()ed before the
  * request completes (a write acknowledged is on stable storage); otherwise only
  * FLUSH syncs, as a disk with a volatile write cache.
+ *
+ * A failed fdatasync() fails every later one, on every queue's thread (they share
+ * the descriptor, and `syncFailed`), as QEMU's block/file-posix.c
+ * handle_aiocb_flush() makes bdrv_flush() fail permanently: Linux reports a
+ * writeback error once per open file (errseq_t) and marks the pages clean, so the
+ * next fdatasync() would succeed with the data still not on disk, and a FLUSH of
+ * another queue, or the shutdown's, would acknowledge writes that are lost.
  */
 export class FileStore implements BlockStore {
   readonly capacity: number;
   private readonly fd: number;
   private readonly durable: boolean;
+  /** The errno of the first failed fdatasync() on this file (0: none), shared. */
+  private readonly syncFailed: Int32Array;
 
-  constructor(fd: number, capacity: number, durable: boolean) {
+  constructor(fd: number, capacity: number, durable: boolean, syncFailed: SharedArrayBuffer) {
     this.fd = fd;
     this.durable = durable;
     this.capacity = capacity;
+    this.syncFailed = new Int32Array(syncFailed, 0, 1);
+  }
+
+  /** fdatasync(), unless one failed before on this file: then it fails too, saying why. */
+  private sync(): void {
+    const failed = Atomics.load(this.syncFailed, 0);
+    if (failed !== 0) {
+      throw new Error(
+        `an earlier fdatasync() of the backing file failed (${getSystemErrorName(-failed)}): what it held may not be on disk, so no later sync can succeed`,
+      );
+    }
+    try {
+      fdatasyncSync(this.fd);
+    } catch (err) {
+      const errno = (err as { errno?: unknown }).errno;
+      Atomics.compareExchange(
+        this.syncFailed,
+        0,
+        0,
+        typeof errno === 'number' && errno < 0 ? -errno : 5, // EIO
+      );
+      throw err;
+    }
   }
 
   read(mem: Buffer, memOffset: number, diskOffset: number, length: number): void {
@@ -72,11 +105,11 @@ export class FileStore implements BlockStore {
     while (done < length) {
       done += writeSync(this.fd, mem, memOffset + done, length - done, diskOffset + done);
     }
-    if (this.durable) fdatasyncSync(this.fd);
+    if (this.durable) this.sync();
   }
 
   flush(): void {
-    fdatasyncSync(this.fd);
+    this.sync();
   }
 
   close(): void {}

@@ -12,7 +12,7 @@ function openStore(data: DeviceWorkerData): BlockStore | undefined {
   if (data.kind === 'ram-blk' || data.kind === 'chaos') return new RamStore(data.backing!);
   if (data.kind === 'file-blk') {
     const f = data.file!;
-    return new FileStore(f.fd, f.capacity, f.durable);
+    return new FileStore(f.fd, f.capacity, f.durable, f.syncFailed);
   }
   return undefined;
 }

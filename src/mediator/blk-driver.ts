@@ -145,6 +145,12 @@ export class BlkDriver {
   private readonly filler = new WriteFiller();
   private readonly backing: SharedArrayBuffer | undefined;
   private fd: number | undefined;
+  /**
+   * file-blk: one Int32, the errno of the first fdatasync() that failed on the
+   * backing file, 0 while none has; shared by every queue's thread and kept
+   * across resets, as the descriptor is (FileStore).
+   */
+  private readonly syncFailed = new SharedArrayBuffer(4);
   private nextQueue = 0;
   /** The most data a request may carry and still fit the pool ({@link refuseWhatNeverFits}). */
   private poolFitBytes = Number.POSITIVE_INFINITY;
@@ -1272,6 +1278,7 @@ export class BlkDriver {
               fd: this.fd,
               capacity: this.capacity,
               durable: (this.opts.sync ?? DEVICE_DEFAULTS.sync) === 'durable',
+              syncFailed: this.syncFailed,
             },
       chaos: this.opts.chaos,
       resets: this.counters.resets,

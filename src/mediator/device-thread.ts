@@ -27,7 +27,7 @@ export interface DeviceThreadSpec {
   /** The disk's size in bytes: every kind checks sectors against it, the null device included. */
   capacity: number;
   backing: SharedArrayBuffer | undefined;
-  file: { fd: number; capacity: number; durable: boolean } | undefined;
+  file: DeviceWorkerData['file'];
   /** chaos: the device's options; each thread gets its own seed from them. */
   chaos: ChaosOptions | undefined;
   /** Resets so far: a thread started after a reset draws a new chaos stream. */

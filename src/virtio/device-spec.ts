@@ -98,7 +98,11 @@ export interface DeviceWorkerData {
   /** ram-blk and chaos: the disk. */
   backing?: SharedArrayBuffer;
   /** file-blk: the disk, a descriptor the host opened (and closes). */
-  file?: { fd: number; capacity: number; durable: boolean };
+  /**
+   * file-blk: the backing file's descriptor (the host's) and `syncFailed`, one
+   * Int32 every queue's thread shares: the errno of the first failed fdatasync().
+   */
+  file?: { fd: number; capacity: number; durable: boolean; syncFailed: SharedArrayBuffer };
   /** GET_ID answer. */
   serial: string;
   chaos?: ChaosOptions;
