@@ -10,13 +10,15 @@ import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FileStore } from '../src/devices/block-store.js';
+import { BlkBackend, type Chain } from '../src/devices/blk-backend.js';
+import { FileStore, RamStore } from '../src/devices/block-store.js';
 import { BlkDriver } from '../src/mediator/blk-driver.js';
 import { BounceDma, createBatch } from '../src/mediator/dma.js';
 import { GuestMemory } from '../src/mediator/guest-memory.js';
 import { Mediator } from '../src/mediator/mediator.js';
 import { DmaDirection } from '../src/swiotlb/constants.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
+import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_OUT } from '../src/virtio/blk-format.js';
 import type { CopyEngine } from '../src/workers/copy-engine.js';
 
 const KiB = 1024;
@@ -190,9 +192,43 @@ describe('a backing file whose fdatasync() failed', () => {
       expect(() => other.flush()).toThrow(
         /an earlier fdatasync\(\) of the backing file failed \(EBADF\)/,
       );
-      expect(() => other.write(block, 0, 0, block.length)).toThrow(/an earlier fdatasync/);
+      // A durable write: its data is written, its sync (at the request's end) fails.
+      other.write(block, 0, 0, block.length);
+      expect(() => other.writeDone()).toThrow(/an earlier fdatasync/);
     } finally {
       closeSync(fd);
     }
+  });
+});
+
+describe('a write request of several data pieces', () => {
+  it('is synced once, after its last piece, not once per piece', () => {
+    // header | 3 data descriptors of 4 KiB | status: a durable store syncs once.
+    const lens = [16, 4096, 4096, 4096, 1];
+    const chain: Chain = {
+      count: lens.length,
+      offsets: new Float64Array(lens.length),
+      lens: new Uint32Array(lens),
+      writable: new Uint8Array([0, 0, 0, 0, 1]),
+    };
+    let at = 0;
+    lens.forEach((len, i) => {
+      chain.offsets[i] = at;
+      at += len;
+    });
+    const mem = Buffer.alloc(at);
+    mem.writeUInt32LE(VIRTIO_BLK_T_OUT, 0);
+    const calls: string[] = [];
+    const ram = new RamStore(new SharedArrayBuffer(MiB));
+    const store = Object.assign(Object.create(ram) as RamStore, {
+      write: (...args: Parameters<RamStore['write']>) => {
+        calls.push('write');
+        ram.write(...args);
+      },
+      writeDone: () => calls.push('sync'),
+    });
+    new BlkBackend(store, 'serial').handle(mem, chain);
+    expect(mem[at - 1]).toBe(VIRTIO_BLK_S_OK);
+    expect(calls).toEqual(['write', 'write', 'write', 'sync']);
   });
 });

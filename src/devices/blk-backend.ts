@@ -244,6 +244,7 @@ export class BlkBackend implements RequestHandler {
     if (store === undefined) return VIRTIO_BLK_S_OK;
     transfer(mem, chain, store, isRead, isRead ? 0 : BLK_HEADER_BYTES, total, start);
     if (isRead) this.written = total;
+    else if (total > 0) store.writeDone(); // one sync per request, not per piece
     return VIRTIO_BLK_S_OK;
   }
 }

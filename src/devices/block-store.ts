@@ -10,6 +10,11 @@ export interface BlockStore {
   readonly capacity: number;
   read(mem: Buffer, memOffset: number, diskOffset: number, length: number): void;
   write(mem: Buffer, memOffset: number, diskOffset: number, length: number): void;
+  /**
+   * After the last write of one request (its data may come in several pieces): a
+   * store that acknowledges only what is on stable storage syncs here, once.
+   */
+  writeDone(): void;
   /** Makes completed writes durable (VIRTIO_BLK_T_FLUSH). */
   flush(): void;
   close(): void;
@@ -33,6 +38,8 @@ export class RamStore implements BlockStore {
     mem.copy(this.bytes, diskOffset, memOffset, memOffset + length);
   }
 
+  writeDone(): void {}
+
   flush(): void {}
 
   close(): void {}
@@ -41,9 +48,10 @@ export class RamStore implements BlockStore {
 /**
  * A disk backed by a file. The host opens the file and owns the descriptor (it
  * outlives a device thread that is reset); the device thread only reads, writes
- * and syncs through it. With `durable`, every write is fdatasync()ed before the
- * request completes (a write acknowledged is on stable storage); otherwise only
- * FLUSH syncs, as a disk with a volatile write cache.
+ * and syncs through it. With `durable`, every write request is fdatasync()ed
+ * once, after its last piece, before it completes (a write acknowledged is on
+ * stable storage); otherwise only FLUSH syncs, as a disk with a volatile write
+ * cache.
  *
  * A failed fdatasync() fails every later one, on every queue's thread (they share
  * the descriptor, and `syncFailed`), as QEMU's block/file-posix.c
@@ -105,6 +113,9 @@ export class FileStore implements BlockStore {
     while (done < length) {
       done += writeSync(this.fd, mem, memOffset + done, length - done, diskOffset + done);
     }
+  }
+
+  writeDone(): void {
     if (this.durable) this.sync();
   }
 
