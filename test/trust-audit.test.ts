@@ -4,9 +4,11 @@
  * is a defect the audit found, and fails without its fix.
  */
 import type { Worker } from 'node:worker_threads';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
 import { NO_FAULTS } from './helpers/chaos.js';
+import { logCapture } from './helpers/http.js';
 
 const MiB = 2 ** 20;
 
@@ -147,4 +149,32 @@ describe("a device thread's messages", () => {
       if (!closed) await m.close();
     }
   }, 30_000);
+
+  it("a thread's error of a megabyte is logged cut, not whole", async () => {
+    // The thread's message and stack are its own words: logged whole, one uncaught
+    // throw could write megabytes into the service's log.
+    const log = logCapture();
+    const s: MediatorSpec = {
+      mode: 'bounce',
+      copy: { workers: 0 },
+      log: pino({ level: 'warn' }, log.stream),
+      pools: [{ name: 'p', size: 4 * MiB, areas: 1 }],
+      guests: [{ name: 'g', size: 16 * MiB }],
+      devices: [{ id: 'd', kind: 'ram-blk', guest: 'g', pool: 'p', capacity: 4 * MiB, depth: 4 }],
+    };
+    const m = new Mediator(s);
+    try {
+      const dev = m.device('d')!;
+      await dev.ready();
+      deviceThread(m, 'd').emit('error', new Error('x'.repeat(2 ** 20)));
+      await dev.reset();
+      const failed = log.lines().find((l) => String(l.msg).includes('failed'));
+      expect(failed?.msg).toMatch(
+        /^device thread of queue 0 failed: the device thread threw: x+ \(cut to 200 characters\)$/,
+      );
+      expect(JSON.stringify(failed).length).toBeLessThan(2000);
+    } finally {
+      await m.close();
+    }
+  });
 });

@@ -97,7 +97,16 @@ function ioErrorMessage(msg: unknown): string | undefined {
  * the event, and took the whole process down.
  */
 function threadError(thrown: unknown): Error {
-  if (thrown instanceof Error) return thrown;
+  if (thrown instanceof Error) {
+    // Its message and stack are the thread's words too: a longer one is cut, so
+    // that a thread cannot write megabytes into the log (its stack then goes).
+    if (thrown.message.length <= IO_ERROR_MESSAGE_MAX && (thrown.stack?.length ?? 0) <= 8192) {
+      return thrown;
+    }
+    return new Error(
+      `the device thread threw: ${thrown.message.slice(0, IO_ERROR_MESSAGE_MAX)} (cut to ${IO_ERROR_MESSAGE_MAX} characters)`,
+    );
+  }
   const what = thrown !== null && typeof thrown === 'object' ? 'an object' : String(thrown);
   return new Error(
     `the device thread threw ${what.slice(0, IO_ERROR_MESSAGE_MAX)}, which is no Error`,
