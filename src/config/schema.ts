@@ -144,8 +144,8 @@ export interface CopyConfig {
 export interface BackpressureConfig {
   /**
    * `requeue`: what Linux does: the request is requeued on its queue until
-   * slots come back, retried when a request of that queue completes and every
-   * 3 ms (BLK_MQ_RESOURCE_DELAY); no time limit.
+   * slots come back, retried when a request of that queue completes or a new one
+   * comes to it, and 3 ms (BLK_MQ_RESOURCE_DELAY) after each failed try; no time limit.
    * `requeue-bounded`: requeued too, first come first served across the pool, for
    * up to `waitMs` (then 503 with Retry-After).
    * `fail`: the DMA API's answer, which virtio-blk never gives: the request fails

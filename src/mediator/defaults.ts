@@ -83,9 +83,11 @@ export const defaultPoolAreas = defaultAreaCount;
  *   failed: "swiotlb buffer is full") and returns BLK_STS_RESOURCE ("Don't stop
  *   the queue if -ENOMEM: we may have failed to bounce the buffer due to global
  *   resource outage"); blk_mq_dispatch_rq_list() (block/blk-mq.c) puts the request
- *   back at the head of its hardware queue's dispatch list and runs the queue
- *   again: when a request of that queue completes (blk_mq_sched_restart() from
- *   __blk_mq_free_request()) and after BLK_MQ_RESOURCE_DELAY (3 ms). No time limit.
+ *   back on its hardware queue's dispatch list, ahead of the requests it had not
+ *   tried yet, and runs the queue again: when a request of that queue completes
+ *   (blk_mq_sched_restart() from __blk_mq_free_request()), when a new request
+ *   comes to that queue (blk_mq_submit_bio() runs it at once), and
+ *   BLK_MQ_RESOURCE_DELAY (3 ms) after each failed run. No time limit.
  * - `requeue-bounded`: the service's default. The request is requeued until slots
  *   come back, as above, but waiters are served first come first served across
  *   the whole pool (retried whenever any request of the pool frees slots, so a

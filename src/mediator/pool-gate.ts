@@ -69,6 +69,8 @@ interface DispatchList {
   waiters: Fifo<Waiter>;
   /** Cancels the armed run (a setImmediate or a BLK_MQ_RESOURCE_DELAY timer). */
   cancelRun: (() => void) | undefined;
+  /** The armed run is the BLK_MQ_RESOURCE_DELAY one, which a run at once replaces. */
+  delayed: boolean;
 }
 
 export interface BackpressureStats {
@@ -96,7 +98,8 @@ export interface BackpressureStats {
  *     [w1 w2 w3] <- newcomers                   queue A: [a1 a2] <- A's newcomers; run armed
  *     retried in order on every release;        queue B: [b1]    <- B's newcomers; run armed
  *     each gives up after waitMs                a line is retried when one of its queue's
- *                                               requests completes, and 3 ms after a failed run
+ *                                               requests completes or a newcomer joins it,
+ *                                               and 3 ms after a failed run
  *
  * Rules:
  * - A waiter sits in one line until it is settled (placed, timed out or
@@ -111,9 +114,15 @@ export interface BackpressureStats {
  *   arms a run of its queue: at once the first time (blk_mq_run_hw_queue(hctx,
  *   true), SCHED_RESTART not yet set), then BLK_MQ_RESOURCE_DELAY (3 ms) after each
  *   failed run (SCHED_RESTART set, BLK_STS_RESOURCE); a request of that queue that
- *   completes runs it at once (blk_mq_sched_restart() in __blk_mq_free_request()).
+ *   completes runs it at once (blk_mq_sched_restart() in __blk_mq_free_request()),
+ *   and so does a newcomer joining the line (blk_mq_submit_bio() inserts it and
+ *   runs its hctx, `blk_mq_run_hw_queue(hctx, true)`, 6.1.192 and 6.12.117; that
+ *   kblockd_mod_delayed_work_on(.., 0) brings a pending 3 ms run forward).
  *   Releases by other queues do not run it: the 3 ms run picks their slots up.
- *   No time limit. A line with no waiter is dropped with its armed run.
+ *   No time limit. A line with no waiter is dropped with its armed run. This is
+ *   blk-mq's dispatch path (an I/O scheduler, as mq-deadline on a one-queue
+ *   device); under "none" a synchronous request is issued directly and tries the
+ *   pool ahead of those put back (docs/kernels.md, "virtio-blk on a full pool").
  */
 export class PoolGate {
   readonly policy: BackpressurePolicy;
@@ -228,24 +237,34 @@ export class PoolGate {
     key: unknown,
   ): Promise<void> | undefined {
     let list = this.lists.get(key);
-    const first = list === undefined;
     if (list === undefined) {
       if (tryPlace()) return undefined;
-      list = { key, waiters: new Fifo<Waiter>(4), cancelRun: undefined };
+      list = { key, waiters: new Fifo<Waiter>(4), cancelRun: undefined, delayed: false };
       this.lists.set(key, list);
       this.counters.requeues++;
       this.warnFull(device, fullError);
     }
     const admitted = this.enqueue(list.waiters, tryPlace, undefined);
-    // blk_mq_dispatch_rq_list(): SCHED_RESTART is not set yet, so the queue runs
-    // again at once (asynchronously).
-    if (first) this.arm(list, 0);
+    // The first failure: blk_mq_dispatch_rq_list() finds SCHED_RESTART not set yet,
+    // so the queue runs again at once (asynchronously). A newcomer joining the line:
+    // blk_mq_submit_bio() inserts it and runs its queue at once, which retries the
+    // requests put back ahead of it (block/blk-mq.c, 6.1.192 and 6.12.117).
+    this.arm(list, 0);
     return admitted;
   }
 
-  /** Arms a run of `list` after `delayMs` (0: as soon as the event loop turns), unless one is armed. */
+  /**
+   * Arms a run of `list` after `delayMs` (0: as soon as the event loop turns). One
+   * run is armed at a time, as hctx->run_work is one delayed work: a run at once
+   * replaces an armed BLK_MQ_RESOURCE_DELAY run (kblockd_mod_delayed_work_on() in
+   * blk_mq_delay_run_hw_queue()), any other armed run stays.
+   */
   private arm(list: DispatchList, delayMs: number): void {
-    if (list.cancelRun !== undefined) return;
+    if (list.cancelRun !== undefined) {
+      if (delayMs !== 0 || !list.delayed) return;
+      list.cancelRun();
+    }
+    list.delayed = delayMs !== 0;
     if (delayMs === 0) {
       const t = setImmediate(() => {
         list.cancelRun = undefined;
@@ -324,8 +343,9 @@ export class PoolGate {
 
   /**
    * "swiotlb buffer is full" in the kernel's words and figures, once per burst:
-   * swiotlb_tbl_map_single() in kernel/dma/swiotlb.c (6.10) warns with
-   * dev_warn_ratelimited() unless DMA_ATTR_NO_WARN. Under the requeue policies
+   * swiotlb_tbl_map_single() in kernel/dma/swiotlb.c (6.10; the same in 6.1.192 and
+   * 6.12.117) warns with dev_warn_ratelimited() unless DMA_ATTR_NO_WARN, on every
+   * failed map; the gate warns once per request, not on its retries. Under the requeue policies
    * it is the moment virtio-blk returns BLK_STS_RESOURCE and blk-mq requeues the
    * request.
    */
