@@ -36,6 +36,19 @@ export interface Style {
   latency?: boolean;
   /** trace-cmd report --ts-diff: `" %-8s"` of `"(+%lld)"` after the time. */
   tsDiff?: boolean;
+  /**
+   * tracefs option latency-format (6.12 trace_print_lat_context()): 'plain'
+   * lat_print_generic() and lat_print_timestamp()'s time since the buffer
+   * started; 'verbose' with option verbose too. Its own header
+   * (print_trace_header(), print_lat_help_header()).
+   */
+  latencyFormat?: 'plain' | 'verbose';
+  /**
+   * tracefs' trace clock: 'ns' for local, global, mono... (TRACE_FILE_TIME_IN_NS:
+   * secs.usecs, the latency format's microseconds), 'counter' for one that
+   * counts (the render's microsecond numbers printed as bare counts). @default 'ns'
+   */
+  clock?: 'ns' | 'counter';
 }
 
 export const STYLES: readonly Style[] = [
@@ -45,6 +58,8 @@ export const STYLES: readonly Style[] = [
   { layout: 'tracefs', arrays: 'kernel', naming: 'mainline', tgid: true },
   { layout: 'trace-cmd', arrays: 'decimal', naming: 'mainline', latency: true, tsDiff: true },
   { layout: 'tracefs', arrays: 'kernel', naming: '6.12', irqInfo: false },
+  { layout: 'tracefs', arrays: 'kernel', naming: '6.12', latencyFormat: 'plain' },
+  { layout: 'tracefs', arrays: 'kernel', naming: 'mainline', latencyFormat: 'verbose' },
 ];
 
 /** One buffer the kernel mapped: its dma_addr is what the trace prints (a test may plant another). */
@@ -301,16 +316,75 @@ function tracefsHeader(n: number, style: Style): string[] {
   ];
 }
 
+/**
+ * The `trace` file's header with option latency-format (6.12 kernel/trace/trace.c
+ * s_show(); trace_default_header(): print_trace_header() for the nop tracer,
+ * whose per-CPU data no max-latency update fills (__update_max_tr() writes the
+ * max buffer's): "# %s latency trace v1.1.5 on %s", the dashes, "# latency: %lu
+ * us, #%lu/%lu, CPU#%d | (M:%s VP:%d, KP:%d, SP:%d HP:%d" " #P:%d)", the task
+ * lines, "#"; then, without option verbose, print_lat_help_header(), trailing
+ * spaces included).
+ */
+function latencyHeader(n: number, style: Style): string[] {
+  const head = [
+    '# tracer: nop',
+    '#',
+    '# nop latency trace v1.1.5 on 6.12.117',
+    `# ${'-'.repeat(68)}`,
+    `# latency: 0 us, #${n}/${n}, CPU#0 | (M:preempt VP:0, KP:0, SP:0 HP:0 #P:4)`,
+    '#    -----------------',
+    '#    | task: -0 (uid:0 nice:0 policy:0 rt_prio:0)',
+    '#    -----------------',
+    '#',
+  ];
+  if (style.latencyFormat === 'verbose') return head;
+  return [
+    ...head,
+    '#                    _------=> CPU#            ',
+    '#                   / _-----=> irqs-off/BH-disabled',
+    '#                  | / _----=> need-resched    ',
+    '#                  || / _---=> hardirq/softirq ',
+    '#                  ||| / _--=> preempt-depth   ',
+    '#                  |||| / _-=> migrate-disable ',
+    '#                  ||||| /     delay           ',
+    '#  cmd     pid     |||||| time  |   caller     ',
+    '#     \\   /        ||||||  \\    |    /       ',
+  ];
+}
+
+/** Microseconds (counts with a counter clock) between the buffer's start and the render's t0. */
+export const BUFFER_START_BEFORE = 2_500_000;
+
 export interface Rendered {
   text: string;
   /** 1-based line of each event. */
   lineOf: Map<GenEvent, number>;
 }
 
-/** Lays the events out as trace text, in the given order, 10 µs apart. */
-export function render(events: readonly GenEvent[], style: Style, t0 = 100): Rendered {
-  const lines = style.layout === 'trace-cmd' ? ['cpus=4'] : tracefsHeader(events.length, style);
+/**
+ * Lays the events out as trace text, in the given order, `step` µs apart (the
+ * `i`th entry of `events` at t0 + i * step; with a counter clock those numbers
+ * are the counts). The latency format's buffer started BUFFER_START_BEFORE
+ * before t0.
+ */
+export function render(events: readonly GenEvent[], style: Style, t0 = 100, step = 10): Rendered {
+  // A tracefs option: trace-cmd report has its own -l (Style.latency).
+  const latency = style.layout === 'tracefs' && style.latencyFormat !== undefined;
+  const lines =
+    style.layout === 'trace-cmd'
+      ? ['cpus=4']
+      : latency
+        ? latencyHeader(events.length, style)
+        : tracefsHeader(events.length, style);
   const lineOf = new Map<GenEvent, number>();
+  const base = Math.round(t0 * 1e6);
+  // trace_print_lat_context(): the next entry's time, its own for the last.
+  const nextOf: number[] = [];
+  for (let j = events.length - 1, next = -1; j >= 0; j--) {
+    nextOf[j] = next;
+    if (events[j]!.t !== 'lost') next = j;
+  }
+  let idx = 0;
   events.forEach((ev, i) => {
     if (ev.t === 'lost') {
       lines.push(
@@ -320,11 +394,81 @@ export function render(events: readonly GenEvent[], style: Style, t0 = 100): Ren
       );
       return;
     }
-    const us = Math.round(t0 * 1e6) + i * 10;
-    lines.push(eventLine(ev, style, i, us, i === 0 ? undefined : 10));
+    const us = base + i * step;
+    let line: string;
+    if (latency) {
+      const next = nextOf[i]!;
+      const time = {
+        us,
+        start: base - BUFFER_START_BEFORE,
+        rel: next < 0 ? 0 : (next - i) * step,
+        idx: idx++,
+      };
+      line = latencyLine(ev, style, i, time);
+    } else line = eventLine(ev, style, i, us, i === 0 ? undefined : step);
+    lines.push(line);
     lineOf.set(ev, lines.length);
   });
   return { text: `${lines.join('\n')}\n`, lineOf };
+}
+
+// trace_find_mark() (6.12 kernel/trace/trace_output.c): the first mark whose
+// nanoseconds the delay exceeds.
+const MARKS: [number, string][] = [
+  [1e9, '$'],
+  [1e8, '@'],
+  [1e7, '*'],
+  [1e6, '#'],
+  [1e5, '!'],
+  [1e4, '+'],
+];
+
+function traceFindMark(ns: number): string {
+  return MARKS.find(([val]) => ns > val)?.[1] ?? ' ';
+}
+
+/**
+ * One event line of the kernel's latency format, byte for byte as 6.12
+ * kernel/trace/trace_output.c trace_print_lat_context() writes it:
+ * - not verbose: lat_print_generic()'s `"%8.8s-%-7d %3d"` and
+ *   trace_print_lat_fmt()'s flags, then lat_print_timestamp()'s `" %4lldus%c: "`
+ *   (microseconds since the buffer's time_start, trace_find_mark() of the time
+ *   to the next entry) or, with a counter clock, `" %4lld: "`;
+ * - verbose: `"%16s %7d %3d %d %08x %08lx "` (comm, pid, cpu, entry->flags,
+ *   preempt_count & 0xf, iter->idx), then `"[%08llx] %ld.%03ldms (+%ld.%03ldms): "`
+ *   (ns2usecs(iter->ts), then the times since the start and to the next entry
+ *   in msecs.usecs) or, with a counter clock, `"[%016llx] %lld (+%lld): "`;
+ * then trace_raw_output_prep()'s `"%s: "` and the TP_printk text. The flags are
+ * those of eventLine(): `d..1.` is TRACE_FLAG_IRQS_OFF (0x01,
+ * include/linux/trace_events.h) and a preempt count of 1.
+ */
+function latencyLine(
+  ev: GenEvent,
+  style: Style,
+  i: number,
+  time: { us: number; start: number; rel: number; idx: number },
+): string {
+  const { name, body } = eventText(ev, style);
+  const comm = COMMS[(ev.cpu + i) % COMMS.length]!;
+  const pid = 100 + ev.cpu * 17 + (i % 3);
+  const irqsOff = i % 2 === 1;
+  const abs = time.us - time.start;
+  const counter = style.clock === 'counter';
+  if (style.latencyFormat === 'verbose') {
+    const hex = (n: number, w: number) => n.toString(16).padStart(w, '0');
+    const ms = (n: number) => `${Math.floor(n / 1000)}.${String(n % 1000).padStart(3, '0')}ms`;
+    const context = `${comm.padStart(16)} ${String(pid).padStart(7)} ${String(ev.cpu).padStart(3)} ${irqsOff ? 1 : 0} ${hex(irqsOff ? 1 : 0, 8)} ${hex(time.idx, 8)} `;
+    const stamp = counter
+      ? `[${hex(time.us, 16)}] ${abs} (+${time.rel}): `
+      : `[${hex(time.us, 8)}] ${ms(abs)} (+${ms(time.rel)}): `;
+    return `${context}${stamp}${name}: ${body}`;
+  }
+  const flags = irqsOff ? 'd..1.' : '.....';
+  const context = `${comm.slice(0, 8).padStart(8)}-${String(pid).padEnd(7)} ${String(ev.cpu).padStart(3)}${flags}`;
+  const stamp = counter
+    ? ` ${String(abs).padStart(4)}: `
+    : ` ${String(abs).padStart(4)}us${traceFindMark(time.rel * 1000)}: `;
+  return `${context}${stamp}${name}: ${body}`;
 }
 
 /**
@@ -343,7 +487,11 @@ function eventLine(ev: GenEvent, style: Style, i: number, us: number, diff?: num
   const { name, body } = eventText(ev, style);
   const comm = COMMS[(ev.cpu + i) % COMMS.length]!;
   const pid = 100 + ev.cpu * 17 + (i % 3);
-  const ts = `${String(Math.floor(us / 1e6)).padStart(5)}.${String(us % 1e6).padStart(6, '0')}`;
+  // trace_print_time(): " %5lu.%06lu", or " %12llu" with a counter clock (tracefs).
+  const ts =
+    style.clock === 'counter' && style.layout === 'tracefs'
+      ? String(us).padStart(12)
+      : `${String(Math.floor(us / 1e6)).padStart(5)}.${String(us % 1e6).padStart(6, '0')}`;
   const flags = i % 2 ? 'd..1.' : '.....';
   if (style.layout === 'trace-cmd') {
     const pad = ' '.repeat(Math.max(0, 20 - name.length));

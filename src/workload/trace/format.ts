@@ -224,7 +224,7 @@ function bootLogSection(r: TraceReport): string[] {
   if (!b || (b.full_warnings_total === 0 && b.suppressed_warnings === 0)) return [];
   return [
     '',
-    `boot log: ${b.full_warnings_total} "swiotlb buffer is full" warnings (${b.full_warnings_during_trace} during the trace)${b.suppressed_warnings > 0 ? `, ${b.suppressed_warnings} more suppressed by the rate limit` : ''}`,
+    `boot log: ${b.full_warnings_total} "swiotlb buffer is full" warnings (${b.full_warnings_during_trace === null ? "the trace's times are not the log's: how many fell during it is unknown" : `${b.full_warnings_during_trace} during the trace`})${b.suppressed_warnings > 0 ? `, ${b.suppressed_warnings} more suppressed by the rate limit` : ''}`,
     ...b.full_warnings.map(
       (w) =>
         `  line ${w.line}${w.ts === undefined ? '' : ` [${w.ts.toFixed(6)}]`}: ${w.driver} ${w.device}: sz ${w.size} bytes, total ${w.total} slots, used ${w.used}`,

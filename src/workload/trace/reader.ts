@@ -7,7 +7,7 @@ import {
   parseDmaEvent,
 } from './dma-events.js';
 import type { InputReport } from './report-types.js';
-import { parseTraceLine, type TraceLayout } from './trace-line.js';
+import { parseTraceLine, type TraceLayout, unreadLayout } from './trace-line.js';
 import type { ArrayStyle } from './trace-values.js';
 
 /**
@@ -45,6 +45,8 @@ export class TraceReader {
   private overwritten: number | null = null;
   private firstTs: number | null = null;
   private lastTs: number | null = null;
+  /** An event's time counted from the buffer's start (latency format): no clock reading to report. */
+  private sinceStart = false;
   /** Event names of other systems seen, with counts (for the "no DMA events" error). */
   private readonly otherNames = new Map<string, number>();
 
@@ -84,6 +86,7 @@ export class TraceReader {
     this.lastLineOfCpu.set(t.cpu, n);
     this.firstTs ??= t.ts;
     this.lastTs = t.ts;
+    if (t.sinceStart) this.sinceStart = true;
     if (!isDmaEventName(t.event)) {
       this.unrelated++;
       if (this.otherNames.size < 1000 || this.otherNames.has(t.event)) {
@@ -117,7 +120,9 @@ export class TraceReader {
    * @throws TRACE_NOT_A_TRACE, TRACE_NO_DMA_EVENTS, TRACE_BAD_EVENT
    */
   finish(): InputReport {
-    if (this.events === 0 && this.headers === 0) throw this.notATrace();
+    if (this.events === 0 && (this.headers === 0 || this.unreadFirst() !== undefined)) {
+      throw this.notATrace();
+    }
     if (this.badCount > 0 && this.dmaParsed === 0) {
       throw new MediatorError(
         'TRACE_BAD_EVENT',
@@ -142,8 +147,11 @@ export class TraceReader {
       lost_events: this.lostEvents,
       lost_markers: this.lostMarkers,
       overwritten_events: this.overwritten,
-      first_ts: this.firstTs,
-      last_ts: this.lastTs,
+      // The latency format's times count from the buffer's start (6.12
+      // lat_print_timestamp(): iter->ts - time_start), which no boot log's
+      // printk time can be compared with.
+      first_ts: this.sinceStart ? null : this.firstTs,
+      last_ts: this.sinceStart ? null : this.lastTs,
     };
   }
 
@@ -177,11 +185,24 @@ export class TraceReader {
       first === undefined
         ? 'it is empty'
         : `line ${first.line} reads "${shown}${first.text.length > 80 ? '...' : ''}"`;
+    const why = this.unreadFirst();
+    if (why !== undefined) {
+      return new MediatorError(
+        'TRACE_NOT_A_TRACE',
+        `${this.source} is a trace in a layout this replay cannot read: ${found}; ${why}`,
+        { line: first?.line },
+      );
+    }
     return new MediatorError(
       'TRACE_NOT_A_TRACE',
       `${this.source} is not a trace: ${found}; expected tracefs lines like "<task>-<pid> [<cpu>] <flags> <secs>.<usecs>: <event>: <fields>" or trace-cmd report's "cpus=N" header (run "trace-cmd report" on a trace.dat first)`,
       { line: first?.line },
     );
+  }
+
+  /** What the first unreadable line is, when it is a kernel layout this reader cannot use. */
+  private unreadFirst(): string | undefined {
+    return this.firstOther === undefined ? undefined : unreadLayout(this.firstOther.text);
   }
 
   private noDmaEvents(): MediatorError {

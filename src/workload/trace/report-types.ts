@@ -264,7 +264,8 @@ export interface BootLogReport {
   source: string;
   full_warnings_total: number;
   /** Full warnings whose dmesg time lies inside the trace's time span (same clock by default). */
-  full_warnings_during_trace: number;
+  /** null when the trace's times cannot be compared with the log's (the kernel's latency format). */
+  full_warnings_during_trace: number | null;
   /** The first few. */
   full_warnings: FullWarning[];
   suppressed_warnings: number;

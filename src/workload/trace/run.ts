@@ -246,9 +246,10 @@ function bootLogReport(
 ): BootLogReport | null {
   if (log === undefined) return null;
   const w = log.log.fullWarnings;
+  // No times to compare (the latency format counts from the buffer's start): unknown.
   const during =
     firstTs === null || lastTs === null
-      ? 0
+      ? null
       : w.filter((x) => x.ts !== undefined && x.ts >= firstTs && x.ts <= lastTs).length;
   return {
     source: log.name,
