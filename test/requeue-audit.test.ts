@@ -13,23 +13,7 @@ import { MediatorError } from '../src/errors.js';
 import { BLK_MQ_RESOURCE_DELAY_MS } from '../src/mediator/defaults.js';
 import { PoolGate } from '../src/mediator/pool-gate.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
-
-/** `free` slots shared by every request; each request records how often it tried. */
-class Slots {
-  tries = new Map<string, number>();
-  constructor(public free: number) {}
-  request(name: string, n: number): () => boolean {
-    return () => {
-      this.tries.set(name, (this.tries.get(name) ?? 0) + 1);
-      if (n > this.free) return false;
-      this.free -= n;
-      return true;
-    };
-  }
-}
-
-const fullError = () =>
-  new MediatorError('SWIOTLB_POOL_FULL', 'swiotlb buffer is full (sz: 4096 bytes)');
+import { fullError, Slots } from './helpers/slots.js';
 
 function setup() {
   vi.useFakeTimers();

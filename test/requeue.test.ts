@@ -14,28 +14,9 @@ import { PoolGate } from '../src/mediator/pool-gate.js';
 import { SwiotlbPool } from '../src/swiotlb/pool.js';
 import type { Logger } from '../src/util/logger.js';
 import { randomBytes } from './helpers/http.js';
+import { fullError, Slots } from './helpers/slots.js';
 
 const MiB = 2 ** 20;
-
-/**
- * A stand-in for a request's buffers: `free` slots shared by every request; a
- * request of `n` slots places when n fit. Each request records how often it tried.
- */
-class Slots {
-  tries = new Map<string, number>();
-  constructor(public free: number) {}
-  request(name: string, n: number): () => boolean {
-    return () => {
-      this.tries.set(name, (this.tries.get(name) ?? 0) + 1);
-      if (n > this.free) return false;
-      this.free -= n;
-      return true;
-    };
-  }
-}
-
-const fullError = () =>
-  new MediatorError('SWIOTLB_POOL_FULL', 'swiotlb buffer is full (sz: 4096 bytes)');
 
 function recorder(): { log: Logger; warnings: { fields: object; msg: string }[] } {
   const warnings: { fields: object; msg: string }[] = [];
