@@ -56,9 +56,6 @@ export interface ServeIo {
   stderr: Writable;
 }
 
-/** How long a `serve` that could not start may take to exit before it is made to. */
-const START_FAILURE_EXIT_MS = 1000;
-
 /** Signals this close after the first are the same one delivered twice. */
 const DUPLICATE_SIGNAL_MS = 300;
 
@@ -160,12 +157,6 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
   try {
     server = await startServer(config, { logger: log });
   } catch (err) {
-    // A start that failed half-way must not leave a thread behind that keeps the
-    // process alive after main has printed the error (it did: a device whose second
-    // queue did not fit the pool kept its first queue's device thread, and `serve`
-    // hung with nothing listening; BlkDriver now stops it). Should anything still
-    // linger, exit with status 1 all the same; normally the process ends at once.
-    setTimeout(() => process.exit(1), START_FAILURE_EXIT_MS).unref();
     if (isMediatorError(err)) throw err;
     throw new MediatorError(
       'SERVE_CANNOT_LISTEN',
