@@ -356,10 +356,10 @@ export class BounceDma implements GuestDma {
     }
     if (pending !== undefined) {
       // Every copy settles before any slot is freed: a worker may still be writing it.
-      const results = await Promise.allSettled(pending);
-      const rejected = results.find((r) => r.status === 'rejected');
-      if (failure === undefined && rejected !== undefined) {
-        failure = { reason: (rejected as PromiseRejectedResult).reason };
+      try {
+        await settleAll(pending);
+      } catch (err) {
+        failure ??= { reason: err };
       }
     }
     if (failure !== undefined) {
@@ -508,11 +508,7 @@ export class BounceDma implements GuestDma {
     attrs = 0,
   ): Promise<void> {
     checkSgLengths(dmaAddrs, lengths);
-    const results = await Promise.allSettled(
-      dmaAddrs.map((a, i) => this.unmapSingle(a, lengths[i]!, dir, attrs)),
-    );
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+    await settleAll(dmaAddrs.map((a, i) => this.unmapSingle(a, lengths[i]!, dir, attrs)));
   }
 }
 
@@ -594,9 +590,9 @@ function checkSgLengths(addrs: readonly number[], lengths: readonly number[]): v
 }
 
 /**
- * Settles when every copy has, then fails with the first failure: the caller
- * frees the slots when a map's copy fails, and a copy still on a live worker
- * would go on writing into them (Promise.all rejects at the first failure).
+ * Settles when every copy (or unmap) has, then fails with the first failure: the
+ * caller frees the slots when a map's copy fails, and a copy still on a live
+ * worker would go on writing into them (Promise.all rejects at the first failure).
  */
 async function settleAll(pending: Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(pending);
