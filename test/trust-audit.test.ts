@@ -6,7 +6,7 @@
 import type { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
+import { type DeviceSpec, Mediator, type MediatorSpec } from '../src/mediator/mediator.js';
 import { NO_FAULTS } from './helpers/chaos.js';
 import { logCapture } from './helpers/http.js';
 
@@ -20,6 +20,26 @@ function deviceThread(m: Mediator, device: string, queue = 0): Worker {
   return worker;
 }
 
+/**
+ * One device `d` (ram-blk unless `device` says otherwise) on a 4 MiB pool and a
+ * 16 MiB guest, in bounce mode with inline copies: what every test here needs.
+ */
+function oneDevice(
+  device: Partial<DeviceSpec> = {},
+  spec: Partial<MediatorSpec> = {},
+): MediatorSpec {
+  return {
+    mode: 'bounce',
+    copy: { workers: 0 },
+    pools: [{ name: 'p', size: 4 * MiB, areas: 1 }],
+    guests: [{ name: 'g', size: 16 * MiB }],
+    devices: [
+      { id: 'd', kind: 'ram-blk', guest: 'g', pool: 'p', capacity: 4 * MiB, depth: 4, ...device },
+    ],
+    ...spec,
+  };
+}
+
 describe("a device thread's messages", () => {
   it("a thread that drops a request and says 'ready' again and again cannot keep it from timing out", async () => {
     // The 'ready' post restarts the clock of every request in flight (requests
@@ -27,26 +47,13 @@ describe("a device thread's messages", () => {
     // time, a device that never completes a request and posts 'ready' within each
     // timeout would hold that request, and close() behind it, for ever.
     const timeoutMs = 200;
-    const s: MediatorSpec = {
-      mode: 'bounce',
-      copy: { workers: 0 },
-      pools: [{ name: 'p', size: 4 * MiB, areas: 1 }],
-      guests: [{ name: 'g', size: 16 * MiB }],
-      devices: [
-        {
-          id: 'd',
-          kind: 'chaos',
-          guest: 'g',
-          pool: 'p',
-          capacity: 4 * MiB,
-          depth: 4,
-          maxRequestBytes: 64 * 1024,
-          timeoutMs,
-          // Takes every request, completes none.
-          chaos: { ...NO_FAULTS, seed: 11, drop: 1 },
-        },
-      ],
-    };
+    const s = oneDevice({
+      kind: 'chaos',
+      maxRequestBytes: 64 * 1024,
+      timeoutMs,
+      // Takes every request, completes none.
+      chaos: { ...NO_FAULTS, seed: 11, drop: 1 },
+    });
     const m = new Mediator(s);
     try {
       const dev = m.device('d')!;
@@ -80,14 +87,7 @@ describe("a device thread's messages", () => {
     // worker's `throw null` arrives as null). The death handler read its message
     // as an Error's and threw, out of the event: an uncaught exception that ends
     // the process, every device and guest with it.
-    const s: MediatorSpec = {
-      mode: 'bounce',
-      copy: { workers: 0 },
-      pools: [{ name: 'p', size: 4 * MiB, areas: 1 }],
-      guests: [{ name: 'g', size: 16 * MiB }],
-      devices: [{ id: 'd', kind: 'ram-blk', guest: 'g', pool: 'p', capacity: 4 * MiB, depth: 4 }],
-    };
-    const m = new Mediator(s);
+    const m = new Mediator(oneDevice());
     try {
       const dev = m.device('d')!;
       await dev.ready();
@@ -113,26 +113,14 @@ describe("a device thread's messages", () => {
     // (device-thread.ts); the sweep skipped a queue whose thread had not said it,
     // so a backend that hung while it set up held them, and close() behind them,
     // for ever.
-    const s: MediatorSpec = {
-      mode: 'bounce',
-      copy: { workers: 0 },
-      pools: [{ name: 'p', size: 4 * MiB, areas: 1 }],
-      guests: [{ name: 'g', size: 16 * MiB }],
-      devices: [
-        {
-          id: 'd',
-          kind: 'chaos',
-          guest: 'g',
-          pool: 'p',
-          capacity: 4 * MiB,
-          depth: 4,
-          timeoutMs: 100,
-          readyTimeoutMs: 400,
-          chaos: { ...NO_FAULTS, silent: true },
-        },
-      ],
-    };
-    const m = new Mediator(s);
+    const m = new Mediator(
+      oneDevice({
+        kind: 'chaos',
+        timeoutMs: 100,
+        readyTimeoutMs: 400,
+        chaos: { ...NO_FAULTS, silent: true },
+      }),
+    );
     let closed = false;
     try {
       const dev = m.device('d')!;
@@ -154,15 +142,7 @@ describe("a device thread's messages", () => {
     // The thread's message and stack are its own words: logged whole, one uncaught
     // throw could write megabytes into the service's log.
     const log = logCapture();
-    const s: MediatorSpec = {
-      mode: 'bounce',
-      copy: { workers: 0 },
-      log: pino({ level: 'warn' }, log.stream),
-      pools: [{ name: 'p', size: 4 * MiB, areas: 1 }],
-      guests: [{ name: 'g', size: 16 * MiB }],
-      devices: [{ id: 'd', kind: 'ram-blk', guest: 'g', pool: 'p', capacity: 4 * MiB, depth: 4 }],
-    };
-    const m = new Mediator(s);
+    const m = new Mediator(oneDevice({}, { log: pino({ level: 'warn' }, log.stream) }));
     try {
       const dev = m.device('d')!;
       await dev.ready();

@@ -131,7 +131,7 @@ function matchSection(r: TraceReport): string[] {
         `  line ${f.line}: ${f.device} cpu ${f.cpu}, ${f.call === 'alloc' ? 'a coherent allocation of ' : ''}${f.size} bytes; model: ${f.model}`,
       );
     }
-    if (r.kernel_failures.length > 0 && modelFull < r.kernel_failures.length) {
+    if (modelFull < r.kernel_failures.length) {
       out.push(`  (${modelFull} of the ${r.kernel_failures.length} shown failed in the model too)`);
     }
   }
