@@ -178,6 +178,24 @@ describe('shared mode', () => {
     });
   });
 
+  it('a pool buffer is written by the device that allocated it, and a refused one is freed', async () => {
+    const s = spec();
+    s.pools.push({ ...s.pools[0]!, name: 'q' });
+    s.devices.push({ ...s.devices[0]!, id: 'e', pool: 'q' });
+    await withMediator(s, async (m) => {
+      const [d, e] = [m.device('d')!, m.device('e')!];
+      const [p, q] = [m.pools.get('p')!.pool, m.pools.get('q')!.pool];
+      const idle = [p.used(), q.used()];
+      const buf = await d.allocBuffer(8192);
+      buf.write(randomBytes(8192, 5), 0);
+      // Before, e took it over and failed placing it (its addresses are not in
+      // e's pool), and the buffer, marked taken, was never freed from d's pool.
+      await expect(e.writeBuffer(0, buf)).rejects.toMatchObject({ code: 'MEDIATOR_BAD_CONFIG' });
+      expect([p.used(), q.used()]).toEqual(idle);
+      expect(m.pools.get('p')!.gate.stats().waiting).toBe(0);
+    });
+  });
+
   it('pool buffers wait at the back-pressure gate when the pool is full, and fit what the pool can hold', async () => {
     const s = spec();
     s.pools[0]!.size = 1 * MiB;

@@ -375,8 +375,12 @@ export class BlkDriver {
     }
     // Under the requeue policy, buffers taken before their request has a queue wait
     // in a line of the device's own (the gate's key when no queue is named).
-    const buf = new SharedWriteBuffer(shared, length, this.segmentBytes, () =>
-      this.ctx.gate!.released(this.id),
+    const buf = new SharedWriteBuffer(
+      shared,
+      length,
+      this.segmentBytes,
+      () => this.ctx.gate!.released(this.id),
+      this,
     );
     const admitted = this.ctx.gate!.admit(
       () => buf.allocate(),
@@ -399,6 +403,15 @@ export class BlkDriver {
       );
     }
     try {
+      // Another device's buffer lies in that device's pool (or is cut in its segment
+      // size, and gated in its line): this driver could neither place nor free it.
+      // Refused like any failed write: the buffer is freed (below).
+      if (buffer.owner !== this) {
+        throw new MediatorError(
+          'MEDIATOR_BAD_CONFIG',
+          `device ${this.id}: this pool buffer was allocated by another device; write it there`,
+        );
+      }
       await this.submit(
         VIRTIO_BLK_T_OUT,
         sector,
@@ -846,6 +859,8 @@ export class BlkDriver {
       return started;
     }
     if (buffer) {
+      // Cannot throw: writeBuffer() took only this driver's buffers, which lie in
+      // its pool, so every entry is placed already and nothing is allocated.
       buffer.handOver(b, 1, n - 1);
       q.dma.tryPlace(n, b);
       return started;

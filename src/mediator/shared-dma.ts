@@ -200,11 +200,16 @@ export class SharedWriteBuffer implements PoolBuffer {
   private readonly sizes: Uint32Array;
   private allocated = false;
 
+  /**
+   * @param owner who allocated it (the driver): only that driver may take it over,
+   *   since its segments were sized, gated and will be freed by that driver's pool
+   */
   constructor(
     private readonly dma: SharedDma,
     readonly length: number,
     segmentBytes: number,
     private readonly onFree: () => void,
+    readonly owner: object,
   ) {
     const count = Math.max(1, Math.ceil(length / segmentBytes));
     this.addrs = new Float64Array(count).fill(-1);
