@@ -160,6 +160,8 @@ interface Ring {
 }
 
 const TWO_POW_32 = 2 ** 32;
+/** The largest ring: HEAD - TAIL stays below 2^31 (copy-ring.ts). */
+const MAX_RING_CAPACITY = 2 ** 30;
 /** How often close() repeats its wake-up to workers that may have missed it. */
 const STOP_NUDGE_MS = 5;
 /** Split copies are cut at page boundaries. */
@@ -231,6 +233,7 @@ export class CopyEngine {
   private idleWaiters: (() => void)[] = [];
   private closing = false;
   private closed = false;
+  private closeDone: Promise<void> | undefined;
   private crashes = 0;
   private readonly log: Logger;
 
@@ -249,8 +252,18 @@ export class CopyEngine {
     if (!Number.isInteger(this.workers) || this.workers < 0 || this.workers > 64) {
       throw new RangeError(`workers must be an integer from 0 to 64, got ${this.workers}`);
     }
-    if (this.capacity < 2 || (this.capacity & (this.capacity - 1)) !== 0) {
-      throw new RangeError(`ringCapacity must be a power of two >= 2, got ${this.capacity}`);
+    // An integer, or `&` truncates it: 2.5 passed as a power of two, and the ring then
+    // let 3 copies in flight share 2 descriptors (a copy done twice, one never).
+    // At most 2^30, so that HEAD - TAIL, an int32 difference, never wraps.
+    if (
+      !Number.isInteger(this.capacity) ||
+      this.capacity < 2 ||
+      this.capacity > MAX_RING_CAPACITY ||
+      (this.capacity & (this.capacity - 1)) !== 0
+    ) {
+      throw new RangeError(
+        `ringCapacity must be a power of two from 2 to 2^30, got ${this.capacity}`,
+      );
     }
     this.regions = new Array(this.maxRegions);
     this.regionBuffers = new Array(this.maxRegions);
@@ -277,9 +290,12 @@ export class CopyEngine {
     if (id >= this.maxRegions) {
       throw new RangeError(`copy engine: more than ${this.maxRegions} regions (raise maxRegions)`);
     }
-    if (buffer.byteLength > TWO_POW_32) {
+    // Below 4 GiB, not up to it: a descriptor holds a length in 32 bits, so a copy
+    // of a whole 4 GiB region went to a worker as length 0 and was reported done
+    // with nothing copied.
+    if (buffer.byteLength >= TWO_POW_32) {
       throw new RangeError(
-        'copy engine: regions are limited to 4 GiB (descriptor offsets are 32-bit)',
+        'copy engine: regions must be smaller than 4 GiB (descriptor offsets and lengths are 32-bit)',
       );
     }
     this.nextRegion++;
@@ -294,8 +310,10 @@ export class CopyEngine {
    * guest -> pool, FROM_DEVICE pool -> guest. Returns undefined when the copy was
    * done inline (already complete), else a promise of its completion. Ranges must
    * already be validated by the caller (the DMA API validates them against the
-   * mapping); they are checked again here.
-   * @throws COPY_ENGINE_CLOSED; the promise rejects with COPY_WORKER_CRASHED
+   * mapping); they are checked again here, before anything is copied or queued.
+   * @throws COPY_ENGINE_CLOSED; RangeError for an unknown region or direction, an
+   *   offset or length that is not an integer, or a range outside a region; the
+   *   promise rejects with COPY_WORKER_CRASHED
    */
   copy(
     dir: CopyDirection,
@@ -310,17 +328,24 @@ export class CopyEngine {
     }
     const guest = this.regions[guestRegion];
     const pool = this.regions[poolRegion];
+    // Integers only: NaN passed every comparison below and became offset 0 (in a
+    // view, or `| 0` in a descriptor), and a fraction made the byte loop store to
+    // non-index keys, a copy reported done with nothing copied.
     if (
       guest === undefined ||
       pool === undefined ||
-      !(length > 0) ||
+      (dir !== DmaDirection.TO_DEVICE && dir !== DmaDirection.FROM_DEVICE) ||
+      !Number.isInteger(length) ||
+      !Number.isInteger(guestOffset) ||
+      !Number.isInteger(poolOffset) ||
+      length <= 0 ||
       guestOffset < 0 ||
       poolOffset < 0 ||
       guestOffset + length > guest.length ||
       poolOffset + length > pool.length
     ) {
       throw new RangeError(
-        `copy engine: bad copy (regions ${guestRegion}/${poolRegion}, offsets ${guestOffset}/${poolOffset}, length ${length})`,
+        `copy engine: bad copy (direction ${dir}, regions ${guestRegion}/${poolRegion}, offsets ${guestOffset}/${poolOffset}, length ${length})`,
       );
     }
     if (this.workers === 0 || length < this.inlineThreshold) {
@@ -461,10 +486,18 @@ export class CopyEngine {
 
   /**
    * Stops taking copies (COPY_ENGINE_CLOSED), waits for every accepted copy to
-   * finish, stops the workers and destroys the thread pool. Idempotent.
+   * finish, stops the workers and destroys the thread pool. Idempotent: every
+   * call, concurrent or later, returns the same promise.
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    // One close for every caller: a second call made while the first waits for
+    // the workers used to return at once (`closed` was already set), before any
+    // worker had stopped.
+    this.closeDone ??= this.shutDown();
+    return this.closeDone;
+  }
+
+  private async shutDown(): Promise<void> {
     this.closing = true;
     if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     this.closed = true;

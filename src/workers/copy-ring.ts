@@ -13,6 +13,8 @@
  *                 producer's wish, as virtio's used_event: one wake-up per batch)
  *   [16 + i * DESC_WORDS ...] descriptor i & (capacity - 1):
  *       [DIR] [GUEST region] [GUEST offset] [POOL region] [POOL offset] [LENGTH] [-] [-]
+ *       (offsets and LENGTH are unsigned 32-bit values in int32 words: the engine
+ *       keeps every region below 4 GiB, so none is cut, and a LENGTH is never 0)
  *
  *        TAIL            HEAD
  *         v               v

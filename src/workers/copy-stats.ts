@@ -38,6 +38,8 @@ const F_BYTES = 0;
 const F_COPIES = 1;
 const F_NANOS = 2;
 const SEQ_STRIDE = 16; // one seq word per 64-byte line
+/** Reads of a block whose seq stays odd or changes before a scrape takes it as it is. */
+const SEQLOCK_TRIES = 100_000;
 
 export function statsLayout(blocks: number, maxRegions: number) {
   const perBlock = maxRegions * 2 * FIELDS + 2 * HISTOGRAM_BUCKETS;
@@ -142,12 +144,16 @@ export function readCopyStats(
     const base = b * layout.perBlock;
     // A writer that died mid-update leaves seq odd until its owner repairs it:
     // after enough tries take the values as they are rather than hang the scrape.
-    for (let tries = 0; tries < 100_000; tries++) {
+    // Taken, not skipped: `copy` still held the previous block, which was then
+    // counted twice (a scrape between a worker's death and its repair).
+    let consistent = false;
+    for (let tries = 0; tries < SEQLOCK_TRIES && !consistent; tries++) {
       const s1 = Atomics.load(seq, b * SEQ_STRIDE);
       if (s1 & 1) continue;
       copy.set(values.subarray(base, base + layout.perBlock));
-      if (Atomics.load(seq, b * SEQ_STRIDE) === s1) break;
+      consistent = Atomics.load(seq, b * SEQ_STRIDE) === s1;
     }
+    if (!consistent) copy.set(values.subarray(base, base + layout.perBlock));
     const writer = { bytes: 0, copies: 0, seconds: 0 };
     for (let r = 0; r < maxRegions; r++) {
       for (let d = 0; d < 2; d++) {
