@@ -195,13 +195,16 @@ export class DeviceQueue {
   }
 
   /**
-   * Publishes the used index and bumps COMPLETION; wakes the guest only while it
-   * said it waits (DRIVER_WAITING), since it polls otherwise.
+   * Publishes the used index; only while the guest said it waits (DRIVER_WAITING)
+   * bumps COMPLETION and wakes it, since it polls otherwise. A guest that set the
+   * flag read COMPLETION after it, so the bump still fails its wait; a bump at
+   * every publish took the notification words' line from the guest's core each
+   * time (see DriverVirtqueue.publish()).
    */
   publishUsed(): void {
     Atomics.store(this.u16, this.usedWord16 + 1, this.usedIdx);
-    Atomics.add(this.i32, this.notify + NOTIFY_COMPLETION, 1);
     if (Atomics.load(this.i32, this.notify + NOTIFY_DRIVER_WAITING) !== 0) {
+      Atomics.add(this.i32, this.notify + NOTIFY_COMPLETION, 1);
       Atomics.notify(this.i32, this.notify + NOTIFY_COMPLETION);
     }
   }

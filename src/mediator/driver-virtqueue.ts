@@ -165,8 +165,13 @@ export class GuestVirtqueue {
     const availWord = (this.layout.avail - this.memBase) >>> 1;
     Atomics.store(this.u16, availWord + 1, this.availIdx);
     const n = this.notifyWord;
+    // The doorbell moves only for a device that said it sleeps: a device that set
+    // DEVICE_SLEEPING read the doorbell before, so this bump still fails its wait.
+    // A bump at every publish was a locked write to the line whose flags both
+    // sides read at each publish, taken from the other core's cache each time.
+    if (Atomics.load(this.i32, n + NOTIFY_DEVICE_SLEEPING) === 0) return false;
     Atomics.add(this.i32, n + NOTIFY_DOORBELL, 1);
-    return Atomics.load(this.i32, n + NOTIFY_DEVICE_SLEEPING) !== 0;
+    return true;
   }
 
   /** Wakes the device if it sleeps on the doorbell (a futex wake: costly, so batched). */

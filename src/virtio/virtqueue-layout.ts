@@ -9,17 +9,25 @@ import { MediatorError } from '../errors.js';
  *   base (4 KiB aligned)
  *   +0                  descriptor table   size x 16 B  { le64 addr; le32 len; le16 flags; le16 next }
  *   +16*size            available ring     le16 flags; le16 idx; le16 ring[size]; le16 used_event
- *   align 4             used ring          le16 flags; le16 idx; { le32 id; le32 len }[size]; le16 avail_event
+ *   align 64            used ring          le16 flags; le16 idx; { le32 id; le32 len }[size]; le16 avail_event
  *   align 64            notification words (Int32, this project's doorbells):
  *                         DOORBELL        guest -> device: bumped after publishing avail entries
+ *                                         while DEVICE_SLEEPING is set (and at STOP)
  *                         DEVICE_SLEEPING device sets it before it waits on DOORBELL
  *                         COMPLETION      device -> guest: bumped after publishing used entries
+ *                                         while DRIVER_WAITING is set
  *                         STOP            host -> device: finish and exit (clean shutdown)
  *                         DRIVER_WAITING  guest sets it before it waits on COMPLETION; the
  *                                         device notifies COMPLETION only while it is set
  *                                         (the guest polls otherwise)
  *
  * Rules: both indices are free-running 16-bit counters; ring slots are idx mod size.
+ * A side that waits reads the counter it waits on and sets its flag (seq_cst),
+ * then looks at the ring once more, then waits on the value it read; a side that
+ * publishes stores its index (seq_cst), then reads the flag, and bumps the counter
+ * and wakes only if it is set. Either the publisher sees the flag (and its bump
+ * fails or ends the wait), or the waiter's last look sees the index. While both
+ * sides are busy nobody writes these words, so their line stays in both caches.
  * Everything here is device-writable, so the guest reads each field once and
  * validates it, and treats the notification words as hints only (a wrong value
  * can cost a wake-up, never a wrong completion).
@@ -32,8 +40,10 @@ import { MediatorError } from '../errors.js';
  *   contiguously with vring_init() (include/uapi/linux/virtio_ring.h) and aligns
  *   the used ring to the vring_align its transport passes: SMP_CACHE_BYTES for
  *   virtio-pci modern (drivers/virtio/virtio_pci_modern.c, setup_vq():
- *   vring_create_virtqueue(index, num, SMP_CACHE_BYTES, ...)), 64 on x86, where
- *   this layout uses the spec's minimum of 4.
+ *   vring_create_virtqueue(index, num, SMP_CACHE_BYTES, ...)), 64 on x86, as this
+ *   layout does (the spec's minimum is 4): the used ring's index, which the device
+ *   stores at each completion, then shares no cache line with the available
+ *   ring's tail, which the driver writes.
  * - Notification suppression is not the spec's: used_event and avail_event exist
  *   (VIRTIO_RING_F_EVENT_IDX) but are never written, and avail->flags and
  *   used->flags stay 0. Their work is done by the notification words below:
@@ -59,6 +69,8 @@ export const NOTIFY_COMPLETION = 2;
 export const NOTIFY_STOP = 3;
 export const NOTIFY_DRIVER_WAITING = 4;
 const NOTIFY_WORDS = 16;
+/** Linux's vring_align on x86 virtio-pci modern: SMP_CACHE_BYTES (see above). */
+const USED_ALIGN = 64;
 
 export const MAX_QUEUE_SIZE = 32768;
 
@@ -101,7 +113,7 @@ export function layoutAt(base: number, size: number): VirtqueueLayout {
   checkQueueSize(size);
   const desc = base;
   const avail = desc + DESC_SIZE * size;
-  const used = alignUp(avail + 6 + 2 * size, 4);
+  const used = alignUp(avail + 6 + 2 * size, USED_ALIGN);
   const notify = alignUp(used + 6 + 8 * size, 64);
   const end = notify + NOTIFY_WORDS * 4;
   return { size, desc, avail, used, notify, bytes: end - base };
