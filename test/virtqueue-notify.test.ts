@@ -62,6 +62,16 @@ describe('virtqueue notification words', () => {
     device.pushUsed(head, 1);
     device.publishUsed();
     expect(words[NOTIFY_COMPLETION]).toBe(seen + 1);
+    driver.endWait();
+    expect(words[NOTIFY_DRIVER_WAITING]).toBe(0);
+  });
+
+  it("the driver's end of a wait it never began (each polling turn) writes nothing", () => {
+    const { driver, words } = pair();
+    // A stand-in for "the device's core holds the line": any store would show.
+    words[NOTIFY_DRIVER_WAITING] = 7;
+    driver.endWait();
+    expect(words[NOTIFY_DRIVER_WAITING]).toBe(7);
   });
 
   it('a device that announced its sleep before a publish does not sleep through it', () => {

@@ -269,16 +269,26 @@ export class GuestVirtqueue {
    */
   beginWait(): number {
     const n = this.notifyWord;
+    this.waiting = true;
     Atomics.store(this.i32, n + NOTIFY_DRIVER_WAITING, 1);
     return Atomics.load(this.i32, n + NOTIFY_COMPLETION);
   }
 
-  /** The driver is polling again: completions need no notify. */
+  /**
+   * The driver is polling again: completions need no notify. Clears the flag only
+   * if this side set it (remembered privately, not read back from shared memory):
+   * the driver calls this at every event-loop turn while it polls, and a store
+   * there would take the notification words' line from the device at each turn.
+   */
   endWait(): void {
+    if (!this.waiting) return;
+    this.waiting = false;
     Atomics.store(this.i32, this.notifyWord + NOTIFY_DRIVER_WAITING, 0);
   }
 
   private readonly chainDescs: Uint16Array[] = [];
+  /** Whether this side set DRIVER_WAITING and has not cleared it (beginWait/endWait). */
+  private waiting = false;
 
   private chainNext(head: number, count: number): void {
     let list = this.chainDescs[head];
