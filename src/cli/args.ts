@@ -10,6 +10,9 @@ import {
 } from '../swiotlb/kernel.js';
 import { parseSize } from '../util/size.js';
 
+/** One token of parseArgs' `tokens` (node:util exports no name for it). */
+type ParseToken = NonNullable<ReturnType<typeof parseArgs>['tokens']>[number];
+
 /**
  * A usage error as one line, `<command>: <what is wrong> (--help lists the options)`:
  * the parsers below throw CLI_USAGE with only the second part, since the flag
@@ -20,10 +23,11 @@ export function usageLine(command: string, err: Error): string {
 }
 
 /**
- * Parses a command's arguments strictly (an unknown flag, a missing value or a value
- * given to a boolean flag is an error). Returns undefined when they ask for help
- * (`--help` or `-h` before any `--`): the caller prints its usage. Every flag in
- * `config.options` must appear in `usage`, which is the command's only list of them.
+ * Parses a command's arguments strictly (an unknown flag, a missing value, a value
+ * given to a boolean flag, or one flag given two different values is an error).
+ * Returns undefined when they ask for help (`--help` or `-h` before any `--`):
+ * the caller prints its usage. Every flag in `config.options` must appear in
+ * `usage`, which is the command's only list of them.
  * @throws CLI_USAGE naming the flag (see {@link usageLine})
  */
 export function parseCommand<T extends ParseArgsConfig>(
@@ -38,13 +42,40 @@ export function parseCommand<T extends ParseArgsConfig>(
   const end = args.indexOf('--');
   const flags = end < 0 ? args : args.slice(0, end);
   if (flags.includes('--help') || flags.includes('-h')) return undefined;
+  let parsed: ReturnType<typeof parseArgs<T & { tokens: true }>>;
   try {
     // strict unless the config says otherwise (parseArgs' own default).
-    return parseArgs(config);
+    parsed = parseArgs({ ...config, tokens: true });
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (!code?.startsWith('ERR_PARSE_ARGS')) throw err;
     throw new MediatorError('CLI_USAGE', parseErrorText(code, (err as Error).message));
+  }
+  refuseRepeats(config, parsed.tokens ?? []);
+  const { tokens: _, ...result } = parsed;
+  return result as ReturnType<typeof parseArgs<T>>;
+}
+
+/**
+ * CLI_USAGE for a flag of one value given twice with different values: parseArgs
+ * keeps the last without a word, so `--job a.fio --job b.fio` would run b.fio
+ * alone, and a wrapper's `--port 80` lose to a later `--port 81` unseen.
+ */
+function refuseRepeats(config: ParseArgsConfig, tokens: readonly ParseToken[]): void {
+  const seen = new Map<string, string>();
+  for (const t of tokens) {
+    if (t.kind !== 'option' || t.value === undefined) continue;
+    const option = config.options?.[t.name];
+    if (option === undefined || option.multiple === true) continue;
+    const first = seen.get(t.name);
+    // The same value twice says one thing: only a second, different one is refused.
+    if (first !== undefined && first !== t.value) {
+      throw new MediatorError(
+        'CLI_USAGE',
+        `--${t.name} given twice ("${first}", then "${t.value}"): give it once`,
+      );
+    }
+    seen.set(t.name, t.value);
   }
 }
 
@@ -79,6 +110,12 @@ export function noOperands(positionals: string[]): void {
 
 /** Parsers for flag values; each throws CLI_USAGE naming the flag and the value. */
 
+/**
+ * The largest `--seed`: the simulations' PRNG (mulberry32) keeps 32 bits of its
+ * seed, so 2^32 + 1 would run as 1 while the report said 4294967297.
+ */
+export const MAX_SEED = 2 ** 32 - 1;
+
 export function sizeFlag(flag: string, value: string): number;
 export function sizeFlag(flag: string, value: string | undefined): number | undefined;
 export function sizeFlag(flag: string, value: string | undefined): number | undefined {
@@ -93,13 +130,30 @@ export function sizeFlag(flag: string, value: string | undefined): number | unde
   return bytes;
 }
 
-export function intFlag(flag: string, value: string, min?: number): number;
-export function intFlag(flag: string, value: string | undefined, min?: number): number | undefined;
-export function intFlag(flag: string, value: string | undefined, min = 0): number | undefined {
+export function intFlag(flag: string, value: string, min?: number, max?: number): number;
+export function intFlag(
+  flag: string,
+  value: string | undefined,
+  min?: number,
+  max?: number,
+): number | undefined;
+export function intFlag(
+  flag: string,
+  value: string | undefined,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): number | undefined {
   if (value === undefined) return undefined;
-  const n = /^(0x[0-9a-f]+|\d+)$/i.test(value.trim()) ? Number(value.trim()) : Number.NaN;
+  const digits = /^(0x[0-9a-f]+|\d+)$/i.test(value.trim());
+  const n = digits ? Number(value.trim()) : Number.NaN;
+  // An integer past the bound (or past 2^53, where a number is no longer exact)
+  // is too large, not "not an integer >= 0".
+  if (digits && (n > max || !Number.isSafeInteger(n))) {
+    throw new MediatorError('CLI_USAGE', `--${flag}: "${value}" is too large: at most ${max}`);
+  }
   if (!Number.isSafeInteger(n) || n < min) {
-    throw new MediatorError('CLI_USAGE', `--${flag}: "${value}" must be an integer >= ${min}`);
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new MediatorError('CLI_USAGE', `--${flag}: "${value}" must be an integer ${range}`);
   }
   return n;
 }

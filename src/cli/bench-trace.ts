@@ -7,7 +7,7 @@ import { runTraceReplay } from '../workload/trace/run.js';
 import { TRACED_JOB_LIMITS, tracedJob } from '../workload/trace/trace-job.js';
 import { intFlag, noOperands, outputFileFlag, parseCommand } from './args.js';
 import { type BenchIo, benchCommand } from './bench.js';
-import { type ReplayTraceIo, TRACE_FLAGS, traceRunFlags } from './replay-trace.js';
+import { type ReplayTraceIo, TRACE_FLAGS, traceRunFlags, withPoolFlags } from './replay-trace.js';
 
 export const BENCH_TRACE_HELP = `Usage: swiotlb-mediator bench --trace FILE|- [--dmesg FILE] [options]
 
@@ -35,7 +35,10 @@ Options:
   --save-job FILE      also write the generated job file there
   --json, --html FILE  as bench --job
   --quiet              no progress on stderr
-  -h, --help           this help`;
+  -h, --help           this help
+
+Exit status: as bench --job; also 1 when the trace or boot log cannot be used
+(TRACE_* errors), and 2 for pool flags without --base or --dmesg.`;
 
 /** A pool no address falls in: with no pool given, every map is profiled as not bounced. */
 const NO_POOL = { base: 2 ** 52, slots: 128, areas: 1 };
@@ -71,9 +74,21 @@ export async function benchTraceCommand(
   }
   const { run, finishProgress } = traceRunFlags(values, io, 'bench');
   const noPool = run.bootLog === undefined && values.base === undefined;
-  if (noPool) run.pool = { ...NO_POOL };
+  if (noPool) {
+    // NO_POOL replaces the pool: flags that declare one would be dropped unseen.
+    const dropped = (['slots', 'areas', 'restricted'] as const).filter(
+      (f) => values[f] !== undefined,
+    );
+    if (dropped.length > 0) {
+      throw new MediatorError(
+        'CLI_USAGE',
+        `${dropped.map((f) => `--${f}`).join(', ')} ${dropped.length > 1 ? 'describe' : 'describes'} the traced pool, which needs --base ADDR or --dmesg FILE (without either, every map counts as not bounced)`,
+      );
+    }
+    run.pool = { ...NO_POOL };
+  }
   const profile = new TraceProfile();
-  const report = await runTraceReplay({ ...run, observer: profile });
+  const report = await withPoolFlags(() => runTraceReplay({ ...run, observer: profile }), values);
   finishProgress();
   const job = tracedJob(profile.result(), {
     mode,

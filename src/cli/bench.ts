@@ -81,7 +81,11 @@ and device faults, each once per 5 s burst, and device resets (docs/logging.md).
 Example jobs ship with the package in examples/jobs/: database.fio, backup.fio,
 network.fio, nvme.fio. The options in full: docs/cli.md.
 
-With --trace FILE it runs a real guest's traced workload instead ("bench --trace - --help").`;
+With --trace FILE it runs a real guest's traced workload instead ("bench --trace - --help").
+
+Exit status: 0 when every mode ran, 1 when a run failed or the --html page could
+not be written (the report is printed first), 2 on bad flags or a job file it
+cannot read or run (JOB_BAD_FILE, JOB_UNSUPPORTED_OPTION).`;
 
 export interface BenchIo {
   stdout: Writable;

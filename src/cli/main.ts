@@ -10,17 +10,20 @@ import { sizeCommand } from './size.js';
 const HELP = `Usage: swiotlb-mediator <command> [options]
 
 Commands:
-  serve             run the mediator as an HTTP service (embedded default, or --config FILE)
-  replay [FILE|-]   replay map/unmap/sync JSON lines against a Linux-faithful swiotlb pool
-  replay --trace FILE  replay a kernel DMA trace (tracefs, trace-cmd report) and check the pool against it
-  bench --job FILE  run a fio job file in-process; IOPS, latency, pool use (--json: fio-shaped)
-  bench --trace FILE   run a traced guest's workload, bounce and direct
-  size --job FILE   pool sizing advice for a fio job (swiotlb=, device tree, service config)
-  size --trace FILE    pool sizing advice from a traced guest's DMA demand
+  serve                 run the mediator as an HTTP service (embedded default, or --config FILE)
+  replay [FILE|-]       replay map/unmap/sync JSON lines against a Linux-faithful swiotlb pool
+  replay --trace FILE   replay a kernel DMA trace (tracefs, trace-cmd report) and check the pool against it
+  bench --job FILE      run a fio job file in-process; IOPS, latency, pool use (--json: fio-shaped)
+  bench --trace FILE    run a traced guest's workload, bounce and direct
+  size --job FILE       pool sizing advice for a fio job (swiotlb=, device tree, service config)
+  size --trace FILE     pool sizing advice from a traced guest's DMA demand
 
 Run "swiotlb-mediator <command> --help" for a command's options.
-  -h, --help        this help
-  -v, --version     print the version`;
+  -h, --help            this help
+  -v, --version         print the version
+
+Exit status: 0 on success, 1 when a command fails (its help says when), 2 on a
+bad command line: no or an unknown command, a bad flag (CLI_USAGE).`;
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -36,11 +39,15 @@ export async function main(argv: string[]): Promise<number> {
       case 'size':
         return await sizeCommand(rest, io);
       case undefined:
+        // A usage error (exit 2), as an unknown command: on stderr, so that
+        // `swiotlb-mediator > out` in a script that lost its arguments writes no help there.
+        process.stderr.write(`${HELP}\n`);
+        return 2;
       case '-h':
       case '--help':
       case 'help':
         process.stdout.write(`${HELP}\n`);
-        return command === undefined ? 2 : 0;
+        return 0;
       case '-v':
       case '--version':
         process.stdout.write(`${packageVersion()}\n`);

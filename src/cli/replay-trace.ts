@@ -1,6 +1,6 @@
 import { createReadStream, statSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
-import { MediatorError } from '../errors.js';
+import { isMediatorError, MediatorError } from '../errors.js';
 import { formatTraceReport } from '../workload/trace/format.js';
 import { chooseProfile } from '../workload/trace/kernel-version.js';
 import { summarize } from '../workload/trace/report-types.js';
@@ -191,6 +191,8 @@ export function traceRunFlags(
   }
   if (values.kernel !== undefined) run.kernel = values.kernel;
   if (values.dynamic) run.dynamic = true;
+  // An empty name matches no device: the replay would run and report nothing.
+  if (values.device?.includes('')) throw new MediatorError('CLI_USAGE', '--device: "" is empty');
   if (values.device) run.devices = values.device;
   if (values['min-align-mask']) run.minAlignMask = parseMaskFlags(values['min-align-mask']);
   if (window !== undefined) run.window = window;
@@ -208,6 +210,36 @@ export function traceRunFlags(
       if (drew) io.stderr.write('\r\x1b[K');
     },
   };
+}
+
+/**
+ * Runs a trace command's replay, with a pool the flags could not form (a --base
+ * not 2 KiB aligned, more than 1 GiB of --slots or --restricted, areas that round
+ * past it) as CLI_USAGE, exit 2, as `replay` has it: the geometry is built before
+ * the trace is read, and without this it would end as SWIOTLB_INVALID_GEOMETRY,
+ * exit 1, which the help keeps for a trace or boot log that cannot be used.
+ * A boot log's own pool that cannot be formed stays an exit 1.
+ */
+export async function withPoolFlags<T>(
+  run: () => Promise<T>,
+  values: TraceFlagValues,
+  areasFlag: { name: string; value: string | undefined } = { name: 'areas', value: values.areas },
+): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    const given = [
+      ['base', values.base],
+      ['slots', values.slots],
+      [areasFlag.name, areasFlag.value],
+      ['restricted', values.restricted === 'log' ? undefined : values.restricted],
+    ].filter(([, v]) => v !== undefined);
+    if (!isMediatorError(err, 'SWIOTLB_INVALID_GEOMETRY') || given.length === 0) throw err;
+    throw new MediatorError(
+      'CLI_USAGE',
+      `the pool of the flags (${given.map(([f]) => `--${f}`).join(', ')}): ${err.message}`,
+    );
+  }
 }
 
 /**
@@ -246,7 +278,7 @@ export async function replayTraceCommand(argv: string[], io: ReplayTraceIo): Pro
   const { values, positionals } = parsed;
   noOperands(positionals);
   const { run, finishProgress } = traceRunFlags(values, io, 'replay');
-  const report = await runTraceReplay(run);
+  const report = await withPoolFlags(() => runTraceReplay(run), values);
   finishProgress();
   if (values.json) {
     io.stdout.write(`${JSON.stringify(report)}\n`);

@@ -59,9 +59,14 @@ export interface ServeIo {
 /** Signals this close after the first are the same one delivered twice. */
 const DUPLICATE_SIGNAL_MS = 300;
 
-/** A numeric flag as a number when it looks like one, else as given (validation names it). */
+/**
+ * A numeric flag as a number when it is an exact one (decimal or 0x, as every
+ * integer flag), else as given, for the config's validation to name as the user
+ * wrote it (99999999999999999999 would otherwise be shown as 100000000000000000000).
+ */
 function numeric(value: string): number | string {
-  return /^\s*\d+\s*$/.test(value) ? Number(value) : value;
+  const n = Number(value.trim());
+  return /^\s*(0x[0-9a-f]+|\d+)\s*$/i.test(value) && Number.isSafeInteger(n) ? n : value;
 }
 
 /** The flags that override the config file, each naming its flag for error messages. */
@@ -142,6 +147,8 @@ export async function serveCommand(argv: string[], io: ServeIo): Promise<number>
   }
   const { values, positionals } = parsed;
   noOperands(positionals);
+  // "--config $UNSET_VAR": a command-line mistake, not a file that cannot be read.
+  if (values.config === '') throw new MediatorError('CLI_USAGE', '--config: "" is empty');
   const overrides = flagOverrides(values);
 
   // A wrong config throws MEDIATOR_BAD_CONFIG with one message; main prints it.

@@ -1,8 +1,9 @@
 import type { Writable } from 'node:stream';
+import { LIMITS } from '../mediator/limits.js';
 import { adviseFromTrace } from '../workload/trace/trace-advice.js';
 import { formatTraceSize } from '../workload/trace/trace-size-format.js';
-import { intFlag, noOperands, parseCommand } from './args.js';
-import { type ReplayTraceIo, TRACE_FLAGS, traceRunFlags } from './replay-trace.js';
+import { intFlag, MAX_SEED, noOperands, parseCommand } from './args.js';
+import { type ReplayTraceIo, TRACE_FLAGS, traceRunFlags, withPoolFlags } from './replay-trace.js';
 import { requirementNotes } from './size-notes.js';
 
 export const SIZE_TRACE_HELP = `Usage: swiotlb-mediator size --trace FILE|- [--dmesg FILE] [options]
@@ -63,21 +64,24 @@ export async function sizeTraceCommand(argv: string[], io: SizeTraceIo): Promise
   }
   const { values, positionals } = parsed;
   noOperands(positionals);
-  const areas = intFlag('areas', values.areas, 1);
+  const areas = intFlag('areas', values.areas, ...LIMITS.areas);
   const margin = intFlag('margin', values.margin, 0);
   const steps = intFlag('steps', values.steps, 1);
-  const seed = intFlag('seed', values.seed, 0);
-  const { run, finishProgress } = traceRunFlags(values, io, 'size', {
-    name: 'pool-areas',
-    value: values['pool-areas'],
-  });
-  const report = await adviseFromTrace({
-    ...run,
-    ...(areas === undefined ? {} : { areas }),
-    ...(margin === undefined ? {} : { margin: margin / 100 }),
-    ...(steps === undefined ? {} : { steps }),
-    ...(seed === undefined ? {} : { seed }),
-  });
+  const seed = intFlag('seed', values.seed, 0, MAX_SEED);
+  const poolAreas = { name: 'pool-areas', value: values['pool-areas'] };
+  const { run, finishProgress } = traceRunFlags(values, io, 'size', poolAreas);
+  const report = await withPoolFlags(
+    () =>
+      adviseFromTrace({
+        ...run,
+        ...(areas === undefined ? {} : { areas }),
+        ...(margin === undefined ? {} : { margin: margin / 100 }),
+        ...(steps === undefined ? {} : { steps }),
+        ...(seed === undefined ? {} : { seed }),
+      }),
+    values,
+    poolAreas,
+  );
   finishProgress();
   // What a guest needs before any advised pool is used, as size --job says it.
   const requirements = requirementNotes({

@@ -1,5 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import { MediatorError } from '../errors.js';
+import { LIMITS } from '../mediator/limits.js';
 import { IO_TLB_DEFAULT_SIZE, IO_TLB_SIZE } from '../swiotlb/constants.js';
 import { computeGeometry } from '../swiotlb/geometry.js';
 import { hasDynamicPools, type KernelVersion } from '../swiotlb/kernel.js';
@@ -13,7 +14,7 @@ import {
   type SizingAdvice,
   unchangedSizeWarning,
 } from '../workload/sizing.js';
-import { intFlag, jobOperand, kernelFlag, parseCommand } from './args.js';
+import { intFlag, jobOperand, kernelFlag, MAX_SEED, parseCommand } from './args.js';
 import { readJobFile } from './bench.js';
 import { isTraceReplay } from './replay-trace.js';
 import { requirementNotes } from './size-notes.js';
@@ -59,7 +60,10 @@ The kernel's lines for the advised pool ("software IO TLB: area num 2." ...) go
 to stderr. Example: swiotlb-mediator size --job examples/jobs/nvme.fio (the
 example jobs ship with the package in examples/jobs/).
 
-With --trace FILE it sizes from a real guest's DMA trace instead ("size --trace - --help").`;
+With --trace FILE it sizes from a real guest's DMA trace instead ("size --trace - --help").
+
+Exit status: 0 with a recommendation, 1 when no default pool up to 1 GiB holds
+the job, 2 on bad flags or a job file it cannot read or use (JOB_* errors).`;
 
 export interface SizeIo {
   stdout: Writable;
@@ -295,9 +299,9 @@ export async function sizeCommand(argv: string[], io: SizeIo): Promise<number> {
   const dynamic = values.dynamic === true;
   const flagKernel = kernelFlag(values.kernel, dynamic);
   const margin = intFlag('margin', values.margin, 0);
-  const areas = intFlag('areas', values.areas, 1);
+  const areas = intFlag('areas', values.areas, ...LIMITS.areas);
   const steps = intFlag('steps', values.steps, 1);
-  const seed = intFlag('seed', values.seed, 0);
+  const seed = intFlag('seed', values.seed, 0, MAX_SEED);
   const indirect = onOffFlag('indirect-desc', values['indirect-desc']);
   const jf = readJobFile(job);
   for (const w of jf.warnings) io.stderr.write(`size: warning: ${w}\n`);

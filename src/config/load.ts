@@ -108,7 +108,7 @@ export function parseConfig(
   const result = serviceConfigSchema.safeParse(input, { reportInput: true });
   if (!result.success) {
     const flags = new Map(overrides.map((o) => [formatPath(o.path), o.flag]));
-    const issues = result.error.issues;
+    const issues = distinctIssues(result.error.issues);
     const first = formatIssue(issues[0]!, (p) => flags.get(p));
     const more =
       issues.length > 1
@@ -132,6 +132,22 @@ export function parseConfig(
   for (const d of config.devices) if (d.file !== undefined) d.file = resolve(baseDir, d.file);
   checkOwnFiles(config, source);
   return config;
+}
+
+/**
+ * The issues less repeats: one value can break two checks that say the same
+ * thing (a port of 1e20 is neither an exact integer nor at most 65535, both
+ * "an integer from 0 to 65535"), which would read "(and 1 more: http.port)"
+ * about the field just named.
+ */
+function distinctIssues(issues: readonly z.core.$ZodIssue[]): z.core.$ZodIssue[] {
+  const seen = new Set<string>();
+  return issues.filter((i) => {
+    const key = `${formatPath(i.path)}\n${i.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /**
@@ -176,15 +192,18 @@ export function loadConfig(opts: LoadConfigOptions = {}): ServiceConfig {
 }
 
 function parseJson(text: string, source: string): unknown {
+  // A byte-order mark (Windows editors write one) is invisible in the file and in
+  // JSON.parse's message about it; RFC 8259 lets a parser skip it.
+  const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   try {
-    return JSON.parse(text);
+    return JSON.parse(body);
   } catch (err) {
     const message = (err as Error).message;
     const at = /position (\d+)/.exec(message);
     let where = '';
     if (at) {
       const pos = Number(at[1]);
-      const before = text.slice(0, pos).split('\n');
+      const before = body.slice(0, pos).split('\n');
       where = ` (line ${before.length}, column ${before.at(-1)!.length + 1})`;
     }
     throw badConfig(`${source}: is not valid JSON${where}: ${message}`);

@@ -344,7 +344,7 @@ export interface DeviceConfig {
   minAlignMask: number;
   /**
    * The GET_ID answer (at most 20 characters).
-   * @default the device id
+   * @default the device id, its first 20 characters (an id may have 64)
    */
   serial: string;
   /**
