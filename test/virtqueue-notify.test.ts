@@ -1,12 +1,14 @@
 /**
- * The virtqueue's notification words (src/virtio/virtqueue-layout.ts): a side
- * bumps the other's counter only when the other said it waits, so that while both
- * sides are busy neither writes the words' cache line; and the used ring starts on
- * its own line, as Linux's vring_init() places it with SMP_CACHE_BYTES.
+ * What the virtqueue's two sides share, line by line: a side bumps the other's
+ * notification counter (src/virtio/virtqueue-layout.ts) only when the other said
+ * it waits, so that while both sides are busy neither writes the words' cache
+ * line; the used ring starts on its own line, as Linux's vring_init() places it
+ * with SMP_CACHE_BYTES; and a poll reads a batch's used entries in one pass,
+ * before it completes any of them.
  */
 import { describe, expect, it } from 'vitest';
 import { DeviceQueue } from '../src/devices/device-queue.js';
-import { GuestVirtqueue } from '../src/mediator/driver-virtqueue.js';
+import { GuestVirtqueue, type UsedSink } from '../src/mediator/driver-virtqueue.js';
 import {
   layoutAt,
   NOTIFY_COMPLETION,
@@ -101,5 +103,31 @@ describe('virtqueue notification words', () => {
       expect(deviceFirst).toBeGreaterThan(driverLast);
       expect(lineOf(layout.notify)).toBeGreaterThan(deviceLast);
     }
+  });
+});
+
+describe('virtqueue poll', () => {
+  it('reads every used entry of a batch before it completes any: a device rewriting the ring meanwhile changes nothing', () => {
+    const { layout, driver, device } = pair();
+    const heads = [0, 1, 2].map(() => driver.addChain(2, [4096, 8192], [16, 1], [0, 1]));
+    driver.publish();
+    for (const h of heads) device.pushUsed(h, 1);
+    device.publishUsed();
+    const u32 = new Uint32Array(device.mem.buffer as SharedArrayBuffer);
+    const seen: string[] = [];
+    const sink: UsedSink = {
+      complete: (head, len) => {
+        seen.push(`ok ${head} ${len}`);
+        // The device overwrites every entry of the batch with the first chain's id
+        // and a length past what it may write: entries already read must not see it.
+        for (let k = 0; k < 3; k++) {
+          u32[(layout.used >>> 2) + 1 + k * 2] = heads[0]!;
+          u32[(layout.used >>> 2) + 2 + k * 2] = 999;
+        }
+      },
+      fault: (kind, head) => seen.push(`${kind} ${String(head)}`),
+    };
+    expect(driver.poll(sink)).toBe(3);
+    expect(seen).toEqual(heads.map((h) => `ok ${h} 1`));
   });
 });
