@@ -199,7 +199,7 @@ export class DeviceQueue {
    * bumps COMPLETION and wakes it, since it polls otherwise. A guest that set the
    * flag read COMPLETION after it, so the bump still fails its wait; a bump at
    * every publish took the notification words' line from the guest's core each
-   * time (see DriverVirtqueue.publish()).
+   * time (see GuestVirtqueue.publish()).
    */
   publishUsed(): void {
     Atomics.store(this.u16, this.usedWord16 + 1, this.usedIdx);
