@@ -4,7 +4,6 @@
  * that would be dropped, each refused as a usage error (CLI_USAGE, exit 2) that
  * names it, never run with a silent pick; config messages that name each problem once.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,9 +17,9 @@ import { sizeCommand } from '../src/cli/size.js';
 import { sizeTraceCommand } from '../src/cli/size-trace.js';
 import { loadConfig, parseConfig } from '../src/config/index.js';
 import { isMediatorError } from '../src/errors.js';
+import { runCli } from './helpers/run-cli.js';
 import { DmaDirection, KernelSim, render } from './helpers/trace-gen.js';
 
-const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const NVME = new URL('../examples/jobs/nvme.fio', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'cli-config-audit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -55,24 +54,6 @@ function sink(): Writable & { text: string } {
 
 function io() {
   return { stdin: new PassThrough(), stdout: sink(), stderr: sink() };
-}
-
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 /** Two bounced maps of one device in a 512-slot, 2-area pool at 0x80000000. */

@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { intFlag, jobOperand, parseCommand, usageLine } from '../src/cli/args.js';
 import { isMediatorError } from '../src/errors.js';
+import { runCli } from './helpers/run-cli.js';
 
-const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const USAGE = 'Usage: x [--job FILE] [--json] [--count N]';
 const OPTIONS = {
   job: { type: 'string' },
@@ -66,24 +65,6 @@ describe('parseCommand', () => {
     expect(usageError(() => jobOperand(['a', 'b'], 'j.fio'))).toBe('takes no arguments, got "a b"');
   });
 });
-
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('swiotlb-mediator usage errors (process)', () => {
   it.each([

@@ -3,7 +3,6 @@
  * the traced demand replayed against other pools (demand.ts, trace-sizing.ts),
  * the advice end to end, and the traced workload run through the real pipeline.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { TraceProfile } from '../src/workload/trace/profile.js';
 import { runTraceReplay } from '../src/workload/trace/run.js';
 import type { TraceSizeReport } from '../src/workload/trace/trace-advice.js';
 import { sizeFromTrace } from '../src/workload/trace/trace-sizing.js';
+import { runCli } from './helpers/run-cli.js';
 import { type GenEvent, KernelSim, render, virtioBlkRequest } from './helpers/trace-gen.js';
 import { TRACEFS } from './helpers/trace-run.js';
 
@@ -249,28 +249,9 @@ describe('size --trace', () => {
 
   it('as a process: text advice, exit 0; a usage error exits 2', async () => {
     const { trace, dmesg } = fiveSegments();
-    const run = (args: string[]) =>
-      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, [
-          '--import',
-          'tsx',
-          new URL('../src/cli/main.ts', import.meta.url).pathname,
-          ...args,
-        ]);
-        let stdout = '';
-        let stderr = '';
-        child.stdout.setEncoding('utf8').on('data', (d: string) => {
-          stdout += d;
-        });
-        child.stderr.setEncoding('utf8').on('data', (d: string) => {
-          stderr += d;
-        });
-        child.on('error', reject);
-        child.on('close', (code) => resolve({ code, stdout, stderr }));
-      });
     const t = file('p.txt', trace);
     const d = file('p.dmesg', dmesg);
-    const ok = await run(['size', '--trace', t, '--dmesg', d, '--quiet']);
+    const ok = await runCli(['size', '--trace', t, '--dmesg', d, '--quiet']);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/^Sizing from .*p\.txt: its 5 bounced requests replayed/);
     expect(ok.stdout).toMatch(
@@ -280,7 +261,7 @@ describe('size --trace', () => {
     expect(ok.stdout).toMatch(
       /\n\nBefore you rely on it:\n- virtio: the device must negotiate VIRTIO_F_ACCESS_PLATFORM\./,
     );
-    const bad = await run(['size', '--trace', t, '--kernel', '6.8']);
+    const bad = await runCli(['size', '--trace', t, '--kernel', '6.8']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/no swiotlb profile for Linux 6\.8/);
   }, 30_000);
