@@ -477,3 +477,51 @@ async function oneCopy(
   expect(copies).toBeLessThanOrEqual(c.size === 0 ? 0 : after.byWriter.length);
   if (c.size > 0) expect(copies).toBeGreaterThanOrEqual(1);
 }
+
+describe('a copy worker that fails outside a copy (piscina emits "error")', () => {
+  const piscinaOf = (engine: CopyEngine) => (engine as unknown as { piscina: Piscina }).piscina;
+
+  it('(defect) before its ring started: the ring is given up and copies are made inline; close() returns', async () => {
+    // Piscina emits 'error' for a worker that fails at start-up and then starts no
+    // more; the engine had no listener, so the event threw (the process crashed).
+    // Emitted here before the worker can have taken its ring's task.
+    const { engine, guest, pool, g, p } = rig({
+      workers: 1,
+      inlineThreshold: 64,
+      splitThreshold: 0,
+    });
+    try {
+      expect(() =>
+        piscinaOf(engine).emit('error', new Error('worker failed at start-up')),
+      ).not.toThrow();
+      pattern(guest, 9);
+      // Inline now: done on return, no promise.
+      expect(engine.copy(TO, g, 0, p, 0, 64 * KiB)).toBeUndefined();
+      expect(Buffer.compare(pool.subarray(0, 64 * KiB), guest.subarray(0, 64 * KiB))).toBe(0);
+      expect(engine.pendingCopies).toBe(0);
+    } finally {
+      await engine.close();
+    }
+    expect(engine.liveWorkers).toBe(0);
+  });
+
+  it('once its ring is served, the ring is kept and copies still go to the worker', async () => {
+    const { engine, guest, pool, g, p } = rig({
+      workers: 1,
+      inlineThreshold: 64,
+      splitThreshold: 0,
+    });
+    try {
+      pattern(guest, 10);
+      await engine.copy(TO, g, 0, p, 0, 4 * KiB); // served: the worker has started
+      piscinaOf(engine).emit('error', new Error('another worker failed'));
+      const copying = engine.copy(TO, g, 4 * KiB, p, 4 * KiB, 64 * KiB);
+      expect(copying).toBeInstanceOf(Promise);
+      await copying;
+      expect(Buffer.compare(pool.subarray(0, 68 * KiB), guest.subarray(0, 68 * KiB))).toBe(0);
+      expect(engine.workerCrashes).toBe(0);
+    } finally {
+      await engine.close();
+    }
+  });
+});

@@ -154,6 +154,11 @@ interface Ring {
   readonly pending: Fifo<Pending>;
   armed: boolean;
   dead: boolean;
+  /**
+   * Given up before its worker started (piscina's 'error': see workerStartFailed):
+   * its task may never run, so close() does not wait for it.
+   */
+  cancelled: boolean;
   task: Promise<unknown> | undefined;
   lastCompletion: number;
   rearm: () => void;
@@ -234,6 +239,8 @@ export class CopyEngine {
   private closing = false;
   private closed = false;
   private closeDone: Promise<void> | undefined;
+  /** No ring is left after workers failed to start: every copy is made inline. */
+  private inlineOnly = false;
   private crashes = 0;
   private readonly log: Logger;
 
@@ -280,6 +287,9 @@ export class CopyEngine {
         concurrentTasksPerWorker: 1,
         idleTimeout: Number.POSITIVE_INFINITY,
       });
+      this.piscina.on('error', (err: unknown) =>
+        this.workerStartFailed(err instanceof Error ? err : new Error(String(err))),
+      );
       for (let i = 0; i < this.workers; i++) this.rings.push(this.startRing(i));
     }
   }
@@ -348,7 +358,7 @@ export class CopyEngine {
         `copy engine: bad copy (direction ${dir}, regions ${guestRegion}/${poolRegion}, offsets ${guestOffset}/${poolOffset}, length ${length})`,
       );
     }
-    if (this.workers === 0 || length < this.inlineThreshold) {
+    if (this.workers === 0 || this.inlineOnly || length < this.inlineThreshold) {
       this.copyInline(dir, guest, guestRegion, guestOffset, pool, poolRegion, poolOffset, length);
       return undefined;
     }
@@ -511,7 +521,8 @@ export class CopyEngine {
     nudge();
     const nudging = setInterval(nudge, STOP_NUDGE_MS);
     try {
-      await Promise.all(this.rings.map((r) => r.task?.catch(() => undefined)));
+      const started = this.rings.filter((r) => !r.cancelled);
+      await Promise.all(started.map((r) => r.task?.catch(() => undefined)));
     } finally {
       clearInterval(nudging);
     }
@@ -533,6 +544,7 @@ export class CopyEngine {
       pending: new Fifo<Pending>(this.capacity),
       armed: false,
       dead: false,
+      cancelled: false,
       task: undefined,
       lastCompletion: 0,
       rearm: () => undefined,
@@ -709,7 +721,8 @@ export class CopyEngine {
     ).repairAfterCrash();
     Atomics.notify(ring.header, RING_TAIL); // lets a pending waitAsync on the dead ring settle
     ring.port.close();
-    const replaced = !this.closing || this.inFlight > 0 || !this.backlog.isEmpty();
+    const replaced =
+      !ring.cancelled && (!this.closing || this.inFlight > 0 || !this.backlog.isEmpty());
     this.log.error(
       {
         worker: ring.index,
@@ -723,6 +736,46 @@ export class CopyEngine {
     if (replaced) {
       this.rings[ring.index] = this.startRing(ring.index);
       this.drainBacklog();
+    }
+  }
+
+  /**
+   * Piscina's 'error' event: a worker failed outside a copy, that is before its
+   * ring's task started (at start-up: piscina then starts no more workers, and
+   * that task, queued, would never run). Without a listener the event crashed the
+   * process; with one alone, copies queued on such a ring, and close(), would wait
+   * for ever. So each ring whose worker has not started is given up (its copies
+   * fail with COPY_WORKER_CRASHED, as a dead worker's do; its STOP is set, should
+   * its task run after all), and once none is left, copies are made inline.
+   */
+  private workerStartFailed(cause: Error): void {
+    if (this.closed) return;
+    for (const ring of this.rings) {
+      if (ring.dead || Atomics.load(ring.header, RING_THREAD) !== 0) continue;
+      ring.cancelled = true;
+      Atomics.store(ring.header, RING_STOP, 1);
+      this.ringDied(ring, cause);
+    }
+    if (this.inlineOnly || !this.rings.every((r) => r.dead)) return;
+    this.inlineOnly = true;
+    this.log.error(
+      { code: 'COPY_WORKER_CRASHED', err: cause },
+      `copy workers failed to start (${cause.message}): copies are made on the calling thread from now on`,
+    );
+    for (let d = this.backlog.shift(); d !== undefined; d = this.backlog.shift()) {
+      const guest = this.regions[d.guestRegion]!;
+      const pool = this.regions[d.poolRegion]!;
+      this.copyInline(
+        d.dir,
+        guest,
+        d.guestRegion,
+        d.guestOffset,
+        pool,
+        d.poolRegion,
+        d.poolOffset,
+        d.length,
+      );
+      this.partDone(d.join, undefined);
     }
   }
 
