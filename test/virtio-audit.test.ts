@@ -273,13 +273,7 @@ describe('device queue: an available index moved past the ring breaks the queue'
     const q = new DeviceQueue({
       memory,
       memBase: 0,
-      queue: {
-        size,
-        desc: layout.desc,
-        avail: layout.avail,
-        used: layout.used,
-        notify: layout.notify,
-      },
+      queue: layout, // a VirtqueueLayout is the queue part of the device's spec
     });
     const u16 = new Uint16Array(memory);
     const setAvail = (idx: number) => Atomics.store(u16, (layout.avail >>> 1) + 1, idx);

@@ -26,13 +26,7 @@ function pair(size = 8) {
   const device = new DeviceQueue({
     memory,
     memBase: 0,
-    queue: {
-      size,
-      desc: layout.desc,
-      avail: layout.avail,
-      used: layout.used,
-      notify: layout.notify,
-    },
+    queue: layout, // a VirtqueueLayout is the queue part of the device's spec
   });
   const words = new Int32Array(memory, layout.notify, 16);
   return { layout, driver, device, words };
